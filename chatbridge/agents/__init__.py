@@ -1,0 +1,1 @@
+"""Agent transports: the ways the bridge reaches an AI agent."""

@@ -1,0 +1,1 @@
+"""Channel adapters: one module per place where customers talk."""

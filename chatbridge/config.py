@@ -1,0 +1,168 @@
+"""Settings: one typed object, built once by the CLI (or the caller of ``create_app``).
+
+Most settings live under the ``CHATBRIDGE_`` prefix. The original Chatwoot bridge's own
+environment names are accepted as they were (``CHATWOOT_BASE_URL``, ``INBOX_AGENT_MAPPINGS``,
+``DEFAULT_RESPONSE_TIMEOUT`` …) so an existing deployment keeps its ``.env``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FALLBACK_TEXT = (
+    "Thanks for your message! We can't answer right now, but a member of our team "
+    "will get back to you shortly."
+)
+
+Transport = Literal["ws-dial-out", "ws-dial-in"]
+ReplyMode = Literal["async", "sync"]
+OnFailure = Literal["fallback", "handoff"]
+
+
+class AgentConfig(BaseModel):
+    """How to reach one agent (the seed's ``agent_config``)."""
+
+    agent_id: str = Field(min_length=1, max_length=200)
+    websocket_url: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    transport: Transport | None = None
+    token: str | None = Field(default=None, description="dial-in token (write-only)")
+
+    @model_validator(mode="after")
+    def _pick_transport(self) -> AgentConfig:
+        if self.transport is None:
+            self.transport = "ws-dial-out" if self.websocket_url else "ws-dial-in"
+        if self.transport == "ws-dial-out":
+            if not self.websocket_url:
+                raise ValueError("ws-dial-out needs websocket_url")
+            if not self.websocket_url.startswith(("ws://", "wss://")):
+                raise ValueError("websocket_url must start with ws:// or wss://")
+        return self
+
+
+class InboxMapping(BaseModel):
+    """One route: which agent answers which inbox (the seed's ``INBOX_AGENT_MAPPINGS`` item)."""
+
+    inbox_id: int = Field(ge=0)
+    channel: str = "chatwoot"
+    agent_config: AgentConfig
+    reply_mode: ReplyMode = "async"
+    fallback_text: str | None = Field(default=None, max_length=4000)
+    on_failure: OnFailure = "fallback"
+    agent_bot_mode: bool = Field(
+        default=False,
+        description="Chatwoot agent-bot inbox: answer only while the conversation is pending",
+    )
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class Settings(BaseSettings):
+    """Every knob of the bridge. See the README for the full table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATBRIDGE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- server -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = None
+    database_url: str = "sqlite+aiosqlite:///./chatbridge.db"
+    auto_migrate: bool = True
+    admin_key: str | None = None
+    instance_id: str = Field(default_factory=_default_instance_id)
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # --- Chatwoot (seed names accepted) ---------------------------------------------------
+    chatwoot_base_url: str = Field(
+        default="http://127.0.0.1:3000",
+        validation_alias=AliasChoices("CHATWOOT_BASE_URL", "CHATBRIDGE_CHATWOOT_BASE_URL"),
+    )
+    chatwoot_api_access_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "CHATWOOT_API_ACCESS_TOKEN", "CHATBRIDGE_CHATWOOT_API_ACCESS_TOKEN"
+        ),
+    )
+    chatwoot_account_id: int = Field(
+        default=1,
+        validation_alias=AliasChoices("CHATWOOT_ACCOUNT_ID", "CHATBRIDGE_CHATWOOT_ACCOUNT_ID"),
+    )
+    chatwoot_webhook_secret: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "CHATWOOT_WEBHOOK_SECRET", "CHATBRIDGE_CHATWOOT_WEBHOOK_SECRET"
+        ),
+    )
+    chatwoot_timeout_seconds: float = 10.0
+
+    # --- routes and replies (seed names accepted) -----------------------------------------
+    inbox_agent_mappings: list[InboxMapping] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("INBOX_AGENT_MAPPINGS", "CHATBRIDGE_INBOX_AGENT_MAPPINGS"),
+    )
+    default_response_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "DEFAULT_RESPONSE_TIMEOUT", "CHATBRIDGE_DEFAULT_RESPONSE_TIMEOUT"
+        ),
+    )
+    enable_async_responses: bool = Field(
+        default=True,
+        validation_alias=AliasChoices(
+            "ENABLE_ASYNC_RESPONSES", "CHATBRIDGE_ENABLE_ASYNC_RESPONSES"
+        ),
+    )
+    max_sync_response_time: float = Field(
+        default=25.0,
+        gt=0,
+        validation_alias=AliasChoices("MAX_SYNC_RESPONSE_TIME", "CHATBRIDGE_MAX_SYNC_RESPONSE_TIME"),
+    )
+    fallback_text: str = DEFAULT_FALLBACK_TEXT
+
+    # --- agents ---------------------------------------------------------------------------
+    agent_tokens: dict[str, str] = Field(
+        default_factory=dict, description="dial-in tokens: {agent_id: token}"
+    )
+    heartbeat_interval: float = Field(default=20.0, gt=0)
+    ws_max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
+    reconnect_initial_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+
+    # --- workers --------------------------------------------------------------------------
+    lease_seconds: float = Field(default=15.0, gt=0)
+    poll_interval: float = Field(default=0.5, gt=0)
+    turn_concurrency: int = Field(default=256, ge=1)
+    delivery_concurrency: int = Field(default=64, ge=1)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    retry_base_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    drain_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("inbox_agent_mappings", mode="before")
+    @classmethod
+    def _empty_mappings(cls, value: Any) -> Any:
+        if value in ("", None):
+            return []
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
