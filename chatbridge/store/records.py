@@ -1,0 +1,166 @@
+"""Plain records the store returns. Free of SQLAlchemy so callers never hold a row object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    id: str
+    transport: str
+    url: str | None
+    token_hash: str | None
+    timeout_seconds: float
+    enabled: bool
+    last_seen_at: float | None
+
+
+@dataclass(slots=True)
+class Route:
+    """Which agent answers which inbox of which channel, and how."""
+
+    id: int
+    channel: str
+    inbox_id: int
+    agent_id: str
+    reply_mode: str
+    timeout_seconds: float
+    fallback_text: str | None
+    on_failure: str
+    agent_bot_mode: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    id: str
+    channel: str
+    channel_key: str
+    inbox_id: int
+    contact_id: str | None
+    owner: str
+    status: str
+    external_status: str | None
+    meta: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ContactRecord:
+    id: str
+    channel: str
+    external_id: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    id: str
+    conversation_id: str
+    direction: str
+    author: str
+    text: str
+    content_type: str
+    attachments: list[dict[str, Any]]
+    external_id: str | None
+    created_at: float
+    meta: dict[str, Any]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to an inbound message.
+
+    ``status``: ``accepted`` (stored, turn created), ``stored`` (stored, no turn: ``reason`` says
+    why, e.g. a human owns the conversation) or ``duplicate`` (seen before; nothing written).
+    """
+
+    status: Literal["accepted", "stored", "duplicate"]
+    conversation_id: str | None = None
+    message_id: str | None = None
+    turn_id: int | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class TurnDecision:
+    """The pure decision taken inside the ingest transaction (see ``pipeline.decisions``)."""
+
+    create_turn: bool
+    owner: str
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class ClaimedTurn:
+    """A turn this process now holds a lease on, with what the agent needs to answer it."""
+
+    id: int
+    conversation_id: str
+    agent_id: str
+    route_id: int | None
+    kind: str
+    attempts: int
+    response_mode: str
+    created_at: float
+    conversation: ConversationRecord
+    messages: list[MessageRecord]
+    contact: ContactRecord | None
+
+    @property
+    def key(self) -> str:
+        return f"t_{self.id}"
+
+
+@dataclass(slots=True)
+class DeliverySpec:
+    """One outbound action to write in the outbox."""
+
+    kind: str  # message | typing_on | typing_off | handoff
+    max_attempts: int
+    text: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ClaimedDelivery:
+    id: int
+    conversation_id: str
+    turn_id: int | None
+    message_id: str | None
+    kind: str
+    text: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    idempotency_key: str
+    uncertain: bool  # an earlier attempt's outcome is unknown (its lease expired mid-send)
+    conversation: ConversationRecord
+
+
+@dataclass(slots=True)
+class CompletedTurn:
+    """Result of writing a turn's outcome. ``ok`` is False when the lease was lost."""
+
+    ok: bool
+    reply_message_id: str | None = None
+    delivered: bool = False  # False when a human owns the conversation: reply kept as a note
+    delivery_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    id: int
+    conversation_id: str
+    channel: str
+    channel_key: str
+    kind: str
+    text: str | None
+    attempts: int
+    last_error: str | None
+    created_at: float
+    turn_id: int | None

@@ -1,0 +1,182 @@
+"""The schema, as SQLAlchemy Core tables (one metadata for SQLite and PostgreSQL).
+
+Times are float Unix seconds: comparable in SQL on both databases, cheap to write, and free of
+time-zone surprises. Turns and deliveries use integer keys because their order *is* the queue
+order (per conversation, oldest first).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("channel", String(40), nullable=False),
+    Column("external_id", String(200), nullable=True),
+    Column("name", String(300)),
+    Column("email", String(300)),
+    Column("phone", String(40)),
+    Column("meta", Json, nullable=False, default=dict),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("channel", "external_id"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("channel", String(40), nullable=False),
+    Column("channel_key", String(200), nullable=False),
+    Column("inbox_id", Integer, nullable=False),
+    Column("contact_id", String(40), ForeignKey("contacts.id"), nullable=True),
+    Column("owner", String(10), nullable=False, default="bot"),
+    Column("status", String(10), nullable=False, default="open"),
+    Column("external_status", String(20), nullable=True),
+    Column("meta", Json, nullable=False, default=dict),
+    Column("created_at", Float, nullable=False),
+    Column("last_activity_at", Float, nullable=False),
+    UniqueConstraint("channel", "channel_key"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("direction", String(4), nullable=False),  # in | out | note
+    Column("author", String(10), nullable=False),  # contact | agent | human | system
+    Column("text", Text, nullable=False, default=""),
+    Column("content_type", String(40), nullable=False, default="text"),
+    Column("attachments", Json, nullable=False, default=list),
+    # channel + external id, unique: the inbound dedupe key (null for our own messages)
+    Column("dedupe_key", String(300), nullable=True, unique=True),
+    Column("external_id", String(200), nullable=True),
+    Column("turn_id", BigId, nullable=True),
+    Column("meta", Json, nullable=False, default=dict),
+    Column("created_at", Float, nullable=False),
+    Index(None, "conversation_id", "created_at"),
+)
+
+inbound_receipts = Table(
+    "inbound_receipts",
+    metadata,
+    # e.g. "chatwoot:<X-Chatwoot-Delivery uuid>": the per-delivery dedupe key
+    Column("key", String(300), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("channel", String(40), nullable=False),
+    Column("inbox_id", Integer, nullable=False),
+    Column("agent_id", String(200), ForeignKey("agents.id"), nullable=False),
+    Column("reply_mode", String(10), nullable=False, default="async"),
+    Column("timeout_seconds", Float, nullable=False),
+    Column("fallback_text", Text, nullable=True),
+    Column("on_failure", String(10), nullable=False, default="fallback"),
+    Column("agent_bot_mode", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("channel", "inbox_id"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("transport", String(20), nullable=False),
+    Column("url", Text, nullable=True),
+    Column("token_hash", String(200), nullable=True),
+    Column("timeout_seconds", Float, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("last_seen_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("agent_id", String(200), nullable=False),
+    Column("route_id", BigId, nullable=True),
+    Column("kind", String(10), nullable=False, default="message"),
+    # pending → leased → done | failed | dead ; "cancelled" when a human took over first
+    Column("state", String(10), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("available_at", Float, nullable=False),
+    Column("response_mode", String(10), nullable=False, default="async"),
+    Column("message_ids", Json, nullable=False, default=list),
+    Column("outcome", String(20), nullable=True),
+    Column("reply_message_id", String(40), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "state", "available_at"),
+    Index(None, "conversation_id", "state"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
+    Column("turn_id", BigId, nullable=True),
+    Column("message_id", String(40), nullable=True),
+    Column("kind", String(20), nullable=False),  # message | typing_on | typing_off | handoff
+    Column("text", Text, nullable=True),
+    Column("payload", Json, nullable=False, default=dict),
+    # pending → leased → done | dead ; typing that keeps failing ends "dropped"
+    Column("state", String(10), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    # set on claim from the old row: the previous attempt died mid-send, outcome unknown
+    Column("uncertain", Boolean, nullable=False, default=False),
+    Column("external_id", String(200), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("done_at", Float, nullable=True),
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "conversation_id", "state"),
+)

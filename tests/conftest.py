@@ -1,0 +1,78 @@
+"""Shared fixtures: a fresh store on SQLite and on PostgreSQL (the real server).
+
+PostgreSQL tests skip when no server answers, except in CI (``CI=true``) where a missing
+server is a failure: the suite must prove the PostgreSQL path, not quietly pass without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("CHATBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_dsn_for(db: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{db}"
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of our own for this test session, dropped at the end."""
+    name = f"chatbridge_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI but not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield name
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _reset_pg_schema(db: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_dsn_for(db), timeout=5)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'chatbridge.db'}"
+    db = request.getfixturevalue("pg_database")
+    asyncio.run(_reset_pg_schema(db))
+    return f"postgresql+asyncpg://{_pg_dsn_for(db).split('://', 1)[1]}"
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[object]:
+    from chatbridge.store import Store
+
+    s = Store(database_url)
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
