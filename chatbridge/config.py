@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     max_sync_response_time: float = Field(
         default=25.0,
         gt=0,
-        validation_alias=AliasChoices("MAX_SYNC_RESPONSE_TIME", "CHATBRIDGE_MAX_SYNC_RESPONSE_TIME"),
+        validation_alias=AliasChoices(
+            "MAX_SYNC_RESPONSE_TIME", "CHATBRIDGE_MAX_SYNC_RESPONSE_TIME"
+        ),
     )
     fallback_text: str = DEFAULT_FALLBACK_TEXT
 

@@ -17,47 +17,63 @@ class Metrics:
             "chatbridge_webhooks_total", "Webhooks received", ["channel", "result"], registry=r
         )
         self.webhook_seconds = Histogram(
-            "chatbridge_webhook_seconds", "Webhook handling time", ["channel"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "chatbridge_webhook_seconds",
+            "Webhook handling time",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.turns = Counter(
             "chatbridge_turns_total", "Turns finished", ["agent_id", "outcome"], registry=r
         )
         self.turn_seconds = Histogram(
-            "chatbridge_turn_seconds", "Agent turn time (sent → answered)", ["agent_id"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "chatbridge_turn_seconds",
+            "Agent turn time (sent → answered)",
+            ["agent_id"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.agent_errors = Counter(
-            "chatbridge_agent_errors_total", "Agent failures by kind", ["agent_id", "kind"],
+            "chatbridge_agent_errors_total",
+            "Agent failures by kind",
+            ["agent_id", "kind"],
             registry=r,
         )
         self.agent_replies_dropped = Counter(
             "chatbridge_agent_replies_dropped_total",
-            "Agent replies for unknown or already answered turns", ["agent_id"], registry=r,
+            "Agent replies for unknown or already answered turns",
+            ["agent_id"],
+            registry=r,
         )
         self.agent_connected = Gauge(
-            "chatbridge_agent_connected", "1 while the agent is connected", ["agent_id"],
+            "chatbridge_agent_connected",
+            "1 while the agent is connected",
+            ["agent_id"],
             registry=r,
         )
         self.deliveries = Counter(
-            "chatbridge_deliveries_total", "Delivery attempts by result", ["channel", "kind", "result"],
+            "chatbridge_deliveries_total",
+            "Delivery attempts by result",
+            ["channel", "kind", "result"],
             registry=r,
         )
         self.delivery_seconds = Histogram(
-            "chatbridge_delivery_seconds", "Channel API call time", ["channel"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "chatbridge_delivery_seconds",
+            "Channel API call time",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.delivery_uncertain = Counter(
             "chatbridge_delivery_uncertain_total",
             "Re-sends after an attempt with unknown outcome that the channel could not check",
-            ["channel"], registry=r,
+            ["channel"],
+            registry=r,
         )
         self.dead_letters = Counter(
             "chatbridge_dead_letters_total", "Deliveries dead-lettered", ["channel"], registry=r
         )
-        self.errors = Counter(
-            "chatbridge_errors_total", "Errors by kind", ["kind"], registry=r
-        )
+        self.errors = Counter("chatbridge_errors_total", "Errors by kind", ["kind"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-PG_ADMIN_DSN = os.environ.get("CHATBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "CHATBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_dsn_for(db: str) -> str:

@@ -294,7 +294,9 @@ class Store:
     async def list_routes(self) -> list[Route]:
         async with self._tx() as conn:
             rows = (
-                await conn.execute(select(t.routes).order_by(t.routes.c.channel, t.routes.c.inbox_id))
+                await conn.execute(
+                    select(t.routes).order_by(t.routes.c.channel, t.routes.c.inbox_id)
+                )
             ).all()
         return [_route(r) for r in rows]
 
@@ -698,19 +700,25 @@ class Store:
                 ).all()
             }
             contact_ids = {c.contact_id for c in convs.values() if c.contact_id}
-            contacts = {
-                r.id: ContactRecord(
-                    id=r.id,
-                    channel=r.channel,
-                    external_id=r.external_id,
-                    name=r.name,
-                    email=r.email,
-                    phone=r.phone,
-                )
-                for r in (
-                    await conn.execute(select(t.contacts).where(t.contacts.c.id.in_(contact_ids)))
-                ).all()
-            } if contact_ids else {}
+            contacts = (
+                {
+                    r.id: ContactRecord(
+                        id=r.id,
+                        channel=r.channel,
+                        external_id=r.external_id,
+                        name=r.name,
+                        email=r.email,
+                        phone=r.phone,
+                    )
+                    for r in (
+                        await conn.execute(
+                            select(t.contacts).where(t.contacts.c.id.in_(contact_ids))
+                        )
+                    ).all()
+                }
+                if contact_ids
+                else {}
+            )
             claimed = []
             typing_rows = []
             for r in sorted(rows, key=lambda r: r.id):
@@ -879,7 +887,9 @@ class Store:
                 )
             if handoff and deliver:
                 await self._set_owner(conn, conversation_id, "human")
-        return CompletedTurn(ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids)
+        return CompletedTurn(
+            ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids
+        )
 
     async def get_turn(self, turn_id: int) -> dict[str, Any] | None:
         """The turn row with its reply text, for sync waiters and the API."""
@@ -906,8 +916,12 @@ class Store:
         attachments: Sequence[dict[str, Any]] = (),
         meta: dict[str, Any] | None = None,
         respect_owner: bool = True,
+        handoff: bool = False,
     ) -> CompletedTurn:
-        """A message not tied to a turn (proactive agent message, operator message)."""
+        """A message not tied to a turn (proactive agent message, operator message).
+
+        While a human owns the conversation, the text is kept as a note and nothing is sent.
+        """
         now = time.time()
         async with self._tx() as conn:
             conv_owner = (
@@ -938,8 +952,11 @@ class Store:
             if deliver:
                 for spec in deliveries:
                     values = self._delivery_values(
-                        conversation_id, None, message_id if spec.kind == "message" else None,
-                        spec, now,
+                        conversation_id,
+                        None,
+                        message_id if spec.kind == "message" else None,
+                        spec,
+                        now,
                     )
                     ids.append(
                         (
@@ -948,7 +965,11 @@ class Store:
                             )
                         ).scalar_one()
                     )
-        return CompletedTurn(ok=True, reply_message_id=message_id, delivered=deliver, delivery_ids=ids)
+                if handoff:
+                    await self._set_owner(conn, conversation_id, "human")
+        return CompletedTurn(
+            ok=True, reply_message_id=message_id, delivered=deliver, delivery_ids=ids
+        )
 
     async def claim_deliveries(
         self, owner: str, *, limit: int, lease_seconds: float
@@ -1148,9 +1169,7 @@ class Store:
         async with self._tx() as conn:
             for name, table in (("turns", t.turns), ("deliveries", t.deliveries)):
                 rows = (
-                    await conn.execute(
-                        select(table.c.state, func.count()).group_by(table.c.state)
-                    )
+                    await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
                 ).all()
                 out[name] = {r[0]: int(r[1]) for r in rows}
         return out

@@ -15,10 +15,18 @@ def bot_decides(conv):  # type: ignore[no-untyped-def]
 
 
 async def make_route(store: Store, inbox_id: int = 1) -> Route:
-    await store.upsert_agent("a1", transport="ws-dial-out", url="ws://127.0.0.1:1", timeout_seconds=5)
+    await store.upsert_agent(
+        "a1", transport="ws-dial-out", url="ws://127.0.0.1:1", timeout_seconds=5
+    )
     route, created = await store.save_route(
-        channel="chatwoot", inbox_id=inbox_id, agent_id="a1", reply_mode="async",
-        timeout_seconds=5, fallback_text=None, on_failure="fallback", agent_bot_mode=False,
+        channel="chatwoot",
+        inbox_id=inbox_id,
+        agent_id="a1",
+        reply_mode="async",
+        timeout_seconds=5,
+        fallback_text=None,
+        on_failure="fallback",
+        agent_bot_mode=False,
     )
     assert created
     return route
@@ -26,25 +34,37 @@ async def make_route(store: Store, inbox_id: int = 1) -> Route:
 
 def inbound(conv: str, n: int, delivery: str | None = None) -> InboundMessage:
     return InboundMessage(
-        channel="chatwoot", inbox_id=1, channel_key=f"1:{conv}", text=f"message {n}",
-        external_message_id=f"1:{conv}-{n}", delivery_id=delivery,
+        channel="chatwoot",
+        inbox_id=1,
+        channel_key=f"1:{conv}",
+        text=f"message {n}",
+        external_message_id=f"1:{conv}-{n}",
+        delivery_id=delivery,
         contact=ContactInfo(external_id=f"contact-{conv}", name="Ana"),
     )
 
 
 async def test_ingest_writes_message_and_turn_and_dedupes(store: Store) -> None:
     route = await make_route(store)
-    first = await store.ingest(inbound("42", 1, "d-1"), route=route, response_mode="async", decide=bot_decides)
+    first = await store.ingest(
+        inbound("42", 1, "d-1"), route=route, response_mode="async", decide=bot_decides
+    )
     assert first.status == "accepted" and first.turn_id is not None
-    again_delivery = await store.ingest(inbound("42", 1, "d-1"), route=route, response_mode="async", decide=bot_decides)
-    again_message = await store.ingest(inbound("42", 1, "d-2"), route=route, response_mode="async", decide=bot_decides)
+    again_delivery = await store.ingest(
+        inbound("42", 1, "d-1"), route=route, response_mode="async", decide=bot_decides
+    )
+    again_message = await store.ingest(
+        inbound("42", 1, "d-2"), route=route, response_mode="async", decide=bot_decides
+    )
     assert again_delivery.status == "duplicate" and again_delivery.reason == "delivery_id"
     assert again_message.status == "duplicate" and again_message.reason == "message_id"
     assert first.conversation_id is not None
     assert [m.text for m in await store.list_messages(first.conversation_id)] == ["message 1"]
     assert (await store.counts())["turns"] == {"pending": 1}
     # the rolled-back duplicate did not keep its delivery receipt: d-2 is still new
-    third = await store.ingest(inbound("42", 2, "d-2"), route=route, response_mode="async", decide=bot_decides)
+    third = await store.ingest(
+        inbound("42", 2, "d-2"), route=route, response_mode="async", decide=bot_decides
+    )
     assert third.status == "accepted"
 
 
@@ -55,7 +75,9 @@ async def test_one_turn_in_flight_per_conversation(store: Store) -> None:
     await store.ingest(inbound("B", 0), route=route, response_mode="async", decide=bot_decides)
     claimed = await store.claim_turns("w1", limit=10, lease_seconds=30)
     assert sorted(c.conversation.channel_key for c in claimed) == ["1:A", "1:B"]
-    assert [m.text for c in claimed if c.conversation.channel_key == "1:A" for m in c.messages] == ["message 0"]
+    assert [m.text for c in claimed if c.conversation.channel_key == "1:A" for m in c.messages] == [
+        "message 0"
+    ]
     assert await store.claim_turns("w2", limit=10, lease_seconds=30) == []
     a = next(c for c in claimed if c.conversation.channel_key == "1:A")
     done = await store.complete_turn(a.id, "w1", state="done", outcome="reply", reply_text="hi")
@@ -71,10 +93,18 @@ async def test_expired_lease_is_taken_over_and_old_owner_is_fenced(store: Store)
     await asyncio.sleep(0.1)
     [again] = await store.claim_turns("w2", limit=1, lease_seconds=30)
     assert again.id == turn.id and again.attempts == 2
-    late = await store.complete_turn(turn.id, "dead-process", state="done", outcome="reply", reply_text="late")
+    late = await store.complete_turn(
+        turn.id, "dead-process", state="done", outcome="reply", reply_text="late"
+    )
     assert not late.ok
-    ok = await store.complete_turn(turn.id, "w2", state="done", outcome="reply", reply_text="on time",
-                                   deliveries=[DeliverySpec("message", 5, text="on time")])
+    ok = await store.complete_turn(
+        turn.id,
+        "w2",
+        state="done",
+        outcome="reply",
+        reply_text="on time",
+        deliveries=[DeliverySpec("message", 5, text="on time")],
+    )
     assert ok.ok and len(ok.delivery_ids) == 1
     texts = [m.text for m in await store.list_messages(turn.conversation_id)]
     assert texts == ["message 0", "on time"]
@@ -91,13 +121,25 @@ async def test_renewed_lease_is_not_taken(store: Store) -> None:
 
 async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store) -> None:
     route = await make_route(store)
-    res = await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
     assert res.conversation_id
     [turn] = await store.claim_turns("w", limit=1, lease_seconds=30, typing_channels=["chatwoot"])
-    await store.complete_turn(turn.id, "w", state="done", outcome="reply", reply_text="one",
-                              deliveries=[DeliverySpec("message", 3, text="one"), DeliverySpec("typing_off", 3)])
-    await store.add_outbound(res.conversation_id, text="two", author="agent",
-                             deliveries=[DeliverySpec("message", 3, text="two")])
+    await store.complete_turn(
+        turn.id,
+        "w",
+        state="done",
+        outcome="reply",
+        reply_text="one",
+        deliveries=[DeliverySpec("message", 3, text="one"), DeliverySpec("typing_off", 3)],
+    )
+    await store.add_outbound(
+        res.conversation_id,
+        text="two",
+        author="agent",
+        deliveries=[DeliverySpec("message", 3, text="two")],
+    )
     order = []
     for _ in range(3):
         [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
@@ -112,11 +154,17 @@ async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store)
 
 async def test_dead_letter_is_listed_replayable_and_does_not_block(store: Store) -> None:
     route = await make_route(store)
-    res = await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
     assert res.conversation_id
     for text in ("first", "second"):
-        await store.add_outbound(res.conversation_id, text=text, author="agent",
-                                 deliveries=[DeliverySpec("message", 1, text=text)])
+        await store.add_outbound(
+            res.conversation_id,
+            text=text,
+            author="agent",
+            deliveries=[DeliverySpec("message", 1, text=text)],
+        )
     [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
     assert await store.fail_delivery(d.id, "w", error="HTTP 404 not found")
     [dead] = await store.list_dead_letters()
@@ -133,10 +181,16 @@ async def test_dead_letter_is_listed_replayable_and_does_not_block(store: Store)
 
 async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> None:
     route = await make_route(store)
-    res = await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
     assert res.conversation_id
-    await store.add_outbound(res.conversation_id, text="x", author="agent",
-                             deliveries=[DeliverySpec("message", 5, text="x")])
+    await store.add_outbound(
+        res.conversation_id,
+        text="x",
+        author="agent",
+        deliveries=[DeliverySpec("message", 5, text="x")],
+    )
     [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
     assert not d.uncertain
     await asyncio.sleep(0.1)
@@ -151,19 +205,36 @@ async def test_human_owner_cancels_pending_turns_and_keeps_late_reply_as_note(st
     await store.ingest(inbound("A", 1), route=route, response_mode="async", decide=bot_decides)
     [turn] = await store.claim_turns("w", limit=5, lease_seconds=30)
     conv, dup = await store.apply_owner_signal(
-        channel="chatwoot", channel_key="1:A", inbox_id=1, decide_owner=lambda c: "human",
-        note_text="I'll take it from here", external_message_id="1:human-1",
+        channel="chatwoot",
+        channel_key="1:A",
+        inbox_id=1,
+        decide_owner=lambda c: "human",
+        note_text="I'll take it from here",
+        external_message_id="1:human-1",
     )
     assert conv is not None and conv.owner == "human" and not dup
-    done = await store.complete_turn(turn.id, "w", state="done", outcome="reply", reply_text="bot says",
-                                     deliveries=[DeliverySpec("message", 3, text="bot says"), DeliverySpec("typing_off", 3)])
+    done = await store.complete_turn(
+        turn.id,
+        "w",
+        state="done",
+        outcome="reply",
+        reply_text="bot says",
+        deliveries=[DeliverySpec("message", 3, text="bot says"), DeliverySpec("typing_off", 3)],
+    )
     assert done.ok and not done.delivered
     kinds = [d.kind for d in await store.claim_deliveries("w", limit=10, lease_seconds=30)]
     assert kinds == ["typing_off"]
     msgs = await store.list_messages(turn.conversation_id)
-    assert [(m.direction, m.author) for m in msgs] == [("in", "contact"), ("in", "contact"), ("out", "human"), ("note", "agent")]
+    assert [(m.direction, m.author) for m in msgs] == [
+        ("in", "contact"),
+        ("in", "contact"),
+        ("out", "human"),
+        ("note", "agent"),
+    ]
     assert (await store.counts())["turns"] == {"cancelled": 1, "done": 1}
-    later = await store.ingest(inbound("A", 2), route=route, response_mode="async", decide=bot_decides)
+    later = await store.ingest(
+        inbound("A", 2), route=route, response_mode="async", decide=bot_decides
+    )
     assert later.status == "stored" and later.reason == "human_owner"
 
 
@@ -171,7 +242,9 @@ async def test_concurrent_claimers_never_share_work(store: Store, database_url: 
     route = await make_route(store)
     for conv in range(20):
         for n in range(3):
-            await store.ingest(inbound(str(conv), n), route=route, response_mode="async", decide=bot_decides)
+            await store.ingest(
+                inbound(str(conv), n), route=route, response_mode="async", decide=bot_decides
+            )
     others = [Store(database_url) for _ in range(3)]
     seen: list[tuple[str, int]] = []
 
@@ -186,7 +259,11 @@ async def test_concurrent_claimers_never_share_work(store: Store, database_url: 
             idle = 0
             for turn in batch:
                 seen.append((turn.conversation_id, turn.id))
-                assert (await s.complete_turn(turn.id, name, state="done", outcome="reply", reply_text="ok")).ok
+                assert (
+                    await s.complete_turn(
+                        turn.id, name, state="done", outcome="reply", reply_text="ok"
+                    )
+                ).ok
 
     try:
         await asyncio.gather(*(worker(s, f"w{i}") for i, s in enumerate(others)))
@@ -204,13 +281,26 @@ async def test_concurrent_claimers_never_share_work(store: Store, database_url: 
 async def test_routes_and_agents_round_trip(store: Store) -> None:
     await make_route(store, inbox_id=7)
     route, created = await store.save_route(
-        channel="chatwoot", inbox_id=7, agent_id="a1", reply_mode="sync", timeout_seconds=9,
-        fallback_text="later", on_failure="handoff", agent_bot_mode=True, overwrite=False,
+        channel="chatwoot",
+        inbox_id=7,
+        agent_id="a1",
+        reply_mode="sync",
+        timeout_seconds=9,
+        fallback_text="later",
+        on_failure="handoff",
+        agent_bot_mode=True,
+        overwrite=False,
     )
     assert not created and route.reply_mode == "async"
     route, _ = await store.save_route(
-        channel="chatwoot", inbox_id=7, agent_id="a1", reply_mode="sync", timeout_seconds=9,
-        fallback_text="later", on_failure="handoff", agent_bot_mode=True,
+        channel="chatwoot",
+        inbox_id=7,
+        agent_id="a1",
+        reply_mode="sync",
+        timeout_seconds=9,
+        fallback_text="later",
+        on_failure="handoff",
+        agent_bot_mode=True,
     )
     assert (route.reply_mode, route.on_failure, route.agent_bot_mode) == ("sync", "handoff", True)
     assert [r.inbox_id for r in await store.list_routes()] == [7]

@@ -1,0 +1,546 @@
+"""The Bridge: one object that owns the store, the agent hub, the channel adapters and the
+workers, and offers the few operations the HTTP layer needs (accept a webhook, wait for a sync
+reply, edit routes, report status). Built once per process by ``create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from chatbridge.agents.base import AgentStatus
+from chatbridge.channels.base import ChannelAdapter
+from chatbridge.config import InboxMapping, Settings
+from chatbridge.errors import UnknownInbox
+from chatbridge.metrics import Metrics
+from chatbridge.models import ConversationEvent, Ignored, InboundMessage, OwnerSignal, ParsedWebhook
+from chatbridge.pipeline.breaker import CircuitBreaker
+from chatbridge.pipeline.decisions import TYPING_ATTEMPTS, decide_owner, decide_turn
+from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
+from chatbridge.store import Store
+from chatbridge.store.records import (
+    ClaimedDelivery,
+    ClaimedTurn,
+    ConversationRecord,
+    DeliverySpec,
+    Route,
+)
+
+log = logging.getLogger("chatbridge.bridge")
+
+TYPING_CHANNELS = ("chatwoot",)
+
+
+def hash_token(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What the webhook endpoint answers."""
+
+    status: str  # accepted | stored | duplicate | ignored | forwarded
+    conversation_id: str | None = None
+    message_id: str | None = None
+    turn_id: int | None = None
+    reason: str | None = None
+    response_mode: str = "async"
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        for key in ("conversation_id", "message_id", "turn_id", "reason"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value if key != "turn_id" else f"t_{value}"
+        return out
+
+
+class Bridge:
+    """Everything the running service is made of. ``start()`` / ``stop()`` bracket its life."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        channels: dict[str, ChannelAdapter] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.store = store or Store(settings.database_url)
+        self.channels: dict[str, ChannelAdapter] = channels if channels is not None else {}
+        if "chatwoot" not in self.channels:
+            from chatbridge.channels.chatwoot import ChatwootAdapter
+
+            self.channels["chatwoot"] = ChatwootAdapter(
+                settings.chatwoot_base_url,
+                settings.chatwoot_api_access_token,
+                timeout=settings.chatwoot_timeout_seconds,
+            )
+        from chatbridge.agents.hub import AgentHub
+
+        self.hub = AgentHub(
+            settings,
+            self.metrics,
+            verify_token=self.verify_agent_token,
+            on_proactive=self._on_proactive,
+            on_typing=self._on_typing,
+        )
+        self._routes: dict[tuple[str, int], Route] = {}
+        self._routes_by_id: dict[int, Route] = {}
+        self._token_hashes: dict[str, str] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._waiters: dict[int, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._sending: dict[str, list[str]] = {}  # conversation id → texts being sent
+        self._recently_sent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._turns = ClaimLoop(
+            "turns",
+            claim=self._claim_turns,
+            run=TurnRunner(self).run,
+            concurrency=settings.turn_concurrency,
+            poll_interval=settings.poll_interval,
+        )
+        self._deliveries = ClaimLoop(
+            "deliveries",
+            claim=self._claim_deliveries,
+            run=DeliveryRunner(self).run,
+            concurrency=settings.delivery_concurrency,
+            poll_interval=settings.poll_interval,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, *, workers: bool = True) -> None:
+        if self.settings.auto_migrate:
+            await self.store.migrate()
+        await self._seed_mappings(self.settings.inbox_agent_mappings)
+        await self.reload_routes()
+        await self.hub.start()
+        for agent in await self.store.list_agents():
+            if agent.enabled:
+                self.hub.configure(agent.id, agent.transport, agent.url)  # type: ignore[arg-type]
+        # Leases held under our own (configured) instance id by a previous life of this
+        # process are ours to take back at once.
+        await self.store.release_leases(self.settings.instance_id)
+        if workers:
+            self._tasks = [
+                asyncio.create_task(self._turns.run(), name="turn-worker"),
+                asyncio.create_task(self._deliveries.run(), name="delivery-worker"),
+                asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            ]
+        self.started = True
+        log.info(
+            "bridge started: instance=%s routes=%d", self.settings.instance_id, len(self._routes)
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight work finish for ``drain_seconds``, then cancel."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for timer in self._timers:
+            timer.cancel()
+        await self._turns.drain(self.settings.drain_seconds)
+        await self._deliveries.drain(self.settings.drain_seconds)
+        with contextlib.suppress(Exception):
+            await self.store.release_leases(self.settings.instance_id)
+        await self.hub.stop()
+        for adapter in self.channels.values():
+            with contextlib.suppress(Exception):
+                await adapter.aclose()
+        await self.store.close()
+        self.started = False
+
+    @property
+    def workers_running(self) -> bool:
+        return self._turns.running and self._deliveries.running
+
+    async def run_until_idle(self) -> None:
+        """Burst mode for tests: run every due turn and delivery, then return."""
+        while await self._turns.run_until_idle() + await self._deliveries.run_until_idle():
+            pass
+
+    async def _housekeeping(self) -> None:
+        """Renew our leases, pick up route changes made by other processes, record presence."""
+        interval = max(0.2, self.settings.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.store.renew_leases(
+                    self.settings.instance_id, self.settings.lease_seconds
+                )
+                await self.reload_routes()
+                seen = {s.agent_id: s.last_seen for s in self.hub.status() if s.last_seen}
+                await self.store.touch_agents(seen)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # ------------------------------------------------------------------ wake-ups
+    def wake_turns(self) -> None:
+        self._turns.wake()
+
+    def wake_deliveries(self) -> None:
+        self._deliveries.wake()
+
+    def schedule_wake(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(delay, self._deliveries.wake)
+        self._timers.add(handle)
+        loop.call_later(delay + 0.01, self._timers.discard, handle)
+
+    async def _claim_turns(self, limit: int) -> list[ClaimedTurn]:
+        return await self.store.claim_turns(
+            self.settings.instance_id,
+            limit=limit,
+            lease_seconds=self.settings.lease_seconds,
+            typing_channels=[c for c in TYPING_CHANNELS if c in self.channels],
+        )
+
+    async def _claim_deliveries(self, limit: int) -> list[ClaimedDelivery]:
+        return await self.store.claim_deliveries(
+            self.settings.instance_id, limit=limit, lease_seconds=self.settings.lease_seconds
+        )
+
+    # ------------------------------------------------------------------ routes
+    async def _seed_mappings(self, mappings: list[InboxMapping]) -> None:
+        """Routes from the environment are created if absent; API edits are kept."""
+        for m in mappings:
+            mode = m.reply_mode
+            if not self.settings.enable_async_responses and "reply_mode" not in m.model_fields_set:
+                mode = "sync"
+            await self.save_mapping(m, overwrite=False, reply_mode=mode)
+
+    async def save_mapping(
+        self, m: InboxMapping, *, overwrite: bool = True, reply_mode: str | None = None
+    ) -> tuple[Route, bool]:
+        a = m.agent_config
+        token_hash = hash_token(a.token) if a.token else None
+        await self.store.upsert_agent(
+            a.agent_id,
+            transport=a.transport or "ws-dial-out",
+            url=a.websocket_url,
+            timeout_seconds=a.timeout_seconds,
+            token_hash=token_hash,
+        )
+        route, created = await self.store.save_route(
+            channel=m.channel,
+            inbox_id=m.inbox_id,
+            agent_id=a.agent_id,
+            reply_mode=reply_mode or m.reply_mode,
+            timeout_seconds=a.timeout_seconds,
+            fallback_text=m.fallback_text,
+            on_failure=m.on_failure,
+            agent_bot_mode=m.agent_bot_mode,
+            overwrite=overwrite,
+        )
+        if self.hub is not None and self.started:
+            self.hub.configure(a.agent_id, a.transport or "ws-dial-out", a.websocket_url)
+        await self.reload_routes()
+        return route, created
+
+    async def delete_mapping(self, channel: str, inbox_id: int) -> bool:
+        deleted = await self.store.delete_route(channel, inbox_id)
+        await self.reload_routes()
+        return deleted
+
+    async def reload_routes(self) -> None:
+        routes = await self.store.list_routes()
+        self._routes = {(r.channel, r.inbox_id): r for r in routes}
+        self._routes_by_id = {r.id: r for r in routes}
+        self._token_hashes = {
+            a.id: a.token_hash for a in await self.store.list_agents() if a.token_hash
+        }
+
+    def routes(self) -> list[Route]:
+        return sorted(self._routes.values(), key=lambda r: (r.channel, r.inbox_id))
+
+    def route_for(self, channel: str, inbox_id: int) -> Route | None:
+        return self._routes.get((channel, inbox_id))
+
+    def route_by_id(self, route_id: int | None) -> Route | None:
+        return self._routes_by_id.get(route_id) if route_id is not None else None
+
+    def default_route(self, turn: ClaimedTurn) -> Route:
+        """Stand-in when a turn's route was deleted while it waited: default fallback."""
+        now = time.time()
+        return Route(
+            id=0,
+            channel=turn.conversation.channel,
+            inbox_id=turn.conversation.inbox_id,
+            agent_id=turn.agent_id,
+            reply_mode="async",
+            timeout_seconds=self.settings.default_response_timeout,
+            fallback_text=None,
+            on_failure="fallback",
+            agent_bot_mode=False,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def breaker(self, agent_id: str) -> CircuitBreaker:
+        b = self._breakers.get(agent_id)
+        if b is None:
+            b = CircuitBreaker(
+                self.settings.breaker_failure_threshold, self.settings.breaker_reset_seconds
+            )
+            self._breakers[agent_id] = b
+        return b
+
+    # ------------------------------------------------------------------ agents
+    async def verify_agent_token(self, agent_id: str, token: str) -> bool:
+        """Dial-in auth: the token from ``CHATBRIDGE_AGENT_TOKENS`` or the agent's stored hash."""
+        expected = self.settings.agent_tokens.get(agent_id)
+        if expected is not None and hmac.compare_digest(expected.encode(), token.encode()):
+            return True
+        stored = self._token_hashes.get(agent_id)
+        if stored is None:
+            agent = await self.store.get_agent(agent_id)
+            stored = agent.token_hash if agent else None
+        return stored is not None and hmac.compare_digest(stored, hash_token(token))
+
+    def agents_status(self) -> list[dict[str, Any]]:
+        now = time.time()
+        known: dict[str, dict[str, Any]] = {}
+        for r in self._routes.values():
+            known.setdefault(r.agent_id, {"agent_id": r.agent_id, "inboxes": []})
+            known[r.agent_id]["inboxes"].append({"channel": r.channel, "inbox_id": r.inbox_id})
+        status: dict[str, AgentStatus] = {s.agent_id: s for s in self.hub.status()}
+        for agent_id in set(known) | set(status):
+            entry = known.setdefault(agent_id, {"agent_id": agent_id, "inboxes": []})
+            s = status.get(agent_id)
+            breaker = self._breakers.get(agent_id)
+            entry.update(
+                transport=s.transport if s else None,
+                connected=bool(s and s.connected),
+                last_seen=s.last_seen if s else None,
+                in_flight_turns=s.in_flight if s else 0,
+                turns_answered=s.turns_answered if s else 0,
+                latency_ms_p50=s.latency_ms_p50 if s else None,
+                latency_ms_p95=s.latency_ms_p95 if s else None,
+                breaker=breaker.state(now) if breaker else "closed",
+                consecutive_failures=breaker.failures if breaker else 0,
+            )
+        return sorted(known.values(), key=lambda e: e["agent_id"])
+
+    async def notify_agent_owner(
+        self, agent_id: str, conversation_id: str, owner: str, reason: str
+    ) -> None:
+        await self.hub.send_event(
+            agent_id,
+            {
+                "type": "conversation_event",
+                "event": "owner_changed",
+                "conversation_id": conversation_id,
+                "owner": owner,
+                "reason": reason,
+            },
+        )
+
+    async def _on_proactive(self, agent_id: str, frame: dict[str, Any]) -> None:
+        conversation_id = str(frame.get("conversation_id") or "")
+        conv = await self.store.get_conversation(conversation_id)
+        if conv is None:
+            log.warning("agent %s wrote to unknown conversation %s", agent_id, conversation_id)
+            self.metrics.agent_replies_dropped.labels(agent_id).inc()
+            return
+        text = frame.get("content")
+        specs: list[DeliverySpec] = []
+        if text:
+            specs.append(DeliverySpec("message", self.settings.delivery_max_attempts, text=text))
+        handoff = frame.get("type") == "handoff"
+        if handoff:
+            specs.append(DeliverySpec("handoff", self.settings.delivery_max_attempts))
+        await self.store.add_outbound(
+            conv.id,
+            text=text,
+            author="agent",
+            deliveries=specs,
+            handoff=handoff,
+            meta={"proactive": True, "agent_id": agent_id},
+        )
+        self.wake_deliveries()
+
+    async def _on_typing(self, agent_id: str, conversation_id: str, on: bool) -> None:
+        conv = await self.store.get_conversation(conversation_id)
+        if conv is None or conv.channel not in TYPING_CHANNELS:
+            return
+        kind = "typing_on" if on else "typing_off"
+        await self.store.add_outbound(
+            conv.id, text=None, author="agent", deliveries=[DeliverySpec(kind, TYPING_ATTEMPTS)]
+        )
+        self.wake_deliveries()
+
+    # ------------------------------------------------------------------ inbound
+    async def accept(self, parsed: ParsedWebhook, *, mode: str | None = None) -> Accepted:
+        """Persist what a channel sent (before it is acknowledged) and wake the workers."""
+        if isinstance(parsed, Ignored):
+            return Accepted("ignored", reason=parsed.reason)
+        route = self.route_for(parsed.channel, parsed.inbox_id)
+        if route is None:
+            raise UnknownInbox(parsed.channel, parsed.inbox_id)
+        if isinstance(parsed, InboundMessage):
+            response_mode = mode or route.reply_mode
+            result = await self.store.ingest(
+                parsed,
+                route=route,
+                response_mode=response_mode,
+                decide=lambda conv: decide_turn(route, conv),
+            )
+            if result.turn_id is not None:
+                self.wake_turns()
+            return Accepted(
+                result.status,
+                conversation_id=result.conversation_id,
+                message_id=result.message_id,
+                turn_id=result.turn_id,
+                reason=result.reason,
+                response_mode=response_mode,
+            )
+        if isinstance(parsed, OwnerSignal):
+            return await self._accept_owner_signal(parsed, route)
+        return await self._accept_event(parsed, route)
+
+    async def _accept_owner_signal(self, sig: OwnerSignal, route: Route) -> Accepted:
+        if sig.text is not None and self._is_own_echo(sig):
+            return Accepted("ignored", reason="own_reply")
+        before = await self.store.find_conversation(sig.channel, sig.channel_key)
+
+        def decide(conv: ConversationRecord) -> str | None:
+            return decide_owner(
+                signal_owner=sig.owner,
+                external_status=sig.external_status,
+                previous_status=sig.previous_status,
+                agent_bot_mode=route.agent_bot_mode,
+            )
+
+        conv, duplicate = await self.store.apply_owner_signal(
+            channel=sig.channel,
+            channel_key=sig.channel_key,
+            inbox_id=sig.inbox_id,
+            decide_owner=decide,
+            external_status=sig.external_status,
+            note_text=sig.text,
+            note_author="human",
+            external_message_id=sig.external_message_id,
+            delivery_id=sig.delivery_id,
+        )
+        if duplicate or conv is None:
+            return Accepted("duplicate")
+        if before is None or before.owner != conv.owner:
+            log.info("conversation %s owner → %s (%s)", conv.id, conv.owner, sig.reason)
+            await self.notify_agent_owner(route.agent_id, conv.id, conv.owner, sig.reason)
+            if conv.owner == "bot":
+                self.wake_turns()
+        return Accepted("stored", conversation_id=conv.id, reason=f"owner:{conv.owner}")
+
+    async def _accept_event(self, ev: ConversationEvent, route: Route) -> Accepted:
+        conversation_id = None
+        if ev.channel_key:
+            conv, duplicate = await self.store.apply_owner_signal(
+                channel=ev.channel,
+                channel_key=ev.channel_key,
+                inbox_id=ev.inbox_id,
+                decide_owner=lambda _c: None,
+                external_status=ev.external_status,
+                delivery_id=ev.delivery_id,
+            )
+            if duplicate:
+                return Accepted("duplicate")
+            conversation_id = conv.id if conv else None
+        contact = ev.contact
+        sent = await self.hub.send_event(
+            route.agent_id,
+            {
+                "type": "conversation_event",
+                "event": ev.event,
+                "conversation_id": conversation_id,
+                "inbox_id": ev.inbox_id,
+                "channel": ev.channel,
+                "sender": (
+                    {"id": contact.external_id, "name": contact.name, "email": contact.email}
+                    if contact
+                    else None
+                ),
+                "data": ev.data,
+            },
+        )
+        return Accepted(
+            "forwarded" if sent else "stored",
+            conversation_id=conversation_id,
+            reason=None if sent else "agent_offline",
+        )
+
+    # Loop safety for the case where the bridge posts with a *user* token: Chatwoot then
+    # reports our own reply as an outgoing message from a user, which would look like a human
+    # taking over. We recognise it by the text being sent right now, or by its message id.
+    def note_sending(self, d: ClaimedDelivery) -> None:
+        if d.kind == "message" and d.text:
+            self._sending.setdefault(d.conversation.channel_key, []).append(d.text)
+
+    def note_sent(self, d: ClaimedDelivery) -> None:
+        if d.kind == "message" and d.text:
+            texts = self._sending.get(d.conversation.channel_key)
+            if texts and d.text in texts:
+                texts.remove(d.text)
+                if not texts:
+                    del self._sending[d.conversation.channel_key]
+            self._recently_sent[(d.conversation.channel_key, d.text)] = None
+            while len(self._recently_sent) > 10_000:
+                self._recently_sent.popitem(last=False)
+
+    def _is_own_echo(self, sig: OwnerSignal) -> bool:
+        text = sig.text or ""
+        if text in self._sending.get(sig.channel_key, ()):
+            return True
+        key = (sig.channel_key, text)
+        if key in self._recently_sent:
+            del self._recently_sent[key]
+            return True
+        return False
+
+    # ------------------------------------------------------------------ sync replies
+    def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None:
+        for fut in self._waiters.pop(turn_id, []):
+            if not fut.done():
+                fut.set_result({"outcome": outcome, "content": text})
+
+    async def wait_for_reply(self, turn_id: int, timeout: float) -> dict[str, Any] | None:
+        """Wait for a turn's outcome; None if it is not done within ``timeout`` seconds.
+
+        Wakes on the in-process signal; also re-reads the store now and then, in case another
+        process ran the turn.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiters.setdefault(turn_id, []).append(fut)
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.shield(fut), min(remaining, max(1.0, self.settings.poll_interval))
+                    )
+                except TimeoutError:
+                    row = await self.store.get_turn(turn_id)
+                    if row and row["state"] in ("done", "failed"):
+                        return {"outcome": row["outcome"], "content": row["reply_text"]}
+        finally:
+            waiters = self._waiters.get(turn_id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[turn_id]

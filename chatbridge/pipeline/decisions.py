@@ -1,0 +1,115 @@
+"""The decisions that matter most, as plain functions: no I/O, tested without a server.
+
+- ``decide_turn``: does an inbound customer message start an agent turn?
+- ``decide_owner``: who owns the conversation after a status change or a human's message?
+- ``plan_outcome``: what to write and send when a turn ends (reply, handoff, fallback …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatbridge.agents.base import AgentOutcome
+from chatbridge.store.records import ConversationRecord, DeliverySpec, Route, TurnDecision
+
+TYPING_ATTEMPTS = 3
+
+
+def decide_turn(route: Route, conv: ConversationRecord) -> TurnDecision:
+    """A customer wrote: create a turn unless a human owns the conversation.
+
+    In agent-bot mode Chatwoot's own status is the truth (contract §2): the bot answers only
+    while the conversation is ``pending``; ``open`` means a human has it. A resolved
+    conversation that a new message turns ``pending`` again is the bot's again.
+    """
+    owner = conv.owner
+    if route.agent_bot_mode and conv.external_status is not None:
+        owner = "bot" if conv.external_status == "pending" else "human"
+    if owner == "human":
+        reason = "not_pending" if route.agent_bot_mode else "human_owner"
+        return TurnDecision(create_turn=False, owner=owner, reason=reason)
+    return TurnDecision(create_turn=True, owner="bot")
+
+
+def decide_owner(
+    *,
+    signal_owner: str | None,
+    external_status: str | None,
+    previous_status: str | None,
+    agent_bot_mode: bool,
+) -> str | None:
+    """Owner after an ``OwnerSignal``; ``None`` keeps the current one.
+
+    - a human agent wrote → ``human``;
+    - the conversation left ``pending`` for ``open`` (a human picked it up, or our own
+      handoff) → ``human``; in agent-bot mode any move to ``open`` means that;
+    - it became ``pending`` again, or was ``resolved`` (closed; the next customer message
+      starts fresh) → ``bot``.
+    """
+    if signal_owner is not None:
+        return signal_owner
+    if external_status == "open" and (
+        previous_status == "pending" or (previous_status is None and agent_bot_mode)
+    ):
+        return "human"
+    if external_status in ("pending", "resolved"):
+        return "bot"
+    return None
+
+
+@dataclass(slots=True)
+class TurnPlan:
+    """What ``complete_turn`` writes for one ending of a turn."""
+
+    state: str  # done | failed
+    outcome: str  # reply | no_reply | handoff | fallback | fallback_handoff
+    reply_text: str | None
+    deliveries: list[DeliverySpec]
+    handoff: bool = False
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def plan_outcome(
+    outcome: AgentOutcome | None,
+    *,
+    route: Route,
+    default_fallback: str,
+    max_attempts: int,
+    failure: str | None = None,
+) -> TurnPlan:
+    """Turn an agent's answer (or a failure: ``outcome=None`` with ``failure`` set) into
+    the rows to write. Typing is always switched off, whatever happened."""
+    off = DeliverySpec("typing_off", TYPING_ATTEMPTS)
+
+    def message(text: str) -> DeliverySpec:
+        return DeliverySpec("message", max_attempts, text=text)
+
+    if outcome is not None and outcome.kind == "reply":
+        text = outcome.content or ""
+        if not text.strip() and not outcome.attachments:
+            return TurnPlan("done", "no_reply", None, [off])
+        return TurnPlan(
+            "done", "reply", text, [message(text), off], attachments=outcome.attachments
+        )
+    if outcome is not None and outcome.kind == "no_reply":
+        return TurnPlan("done", "no_reply", None, [off])
+    if outcome is not None and outcome.kind == "handoff":
+        specs = [message(outcome.content)] if outcome.content else []
+        specs += [off, DeliverySpec("handoff", max_attempts)]
+        return TurnPlan("done", "handoff", outcome.content, specs, handoff=True)
+    # error_message from the agent, timeout, or unreachable: the route's failure rule
+    if outcome is not None:
+        failure = f"agent_error:{outcome.error_code or 'unknown'}"
+    if route.on_failure == "handoff":
+        return TurnPlan(
+            "failed",
+            "fallback_handoff",
+            None,
+            [off, DeliverySpec("handoff", max_attempts)],
+            handoff=True,
+            error=failure,
+        )
+    text = route.fallback_text or default_fallback
+    return TurnPlan("failed", "fallback", text, [message(text), off], error=failure)

@@ -1,0 +1,367 @@
+"""The two workers: one runs agent turns, one sends deliveries. Both claim work with leases.
+
+Each loop wakes on an in-process event (set when new work is written) or every
+``poll_interval`` (work written by another process, retries coming due), claims as much as
+its free concurrency allows, and runs each item as its own task. ``run_until_idle`` is the
+drain-and-return mode tests use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from chatbridge.agents.base import AgentOutcome, TurnRequest
+from chatbridge.errors import AgentTimeout, AgentUnavailable, PermanentDelivery, RetryableDelivery
+from chatbridge.models import Attachment, ConversationRef, OutboundAction
+from chatbridge.pipeline.backoff import backoff_delay
+from chatbridge.pipeline.decisions import plan_outcome
+from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, Route
+
+log = logging.getLogger("chatbridge.workers")
+
+T = TypeVar("T")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class ClaimLoop(Generic[T]):
+    """Claim-and-run loop shared by both workers."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        claim: Callable[[int], Awaitable[list[T]]],
+        run: Callable[[T], Awaitable[None]],
+        concurrency: int,
+        poll_interval: float,
+        batch: int = 100,
+    ) -> None:
+        self.name = name
+        self._claim = claim
+        self._run = run
+        self._concurrency = concurrency
+        self._poll = poll_interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots_free = asyncio.Event()
+        self._slots_free.set()
+        self.running = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def _claim_once(self) -> int:
+        free = self._concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        try:
+            items = await self._claim(min(free, self._batch))
+        except Exception:
+            log.exception("%s: claim failed", self.name)
+            return 0
+        for item in items:
+            task = asyncio.create_task(self._guarded(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        if len(self._tasks) >= self._concurrency:
+            self._slots_free.clear()
+        return len(items)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots_free.set()
+        self._wake.set()
+
+    async def _guarded(self, item: T) -> None:
+        try:
+            await self._run(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: unexpected error", self.name)
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            while True:
+                self._wake.clear()
+                claimed = await self._claim_once()
+                if claimed and len(self._tasks) < self._concurrency:
+                    continue  # there may be more waiting
+                if len(self._tasks) >= self._concurrency:
+                    await self._slots_free.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except TimeoutError:
+                    pass
+        finally:
+            self.running = False
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for in-flight items, then cancel the rest."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_until_idle(self) -> int:
+        """Claim and finish everything due now; return how many items ran (tests, burst)."""
+        total = 0
+        while True:
+            n = await self._claim_once()
+            total += n
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            elif n == 0:
+                return total
+
+
+def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
+    """The ``user_message`` frame of protocol v1 for a claimed turn."""
+    msgs = turn.messages
+    contact = turn.contact
+    context = dict(msgs[-1].meta.get("context", {})) if msgs else {}
+    return {
+        "type": "user_message",
+        "protocol": "chatbridge/1",
+        "message_id": turn.key,
+        "seq": turn.id,
+        "conversation_id": turn.conversation_id,
+        "inbox_id": turn.conversation.inbox_id,
+        "channel": turn.conversation.channel,
+        "content": "\n".join(m.text for m in msgs),
+        "messages": [
+            {
+                "id": m.id,
+                "content": m.text,
+                "created_at": iso(m.created_at),
+                "attachments": m.attachments,
+            }
+            for m in msgs
+        ],
+        "sender": (
+            {
+                "id": contact.external_id,
+                "name": contact.name,
+                "email": contact.email,
+                "phone": contact.phone,
+            }
+            if contact
+            else None
+        ),
+        "context": context,
+        "response_mode": turn.response_mode,
+        "deadline": iso(deadline),
+        "timestamp": iso(time.time()),
+    }
+
+
+def to_action(d: ClaimedDelivery) -> OutboundAction:
+    conv = d.conversation
+    return OutboundAction(
+        kind=d.kind,  # type: ignore[arg-type]
+        conversation=ConversationRef(
+            id=conv.id,
+            channel=conv.channel,
+            channel_key=conv.channel_key,
+            inbox_id=conv.inbox_id,
+            metadata=conv.meta,
+        ),
+        idempotency_key=d.idempotency_key,
+        text=d.text,
+        attachments=[Attachment(**a) for a in d.payload.get("attachments", [])],
+        metadata=d.payload.get("metadata", {}),
+    )
+
+
+class TurnRunner:
+    """Runs one claimed turn on its agent and writes the outcome (see ``Bridge``)."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.b = bridge
+
+    async def run(self, turn: ClaimedTurn) -> None:
+        b = self.b
+        s = b.settings
+        route: Route | None = b.route_by_id(turn.route_id) or b.route_for(
+            turn.conversation.channel, turn.conversation.inbox_id
+        )
+        agent_id = route.agent_id if route else turn.agent_id
+        outcome: AgentOutcome | None = None
+        failure: str | None = None
+        started = time.time()
+        if route is None:
+            failure = "route_deleted"
+        else:
+            breaker = b.breaker(agent_id)
+            deadline = started + route.timeout_seconds
+            if not breaker.allow(started):
+                failure = "circuit_open"
+            else:
+                request = TurnRequest(
+                    turn_key=turn.key,
+                    seq=turn.id,
+                    agent_id=agent_id,
+                    conversation_id=turn.conversation_id,
+                    frame=build_user_message(turn, deadline),
+                    deadline=deadline,
+                )
+                try:
+                    outcome = await b.hub.run_turn(request)
+                except (AgentUnavailable, AgentTimeout) as exc:
+                    failure = exc.kind
+                if outcome is not None and outcome.kind != "error":
+                    breaker.record_success()
+                    b.metrics.turn_seconds.labels(agent_id).observe(time.time() - started)
+                else:
+                    breaker.record_failure(time.time())
+        if failure or (outcome is not None and outcome.kind == "error"):
+            kind = failure or f"error:{outcome.error_code if outcome else ''}"
+            b.metrics.agent_errors.labels(agent_id, kind.split(":")[0]).inc()
+            log.warning(
+                "turn %s failed (%s) conversation=%s agent=%s",
+                turn.key,
+                kind,
+                turn.conversation_id,
+                agent_id,
+            )
+        plan = plan_outcome(
+            outcome,
+            route=route or b.default_route(turn),
+            default_fallback=s.fallback_text,
+            max_attempts=s.delivery_max_attempts,
+            failure=failure,
+        )
+        result = await b.store.complete_turn(
+            turn.id,
+            s.instance_id,
+            state=plan.state,
+            outcome=plan.outcome,
+            reply_text=plan.reply_text,
+            reply_attachments=plan.attachments,
+            reply_meta=(outcome.metadata if outcome else {}),
+            deliveries=plan.deliveries,
+            handoff=plan.handoff,
+            error=plan.error,
+        )
+        if not result.ok:
+            log.warning("turn %s: lease lost before completion; result dropped", turn.key)
+            b.metrics.errors.labels("lease_lost").inc()
+            return
+        b.metrics.turns.labels(agent_id, plan.outcome).inc()
+        b.wake_deliveries()
+        b.resolve_waiters(turn.id, plan.outcome, plan.reply_text)
+        if plan.handoff:
+            await b.notify_agent_owner(agent_id, turn.conversation_id, "human", "handoff")
+
+
+class DeliveryRunner:
+    """Sends one claimed delivery through its channel adapter."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.b = bridge
+
+    async def run(self, d: ClaimedDelivery) -> None:
+        b = self.b
+        s = b.settings
+        me = s.instance_id
+        channel = d.conversation.channel
+        adapter = b.channels.get(channel)
+        final_state = "dropped" if d.kind.startswith("typing") else "dead"
+        if adapter is None:
+            await b.store.fail_delivery(
+                d.id, me, error=f"no adapter for {channel}", state=final_state
+            )
+            return
+        action = to_action(d)
+        if d.uncertain and d.kind == "message":
+            seen = await adapter.already_sent(action)
+            if seen:
+                log.info("delivery %s already at %s; not sending again", d.id, channel)
+                await b.store.finish_delivery(d.id, me, external_id=None)
+                b.metrics.deliveries.labels(channel, d.kind, "already_sent").inc()
+                b.wake_deliveries()
+                return
+            if seen is None:
+                b.metrics.delivery_uncertain.labels(channel).inc()
+        b.note_sending(d)
+        started = time.perf_counter()
+        try:
+            result = await adapter.send(action)
+        except RetryableDelivery as exc:
+            await self._retry_or_fail(d, str(exc), exc.retry_after, final_state)
+            return
+        except PermanentDelivery as exc:
+            await b.store.fail_delivery(d.id, me, error=str(exc), state=final_state)
+            self._count_failure(d, final_state, str(exc))
+            return
+        except Exception as exc:  # an adapter bug must not lose the delivery
+            log.exception("delivery %s: unexpected adapter error", d.id)
+            await self._retry_or_fail(d, f"{type(exc).__name__}: {exc}", None, final_state)
+            return
+        finally:
+            b.note_sent(d)
+        b.metrics.delivery_seconds.labels(channel).observe(time.perf_counter() - started)
+        b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
+        await b.store.finish_delivery(d.id, me, external_id=result.external_id)
+        b.wake_deliveries()
+
+    async def _retry_or_fail(
+        self, d: ClaimedDelivery, error: str, retry_after: float | None, final_state: str
+    ) -> None:
+        b = self.b
+        s = b.settings
+        channel = d.conversation.channel
+        if d.attempts >= d.max_attempts:
+            await b.store.fail_delivery(
+                d.id,
+                s.instance_id,
+                error=f"gave up after {d.attempts} attempts: {error}",
+                state=final_state,
+            )
+            self._count_failure(d, final_state, error)
+            return
+        delay = backoff_delay(
+            d.attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds, retry_after=retry_after
+        )
+        b.metrics.deliveries.labels(channel, d.kind, "retry").inc()
+        log.info(
+            "delivery %s (%s) attempt %d failed: %s; retry in %.2fs conversation=%s",
+            d.id,
+            d.kind,
+            d.attempts,
+            error,
+            delay,
+            d.conversation_id,
+        )
+        await b.store.retry_delivery(
+            d.id, s.instance_id, next_attempt_at=time.time() + delay, error=error
+        )
+        b.schedule_wake(delay)
+
+    def _count_failure(self, d: ClaimedDelivery, state: str, error: str) -> None:
+        b = self.b
+        channel = d.conversation.channel
+        b.metrics.deliveries.labels(channel, d.kind, state).inc()
+        if state == "dead":
+            b.metrics.dead_letters.labels(channel).inc()
+            log.error(
+                "delivery %s dead-lettered: %s conversation=%s", d.id, error, d.conversation_id
+            )
+        b.wake_deliveries()
