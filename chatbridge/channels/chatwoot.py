@@ -1,0 +1,684 @@
+"""The Chatwoot channel: parse its webhooks, call its REST API.
+
+Nothing outside this module knows Chatwoot's JSON. Two halves:
+
+* ``parse_webhook`` (pure, no I/O) turns one delivery into a neutral ``InboundMessage``,
+  ``OwnerSignal``, ``ConversationEvent`` or ``Ignored``, applying the loop-safety rules of
+  the contract (own replies, private notes, templates and ``message_updated`` are dropped).
+* ``ChatwootAdapter`` turns an ``OutboundAction`` into a call to
+  ``/api/v1/accounts/{account}/conversations/{display_id}/…`` and maps HTTP failures onto
+  ``RetryableDelivery`` / ``PermanentDelivery``.
+
+A conversation's ``channel_key`` is ``"<account id>:<display id>"``; the display id is what
+Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import httpx
+
+from chatbridge.channels.signatures import DELIVERY_HEADER, find_header, verify_chatwoot
+from chatbridge.errors import BadInput, PermanentDelivery, RetryableDelivery
+from chatbridge.models import (
+    Attachment,
+    ContactInfo,
+    ConversationEvent,
+    Ignored,
+    InboundMessage,
+    OutboundAction,
+    OwnerSignal,
+    ParsedWebhook,
+    SendResult,
+)
+
+__all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path", "parse_webhook"]
+
+CHANNEL = "chatwoot"
+
+_STATUS_EVENTS = frozenset(
+    {
+        "conversation_status_changed",
+        "conversation_updated",
+        "conversation_opened",
+        "conversation_resolved",
+    }
+)
+# What the event name itself says about the status, for payloads that omit ``status``.
+_IMPLIED_STATUS = {"conversation_opened": "open", "conversation_resolved": "resolved"}
+
+
+# --------------------------------------------------------------------------------------
+# Webhook parsing
+# --------------------------------------------------------------------------------------
+
+
+def _invalid(message: str) -> NoReturn:
+    raise BadInput("invalid_payload", message)
+
+
+def _is_int(value: object) -> bool:
+    # JSON true/false arrive as bool, a subclass of int: never an id.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _get_int(obj: Mapping[str, Any], key: str, path: str, *, required: bool) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            _invalid(f"{path} must be an integer")
+        return None
+    if not _is_int(value):
+        _invalid(f"{path} must be an integer")
+    return int(value)
+
+
+def _get_str(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            _invalid(f"{path} must be a string")
+        return None
+    if not isinstance(value, str):
+        _invalid(f"{path} must be a string")
+    return value
+
+
+def _get_obj(
+    obj: Mapping[str, Any], key: str, path: str, *, required: bool = False
+) -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            _invalid(f"{path} must be an object")
+        return None
+    if not isinstance(value, dict):
+        _invalid(f"{path} must be an object")
+    return value
+
+
+def _get_bool(obj: Mapping[str, Any], key: str, path: str) -> bool:
+    value = obj.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        _invalid(f"{path} must be a boolean")
+    return value
+
+
+def _account_id(
+    payload: Mapping[str, Any], conversation: Mapping[str, Any] | None, default: int | None
+) -> int:
+    """Account id from ``account.id``, else ``conversation.account.id`` (4.14.2+), else default."""
+    account = _get_obj(payload, "account", "account")
+    if account is not None:
+        value = _get_int(account, "id", "account.id", required=False)
+        if value is not None:
+            return value
+    if conversation is not None:
+        nested = _get_obj(conversation, "account", "conversation.account")
+        if nested is not None:
+            value = _get_int(nested, "id", "conversation.account.id", required=False)
+            if value is not None:
+                return value
+    if default is not None:
+        return default
+    _invalid("account.id must be an integer (no account in the payload and no default)")
+
+
+def _contact(sender: Mapping[str, Any] | None, path: str) -> ContactInfo | None:
+    """A ``ContactInfo`` from a Chatwoot contact object (``sender`` or ``meta.sender``)."""
+    if sender is None:
+        return None
+    sender_id = _get_int(sender, "id", f"{path}.id", required=False)
+    metadata: dict[str, Any] = {}
+    identifier = _get_str(sender, "identifier", f"{path}.identifier")
+    if identifier is not None:
+        metadata["identifier"] = identifier
+    custom = _get_obj(sender, "custom_attributes", f"{path}.custom_attributes")
+    if custom:
+        metadata["custom_attributes"] = custom
+    return ContactInfo(
+        external_id=None if sender_id is None else str(sender_id),
+        name=_get_str(sender, "name", f"{path}.name"),
+        email=_get_str(sender, "email", f"{path}.email"),
+        phone=_get_str(sender, "phone_number", f"{path}.phone_number"),
+        metadata=metadata,
+    )
+
+
+def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
+    raw = payload.get("attachments")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        _invalid("attachments must be a list")
+    result: list[Attachment] = []
+    for index, item in enumerate(raw):
+        path = f"attachments[{index}]"
+        if not isinstance(item, dict):
+            _invalid(f"{path} must be an object")
+        url = _get_str(item, "data_url", f"{path}.data_url")
+        if url is None:
+            # Location and similar attachments carry coordinates, not a file: nothing to link.
+            continue
+        mime = _get_str(item, "content_type", f"{path}.content_type") or _get_str(
+            item, "file_type", f"{path}.file_type"
+        )
+        result.append(
+            Attachment(
+                url=url,
+                mime=mime,
+                size=_get_int(item, "file_size", f"{path}.file_size", required=False),
+            )
+        )
+    return result
+
+
+class _Conversation:
+    """The fields every handled event needs from a conversation object."""
+
+    __slots__ = ("account_id", "display_id", "inbox_id", "raw", "status")
+
+    def __init__(
+        self,
+        raw: dict[str, Any],
+        *,
+        path: str,
+        payload: Mapping[str, Any],
+        default_account_id: int | None,
+        inbox_id: int | None = None,
+    ) -> None:
+        self.raw = raw
+        display_id = _get_int(raw, "id", f"{path}.id", required=True)
+        assert display_id is not None
+        self.display_id = display_id
+        if inbox_id is None:
+            inbox_id = _get_int(raw, "inbox_id", f"{path}.inbox_id", required=True)
+        assert inbox_id is not None
+        self.inbox_id = inbox_id
+        self.status = _get_str(raw, "status", f"{path}.status")
+        self.account_id = _account_id(payload, raw, default_account_id)
+
+    @property
+    def channel_key(self) -> str:
+        return f"{self.account_id}:{self.display_id}"
+
+
+def _message_inbox_id(payload: Mapping[str, Any], conversation: Mapping[str, Any]) -> int:
+    inbox = _get_obj(payload, "inbox", "inbox")
+    if inbox is not None:
+        value = _get_int(inbox, "id", "inbox.id", required=False)
+        if value is not None:
+            return value
+    value = _get_int(conversation, "inbox_id", "conversation.inbox_id", required=False)
+    if value is None:
+        _invalid("inbox.id must be an integer (or conversation.inbox_id)")
+    return value
+
+
+def _message_conversation(
+    payload: Mapping[str, Any], default_account_id: int | None
+) -> _Conversation:
+    raw = _get_obj(payload, "conversation", "conversation", required=True)
+    assert raw is not None
+    return _Conversation(
+        raw,
+        path="conversation",
+        payload=payload,
+        default_account_id=default_account_id,
+        inbox_id=_message_inbox_id(payload, raw),
+    )
+
+
+def _parse_message_created(
+    payload: dict[str, Any], delivery_id: str | None, default_account_id: int | None
+) -> ParsedWebhook:
+    message_type = _get_str(payload, "message_type", "message_type", required=True)
+    if _get_bool(payload, "private", "private"):
+        return Ignored("private_note", delivery_id=delivery_id)
+    if message_type == "template":
+        return Ignored("template", delivery_id=delivery_id)
+    sender = _get_obj(payload, "sender", "sender")
+    if message_type == "outgoing":
+        sender_type = None if sender is None else sender.get("type")
+        if sender_type == "agent_bot":
+            return Ignored("own_reply", delivery_id=delivery_id)
+        if sender_type != "user":
+            return Ignored("outgoing", delivery_id=delivery_id)
+        assert sender is not None
+        conversation = _message_conversation(payload, default_account_id)
+        message_id = _get_int(payload, "id", "id", required=True)
+        return OwnerSignal(
+            channel=CHANNEL,
+            inbox_id=conversation.inbox_id,
+            channel_key=conversation.channel_key,
+            reason="human_reply",
+            owner="human",
+            external_status=conversation.status,
+            text=_get_str(payload, "content", "content"),
+            external_message_id=f"{conversation.account_id}:{message_id}",
+            delivery_id=delivery_id,
+            author_name=_get_str(sender, "name", "sender.name"),
+        )
+    if message_type != "incoming":
+        return Ignored(f"message_type_not_handled:{message_type}", delivery_id=delivery_id)
+
+    conversation = _message_conversation(payload, default_account_id)
+    message_id = _get_int(payload, "id", "id", required=True)
+    content_type = _get_str(payload, "content_type", "content_type") or "text"
+    created_at = payload.get("created_at")
+    if created_at is not None and not isinstance(created_at, str | int | float):
+        _invalid("created_at must be a string")
+    return InboundMessage(
+        channel=CHANNEL,
+        inbox_id=conversation.inbox_id,
+        channel_key=conversation.channel_key,
+        text=_get_str(payload, "content", "content") or "",
+        external_message_id=f"{conversation.account_id}:{message_id}",
+        delivery_id=delivery_id,
+        content_type=content_type,
+        attachments=_attachments(payload),
+        contact=_contact(sender, "sender"),
+        external_status=conversation.status,
+        context={
+            "channel": _get_str(conversation.raw, "channel", "conversation.channel"),
+            "created_at": created_at,
+            "external_conversation_id": str(conversation.display_id),
+            "additional_attributes": _get_obj(
+                conversation.raw, "additional_attributes", "conversation.additional_attributes"
+            )
+            or {},
+        },
+        metadata={
+            "account_id": conversation.account_id,
+            "display_id": conversation.display_id,
+            "content_type": content_type,
+            "source_id": _get_str(payload, "source_id", "source_id"),
+        },
+    )
+
+
+def _status_change(payload: Mapping[str, Any]) -> tuple[bool, str | None, str | None]:
+    """Read ``changed_attributes``: (status changed?, previous, current).
+
+    Chatwoot sends a list of one-key objects (``[{"status": {"previous_value": …,
+    "current_value": …}}]``); a single object is accepted too.
+    """
+    raw = payload.get("changed_attributes")
+    if raw is None:
+        return False, None, None
+    if isinstance(raw, dict):
+        items: list[Any] = [raw]
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        _invalid("changed_attributes must be a list")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            _invalid(f"changed_attributes[{index}] must be an object")
+        change = item.get("status")
+        if change is None:
+            continue
+        path = f"changed_attributes[{index}].status"
+        if not isinstance(change, dict):
+            _invalid(f"{path} must be an object")
+        previous = _get_str(change, "previous_value", f"{path}.previous_value")
+        current = _get_str(change, "current_value", f"{path}.current_value")
+        return True, previous, current
+    return False, None, None
+
+
+def _parse_status_event(
+    event: str, payload: dict[str, Any], delivery_id: str | None, default_account_id: int | None
+) -> ParsedWebhook:
+    changed, previous, current = _status_change(payload)
+    if event == "conversation_updated" and not changed:
+        return Ignored("no_status_change", delivery_id=delivery_id)
+    conversation = _Conversation(
+        payload, path="conversation", payload=payload, default_account_id=default_account_id
+    )
+    status = conversation.status or current or _IMPLIED_STATUS.get(event)
+    if status is None:
+        _invalid("status must be a string")
+    return OwnerSignal(
+        channel=CHANNEL,
+        inbox_id=conversation.inbox_id,
+        channel_key=conversation.channel_key,
+        reason="status_changed",
+        owner=None,
+        external_status=status,
+        previous_status=previous,
+        delivery_id=delivery_id,
+    )
+
+
+def _parse_conversation_created(
+    payload: dict[str, Any], delivery_id: str | None, default_account_id: int | None
+) -> ParsedWebhook:
+    conversation = _Conversation(
+        payload, path="conversation", payload=payload, default_account_id=default_account_id
+    )
+    meta = _get_obj(payload, "meta", "meta")
+    sender = None if meta is None else _get_obj(meta, "sender", "meta.sender")
+    return ConversationEvent(
+        channel=CHANNEL,
+        inbox_id=conversation.inbox_id,
+        event="conversation_created",
+        channel_key=conversation.channel_key,
+        contact=_contact(sender, "meta.sender"),
+        external_status=conversation.status,
+        data={"status": conversation.status},
+        delivery_id=delivery_id,
+    )
+
+
+def _parse_webwidget_triggered(
+    payload: dict[str, Any], delivery_id: str | None, default_account_id: int | None
+) -> ParsedWebhook:
+    inbox = _get_obj(payload, "inbox", "inbox", required=True)
+    assert inbox is not None
+    inbox_id = _get_int(inbox, "id", "inbox.id", required=True)
+    assert inbox_id is not None
+    current = _get_obj(payload, "current_conversation", "current_conversation")
+    channel_key: str | None = None
+    status: str | None = None
+    if current is not None:
+        conversation = _Conversation(
+            current,
+            path="current_conversation",
+            payload=payload,
+            default_account_id=default_account_id,
+            inbox_id=inbox_id,
+        )
+        channel_key = conversation.channel_key
+        status = conversation.status
+    event_info = _get_obj(payload, "event_info", "event_info") or {}
+    return ConversationEvent(
+        channel=CHANNEL,
+        inbox_id=inbox_id,
+        event="webwidget_triggered",
+        channel_key=channel_key,
+        contact=_contact(_get_obj(payload, "contact", "contact"), "contact"),
+        external_status=status,
+        data=event_info,
+        delivery_id=delivery_id,
+    )
+
+
+def parse_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None,
+    default_account_id: int | None = None,
+) -> ParsedWebhook:
+    """Turn one Chatwoot webhook delivery into a neutral model.
+
+    Args:
+        headers: the request headers (any case; starlette ``Headers`` or a dict).
+        body: the raw request body.
+        secret: the inbox's or bot's webhook secret. When set, the signature is checked before
+            anything else; when ``None``, unsigned deliveries (Chatwoot before 4.12) are
+            accepted.
+        default_account_id: the account id to use when the payload names none (Chatwoot
+            before 4.14.2 sends no ``account`` inside conversation events).
+
+    Returns:
+        ``InboundMessage`` for a customer's message, ``OwnerSignal`` for a human reply or a
+        status change, ``ConversationEvent`` for ``conversation_created`` and
+        ``webwidget_triggered``, and ``Ignored`` (with the reason) for everything else.
+
+    Raises:
+        BadSignature: a secret is set and the signature is missing, malformed or wrong.
+        BadInput: ``invalid_json`` when the body is not a JSON object; ``invalid_payload``
+            when a field the mapping needs is missing or of the wrong type.
+    """
+    if secret is not None:
+        verify_chatwoot(secret, body, headers)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and over-long integers.
+        raise BadInput("invalid_json", "body is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise BadInput("invalid_json", "body must be a JSON object")
+
+    delivery_id = find_header(headers, DELIVERY_HEADER)
+    event = payload.get("event")
+    if not isinstance(event, str):
+        _invalid("event must be a string")
+
+    if event == "message_created":
+        return _parse_message_created(payload, delivery_id, default_account_id)
+    if event == "message_updated":
+        return Ignored("message_updated", delivery_id=delivery_id)
+    if event in _STATUS_EVENTS:
+        return _parse_status_event(event, payload, delivery_id, default_account_id)
+    if event == "conversation_created":
+        return _parse_conversation_created(payload, delivery_id, default_account_id)
+    if event == "webwidget_triggered":
+        return _parse_webwidget_triggered(payload, delivery_id, default_account_id)
+    return Ignored(f"event_not_handled:{event}", delivery_id=delivery_id)
+
+
+# --------------------------------------------------------------------------------------
+# REST API adapter
+# --------------------------------------------------------------------------------------
+
+
+def conversation_path(channel_key: str) -> str:
+    """``"3:42"`` → ``"/api/v1/accounts/3/conversations/42"``.
+
+    Raises:
+        PermanentDelivery: the key is not ``"<account id>:<display id>"``.
+    """
+    account, sep, display = channel_key.partition(":")
+    if not sep or not account.isdecimal() or not display.isdecimal():
+        raise PermanentDelivery(
+            f"chatwoot channel_key must be '<account id>:<display id>', got {channel_key!r}"
+        )
+    return f"/api/v1/accounts/{int(account)}/conversations/{int(display)}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+class ChatwootAdapter:
+    """Sends neutral ``OutboundAction`` values through Chatwoot's REST API.
+
+    Messages go to ``POST …/conversations/{display_id}/messages`` as outgoing, public
+    messages with ``echo_id`` set to the action's idempotency key. Attachments are sent as
+    links appended to the text: Chatwoot only accepts files as a multipart upload, which is
+    not supported here. ``metadata["content_type"]`` and ``metadata["content_attributes"]``
+    of a message action are passed through (e.g. ``input_select`` options).
+
+    Typing uses ``toggle_typing_status``; handoff opens the conversation with
+    ``toggle_status`` (with a bot token on a pending conversation Chatwoot runs its
+    ``bot_handoff!``).
+    """
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        base_url: str,
+        api_token: str | None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """
+        Args:
+            base_url: Chatwoot's root URL, e.g. ``https://chat.example.com``.
+            api_token: the bot's or user's access token (``api_access_token`` header).
+            client: a shared client; it is not closed by ``aclose``. One is created
+                (and owned) when omitted.
+            timeout: per-request timeout in seconds for the client created here.
+        """
+        self.base_url = base_url.rstrip("/")
+        self._token = api_token
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["api_access_token"] = self._token
+        return headers
+
+    async def _post(self, path: str, body: dict[str, Any], what: str) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self._client.post(url, json=body, headers=self._headers())
+        except httpx.TimeoutException as exc:
+            raise RetryableDelivery(f"chatwoot {what}: timed out") from exc
+        except httpx.TransportError as exc:
+            raise RetryableDelivery(
+                f"chatwoot {what}: cannot reach {self.base_url} ({type(exc).__name__})"
+            ) from exc
+        self._raise_for_status(response, what)
+        return response
+
+    def _excerpt(self, response: httpx.Response) -> str:
+        try:
+            text = response.text
+        except (UnicodeDecodeError, LookupError):
+            text = "<undecodable body>"
+        text = " ".join(text.split())[:200]
+        if self._token:
+            text = text.replace(self._token, "***")
+        return text
+
+    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        excerpt = self._excerpt(response)
+        message = f"chatwoot {what}: HTTP {status}: {excerpt}"
+        if status == 429:
+            raise RetryableDelivery(
+                message, retry_after=_retry_after(response.headers.get("Retry-After"))
+            )
+        if status >= 500:
+            raise RetryableDelivery(
+                message, retry_after=_retry_after(response.headers.get("Retry-After"))
+            )
+        if status == 422 and "too many messages" in excerpt.lower():
+            # More than CONVERSATION_MESSAGE_PER_MINUTE_LIMIT messages in one conversation.
+            raise RetryableDelivery(message, retry_after=60.0)
+        raise PermanentDelivery(message)
+
+    @staticmethod
+    def _message_content(action: OutboundAction) -> str:
+        content = action.text or ""
+        links = [a.url for a in action.attachments if a.url]
+        if links:
+            content = "\n\n".join(part for part in (content, "\n".join(links)) if part)
+        return content
+
+    async def send(self, action: OutboundAction) -> SendResult:
+        """Perform ``action`` at Chatwoot.
+
+        Raises:
+            RetryableDelivery: connect error, timeout, 429 (``retry_after`` from
+                ``Retry-After`` when present; Chatwoot sends none), 5xx, or 422
+                "Too many messages" (``retry_after=60``).
+            PermanentDelivery: any other 4xx, or a malformed ``channel_key``.
+        """
+        path = conversation_path(action.conversation.channel_key)
+        if action.kind == "message":
+            body: dict[str, Any] = {
+                "content": self._message_content(action),
+                "message_type": "outgoing",
+                "private": False,
+                "echo_id": action.idempotency_key,
+            }
+            for key in ("content_type", "content_attributes"):
+                if action.metadata.get(key) is not None:
+                    body[key] = action.metadata[key]
+            response = await self._post(f"{path}/messages", body, "send message")
+            try:
+                data = response.json()
+            except ValueError:
+                return SendResult()
+            message_id = data.get("id") if isinstance(data, dict) else None
+            return SendResult(external_id=None if message_id is None else str(message_id))
+        if action.kind in ("typing_on", "typing_off"):
+            state = "on" if action.kind == "typing_on" else "off"
+            await self._post(
+                f"{path}/toggle_typing_status", {"typing_status": state}, f"typing {state}"
+            )
+            return SendResult()
+        if action.kind == "handoff":
+            await self._post(f"{path}/toggle_status", {"status": "open"}, "handoff")
+            return SendResult()
+        raise PermanentDelivery(f"chatwoot cannot perform action kind {action.kind!r}")
+
+    async def already_sent(self, action: OutboundAction, *, max_pages: int = 3) -> bool | None:
+        """Whether a message with ``echo_id`` (or ``source_id``) equal to the key exists.
+
+        Lists the conversation's latest messages (up to ``max_pages`` pages of 20, newest
+        first). Returns ``None`` for non-message actions, and when Chatwoot cannot tell us:
+        bot tokens may not list messages (401), the conversation is gone (404), the call
+        failed, or every page searched was full without a match.
+        """
+        if action.kind != "message":
+            return None
+        try:
+            path = conversation_path(action.conversation.channel_key)
+        except PermanentDelivery:
+            return None
+        key = action.idempotency_key
+        url = f"{self.base_url}{path}/messages"
+        before: int | None = None
+        for _ in range(max_pages):
+            params = {} if before is None else {"before": str(before)}
+            try:
+                response = await self._client.get(url, params=params, headers=self._headers())
+                if response.status_code != 200:
+                    return None
+                data = response.json()
+            except (httpx.HTTPError, ValueError):
+                return None
+            messages = data.get("payload") if isinstance(data, dict) else None
+            if not isinstance(messages, list):
+                return None
+            ids: list[int] = []
+            for message in messages:
+                if not isinstance(message, dict):
+                    continue
+                if key in (message.get("echo_id"), message.get("source_id")):
+                    return True
+                if _is_int(message.get("id")):
+                    ids.append(message["id"])
+            if len(messages) < 20 or not ids:
+                return False
+            before = min(ids)
+        # Every page was full and none matched: the message may be older still.
+        return None
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this adapter created it."""
+        if self._owns_client:
+            await self._client.aclose()

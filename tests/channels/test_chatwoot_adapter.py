@@ -1,0 +1,315 @@
+"""ChatwootAdapter against the mock Chatwoot served by uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from chatbridge.channels.base import ChannelAdapter
+from chatbridge.channels.chatwoot import ChatwootAdapter, conversation_path
+from chatbridge.errors import PermanentDelivery, RetryableDelivery
+from chatbridge.models import Attachment, ConversationRef, OutboundAction
+from chatbridge.testing.mock_chatwoot import (
+    Faults,
+    MockChatwoot,
+    TriggerRequest,
+    create_mock_chatwoot,
+)
+from chatbridge.testing.servers import serve_app
+
+TOKEN = "bot-token-5ecret"
+
+
+@dataclass
+class Chatwoot:
+    url: str
+    mock: MockChatwoot
+    adapter: ChatwootAdapter
+
+
+@pytest.fixture
+async def chatwoot() -> AsyncIterator[Chatwoot]:
+    app = create_mock_chatwoot(api_token=TOKEN, account_id=1)
+    mock: MockChatwoot = app.state.mock
+    # Conversations 42 and 43 exist, as after a customer wrote in each.
+    mock.conversation(42, inbox_id=3)
+    mock.conversation(43, inbox_id=3)
+    async with serve_app(app) as url:
+        adapter = ChatwootAdapter(url, TOKEN, timeout=5.0)
+        try:
+            yield Chatwoot(url, mock, adapter)
+        finally:
+            await adapter.aclose()
+
+
+def action(
+    kind: str = "message",
+    *,
+    text: str | None = "Your order ships today.",
+    key: str = "dlv_1",
+    channel_key: str = "1:42",
+    attachments: list[Attachment] | None = None,
+) -> OutboundAction:
+    return OutboundAction(
+        kind=kind,  # type: ignore[arg-type]
+        conversation=ConversationRef(
+            id="c_1", channel="chatwoot", channel_key=channel_key, inbox_id=3
+        ),
+        idempotency_key=key,
+        text=text,
+        attachments=attachments or [],
+    )
+
+
+def test_adapter_implements_the_protocol() -> None:
+    adapter = ChatwootAdapter("http://127.0.0.1:1", None)
+    assert isinstance(adapter, ChannelAdapter)
+    assert adapter.name == "chatwoot"
+
+
+def test_conversation_path() -> None:
+    assert conversation_path("3:42") == "/api/v1/accounts/3/conversations/42"
+    for bad in ("42", "a:b", "1:", ":2", "1:2:3", "-1:2"):
+        with pytest.raises(PermanentDelivery):
+            conversation_path(bad)
+
+
+async def test_message_lands_with_echo_id(chatwoot: Chatwoot) -> None:
+    result = await chatwoot.adapter.send(action())
+
+    [received] = chatwoot.mock.received_messages
+    assert received["conversation_id"] == 42
+    assert received["content"] == "Your order ships today."
+    assert received["echo_id"] == "dlv_1"
+    assert result.external_id == str(received["id"])
+    [call] = chatwoot.mock.actions
+    assert call["kind"] == "message"
+    assert call["data"] == {
+        "content": "Your order ships today.",
+        "message_type": "outgoing",
+        "private": False,
+        "echo_id": "dlv_1",
+    }
+
+
+async def test_attachments_are_appended_as_links(chatwoot: Chatwoot) -> None:
+    files = [Attachment(url="https://files.example.com/a.pdf"), Attachment(url="https://x/b.png")]
+    await chatwoot.adapter.send(action(text="Here you go:", attachments=files))
+    await chatwoot.adapter.send(action(text=None, attachments=files[:1], key="dlv_2"))
+
+    assert [m["content"] for m in chatwoot.mock.received_messages] == [
+        "Here you go:\n\nhttps://files.example.com/a.pdf\nhttps://x/b.png",
+        "https://files.example.com/a.pdf",
+    ]
+
+
+async def test_content_attributes_pass_through(chatwoot: Chatwoot) -> None:
+    options = {"items": [{"title": "Yes", "value": "yes"}, {"title": "No", "value": "no"}]}
+    outbound = action(text="Did that help?")
+    outbound.metadata = {"content_type": "input_select", "content_attributes": options}
+    await chatwoot.adapter.send(outbound)
+
+    [received] = chatwoot.mock.received_messages
+    assert received["content_type"] == "input_select"
+    assert received["content_attributes"] == options
+
+
+async def test_typing_and_handoff_calls_land(chatwoot: Chatwoot) -> None:
+    await chatwoot.adapter.send(action("typing_on", text=None))
+    await chatwoot.adapter.send(action("typing_off", text=None))
+    await chatwoot.adapter.send(action("handoff", text=None))
+
+    assert [(a["kind"], a["conversation_id"], a["data"]) for a in chatwoot.mock.actions] == [
+        ("typing_on", 42, {"typing_status": "on"}),
+        ("typing_off", 42, {"typing_status": "off"}),
+        ("toggle_status", 42, {"status": "open"}),
+    ]
+    assert chatwoot.mock.conversations[42].status == "open"
+    assert chatwoot.mock.received_messages == []
+
+
+async def test_429_is_retryable_without_retry_after(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(fail_next=[429]))
+    with pytest.raises(RetryableDelivery) as info:
+        await chatwoot.adapter.send(action())
+    assert info.value.retry_after is None
+    assert "429" in str(info.value)
+    assert chatwoot.mock.received_messages == []
+
+    # The next call goes through.
+    await chatwoot.adapter.send(action())
+    assert len(chatwoot.mock.received_messages) == 1
+
+
+async def test_500_is_retryable(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(fail_next=[500, 503]))
+    for kind in ("message", "typing_on"):
+        with pytest.raises(RetryableDelivery):
+            await chatwoot.adapter.send(action(kind))
+    assert chatwoot.mock.actions == []
+
+
+async def test_422_too_many_messages_backs_off_a_minute(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(fail_next=[422]))
+    with pytest.raises(RetryableDelivery) as info:
+        await chatwoot.adapter.send(action())
+    assert info.value.retry_after == 60.0
+
+
+async def test_unknown_conversation_is_permanent(chatwoot: Chatwoot) -> None:
+    with pytest.raises(PermanentDelivery) as info:
+        await chatwoot.adapter.send(action(channel_key="1:999"))
+    assert "404" in str(info.value)
+    with pytest.raises(PermanentDelivery):
+        await chatwoot.adapter.send(action(channel_key="2:42"))
+
+
+async def test_bad_token_is_permanent_and_never_echoed(chatwoot: Chatwoot) -> None:
+    adapter = ChatwootAdapter(chatwoot.url, "wrong-token")
+    try:
+        with pytest.raises(PermanentDelivery) as info:
+            await adapter.send(action())
+    finally:
+        await adapter.aclose()
+    assert "401" in str(info.value)
+    assert "wrong-token" not in str(info.value)
+    assert TOKEN not in str(info.value)
+
+
+async def test_invalid_status_body_is_permanent(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(fail_next=[400]))
+    with pytest.raises(PermanentDelivery) as info:
+        await chatwoot.adapter.send(action("handoff", text=None))
+    assert "400" in str(info.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_retryable() -> None:
+    adapter = ChatwootAdapter(f"http://127.0.0.1:{_closed_port()}", TOKEN)
+    try:
+        with pytest.raises(RetryableDelivery) as info:
+            await adapter.send(action())
+    finally:
+        await adapter.aclose()
+    assert TOKEN not in str(info.value)
+
+
+async def test_timeout_is_retryable(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(delay_ms=300))
+    adapter = ChatwootAdapter(chatwoot.url, TOKEN, timeout=0.05)
+    try:
+        with pytest.raises(RetryableDelivery) as info:
+            await adapter.send(action("typing_on"))
+    finally:
+        await adapter.aclose()
+    assert "timed out" in str(info.value)
+
+
+async def test_retry_after_header_is_honoured() -> None:
+    """Real Chatwoot sends no Retry-After, but a proxy in front of it may."""
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "7"}, text="slow down"),
+            httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+            httpx.Response(429, headers={"Retry-After": "soon"}),
+        ]
+    )
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _request: next(answers)))
+    adapter = ChatwootAdapter("http://chatwoot.test", TOKEN, client=client)
+    retry_afters = []
+    for _ in range(3):
+        with pytest.raises(RetryableDelivery) as info:
+            await adapter.send(action())
+        retry_afters.append(info.value.retry_after)
+    assert retry_afters == [7.0, 0.0, None]
+
+    await adapter.aclose()
+    assert not client.is_closed, "a client passed in belongs to the caller"
+    await client.aclose()
+
+
+async def test_owned_client_is_closed() -> None:
+    adapter = ChatwootAdapter("http://127.0.0.1:1", None)
+    await adapter.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await adapter.send(action())
+
+
+async def test_already_sent_true_false(chatwoot: Chatwoot) -> None:
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is False
+    await chatwoot.adapter.send(action(key="dlv_9"))
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is True
+    assert await chatwoot.adapter.already_sent(action(key="dlv_10")) is False
+    # Another conversation does not count.
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9", channel_key="1:43")) is False
+
+
+async def test_already_sent_pages_back(chatwoot: Chatwoot) -> None:
+    await chatwoot.adapter.send(action(key="early"))
+    for index in range(30):
+        chatwoot.mock.post_message(chatwoot.mock.conversations[42], {"content": f"m{index}"})
+    assert await chatwoot.adapter.already_sent(action(key="early")) is True
+    assert await chatwoot.adapter.already_sent(action(key="never")) is False
+    assert await chatwoot.adapter.already_sent(action(key="never"), max_pages=1) is None
+
+
+async def test_already_sent_finds_incoming_source_id(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.post_message(
+        chatwoot.mock.conversations[42], {"content": "hi", "source_id": "wamid.1"}
+    )
+    assert await chatwoot.adapter.already_sent(action(key="wamid.1")) is True
+
+
+async def test_already_sent_unknown(chatwoot: Chatwoot) -> None:
+    # Bot tokens cannot list messages: 401.
+    chatwoot.mock.allow_list_messages = False
+    assert await chatwoot.adapter.already_sent(action()) is None
+    chatwoot.mock.allow_list_messages = True
+    # Conversation gone: 404.
+    assert await chatwoot.adapter.already_sent(action(channel_key="1:999")) is None
+    # Server error.
+    chatwoot.mock.set_faults(Faults(fail_next=[500]))
+    assert await chatwoot.adapter.already_sent(action()) is None
+    # Only messages carry an echo_id.
+    assert await chatwoot.adapter.already_sent(action("typing_on")) is None
+    assert await chatwoot.adapter.already_sent(action(channel_key="nonsense")) is None
+
+
+async def test_already_sent_unreachable() -> None:
+    adapter = ChatwootAdapter(f"http://127.0.0.1:{_closed_port()}", TOKEN)
+    try:
+        assert await adapter.already_sent(action()) is None
+    finally:
+        await adapter.aclose()
+
+
+async def test_handoff_fires_status_webhook_through_the_mock(chatwoot: Chatwoot) -> None:
+    """End to end with a webhook receiver: handoff → conversation_status_changed."""
+    seen: list[dict[str, object]] = []
+    receiver = FastAPI()
+
+    @receiver.post("/webhooks/chatwoot")
+    async def webhook(request: Request) -> dict[str, bool]:
+        seen.append(await request.json())
+        return {"ok": True}
+
+    async with serve_app(receiver) as receiver_url:
+        chatwoot.mock.webhook_url = f"{receiver_url}/webhooks/chatwoot"
+        await chatwoot.mock.trigger("message_created", TriggerRequest(conversation_id=42))
+        await chatwoot.adapter.send(action("handoff", text=None))
+        await chatwoot.mock.drain()
+
+    assert [event["event"] for event in seen] == ["message_created", "conversation_status_changed"]
+    assert seen[1]["changed_attributes"] == [
+        {"status": {"previous_value": "pending", "current_value": "open"}}
+    ]
