@@ -35,9 +35,7 @@ async def serve_app(
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
-    server = EmbeddedServer(
-        uvicorn.Config(app, log_config=None, lifespan="on", **config)
-    )
+    server = EmbeddedServer(uvicorn.Config(app, log_config=None, lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

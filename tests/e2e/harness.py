@@ -1,0 +1,167 @@
+"""A whole stack on real loopback sockets: mock agent (WebSocket), mock Chatwoot (HTTP), bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from chatbridge.agent import Agent
+from chatbridge.api import create_app
+from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.pipeline.bridge import Bridge
+from chatbridge.testing.mock_agent import build_mock_agent
+from chatbridge.testing.mock_chatwoot import MockChatwoot, TriggerRequest, create_mock_chatwoot
+from chatbridge.testing.servers import serve_app
+
+TOKEN = "bot-token"
+
+FAST = dict(
+    poll_interval=0.05,
+    retry_base_seconds=0.01,
+    retry_max_seconds=0.2,
+    reconnect_initial_delay=0.05,
+    reconnect_max_delay=0.3,
+    heartbeat_interval=5.0,
+    lease_seconds=5.0,
+    drain_seconds=1.0,
+)
+
+
+async def wait_until(
+    check: Callable[[], Any] | Callable[[], Awaitable[Any]], timeout: float = 10.0
+) -> Any:
+    """Poll ``check`` (sync or async) until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Stack:
+    bridge: Bridge
+    url: str
+    mock: MockChatwoot
+    chatwoot_url: str
+    agent: Agent
+    agent_port: int
+    http: httpx.AsyncClient
+    exits: AsyncExitStack = field(repr=False)
+
+    async def say(self, text: str, conv: int = 1, **kw: Any) -> dict[str, Any]:
+        """A customer writes in conversation ``conv``; returns the mock's trigger record."""
+        spec = TriggerRequest(
+            conversation_id=conv, content=text, inbox_id=kw.pop("inbox_id", 1), **kw
+        )
+        return await self.mock.trigger("message_created", spec)
+
+    async def event(self, name: str, conv: int = 1, **kw: Any) -> dict[str, Any]:
+        return await self.mock.trigger(name, TriggerRequest(conversation_id=conv, inbox_id=1, **kw))
+
+    def replies(self, conv: int | None = None) -> list[str]:
+        return [
+            m["content"]
+            for m in self.mock.received_messages
+            if conv is None or m["conversation_id"] == conv
+        ]
+
+    def actions(self, conv: int | None = None, kinds: tuple[str, ...] = ()) -> list[str]:
+        return [
+            a["kind"]
+            for a in self.mock.actions
+            if (conv is None or a["conversation_id"] == conv) and (not kinds or a["kind"] in kinds)
+        ]
+
+    async def wait_replies(
+        self, n: int, conv: int | None = None, timeout: float = 10.0
+    ) -> list[str]:
+        await wait_until(lambda: len(self.replies(conv)) >= n, timeout)
+        return self.replies(conv)
+
+    async def idle(self, timeout: float = 10.0) -> dict[str, dict[str, int]]:
+        """Wait until no turn or delivery is pending or leased; returns the state counts."""
+
+        async def quiet() -> dict[str, dict[str, int]] | None:
+            counts = await self.bridge.store.counts()
+            busy = any(
+                counts[t].get(s, 0) for t in ("turns", "deliveries") for s in ("pending", "leased")
+            )
+            return None if busy else counts
+
+        return await wait_until(quiet, timeout)  # type: ignore[no-any-return]
+
+    async def agent_connected(self, timeout: float = 10.0) -> None:
+        await wait_until(lambda: self.bridge.hub.is_connected("agent1"), timeout)
+
+
+@asynccontextmanager
+async def running_stack(
+    database_url: str,
+    *,
+    behaviour: str = "echo",
+    agent: Agent | None = None,
+    delay: float = 1.0,
+    timeout_seconds: float = 5.0,
+    secret: str | None = None,
+    mapping: dict[str, Any] | None = None,
+    mock_options: dict[str, Any] | None = None,
+    agent_port: int | None = None,
+    **settings: Any,
+) -> AsyncIterator[Stack]:
+    """Start everything; with ``agent_port`` the caller serves the agent itself."""
+    agent = agent or build_mock_agent(behaviour, agent_id="agent1", delay=delay)
+    async with AsyncExitStack() as exits:
+        if agent_port is None:
+            agent_port = await exits.enter_async_context(agent.serving("127.0.0.1", 0))
+        mock_app = create_mock_chatwoot(secret=secret, api_token=TOKEN, **(mock_options or {}))
+        chatwoot_url = await exits.enter_async_context(serve_app(mock_app))
+        config = Settings(
+            database_url=database_url,
+            chatwoot_base_url=chatwoot_url,
+            chatwoot_api_access_token=TOKEN,
+            chatwoot_webhook_secret=secret,
+            inbox_agent_mappings=[
+                InboxMapping(
+                    inbox_id=1,
+                    agent_config=AgentConfig(
+                        agent_id="agent1",
+                        websocket_url=f"ws://127.0.0.1:{agent_port}",
+                        timeout_seconds=timeout_seconds,
+                    ),
+                    **(mapping or {}),
+                )
+            ],
+            instance_id="e2e",
+            **{**FAST, **settings},
+        )
+        app = create_app(config)
+        url = await exits.enter_async_context(serve_app(app))
+        mock: MockChatwoot = mock_app.state.mock
+        mock.webhook_url = f"{url}/webhook/chatwoot"
+        http = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+        stack = Stack(app.state.bridge, url, mock, chatwoot_url, agent, agent_port, http, exits)
+        if agent_port is not None:
+            await stack.agent_connected()
+        yield stack
+
+
+def free_port() -> int:
+    from chatbridge.testing.servers import bind_socket
+
+    sock = bind_socket()
+    try:
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
