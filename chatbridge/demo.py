@@ -20,7 +20,7 @@ from rich.console import Console
 
 from chatbridge.config import AgentConfig, InboxMapping, Settings
 
-console = Console()
+console = Console(soft_wrap=True)
 
 SECRET = "demo-webhook-secret"
 TOKEN = "demo-bot-token"
@@ -47,6 +47,11 @@ async def _wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> A
     return None
 
 
+def _remove_database(database: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(database + suffix).unlink(missing_ok=True)
+
+
 async def run_demo(
     *,
     port: int = 8000,
@@ -62,9 +67,8 @@ async def run_demo(
     from chatbridge.testing.mock_chatwoot import create_mock_chatwoot
     from chatbridge.testing.servers import serve_app
 
-    configure_logging("WARNING")
-    for suffix in ("", "-wal", "-shm"):
-        Path(database + suffix).unlink(missing_ok=True)
+    configure_logging("ERROR")
+    _remove_database(database)
     bridge_url = f"http://127.0.0.1:{port}"
     chatwoot_url = f"http://127.0.0.1:{chatwoot_port}"
     settings = Settings(
@@ -118,8 +122,8 @@ async def run_demo(
             console.print(
                 "[green]Round trips done.[/green]" if ok else "[red]Unexpected transcript[/red]"
             )
-            _print_urls(bridge_url, chatwoot_url, agent_port)
             if keep_running:
+                _print_urls(bridge_url, chatwoot_url, agent_port)
                 await _wait_for_ctrl_c()
     finally:
         agent_task.cancel()
@@ -139,7 +143,7 @@ async def _play(http: httpx.AsyncClient, bridge_url: str, chatwoot_url: str) -> 
                 "content": text,
                 "sender": {"id": 7, "name": "Ana", "email": "ana@example.com"},
             }
-            console.print(f"[cyan]customer ›[/cyan] {text}")
+            console.print(f"[cyan]customer >[/cyan] {text}")
         else:
             body = {
                 "conversation_id": 1,
@@ -149,7 +153,7 @@ async def _play(http: httpx.AsyncClient, bridge_url: str, chatwoot_url: str) -> 
                 "sender_type": "user",
                 "sender": {"id": 2, "name": "Sam"},
             }
-            console.print(f"[magenta]human    ›[/magenta] {text}")
+            console.print(f"[magenta]human    >[/magenta] {text}")
         r = await http.post(f"{chatwoot_url}/mock/webhook/trigger/message_created", json=body)
         r.raise_for_status()
         if expect == "none":
@@ -174,7 +178,7 @@ async def _play(http: httpx.AsyncClient, bridge_url: str, chatwoot_url: str) -> 
             console.print("[red]no reply within 15 s[/red]")
             ok = False
             continue
-        console.print(f"[green]agent    ›[/green] {got[-1]['content']}")
+        console.print(f"[green]agent    >[/green] {got[-1]['content']}")
         if expect == "handoff":
             await asyncio.sleep(0.3)
             conv = (
@@ -183,13 +187,13 @@ async def _play(http: httpx.AsyncClient, bridge_url: str, chatwoot_url: str) -> 
                     headers={"api_access_token": TOKEN},
                 )
             ).json()
-            console.print(
-                f"           [dim](handed to a human: conversation status {conv.get('status')})[/dim]"
-            )
+            status = conv.get("status")
+            console.print(f"           [dim](handed to a human: conversation is {status})[/dim]")
     actions = (await http.get(f"{chatwoot_url}/mock/api/actions")).json()
     typing = [a["kind"] for a in actions if a["kind"].startswith("typing")]
+    on, off = typing.count("typing_on"), typing.count("typing_off")
     console.print(
-        f"\n[dim]typing indicator: {typing.count('typing_on')} on / {typing.count('typing_off')} off; "
+        f"\n[dim]typing indicator: {on} on / {off} off; "
         f"API calls seen by the mock Chatwoot: {len(actions)}[/dim]"
     )
     return ok

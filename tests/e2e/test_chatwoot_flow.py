@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from chatbridge.agent import Agent, Turn
 from chatbridge.testing.mock_chatwoot import Faults
 from tests.e2e.harness import free_port, running_stack, wait_until
