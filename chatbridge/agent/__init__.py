@@ -1,0 +1,22 @@
+"""The agent SDK: write a Chatbridge agent in about ten lines.
+
+    from chatbridge.agent import Agent, Turn
+
+    agent = Agent("agent1")
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        return f"Echo: {turn.content}"
+
+    agent.run(dial_in="ws://127.0.0.1:8000/api/ws/agent", token="secret")  # or serve=(host, port)
+
+A handler may also return ``Handoff(...)``, ``NoReply()`` or ``None``, or be an async generator
+of text chunks (a streamed reply). The SDK speaks protocol ``chatbridge/1``: acks, heartbeats,
+reconnects with backoff, and answers a repeated turn from its cache instead of running the
+handler twice.
+"""
+
+from chatbridge.agent.app import Agent, HelloRejected
+from chatbridge.agent.turn import Event, Handoff, NoReply, Turn, TurnError
+
+__all__ = ["Agent", "Event", "Handoff", "HelloRejected", "NoReply", "Turn", "TurnError"]

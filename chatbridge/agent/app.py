@@ -1,0 +1,554 @@
+"""``Agent``: registers handlers and speaks protocol ``chatbridge/1`` with one or more bridges.
+
+Two ways to meet a bridge:
+
+- ``dial_in(url, token)``: the agent connects to the bridge's ``/api/ws/agent``, says ``hello``
+  (with ``resume_from`` = the last ``seq`` it saw) and reconnects with backoff when the
+  connection drops. No inbound port needed on the agent's side.
+- ``serve(host, port)`` / ``serving(...)``: the agent is a WebSocket server the bridge dials
+  (ws-dial-out).
+
+Each turn runs in its own task, so one slow answer never holds up the others. Answers are kept
+(the last ``answer_cache_size``) so that a turn the bridge sends again after a reconnect is
+answered from the cache instead of running the handler twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from chatbridge.agent.peer import Peer
+from chatbridge.agent.turn import (
+    Event,
+    EventHandler,
+    Handoff,
+    MessageHandler,
+    NoReply,
+    Turn,
+    TurnError,
+)
+from chatbridge.errors import ChatbridgeError
+from chatbridge.protocol import (
+    DEAD_AFTER_INTERVALS,
+    PROTOCOL,
+    ConversationEvent,
+    ErrorMessage,
+    HelloError,
+    HelloOk,
+    Ping,
+    ProtocolError,
+    UserMessage,
+    decode_frame,
+    dumps,
+    error_frame,
+    parse_bridge_frame,
+    reconnect_delay,
+)
+
+log = logging.getLogger("chatbridge.agent")
+
+HELLO_TIMEOUT = 10.0
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+
+H = TypeVar("H", bound=MessageHandler)
+E = TypeVar("E", bound=EventHandler)
+
+
+class HelloRejected(ChatbridgeError):
+    """The bridge answered our ``hello`` with ``hello_error``: wrong token or unknown agent.
+
+    Reconnecting would not help, so ``dial_in()`` stops and raises this.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"bridge refused the agent ({code}): {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    """A turn whose handler is still running; ``peer`` is where the bridge last sent it."""
+
+    peer: Peer
+
+
+@dataclass(eq=False, slots=True)
+class _Answer:
+    """The frames that answered a turn, kept to answer a repeated turn without re-running."""
+
+    frames: list[dict[str, Any]]
+    peer: Peer
+    delivered: bool = False
+    sent_at: float = 0.0
+
+
+class Agent:
+    """A Chatbridge agent.
+
+    Args:
+        agent_id: the id the bridge knows this agent by.
+        heartbeat_interval: seconds between pings when serving (a dialing-in agent uses the
+            interval the bridge announces in ``hello_ok``).
+        max_frame_bytes: larger incoming frames close the connection (1009).
+        reconnect_initial_delay / reconnect_max_delay: dial-in backoff bounds.
+        answer_cache_size: how many answered turns are remembered for resends.
+        capabilities: announced in ``hello``.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        heartbeat_interval: float = 20.0,
+        max_frame_bytes: int = 1024 * 1024,
+        reconnect_initial_delay: float = 0.5,
+        reconnect_max_delay: float = 30.0,
+        answer_cache_size: int = 1000,
+        capabilities: Sequence[str] = ("streaming",),
+    ) -> None:
+        self.agent_id = agent_id
+        self.heartbeat_interval = heartbeat_interval
+        self.max_frame_bytes = max_frame_bytes
+        self.reconnect_initial_delay = reconnect_initial_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.answer_cache_size = answer_cache_size
+        self.capabilities = list(capabilities)
+        self._message_handler: MessageHandler | None = None
+        self._event_handler: EventHandler | None = None
+        self._running: dict[str, _Running] = {}
+        self._answers: OrderedDict[str, _Answer] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._peers: set[Peer] = set()
+        self._dial_peer: Peer | None = None
+        self._modes = 0
+        self.last_seq: int | None = None
+        """Highest ``seq`` seen; sent as ``resume_from`` when dialing in again."""
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def on_message(self, handler: H) -> H:
+        """Register the turn handler (decorator). See ``chatbridge.agent.turn`` for results."""
+        self._message_handler = handler
+        return handler
+
+    def on_event(self, handler: E) -> E:
+        """Register a ``conversation_event`` handler (decorator); returned text is sent to the
+        conversation as a proactive ``agent_message``."""
+        self._event_handler = handler
+        return handler
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        dial_in: str | None = None,
+        token: str | None = None,
+        serve: tuple[str, int] | None = None,
+    ) -> None:
+        """Run the agent until interrupted (Ctrl-C): dial in to a bridge, serve, or both."""
+        if dial_in is None and serve is None:
+            raise ValueError("give dial_in=<bridge url> and token=..., or serve=(host, port)")
+        if dial_in is not None and not token:
+            raise ValueError("dial_in needs a token")
+
+        async def main() -> None:
+            async with asyncio.TaskGroup() as group:
+                if dial_in is not None and token is not None:
+                    group.create_task(self.dial_in(dial_in, token))
+                if serve is not None:
+                    group.create_task(self.serve(*serve))
+
+        with suppress(KeyboardInterrupt):
+            asyncio.run(main())
+
+    async def dial_in(self, url: str, token: str, *, stop: asyncio.Event | None = None) -> None:
+        """Connect to a bridge's ``/api/ws/agent`` and stay connected until ``stop`` is set.
+
+        Reconnects with exponential backoff and full jitter; after each ``hello_ok`` it sends
+        again any answer that may not have reached the bridge.
+
+        Raises:
+            HelloRejected: the bridge refused the token or the agent id.
+        """
+        stop = stop or asyncio.Event()
+        attempt = 0
+        self._modes += 1
+        try:
+            while not stop.is_set():
+                up_for = 0.0
+                try:
+                    async with connect(
+                        url,
+                        additional_headers={"Authorization": f"Bearer {token}"},
+                        max_size=self.max_frame_bytes,
+                        open_timeout=OPEN_TIMEOUT,
+                        close_timeout=CLOSE_TIMEOUT,
+                    ) as ws:
+                        ok = await self._hello(ws, token)
+                        peer = Peer(ws, dial_in=True, heartbeat_interval=ok.heartbeat_interval)
+                        started = time.monotonic()
+                        await self._dial_in_session(peer, stop)
+                        up_for = time.monotonic() - started
+                        if up_for >= ok.heartbeat_interval:
+                            attempt = 0
+                except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
+                    log.warning("connection to bridge failed: %s: %s", type(exc).__name__, exc)
+                if stop.is_set():
+                    break
+                delay = reconnect_delay(
+                    attempt, self.reconnect_initial_delay, self.reconnect_max_delay
+                )
+                attempt += 1
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+        finally:
+            self._modes -= 1
+            await self._cancel_turns_if_idle()
+
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 8765, *, stop: asyncio.Event | None = None
+    ) -> None:
+        """Be a WebSocket server the bridge dials (ws-dial-out) until ``stop`` is set."""
+        async with self.serving(host, port) as bound:
+            log.info("agent %s listening on ws://%s:%d", self.agent_id, host, bound)
+            await (stop or asyncio.Event()).wait()
+
+    @asynccontextmanager
+    async def serving(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
+        """Serve while the block runs; yields the bound port (``port=0`` picks a free one)."""
+        async with ws_serve(
+            self._on_connection,
+            host,
+            port,
+            max_size=self.max_frame_bytes,
+            close_timeout=CLOSE_TIMEOUT,
+        ) as server:
+            bound = int(next(iter(server.sockets)).getsockname()[1])
+            self._modes += 1
+            try:
+                yield bound
+            finally:
+                self._modes -= 1
+        await self._cancel_turns_if_idle()
+
+    async def close_connections(self, code: int = 1001, reason: str = "agent going away") -> None:
+        """Close every open bridge connection now (a dialing-in agent then reconnects)."""
+        await asyncio.gather(*(peer.close(code, reason) for peer in list(self._peers)))
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _hello(self, ws: ClientConnection, token: str) -> HelloOk:
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "agent_id": self.agent_id,
+            "token": token,
+            "protocol": PROTOCOL,
+            "capabilities": self.capabilities,
+        }
+        if self.last_seq is not None:
+            hello["resume_from"] = self.last_seq
+        await ws.send(dumps(hello))
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            data = await ws.recv()
+        answer = parse_bridge_frame(data)
+        if isinstance(answer, HelloError):
+            raise HelloRejected(answer.error_code, answer.message)
+        if not isinstance(answer, HelloOk):
+            raise ProtocolError("bad_hello", f"expected hello_ok, got {answer.type}")
+        log.info("dialed in as %s (heartbeat %gs)", self.agent_id, answer.heartbeat_interval)
+        return answer
+
+    async def _dial_in_session(self, peer: Peer, stop: asyncio.Event) -> None:
+        previous, self._dial_peer = self._dial_peer, peer
+        await self._resend_unconfirmed(peer, previous)
+        reader = asyncio.create_task(self._run_peer(peer))
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not reader.done():
+                await peer.close(1000, "agent stopping")
+            await asyncio.gather(reader, stopper, return_exceptions=True)
+
+    async def _resend_unconfirmed(self, peer: Peer, previous: Peer | None) -> None:
+        """After a new ``hello_ok``, send again answers the bridge may not have.
+
+        The bridge does not re-send turns at or below ``resume_from``, so the agent covers the
+        answers that could have been lost: those never sent, and those sent on the previous
+        connection in the window a dying connection can stay unnoticed. Answers the bridge
+        already had are dropped there.
+        """
+        window = DEAD_AFTER_INTERVALS * peer.heartbeat_interval
+        for answer in list(self._answers.values()):
+            if not answer.peer.dial_in:
+                continue
+            recent = (
+                answer.peer is previous
+                and previous.closed_at is not None
+                and answer.sent_at >= previous.closed_at - window
+            )
+            if not answer.delivered or recent:
+                await self._send_answer(peer, answer)
+
+    async def _on_connection(self, ws: ServerConnection) -> None:
+        await self._run_peer(Peer(ws, dial_in=False, heartbeat_interval=self.heartbeat_interval))
+
+    async def _run_peer(self, peer: Peer) -> None:
+        """Read frames until the connection ends, with a heartbeat beside it."""
+        self._peers.add(peer)
+        heartbeat = asyncio.create_task(self._heartbeat(peer))
+        try:
+            async for data in peer.ws:
+                peer.last_rx = time.monotonic()
+                try:
+                    await self._on_frame(peer, data)
+                except Exception:
+                    log.exception("failed to handle a bridge frame")
+        except ConnectionClosed as exc:
+            log.info("bridge connection closed: %s", exc)
+        finally:
+            peer.mark_closed()
+            self._peers.discard(peer)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self, peer: Peer) -> None:
+        interval = peer.heartbeat_interval
+        while peer.open:
+            await asyncio.sleep(interval)
+            if time.monotonic() - peer.last_rx > DEAD_AFTER_INTERVALS * interval:
+                log.warning("no traffic for %d heartbeats, closing", DEAD_AFTER_INTERVALS)
+                await peer.close(1011, "heartbeat timeout")
+                return
+            if not await peer.send({"type": "ping"}):
+                return
+
+    # -- frames --------------------------------------------------------------------------------
+
+    async def _on_frame(self, peer: Peer, data: str | bytes) -> None:
+        try:
+            obj = decode_frame(data)
+            frame = parse_bridge_frame(obj)
+        except ProtocolError as exc:
+            log.warning("bad frame from bridge: %s", exc.message)
+            if not _is_error_message(data):  # never answer an error with an error
+                await peer.send(error_frame(exc.code, details={"message": exc.message}))
+            return
+        match frame:
+            case UserMessage():
+                await self._on_user_message(peer, frame, obj)
+            case Ping():
+                await peer.send({"type": "pong"})
+            case ConversationEvent():
+                if self._event_handler is not None:
+                    self._spawn(self._run_event(peer, Event.from_message(frame, obj)))
+            case ErrorMessage():
+                log.warning("bridge reported error %s: %s", frame.error_code, frame.error_details)
+            case _:
+                pass  # pong; hello_ok / hello_error only matter during the handshake
+
+    async def _on_user_message(self, peer: Peer, message: UserMessage, raw: dict[str, Any]) -> None:
+        if message.seq is not None:
+            await peer.send({"type": "ack", "seq": message.seq})
+            if self.last_seq is None or message.seq > self.last_seq:
+                self.last_seq = message.seq
+        key = message.message_id
+        answer = self._answers.get(key)
+        if answer is not None:
+            log.info("turn %s received again, sending the kept answer", key)
+            await self._send_answer(peer, answer)
+            return
+        running = self._running.get(key)
+        if running is not None:
+            log.info("turn %s received again while running, answer will follow", key)
+            running.peer = peer  # answer where the bridge asked last
+            return
+        if self._message_handler is None:
+            details = {"message": "this agent has no on_message handler"}
+            await peer.send(error_frame("no_handler", message_id=key, details=details))
+            return
+        running = self._running[key] = _Running(peer)
+        self._spawn(self._run_turn(Turn.from_message(message, raw), running))
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    async def _run_turn(self, turn: Turn, running: _Running) -> None:
+        started = time.monotonic()
+        handler = self._message_handler
+        assert handler is not None
+        try:
+            result: Any = handler(turn)
+            if inspect.isawaitable(result):
+                result = await result
+            if isinstance(result, AsyncIterator):
+                live, kept = await self._stream(turn, running, result, started)
+            else:
+                live = kept = [self._reply_frame(turn, result, started)]
+        except asyncio.CancelledError:
+            self._running.pop(turn.id, None)
+            raise
+        except TurnError as exc:
+            details = exc.details if exc.details is not None else {"message": str(exc)}
+            live = kept = [error_frame(exc.code, message_id=turn.id, details=details)]
+        except Exception as exc:
+            log.exception("handler failed on turn %s", turn.id)
+            details = {"type": type(exc).__name__, "message": str(exc)[:500]}
+            live = kept = [error_frame("handler_error", message_id=turn.id, details=details)]
+        self._running.pop(turn.id, None)
+        answer = self._remember(turn.id, kept, running.peer)
+        target = self._target(running)
+        if target is not None and await self._send_frames(target, live):
+            answer.peer, answer.delivered, answer.sent_at = target, True, time.monotonic()
+        # Otherwise the answer waits: a dialing-in agent sends it after its next hello_ok; a
+        # served agent sends it when the bridge reconnects and sends the turn again.
+
+    async def _stream(
+        self, turn: Turn, running: _Running, chunks: AsyncIterator[Any], started: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Send chunks as they come; return the live and the kept closing frames.
+
+        The kept ``agent_complete`` carries the full text, so a resend needs no chunks. The live
+        one leaves it out (the bridge joins the chunks) unless a chunk may have been lost.
+        """
+        parts: list[str] = []
+        whole = True
+        first = running.peer
+        async for chunk in chunks:
+            text = chunk if isinstance(chunk, str) else str(chunk)
+            frame = {
+                "type": "agent_streaming",
+                "message_id": turn.id,
+                "conversation_id": turn.conversation_id,
+                "stream_index": len(parts),
+                "content": text,
+            }
+            parts.append(text)
+            target = self._target(running)
+            sent = target is not None and await target.send(frame)
+            if not sent or target is not first:
+                whole = False
+        complete: dict[str, Any] = {
+            "type": "agent_complete",
+            "message_id": turn.id,
+            "conversation_id": turn.conversation_id,
+            "metadata": self._metadata(started),
+        }
+        kept = [{**complete, "content": "".join(parts)}]
+        return ([complete] if whole else kept), kept
+
+    def _reply_frame(self, turn: Turn, result: Any, started: float) -> dict[str, Any]:
+        base = {"message_id": turn.id, "conversation_id": turn.conversation_id}
+        meta = self._metadata(started)
+        match result:
+            case str():
+                return {"type": "agent_message", **base, "content": result, "metadata": meta}
+            case None | NoReply():
+                return {"type": "no_reply", **base, "metadata": meta}
+            case Handoff(reason=reason, content=content):
+                frame = {"type": "handoff", **base, "metadata": meta}
+                if reason is not None:
+                    frame["reason"] = reason
+                if content is not None:
+                    frame["content"] = content
+                return frame
+        raise TypeError(
+            f"handler returned {type(result).__name__}; expected str, Handoff, NoReply or None"
+        )
+
+    def _metadata(self, started: float) -> dict[str, Any]:
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        return {"agent_id": self.agent_id, "processing_time_ms": elapsed_ms}
+
+    def _remember(self, key: str, frames: list[dict[str, Any]], peer: Peer) -> _Answer:
+        answer = self._answers[key] = _Answer(frames, peer)
+        while len(self._answers) > self.answer_cache_size:
+            self._answers.popitem(last=False)
+        return answer
+
+    def _target(self, running: _Running) -> Peer | None:
+        """Where the answer goes now: the connection the turn came on, else the current
+        dial-in connection (a dialing-in agent's turns survive reconnects)."""
+        if running.peer.open:
+            return running.peer
+        current = self._dial_peer
+        if running.peer.dial_in and current is not None and current.open:
+            return current
+        return None
+
+    async def _send_answer(self, peer: Peer, answer: _Answer) -> None:
+        if await self._send_frames(peer, answer.frames):
+            answer.peer, answer.delivered, answer.sent_at = peer, True, time.monotonic()
+
+    @staticmethod
+    async def _send_frames(peer: Peer, frames: list[dict[str, Any]]) -> bool:
+        for frame in frames:
+            if not await peer.send(frame):
+                return False
+        return True
+
+    async def _run_event(self, peer: Peer, event: Event) -> None:
+        handler = self._event_handler
+        if handler is None:
+            return
+        try:
+            result: Any = handler(event)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            log.exception("event handler failed on %s", event.event)
+            return
+        if isinstance(result, str) and result:
+            if event.conversation_id is None:
+                log.warning("event %s names no conversation; its answer is dropped", event.event)
+                return
+            target = self._target(_Running(peer))
+            if target is not None:
+                await target.send(
+                    {
+                        "type": "agent_message",
+                        "conversation_id": event.conversation_id,
+                        "content": result,
+                        "metadata": {"agent_id": self.agent_id},
+                    }
+                )
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_turns_if_idle(self) -> None:
+        """Once no connection mode runs any more, running handlers have nobody to answer."""
+        if self._modes > 0 or not self._tasks:
+            return
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _is_error_message(data: str | bytes) -> bool:
+    try:
+        return decode_frame(data).get("type") == "error_message"
+    except ProtocolError:
+        return False

@@ -1,0 +1,51 @@
+"""``Peer``: one open WebSocket between an agent and a bridge, whichever side dialed."""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from typing import Any
+
+from websockets.asyncio.connection import Connection
+
+from chatbridge.protocol import dumps
+
+
+class Peer:
+    """A bridge connection as the agent sees it.
+
+    ``dial_in`` tells whether the agent opened it (and so owns reconnecting). ``send`` never
+    raises: a failed send marks the peer closed and returns False, because an agent's answer
+    that cannot go out now is kept and sent again later, never lost in an exception.
+    """
+
+    def __init__(self, ws: Connection, *, dial_in: bool, heartbeat_interval: float) -> None:
+        self.ws = ws
+        self.dial_in = dial_in
+        self.heartbeat_interval = heartbeat_interval
+        self.open = True
+        self.last_rx = time.monotonic()
+        self.closed_at: float | None = None
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        """Send one frame; False if the connection is closed or the send failed."""
+        if not self.open:
+            return False
+        try:
+            await self.ws.send(dumps(frame))
+        except Exception:
+            self.mark_closed()
+            return False
+        return True
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection; the close handshake is bounded by the connection's timeout."""
+        self.mark_closed()
+        with suppress(Exception):
+            await self.ws.close(code, reason)
+
+    def mark_closed(self) -> None:
+        """Remember that the connection is gone, and when."""
+        if self.open:
+            self.open = False
+            self.closed_at = time.monotonic()

@@ -1,0 +1,499 @@
+"""Agent protocol v1 (``chatbridge/1``): the messages the bridge and an agent exchange.
+
+The models here are the single source of truth for the wire format described in
+``contracts/agent-protocol.md``; the JSON Schema published at ``GET /api/protocol/schema.json``
+is generated from them (``protocol_json_schema()``). Both sides use them: the bridge's
+``AgentHub`` reads agent frames with ``parse_agent_frame()``, the agent SDK reads bridge frames
+with ``parse_bridge_frame()``.
+
+Every message is a JSON object with a ``type``; unknown fields are ignored so either side may
+add optional fields without breaking the other. The few timing rules every transport shares
+(heartbeat, dead-connection detection, reconnect backoff) live here too, as plain values and
+functions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaMode
+
+from chatbridge.errors import ChatbridgeError
+
+PROTOCOL = "chatbridge/1"
+
+DEAD_AFTER_INTERVALS = 3
+"""No traffic at all for this many heartbeat intervals means the connection is dead."""
+
+
+class ProtocolError(ChatbridgeError):
+    """A frame that is not a valid protocol v1 message.
+
+    ``code`` is what goes into the ``error_message`` answered to the peer: ``invalid_json``
+    (not JSON, or not a JSON object), ``unknown_type`` (a ``type`` this side does not read) or
+    ``invalid_message`` (a known type whose fields are wrong).
+    """
+
+    def __init__(self, code: str, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def utc_now_iso() -> str:
+    """The current instant as an ISO 8601 UTC string, the protocol's timestamp format."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(value: Any) -> Any:
+    """Accept ``datetime`` (naive = UTC) or epoch seconds where the wire wants an ISO string."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):
+            return value  # left for the str validator to refuse
+    return value
+
+
+Timestamp = Annotated[str, BeforeValidator(_timestamp)]
+"""ISO 8601 UTC instant; ``datetime`` values and epoch seconds are converted on the way in."""
+
+
+class _Model(BaseModel):
+    # Numbers are accepted where ids are strings: the seed format sends Chatwoot ids as ints.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+class Frame(_Model):
+    """Fields every message may carry."""
+
+    message_id: str | None = None
+    timestamp: Timestamp | None = None
+    metadata: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# parts of user_message
+
+
+class HistoryMessage(_Model):
+    """One customer message folded into a turn (debounce may merge several)."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    id: str | None = None
+    content: str | None = None
+    created_at: Timestamp | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Sender(_Model):
+    """Who wrote, as the channel knows them."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+class TurnContext(_Model):
+    """Where the conversation lives on the channel side."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    channel: str | None = None
+    created_at: Timestamp | None = None
+    external_conversation_id: str | None = None
+    additional_attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# bridge -> agent
+
+
+class UserMessage(Frame):
+    """One agent turn: the customer's message(s) and what the agent needs to answer them.
+
+    ``message_id`` is the turn id the agent echoes in its answer; ``seq`` counts per agent and
+    serves ``ack`` and dial-in resume.
+    """
+
+    type: Literal["user_message"] = "user_message"
+    protocol: str = PROTOCOL
+    message_id: str
+    seq: int | None = None
+    conversation_id: str
+    inbox_id: int | None = None
+    channel: str | None = None
+    content: str = ""
+    messages: list[HistoryMessage] = Field(default_factory=list)
+    sender: Sender | None = None
+    context: TurnContext | None = None
+    response_mode: Literal["sync", "async"] = "async"
+    deadline: Timestamp | None = None
+
+
+class Ping(Frame):
+    """Heartbeat; either side sends it and the other answers ``pong``."""
+
+    type: Literal["ping"] = "ping"
+
+
+class Pong(Frame):
+    """Answer to ``ping``."""
+
+    type: Literal["pong"] = "pong"
+
+
+class HelloOk(Frame):
+    """Dial-in handshake accepted; tells the agent the heartbeat the bridge expects."""
+
+    type: Literal["hello_ok"] = "hello_ok"
+    agent_id: str
+    protocol: str = PROTOCOL
+    heartbeat_interval: float
+
+
+class HelloError(Frame):
+    """Dial-in handshake refused; the bridge closes the connection (1008) right after."""
+
+    type: Literal["hello_error"] = "hello_error"
+    error_code: str
+    message: str = ""
+
+
+class ErrorMessage(Frame):
+    """Something failed: a turn on the agent's side, or a frame the receiver could not read.
+
+    Never answered with another ``error_message`` (that could loop).
+    """
+
+    type: Literal["error_message"] = "error_message"
+    error_code: str
+    error_details: Any = None
+
+
+class ConversationEvent(Frame):
+    """Something happened to a conversation the agent may care about (handoff, closed,
+    reopened, owner changed, widget opened). ``event`` names it; ``data`` carries the details.
+
+    ``conversation_id`` is absent when the event comes before the bridge has a conversation
+    (e.g. a web chat widget opened before the first message).
+    """
+
+    type: Literal["conversation_event"] = "conversation_event"
+    event: str
+    conversation_id: str | None = None
+    inbox_id: int | None = None
+    channel: str | None = None
+    owner: str | None = None
+    reason: str | None = None
+    sender: Sender | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# agent -> bridge
+
+
+class AgentMessage(Frame):
+    """A complete reply. With ``message_id`` it answers that turn; without it, but with
+    ``conversation_id``, it is a proactive message into that conversation."""
+
+    type: Literal["agent_message"] = "agent_message"
+    conversation_id: str | None = None
+    content: str | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AgentStreaming(Frame):
+    """One chunk of a streamed reply; ``stream_index`` counts from 0 with no gaps."""
+
+    type: Literal["agent_streaming"] = "agent_streaming"
+    message_id: str
+    conversation_id: str | None = None
+    stream_index: int = Field(ge=0)
+    content: str
+
+
+class AgentComplete(Frame):
+    """End of a streamed reply; without ``content`` the reply is the chunks joined in order."""
+
+    type: Literal["agent_complete"] = "agent_complete"
+    message_id: str
+    conversation_id: str | None = None
+    content: str | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Typing(Frame):
+    """Show or hide the typing indicator in a conversation."""
+
+    type: Literal["typing"] = "typing"
+    conversation_id: str
+    on: bool = True
+
+
+class Handoff(Frame):
+    """Hand the conversation to a human; ``content``, if any, is sent to the customer first."""
+
+    type: Literal["handoff"] = "handoff"
+    conversation_id: str | None = None
+    reason: str | None = None
+    content: str | None = None
+
+
+class NoReply(Frame):
+    """The agent chose not to answer this turn."""
+
+    type: Literal["no_reply"] = "no_reply"
+    message_id: str
+
+
+class Ack(Frame):
+    """The agent has received the turn with this ``seq``."""
+
+    type: Literal["ack"] = "ack"
+    seq: int
+
+
+class Hello(Frame):
+    """First frame of a dial-in connection: who the agent is and where to resume."""
+
+    type: Literal["hello"] = "hello"
+    agent_id: str = Field(min_length=1, max_length=200)
+    token: str | None = None
+    protocol: str = PROTOCOL
+    capabilities: list[str] = Field(default_factory=list)
+    resume_from: int | None = None
+
+
+BridgeFrame = Annotated[
+    UserMessage | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent,
+    Field(discriminator="type"),
+]
+"""Any message the bridge sends to an agent."""
+
+AgentFrame = Annotated[
+    AgentMessage
+    | AgentStreaming
+    | AgentComplete
+    | Typing
+    | Handoff
+    | NoReply
+    | ErrorMessage
+    | Ack
+    | Ping
+    | Pong
+    | Hello,
+    Field(discriminator="type"),
+]
+"""Any message an agent sends to the bridge."""
+
+_BRIDGE_ADAPTER: TypeAdapter[BridgeFrame] = TypeAdapter(BridgeFrame)
+_AGENT_ADAPTER: TypeAdapter[AgentFrame] = TypeAdapter(AgentFrame)
+
+BRIDGE_TYPES = frozenset(
+    ("user_message", "ping", "pong", "hello_ok", "hello_error", "error_message",
+     "conversation_event")
+)  # fmt: skip
+AGENT_TYPES = frozenset(
+    ("agent_message", "agent_streaming", "agent_complete", "typing", "handoff", "no_reply",
+     "error_message", "ack", "ping", "pong", "hello")
+)  # fmt: skip
+
+TURN_ENDING_TYPES = frozenset(
+    ("agent_message", "agent_complete", "no_reply", "handoff", "error_message")
+)
+"""The first of these naming a turn ends it."""
+
+
+def decode_frame(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
+    """Decode a frame into a JSON object without checking its type or fields.
+
+    Raises:
+        ProtocolError: ``invalid_json`` when it is not JSON or not an object.
+    """
+    if isinstance(data, dict):
+        return data
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError("invalid_json", "frame is not valid JSON") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("invalid_json", "frame is not a JSON object")
+    return obj
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _parse(obj: dict[str, Any], adapter: TypeAdapter[Any], known: frozenset[str]) -> Any:
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in known:
+        raise ProtocolError(
+            "unknown_type", f"unknown message type {kind!r}"[:200], details={"type": kind}
+        )
+    try:
+        return adapter.validate_python(obj)
+    except ValidationError as exc:
+        raise ProtocolError(
+            "invalid_message", f"invalid {kind} message", details=_validation_details(exc)
+        ) from exc
+    except (RecursionError, ValueError, TypeError) as exc:  # pathological nesting or numbers
+        raise ProtocolError("invalid_message", f"invalid {kind} message") from exc
+
+
+def parse_agent_frame(
+    data: str | bytes | bytearray | dict[str, Any],
+) -> (
+    AgentMessage
+    | AgentStreaming
+    | AgentComplete
+    | Typing
+    | Handoff
+    | NoReply
+    | ErrorMessage
+    | Ack
+    | Ping
+    | Pong
+    | Hello
+):
+    """Read one agent → bridge message.
+
+    Args:
+        data: a WebSocket text/binary frame, an HTTP body, or an already decoded object.
+
+    Returns:
+        The typed message. An object without ``type`` but with ``message_id`` and ``content``
+        (the seed bridge's reply format) is read as ``agent_message``.
+
+    Raises:
+        ProtocolError: ``invalid_json``, ``unknown_type`` or ``invalid_message``.
+    """
+    obj = decode_frame(data)
+    if "type" not in obj:
+        if "message_id" in obj and "content" in obj:
+            obj = {**obj, "type": "agent_message"}
+        else:
+            raise ProtocolError("invalid_message", "message has no type")
+    result: Any = _parse(obj, _AGENT_ADAPTER, AGENT_TYPES)
+    return result  # type: ignore[no-any-return]
+
+
+def parse_bridge_frame(
+    data: str | bytes | bytearray | dict[str, Any],
+) -> UserMessage | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent:
+    """Read one bridge → agent message (the agent SDK's side of ``parse_agent_frame``).
+
+    Raises:
+        ProtocolError: ``invalid_json``, ``unknown_type`` or ``invalid_message``.
+    """
+    obj = decode_frame(data)
+    if "type" not in obj:
+        raise ProtocolError("invalid_message", "message has no type")
+    result: Any = _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES)
+    return result  # type: ignore[no-any-return]
+
+
+def error_frame(
+    error_code: str, *, message_id: str | None = None, details: Any = None
+) -> dict[str, Any]:
+    """An ``error_message`` ready to send (``message_id`` only when it names a turn)."""
+    frame: dict[str, Any] = {"type": "error_message", "error_code": error_code}
+    if message_id is not None:
+        frame["message_id"] = message_id
+    if details is not None:
+        frame["error_details"] = details
+    return frame
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    """Serialise a frame compactly, keeping non-ASCII text readable (and smaller)."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def reconnect_delay(
+    attempt: int, initial: float, maximum: float, rng: random.Random | None = None
+) -> float:
+    """How long to wait before reconnect attempt ``attempt`` (0-based).
+
+    Exponential backoff with full jitter: a uniform draw in ``[0, min(maximum, initial *
+    2**attempt)]``, so many clients that lost the same server do not come back in lockstep.
+    """
+    if attempt < 0:
+        attempt = 0
+    ceiling = min(maximum, initial * (2 ** min(attempt, 62)))
+    ceiling = max(ceiling, 0.0)
+    return (rng or random).uniform(0.0, ceiling)
+
+
+_DIRECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
+    "BridgeToAgent": (UserMessage, Ping, Pong, HelloOk, HelloError, ErrorMessage,
+                      ConversationEvent),
+    "AgentToBridge": (AgentMessage, AgentStreaming, AgentComplete, Typing, Handoff, NoReply,
+                      ErrorMessage, Ack, Ping, Pong, Hello),
+}  # fmt: skip
+
+
+def protocol_json_schema() -> dict[str, Any]:
+    """One JSON Schema (draft 2020-12) document for every message in both directions.
+
+    ``$defs`` holds one schema per message model; ``BridgeToAgent`` and ``AgentToBridge`` are
+    ``oneOf`` unions discriminated by ``type``; the document itself accepts either direction.
+    """
+    inputs: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
+        (name, "validation", TypeAdapter[Any](_discriminated(models)))
+        for name, models in _DIRECTIONS.items()
+    ]
+    keys, schema = TypeAdapter.json_schemas(inputs, ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = dict(schema.get("$defs", {}))
+    for (name, _mode), direction_schema in keys.items():
+        defs[name] = {"description": _DIRECTION_DOCS[name], **direction_schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://chatbridge.dev/schema/protocol/v1.json",
+        "title": f"Chatbridge agent protocol {PROTOCOL}",
+        "description": (
+            "Every message of the agent protocol. Unknown fields are ignored by both sides; "
+            "an unknown type is answered with error_message (unknown_type)."
+        ),
+        "anyOf": [{"$ref": "#/$defs/BridgeToAgent"}, {"$ref": "#/$defs/AgentToBridge"}],
+        "$defs": defs,
+    }
+
+
+_DIRECTION_DOCS = {
+    "BridgeToAgent": "Messages the bridge sends to an agent.",
+    "AgentToBridge": "Messages an agent sends to the bridge.",
+}
+
+
+def _discriminated(models: tuple[type[BaseModel], ...]) -> Any:
+    """``Annotated[A | B | …, Field(discriminator="type")]`` built at run time."""
+    union: Any = models[0]
+    for model in models[1:]:
+        union = union | model
+    return Annotated[union, Field(discriminator="type")]

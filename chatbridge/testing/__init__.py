@@ -1,0 +1,1 @@
+"""In-package fakes and simulators for tests, the demo and local development."""

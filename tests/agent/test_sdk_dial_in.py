@@ -1,0 +1,119 @@
+"""The agent SDK dialing in, against a raw WebSocket server playing the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from chatbridge.agent import Agent, HelloRejected, Turn
+from tests.agent.sdk_helpers import FakeBridge, recv, round_trip, send, user_message
+
+
+@asynccontextmanager
+async def dialing_in(agent: Agent, url: str) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.dial_in(url, "tok", stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def fast_agent() -> Agent:
+    return Agent("dialer", reconnect_initial_delay=0.01, reconnect_max_delay=0.05)
+
+
+async def test_hello_carries_identity_token_and_resume_point(fake_bridge: FakeBridge) -> None:
+    agent = fast_agent()
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        return "ok"
+
+    async with dialing_in(agent, fake_bridge.url):
+        first, hello = await fake_bridge.accept()
+        assert first.request is not None
+        assert first.request.headers["Authorization"] == "Bearer tok"
+        assert hello["agent_id"] == "dialer"
+        assert hello["token"] == "tok"
+        assert hello["protocol"] == "chatbridge/1"
+        assert "streaming" in hello["capabilities"]
+        assert "resume_from" not in hello
+        await send(first, user_message("t_1", seq=7))
+        assert await recv(first, skip=("ping", "pong")) == {"type": "ack", "seq": 7}
+        assert (await recv(first))["content"] == "ok"
+        await first.close()
+
+        second, hello = await fake_bridge.accept()
+        assert hello["resume_from"] == 7
+        await round_trip(second)
+
+
+async def test_answer_finished_while_disconnected_arrives_after_reconnect(
+    fake_bridge: FakeBridge,
+) -> None:
+    agent = fast_agent()
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    @agent.on_message
+    async def slow(turn: Turn) -> str:
+        calls.append(turn.id)
+        started.set()
+        await release.wait()
+        return "worth the wait"
+
+    async with dialing_in(agent, fake_bridge.url):
+        first, _ = await fake_bridge.accept()
+        await send(first, user_message("t_w", seq=1))
+        await started.wait()
+        await first.close()
+        second, hello = await fake_bridge.accept()
+        assert hello["resume_from"] == 1  # so the bridge does not send t_w again
+        release.set()
+        reply = await recv(second)
+    assert (reply["message_id"], reply["content"]) == ("t_w", "worth the wait")
+    assert calls == ["t_w"]
+
+
+async def test_recent_answers_are_sent_again_after_a_drop(fake_bridge: FakeBridge) -> None:
+    agent = fast_agent()
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        return "maybe lost"
+
+    async with dialing_in(agent, fake_bridge.url):
+        first, _ = await fake_bridge.accept()
+        await send(first, user_message("t_l", seq=2))
+        delivered = await recv(first)
+        await first.close()  # the bridge cannot know whether that answer made it
+        second, _ = await fake_bridge.accept()
+        assert await recv(second) == delivered
+
+
+async def test_hello_error_stops_dialing(fake_bridge: FakeBridge) -> None:
+    agent = fast_agent()
+    task = asyncio.create_task(agent.dial_in(fake_bridge.url, "bad"))
+    ws = await fake_bridge.connections.get()
+    await recv(ws)
+    await send(ws, {"type": "hello_error", "error_code": "unauthorized", "message": "no"})
+    await ws.close(1008)
+    with pytest.raises(HelloRejected) as info:
+        await task
+    assert info.value.code == "unauthorized"
+
+
+async def test_keeps_trying_until_the_bridge_answers(fake_bridge: FakeBridge) -> None:
+    agent = fast_agent()
+    async with dialing_in(agent, fake_bridge.url):
+        ws = await fake_bridge.connections.get()
+        await recv(ws)
+        await send(ws, {"type": "pong"})  # not a hello answer: the agent gives up on it
+        await ws.wait_closed()
+        again, _ = await fake_bridge.accept()
+        await round_trip(again)

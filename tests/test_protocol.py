@@ -1,0 +1,288 @@
+"""Protocol v1 models: parsing both directions, the seed format, bad input, the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatbridge.errors import ChatbridgeError
+from chatbridge.protocol import (
+    AGENT_TYPES,
+    BRIDGE_TYPES,
+    PROTOCOL,
+    Ack,
+    AgentComplete,
+    AgentMessage,
+    AgentStreaming,
+    ConversationEvent,
+    ErrorMessage,
+    Handoff,
+    Hello,
+    HelloError,
+    HelloOk,
+    NoReply,
+    Ping,
+    Pong,
+    ProtocolError,
+    Typing,
+    UserMessage,
+    parse_agent_frame,
+    parse_bridge_frame,
+    protocol_json_schema,
+    reconnect_delay,
+)
+
+AGENT_SAMPLES: list[tuple[dict[str, Any], type]] = [
+    (
+        {"type": "agent_message", "message_id": "t_1", "conversation_id": "c_1",
+         "content": "I can help!", "attachments": [],
+         "metadata": {"agent_id": "agent1", "processing_time_ms": 1500, "confidence": 0.95}},
+        AgentMessage,
+    ),
+    ({"type": "agent_streaming", "message_id": "t_1", "stream_index": 0, "content": "I can"},
+     AgentStreaming),
+    ({"type": "agent_complete", "message_id": "t_1", "content": "I can help"}, AgentComplete),
+    ({"type": "agent_complete", "message_id": "t_1"}, AgentComplete),
+    ({"type": "typing", "conversation_id": "c_1", "on": True}, Typing),
+    ({"type": "handoff", "conversation_id": "c_1", "message_id": "t_1", "reason": "angry"},
+     Handoff),
+    ({"type": "no_reply", "message_id": "t_1"}, NoReply),
+    ({"type": "error_message", "message_id": "t_1", "error_code": "boom", "error_details": {}},
+     ErrorMessage),
+    ({"type": "ack", "seq": 1042}, Ack),
+    ({"type": "ping"}, Ping),
+    ({"type": "pong", "timestamp": "2025-01-01T00:00:00Z"}, Pong),
+    ({"type": "hello", "agent_id": "agent1", "token": "s", "protocol": "chatbridge/1",
+      "capabilities": ["streaming"], "resume_from": 1041}, Hello),
+]  # fmt: skip
+
+BRIDGE_SAMPLES: list[tuple[dict[str, Any], type]] = [
+    (
+        {"type": "user_message", "protocol": "chatbridge/1", "message_id": "t_1", "seq": 1042,
+         "conversation_id": "c_1", "inbox_id": 1, "channel": "chatwoot",
+         "content": "Hello, I need help",
+         "messages": [{"id": "m_1", "content": "Hello", "created_at": "2025-01-01T00:00:00Z",
+                       "attachments": []}],
+         "sender": {"id": "789", "name": "John Doe", "email": "john@example.com", "phone": None},
+         "context": {"channel": "web_widget", "created_at": "2025-01-01T00:00:00Z",
+                     "external_conversation_id": "456", "additional_attributes": {}},
+         "response_mode": "sync", "deadline": "2025-01-01T00:00:30Z",
+         "timestamp": "2025-01-01T00:00:00Z"},
+        UserMessage,
+    ),
+    ({"type": "ping"}, Ping),
+    ({"type": "pong"}, Pong),
+    ({"type": "hello_ok", "agent_id": "a", "protocol": "chatbridge/1", "heartbeat_interval": 20},
+     HelloOk),
+    ({"type": "hello_error", "error_code": "unauthorized", "message": "no"}, HelloError),
+    ({"type": "error_message", "error_code": "invalid_json"}, ErrorMessage),
+    ({"type": "conversation_event", "conversation_id": "c_1", "event": "closed"},
+     ConversationEvent),
+]  # fmt: skip
+
+
+def _sample_id(value: Any) -> str:
+    return getattr(value, "__name__", "")
+
+
+@pytest.mark.parametrize(("frame", "model"), AGENT_SAMPLES, ids=_sample_id)
+def test_every_agent_type_parses(frame: dict[str, Any], model: type) -> None:
+    for data in (frame, json.dumps(frame), json.dumps(frame).encode()):
+        parsed = parse_agent_frame(data)
+        assert type(parsed) is model
+        assert parsed.type == frame["type"]
+
+
+@pytest.mark.parametrize(("frame", "model"), BRIDGE_SAMPLES, ids=_sample_id)
+def test_every_bridge_type_parses(frame: dict[str, Any], model: type) -> None:
+    parsed = parse_bridge_frame(json.dumps(frame))
+    assert type(parsed) is model
+
+
+def test_sample_type_lists_cover_the_protocol() -> None:
+    assert {f["type"] for f, _ in AGENT_SAMPLES} == AGENT_TYPES
+    assert {f["type"] for f, _ in BRIDGE_SAMPLES} == BRIDGE_TYPES
+
+
+def test_seed_reply_without_type_is_an_agent_message() -> None:
+    seed = {
+        "message_id": 123,
+        "inbox_id": 1,
+        "conversation_id": 456,
+        "content": "Hi from the old bridge",
+        "response_type": "text",
+        "metadata": {"agent_id": "agent1"},
+    }
+    parsed = parse_agent_frame(json.dumps(seed))
+    assert isinstance(parsed, AgentMessage)
+    assert (parsed.message_id, parsed.conversation_id) == ("123", "456")
+    assert parsed.content == "Hi from the old bridge"
+
+
+def test_unknown_fields_are_ignored() -> None:
+    parsed = parse_agent_frame({"type": "no_reply", "message_id": "t", "mood": "grumpy"})
+    assert parsed == NoReply(message_id="t")
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ("not json", "invalid_json"),
+        (b"\xff\xfe\x00garbage", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ("42", "invalid_json"),
+        ("[" * 100_000, "invalid_json"),
+        ('{"type": "teleport"}', "unknown_type"),
+        ('{"type": 5}', "unknown_type"),
+        ('{"type": "user_message"}', "unknown_type"),  # a bridge → agent type
+        ('{"content": "no type, no id"}', "invalid_message"),
+        ('{"type": "agent_streaming", "message_id": "t", "content": "x"}', "invalid_message"),
+        ('{"type": "agent_streaming", "message_id": "t", "content": "x", "stream_index": -1}',
+         "invalid_message"),
+        ('{"type": "typing", "conversation_id": "c", "on": "maybe"}', "invalid_message"),
+        ('{"type": "ack", "seq": "next"}', "invalid_message"),
+        ('{"type": "hello", "agent_id": ""}', "invalid_message"),
+    ],
+)  # fmt: skip
+def test_bad_frames_raise_protocol_error(data: str | bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_agent_frame(data)
+    assert info.value.code == code
+    assert isinstance(info.value, ChatbridgeError)
+
+
+def test_invalid_message_details_name_the_fields() -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_agent_frame({"type": "no_reply"})
+    json.dumps(info.value.details)  # safe to send back in error_details
+    assert any("message_id" in err["loc"] for err in info.value.details)
+
+
+def test_user_message_as_the_pipeline_builds_it() -> None:
+    frame = UserMessage(
+        message_id="t_1",
+        seq=1,
+        conversation_id="c_1",
+        content="Hello",
+        sender={"id": 789, "name": "John", "phone": None},
+        deadline=datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC),
+        timestamp=datetime(2025, 1, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2))),
+    ).model_dump(mode="json", exclude_none=True)
+    assert frame["type"] == "user_message"
+    assert frame["protocol"] == PROTOCOL
+    assert frame["sender"] == {"id": "789", "name": "John"}
+    assert frame["deadline"] == "2025-01-01T12:00:30Z"
+    assert frame["timestamp"] == "2025-01-01T12:00:00Z"
+    assert "inbox_id" not in frame
+    assert parse_bridge_frame(json.dumps(frame)) == UserMessage.model_validate(frame)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_arbitrary_json_only_ever_raises_protocol_error(value: Any) -> None:
+    for parse in (parse_agent_frame, parse_bridge_frame):
+        try:
+            parse(json.dumps(value))
+        except ProtocolError:
+            pass
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(AGENT_TYPES | BRIDGE_TYPES)),
+    st.dictionaries(
+        st.sampled_from(["message_id", "content", "seq", "stream_index", "conversation_id",
+                         "on", "error_code", "agent_id", "metadata", "attachments", "event",
+                         "heartbeat_interval", "resume_from", "capabilities", "messages",
+                         "sender", "timestamp"]),
+        json_values,
+        max_size=6,
+    ),
+)  # fmt: skip
+def test_known_types_with_arbitrary_fields_only_raise_protocol_error(
+    kind: str, fields: dict[str, Any]
+) -> None:
+    for parse in (parse_agent_frame, parse_bridge_frame):
+        try:
+            parse({**fields, "type": kind})
+        except ProtocolError:
+            pass
+
+
+@given(st.binary() | st.text())
+def test_arbitrary_bytes_and_text_only_raise_protocol_error(data: bytes | str) -> None:
+    try:
+        parse_agent_frame(data)
+    except ProtocolError:
+        pass
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def test_schema_covers_every_message_of_both_directions() -> None:
+    schema = protocol_json_schema()
+    json.dumps(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    defs = schema["$defs"]
+    for ref in _refs(schema):
+        assert ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in defs
+    bridge = defs["BridgeToAgent"]["discriminator"]["mapping"]
+    agent = defs["AgentToBridge"]["discriminator"]["mapping"]
+    assert set(bridge) == BRIDGE_TYPES
+    assert set(agent) == AGENT_TYPES
+    user = defs["UserMessage"]["properties"]
+    for name in ("protocol", "message_id", "seq", "conversation_id", "inbox_id", "channel",
+                 "content", "messages", "sender", "context", "response_mode", "deadline",
+                 "timestamp"):  # fmt: skip
+        assert name in user
+
+
+def test_schema_is_valid_json_schema_and_accepts_real_frames() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = protocol_json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for frame, _ in AGENT_SAMPLES + BRIDGE_SAMPLES:
+        validator.validate(frame)
+    assert not validator.is_valid({"type": "agent_streaming"})
+
+
+@given(
+    st.integers(min_value=-3, max_value=200),
+    st.floats(min_value=0.001, max_value=10),
+    st.floats(min_value=0.001, max_value=600),
+    st.integers(),
+)
+def test_reconnect_delay_stays_within_the_backoff_ceiling(
+    attempt: int, initial: float, maximum: float, seed: int
+) -> None:
+    delay = reconnect_delay(attempt, initial, maximum, random.Random(seed))
+    assert 0 <= delay <= min(maximum, initial * 2 ** max(attempt, 0))
+
+
+def test_reconnect_delay_grows_then_caps() -> None:
+    rng = random.Random(1)
+    early = [reconnect_delay(0, 0.5, 30, rng) for _ in range(200)]
+    late = [reconnect_delay(20, 0.5, 30, rng) for _ in range(200)]
+    assert max(early) <= 0.5
+    assert max(late) <= 30 and max(late) > 15  # full jitter over the whole capped range
