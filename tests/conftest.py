@@ -9,14 +9,27 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 PG_ADMIN_DSN = os.environ.get(
     "CHATBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh loop in a worker thread.
+
+    Works from sync fixtures and from fixtures requested inside a running test loop alike.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _pg_dsn_for(db: str) -> str:
@@ -39,13 +52,13 @@ def pg_database() -> Iterator[str]:
     """A PostgreSQL database of our own for this test session, dropped at the end."""
     name = f"chatbridge_test_{uuid.uuid4().hex[:10]}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        _run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI but not reachable: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     yield name
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _reset_pg_schema(db: str) -> None:
@@ -58,14 +71,19 @@ async def _reset_pg_schema(db: str) -> None:
         await conn.close()
 
 
+@pytest.fixture
+def database_url_pg(pg_database: str) -> str:
+    """The URL of an empty PostgreSQL database (schema reset for each test)."""
+    _run(_reset_pg_schema(pg_database))
+    return f"postgresql+asyncpg://{_pg_dsn_for(pg_database).split('://', 1)[1]}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL of an empty database, once per backend."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'chatbridge.db'}"
-    db = request.getfixturevalue("pg_database")
-    asyncio.run(_reset_pg_schema(db))
-    return f"postgresql+asyncpg://{_pg_dsn_for(db).split('://', 1)[1]}"
+    return str(request.getfixturevalue("database_url_pg"))
 
 
 @pytest.fixture
