@@ -35,3 +35,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log is noisy at load; keep errors.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # At DEBUG, websockets logs handshake headers and frame heads: tokens would leak.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, root.level))
