@@ -1,0 +1,242 @@
+"""The store's foundation: engine set-up, transactions, row converters, shared helpers.
+
+The ``Store`` class (``chatbridge.store.store``) is assembled from one mixin per concern —
+routes and agents, conversations and inbound messages, turns, the outbox — all built on
+``StoreBase`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, event, func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from chatbridge.errors import StoreError
+from chatbridge.ids import new_id
+from chatbridge.store import tables as t
+from chatbridge.store.records import (
+    AgentRecord,
+    ConversationRecord,
+    DeliverySpec,
+    MessageRecord,
+    Route,
+    TurnDecision,
+)
+
+log = logging.getLogger("chatbridge.store")
+
+_OPEN_STATES = ("pending", "leased")
+
+Decide = Callable[[ConversationRecord], TurnDecision]
+
+
+class _Duplicate(Exception):
+    """Raised inside a transaction to roll it back when the input was seen before."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _conv(row: Any) -> ConversationRecord:
+    return ConversationRecord(
+        id=row.id,
+        channel=row.channel,
+        channel_key=row.channel_key,
+        inbox_id=row.inbox_id,
+        contact_id=row.contact_id,
+        owner=row.owner,
+        status=row.status,
+        external_status=row.external_status,
+        meta=row.meta or {},
+    )
+
+
+def _route(row: Any) -> Route:
+    return Route(
+        id=row.id,
+        channel=row.channel,
+        inbox_id=row.inbox_id,
+        agent_id=row.agent_id,
+        reply_mode=row.reply_mode,
+        timeout_seconds=row.timeout_seconds,
+        fallback_text=row.fallback_text,
+        on_failure=row.on_failure,
+        agent_bot_mode=bool(row.agent_bot_mode),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _agent(row: Any) -> AgentRecord:
+    return AgentRecord(
+        id=row.id,
+        transport=row.transport,
+        url=row.url,
+        token_hash=row.token_hash,
+        timeout_seconds=row.timeout_seconds,
+        enabled=bool(row.enabled),
+        last_seen_at=row.last_seen_at,
+    )
+
+
+def _message(row: Any) -> MessageRecord:
+    return MessageRecord(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        direction=row.direction,
+        author=row.author,
+        text=row.text,
+        content_type=row.content_type,
+        attachments=row.attachments or [],
+        external_id=row.external_id,
+        created_at=row.created_at,
+        meta=row.meta or {},
+    )
+
+
+class StoreBase:
+    """Engine, transactions and helpers shared by every part of the store."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["pool_size"] = 1
+            kwargs["max_overflow"] = 0
+        else:
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 10
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        except Exception as exc:  # bad URL, driver missing
+            raise StoreError(f"cannot use database URL: {exc}") from exc
+        self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            self._setup_sqlite()
+
+    def _setup_sqlite(self) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            # WAL + synchronous=NORMAL survives a killed process (the OS keeps the pages);
+            # only a power cut can drop the last commits. FULL would cost an fsync per commit.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # ------------------------------------------------------------------ lifecycle
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        async with self._tx() as conn:
+            await conn.run_sync(_upgrade_head)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+            return True
+        except Exception:
+            log.warning("store ping failed", exc_info=True)
+            return False
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        if self._lock is not None:
+            async with self._lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    def _insert(self, table: Any) -> Any:
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        return insert(table)
+
+    async def _set_owner(self, conn: AsyncConnection, conversation_id: str, owner: str) -> None:
+        await conn.execute(
+            update(t.conversations)
+            .where(t.conversations.c.id == conversation_id)
+            .values(owner=owner)
+        )
+        if owner == "human":
+            # A human owns it now: turns not yet started will not run. A turn in flight
+            # finishes, but its reply is kept as a note (see complete_turn).
+            await conn.execute(
+                update(t.turns)
+                .where(
+                    and_(t.turns.c.conversation_id == conversation_id, t.turns.c.state == "pending")
+                )
+                .values(state="cancelled", outcome="human_owner", finished_at=time.time())
+            )
+
+    @staticmethod
+    def _delivery_values(
+        conversation_id: str,
+        turn_id: int | None,
+        message_id: str | None,
+        spec: DeliverySpec,
+        now: float,
+    ) -> dict[str, Any]:
+        return {
+            "conversation_id": conversation_id,
+            "turn_id": turn_id,
+            "message_id": message_id,
+            "kind": spec.kind,
+            "text": spec.text,
+            "payload": spec.payload,
+            "state": "pending",
+            "attempts": 0,
+            "max_attempts": spec.max_attempts,
+            "next_attempt_at": now,
+            "idempotency_key": new_id("d"),
+            "uncertain": False,
+            "created_at": now,
+        }
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Rows by state, for /ready and tests."""
+        out: dict[str, dict[str, int]] = {}
+        async with self._tx() as conn:
+            for name, table in (("turns", t.turns), ("deliveries", t.deliveries)):
+                rows = (
+                    await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
+                ).all()
+                out[name] = {r[0]: int(r[1]) for r in rows}
+        return out
+
+
+def _upgrade_head(sync_conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")

@@ -1,0 +1,284 @@
+"""The outbox: deliveries to channels, claimed in order per conversation, retried, dead-lettered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+
+from chatbridge.ids import new_id
+from chatbridge.store import tables as t
+from chatbridge.store.base import (
+    _OPEN_STATES,
+    StoreBase,
+    _conv,
+)
+from chatbridge.store.records import (
+    ClaimedDelivery,
+    CompletedTurn,
+    DeadLetter,
+    DeliverySpec,
+)
+
+
+class OutboxStore(StoreBase):
+    """Deliveries to channels, claimed in order per conversation."""
+
+    async def add_outbound(
+        self,
+        conversation_id: str,
+        *,
+        text: str | None,
+        author: str,
+        deliveries: Sequence[DeliverySpec],
+        attachments: Sequence[dict[str, Any]] = (),
+        meta: dict[str, Any] | None = None,
+        respect_owner: bool = True,
+        handoff: bool = False,
+    ) -> CompletedTurn:
+        """A message not tied to a turn (proactive agent message, operator message).
+
+        While a human owns the conversation, the text is kept as a note and nothing is sent.
+        """
+        now = time.time()
+        async with self._tx() as conn:
+            conv_owner = (
+                await conn.execute(
+                    select(t.conversations.c.owner).where(t.conversations.c.id == conversation_id)
+                )
+            ).scalar_one_or_none()
+            if conv_owner is None:
+                return CompletedTurn(ok=False)
+            deliver = conv_owner == "bot" or not respect_owner
+            message_id = None
+            if text is not None:
+                message_id = new_id("m")
+                await conn.execute(
+                    t.messages.insert().values(
+                        id=message_id,
+                        conversation_id=conversation_id,
+                        direction="out" if deliver else "note",
+                        author=author,
+                        text=text,
+                        content_type="text",
+                        attachments=list(attachments),
+                        meta=meta or {},
+                        created_at=now,
+                    )
+                )
+            ids = []
+            if deliver:
+                for spec in deliveries:
+                    values = self._delivery_values(
+                        conversation_id,
+                        None,
+                        message_id if spec.kind == "message" else None,
+                        spec,
+                        now,
+                    )
+                    ids.append(
+                        (
+                            await conn.execute(
+                                t.deliveries.insert().values(**values).returning(t.deliveries.c.id)
+                            )
+                        ).scalar_one()
+                    )
+                if handoff:
+                    await self._set_owner(conn, conversation_id, "human")
+        return CompletedTurn(
+            ok=True, reply_message_id=message_id, delivered=deliver, delivery_ids=ids
+        )
+
+    async def claim_deliveries(
+        self, owner: str, *, limit: int, lease_seconds: float
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` deliveries: the oldest open one of each conversation."""
+        now = time.time()
+        dd = t.deliveries
+        older = dd.alias("older")
+        candidates = (
+            select(dd.c.id)
+            .where(
+                or_(
+                    and_(dd.c.state == "pending", dd.c.next_attempt_at <= now),
+                    and_(dd.c.state == "leased", dd.c.lease_expires_at < now),
+                ),
+                ~exists().where(
+                    and_(
+                        older.c.conversation_id == dd.c.conversation_id,
+                        older.c.id < dd.c.id,
+                        older.c.state.in_(_OPEN_STATES),
+                    )
+                ),
+            )
+            .order_by(dd.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(dd)
+            .where(dd.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                state="leased",
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                attempts=dd.c.attempts + 1,
+                # SET expressions see the *old* row: was it leased by a process that died
+                # mid-send? Then the far side may already have it.
+                uncertain=dd.c.state == "leased",
+            )
+            .returning(*dd.c)
+        )
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+            if not rows:
+                return []
+            conv_ids = {r.conversation_id for r in rows}
+            convs = {
+                r.id: _conv(r)
+                for r in (
+                    await conn.execute(
+                        select(t.conversations).where(t.conversations.c.id.in_(conv_ids))
+                    )
+                ).all()
+            }
+        return [
+            ClaimedDelivery(
+                id=r.id,
+                conversation_id=r.conversation_id,
+                turn_id=r.turn_id,
+                message_id=r.message_id,
+                kind=r.kind,
+                text=r.text,
+                payload=r.payload or {},
+                attempts=r.attempts,
+                max_attempts=r.max_attempts,
+                idempotency_key=r.idempotency_key,
+                uncertain=bool(r.uncertain),
+                conversation=convs[r.conversation_id],
+            )
+            for r in sorted(rows, key=lambda r: r.id)
+        ]
+
+    async def finish_delivery(
+        self, delivery_id: int, owner: str, *, external_id: str | None
+    ) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.deliveries)
+                .where(
+                    and_(
+                        t.deliveries.c.id == delivery_id,
+                        t.deliveries.c.lease_owner == owner,
+                        t.deliveries.c.state == "leased",
+                    )
+                )
+                .values(
+                    state="done",
+                    done_at=time.time(),
+                    external_id=external_id,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            if result.rowcount and external_id is not None:
+                message_id = (
+                    await conn.execute(
+                        select(t.deliveries.c.message_id).where(t.deliveries.c.id == delivery_id)
+                    )
+                ).scalar_one()
+                if message_id:
+                    await conn.execute(
+                        update(t.messages)
+                        .where(t.messages.c.id == message_id)
+                        .values(external_id=external_id)
+                    )
+        return bool(result.rowcount)
+
+    async def retry_delivery(
+        self, delivery_id: int, owner: str, *, next_attempt_at: float, error: str
+    ) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.deliveries)
+                .where(
+                    and_(
+                        t.deliveries.c.id == delivery_id,
+                        t.deliveries.c.lease_owner == owner,
+                        t.deliveries.c.state == "leased",
+                    )
+                )
+                .values(
+                    state="pending",
+                    next_attempt_at=next_attempt_at,
+                    last_error=error[:2000],
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount)
+
+    async def fail_delivery(
+        self, delivery_id: int, owner: str, *, error: str, state: str = "dead"
+    ) -> bool:
+        """End a delivery for good: ``dead`` (listed, replayable) or ``dropped`` (typing)."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.deliveries)
+                .where(
+                    and_(
+                        t.deliveries.c.id == delivery_id,
+                        t.deliveries.c.lease_owner == owner,
+                        t.deliveries.c.state == "leased",
+                    )
+                )
+                .values(
+                    state=state,
+                    last_error=error[:2000],
+                    done_at=time.time(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        return bool(result.rowcount)
+
+    async def list_dead_letters(self, *, limit: int = 100, offset: int = 0) -> list[DeadLetter]:
+        dd, cc = t.deliveries, t.conversations
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(dd, cc.c.channel, cc.c.channel_key)
+                    .select_from(dd.join(cc, cc.c.id == dd.c.conversation_id))
+                    .where(dd.c.state == "dead")
+                    .order_by(dd.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+        return [
+            DeadLetter(
+                id=r.id,
+                conversation_id=r.conversation_id,
+                channel=r.channel,
+                channel_key=r.channel_key,
+                kind=r.kind,
+                text=r.text,
+                attempts=r.attempts,
+                last_error=r.last_error,
+                created_at=r.created_at,
+                turn_id=r.turn_id,
+            )
+            for r in rows
+        ]
+
+    async def replay_dead_letter(self, delivery_id: int) -> bool:
+        """Send a dead delivery again from scratch (same idempotency key)."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.deliveries)
+                .where(and_(t.deliveries.c.id == delivery_id, t.deliveries.c.state == "dead"))
+                .values(state="pending", attempts=0, next_attempt_at=time.time(), done_at=None)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,127 @@
+"""Routes (inbox → agent) and agents."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import and_, select, update
+
+from chatbridge.store import tables as t
+from chatbridge.store.base import (
+    StoreBase,
+    _agent,
+    _route,
+)
+from chatbridge.store.records import (
+    AgentRecord,
+    Route,
+)
+
+
+class RoutingStore(StoreBase):
+    """Routes and agents, editable at run time."""
+
+    async def upsert_agent(
+        self,
+        agent_id: str,
+        *,
+        transport: str,
+        url: str | None,
+        timeout_seconds: float,
+        token_hash: str | None = None,
+        enabled: bool = True,
+    ) -> AgentRecord:
+        now = time.time()
+        values = {
+            "transport": transport,
+            "url": url,
+            "timeout_seconds": timeout_seconds,
+            "enabled": enabled,
+            "updated_at": now,
+        }
+        if token_hash is not None:
+            values["token_hash"] = token_hash
+        stmt = self._insert(t.agents).values(id=agent_id, created_at=now, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=values)
+        async with self._tx() as conn:
+            await conn.execute(stmt)
+            row = (await conn.execute(select(t.agents).where(t.agents.c.id == agent_id))).one()
+        return _agent(row)
+
+    async def list_agents(self) -> list[AgentRecord]:
+        async with self._tx() as conn:
+            rows = (await conn.execute(select(t.agents).order_by(t.agents.c.id))).all()
+        return [_agent(r) for r in rows]
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(select(t.agents).where(t.agents.c.id == agent_id))
+            ).one_or_none()
+        return _agent(row) if row else None
+
+    async def touch_agents(self, seen: dict[str, float]) -> None:
+        """Record when agents were last heard from (batched by the caller)."""
+        if not seen:
+            return
+        async with self._tx() as conn:
+            for agent_id, when in seen.items():
+                await conn.execute(
+                    update(t.agents).where(t.agents.c.id == agent_id).values(last_seen_at=when)
+                )
+
+    async def save_route(
+        self,
+        *,
+        channel: str,
+        inbox_id: int,
+        agent_id: str,
+        reply_mode: str,
+        timeout_seconds: float,
+        fallback_text: str | None,
+        on_failure: str,
+        agent_bot_mode: bool,
+        overwrite: bool = True,
+    ) -> tuple[Route, bool]:
+        """Create or update the route of (channel, inbox). Returns (route, created)."""
+        now = time.time()
+        values = {
+            "agent_id": agent_id,
+            "reply_mode": reply_mode,
+            "timeout_seconds": timeout_seconds,
+            "fallback_text": fallback_text,
+            "on_failure": on_failure,
+            "agent_bot_mode": agent_bot_mode,
+            "updated_at": now,
+        }
+        where = and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
+        async with self._tx() as conn:
+            existing = (await conn.execute(select(t.routes).where(where))).one_or_none()
+            if existing is None:
+                await conn.execute(
+                    t.routes.insert().values(
+                        channel=channel, inbox_id=inbox_id, created_at=now, **values
+                    )
+                )
+            elif overwrite:
+                await conn.execute(update(t.routes).where(where).values(**values))
+            row = (await conn.execute(select(t.routes).where(where))).one()
+        return _route(row), existing is None
+
+    async def list_routes(self) -> list[Route]:
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.routes).order_by(t.routes.c.channel, t.routes.c.inbox_id)
+                )
+            ).all()
+        return [_route(r) for r in rows]
+
+    async def delete_route(self, channel: str, inbox_id: int) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                t.routes.delete().where(
+                    and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
+                )
+            )
+        return bool(result.rowcount)

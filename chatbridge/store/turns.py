@@ -1,0 +1,297 @@
+"""Turns: one unit of agent work each, claimed with fenced leases. The queue *is* the database.
+
+Why our own outbox and leases instead of a job-queue library: the guarantees we sell —
+an acknowledged message gets exactly one reply, in order per conversation, across crashes —
+need the inbound message, its turn, the reply and its deliveries to be written in the *same*
+transactions as the domain rows, and need "at most one in flight per conversation" in the
+claim itself. A separate queue cannot give either without two-phase tricks.
+
+How claiming works (both databases, one statement):
+
+    UPDATE turns SET state='leased', lease_owner=:me, lease_expires_at=:t, attempts+1
+    WHERE id IN (SELECT id FROM turns t
+                 WHERE claimable(t)                              -- pending & due, or lease expired
+                   AND NOT EXISTS (an older pending/leased turn of the same conversation)
+                 ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)  -- PostgreSQL only
+    RETURNING …
+
+On PostgreSQL, ``SKIP LOCKED`` lets many processes claim at once without blocking each other
+and the row lock re-checks ``claimable`` on the newest row version, so no turn is leased twice.
+SQLite has one writer at a time (``BEGIN IMMEDIATE``), so the statement is atomic by itself;
+within a process an ``asyncio.Lock`` queues writers so they never spin on ``SQLITE_BUSY``.
+A lease is *fenced*: finishing a turn or a delivery checks that this process still owns it.
+Deliveries (``outbox``) are claimed the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+
+from chatbridge.ids import new_id
+from chatbridge.store import tables as t
+from chatbridge.store.base import (
+    _OPEN_STATES,
+    StoreBase,
+    _conv,
+    _message,
+)
+from chatbridge.store.records import (
+    ClaimedTurn,
+    CompletedTurn,
+    ContactRecord,
+    DeliverySpec,
+)
+
+
+class TurnStore(StoreBase):
+    """Agent turns: ingest creates them, workers claim them with leases."""
+
+    async def claim_turns(
+        self, owner: str, *, limit: int, lease_seconds: float, typing_channels: Iterable[str] = ()
+    ) -> list[ClaimedTurn]:
+        """Lease up to ``limit`` turns (oldest first, one per conversation at most).
+
+        For conversations on ``typing_channels`` a ``typing_on`` delivery is written in the
+        same transaction, so typing always starts before — and ends after — the reply.
+        """
+        now = time.time()
+        typing = set(typing_channels)
+        tt = t.turns
+        older = tt.alias("older")
+        candidates = (
+            select(tt.c.id)
+            .where(
+                or_(
+                    and_(tt.c.state == "pending", tt.c.available_at <= now),
+                    and_(tt.c.state == "leased", tt.c.lease_expires_at < now),
+                ),
+                ~exists().where(
+                    and_(
+                        older.c.conversation_id == tt.c.conversation_id,
+                        older.c.id < tt.c.id,
+                        older.c.state.in_(_OPEN_STATES),
+                    )
+                ),
+            )
+            .order_by(tt.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(tt)
+            .where(tt.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                state="leased",
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                attempts=tt.c.attempts + 1,
+                started_at=func.coalesce(tt.c.started_at, now),
+            )
+            .returning(*tt.c)
+            .execution_options(synchronize_session=False)
+        )
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+            if not rows:
+                return []
+            conv_ids = {r.conversation_id for r in rows}
+            convs = {
+                r.id: _conv(r)
+                for r in (
+                    await conn.execute(
+                        select(t.conversations).where(t.conversations.c.id.in_(conv_ids))
+                    )
+                ).all()
+            }
+            msg_ids = [m for r in rows for m in (r.message_ids or [])]
+            msgs = {
+                r.id: _message(r)
+                for r in (
+                    await conn.execute(select(t.messages).where(t.messages.c.id.in_(msg_ids)))
+                ).all()
+            }
+            contact_ids = {c.contact_id for c in convs.values() if c.contact_id}
+            contacts = (
+                {
+                    r.id: ContactRecord(
+                        id=r.id,
+                        channel=r.channel,
+                        external_id=r.external_id,
+                        name=r.name,
+                        email=r.email,
+                        phone=r.phone,
+                    )
+                    for r in (
+                        await conn.execute(
+                            select(t.contacts).where(t.contacts.c.id.in_(contact_ids))
+                        )
+                    ).all()
+                }
+                if contact_ids
+                else {}
+            )
+            claimed = []
+            typing_rows = []
+            for r in sorted(rows, key=lambda r: r.id):
+                conv = convs[r.conversation_id]
+                claimed.append(
+                    ClaimedTurn(
+                        id=r.id,
+                        conversation_id=r.conversation_id,
+                        agent_id=r.agent_id,
+                        route_id=r.route_id,
+                        kind=r.kind,
+                        attempts=r.attempts,
+                        response_mode=r.response_mode,
+                        created_at=r.created_at,
+                        conversation=conv,
+                        messages=[msgs[m] for m in (r.message_ids or []) if m in msgs],
+                        contact=contacts.get(conv.contact_id) if conv.contact_id else None,
+                    )
+                )
+                if conv.channel in typing and conv.owner == "bot":
+                    typing_rows.append(
+                        self._delivery_values(
+                            r.conversation_id, r.id, None, DeliverySpec("typing_on", 3), now
+                        )
+                    )
+            if typing_rows:
+                await conn.execute(t.deliveries.insert(), typing_rows)
+        return claimed
+
+    async def renew_leases(self, owner: str, lease_seconds: float) -> None:
+        """Extend every lease this process holds (called periodically by the workers)."""
+        until = time.time() + lease_seconds
+        async with self._tx() as conn:
+            for table in (t.turns, t.deliveries):
+                await conn.execute(
+                    update(table)
+                    .where(and_(table.c.lease_owner == owner, table.c.state == "leased"))
+                    .values(lease_expires_at=until)
+                )
+
+    async def release_leases(self, owner: str) -> None:
+        """Give back every turn this process holds, so another process may take it at once."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(t.turns)
+                .where(and_(t.turns.c.lease_owner == owner, t.turns.c.state == "leased"))
+                .values(state="pending", lease_owner=None, lease_expires_at=None)
+            )
+            # A delivery caught mid-send has an unknown outcome: expire the lease instead of
+            # resetting it, so the next claim checks the channel before sending again.
+            await conn.execute(
+                update(t.deliveries)
+                .where(and_(t.deliveries.c.lease_owner == owner, t.deliveries.c.state == "leased"))
+                .values(lease_expires_at=0.0)
+            )
+
+    async def complete_turn(
+        self,
+        turn_id: int,
+        owner: str,
+        *,
+        state: str,
+        outcome: str,
+        reply_text: str | None,
+        reply_attachments: Sequence[dict[str, Any]] = (),
+        reply_meta: dict[str, Any] | None = None,
+        deliveries: Sequence[DeliverySpec] = (),
+        handoff: bool = False,
+        error: str | None = None,
+    ) -> CompletedTurn:
+        """Write a turn's outcome, its reply and the reply's deliveries — one transaction.
+
+        Fenced: if this process no longer holds the lease nothing is written (``ok=False``).
+        If a human owns the conversation, the reply is stored as a note and only
+        ``typing_off`` deliveries are written.
+        """
+        now = time.time()
+        async with self._tx() as conn:
+            fenced = await conn.execute(
+                update(t.turns)
+                .where(
+                    and_(
+                        t.turns.c.id == turn_id,
+                        t.turns.c.state == "leased",
+                        t.turns.c.lease_owner == owner,
+                    )
+                )
+                .values(
+                    state=state,
+                    outcome=outcome,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_error=error,
+                )
+                .returning(t.turns.c.conversation_id)
+            )
+            conversation_id = fenced.scalar_one_or_none()
+            if conversation_id is None:
+                return CompletedTurn(ok=False)
+            conv_owner = (
+                await conn.execute(
+                    select(t.conversations.c.owner).where(t.conversations.c.id == conversation_id)
+                )
+            ).scalar_one()
+            deliver = conv_owner == "bot"
+            reply_id = None
+            if reply_text is not None or reply_attachments:
+                reply_id = new_id("m")
+                await conn.execute(
+                    t.messages.insert().values(
+                        id=reply_id,
+                        conversation_id=conversation_id,
+                        direction="out" if deliver else "note",
+                        author="agent",
+                        text=reply_text or "",
+                        content_type="text",
+                        attachments=list(reply_attachments),
+                        turn_id=turn_id,
+                        meta=reply_meta or {},
+                        created_at=now,
+                    )
+                )
+                await conn.execute(
+                    update(t.turns).where(t.turns.c.id == turn_id).values(reply_message_id=reply_id)
+                )
+            rows = [
+                self._delivery_values(
+                    conversation_id, turn_id, reply_id if s.kind == "message" else None, s, now
+                )
+                for s in deliveries
+                if deliver or s.kind == "typing_off"
+            ]
+            ids: list[int] = []
+            for values in rows:  # one by one: ids must follow list order
+                ids.append(
+                    (
+                        await conn.execute(
+                            t.deliveries.insert().values(**values).returning(t.deliveries.c.id)
+                        )
+                    ).scalar_one()
+                )
+            if handoff and deliver:
+                await self._set_owner(conn, conversation_id, "human")
+        return CompletedTurn(
+            ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids
+        )
+
+    async def get_turn(self, turn_id: int) -> dict[str, Any] | None:
+        """The turn row with its reply text, for sync waiters and the API."""
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    select(t.turns, t.messages.c.text.label("reply_text"))
+                    .select_from(
+                        t.turns.outerjoin(t.messages, t.messages.c.id == t.turns.c.reply_message_id)
+                    )
+                    .where(t.turns.c.id == turn_id)
+                )
+            ).one_or_none()
+        return dict(row._mapping) if row else None
