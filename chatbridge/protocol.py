@@ -400,7 +400,7 @@ def parse_agent_frame(
         else:
             raise ProtocolError("invalid_message", "message has no type")
     result: Any = _parse(obj, _AGENT_ADAPTER, AGENT_TYPES)
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def parse_bridge_frame(
@@ -415,7 +415,7 @@ def parse_bridge_frame(
     if "type" not in obj:
         raise ProtocolError("invalid_message", "message has no type")
     result: Any = _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES)
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def error_frame(

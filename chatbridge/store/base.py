@@ -173,11 +173,14 @@ class StoreBase:
                 yield conn
 
     def _insert(self, table: Any) -> Any:
+        """INSERT with the dialect's ``ON CONFLICT`` support (same API on both)."""
         if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        return insert(table)
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
 
     async def _set_owner(self, conn: AsyncConnection, conversation_id: str, owner: str) -> None:
         await conn.execute(
