@@ -248,6 +248,7 @@ class _Turn:
     outcome: AgentOutcome | None = None
     error: AgentError | None = None
     chunks: dict[int, str] = field(default_factory=dict)
+    acked: bool = False  # the agent sent ``ack`` for this turn's seq: it has the turn
 
 
 @dataclass(eq=False, slots=True)
@@ -691,11 +692,19 @@ class AgentHub:
             self._spawn(old.close(1000, "replaced by a newer connection"))
         if resume_from is not None:
             # The agent already has these turns: it answers them on this link, no resend.
+            # ``resume_from`` is the highest seq the agent saw, but seq (the turn id) does not
+            # go out in order: a conversation's next turn waits for its previous one while
+            # later turns of other conversations are sent. So a lower seq sent last may have
+            # died with the old link. An agent that acks tells us per turn; only for agents
+            # that never ack is the high-water mark all we know. (A resend is harmless: the
+            # agent treats a repeated message_id as the same turn.)
+            trust_mark = agent.last_ack is None
             for turn in self._turns.values():
                 if (
                     turn.req.agent_id == agent.agent_id
                     and turn.sent_at is not None
                     and turn.req.seq <= resume_from
+                    and (turn.acked or trust_mark)
                 ):
                     turn.sent_on = link
         agent.link = link
@@ -791,6 +800,9 @@ class AgentHub:
             case Ack():
                 if agent.last_ack is None or frame.seq > agent.last_ack:
                     agent.last_ack = frame.seq
+                for turn in self._turns.values():
+                    if turn.req.agent_id == aid and turn.req.seq == frame.seq:
+                        turn.acked = True
             case Pong() | Hello():
                 pass
 

@@ -347,11 +347,25 @@ class Bridge:
             },
         )
 
+    def _routed_to(self, agent_id: str, conv: ConversationRecord) -> bool:
+        """Whether ``conv``'s route names ``agent_id``.
+
+        Agents authenticate one by one (per-agent tokens), so an agent may only write into
+        conversations of inboxes routed to it, never into another agent's customers'.
+        """
+        route = self.route_for(conv.channel, conv.inbox_id)
+        return route is not None and route.agent_id == agent_id
+
     async def _on_proactive(self, agent_id: str, frame: dict[str, Any]) -> None:
         conversation_id = str(frame.get("conversation_id") or "")
         conv = await self.store.get_conversation(conversation_id)
-        if conv is None:
-            log.warning("agent %s wrote to unknown conversation %s", agent_id, conversation_id)
+        if conv is None or not self._routed_to(agent_id, conv):
+            log.warning(
+                "agent %s wrote to %s conversation %s",
+                agent_id,
+                "unknown" if conv is None else "another agent's",
+                conversation_id,
+            )
             self.metrics.agent_replies_dropped.labels(agent_id).inc()
             return
         text = frame.get("content")
@@ -374,6 +388,8 @@ class Bridge:
     async def _on_typing(self, agent_id: str, conversation_id: str, on: bool) -> None:
         conv = await self.store.get_conversation(conversation_id)
         if conv is None or conv.channel not in TYPING_CHANNELS:
+            return
+        if not self._routed_to(agent_id, conv):
             return
         kind = "typing_on" if on else "typing_off"
         await self.store.add_outbound(

@@ -56,7 +56,7 @@ class Stack:
     mock: MockChatwoot
     chatwoot_url: str
     agent: Agent
-    agent_port: int
+    agent_port: int | None  # None when the agent dials in
     http: httpx.AsyncClient
     exits: AsyncExitStack = field(repr=False)
 
@@ -105,6 +105,35 @@ class Stack:
     async def agent_connected(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: self.bridge.hub.is_connected("agent1"), timeout)
 
+    @property
+    def ws_url(self) -> str:
+        """Where dial-in agents connect: ``ws://127.0.0.1:PORT/api/ws/agent``."""
+        return agent_ws_url(self.url)
+
+    async def agent_status(self, agent_id: str = "agent1") -> dict[str, Any]:
+        """The agent's row of ``GET /agents/status``."""
+        r = await self.http.get("/agents/status")
+        r.raise_for_status()
+        rows = [a for a in r.json()["agents"] if a["agent_id"] == agent_id]
+        assert rows, f"{agent_id} not in /agents/status"
+        return rows[0]  # type: ignore[no-any-return]
+
+
+def agent_ws_url(bridge_url: str) -> str:
+    return bridge_url.replace("http://", "ws://", 1) + "/api/ws/agent"
+
+
+@asynccontextmanager
+async def dialing_in(agent: Agent, url: str, token: str) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``agent.dial_in(url, token)`` while the block runs; stop it (and wait) after."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.dial_in(url, token, stop=stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await task
+
 
 @asynccontextmanager
 async def running_stack(
@@ -118,13 +147,35 @@ async def running_stack(
     mapping: dict[str, Any] | None = None,
     mock_options: dict[str, Any] | None = None,
     agent_port: int | None = None,
+    transport: str = "ws-dial-out",
+    route_token: str | None = None,
+    dial_token: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[Stack]:
-    """Start everything; with ``agent_port`` the caller serves the agent itself."""
+    """Start everything; with ``agent_port`` the caller serves the agent itself.
+
+    ``transport="ws-dial-in"`` makes the route a dial-in one (no ``websocket_url``; the route
+    stores ``route_token``, if any). With ``dial_token`` the agent then dials in to the bridge
+    with that token and the stack waits until it is connected; without it, nobody dials in.
+    """
     agent = agent or build_mock_agent(behaviour, agent_id="agent1", delay=delay)
+    dial_in = transport == "ws-dial-in"
     async with AsyncExitStack() as exits:
-        if agent_port is None:
-            agent_port = await exits.enter_async_context(agent.serving("127.0.0.1", 0))
+        if dial_in:
+            agent_config = AgentConfig(
+                agent_id="agent1",
+                transport="ws-dial-in",
+                token=route_token,
+                timeout_seconds=timeout_seconds,
+            )
+        else:
+            if agent_port is None:
+                agent_port = await exits.enter_async_context(agent.serving("127.0.0.1", 0))
+            agent_config = AgentConfig(
+                agent_id="agent1",
+                websocket_url=f"ws://127.0.0.1:{agent_port}",
+                timeout_seconds=timeout_seconds,
+            )
         mock_app = create_mock_chatwoot(secret=secret, api_token=TOKEN, **(mock_options or {}))
         chatwoot_url = await exits.enter_async_context(serve_app(mock_app))
         config = Settings(
@@ -133,15 +184,7 @@ async def running_stack(
             chatwoot_api_access_token=TOKEN,
             chatwoot_webhook_secret=secret,
             inbox_agent_mappings=[
-                InboxMapping(
-                    inbox_id=1,
-                    agent_config=AgentConfig(
-                        agent_id="agent1",
-                        websocket_url=f"ws://127.0.0.1:{agent_port}",
-                        timeout_seconds=timeout_seconds,
-                    ),
-                    **(mapping or {}),
-                )
+                InboxMapping(inbox_id=1, agent_config=agent_config, **(mapping or {}))
             ],
             instance_id="e2e",
             **{**FAST, **settings},
@@ -152,7 +195,9 @@ async def running_stack(
         mock.webhook_url = f"{url}/webhook/chatwoot"
         http = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
         stack = Stack(app.state.bridge, url, mock, chatwoot_url, agent, agent_port, http, exits)
-        if agent_port is not None:
+        if dial_in and dial_token is not None:
+            await exits.enter_async_context(dialing_in(agent, stack.ws_url, dial_token))
+        if not dial_in or dial_token is not None:
             await stack.agent_connected()
         yield stack
 
