@@ -182,7 +182,7 @@ class Bridge:
                 )
                 await self.reload_routes()
                 seen = {s.agent_id: s.last_seen for s in self.hub.status() if s.last_seen}
-                await self.store.touch_agents(seen)  # type: ignore[arg-type]
+                await self.store.touch_agents(seen)
             except Exception:
                 log.exception("housekeeping failed")
 
