@@ -1,17 +1,21 @@
 """ws-dial-in: an agent opens a WebSocket to ``GET /api/ws/agent`` and says ``hello``.
 
-The pieces here know Starlette's ``WebSocket`` and the handshake; the ``AgentHub`` runs the
-protocol once the agent is known (``AgentHub.handle_dial_in``).
+The pieces here know Starlette's ``WebSocket`` and the handshake: ``handshake()`` accepts the
+upgrade, reads ``hello`` and checks the agent's token, and ``refuse()`` answers a refused agent.
+The ``AgentHub`` runs the protocol once the agent is known (``AgentHub.handle_dial_in``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import suppress
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbridge.protocol import Hello, ProtocolError, parse_agent_frame
+from chatbridge.agents.log import log_event
+from chatbridge.protocol import Hello, ProtocolError, dumps, parse_agent_frame
 
 HELLO_TIMEOUT = 10.0
 """Seconds an agent has, after the upgrade, to send its ``hello``."""
@@ -60,6 +64,60 @@ async def receive_hello(websocket: WebSocket, *, timeout: float, max_bytes: int)
     if not isinstance(frame, Hello):
         raise ProtocolError("bad_hello", f"first frame must be hello, not {frame.type}")
     return frame
+
+
+async def handshake(
+    websocket: WebSocket,
+    *,
+    max_bytes: int,
+    verify_token: Callable[[str, str], Awaitable[bool]],
+) -> Hello | None:
+    """Accept the upgrade, read the agent's ``hello`` and check its token.
+
+    The token comes from ``hello`` or from the ``Authorization: Bearer`` header of the upgrade.
+
+    Returns:
+        The ``hello`` of an agent whose token ``verify_token`` accepts; None when the agent
+        went away first or was refused (it got ``hello_error`` and close code 1008).
+    """
+    await websocket.accept()
+    header_token = bearer_token(websocket.headers)
+    try:
+        hello = await receive_hello(websocket, timeout=HELLO_TIMEOUT, max_bytes=max_bytes)
+    except PeerGone:
+        return None
+    except ProtocolError as exc:
+        await refuse(websocket, "bad_hello", exc.message)
+        return None
+    agent_id = hello.agent_id
+    if not await authorised(verify_token, hello, hello.token or header_token):
+        log_event(logging.WARNING, "dial-in refused", agent_id)
+        await refuse(websocket, "unauthorized", "unknown agent or bad token")
+        return None
+    return hello
+
+
+async def authorised(
+    verify_token: Callable[[str, str], Awaitable[bool]], hello: Hello, token: str | None
+) -> bool:
+    """Whether ``verify_token`` accepts ``token`` for the agent; False when it raises, too."""
+    if not token:
+        return False
+    try:
+        return bool(await verify_token(hello.agent_id, token))
+    except Exception:
+        log_event(logging.ERROR, "token check failed", hello.agent_id, exc_info=True)
+        return False
+
+
+async def refuse(websocket: WebSocket, code: str, message: str) -> None:
+    """Send ``hello_error`` with ``code`` and close with 1008; the agent may be gone already."""
+    with suppress(Exception):
+        await websocket.send_text(
+            dumps({"type": "hello_error", "error_code": code, "message": message})
+        )
+    with suppress(Exception):
+        await websocket.close(1008, code)
 
 
 async def frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:

@@ -5,33 +5,33 @@ The pipeline calls ``run_turn()`` with a ready ``user_message`` frame and gets o
 
 - ws-dial-out agents get a background task (``dial_out.dial_out_forever``) that keeps a
   connection to the agent's URL; ws-dial-in agents connect to ``GET /api/ws/agent`` and land in
-  ``handle_dial_in()``. Either way the open connection becomes a ``Link`` and runs the same
-  loop: read frames, answer pings, send a ping every heartbeat, drop the link after
-  ``DEAD_AFTER_INTERVALS`` silent intervals.
+  ``handle_dial_in()`` (handshake in ``dial_in``). Either way the open connection becomes a
+  ``Link`` (``links``) and runs the same loop: read frames, answer pings, send a ping every
+  heartbeat, drop the link after ``DEAD_AFTER_INTERVALS`` silent intervals.
 - A turn is sent on the agent's current link and waits for its ending frame. If the link dies
   first, the same frame (same ``message_id``) goes out again on the next link, until the
-  deadline; the agent treats the repeat as the same turn.
+  deadline; the agent treats the repeat as the same turn (``turns.drive``).
 - Frames that are not the answer to a turn go to the callbacks given to the constructor
   (proactive messages, typing, streamed chunks). They are awaited in the read loop, which keeps
   their order; they should be quick.
+
+The hub itself holds the registry of agents and their links, and dispatches their frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 
-from chatbridge.agents import dial_in
+from chatbridge.agents import dial_in, links
 from chatbridge.agents.base import (
     AgentOutcome,
     AgentStatus,
@@ -41,11 +41,25 @@ from chatbridge.agents.base import (
     TypingCallback,
 )
 from chatbridge.agents.dial_out import close_timeout, dial_out_forever
+from chatbridge.agents.links import Link, LinkClosed, frame_too_large
+from chatbridge.agents.log import log_event
+from chatbridge.agents.turns import (
+    ConversationSlots,
+    PendingTurn,
+    StreamGap,
+    assemble_stream,
+    consume_exception,
+    drive,
+    open_turn,
+    outcome_of,
+    percentile,
+    resume_on,
+    settle,
+)
 from chatbridge.config import Settings
-from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable, ConfigError
+from chatbridge.errors import AgentError, AgentUnavailable, ConfigError
 from chatbridge.metrics import Metrics
 from chatbridge.protocol import (
-    DEAD_AFTER_INTERVALS,
     PROTOCOL,
     Ack,
     AgentComplete,
@@ -59,196 +73,28 @@ from chatbridge.protocol import (
     Pong,
     ProtocolError,
     Typing,
-    dumps,
     error_frame,
     parse_agent_frame,
     utc_now_iso,
 )
 
-log = logging.getLogger("chatbridge.agents")
+# ``Link``, ``LinkClosed`` and the decisions lived here before ``links`` and ``turns`` were
+# split out; they stay importable from here.
+__all__ = [
+    "AgentHub",
+    "Link",
+    "LinkClosed",
+    "StreamGap",
+    "TransportName",
+    "assemble_stream",
+    "frame_too_large",
+    "outcome_of",
+    "percentile",
+]
 
 TransportName = Literal["ws-dial-out", "ws-dial-in"]
 LATENCY_WINDOW = 100
 STOP_TIMEOUT = 5.0
-
-
-# ----------------------------------------------------------------------------------------------
-# decisions without I/O
-
-
-class StreamGap(ValueError):
-    """Streamed chunks do not count 0, 1, 2 … without a hole."""
-
-    def __init__(self, missing: list[int]) -> None:
-        super().__init__(f"missing stream chunks {missing}")
-        self.missing = missing
-
-
-def assemble_stream(chunks: Mapping[int, str]) -> str:
-    """Join streamed chunks in ``stream_index`` order.
-
-    Raises:
-        StreamGap: an index between 0 and the highest one received is missing.
-    """
-    if not chunks:
-        return ""
-    highest = max(chunks)
-    if len(chunks) != highest + 1:
-        missing = [i for i in range(highest + 1) if i not in chunks][:20]
-        raise StreamGap(missing)
-    return "".join(chunks[i] for i in range(highest + 1))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100) of ``values``; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def frame_too_large(data: str | bytes, limit: int) -> bool:
-    """Whether a frame is over ``limit`` bytes (UTF-8 for text) without encoding small ones."""
-    if len(data) > limit:
-        return True
-    if isinstance(data, str) and len(data) * 4 > limit:
-        return len(data.encode("utf-8", "surrogatepass")) > limit
-    return False
-
-
-def outcome_of(
-    frame: AgentMessage | AgentComplete | Handoff | NoReply | ErrorMessage,
-    chunks: Mapping[int, str],
-) -> AgentOutcome:
-    """How a turn-ending frame ends its turn; ``chunks`` are the turn's streamed pieces.
-
-    ``agent_complete`` without ``content`` is the chunks joined in order; a hole in them makes
-    the outcome an error (``stream_gap``) rather than a reply with text missing.
-    """
-    meta = frame.metadata or {}
-    count = len(chunks)
-    match frame:
-        case AgentMessage():
-            return AgentOutcome(
-                "reply", frame.content, frame.attachments, meta, streamed_chunks=count
-            )
-        case AgentComplete(content=str(text)):
-            return AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count)
-        case AgentComplete():
-            try:
-                text = assemble_stream(chunks)
-            except StreamGap as gap:
-                return AgentOutcome(
-                    "error",
-                    metadata=meta,
-                    error_code="stream_gap",
-                    error_details={"missing": gap.missing},
-                    streamed_chunks=count,
-                )
-            return AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count)
-        case Handoff():
-            return AgentOutcome(
-                "handoff", frame.content, metadata=meta, reason=frame.reason, streamed_chunks=count
-            )
-        case NoReply():
-            return AgentOutcome("no_reply", metadata=meta, streamed_chunks=count)
-        case ErrorMessage():
-            return AgentOutcome(
-                "error",
-                metadata=meta,
-                error_code=frame.error_code,
-                error_details=frame.error_details,
-                streamed_chunks=count,
-            )
-
-
-def _log(
-    level: int,
-    event: str,
-    agent_id: str,
-    turn_key: str | None = None,
-    *,
-    exc_info: bool = False,
-    **fields: object,
-) -> None:
-    """One line about an agent (and a turn): ``event agent_id=… turn=… k=v``, keys in ``extra``."""
-    if not log.isEnabledFor(level):
-        return
-    parts = [f"agent_id={agent_id}"]
-    if turn_key is not None:
-        parts.append(f"turn={turn_key}")
-    parts += [f"{key}={value}" for key, value in fields.items()]
-    extra = {"agent_id": agent_id, "turn_key": turn_key, **fields}
-    log.log(level, "%s %s", event, " ".join(parts), exc_info=exc_info, extra=extra)
-
-
-# ----------------------------------------------------------------------------------------------
-# state
-
-
-class LinkClosed(Exception):
-    """The connection is gone; the frame was not sent."""
-
-
-class Link:
-    """One open WebSocket to one agent, whatever library carries it."""
-
-    def __init__(
-        self,
-        agent_id: str,
-        send: Callable[[str], Awaitable[None]],
-        close: Callable[[int, str], Awaitable[None]],
-        *,
-        close_timeout: float,
-    ) -> None:
-        self.agent_id = agent_id
-        self.closed = asyncio.Event()
-        self.last_rx = time.monotonic()
-        self._send = send
-        self._close = close
-        self._close_timeout = close_timeout
-        self._close_started = False
-        self._lock = asyncio.Lock()
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        """Send one frame.
-
-        Raises:
-            LinkClosed: the link is closed or the send failed (the link is then closed too).
-        """
-        if self.closed.is_set():
-            raise LinkClosed
-        text = dumps(frame)
-        async with self._lock:
-            try:
-                await self._send(text)
-            except Exception as exc:
-                self.closed.set()
-                raise LinkClosed from exc
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection (once; later calls return at once), bounded in time."""
-        self.closed.set()
-        if self._close_started:
-            return
-        self._close_started = True
-        with suppress(Exception):
-            async with asyncio.timeout(self._close_timeout):
-                await self._close(code, reason)
-
-
-@dataclass(eq=False, slots=True)
-class _Turn:
-    req: TurnRequest
-    result: asyncio.Future[AgentOutcome]
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    sent_on: Link | None = None
-    sent_at: float | None = None
-    outcome: AgentOutcome | None = None
-    error: AgentError | None = None
-    chunks: dict[int, str] = field(default_factory=dict)
-    acked: bool = False  # the agent sent ``ack`` for this turn's seq: it has the turn
 
 
 @dataclass(eq=False, slots=True)
@@ -262,12 +108,6 @@ class _Agent:
     last_ack: int | None = None
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     turns_answered: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Slot:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,8 +142,8 @@ class AgentHub:
         self._on_typing = on_typing
         self._on_chunk = on_chunk
         self._agents: dict[str, _Agent] = {}
-        self._turns: dict[str, _Turn] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._turns: dict[str, PendingTurn] = {}
+        self._slots = ConversationSlots()
         self._background: set[asyncio.Task[Any]] = set()
         self._started = False
         self._closing = False
@@ -323,7 +163,7 @@ class AgentHub:
         self._closing = True
         self._started = False
         for turn in list(self._turns.values()):
-            self._fail(turn, AgentUnavailable("agent hub is stopping"))
+            turn.fail(AgentUnavailable("agent hub is stopping"))
         for agent in self._agents.values():
             if agent.dial_task is not None:
                 self._stop_dialing(agent)
@@ -357,7 +197,7 @@ class AgentHub:
             agent = self._agents[agent_id] = _Agent(agent_id, transport, url)
             self.metrics.agent_connected.labels(agent_id).set(0)
         elif agent.transport != transport or agent.url != url:
-            _log(logging.INFO, "agent reconfigured", agent_id, transport=transport)
+            log_event(logging.INFO, "agent reconfigured", agent_id, transport=transport)
             self._stop_dialing(agent)
             dial_out_involved = "ws-dial-out" in (agent.transport, transport)
             if agent.link is not None and dial_out_involved:
@@ -376,7 +216,7 @@ class AgentHub:
             agent.link = None
         for turn in list(self._turns.values()):
             if turn.req.agent_id == agent_id:
-                self._fail(turn, AgentUnavailable(f"agent {agent_id!r} was removed"))
+                turn.fail(AgentUnavailable(f"agent {agent_id!r} was removed"))
         self.metrics.agent_connected.labels(agent_id).set(0)
 
     def is_connected(self, agent_id: str) -> bool:
@@ -438,106 +278,33 @@ class AgentHub:
             raise AgentUnavailable("agent hub is stopping")
         existing = self._turns.get(req.turn_key)
         if existing is not None:
-            _log(logging.INFO, "turn already in flight, joining it", req.agent_id, req.turn_key)
+            log_event(
+                logging.INFO, "turn already in flight, joining it", req.agent_id, req.turn_key
+            )
             return await asyncio.shield(existing.result)
         result: asyncio.Future[AgentOutcome] = asyncio.get_running_loop().create_future()
-        result.add_done_callback(_consume_exception)
-        turn = _Turn(req, result)
+        result.add_done_callback(consume_exception)
+        turn = PendingTurn(req, result)
         self._turns[req.turn_key] = turn
         try:
-            outcome = await self._drive(turn)
+            outcome = await drive(turn, self._slots, self._link_of)
         except AgentError as exc:
-            _settle(result, exc)
+            settle(result, exc)
             raise
         except BaseException:
-            _settle(result, AgentUnavailable("turn abandoned by its caller"))
+            settle(result, AgentUnavailable("turn abandoned by its caller"))
             raise
         finally:
             if self._turns.get(req.turn_key) is turn:
                 del self._turns[req.turn_key]
-        _settle(result, outcome)
+        settle(result, outcome)
         return outcome
 
-    async def _drive(self, turn: _Turn) -> AgentOutcome:
-        req = turn.req
-        async with self._conversation_slot(turn):
-            while True:
-                turn.wake.clear()
-                if turn.error is not None:
-                    raise turn.error
-                if turn.outcome is not None:
-                    return turn.outcome
-                remaining = req.deadline - time.time()
-                if remaining <= 0:
-                    if turn.sent_at is None:
-                        raise AgentUnavailable(
-                            f"agent {req.agent_id!r} not reachable before the deadline"
-                        )
-                    raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time")
-                agent = self._agents.get(req.agent_id)
-                link = agent.link if agent is not None else None
-                if link is not None and turn.sent_on is not link:
-                    turn.sent_on = link
-                    try:
-                        async with asyncio.timeout(remaining):
-                            await link.send(req.frame)
-                    except (LinkClosed, TimeoutError):
-                        continue
-                    if turn.sent_at is None:
-                        turn.sent_at = time.monotonic()
-                        _log(
-                            logging.INFO,
-                            "turn sent",
-                            req.agent_id,
-                            req.turn_key,
-                            conversation_id=req.conversation_id,
-                        )
-                    else:
-                        _log(
-                            logging.INFO,
-                            "turn re-sent on a new connection",
-                            req.agent_id,
-                            req.turn_key,
-                        )
-                    continue
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await turn.wake.wait()
+    def _link_of(self, agent_id: str) -> Link | None:
+        agent = self._agents.get(agent_id)
+        return agent.link if agent is not None else None
 
-    @asynccontextmanager
-    async def _conversation_slot(self, turn: _Turn) -> AsyncIterator[None]:
-        """Hold the conversation's slot: one turn per conversation on the wire at a time."""
-        cid = turn.req.conversation_id
-        slot = self._slots.get(cid)
-        if slot is None:
-            slot = self._slots[cid] = _Slot()
-        slot.users += 1
-        try:
-            if slot.lock.locked():
-                _log(
-                    logging.WARNING,
-                    "turn queued behind another turn of its conversation",
-                    turn.req.agent_id,
-                    turn.req.turn_key,
-                    conversation_id=cid,
-                )
-            try:
-                async with asyncio.timeout(max(0.0, turn.req.deadline - time.time())):
-                    await slot.lock.acquire()
-            except TimeoutError:
-                raise AgentUnavailable(
-                    f"conversation {cid!r} still busy with another turn at the deadline"
-                ) from None
-            try:
-                yield
-            finally:
-                slot.lock.release()
-        finally:
-            slot.users -= 1
-            if slot.users == 0 and self._slots.get(cid) is slot:
-                del self._slots[cid]
-
-    def _finish(self, agent: _Agent, turn: _Turn, outcome: AgentOutcome) -> None:
+    def _finish(self, agent: _Agent, turn: PendingTurn, outcome: AgentOutcome) -> None:
         turn.outcome = outcome
         turn.wake.set()
         agent.turns_answered += 1
@@ -545,7 +312,7 @@ class AgentHub:
             elapsed = time.monotonic() - turn.sent_at
             agent.latencies_ms.append(elapsed * 1000)
             self.metrics.turn_seconds.labels(agent.agent_id).observe(elapsed)
-        _log(
+        log_event(
             logging.INFO,
             "turn answered",
             agent.agent_id,
@@ -553,12 +320,6 @@ class AgentHub:
             outcome=outcome.kind,
             conversation_id=turn.req.conversation_id,
         )
-
-    @staticmethod
-    def _fail(turn: _Turn, error: AgentError) -> None:
-        if turn.outcome is None and turn.error is None:
-            turn.error = error
-            turn.wake.set()
 
     def _wake_turns(self, agent_id: str) -> None:
         for turn in self._turns.values():
@@ -591,25 +352,15 @@ class AgentHub:
         ``Authorization: Bearer`` header of the upgrade. A refused agent gets ``hello_error``
         and close code 1008.
         """
-        await websocket.accept()
-        header_token = dial_in.bearer_token(websocket.headers)
-        try:
-            hello = await dial_in.receive_hello(
-                websocket, timeout=dial_in.HELLO_TIMEOUT, max_bytes=self.settings.ws_max_frame_bytes
-            )
-        except dial_in.PeerGone:
-            return
-        except ProtocolError as exc:
-            await self._refuse(websocket, "bad_hello", exc.message)
+        hello = await dial_in.handshake(
+            websocket, max_bytes=self.settings.ws_max_frame_bytes, verify_token=self._verify_token
+        )
+        if hello is None:
             return
         agent_id = hello.agent_id
-        if not await self._authorised(hello, hello.token or header_token):
-            _log(logging.WARNING, "dial-in refused", agent_id)
-            await self._refuse(websocket, "unauthorized", "unknown agent or bad token")
-            return
         known = self._agents.get(agent_id)
         if known is not None and known.transport == "ws-dial-out":
-            await self._refuse(
+            await dial_in.refuse(
                 websocket, "unauthorized", f"agent {agent_id!r} is configured for ws-dial-out"
             )
             return
@@ -635,26 +386,8 @@ class AgentHub:
             return
         if agent_id not in self._agents:
             self._agents[agent_id] = _Agent(agent_id, "ws-dial-in")
-        _log(logging.INFO, "agent dialed in", agent_id, resume_from=hello.resume_from)
+        log_event(logging.INFO, "agent dialed in", agent_id, resume_from=hello.resume_from)
         await self._serve_link(agent_id, link, dial_in.frames(websocket), hello.resume_from)
-
-    async def _authorised(self, hello: Hello, token: str | None) -> bool:
-        if not token:
-            return False
-        try:
-            return bool(await self._verify_token(hello.agent_id, token))
-        except Exception:
-            _log(logging.ERROR, "token check failed", hello.agent_id, exc_info=True)
-            return False
-
-    @staticmethod
-    async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
-        with suppress(Exception):
-            await websocket.send_text(
-                dumps({"type": "hello_error", "error_code": code, "message": message})
-            )
-        with suppress(Exception):
-            await websocket.close(1008, code)
 
     async def _serve_dial_out(self, agent_id: str, ws: ClientConnection) -> None:
         link = Link(agent_id, ws.send, ws.close, close_timeout=close_timeout(self.settings))
@@ -673,7 +406,9 @@ class AgentHub:
             await link.close(1001, "agent not configured")
             return
         self._attach(agent, link, resume_from)
-        heartbeat = asyncio.create_task(self._heartbeat(agent, link))
+        heartbeat = asyncio.create_task(
+            links.heartbeat(link, agent.agent_id, self.settings.heartbeat_interval)
+        )
         reader = asyncio.create_task(self._read(agent, link, frames))
         closed = asyncio.create_task(link.closed.wait())
         try:
@@ -688,25 +423,11 @@ class AgentHub:
     def _attach(self, agent: _Agent, link: Link, resume_from: int | None) -> None:
         old = agent.link
         if old is not None and old is not link:
-            _log(logging.INFO, "new connection replaces the old one", agent.agent_id)
+            log_event(logging.INFO, "new connection replaces the old one", agent.agent_id)
             self._spawn(old.close(1000, "replaced by a newer connection"))
         if resume_from is not None:
-            # The agent already has these turns: it answers them on this link, no resend.
-            # ``resume_from`` is the highest seq the agent saw, but seq (the turn id) does not
-            # go out in order: a conversation's next turn waits for its previous one while
-            # later turns of other conversations are sent. So a lower seq sent last may have
-            # died with the old link. An agent that acks tells us per turn; only for agents
-            # that never ack is the high-water mark all we know. (A resend is harmless: the
-            # agent treats a repeated message_id as the same turn.)
             trust_mark = agent.last_ack is None
-            for turn in self._turns.values():
-                if (
-                    turn.req.agent_id == agent.agent_id
-                    and turn.sent_at is not None
-                    and turn.req.seq <= resume_from
-                    and (turn.acked or trust_mark)
-                ):
-                    turn.sent_on = link
+            resume_on(link, self._turns.values(), agent.agent_id, resume_from, trust_mark)
         agent.link = link
         agent.last_seen = time.time()
         self._attached.set()  # wakes wait_connected(); a fresh event for the next attach
@@ -719,25 +440,8 @@ class AgentHub:
             return
         agent.link = None
         self.metrics.agent_connected.labels(agent.agent_id).set(0)
-        _log(logging.INFO, "agent disconnected", agent.agent_id)
+        log_event(logging.INFO, "agent disconnected", agent.agent_id)
         self._wake_turns(agent.agent_id)
-
-    async def _heartbeat(self, agent: _Agent, link: Link) -> None:
-        interval = self.settings.heartbeat_interval
-        while not link.closed.is_set():
-            await asyncio.sleep(interval)
-            if time.monotonic() - link.last_rx > DEAD_AFTER_INTERVALS * interval:
-                _log(
-                    logging.WARNING,
-                    "no traffic for 3 heartbeats, dropping connection",
-                    agent.agent_id,
-                )
-                await link.close(1011, "heartbeat timeout")
-                return
-            try:
-                await link.send({"type": "ping", "timestamp": utc_now_iso()})
-            except LinkClosed:
-                return
 
     async def _read(self, agent: _Agent, link: Link, frames: AsyncIterable[str | bytes]) -> None:
         limit = self.settings.ws_max_frame_bytes
@@ -746,7 +450,9 @@ class AgentHub:
                 link.last_rx = time.monotonic()
                 agent.last_seen = time.time()
                 if frame_too_large(data, limit):
-                    _log(logging.WARNING, "frame too large, closing", agent.agent_id, limit=limit)
+                    log_event(
+                        logging.WARNING, "frame too large, closing", agent.agent_id, limit=limit
+                    )
                     await link.close(1009, "frame too large")
                     return
                 try:
@@ -754,11 +460,13 @@ class AgentHub:
                 except LinkClosed:
                     return
                 except Exception:
-                    _log(
+                    log_event(
                         logging.ERROR, "failed to handle agent frame", agent.agent_id, exc_info=True
                     )
         except Exception as exc:  # the connection broke (ConnectionClosedError and friends)
-            _log(logging.INFO, "agent connection lost", agent.agent_id, error=type(exc).__name__)
+            log_event(
+                logging.INFO, "agent connection lost", agent.agent_id, error=type(exc).__name__
+            )
 
     # -- frames from agents --------------------------------------------------------------------
 
@@ -767,7 +475,7 @@ class AgentHub:
         try:
             frame = parse_agent_frame(data)
         except ProtocolError as exc:
-            _log(logging.INFO, "bad frame from agent", aid, code=exc.code)
+            log_event(logging.INFO, "bad frame from agent", aid, code=exc.code)
             details: dict[str, Any] = {"message": exc.message}
             if exc.details is not None:
                 details["errors"] = exc.details
@@ -792,7 +500,7 @@ class AgentHub:
             case AgentStreaming():
                 await self._on_stream_chunk(agent, frame)
             case ErrorMessage():
-                _log(logging.WARNING, "agent reported an error", aid, code=frame.error_code)
+                log_event(logging.WARNING, "agent reported an error", aid, code=frame.error_code)
             case Typing():
                 await self._callback(aid, self._on_typing(aid, frame.conversation_id, frame.on))
             case Ping():
@@ -806,33 +514,28 @@ class AgentHub:
             case Pong() | Hello():
                 pass
 
-    def _turn_for(self, agent: _Agent, key: str) -> _Turn | None:
-        """The agent's in-flight, not yet answered turn with this key."""
-        turn = self._turns.get(key)
-        if turn is None or turn.req.agent_id != agent.agent_id:
-            return None
-        if turn.outcome is not None or turn.error is not None:
-            return None
-        return turn
-
     def _answer(
         self, agent: _Agent, frame: AgentMessage | AgentComplete | Handoff | NoReply | ErrorMessage
     ) -> None:
         key = frame.message_id
-        turn = self._turn_for(agent, key) if key is not None else None
+        turn = open_turn(self._turns, agent.agent_id, key) if key is not None else None
         if turn is None or key is None:
             self.metrics.agent_replies_dropped.labels(agent.agent_id).inc()
-            _log(logging.INFO, "reply for an unknown or answered turn dropped", agent.agent_id, key)
+            log_event(
+                logging.INFO, "reply for an unknown or answered turn dropped", agent.agent_id, key
+            )
             return
         outcome = outcome_of(frame, turn.chunks)
         if outcome.error_code == "stream_gap":
-            _log(logging.WARNING, "streamed reply has gaps", agent.agent_id, key)
+            log_event(logging.WARNING, "streamed reply has gaps", agent.agent_id, key)
         self._finish(agent, turn, outcome)
 
     async def _on_stream_chunk(self, agent: _Agent, frame: AgentStreaming) -> None:
-        turn = self._turn_for(agent, frame.message_id)
+        turn = open_turn(self._turns, agent.agent_id, frame.message_id)
         if turn is None:
-            _log(logging.DEBUG, "chunk for no open turn ignored", agent.agent_id, frame.message_id)
+            log_event(
+                logging.DEBUG, "chunk for no open turn ignored", agent.agent_id, frame.message_id
+            )
             return
         if frame.stream_index in turn.chunks:
             return  # a repeat after a resend: same chunk, already seen
@@ -849,7 +552,7 @@ class AgentHub:
         try:
             await call
         except Exception:
-            _log(logging.ERROR, "agent callback failed", agent_id, exc_info=True)
+            log_event(logging.ERROR, "agent callback failed", agent_id, exc_info=True)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -875,18 +578,3 @@ class AgentHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-
-def _settle(result: asyncio.Future[AgentOutcome], value: AgentOutcome | AgentError) -> None:
-    if result.done():
-        return
-    if isinstance(value, AgentOutcome):
-        result.set_result(value)
-    else:
-        result.set_exception(value)
-
-
-def _consume_exception(result: asyncio.Future[AgentOutcome]) -> None:
-    # Joined callers may not exist; mark the exception retrieved so asyncio does not complain.
-    if not result.cancelled():
-        result.exception()

@@ -1,13 +1,13 @@
 """The Chatwoot channel: parse its webhooks, call its REST API.
 
-Nothing outside this module knows Chatwoot's JSON. Two halves:
+Nothing outside this module and ``chatwoot_api`` knows Chatwoot's JSON. Two halves:
 
-* ``parse_webhook`` (pure, no I/O) turns one delivery into a neutral ``InboundMessage``,
+* ``parse_webhook`` (pure, no I/O, here) turns one delivery into a neutral ``InboundMessage``,
   ``OwnerSignal``, ``ConversationEvent`` or ``Ignored``, applying the loop-safety rules of
   the contract (own replies, private notes, templates and ``message_updated`` are dropped).
-* ``ChatwootAdapter`` turns an ``OutboundAction`` into a call to
-  ``/api/v1/accounts/{account}/conversations/{display_id}/…`` and maps HTTP failures onto
-  ``RetryableDelivery`` / ``PermanentDelivery``.
+* ``ChatwootAdapter`` (in ``chatwoot_api``, re-exported here) turns an ``OutboundAction`` into
+  a call to ``/api/v1/accounts/{account}/conversations/{display_id}/…`` and maps HTTP failures
+  onto ``RetryableDelivery`` / ``PermanentDelivery``.
 
 A conversation's ``channel_key`` is ``"<account id>:<display id>"``; the display id is what
 Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
@@ -15,31 +15,24 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-import httpx
-
+from chatbridge.channels.chatwoot_api import CHANNEL, ChatwootAdapter, _is_int, conversation_path
 from chatbridge.channels.signatures import DELIVERY_HEADER, find_header, verify_chatwoot
-from chatbridge.errors import BadInput, PermanentDelivery, RetryableDelivery
+from chatbridge.errors import BadInput
 from chatbridge.models import (
     Attachment,
     ContactInfo,
     ConversationEvent,
     Ignored,
     InboundMessage,
-    OutboundAction,
     OwnerSignal,
     ParsedWebhook,
-    SendResult,
 )
 
 __all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path", "parse_webhook"]
-
-CHANNEL = "chatwoot"
 
 _STATUS_EVENTS = frozenset(
     {
@@ -60,11 +53,6 @@ _IMPLIED_STATUS = {"conversation_opened": "open", "conversation_resolved": "reso
 
 def _invalid(message: str) -> NoReturn:
     raise BadInput("invalid_payload", message)
-
-
-def _is_int(value: object) -> bool:
-    # JSON true/false arrive as bool, a subclass of int: never an id.
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _get_int(obj: Mapping[str, Any], key: str, path: str, *, required: bool) -> int | None:
@@ -465,220 +453,3 @@ def parse_webhook(
     if event == "webwidget_triggered":
         return _parse_webwidget_triggered(payload, delivery_id, default_account_id)
     return Ignored(f"event_not_handled:{event}", delivery_id=delivery_id)
-
-
-# --------------------------------------------------------------------------------------
-# REST API adapter
-# --------------------------------------------------------------------------------------
-
-
-def conversation_path(channel_key: str) -> str:
-    """``"3:42"`` → ``"/api/v1/accounts/3/conversations/42"``.
-
-    Raises:
-        PermanentDelivery: the key is not ``"<account id>:<display id>"``.
-    """
-    account, sep, display = channel_key.partition(":")
-    if not sep or not account.isdecimal() or not display.isdecimal():
-        raise PermanentDelivery(
-            f"chatwoot channel_key must be '<account id>:<display id>', got {channel_key!r}"
-        )
-    return f"/api/v1/accounts/{int(account)}/conversations/{int(display)}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-class ChatwootAdapter:
-    """Sends neutral ``OutboundAction`` values through Chatwoot's REST API.
-
-    Messages go to ``POST …/conversations/{display_id}/messages`` as outgoing, public
-    messages with ``echo_id`` set to the action's idempotency key. Attachments are sent as
-    links appended to the text: Chatwoot only accepts files as a multipart upload, which is
-    not supported here. ``metadata["content_type"]`` and ``metadata["content_attributes"]``
-    of a message action are passed through (e.g. ``input_select`` options).
-
-    Typing uses ``toggle_typing_status``; handoff opens the conversation with
-    ``toggle_status`` (with a bot token on a pending conversation Chatwoot runs its
-    ``bot_handoff!``).
-    """
-
-    name = CHANNEL
-
-    def __init__(
-        self,
-        base_url: str,
-        api_token: str | None,
-        *,
-        client: httpx.AsyncClient | None = None,
-        timeout: float = 10.0,
-    ) -> None:
-        """
-        Args:
-            base_url: Chatwoot's root URL, e.g. ``https://chat.example.com``.
-            api_token: the bot's or user's access token (``api_access_token`` header).
-            client: a shared client; it is not closed by ``aclose``. One is created
-                (and owned) when omitted.
-            timeout: per-request timeout in seconds for the client created here.
-        """
-        self.base_url = base_url.rstrip("/")
-        self._token = api_token
-        self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self._token:
-            headers["api_access_token"] = self._token
-        return headers
-
-    async def _post(self, path: str, body: dict[str, Any], what: str) -> httpx.Response:
-        url = f"{self.base_url}{path}"
-        try:
-            response = await self._client.post(url, json=body, headers=self._headers())
-        except httpx.TimeoutException as exc:
-            raise RetryableDelivery(f"chatwoot {what}: timed out") from exc
-        except httpx.TransportError as exc:
-            raise RetryableDelivery(
-                f"chatwoot {what}: cannot reach {self.base_url} ({type(exc).__name__})"
-            ) from exc
-        self._raise_for_status(response, what)
-        return response
-
-    def _excerpt(self, response: httpx.Response) -> str:
-        try:
-            text = response.text
-        except (UnicodeDecodeError, LookupError):
-            text = "<undecodable body>"
-        text = " ".join(text.split())[:200]
-        if self._token:
-            text = text.replace(self._token, "***")
-        return text
-
-    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        excerpt = self._excerpt(response)
-        message = f"chatwoot {what}: HTTP {status}: {excerpt}"
-        if status == 429:
-            raise RetryableDelivery(
-                message, retry_after=_retry_after(response.headers.get("Retry-After"))
-            )
-        if status >= 500:
-            raise RetryableDelivery(
-                message, retry_after=_retry_after(response.headers.get("Retry-After"))
-            )
-        if status == 422 and "too many messages" in excerpt.lower():
-            # More than CONVERSATION_MESSAGE_PER_MINUTE_LIMIT messages in one conversation.
-            raise RetryableDelivery(message, retry_after=60.0)
-        raise PermanentDelivery(message)
-
-    @staticmethod
-    def _message_content(action: OutboundAction) -> str:
-        content = action.text or ""
-        links = [a.url for a in action.attachments if a.url]
-        if links:
-            content = "\n\n".join(part for part in (content, "\n".join(links)) if part)
-        return content
-
-    async def send(self, action: OutboundAction) -> SendResult:
-        """Perform ``action`` at Chatwoot.
-
-        Raises:
-            RetryableDelivery: connect error, timeout, 429 (``retry_after`` from
-                ``Retry-After`` when present; Chatwoot sends none), 5xx, or 422
-                "Too many messages" (``retry_after=60``).
-            PermanentDelivery: any other 4xx, or a malformed ``channel_key``.
-        """
-        path = conversation_path(action.conversation.channel_key)
-        if action.kind == "message":
-            body: dict[str, Any] = {
-                "content": self._message_content(action),
-                "message_type": "outgoing",
-                "private": False,
-                "echo_id": action.idempotency_key,
-            }
-            for key in ("content_type", "content_attributes"):
-                if action.metadata.get(key) is not None:
-                    body[key] = action.metadata[key]
-            response = await self._post(f"{path}/messages", body, "send message")
-            try:
-                data = response.json()
-            except ValueError:
-                return SendResult()
-            message_id = data.get("id") if isinstance(data, dict) else None
-            return SendResult(external_id=None if message_id is None else str(message_id))
-        if action.kind in ("typing_on", "typing_off"):
-            state = "on" if action.kind == "typing_on" else "off"
-            await self._post(
-                f"{path}/toggle_typing_status", {"typing_status": state}, f"typing {state}"
-            )
-            return SendResult()
-        if action.kind == "handoff":
-            await self._post(f"{path}/toggle_status", {"status": "open"}, "handoff")
-            return SendResult()
-        raise PermanentDelivery(f"chatwoot cannot perform action kind {action.kind!r}")
-
-    async def already_sent(self, action: OutboundAction, *, max_pages: int = 3) -> bool | None:
-        """Whether a message with ``echo_id`` (or ``source_id``) equal to the key exists.
-
-        Lists the conversation's latest messages (up to ``max_pages`` pages of 20, newest
-        first). Returns ``None`` for non-message actions, and when Chatwoot cannot tell us:
-        bot tokens may not list messages (401), the conversation is gone (404), the call
-        failed, or every page searched was full without a match.
-        """
-        if action.kind != "message":
-            return None
-        try:
-            path = conversation_path(action.conversation.channel_key)
-        except PermanentDelivery:
-            return None
-        key = action.idempotency_key
-        url = f"{self.base_url}{path}/messages"
-        before: int | None = None
-        for _ in range(max_pages):
-            params = {} if before is None else {"before": str(before)}
-            try:
-                response = await self._client.get(url, params=params, headers=self._headers())
-                if response.status_code != 200:
-                    return None
-                data = response.json()
-            except (httpx.HTTPError, ValueError):
-                return None
-            messages = data.get("payload") if isinstance(data, dict) else None
-            if not isinstance(messages, list):
-                return None
-            ids: list[int] = []
-            for message in messages:
-                if not isinstance(message, dict):
-                    continue
-                if key in (message.get("echo_id"), message.get("source_id")):
-                    return True
-                if _is_int(message.get("id")):
-                    ids.append(message["id"])
-            if len(messages) < 20 or not ids:
-                return False
-            before = min(ids)
-        # Every page was full and none matched: the message may be older still.
-        return None
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this adapter created it."""
-        if self._owns_client:
-            await self._client.aclose()
