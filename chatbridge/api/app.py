@@ -14,7 +14,7 @@ from fastapi import FastAPI, WebSocket
 
 from chatbridge import __version__
 from chatbridge.api import management, webhooks
-from chatbridge.api.errors import BodySizeLimit, install_error_handlers
+from chatbridge.api.errors import BodySizeLimit, document_errors, install_error_handlers
 from chatbridge.config import Settings
 from chatbridge.pipeline.bridge import Bridge
 
@@ -38,6 +38,14 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
         description="Connects customer channels to AI agents: durable, exactly once, in order.",
         lifespan=lifespan,
     )
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(build_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.bridge = the_bridge
     app.state.metrics = the_bridge.metrics
     install_error_handlers(app)

@@ -8,12 +8,17 @@ laptop install works out of the box and an exposed one is not open to the world.
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field, field_validator
 
-from chatbridge.config import InboxMapping
+from chatbridge.api.errors import error_responses, unstorable_reason
+from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.records import Route
@@ -22,12 +27,67 @@ router = APIRouter()
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
+# The store's columns: inbox ids are INTEGER, row ids BIGINT, channel names VARCHAR(40).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Printable text: no control characters (a NUL would reach the database or a socket call).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+InboxId = Annotated[int, Path(ge=0, le=INT32_MAX, description="the channel's inbox id")]
+ChannelName = Annotated[
+    str, Query(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$", description="channel")
+]
+
+
+class AgentConfigBody(AgentConfig):
+    """``agent_config`` of a mapping, as the API accepts it."""
+
+    agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    websocket_url: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00-\x20\x7f]*$")
+    token: str | None = Field(
+        default=None, max_length=1000, pattern=_PRINTABLE, description="dial-in token (write-only)"
+    )
+
+    @field_validator("websocket_url")
+    @classmethod
+    def _dialable(cls, url: str | None) -> str | None:
+        # Refused here, a bad URL is a 422; accepted, it is a dial-out loop failing forever.
+        if url:
+            from websockets.uri import parse_uri
+
+            try:
+                parse_uri(url)
+            except Exception as exc:
+                raise ValueError(f"not a WebSocket URI ({exc})") from None
+        return url
+
+
+class MappingBody(InboxMapping):
+    """One route, as ``POST /config/mappings`` and ``PUT /config/mappings/{inbox_id}`` take it."""
+
+    inbox_id: int = Field(ge=0, le=INT32_MAX)
+    channel: str = Field(
+        default="chatwoot", min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$"
+    )
+    agent_config: AgentConfigBody
+    fallback_text: str | None = Field(default=None, max_length=4000, pattern=r"^[^\x00]*$")
+
 
 def get_bridge(request: Request) -> Bridge:
-    return request.app.state.bridge  # type: ignore[no-any-return]
+    return request.app.state.bridge
 
 
-async def require_admin(request: Request) -> None:
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="CHATBRIDGE_ADMIN_KEY; without one, only loopback clients are let in",
+)
+
+
+async def require_admin(
+    request: Request,
+    _credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+) -> None:
+    """Let the request through with the admin key (or, with no key set, from loopback)."""
     key = request.app.state.bridge.settings.admin_key
     if key is None:
         host = request.client.host if request.client else ""
@@ -47,6 +107,31 @@ async def require_admin(request: Request) -> None:
 
 
 admin = [Depends(require_admin)]
+_ADMIN_ERRORS = error_responses(
+    {401: "missing or wrong admin key", 403: "no admin key set and the client is not local"}
+)
+
+
+def _known_channel(bridge: Bridge, channel: str) -> None:
+    if channel not in bridge.channels:
+        known = ", ".join(sorted(bridge.channels))
+        raise BadInput(
+            "unknown_channel",
+            f"channel {channel!r} is not one this bridge serves ({known})",
+            status_code=422,
+        )
+
+
+@asynccontextmanager
+async def _storing() -> AsyncIterator[None]:
+    """A value the database refuses is the request's fault: 400 (the route was not saved)."""
+    try:
+        yield
+    except Exception as exc:
+        reason = unstorable_reason(exc)
+        if reason is None:
+            raise
+        raise BadInput("invalid_request", f"mapping cannot be stored: {reason}") from exc
 
 
 @router.get("/health", tags=["probes"], summary="Liveness: the process answers")
@@ -65,7 +150,7 @@ async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     )
 
 
-@router.get("/agents/status", tags=["management"], dependencies=admin)
+@router.get("/agents/status", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def agents_status(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     return {"agents": bridge.agents_status()}
 
@@ -84,7 +169,7 @@ def route_json(r: Route) -> dict[str, Any]:
     }
 
 
-@router.get("/config/mappings", tags=["management"], dependencies=admin)
+@router.get("/config/mappings", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     agents = {a.id: a for a in await bridge.store.list_agents()}
     out = []
@@ -101,44 +186,80 @@ async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     return {"mappings": out}
 
 
-@router.post("/config/mappings", tags=["management"], dependencies=admin, status_code=201)
+@router.post(
+    "/config/mappings",
+    tags=["management"],
+    dependencies=admin,
+    status_code=201,
+    responses={
+        **_ADMIN_ERRORS,
+        **error_responses({409: "the inbox is already mapped", 422: "invalid mapping"}),
+    },
+)
 async def create_mapping(
-    mapping: InboxMapping, bridge: Bridge = Depends(get_bridge)
+    mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
     """Create the route of an inbox (409 if it exists: use PUT to change it)."""
+    _known_channel(bridge, mapping.channel)
+    exists = BadInput(
+        "mapping_exists",
+        f"inbox {mapping.inbox_id} is already mapped; PUT /config/mappings/{mapping.inbox_id}",
+        status_code=409,
+    )
+    # Re-read the routes first: another process may have mapped the inbox, and a refused
+    # POST must not touch the agent's row either (save_mapping writes it before the route).
+    await bridge.reload_routes()
     if bridge.route_for(mapping.channel, mapping.inbox_id) is not None:
-        raise BadInput(
-            "mapping_exists",
-            f"inbox {mapping.inbox_id} is already mapped; PUT /config/mappings/{mapping.inbox_id}",
-            status_code=409,
-        )
-    route, _ = await bridge.save_mapping(mapping)
+        raise exists
+    async with _storing():  # overwrite=False: a concurrent POST that won still wins
+        route, created = await bridge.save_mapping(mapping, overwrite=False)
+    if not created:
+        raise exists
     return JSONResponse({"mapping": route_json(route)}, status_code=201)
 
 
-@router.put("/config/mappings/{inbox_id}", tags=["management"], dependencies=admin)
+@router.put(
+    "/config/mappings/{inbox_id}",
+    tags=["management"],
+    dependencies=admin,
+    responses={
+        201: {"description": "created"},
+        **_ADMIN_ERRORS,
+        **error_responses({400: "inbox_id differs from the path", 422: "invalid mapping"}),
+    },
+)
 async def update_mapping(
-    inbox_id: int, mapping: InboxMapping, bridge: Bridge = Depends(get_bridge)
-) -> dict[str, Any]:
+    inbox_id: InboxId, mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
+) -> JSONResponse:
+    """Create or replace the route of an inbox: 201 when created, 200 when replaced."""
     if mapping.inbox_id != inbox_id:
         raise BadInput("inbox_mismatch", "inbox_id in the body differs from the path")
-    route, created = await bridge.save_mapping(mapping)
-    return {"mapping": route_json(route), "created": created}
+    _known_channel(bridge, mapping.channel)
+    async with _storing():
+        route, created = await bridge.save_mapping(mapping)
+    return JSONResponse(
+        {"mapping": route_json(route), "created": created}, status_code=201 if created else 200
+    )
 
 
-@router.delete("/config/mappings/{inbox_id}", tags=["management"], dependencies=admin)
+@router.delete(
+    "/config/mappings/{inbox_id}",
+    tags=["management"],
+    dependencies=admin,
+    responses={**_ADMIN_ERRORS, **error_responses({404: "no such mapping"})},
+)
 async def delete_mapping(
-    inbox_id: int, channel: str = Query(default="chatwoot"), bridge: Bridge = Depends(get_bridge)
+    inbox_id: InboxId, channel: ChannelName = "chatwoot", bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
     if not await bridge.delete_mapping(channel, inbox_id):
         raise BadInput("not_found", f"no mapping for {channel} inbox {inbox_id}", status_code=404)
     return {"deleted": True, "inbox_id": inbox_id, "channel": channel}
 
 
-@router.get("/dead-letters", tags=["management"], dependencies=admin)
+@router.get("/dead-letters", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def list_dead_letters(
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT64_MAX),
     bridge: Bridge = Depends(get_bridge),
 ) -> dict[str, Any]:
     rows = await bridge.store.list_dead_letters(limit=limit, offset=offset)
@@ -161,9 +282,14 @@ async def list_dead_letters(
     }
 
 
-@router.post("/dead-letters/{delivery_id}/retry", tags=["management"], dependencies=admin)
+@router.post(
+    "/dead-letters/{delivery_id}/retry",
+    tags=["management"],
+    dependencies=admin,
+    responses={**_ADMIN_ERRORS, **error_responses({404: "no such dead letter"})},
+)
 async def retry_dead_letter(
-    delivery_id: int, bridge: Bridge = Depends(get_bridge)
+    delivery_id: Annotated[int, Path(ge=1, le=INT64_MAX)], bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
     if not await bridge.store.replay_dead_letter(delivery_id):
         raise BadInput("not_found", f"no dead letter {delivery_id}", status_code=404)
@@ -171,6 +297,12 @@ async def retry_dead_letter(
     return {"retried": True, "id": delivery_id}
 
 
-@router.get("/metrics", tags=["management"], dependencies=admin)
+@router.get(
+    "/metrics",
+    tags=["management"],
+    dependencies=admin,
+    responses={200: {"content": {"text/plain": {}}}, **_ADMIN_ERRORS},
+    response_class=Response,
+)
 async def metrics(bridge: Bridge = Depends(get_bridge)) -> Response:
     return Response(bridge.metrics.render(), media_type="text/plain; version=0.0.4")
