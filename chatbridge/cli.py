@@ -177,8 +177,13 @@ def routes(
         try:
             await store.migrate()
             return [
-                {"channel": r.channel, "inbox_id": r.inbox_id, "agent_id": r.agent_id,
-                 "reply_mode": r.reply_mode, "on_failure": r.on_failure}
+                {
+                    "channel": r.channel,
+                    "inbox_id": r.inbox_id,
+                    "agent_id": r.agent_id,
+                    "reply_mode": r.reply_mode,
+                    "on_failure": r.on_failure,
+                }
                 for r in await store.list_routes()
             ]
         finally:

@@ -24,14 +24,31 @@ ReplyMode = Literal["async", "sync"]
 OnFailure = Literal["fallback", "handoff"]
 
 
+# Printable text: no control characters (a NUL would reach the database or a socket call).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _check_ws_url(url: str) -> None:
+    """A dial-out URL must be one the WebSocket client can actually open; refused here it is
+    a clear configuration error, accepted it would be a dial-out loop failing forever."""
+    from websockets.uri import parse_uri
+
+    try:
+        parse_uri(url)
+    except Exception as exc:
+        raise ValueError(f"websocket_url is not a WebSocket URI ({exc})") from None
+
+
 class AgentConfig(BaseModel):
     """How to reach one agent (the seed's ``agent_config``)."""
 
-    agent_id: str = Field(min_length=1, max_length=200)
-    websocket_url: str | None = None
+    agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    websocket_url: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00-\x20\x7f]*$")
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     transport: Transport | None = None
-    token: str | None = Field(default=None, description="dial-in token (write-only)")
+    token: str | None = Field(
+        default=None, max_length=1000, pattern=_PRINTABLE, description="dial-in token (write-only)"
+    )
 
     @model_validator(mode="after")
     def _pick_transport(self) -> AgentConfig:
@@ -40,19 +57,20 @@ class AgentConfig(BaseModel):
         if self.transport == "ws-dial-out":
             if not self.websocket_url:
                 raise ValueError("ws-dial-out needs websocket_url")
-            if not self.websocket_url.startswith(("ws://", "wss://")):
-                raise ValueError("websocket_url must start with ws:// or wss://")
+            _check_ws_url(self.websocket_url)
         return self
 
 
 class InboxMapping(BaseModel):
     """One route: which agent answers which inbox (the seed's ``INBOX_AGENT_MAPPINGS`` item)."""
 
-    inbox_id: int = Field(ge=0)
-    channel: str = "chatwoot"
+    inbox_id: int = Field(ge=0, le=2**31 - 1)
+    channel: str = Field(
+        default="chatwoot", min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$"
+    )
     agent_config: AgentConfig
     reply_mode: ReplyMode = "async"
-    fallback_text: str | None = Field(default=None, max_length=4000)
+    fallback_text: str | None = Field(default=None, max_length=4000, pattern=r"^[^\x00]*$")
     on_failure: OnFailure = "fallback"
     agent_bot_mode: bool = Field(
         default=False,

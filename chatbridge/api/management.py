@@ -15,10 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field, field_validator
 
 from chatbridge.api.errors import error_responses, unstorable_reason
-from chatbridge.config import AgentConfig, InboxMapping
+from chatbridge.config import InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.records import Route
@@ -30,8 +29,6 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 # The store's columns: inbox ids are INTEGER, row ids BIGINT, channel names VARCHAR(40).
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-# Printable text: no control characters (a NUL would reach the database or a socket call).
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 InboxId = Annotated[int, Path(ge=0, le=INT32_MAX, description="the channel's inbox id")]
 ChannelName = Annotated[
@@ -39,38 +36,9 @@ ChannelName = Annotated[
 ]
 
 
-class AgentConfigBody(AgentConfig):
-    """``agent_config`` of a mapping, as the API accepts it."""
-
-    agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
-    websocket_url: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00-\x20\x7f]*$")
-    token: str | None = Field(
-        default=None, max_length=1000, pattern=_PRINTABLE, description="dial-in token (write-only)"
-    )
-
-    @field_validator("websocket_url")
-    @classmethod
-    def _dialable(cls, url: str | None) -> str | None:
-        # Refused here, a bad URL is a 422; accepted, it is a dial-out loop failing forever.
-        if url:
-            from websockets.uri import parse_uri
-
-            try:
-                parse_uri(url)
-            except Exception as exc:
-                raise ValueError(f"not a WebSocket URI ({exc})") from None
-        return url
-
-
 class MappingBody(InboxMapping):
-    """One route, as ``POST /config/mappings`` and ``PUT /config/mappings/{inbox_id}`` take it."""
-
-    inbox_id: int = Field(ge=0, le=INT32_MAX)
-    channel: str = Field(
-        default="chatwoot", min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$"
-    )
-    agent_config: AgentConfigBody
-    fallback_text: str | None = Field(default=None, max_length=4000, pattern=r"^[^\x00]*$")
+    """One route, as ``POST /config/mappings`` and ``PUT /config/mappings/{inbox_id}`` take it
+    (the same rules as ``INBOX_AGENT_MAPPINGS``)."""
 
 
 def get_bridge(request: Request) -> Bridge:
@@ -206,12 +174,7 @@ async def create_mapping(
         f"inbox {mapping.inbox_id} is already mapped; PUT /config/mappings/{mapping.inbox_id}",
         status_code=409,
     )
-    # Re-read the routes first: another process may have mapped the inbox, and a refused
-    # POST must not touch the agent's row either (save_mapping writes it before the route).
-    await bridge.reload_routes()
-    if bridge.route_for(mapping.channel, mapping.inbox_id) is not None:
-        raise exists
-    async with _storing():  # overwrite=False: a concurrent POST that won still wins
+    async with _storing():  # overwrite=False: a refused POST writes nothing at all
         route, created = await bridge.save_mapping(mapping, overwrite=False)
     if not created:
         raise exists

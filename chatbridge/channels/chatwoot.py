@@ -55,7 +55,18 @@ def _invalid(message: str) -> NoReturn:
     raise BadInput("invalid_payload", message)
 
 
-def _get_int(obj: Mapping[str, Any], key: str, path: str, *, required: bool) -> int | None:
+# Chatwoot ids are PostgreSQL bigints; inbox ids live in our 32-bit INTEGER columns.
+MAX_ID = 2**63 - 1
+MAX_INBOX_ID = 2**31 - 1
+# Contact fields are kept, cut to what the store holds: a long name is no reason to refuse
+# a customer's message.
+_CONTACT_LIMITS = {"name": 300, "email": 300, "phone_number": 40}
+MAX_DELIVERY_ID = 200
+
+
+def _get_int(
+    obj: Mapping[str, Any], key: str, path: str, *, required: bool, maximum: int = MAX_ID
+) -> int | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -63,10 +74,20 @@ def _get_int(obj: Mapping[str, Any], key: str, path: str, *, required: bool) -> 
         return None
     if not _is_int(value):
         _invalid(f"{path} must be an integer")
-    return int(value)
+    number = int(value)
+    if not 0 <= number <= maximum:
+        _invalid(f"{path} must be between 0 and {maximum}")
+    return number
 
 
-def _get_str(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+def _get_str(
+    obj: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    required: bool = False,
+    max_length: int | None = None,
+) -> str | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -74,7 +95,14 @@ def _get_str(obj: Mapping[str, Any], key: str, path: str, *, required: bool = Fa
         return None
     if not isinstance(value, str):
         _invalid(f"{path} must be a string")
+    if max_length is not None and len(value) > max_length:
+        _invalid(f"{path} is longer than {max_length} characters")
     return value
+
+
+def _contact_field(sender: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = _get_str(sender, key, f"{path}.{key}")
+    return value[: _CONTACT_LIMITS[key]] if value is not None else None
 
 
 def _get_obj(
@@ -133,9 +161,9 @@ def _contact(sender: Mapping[str, Any] | None, path: str) -> ContactInfo | None:
         metadata["custom_attributes"] = custom
     return ContactInfo(
         external_id=None if sender_id is None else str(sender_id),
-        name=_get_str(sender, "name", f"{path}.name"),
-        email=_get_str(sender, "email", f"{path}.email"),
-        phone=_get_str(sender, "phone_number", f"{path}.phone_number"),
+        name=_contact_field(sender, "name", path),
+        email=_contact_field(sender, "email", path),
+        phone=_contact_field(sender, "phone_number", path),
         metadata=metadata,
     )
 
@@ -187,10 +215,12 @@ class _Conversation:
         assert display_id is not None
         self.display_id = display_id
         if inbox_id is None:
-            inbox_id = _get_int(raw, "inbox_id", f"{path}.inbox_id", required=True)
+            inbox_id = _get_int(
+                raw, "inbox_id", f"{path}.inbox_id", required=True, maximum=MAX_INBOX_ID
+            )
         assert inbox_id is not None
         self.inbox_id = inbox_id
-        self.status = _get_str(raw, "status", f"{path}.status")
+        self.status = _get_str(raw, "status", f"{path}.status", max_length=20)
         self.account_id = _account_id(payload, raw, default_account_id)
 
     @property
@@ -201,10 +231,12 @@ class _Conversation:
 def _message_inbox_id(payload: Mapping[str, Any], conversation: Mapping[str, Any]) -> int:
     inbox = _get_obj(payload, "inbox", "inbox")
     if inbox is not None:
-        value = _get_int(inbox, "id", "inbox.id", required=False)
+        value = _get_int(inbox, "id", "inbox.id", required=False, maximum=MAX_INBOX_ID)
         if value is not None:
             return value
-    value = _get_int(conversation, "inbox_id", "conversation.inbox_id", required=False)
+    value = _get_int(
+        conversation, "inbox_id", "conversation.inbox_id", required=False, maximum=MAX_INBOX_ID
+    )
     if value is None:
         _invalid("inbox.id must be an integer (or conversation.inbox_id)")
     return value
@@ -259,7 +291,7 @@ def _parse_message_created(
 
     conversation = _message_conversation(payload, default_account_id)
     message_id = _get_int(payload, "id", "id", required=True)
-    content_type = _get_str(payload, "content_type", "content_type") or "text"
+    content_type = _get_str(payload, "content_type", "content_type", max_length=40) or "text"
     created_at = payload.get("created_at")
     if created_at is not None and not isinstance(created_at, str | int | float):
         _invalid("created_at must be a string")
@@ -316,8 +348,8 @@ def _status_change(payload: Mapping[str, Any]) -> tuple[bool, str | None, str | 
         path = f"changed_attributes[{index}].status"
         if not isinstance(change, dict):
             _invalid(f"{path} must be an object")
-        previous = _get_str(change, "previous_value", f"{path}.previous_value")
-        current = _get_str(change, "current_value", f"{path}.current_value")
+        previous = _get_str(change, "previous_value", f"{path}.previous_value", max_length=20)
+        current = _get_str(change, "current_value", f"{path}.current_value", max_length=20)
         return True, previous, current
     return False, None, None
 
@@ -371,7 +403,7 @@ def _parse_webwidget_triggered(
 ) -> ParsedWebhook:
     inbox = _get_obj(payload, "inbox", "inbox", required=True)
     assert inbox is not None
-    inbox_id = _get_int(inbox, "id", "inbox.id", required=True)
+    inbox_id = _get_int(inbox, "id", "inbox.id", required=True, maximum=MAX_INBOX_ID)
     assert inbox_id is not None
     current = _get_obj(payload, "current_conversation", "current_conversation")
     channel_key: str | None = None
@@ -438,6 +470,8 @@ def parse_webhook(
         raise BadInput("invalid_json", "body must be a JSON object")
 
     delivery_id = find_header(headers, DELIVERY_HEADER)
+    if delivery_id is not None and len(delivery_id) > MAX_DELIVERY_ID:
+        _invalid(f"{DELIVERY_HEADER} header is longer than {MAX_DELIVERY_ID} characters")
     event = payload.get("event")
     if not isinstance(event, str):
         _invalid("event must be a string")

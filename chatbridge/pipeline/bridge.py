@@ -32,6 +32,7 @@ from chatbridge.store.records import (
     DeliverySpec,
     Route,
 )
+from chatbridge.store.routing import AgentSpec
 
 log = logging.getLogger("chatbridge.bridge")
 
@@ -214,25 +215,40 @@ class Bridge:
 
     # ------------------------------------------------------------------ routes
     async def _seed_mappings(self, mappings: list[InboxMapping]) -> None:
-        """Routes from the environment are created if absent; API edits are kept."""
+        """Routes from the environment are created if absent (API edits to a route are kept);
+        an agent's connection details (URL, transport, timeout, token) always follow the
+        environment, since they describe the deployment."""
         for m in mappings:
             mode = m.reply_mode
             if not self.settings.enable_async_responses and "reply_mode" not in m.model_fields_set:
                 mode = "sync"
+            spec = self._agent_spec(m)
+            await self.store.upsert_agent(
+                spec.agent_id,
+                transport=spec.transport,
+                url=spec.url,
+                timeout_seconds=spec.timeout_seconds,
+                token_hash=spec.token_hash,
+            )
             await self.save_mapping(m, overwrite=False, reply_mode=mode)
 
-    async def save_mapping(
-        self, m: InboxMapping, *, overwrite: bool = True, reply_mode: str | None = None
-    ) -> tuple[Route, bool]:
+    @staticmethod
+    def _agent_spec(m: InboxMapping) -> AgentSpec:
         a = m.agent_config
-        token_hash = hash_token(a.token) if a.token else None
-        await self.store.upsert_agent(
+        return AgentSpec(
             a.agent_id,
             transport=a.transport or "ws-dial-out",
             url=a.websocket_url,
             timeout_seconds=a.timeout_seconds,
-            token_hash=token_hash,
+            token_hash=hash_token(a.token) if a.token else None,
         )
+
+    async def save_mapping(
+        self, m: InboxMapping, *, overwrite: bool = True, reply_mode: str | None = None
+    ) -> tuple[Route, bool]:
+        """Save a route and its agent in one transaction, then (re)connect the agent."""
+        a = m.agent_config
+        agent = self._agent_spec(m)
         route, created = await self.store.save_route(
             channel=m.channel,
             inbox_id=m.inbox_id,
@@ -243,8 +259,9 @@ class Bridge:
             on_failure=m.on_failure,
             agent_bot_mode=m.agent_bot_mode,
             overwrite=overwrite,
+            agent=agent,
         )
-        if self.hub is not None and self.started:
+        if self.started and (created or overwrite):
             self.hub.configure(a.agent_id, a.transport or "ws-dial-out", a.websocket_url)
         await self.reload_routes()
         return route, created

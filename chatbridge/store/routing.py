@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, select, update
 
@@ -18,6 +20,18 @@ from chatbridge.store.records import (
 )
 
 
+@dataclass(slots=True)
+class AgentSpec:
+    """An agent's row as a route save writes it."""
+
+    agent_id: str
+    transport: str
+    url: str | None
+    timeout_seconds: float
+    token_hash: str | None = None
+    enabled: bool = True
+
+
 class RoutingStore(StoreBase):
     """Routes and agents, editable at run time."""
 
@@ -31,22 +45,25 @@ class RoutingStore(StoreBase):
         token_hash: str | None = None,
         enabled: bool = True,
     ) -> AgentRecord:
-        now = time.time()
-        values = {
-            "transport": transport,
-            "url": url,
-            "timeout_seconds": timeout_seconds,
-            "enabled": enabled,
-            "updated_at": now,
-        }
-        if token_hash is not None:
-            values["token_hash"] = token_hash
-        stmt = self._insert(t.agents).values(id=agent_id, created_at=now, **values)
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=values)
+        spec = AgentSpec(agent_id, transport, url, timeout_seconds, token_hash, enabled)
         async with self._tx() as conn:
-            await conn.execute(stmt)
+            await conn.execute(self._agent_upsert(spec))
             row = (await conn.execute(select(t.agents).where(t.agents.c.id == agent_id))).one()
         return _agent(row)
+
+    def _agent_upsert(self, spec: AgentSpec) -> Any:
+        now = time.time()
+        values: dict[str, Any] = {
+            "transport": spec.transport,
+            "url": spec.url,
+            "timeout_seconds": spec.timeout_seconds,
+            "enabled": spec.enabled,
+            "updated_at": now,
+        }
+        if spec.token_hash is not None:
+            values["token_hash"] = spec.token_hash
+        stmt = self._insert(t.agents).values(id=spec.agent_id, created_at=now, **values)
+        return stmt.on_conflict_do_update(index_elements=["id"], set_=values)
 
     async def list_agents(self) -> list[AgentRecord]:
         async with self._tx() as conn:
@@ -82,8 +99,13 @@ class RoutingStore(StoreBase):
         on_failure: str,
         agent_bot_mode: bool,
         overwrite: bool = True,
+        agent: AgentSpec | None = None,
     ) -> tuple[Route, bool]:
-        """Create or update the route of (channel, inbox). Returns (route, created)."""
+        """Create or update the route of (channel, inbox). Returns (route, created).
+
+        With ``agent``, the agent's row is written in the same transaction, and only when the
+        route itself is written: a refused save (exists, ``overwrite=False``) changes nothing.
+        """
         now = time.time()
         values = {
             "agent_id": agent_id,
@@ -97,6 +119,8 @@ class RoutingStore(StoreBase):
         where = and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
         async with self._tx() as conn:
             existing = (await conn.execute(select(t.routes).where(where))).one_or_none()
+            if agent is not None and (existing is None or overwrite):
+                await conn.execute(self._agent_upsert(agent))
             if existing is None:
                 await conn.execute(
                     t.routes.insert().values(

@@ -183,26 +183,41 @@ def test_an_unknown_inbox_is_404_naming_it(
     assert error["details"] == {"channel": "chatwoot", "inbox_id": 999}
 
 
-LONG_VALUES = {
-    # The first write of the transaction (the contact), a middle one (the conversation) and
-    # the last (the message) each fail on PostgreSQL: every earlier write must be rolled back,
-    # the delivery receipt included.
-    "sender.name": "n" * 400,
-    "conversation.status": "s" * 40,
-    "content_type": "c" * 60,
-    "id": 10**300,
+TOO_BIG = {
+    # Refused by the parser on both stores, naming the field, before anything is written.
+    "conversation.status": ("s" * 40, "conversation.status is longer than 20"),
+    "content_type": ("c" * 60, "content_type is longer than 40"),
+    "id": (10**300, "id must be between 0 and"),
+    "inbox.id": (2**31, "inbox.id must be between 0 and"),
 }
 
 
-@pytest.mark.parametrize("path, value", LONG_VALUES.items(), ids=LONG_VALUES.keys())
+@pytest.mark.parametrize("path, value_and_words", TOO_BIG.items(), ids=TOO_BIG.keys())
 @pytest.mark.usefixtures("unchanged")
-def test_a_value_postgresql_cannot_hold_is_refused_whole(
-    live: Live, client: httpx.Client, valid: dict[str, Any], path: str, value: Any
+def test_a_value_the_store_cannot_hold_is_refused_naming_the_field(
+    live: Live, client: httpx.Client, valid: dict[str, Any], path: str, value_and_words: Any
 ) -> None:
-    if live.stack.bridge.store.is_sqlite:
-        pytest.skip("SQLite holds text of any length")
+    value, words = value_and_words
     r = live.webhook(client, mutate(valid, path, value), headers={"X-Chatwoot-Delivery": "d-1"})
-    assert_refused(r, 400, "invalid_payload", "cannot be stored")
+    assert_refused(r, 400, "invalid_payload", words)
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_overlong_delivery_header_is_refused(
+    live: Live, client: httpx.Client, valid: dict[str, Any]
+) -> None:
+    r = live.webhook(client, valid, headers={"X-Chatwoot-Delivery": "d" * 300})
+    assert_refused(r, 400, "invalid_payload", "X-Chatwoot-Delivery")
+
+
+def test_an_overlong_contact_name_is_cut_not_refused(
+    live: Live, client: httpx.Client, valid: dict[str, Any]
+) -> None:
+    """A customer's message is never refused for a long display name: it is stored cut."""
+    payload = mutate(mutate(valid, "id", 900_002), "sender.name", "n" * 400)
+    r = live.webhook(client, payload)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "accepted"
 
 
 # --------------------------------------------------------------------------- transport level
