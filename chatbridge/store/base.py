@@ -223,6 +223,15 @@ class StoreBase:
             "created_at": now,
         }
 
+    @staticmethod
+    async def _insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert deliveries in one statement; ids follow the list order, which is the order
+        they leave in (both databases number multi-row VALUES in order)."""
+        if not rows:
+            return []
+        result = await conn.execute(t.deliveries.insert().values(rows).returning(t.deliveries.c.id))
+        return sorted(result.scalars().all())
+
     async def counts(self) -> dict[str, dict[str, int]]:
         """Rows by state, for /ready and tests."""
         out: dict[str, dict[str, int]] = {}

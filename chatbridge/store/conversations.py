@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatbridge.ids import new_id
@@ -64,13 +64,6 @@ class ConversationStore(StoreBase):
             dedupe_key = (
                 f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None
             )
-            if dedupe_key is not None:
-                seen = await conn.execute(
-                    select(t.messages.c.id).where(t.messages.c.dedupe_key == dedupe_key)
-                )
-                if seen.first() is not None:
-                    # Abort the transaction: the receipt is rolled back too, nothing is written.
-                    raise _Duplicate("message_id")
             contact_id = await self._upsert_contact(conn, msg.channel, msg.contact, now)
             conv = await self._upsert_conversation(
                 conn,
@@ -85,8 +78,30 @@ class ConversationStore(StoreBase):
             if decision.owner != conv.owner:
                 await self._set_owner(conn, conv.id, decision.owner)
             message_id = new_id("m")
-            await conn.execute(
-                t.messages.insert().values(
+            turn_id = None
+            if decision.create_turn:
+                # The turn first, so the message row is written once, already linked to it.
+                turn_id = (
+                    await conn.execute(
+                        t.turns.insert()
+                        .values(
+                            conversation_id=conv.id,
+                            agent_id=route.agent_id,
+                            route_id=route.id,
+                            kind="message",
+                            state="pending",
+                            attempts=0,
+                            available_at=now,
+                            response_mode=response_mode,
+                            message_ids=[message_id],
+                            created_at=now,
+                        )
+                        .returning(t.turns.c.id)
+                    )
+                ).scalar_one()
+            inserted = await conn.execute(
+                self._insert(t.messages)
+                .values(
                     id=message_id,
                     conversation_id=conv.id,
                     direction="in",
@@ -99,38 +114,22 @@ class ConversationStore(StoreBase):
                     ],
                     dedupe_key=dedupe_key,
                     external_id=msg.external_message_id,
+                    turn_id=turn_id,
                     meta={"context": msg.context, **msg.metadata},
                     created_at=msg.received_at,
                 )
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
             )
-            if not decision.create_turn:
+            if inserted.rowcount == 0:
+                # Seen before: abort the whole transaction (receipt, upserts, turn included).
+                raise _Duplicate("message_id")
+            if turn_id is None:
                 return IngestResult(
                     status="stored",
                     conversation_id=conv.id,
                     message_id=message_id,
                     reason=decision.reason,
                 )
-            turn_id = (
-                await conn.execute(
-                    t.turns.insert()
-                    .values(
-                        conversation_id=conv.id,
-                        agent_id=route.agent_id,
-                        route_id=route.id,
-                        kind="message",
-                        state="pending",
-                        attempts=0,
-                        available_at=now,
-                        response_mode=response_mode,
-                        message_ids=[message_id],
-                        created_at=now,
-                    )
-                    .returning(t.turns.c.id)
-                )
-            ).scalar_one()
-            await conn.execute(
-                update(t.messages).where(t.messages.c.id == message_id).values(turn_id=turn_id)
-            )
         return IngestResult(
             status="accepted", conversation_id=conv.id, message_id=message_id, turn_id=turn_id
         )

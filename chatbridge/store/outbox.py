@@ -68,23 +68,21 @@ class OutboxStore(StoreBase):
                         created_at=now,
                     )
                 )
-            ids = []
+            ids: list[int] = []
             if deliver:
-                for spec in deliveries:
-                    values = self._delivery_values(
-                        conversation_id,
-                        None,
-                        message_id if spec.kind == "message" else None,
-                        spec,
-                        now,
-                    )
-                    ids.append(
-                        (
-                            await conn.execute(
-                                t.deliveries.insert().values(**values).returning(t.deliveries.c.id)
-                            )
-                        ).scalar_one()
-                    )
+                ids = await self._insert_deliveries(
+                    conn,
+                    [
+                        self._delivery_values(
+                            conversation_id,
+                            None,
+                            message_id if spec.kind == "message" else None,
+                            spec,
+                            now,
+                        )
+                        for spec in deliveries
+                    ],
+                )
                 if handoff:
                     await self._set_owner(conn, conversation_id, "human")
         return CompletedTurn(
@@ -165,6 +163,7 @@ class OutboxStore(StoreBase):
     async def finish_delivery(
         self, delivery_id: int, owner: str, *, external_id: str | None
     ) -> bool:
+        """Mark a delivery done (fenced) and note the channel's id on its message."""
         async with self._tx() as conn:
             result = await conn.execute(
                 update(t.deliveries)
@@ -182,20 +181,16 @@ class OutboxStore(StoreBase):
                     lease_owner=None,
                     lease_expires_at=None,
                 )
+                .returning(t.deliveries.c.message_id)
             )
-            if result.rowcount and external_id is not None:
-                message_id = (
-                    await conn.execute(
-                        select(t.deliveries.c.message_id).where(t.deliveries.c.id == delivery_id)
-                    )
-                ).scalar_one()
-                if message_id:
-                    await conn.execute(
-                        update(t.messages)
-                        .where(t.messages.c.id == message_id)
-                        .values(external_id=external_id)
-                    )
-        return bool(result.rowcount)
+            row = result.first()
+            if row is not None and row.message_id and external_id is not None:
+                await conn.execute(
+                    update(t.messages)
+                    .where(t.messages.c.id == row.message_id)
+                    .values(external_id=external_id)
+                )
+        return row is not None
 
     async def retry_delivery(
         self, delivery_id: int, owner: str, *, next_attempt_at: float, error: str

@@ -211,6 +211,8 @@ class TurnStore(StoreBase):
         ``typing_off`` deliveries are written.
         """
         now = time.time()
+        has_reply = reply_text is not None or bool(reply_attachments)
+        reply_id = new_id("m") if has_reply else None
         async with self._tx() as conn:
             fenced = await conn.execute(
                 update(t.turns)
@@ -228,6 +230,7 @@ class TurnStore(StoreBase):
                     lease_owner=None,
                     lease_expires_at=None,
                     last_error=error,
+                    reply_message_id=reply_id,
                 )
                 .returning(t.turns.c.conversation_id)
             )
@@ -240,9 +243,7 @@ class TurnStore(StoreBase):
                 )
             ).scalar_one()
             deliver = conv_owner == "bot"
-            reply_id = None
-            if reply_text is not None or reply_attachments:
-                reply_id = new_id("m")
+            if reply_id is not None:
                 await conn.execute(
                     t.messages.insert().values(
                         id=reply_id,
@@ -257,9 +258,6 @@ class TurnStore(StoreBase):
                         created_at=now,
                     )
                 )
-                await conn.execute(
-                    update(t.turns).where(t.turns.c.id == turn_id).values(reply_message_id=reply_id)
-                )
             rows = [
                 self._delivery_values(
                     conversation_id, turn_id, reply_id if s.kind == "message" else None, s, now
@@ -267,15 +265,7 @@ class TurnStore(StoreBase):
                 for s in deliveries
                 if deliver or s.kind == "typing_off"
             ]
-            ids: list[int] = []
-            for values in rows:  # one by one: ids must follow list order
-                ids.append(
-                    (
-                        await conn.execute(
-                            t.deliveries.insert().values(**values).returning(t.deliveries.c.id)
-                        )
-                    ).scalar_one()
-                )
+            ids = await self._insert_deliveries(conn, rows)
             if handoff and deliver:
                 await self._set_owner(conn, conversation_id, "human")
         return CompletedTurn(
