@@ -313,7 +313,7 @@ class AgentHub:
             agent.latencies_ms.append(elapsed * 1000)
             self.metrics.turn_seconds.labels(agent.agent_id).observe(elapsed)
         log_event(
-            logging.INFO,
+            logging.DEBUG,
             "turn answered",
             agent.agent_id,
             turn.req.turn_key,

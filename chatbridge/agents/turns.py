@@ -280,7 +280,7 @@ async def drive(
                 if turn.sent_at is None:
                     turn.sent_at = time.monotonic()
                     log_event(
-                        logging.INFO,
+                        logging.DEBUG,
                         "turn sent",
                         req.agent_id,
                         req.turn_key,

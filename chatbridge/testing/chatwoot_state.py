@@ -521,6 +521,7 @@ class MockChatwoot:
             source_id=body.get("source_id"),
         )
         record = {
+            "received_at": time.time(),
             "conversation_id": conv.display_id,
             "content": message["content"],
             "echo_id": message["echo_id"],

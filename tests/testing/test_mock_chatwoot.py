@@ -345,8 +345,10 @@ async def test_bot_message_is_recorded_and_listed(mock: Mock) -> None:
         ("Hi! How can I help?", 1, "dlv_1"),
     ]
     received = (await mock.client.get("/mock/api/received_messages")).json()
+    assert isinstance(received[0]["received_at"], float)
     assert received == [
         {
+            "received_at": received[0]["received_at"],
             "conversation_id": 3,
             "content": "Hi! How can I help?",
             "echo_id": "dlv_1",
