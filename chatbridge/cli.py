@@ -1,10 +1,12 @@
-"""The ``chatbridge`` command: serve · demo · migrate · mock-agent · mock-chatwoot · routes."""
+"""The ``chatbridge`` command: serve · demo · migrate · mock-agent · mock-chatwoot · routes ·
+bench."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -191,6 +193,84 @@ def routes(
 
     json.dump(asyncio.run(run()), sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        str | None,
+        typer.Argument(
+            help="chatwoot (webchat, pull, stream: not available yet); omit for the full suite"
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Open loop: messages per second in total")
+    ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option("--max", help="Closed loop: at most this many messages not yet replied"),
+    ] = None,
+    conversations: Annotated[
+        int | None, typer.Option(help="Conversations the load is spread over")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds of load per run")] = None,
+    database: Annotated[str, typer.Option(help="sqlite | postgresql (a fresh one per run)")] = (
+        "sqlite"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Short smoke run for CI (< 2 min); fails on loss")
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the raw results to this file")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of throughput and latency")
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also measure the no-op endpoint")
+    ] = True,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds to wait for replies after the load stops")
+    ] = None,
+    think_ms: Annotated[
+        float, typer.Option(help="Agent think time per message (reported apart from e2e)")
+    ] = 0.0,
+    stored: Annotated[
+        int, typer.Option(help="Messages stored before the full suite's stored-history run")
+    ] = 1_000_000,
+) -> None:
+    """Benchmark: bridge, mock agent and mock channel as processes on loopback; prints a table.
+
+    With no SCENARIO, the full suite (under 10 minutes). Exits 1 if any message was lost,
+    duplicated or answered out of order.
+    """
+    if rate is not None and max_in_flight is not None:
+        console.print("[red]give --rate (open loop) or --max (closed loop), not both[/red]")
+        raise typer.Exit(2)
+    try:
+        from chatbridge.bench.suite import Options, main
+    except ImportError as exc:  # pragma: no cover - the optional dependencies are missing
+        console.print(f"[red]{exc}[/red]: install the bench extra: pip install 'chatbridge[bench]'")
+        raise typer.Exit(2) from None
+
+    code = main(
+        Options(
+            scenario=scenario,
+            rate=rate,
+            max_in_flight=max_in_flight,
+            conversations=conversations,
+            duration=duration,
+            database=database,
+            quick=quick,
+            baseline=baseline,
+            grace=grace,
+            think_ms=think_ms,
+            stored=stored,
+        ),
+        json_path=json_path,
+        plot_path=plot,
+    )
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,358 @@
+"""Show results: rich tables on the terminal, raw JSON, a matplotlib PNG.
+
+Tables: one row per run (delivery counts, latencies, throughput and its ratio to the no-op
+baseline), the processes' CPU seconds and peak memory, then the scaling curve and the
+stored-history comparison when the suite ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from chatbridge.bench.runner import LOADGEN, RunResult
+
+GENERATOR_SATURATED = 0.85
+"""Share of one core above which the load generator may itself limit a run."""
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f}" if value < 1 else f"{value * 1000:.0f}"
+
+
+def _triple(latency: dict[str, float]) -> str:
+    if not latency:
+        return "-"
+    return " / ".join(_ms(latency.get(k)) for k in ("p50", "p95", "p99"))
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def baseline_of(results: Sequence[RunResult]) -> RunResult | None:
+    return next((r for r in results if r.spec.scenario == "baseline"), None)
+
+
+def capacity_of(results: Sequence[RunResult]) -> RunResult | None:
+    return next((r for r in results if r.spec.scenario == "channel-capacity"), None)
+
+
+def generator_busy(result: RunResult) -> float | None:
+    """The load generator's CPU as a share of one core over the run."""
+    gen = next((p for p in result.processes if p.name == LOADGEN), None)
+    if gen is None or result.load_seconds <= 0:
+        return None
+    return gen.cpu_seconds / result.load_seconds
+
+
+def results_table(results: Sequence[RunResult]) -> Table:
+    base = baseline_of(results)
+    table = Table(title="Runs (latencies in ms: p50 / p95 / p99)", title_justify="left")
+    for name, justify in [
+        ("run", "left"), ("db", "left"), ("load", "left"), ("conv", "right"),
+        ("sent", "right"), ("acked", "right"), ("replied", "right"), ("lost", "right"),
+        ("dup", "right"), ("ooo", "right"), ("webhook ack", "right"), ("end to end", "right"),
+        ("msg/s", "right"), ("x baseline", "right"), ("counts", "left"),
+    ]:  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in results:
+        t = r.tally
+        reference = r.spec.scenario in ("baseline", "channel-capacity")
+        ratio = (
+            f"{r.throughput / base.throughput:.3f}"
+            if base is not None and base.throughput > 0 and not reference
+            else "-"
+        )
+        used = len({m.conversation for m in r.sent})
+        conv = (
+            f"{used:,}"
+            if used == r.spec.load.conversations
+            else f"{used:,}/{r.spec.load.conversations:,}"
+        )
+        replies = r.expects_replies
+        table.add_row(
+            r.spec.label,
+            r.spec.database if not reference else "-",
+            r.spec.load.describe(),
+            conv,
+            f"{t.sent:,}",
+            f"{t.acknowledged:,}",
+            f"{t.replied:,}" if replies else "-",
+            str(t.lost) if replies else "-",
+            str(t.duplicated) if replies else "-",
+            str(t.out_of_order) if replies else "-",
+            _triple(r.ack_latency),
+            _triple(r.e2e_latency),
+            _rate(r.throughput),
+            ratio,
+            ("[green]yes[/green]" if r.valid else "[red]NO[/red]")
+            if replies
+            else ("[green]ref[/green]" if r.valid else "[red]NO[/red]"),
+        )
+    return table
+
+
+def process_table(results: Sequence[RunResult]) -> Table:
+    names: list[str] = []
+    for r in results:
+        for p in r.processes:
+            if p.name not in names:
+                names.append(p.name)
+    table = Table(
+        title="Processes: CPU seconds over the run (load + drain) · peak RSS MB",
+        title_justify="left",
+    )
+    table.add_column("run")
+    for name in names:
+        table.add_column(name, justify="right")
+    for r in results:
+        by_name = {p.name: p for p in r.processes}
+        cells = []
+        for name in names:
+            stats = by_name.get(name)
+            cells.append(
+                "-" if stats is None else f"{stats.cpu_seconds:.1f} s · {stats.peak_rss_mb:.0f} MB"
+            )
+        table.add_row(r.spec.label, *cells)
+    return table
+
+
+def scaling_table(results: Sequence[RunResult]) -> Table | None:
+    rows = [r for r in results if r.spec.group == "scaling"]
+    if not rows:
+        return None
+    table = Table(title="Scaling: active conversations", title_justify="left")
+    for name in ("conversations", "with a message", "msg/s", "e2e p99 ms", "counts"):
+        table.add_column(name, justify="right")
+    for r in sorted(rows, key=lambda r: r.spec.load.conversations):
+        table.add_row(
+            f"{r.spec.load.conversations:,}",
+            f"{len({m.conversation for m in r.sent}):,}",
+            _rate(r.throughput),
+            _ms(r.e2e_latency.get("p99")),
+            "[green]yes[/green]" if r.valid else "[red]NO[/red]",
+        )
+    return table
+
+
+def store_table(results: Sequence[RunResult]) -> Table | None:
+    stored = [r for r in results if r.spec.group == "store"]
+    if not stored:
+        return None
+    table = Table(title="Stored history: same load, empty store vs prefilled", title_justify="left")
+    for name in ("messages stored before", "prefill s", "msg/s", "e2e p99 ms", "x empty", "counts"):
+        table.add_column(name, justify="right")
+    first = stored[0].spec
+    empty = next(
+        (
+            r
+            for r in results
+            if r.spec.stored == 0
+            and r.spec.scenario == first.scenario
+            and r.spec.load == first.load
+            and r.spec.database == first.database
+        ),
+        None,
+    )
+    for r in ([empty] if empty else []) + stored:
+        ratio = (
+            f"{r.throughput / empty.throughput:.2f}"
+            if empty is not None and empty.throughput > 0
+            else "-"
+        )
+        table.add_row(
+            f"{r.spec.stored:,}",
+            "-" if r.prefill_seconds is None else f"{r.prefill_seconds:.0f}",
+            _rate(r.throughput),
+            _ms(r.e2e_latency.get("p99")),
+            ratio,
+            "[green]yes[/green]" if r.valid else "[red]NO[/red]",
+        )
+    return table
+
+
+def summary_lines(results: Sequence[RunResult]) -> list[str]:
+    """The sentences under the tables: ratio to baseline, bottlenecks, settings, failures."""
+    lines: list[str] = []
+    base = baseline_of(results)
+    capacity = capacity_of(results)
+    main = next((r for r in results if r.spec.group == "main" and r.expects_replies), None)
+    if main is not None and base is not None and base.throughput > 0:
+        lines.append(
+            f"Chatbridge ({main.spec.label}): {_rate(main.throughput)} msg/s end to end "
+            f"= {main.throughput / base.throughput:.3f} x the no-op FastAPI endpoint's "
+            f"{_rate(base.throughput)} acks/s (same generator, same payloads); webhooks "
+            f"acknowledged: {_rate(main.acked_per_second)}/s "
+            f"= {main.acked_per_second / base.throughput:.3f} x."
+        )
+    if capacity is not None:
+        lines.append(
+            f"Mock Chatwoot alone absorbs {_rate(capacity.throughput)} API posts/s; the bridge "
+            f"makes 3 per message (typing on, reply, typing off), so the mock caps the "
+            f"chatwoot scenario near {_rate(capacity.throughput / 3)} msg/s."
+        )
+    for r in results:
+        busy = generator_busy(r)
+        if busy is not None and busy >= GENERATOR_SATURATED:
+            lines.append(
+                f"{r.spec.label}: the load generator used {busy:.0%} of a core; on this "
+                f"{os.cpu_count()}-CPU machine it may itself limit the figure."
+            )
+        if r.backlog:
+            lines.append(
+                f"{r.spec.label}: {r.backlog:,} scheduled messages were never sent (the target "
+                "acknowledged too slowly for the open-loop rate)."
+            )
+        t = r.tally
+        if r.expects_replies and not r.valid:
+            lines.append(
+                f"[red]{r.spec.label}: DOES NOT COUNT[/red] — lost {t.lost} "
+                f"{t.lost_examples[:3]}, duplicated {t.duplicated} {t.duplicated_examples[:3]}, "
+                f"out of order {t.out_of_order} {t.out_of_order_examples[:3]}, "
+                f"acknowledged {t.acknowledged}, errors {t.errors}"
+            )
+        elif not r.valid:
+            lines.append(f"[red]{r.spec.label}: nothing acknowledged (errors {t.errors})[/red]")
+        if t.unexpected or t.replied_unacknowledged:
+            lines.append(
+                f"{r.spec.label}: {t.unexpected} replies naming no message of the run, "
+                f"{t.replied_unacknowledged} replies to messages never acknowledged."
+            )
+        for note in r.notes:
+            lines.append(f"{r.spec.label}: {note}")
+    return lines
+
+
+def settings_lines(results: Sequence[RunResult]) -> list[str]:
+    """The bridge's configuration, once per database (everything not listed is default)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for r in results:
+        if r.spec.scenario in ("baseline", "channel-capacity") or r.spec.database in seen:
+            continue
+        seen.add(r.spec.database)
+        lines.append(f"Bridge settings ({r.spec.database}; every other setting is its default):")
+        lines.extend(f"  {key}={value}" for key, value in r.settings.items())
+    return lines
+
+
+def print_report(results: Sequence[RunResult], console: Console | None = None) -> None:
+    """Print every table and the summary to ``console`` (stdout by default)."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=180)
+    console.print(results_table(results))
+    console.print(process_table(results))
+    for extra in (scaling_table(results), store_table(results)):
+        if extra is not None:
+            console.print(extra)
+    for line in summary_lines(results):
+        console.print(line, highlight=False)
+    info = machine()
+    console.print(
+        f"Machine: {info['cpu_count']} CPU ({info['cpu_model']}), {info['memory_gb']} GB, "
+        f"{info['platform']}, Python {info['python']}",
+        highlight=False,
+    )
+    for line in settings_lines(results):
+        console.print(line, highlight=False, markup=False)
+
+
+def write_json(results: Sequence[RunResult], path: Path, *, command: list[str]) -> None:
+    """Write the raw results (every message and reply included) to ``path``."""
+    data = {
+        "command": command,
+        "machine": machine(),
+        "summary": [line for line in summary_lines(results)],
+        "runs": [r.to_json(raw=True) for r in results],
+    }
+    path.write_text(json.dumps(data, separators=(",", ":")))
+
+
+def write_plot(results: Sequence[RunResult], path: Path) -> None:
+    """A PNG: per run, throughput and latency percentiles over time; then the scaling curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in results if r.series]
+    scaling = sorted(
+        (r for r in results if r.spec.group == "scaling"), key=lambda r: r.spec.load.conversations
+    )
+    rows = len(timed) + (1 if scaling else 0)
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 2.8 * max(rows, 1)), squeeze=False)
+    for row, r in enumerate(timed):
+        left, right = axes[row]
+        ts = [b.t for b in r.series]
+        left.plot(ts, [b.acknowledged for b in r.series], label="acknowledged/s")
+        if r.expects_replies:
+            left.plot(ts, [b.replied for b in r.series], label="replied/s")
+        left.set_title(f"{r.spec.label}: throughput", fontsize=9)
+        left.set_xlabel("s")
+        left.legend(fontsize=7)
+        if r.expects_replies:
+            for attr, label in (
+                ("e2e_p50", "e2e p50"),
+                ("e2e_p95", "e2e p95"),
+                ("e2e_p99", "e2e p99"),
+            ):
+                right.plot(ts, [_ms_value(getattr(b, attr)) for b in r.series], label=label)
+        right.plot(ts, [_ms_value(b.ack_p99) for b in r.series], label="ack p99", linestyle="--")
+        left.set_ylim(bottom=0)
+        right.set_ylim(bottom=0)
+        right.set_title(f"{r.spec.label}: latency (ms)", fontsize=9)
+        right.set_xlabel("s")
+        right.legend(fontsize=7)
+    if scaling:
+        left, right = axes[rows - 1]
+        xs = [r.spec.load.conversations for r in scaling]
+        left.plot(xs, [r.throughput for r in scaling], marker="o")
+        left.set_xscale("log")
+        left.set_title("throughput (msg/s) by active conversations", fontsize=9)
+        right.plot(xs, [_ms_value(r.e2e_latency.get("p99")) for r in scaling], marker="o")
+        right.set_xscale("log")
+        right.set_title("end-to-end p99 (ms) by active conversations", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _ms_value(value: float | None) -> float:
+    return float("nan") if value is None else value * 1000

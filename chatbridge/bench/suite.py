@@ -1,0 +1,276 @@
+"""What ``chatbridge bench`` runs: the full suite, ``--quick``, or one scenario.
+
+* **one scenario** (``chatbridge bench chatwoot …``): the no-op baseline, then the scenario
+  with the given load.
+* **quick** (``--quick``, well under 2 minutes, for CI): a short baseline and 10 s of the
+  scenario at a modest open-loop rate. Fails on any lost, duplicated or reordered message,
+  never on speed.
+* **full** (``chatbridge bench``, under 10 minutes): mock Chatwoot capacity, baseline, the
+  ``chatwoot`` scenario in closed loop, then in open loop at half that throughput (latency
+  under moderate load), the scaling curve at 10 / 100 / 1,000 / 10,000 conversations, and
+  1,000,000 stored messages versus an empty store.
+
+The baseline is always measured in closed loop (its capacity): the report gives the bridge's
+throughput as a ratio of it. Every run must count (nothing lost, doubled or out of order) for
+the exit code to be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from chatbridge.bench.databases import DATABASES, postgresql_available
+from chatbridge.bench.loadgen import Load
+from chatbridge.bench.report import print_report, write_json, write_plot
+from chatbridge.bench.runner import RunResult, RunSpec, run_one
+from chatbridge.bench.scenarios import ScenarioUnavailable, load_scenario
+
+SCALING_CONVERSATIONS = (10, 100, 1_000, 10_000)
+STORED_MESSAGES = 1_000_000
+DEFAULT_MAX_IN_FLIGHT = 50
+DEFAULT_CONVERSATIONS = 100
+QUICK_RATE = 20.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line, as given (``None`` = the plan's default)."""
+
+    scenario: str | None = None
+    rate: float | None = None
+    max_in_flight: int | None = None
+    conversations: int | None = None
+    duration: float | None = None
+    database: str = "sqlite"
+    quick: bool = False
+    baseline: bool = True
+    grace: float | None = None
+    think_ms: float = 0.0
+    stored: int = STORED_MESSAGES
+
+    def load(self, *, conversations: int, duration: float, rate: float | None = None) -> Load:
+        """A ``Load`` in the mode asked for (closed loop unless ``--rate``)."""
+        chosen_rate = self.rate if self.rate is not None else rate
+        if chosen_rate is not None and self.max_in_flight is None:
+            return Load(conversations=conversations, duration=duration, rate=chosen_rate)
+        return Load(
+            conversations=conversations,
+            duration=duration,
+            max_in_flight=self.max_in_flight or DEFAULT_MAX_IN_FLIGHT,
+        )
+
+
+class BenchError(Exception):
+    """A usage error the CLI reports with exit code 2."""
+
+
+Run = Callable[[RunSpec], Awaitable[RunResult]]
+
+
+def _baseline(opts: Options, conversations: int, duration: float) -> RunSpec:
+    load = Load(
+        conversations=conversations,
+        duration=duration,
+        max_in_flight=opts.max_in_flight or DEFAULT_MAX_IN_FLIGHT,
+    )
+    return RunSpec("baseline (no-op FastAPI)", "baseline", load, group="reference")
+
+
+async def plan_quick(opts: Options, run: Run) -> None:
+    scenario = opts.scenario or "chatwoot"
+    conversations = opts.conversations or 10
+    if opts.baseline:
+        await run(_baseline(opts, conversations, 3.0))
+    load = opts.load(conversations=conversations, duration=opts.duration or 10.0, rate=QUICK_RATE)
+    await run(
+        RunSpec(
+            f"{scenario} quick",
+            scenario,
+            load,
+            database=opts.database,
+            grace=opts.grace or 20.0,
+            think_seconds=opts.think_ms / 1000,
+        )
+    )
+
+
+async def plan_single(opts: Options, run: Run) -> None:
+    assert opts.scenario is not None
+    conversations = opts.conversations or DEFAULT_CONVERSATIONS
+    duration = opts.duration or 30.0
+    if opts.baseline:
+        await run(_baseline(opts, conversations, min(duration, 10.0)))
+    await run(
+        RunSpec(
+            opts.scenario,
+            opts.scenario,
+            opts.load(conversations=conversations, duration=duration),
+            database=opts.database,
+            grace=opts.grace or 15.0,
+            think_seconds=opts.think_ms / 1000,
+        )
+    )
+
+
+async def plan_full(opts: Options, run: Run) -> None:
+    conversations = opts.conversations or DEFAULT_CONVERSATIONS
+    duration = opts.duration or 30.0
+    grace = opts.grace or 15.0
+    think = opts.think_ms / 1000
+    await run(
+        RunSpec(
+            "mock Chatwoot capacity",
+            "channel-capacity",
+            Load(conversations=conversations, duration=5.0, max_in_flight=DEFAULT_MAX_IN_FLIGHT),
+            group="reference",
+        )
+    )
+    if opts.baseline:
+        await run(_baseline(opts, conversations, 10.0))
+    spec = RunSpec(
+        "chatwoot",
+        "chatwoot",
+        opts.load(conversations=conversations, duration=duration),
+        database=opts.database,
+        grace=grace,
+        think_seconds=think,
+    )
+    main = await run(spec)
+    if spec.load.mode == "closed" and main.throughput > 0:
+        half = round(main.throughput / 2, 1)
+        await run(
+            replace(
+                spec,
+                label=f"chatwoot open {half:g}/s",
+                load=Load(conversations=conversations, duration=min(duration, 20.0), rate=half),
+                group="latency",
+            )
+        )
+    scaling: dict[int, RunSpec] = {}
+    for count in SCALING_CONVERSATIONS:
+        scaling[count] = replace(
+            spec,
+            label=f"chatwoot {count:,} conv",
+            load=opts.load(conversations=count, duration=min(duration, 15.0)),
+            group="scaling",
+        )
+        await run(scaling[count])
+    # same load as the scaling point at DEFAULT_CONVERSATIONS, which is the empty-store figure
+    reference = scaling[min(SCALING_CONVERSATIONS, key=lambda c: abs(c - DEFAULT_CONVERSATIONS))]
+    await run(
+        replace(
+            reference,
+            label=f"chatwoot {opts.stored:,} stored",
+            stored=opts.stored,
+            group="store",
+        )
+    )
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.fields[label]}[/bold]"),
+        BarColumn(bar_width=30),
+        TextColumn("{task.completed:>5.1f}/{task.total:g} s"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+    )
+
+
+async def run_bench(
+    opts: Options,
+    results: list[RunResult],
+    *,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> None:
+    """Run the plan ``opts`` asks for, appending each result to ``results`` as it finishes.
+
+    Raises:
+        BenchError: the scenario or database is not available.
+    """
+    if opts.scenario is not None:
+        try:
+            load_scenario(opts.scenario)
+        except ScenarioUnavailable as exc:
+            raise BenchError(str(exc)) from None
+    if opts.database not in DATABASES:
+        raise BenchError(f"--database must be one of {', '.join(DATABASES)}")
+    if opts.database == "postgresql":
+        problem = await postgresql_available()
+        if problem is not None:
+            raise BenchError(f"PostgreSQL is not reachable ({problem})")
+    console = console or Console(stderr=True)
+    progress = _progress(console)
+
+    async def run(spec: RunSpec) -> RunResult:
+        task = progress.add_task("", total=spec.load.duration, label=spec.label)
+
+        def status(text: str, done: float) -> None:
+            progress.update(task, description=text, completed=done)
+
+        result = await run_one(spec, status=status)
+        results.append(result)
+        return result
+
+    plan = plan_quick if opts.quick else plan_single if opts.scenario else plan_full
+    with progress if show_progress else contextlib.nullcontext():
+        await plan(opts, run)
+
+
+def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None = None) -> int:
+    """Run the benchmark, print the report, write the files; returns the exit code.
+
+    0: every run counts. 1: a run lost, doubled or reordered a message, acknowledged nothing,
+    or failed. 2: usage error. 130: interrupted (the child processes are stopped first).
+    """
+    console = Console(stderr=True)
+    results: list[RunResult] = []
+    code = 0
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, current.cancel)
+        await run_bench(opts, results, console=console)
+
+    loop_factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(body())
+    except BenchError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("[yellow]interrupted: child processes stopped[/yellow]")
+        code = 130
+    except Exception as exc:
+        console.print(f"[red]benchmark failed: {type(exc).__name__}: {exc}[/red]")
+        code = 1
+    if results:
+        print_report(results)
+        if json_path is not None:
+            write_json(results, json_path, command=sys.argv)
+            console.print(f"raw results written to {json_path}")
+        if plot_path is not None:
+            write_plot(results, plot_path)
+            console.print(f"plot written to {plot_path}")
+    if code == 0 and not all(r.valid for r in results):
+        code = 1
+    return code
