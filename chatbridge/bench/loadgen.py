@@ -61,9 +61,10 @@ class Load:
         return "open" if self.rate is not None else "closed"
 
     def describe(self) -> str:
+        """``open 20/s`` or ``closed max 50``."""
         if self.rate is not None:
-            return f"open loop {self.rate:g}/s"
-        return f"closed loop max {self.max_in_flight}"
+            return f"open {self.rate:g}/s"
+        return f"closed max {self.max_in_flight}"
 
     def connection_limit(self) -> int:
         """Concurrent connections the generator may open (each conversation needs at most 1)."""
@@ -307,10 +308,12 @@ class ReplyFeed:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
-        """Stop following, then take one last look."""
+    async def stop(self, *, last_look: bool = True) -> None:
+        """Stop following, then (by default) take one last look."""
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.poll()
+                await task
+        if last_look:
+            await self.poll()

@@ -7,7 +7,8 @@ kernel if the benchmark itself dies (``PR_SET_PDEATHSIG``), so nothing outlives 
 
 ``ResourceMonitor`` samples each process with psutil: CPU seconds (user + system) over the
 measured window and peak resident memory (the kernel's high-water mark ``VmHWM`` where there
-is one, else the highest sample).
+is one, else the highest sample; for the benchmark's own process, which outlives a run, the
+highest sample of this run).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,8 +174,23 @@ def _peak_rss_kernel(pid: int) -> int | None:
 class ResourceMonitor:
     """Samples CPU time and memory of named processes while a run goes on."""
 
-    def __init__(self, pids: Mapping[str, int], interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        pids: Mapping[str, int],
+        interval: float = 0.25,
+        *,
+        sampled_only: Collection[str] = (),
+    ) -> None:
+        """Watch ``pids`` by name.
+
+        Args:
+            pids: the processes, by the name they are reported under.
+            interval: seconds between samples.
+            sampled_only: processes that lived before the run (the benchmark itself): their
+                kernel high-water mark covers earlier runs, so only this run's samples count.
+        """
         self.interval = interval
+        self._sampled_only = set(sampled_only)
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._cpu_start: dict[str, float] = {}
         self._cpu_last: dict[str, float] = {}
@@ -197,7 +213,7 @@ class ResourceMonitor:
                 rss = proc.memory_info().rss
             except psutil.Error:
                 continue
-            kernel_peak = _peak_rss_kernel(proc.pid) or 0
+            kernel_peak = 0 if name in self._sampled_only else _peak_rss_kernel(proc.pid) or 0
             self._peak[name] = max(self._peak[name], rss, kernel_peak)
 
     def start(self) -> None:

@@ -51,13 +51,13 @@ def _cpu_model() -> str | None:
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 1000:.1f}" if value < 1 else f"{value * 1000:.0f}"
+    return f"{value * 1000:.1f}" if value < 0.01 else f"{value * 1000:.0f}"
 
 
 def _triple(latency: dict[str, float]) -> str:
     if not latency:
         return "-"
-    return " / ".join(_ms(latency.get(k)) for k in ("p50", "p95", "p99"))
+    return "/".join(_ms(latency.get(k)) for k in ("p50", "p95", "p99"))
 
 
 def _rate(value: float) -> str:
@@ -82,11 +82,11 @@ def generator_busy(result: RunResult) -> float | None:
 
 def results_table(results: Sequence[RunResult]) -> Table:
     base = baseline_of(results)
-    table = Table(title="Runs (latencies in ms: p50 / p95 / p99)", title_justify="left")
+    table = Table(title="Runs (latencies in ms: p50/p95/p99)", title_justify="left")
     for name, justify in [
         ("run", "left"), ("db", "left"), ("load", "left"), ("conv", "right"),
         ("sent", "right"), ("acked", "right"), ("replied", "right"), ("lost", "right"),
-        ("dup", "right"), ("ooo", "right"), ("webhook ack", "right"), ("end to end", "right"),
+        ("dup", "right"), ("ooo", "right"), ("ack ms", "right"), ("end-to-end ms", "right"),
         ("msg/s", "right"), ("x baseline", "right"), ("counts", "left"),
     ]:  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -345,9 +345,11 @@ def write_plot(results: Sequence[RunResult], path: Path) -> None:
         xs = [r.spec.load.conversations for r in scaling]
         left.plot(xs, [r.throughput for r in scaling], marker="o")
         left.set_xscale("log")
+        left.set_ylim(bottom=0)
         left.set_title("throughput (msg/s) by active conversations", fontsize=9)
         right.plot(xs, [_ms_value(r.e2e_latency.get("p99")) for r in scaling], marker="o")
         right.set_xscale("log")
+        right.set_ylim(bottom=0)
         right.set_title("end-to-end p99 (ms) by active conversations", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -199,7 +199,7 @@ async def run_one(
             generator = LoadGenerator(stack, spec.load, http)
             feed = ReplyFeed(stack, feed_http, generator) if stack.expects_replies else None
             pids = {name: child.pid for name, child in stack.processes.items()}
-            monitor = ResourceMonitor({**pids, LOADGEN: os.getpid()})
+            monitor = ResourceMonitor({**pids, LOADGEN: os.getpid()}, sampled_only={LOADGEN})
 
             started = time.time()
             deadline = started + spec.load.duration
@@ -227,6 +227,8 @@ async def run_one(
                     await asyncio.sleep(0.3)  # a late duplicate would show up here
                     await feed.stop()
             finally:
+                if feed is not None:
+                    await feed.stop(last_look=False)  # no-op when it stopped already
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker

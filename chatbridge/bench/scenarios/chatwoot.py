@@ -105,11 +105,12 @@ class ChatwootStack(Stack):
         bridge = self.spawn(
             "bridge", ["-m", "chatbridge", "serve", "--port", str(bridge_port)], env
         )
-        self.info.settings = {**env, "command": f"chatbridge serve --port {bridge_port}"}
-        self.info.notes.append(
-            "agent: mock-agent --behaviour "
-            + (f"delay --delay {think:g} (think time, reported separately)" if think else "echo")
-        )
+        self.info.settings = {
+            **env,
+            "command": f"chatbridge serve --port {bridge_port}",
+            "agent": "chatbridge " + " ".join(agent_args[2:]),
+            "channel": "python " + " ".join(channel.argv[1:]),
+        }
 
         await agent.start()
         await channel.start()
