@@ -43,6 +43,7 @@ class ClaimLoop(Generic[T]):
         concurrency: int,
         poll_interval: float,
         batch: int = 100,
+        coalesce: float = 0.001,
     ) -> None:
         self.name = name
         self._claim = claim
@@ -50,6 +51,7 @@ class ClaimLoop(Generic[T]):
         self._concurrency = concurrency
         self._poll = poll_interval
         self._batch = batch
+        self._coalesce = coalesce
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots_free = asyncio.Event()
@@ -94,20 +96,26 @@ class ClaimLoop(Generic[T]):
             log.exception("%s: unexpected error", self.name)
 
     async def run(self) -> None:
+        """Claim whenever woken (or every ``poll_interval``).
+
+        Wake-ups are coalesced: under load every finished item and every new message wakes
+        the loop, and one claim a millisecond serves them all far cheaper than one claim each.
+        """
         self.running = True
         try:
             while True:
                 self._wake.clear()
                 claimed = await self._claim_once()
-                if claimed and len(self._tasks) < self._concurrency:
-                    continue  # there may be more waiting
+                if claimed >= self._batch and len(self._tasks) < self._concurrency:
+                    continue  # a full batch: there may be more waiting
                 if len(self._tasks) >= self._concurrency:
                     await self._slots_free.wait()
                     continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 except TimeoutError:
-                    pass
+                    continue
+                await asyncio.sleep(self._coalesce)
         finally:
             self.running = False
 
@@ -278,6 +286,13 @@ class DeliveryRunner:
         self.b = bridge
 
     async def run(self, d: ClaimedDelivery) -> None:
+        """Send ``d``, then the deliveries of its conversation that follow it, one by one."""
+        following: ClaimedDelivery | None = d
+        while following is not None:
+            following = await self._send(following)
+
+    async def _send(self, d: ClaimedDelivery) -> ClaimedDelivery | None:
+        """Send one delivery; returns the conversation's next one if it was leased with it."""
         b = self.b
         s = b.settings
         me = s.instance_id
@@ -288,16 +303,15 @@ class DeliveryRunner:
             await b.store.fail_delivery(
                 d.id, me, error=f"no adapter for {channel}", state=final_state
             )
-            return
+            b.wake_deliveries()
+            return None
         action = to_action(d)
         if d.uncertain and d.kind == "message":
             seen = await adapter.already_sent(action)
             if seen:
                 log.info("delivery %s already at %s; not sending again", d.id, channel)
-                await b.store.finish_delivery(d.id, me, external_id=None)
                 b.metrics.deliveries.labels(channel, d.kind, "already_sent").inc()
-                b.wake_deliveries()
-                return
+                return await self._finish(d, None)
             if seen is None:
                 b.metrics.delivery_uncertain.labels(channel).inc()
         b.note_sending(d)
@@ -306,21 +320,31 @@ class DeliveryRunner:
             result = await adapter.send(action)
         except RetryableDelivery as exc:
             await self._retry_or_fail(d, str(exc), exc.retry_after, final_state)
-            return
+            return None
         except PermanentDelivery as exc:
             await b.store.fail_delivery(d.id, me, error=str(exc), state=final_state)
             self._count_failure(d, final_state, str(exc))
-            return
+            return None
         except Exception as exc:  # an adapter bug must not lose the delivery
             log.exception("delivery %s: unexpected adapter error", d.id)
             await self._retry_or_fail(d, f"{type(exc).__name__}: {exc}", None, final_state)
-            return
+            return None
         finally:
             b.note_sent(d)
         b.metrics.delivery_seconds.labels(channel).observe(time.perf_counter() - started)
         b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
-        await b.store.finish_delivery(d.id, me, external_id=result.external_id)
-        b.wake_deliveries()
+        return await self._finish(d, result.external_id)
+
+    async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
+        s = self.b.settings
+        _, following = await self.b.store.finish_delivery(
+            d.id,
+            s.instance_id,
+            external_id=external_id,
+            claim_next=d,
+            lease_seconds=s.lease_seconds,
+        )
+        return following
 
     async def _retry_or_fail(
         self, d: ClaimedDelivery, error: str, retry_after: float | None, final_state: str

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatbridge.ids import new_id
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
+    Conn,
     Decide,
     StoreBase,
     _conv,
@@ -55,9 +54,8 @@ class ConversationStore(StoreBase):
         async with self._tx() as conn:
             if msg.delivery_id:
                 receipt = await conn.execute(
-                    self._insert(t.inbound_receipts)
-                    .values(key=f"{msg.channel}:{msg.delivery_id}", created_at=now)
-                    .on_conflict_do_nothing()
+                    self._stmts.receipt,
+                    {"key": f"{msg.channel}:{msg.delivery_id}", "created_at": now},
                 )
                 if receipt.rowcount == 0:
                     raise _Duplicate("delivery_id")
@@ -81,45 +79,37 @@ class ConversationStore(StoreBase):
             turn_id = None
             if decision.create_turn:
                 # The turn first, so the message row is written once, already linked to it.
-                turn_id = (
-                    await conn.execute(
-                        t.turns.insert()
-                        .values(
-                            conversation_id=conv.id,
-                            agent_id=route.agent_id,
-                            route_id=route.id,
-                            kind="message",
-                            state="pending",
-                            attempts=0,
-                            available_at=now,
-                            response_mode=response_mode,
-                            message_ids=[message_id],
-                            created_at=now,
-                        )
-                        .returning(t.turns.c.id)
-                    )
-                ).scalar_one()
-            inserted = await conn.execute(
-                self._insert(t.messages)
-                .values(
-                    id=message_id,
-                    conversation_id=conv.id,
-                    direction="in",
-                    author="contact",
-                    text=msg.text,
-                    content_type=msg.content_type,
-                    attachments=[
-                        {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
-                        for a in msg.attachments
-                    ],
-                    dedupe_key=dedupe_key,
-                    external_id=msg.external_message_id,
-                    turn_id=turn_id,
-                    meta={"context": msg.context, **msg.metadata},
-                    created_at=msg.received_at,
-                )
-                .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            )
+                turn = {
+                    "conversation_id": conv.id,
+                    "agent_id": route.agent_id,
+                    "route_id": route.id,
+                    "kind": "message",
+                    "state": "pending",
+                    "attempts": 0,
+                    "available_at": now,
+                    "response_mode": response_mode,
+                    "message_ids": [message_id],
+                    "created_at": now,
+                }
+                turn_id = (await conn.execute(self._stmts.turn_insert, turn)).scalar_one()
+            message = {
+                "id": message_id,
+                "conversation_id": conv.id,
+                "direction": "in",
+                "author": "contact",
+                "text": msg.text,
+                "content_type": msg.content_type,
+                "attachments": [
+                    {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
+                    for a in msg.attachments
+                ],
+                "dedupe_key": dedupe_key,
+                "external_id": msg.external_message_id,
+                "turn_id": turn_id,
+                "meta": {"context": msg.context, **msg.metadata},
+                "created_at": msg.received_at,
+            }
+            inserted = await conn.execute(self._stmts.message_insert_new, message)
             if inserted.rowcount == 0:
                 # Seen before: abort the whole transaction (receipt, upserts, turn included).
                 raise _Duplicate("message_id")
@@ -135,36 +125,26 @@ class ConversationStore(StoreBase):
         )
 
     async def _upsert_contact(
-        self, conn: AsyncConnection, channel: str, contact: ContactInfo | None, now: float
+        self, conn: Conn, channel: str, contact: ContactInfo | None, now: float
     ) -> str | None:
         if contact is None or not contact.external_id:
             return None
-        changes = {"updated_at": now}
-        for field in ("name", "email", "phone"):
-            value = getattr(contact, field)
-            if value is not None:
-                changes[field] = value
-        stmt = (
-            self._insert(t.contacts)
-            .values(
-                id=new_id("p"),
-                channel=channel,
-                external_id=contact.external_id,
-                name=contact.name,
-                email=contact.email,
-                phone=contact.phone,
-                meta=contact.metadata,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_update(index_elements=["channel", "external_id"], set_=changes)
-            .returning(t.contacts.c.id)
-        )
-        return str((await conn.execute(stmt)).scalar_one())
+        row = {
+            "id": new_id("p"),
+            "channel": channel,
+            "external_id": contact.external_id,
+            "name": contact.name,
+            "email": contact.email,
+            "phone": contact.phone,
+            "meta": contact.metadata,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return str((await conn.execute(self._stmts.contact_upsert, row)).scalar_one())
 
     async def _upsert_conversation(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         *,
         channel: str,
         channel_key: str,
@@ -173,30 +153,20 @@ class ConversationStore(StoreBase):
         external_status: str | None,
         now: float,
     ) -> ConversationRecord:
-        changes: dict[str, Any] = {"last_activity_at": now}
-        if external_status is not None:
-            changes["external_status"] = external_status
-        if contact_id is not None:
-            changes["contact_id"] = contact_id
-        stmt = (
-            self._insert(t.conversations)
-            .values(
-                id=new_id("c"),
-                channel=channel,
-                channel_key=channel_key,
-                inbox_id=inbox_id,
-                contact_id=contact_id,
-                owner="bot",
-                status="open",
-                external_status=external_status,
-                meta={},
-                created_at=now,
-                last_activity_at=now,
-            )
-            .on_conflict_do_update(index_elements=["channel", "channel_key"], set_=changes)
-            .returning(*t.conversations.c)
-        )
-        return _conv((await conn.execute(stmt)).one())
+        row = {
+            "id": new_id("c"),
+            "channel": channel,
+            "channel_key": channel_key,
+            "inbox_id": inbox_id,
+            "contact_id": contact_id,
+            "owner": "bot",
+            "status": "open",
+            "external_status": external_status,
+            "meta": {},
+            "created_at": now,
+            "last_activity_at": now,
+        }
+        return _conv((await conn.execute(self._stmts.conversation_upsert, row)).one())
 
     async def apply_owner_signal(
         self,

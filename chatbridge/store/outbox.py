@@ -6,21 +6,40 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, select, update
 
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
-    _OPEN_STATES,
+    Conn,
     StoreBase,
     _conv,
 )
+from chatbridge.store.claims import CLAIM_DELIVERIES, claim_params
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
+    ConversationRecord,
     DeadLetter,
     DeliverySpec,
 )
+
+
+def _claimed(r: Any, conversation: ConversationRecord) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=r.id,
+        conversation_id=r.conversation_id,
+        turn_id=r.turn_id,
+        message_id=r.message_id,
+        kind=r.kind,
+        text=r.text,
+        payload=r.payload or {},
+        attempts=r.attempts,
+        max_attempts=r.max_attempts,
+        idempotency_key=r.idempotency_key,
+        uncertain=bool(r.uncertain),
+        conversation=conversation,
+    )
 
 
 class OutboxStore(StoreBase):
@@ -94,43 +113,9 @@ class OutboxStore(StoreBase):
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` deliveries: the oldest open one of each conversation."""
         now = time.time()
-        dd = t.deliveries
-        older = dd.alias("older")
-        candidates = (
-            select(dd.c.id)
-            .where(
-                or_(
-                    and_(dd.c.state == "pending", dd.c.next_attempt_at <= now),
-                    and_(dd.c.state == "leased", dd.c.lease_expires_at < now),
-                ),
-                ~exists().where(
-                    and_(
-                        older.c.conversation_id == dd.c.conversation_id,
-                        older.c.id < dd.c.id,
-                        older.c.state.in_(_OPEN_STATES),
-                    )
-                ),
-            )
-            .order_by(dd.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(dd)
-            .where(dd.c.id.in_(candidates.scalar_subquery()))
-            .values(
-                state="leased",
-                lease_owner=owner,
-                lease_expires_at=now + lease_seconds,
-                attempts=dd.c.attempts + 1,
-                # SET expressions see the *old* row: was it leased by a process that died
-                # mid-send? Then the far side may already have it.
-                uncertain=dd.c.state == "leased",
-            )
-            .returning(*dd.c)
-        )
         async with self._tx() as conn:
-            rows = (await conn.execute(stmt)).all()
+            params = claim_params(owner, now, lease_seconds, limit)
+            rows = (await conn.execute(CLAIM_DELIVERIES, params)).all()
             if not rows:
                 return []
             conv_ids = {r.conversation_id for r in rows}
@@ -142,55 +127,62 @@ class OutboxStore(StoreBase):
                     )
                 ).all()
             }
-        return [
-            ClaimedDelivery(
-                id=r.id,
-                conversation_id=r.conversation_id,
-                turn_id=r.turn_id,
-                message_id=r.message_id,
-                kind=r.kind,
-                text=r.text,
-                payload=r.payload or {},
-                attempts=r.attempts,
-                max_attempts=r.max_attempts,
-                idempotency_key=r.idempotency_key,
-                uncertain=bool(r.uncertain),
-                conversation=convs[r.conversation_id],
-            )
-            for r in sorted(rows, key=lambda r: r.id)
-        ]
+        return [_claimed(r, convs[r.conversation_id]) for r in sorted(rows, key=lambda r: r.id)]
 
     async def finish_delivery(
-        self, delivery_id: int, owner: str, *, external_id: str | None
-    ) -> bool:
-        """Mark a delivery done (fenced) and note the channel's id on its message."""
+        self,
+        delivery_id: int,
+        owner: str,
+        *,
+        external_id: str | None,
+        claim_next: ClaimedDelivery | None = None,
+        lease_seconds: float = 15.0,
+    ) -> tuple[bool, ClaimedDelivery | None]:
+        """Mark a delivery done (fenced) and note the channel's id on its message.
+
+        With ``claim_next`` (the delivery just finished), the conversation's next delivery is
+        leased in the same transaction when it is due, and returned: the worker sends it
+        straight away instead of going through a global claim. Returns (finished, next).
+        """
+        st = self._stmts
         async with self._tx() as conn:
             result = await conn.execute(
-                update(t.deliveries)
-                .where(
-                    and_(
-                        t.deliveries.c.id == delivery_id,
-                        t.deliveries.c.lease_owner == owner,
-                        t.deliveries.c.state == "leased",
-                    )
-                )
-                .values(
-                    state="done",
-                    done_at=time.time(),
-                    external_id=external_id,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(t.deliveries.c.message_id)
+                st.delivery_finish,
+                {
+                    "b_id": delivery_id,
+                    "b_owner": owner,
+                    "b_now": time.time(),
+                    "b_external": external_id,
+                },
             )
             row = result.first()
             if row is not None and row.message_id and external_id is not None:
                 await conn.execute(
-                    update(t.messages)
-                    .where(t.messages.c.id == row.message_id)
-                    .values(external_id=external_id)
+                    st.message_external_id, {"b_id": row.message_id, "b_external": external_id}
                 )
-        return row is not None
+            following = None
+            if row is not None and claim_next is not None:
+                following = await self._lease_next(conn, claim_next, owner, lease_seconds)
+        return row is not None, following
+
+    async def _lease_next(
+        self, conn: Conn, after: ClaimedDelivery, owner: str, lease_seconds: float
+    ) -> ClaimedDelivery | None:
+        """Lease the oldest open delivery of ``after``'s conversation, if it is due now."""
+        now = time.time()
+        st = self._stmts
+        head = (
+            await conn.execute(st.conversation_head, {"b_conversation": after.conversation_id})
+        ).first()
+        if head is None or head.state != "pending" or head.next_attempt_at > now:
+            return None
+        leased = (
+            await conn.execute(
+                st.delivery_lease_next,
+                {"b_id": head.id, "b_owner": owner, "b_expires": now + lease_seconds},
+            )
+        ).first()
+        return _claimed(leased, after.conversation) if leased is not None else None
 
     async def retry_delivery(
         self, delivery_id: int, owner: str, *, next_attempt_at: float, error: str

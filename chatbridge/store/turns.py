@@ -29,16 +29,16 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, select, update
 
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
-    _OPEN_STATES,
     StoreBase,
     _conv,
     _message,
 )
+from chatbridge.store.claims import CLAIM_TURNS, claim_params
 from chatbridge.store.records import (
     ClaimedTurn,
     CompletedTurn,
@@ -60,59 +60,22 @@ class TurnStore(StoreBase):
         """
         now = time.time()
         typing = set(typing_channels)
-        tt = t.turns
-        older = tt.alias("older")
-        candidates = (
-            select(tt.c.id)
-            .where(
-                or_(
-                    and_(tt.c.state == "pending", tt.c.available_at <= now),
-                    and_(tt.c.state == "leased", tt.c.lease_expires_at < now),
-                ),
-                ~exists().where(
-                    and_(
-                        older.c.conversation_id == tt.c.conversation_id,
-                        older.c.id < tt.c.id,
-                        older.c.state.in_(_OPEN_STATES),
-                    )
-                ),
-            )
-            .order_by(tt.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(tt)
-            .where(tt.c.id.in_(candidates.scalar_subquery()))
-            .values(
-                state="leased",
-                lease_owner=owner,
-                lease_expires_at=now + lease_seconds,
-                attempts=tt.c.attempts + 1,
-                started_at=func.coalesce(tt.c.started_at, now),
-            )
-            .returning(*tt.c)
-            .execution_options(synchronize_session=False)
-        )
         async with self._tx() as conn:
-            rows = (await conn.execute(stmt)).all()
+            params = claim_params(owner, now, lease_seconds, limit)
+            rows = (await conn.execute(CLAIM_TURNS, params)).all()
             if not rows:
                 return []
             conv_ids = {r.conversation_id for r in rows}
             convs = {
                 r.id: _conv(r)
                 for r in (
-                    await conn.execute(
-                        select(t.conversations).where(t.conversations.c.id.in_(conv_ids))
-                    )
+                    await conn.execute(self._stmts.conversations_by_id, {"b_ids": list(conv_ids)})
                 ).all()
             }
             msg_ids = [m for r in rows for m in (r.message_ids or [])]
             msgs = {
                 r.id: _message(r)
-                for r in (
-                    await conn.execute(select(t.messages).where(t.messages.c.id.in_(msg_ids)))
-                ).all()
+                for r in (await conn.execute(self._stmts.messages_by_id, {"b_ids": msg_ids})).all()
             }
             contact_ids = {c.contact_id for c in convs.values() if c.contact_id}
             contacts = (
@@ -126,9 +89,7 @@ class TurnStore(StoreBase):
                         phone=r.phone,
                     )
                     for r in (
-                        await conn.execute(
-                            select(t.contacts).where(t.contacts.c.id.in_(contact_ids))
-                        )
+                        await conn.execute(self._stmts.contacts_by_id, {"b_ids": list(contact_ids)})
                     ).all()
                 }
                 if contact_ids
@@ -160,7 +121,7 @@ class TurnStore(StoreBase):
                         )
                     )
             if typing_rows:
-                await conn.execute(t.deliveries.insert(), typing_rows)
+                await self._insert_deliveries(conn, typing_rows)
         return claimed
 
     async def renew_leases(self, owner: str, lease_seconds: float) -> None:
@@ -213,57 +174,57 @@ class TurnStore(StoreBase):
         now = time.time()
         has_reply = reply_text is not None or bool(reply_attachments)
         reply_id = new_id("m") if has_reply else None
+        st = self._stmts
         async with self._tx() as conn:
             fenced = await conn.execute(
-                update(t.turns)
-                .where(
-                    and_(
-                        t.turns.c.id == turn_id,
-                        t.turns.c.state == "leased",
-                        t.turns.c.lease_owner == owner,
-                    )
-                )
-                .values(
-                    state=state,
-                    outcome=outcome,
-                    finished_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    last_error=error,
-                    reply_message_id=reply_id,
-                )
-                .returning(t.turns.c.conversation_id)
+                st.turn_fence,
+                {
+                    "b_id": turn_id,
+                    "b_owner": owner,
+                    "b_state": state,
+                    "b_outcome": outcome,
+                    "b_now": now,
+                    "b_error": error,
+                    "b_reply": reply_id,
+                },
             )
             conversation_id = fenced.scalar_one_or_none()
             if conversation_id is None:
                 return CompletedTurn(ok=False)
             conv_owner = (
-                await conn.execute(
-                    select(t.conversations.c.owner).where(t.conversations.c.id == conversation_id)
-                )
+                await conn.execute(st.conversation_owner, {"b_id": conversation_id})
             ).scalar_one()
             deliver = conv_owner == "bot"
+            # A typing indicator the channel never saw needs no "off": if the turn's typing_on
+            # has not been picked up yet (a fast agent), drop the pair instead of sending both.
+            unseen_typing = (
+                await conn.execute(st.typing_skip, {"b_turn": turn_id, "b_now": now})
+            ).rowcount
             if reply_id is not None:
                 await conn.execute(
-                    t.messages.insert().values(
-                        id=reply_id,
-                        conversation_id=conversation_id,
-                        direction="out" if deliver else "note",
-                        author="agent",
-                        text=reply_text or "",
-                        content_type="text",
-                        attachments=list(reply_attachments),
-                        turn_id=turn_id,
-                        meta=reply_meta or {},
-                        created_at=now,
-                    )
+                    st.message_insert,
+                    {
+                        "id": reply_id,
+                        "conversation_id": conversation_id,
+                        "direction": "out" if deliver else "note",
+                        "author": "agent",
+                        "text": reply_text or "",
+                        "content_type": "text",
+                        "attachments": list(reply_attachments),
+                        "dedupe_key": None,
+                        "external_id": None,
+                        "turn_id": turn_id,
+                        "meta": reply_meta or {},
+                        "created_at": now,
+                    },
                 )
             rows = [
                 self._delivery_values(
                     conversation_id, turn_id, reply_id if s.kind == "message" else None, s, now
                 )
                 for s in deliveries
-                if deliver or s.kind == "typing_off"
+                if (deliver or s.kind == "typing_off")
+                and not (unseen_typing and s.kind == "typing_off")
             ]
             ids = await self._insert_deliveries(conn, rows)
             if handoff and deliver:

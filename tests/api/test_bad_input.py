@@ -496,11 +496,12 @@ def test_mutated_message_created_is_never_a_server_error(
     )
     def post(mutations: list[tuple[tuple[Any, ...], Any]], delivery: str | None) -> None:
         payload: Any = copy.deepcopy(valid)
-        payload["id"] = next(fresh_ids)  # a new message unless a mutation says otherwise
+        message_id = next(fresh_ids)
+        payload["id"] = message_id  # a new message unless a mutation says otherwise
         for path, value in mutations:
             apply_mutation(payload, path, value)
         if delivery == "fresh":
-            delivery = f"delivery-{payload['id']}"
+            delivery = f"delivery-{message_id}"
         headers = {"X-Chatwoot-Delivery": delivery} if delivery else {}
         assert_not_5xx(live.webhook(client, encode(payload), headers=headers))
 

@@ -49,6 +49,26 @@ async def wait_until(
         await asyncio.sleep(0.02)
 
 
+def assert_typing_paired(kinds: list[str]) -> int:
+    """Every typing_on is followed by a typing_off before the next one, none is left on, and
+    there is no off without an on. Returns how many pairs were shown.
+
+    (A reply ready before typing_on went out skips the pair: nothing to switch off.)
+    """
+    on = False
+    pairs = 0
+    for kind in kinds:
+        if kind == "typing_on":
+            assert not on, kinds
+            on = True
+        elif kind == "typing_off":
+            assert on, kinds
+            on = False
+            pairs += 1
+    assert not on, kinds
+    return pairs
+
+
 @dataclass
 class Stack:
     bridge: Bridge

@@ -6,11 +6,12 @@ import asyncio
 
 from chatbridge.agent import Agent, Turn
 from chatbridge.testing.mock_chatwoot import Faults
-from tests.e2e.harness import free_port, running_stack, wait_until
+from tests.e2e.harness import assert_typing_paired, free_port, running_stack, wait_until
 
 
 async def test_async_round_trip_with_echo_id_and_typing(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url) as s:
+    # an agent that thinks a little: the typing indicator is on while it does
+    async with running_stack(sqlite_url, behaviour="delay", delay=0.3) as s:
         sent = await s.say("Where is my order?")
         assert sent["status_code"] == 200
         assert sent["response"]["status"] == "accepted"
@@ -20,6 +21,17 @@ async def test_async_round_trip_with_echo_id_and_typing(sqlite_url: str) -> None
         [reply] = s.mock.received_messages
         assert reply["echo_id"] and not reply["private"]
         assert s.actions(1) == ["typing_on", "message", "typing_off"]
+
+
+async def test_an_instant_reply_shows_typing_in_pairs_or_not_at_all(sqlite_url: str) -> None:
+    async with running_stack(sqlite_url) as s:
+        for n in range(5):
+            await s.say(f"quick {n}")
+        await s.wait_replies(5)
+        await s.idle()
+        kinds = s.actions(1)
+        assert [k for k in kinds if k == "message"] == ["message"] * 5
+        assert assert_typing_paired(kinds) <= 5
 
 
 async def test_sync_mode_returns_the_reply_in_the_body_and_still_posts_it(sqlite_url: str) -> None:
@@ -65,7 +77,8 @@ async def test_agent_error_sends_the_route_fallback(sqlite_url: str) -> None:
         await s.say("break please")
         assert await s.wait_replies(1) == ["Back soon!"]
         await s.idle()
-        assert s.actions(1) == ["typing_on", "message", "typing_off"]
+        assert s.actions(1).count("message") == 1
+        assert_typing_paired(s.actions(1))
         metrics = (await s.http.get("/metrics")).text
         assert 'chatbridge_turns_total{agent_id="agent1",outcome="fallback"} 1.0' in metrics
 
@@ -159,8 +172,19 @@ async def test_typing_on_and_off_come_in_pairs(sqlite_url: str) -> None:
         await s.wait_replies(9)
         await s.idle()
         for conv in (1, 2, 3):
+            assert assert_typing_paired(s.actions(conv)) <= 3
+
+
+async def test_a_thinking_agent_shows_one_typing_pair_per_turn(sqlite_url: str) -> None:
+    async with running_stack(sqlite_url, behaviour="delay", delay=0.2) as s:
+        for conv in (1, 2):
+            for n in range(2):
+                await s.say(f"question {n}", conv=conv)
+        await s.wait_replies(4)
+        await s.idle()
+        for conv in (1, 2):
             typing = s.actions(conv, kinds=("typing_on", "typing_off"))
-            assert typing == ["typing_on", "typing_off"] * 3
+            assert typing == ["typing_on", "typing_off"] * 2
 
 
 async def test_duplicate_delivery_gets_one_reply(sqlite_url: str) -> None:
@@ -244,7 +268,7 @@ async def test_chatwoot_429_and_500_bursts_deliver_everything_once_in_order(
 
 
 async def test_dead_letter_is_listed_and_replayed(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url) as s:
+    async with running_stack(sqlite_url, behaviour="delay", delay=0.5) as s:
         # typing_on gets three 500s (its 3 attempts: dropped quietly), the reply a 404 (dead)
         s.mock.set_faults(Faults(fail_next=[500, 500, 500, 404]))
         await s.say("doomed reply")

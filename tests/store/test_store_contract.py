@@ -126,6 +126,9 @@ async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store)
     )
     assert res.conversation_id
     [turn] = await store.claim_turns("w", limit=1, lease_seconds=30, typing_channels=["chatwoot"])
+    # typing_on is picked up (being sent) before the agent's reply is written
+    [typing_on] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    assert typing_on.kind == "typing_on"
     await store.complete_turn(
         turn.id,
         "w",
@@ -140,15 +143,71 @@ async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store)
         author="agent",
         deliveries=[DeliverySpec("message", 3, text="two")],
     )
-    order = []
-    for _ in range(3):
+    assert await store.claim_deliveries("w", limit=10, lease_seconds=30) == []  # one at a time
+    order = [typing_on.kind]
+    d = typing_on
+    for _ in range(2):
+        finished, _ = await store.finish_delivery(d.id, "w", external_id=None)
+        assert finished
         [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
         order.append(d.kind)
-        assert await store.finish_delivery(d.id, "w", external_id=None)
     assert order == ["typing_on", "message", "typing_off"]
+    finished, _ = await store.finish_delivery(d.id, "w", external_id=None)
     [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
     assert d.text == "two"
     await store.retry_delivery(d.id, "w", next_attempt_at=time.time() + 60, error="HTTP 500")
+    assert await store.claim_deliveries("w", limit=10, lease_seconds=30) == []
+
+
+async def test_typing_the_channel_never_saw_is_dropped_as_a_pair(store: Store) -> None:
+    route = await make_route(store)
+    await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    [turn] = await store.claim_turns("w", limit=1, lease_seconds=30, typing_channels=["chatwoot"])
+    done = await store.complete_turn(
+        turn.id,
+        "w",
+        state="done",
+        outcome="reply",
+        reply_text="fast",
+        deliveries=[DeliverySpec("message", 3, text="fast"), DeliverySpec("typing_off", 3)],
+    )
+    assert len(done.delivery_ids) == 1
+    [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    assert (d.kind, d.text) == ("message", "fast")
+    assert (await store.counts())["deliveries"] == {"skipped": 1, "leased": 1}
+
+
+async def test_finishing_a_delivery_leases_the_next_of_its_conversation(store: Store) -> None:
+    route = await make_route(store)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
+    assert res.conversation_id
+    await store.add_outbound(
+        res.conversation_id,
+        text="one",
+        author="agent",
+        deliveries=[DeliverySpec("message", 3, text="one"), DeliverySpec("typing_off", 3)],
+    )
+    [first] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    finished, following = await store.finish_delivery(
+        first.id, "w", external_id="7", claim_next=first, lease_seconds=30
+    )
+    assert finished and following is not None and following.kind == "typing_off"
+    assert await store.claim_deliveries("other", limit=10, lease_seconds=30) == []
+    finished, after = await store.finish_delivery(
+        following.id, "w", external_id=None, claim_next=following, lease_seconds=30
+    )
+    assert finished and after is None
+    # a delivery that is not due yet is left for its retry time
+    await store.add_outbound(
+        res.conversation_id,
+        text="two",
+        author="agent",
+        deliveries=[DeliverySpec("message", 3, text="two"), DeliverySpec("typing_off", 3)],
+    )
+    [two] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    await store.retry_delivery(two.id, "w", next_attempt_at=time.time() + 60, error="500")
     assert await store.claim_deliveries("w", limit=10, lease_seconds=30) == []
 
 
@@ -196,7 +255,8 @@ async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> N
     await asyncio.sleep(0.1)
     [d2] = await store.claim_deliveries("w", limit=1, lease_seconds=30)
     assert d2.id == d.id and d2.uncertain
-    assert not await store.finish_delivery(d.id, "dead", external_id=None)
+    finished, _ = await store.finish_delivery(d.id, "dead", external_id=None)
+    assert not finished
 
 
 async def test_human_owner_cancels_pending_turns_and_keeps_late_reply_as_note(store: Store) -> None:
