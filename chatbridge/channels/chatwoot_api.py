@@ -12,10 +12,12 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import OutboundAction, SendResult
@@ -87,65 +89,89 @@ class ChatwootAdapter:
         base_url: str,
         api_token: str | None,
         *,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
         timeout: float = 10.0,
     ) -> None:
         """
         Args:
             base_url: Chatwoot's root URL, e.g. ``https://chat.example.com``.
             api_token: the bot's or user's access token (``api_access_token`` header).
-            client: a shared client; it is not closed by ``aclose``. One is created
-                (and owned) when omitted.
-            timeout: per-request timeout in seconds for the client created here.
+            client: a shared session; it is not closed by ``aclose``. One is created
+                (and owned) on first use, inside the running event loop, when omitted.
+            timeout: total per-request timeout in seconds for the session created here.
         """
         self.base_url = base_url.rstrip("/")
         self._token = api_token
+        self._timeout = timeout
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
-
-    def _headers(self) -> dict[str, str]:
+        self._client: aiohttp.ClientSession | None = client
+        self._closed = False
         headers = {"Accept": "application/json"}
-        if self._token:
-            headers["api_access_token"] = self._token
-        return headers
+        if api_token:
+            headers["api_access_token"] = api_token
+        self._get_headers = headers
+        self._post_headers = {**headers, "Content-Type": "application/json"}
 
-    async def _post(self, path: str, body: dict[str, Any], what: str) -> httpx.Response:
+    def _session(self) -> aiohttp.ClientSession:
+        """The session, created on first use so that it binds to the running loop."""
+        if self._closed:
+            raise RuntimeError("ChatwootAdapter is closed")
+        client = self._client
+        if client is None:
+            connector = aiohttp.TCPConnector(limit=100, keepalive_timeout=5.0)
+            client = self._client = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout)
+            )
+        return client
+
+    async def _post(
+        self, path: str, body: dict[str, Any], what: str
+    ) -> tuple[int, Mapping[str, str], bytes, str | None]:
+        """POST ``body`` as JSON; return status, headers, the body read in full, and charset.
+
+        The body is read inside the request context so the connection goes back to the pool.
+        """
         url = f"{self.base_url}{path}"
+        # Compact UTF-8 bytes, no NaN (not valid JSON); encoded here, not by the session.
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        session = self._session()
         try:
-            response = await self._client.post(url, json=body, headers=self._headers())
-        except httpx.TimeoutException as exc:
+            async with session.post(
+                url, data=data.encode(), headers=self._post_headers
+            ) as response:
+                content = await response.read()
+                result = (response.status, response.headers, content, response.charset)
+        except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
             raise RetryableDelivery(f"chatwoot {what}: timed out") from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise RetryableDelivery(
                 f"chatwoot {what}: cannot reach {self.base_url} ({type(exc).__name__})"
             ) from exc
-        self._raise_for_status(response, what)
-        return response
+        self._raise_for_status(result, what)
+        return result
 
-    def _excerpt(self, response: httpx.Response) -> str:
+    def _excerpt(self, content: bytes, charset: str | None) -> str:
         try:
-            text = response.text
-        except (UnicodeDecodeError, LookupError):
+            text = content.decode(charset or "utf-8", errors="replace")
+        except LookupError:
             text = "<undecodable body>"
         text = " ".join(text.split())[:200]
         if self._token:
             text = text.replace(self._token, "***")
         return text
 
-    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
-        status = response.status_code
+    def _raise_for_status(
+        self, result: tuple[int, Mapping[str, str], bytes, str | None], what: str
+    ) -> None:
+        status, headers, content, charset = result
         if 200 <= status < 300:
             return
-        excerpt = self._excerpt(response)
+        excerpt = self._excerpt(content, charset)
         message = f"chatwoot {what}: HTTP {status}: {excerpt}"
         if status == 429:
-            raise RetryableDelivery(
-                message, retry_after=_retry_after(response.headers.get("Retry-After"))
-            )
+            raise RetryableDelivery(message, retry_after=_retry_after(headers.get("Retry-After")))
         if status >= 500:
-            raise RetryableDelivery(
-                message, retry_after=_retry_after(response.headers.get("Retry-After"))
-            )
+            raise RetryableDelivery(message, retry_after=_retry_after(headers.get("Retry-After")))
         if status == 422 and "too many messages" in excerpt.lower():
             # More than CONVERSATION_MESSAGE_PER_MINUTE_LIMIT messages in one conversation.
             raise RetryableDelivery(message, retry_after=60.0)
@@ -179,9 +205,9 @@ class ChatwootAdapter:
             for key in ("content_type", "content_attributes"):
                 if action.metadata.get(key) is not None:
                     body[key] = action.metadata[key]
-            response = await self._post(f"{path}/messages", body, "send message")
+            _, _, content, _ = await self._post(f"{path}/messages", body, "send message")
             try:
-                data = response.json()
+                data = json.loads(content)
             except ValueError:
                 return SendResult()
             message_id = data.get("id") if isinstance(data, dict) else None
@@ -213,15 +239,17 @@ class ChatwootAdapter:
             return None
         key = action.idempotency_key
         url = f"{self.base_url}{path}/messages"
+        session = self._session()
         before: int | None = None
         for _ in range(max_pages):
-            params = {} if before is None else {"before": str(before)}
+            page_url = url if before is None else f"{url}?before={before}"
             try:
-                response = await self._client.get(url, params=params, headers=self._headers())
-                if response.status_code != 200:
-                    return None
-                data = response.json()
-            except (httpx.HTTPError, ValueError):
+                async with session.get(page_url, headers=self._get_headers) as response:
+                    content = await response.read()
+                    if response.status != 200:
+                        return None
+                data = json.loads(content)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                 return None
             messages = data.get("payload") if isinstance(data, dict) else None
             if not isinstance(messages, list):
@@ -241,6 +269,13 @@ class ChatwootAdapter:
         return None
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this adapter created it."""
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the HTTP session if this adapter created it; later calls raise ``RuntimeError``.
+
+        A session passed in belongs to the caller and stays open.
+        """
+        if not self._owns_client:
+            return
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

@@ -6,9 +6,9 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.channels.chatwoot import ChatwootAdapter, conversation_path
@@ -219,23 +219,32 @@ async def test_retry_after_header_is_honoured() -> None:
     """Real Chatwoot sends no Retry-After, but a proxy in front of it may."""
     answers = iter(
         [
-            httpx.Response(429, headers={"Retry-After": "7"}, text="slow down"),
-            httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
-            httpx.Response(429, headers={"Retry-After": "soon"}),
+            Response("slow down", status_code=429, headers={"Retry-After": "7"}),
+            Response(status_code=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+            Response(status_code=429, headers={"Retry-After": "soon"}),
         ]
     )
-    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _request: next(answers)))
-    adapter = ChatwootAdapter("http://chatwoot.test", TOKEN, client=client)
-    retry_afters = []
-    for _ in range(3):
-        with pytest.raises(RetryableDelivery) as info:
-            await adapter.send(action())
-        retry_afters.append(info.value.retry_after)
-    assert retry_afters == [7.0, 0.0, None]
+    proxy = FastAPI()
 
-    await adapter.aclose()
-    assert not client.is_closed, "a client passed in belongs to the caller"
-    await client.aclose()
+    @proxy.post("/api/v1/accounts/{account}/conversations/{display}/messages")
+    async def messages(account: int, display: int) -> Response:
+        return next(answers)
+
+    async with serve_app(proxy) as url:
+        client = aiohttp.ClientSession()
+        try:
+            adapter = ChatwootAdapter(url, TOKEN, client=client)
+            retry_afters = []
+            for _ in range(3):
+                with pytest.raises(RetryableDelivery) as info:
+                    await adapter.send(action())
+                retry_afters.append(info.value.retry_after)
+            assert retry_afters == [7.0, 0.0, None]
+
+            await adapter.aclose()
+            assert not client.closed, "a client passed in belongs to the caller"
+        finally:
+            await client.close()
 
 
 async def test_owned_client_is_closed() -> None:
@@ -243,6 +252,19 @@ async def test_owned_client_is_closed() -> None:
     await adapter.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await adapter.send(action())
+
+
+async def test_owned_client_is_closed_after_use(chatwoot: Chatwoot) -> None:
+    """The session created on first use is closed by ``aclose`` (no unclosed-session warning)."""
+    adapter = ChatwootAdapter(chatwoot.url, TOKEN)
+    await adapter.send(action())
+    assert await adapter.already_sent(action()) is True
+    await adapter.aclose()
+    await adapter.aclose()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        await adapter.send(action())
+    with pytest.raises(RuntimeError, match="closed"):
+        await adapter.already_sent(action())
 
 
 async def test_already_sent_true_false(chatwoot: Chatwoot) -> None:
