@@ -143,6 +143,7 @@ class StoreBase:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
         self._inline: Engine | None = None
+        self._inline_conn: Connection | None = None
         try:
             if self.is_sqlite:
                 # Either driver name is accepted; the store itself runs SQLite inline.
@@ -206,6 +207,9 @@ class StoreBase:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
         if self._inline is not None:
             self._inline.dispose()
 
@@ -215,8 +219,12 @@ class StoreBase:
         one at a time; on PostgreSQL it is an asyncpg transaction from the pool."""
         if self._inline is not None and self._lock is not None:
             async with self._lock:
-                with self._inline.begin() as sync_conn:
-                    yield InlineConnection(sync_conn)
+                # One connection for the life of the store: a pool checkout per
+                # transaction showed up in profiles; the lock already serialises its use.
+                if self._inline_conn is None:
+                    self._inline_conn = self._inline.connect()
+                with self._inline_conn.begin():
+                    yield InlineConnection(self._inline_conn)
         else:
             async with self.engine.begin() as conn:
                 yield conn
