@@ -157,7 +157,9 @@ class StoreBase:
             else:
                 kwargs["pool_size"] = 10
                 kwargs["max_overflow"] = 10
-                kwargs["pool_pre_ping"] = True
+                # No pre-ping: it costs a round trip per transaction; recycle instead, and a
+                # dead connection fails one transaction, which the workers retry.
+                kwargs["pool_recycle"] = 300
             # On SQLite this async engine serves only outside readers (tests, tools).
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:  # bad URL, driver missing
