@@ -13,7 +13,6 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import (
     Conn,
     StoreBase,
-    _conv,
 )
 from chatbridge.store.claims import CLAIM_DELIVERIES, claim_params
 from chatbridge.store.records import (
@@ -118,15 +117,7 @@ class OutboxStore(StoreBase):
             rows = (await conn.execute(CLAIM_DELIVERIES, params)).all()
             if not rows:
                 return []
-            conv_ids = {r.conversation_id for r in rows}
-            convs = {
-                r.id: _conv(r)
-                for r in (
-                    await conn.execute(
-                        select(t.conversations).where(t.conversations.c.id.in_(conv_ids))
-                    )
-                ).all()
-            }
+            convs = await self._conversations_of(conn, rows)
         return [_claimed(r, convs[r.conversation_id]) for r in sorted(rows, key=lambda r: r.id)]
 
     async def finish_delivery(

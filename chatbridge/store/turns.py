@@ -35,7 +35,6 @@ from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
     StoreBase,
-    _conv,
     _message,
 )
 from chatbridge.store.claims import CLAIM_TURNS, claim_params
@@ -65,13 +64,7 @@ class TurnStore(StoreBase):
             rows = (await conn.execute(CLAIM_TURNS, params)).all()
             if not rows:
                 return []
-            conv_ids = {r.conversation_id for r in rows}
-            convs = {
-                r.id: _conv(r)
-                for r in (
-                    await conn.execute(self._stmts.conversations_by_id, {"b_ids": list(conv_ids)})
-                ).all()
-            }
+            convs = await self._conversations_of(conn, rows)
             msg_ids = [m for r in rows for m in (r.message_ids or [])]
             msgs = {
                 r.id: _message(r)
