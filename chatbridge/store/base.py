@@ -32,6 +32,7 @@ from chatbridge.store.records import (
     TurnDecision,
 )
 from chatbridge.store.statements import build as build_statements
+from chatbridge.store.statements import dialect_insert
 
 log = logging.getLogger("chatbridge.store")
 
@@ -232,14 +233,8 @@ class StoreBase:
                 yield conn
 
     def _insert(self, table: Any) -> Any:
-        """INSERT with the dialect's ``ON CONFLICT`` support (same API on both)."""
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table)
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
+        """INSERT with the dialect's ``ON CONFLICT`` support."""
+        return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(table)
 
     async def _set_owner(self, conn: Conn, conversation_id: str, owner: str) -> None:
         await conn.execute(

@@ -52,13 +52,7 @@ class ConversationStore(StoreBase):
     ) -> IngestResult:
         now = time.time()
         async with self._tx() as conn:
-            if msg.delivery_id:
-                receipt = await conn.execute(
-                    self._stmts.receipt,
-                    {"key": f"{msg.channel}:{msg.delivery_id}", "created_at": now},
-                )
-                if receipt.rowcount == 0:
-                    raise _Duplicate("delivery_id")
+            await self._take_receipt(conn, msg.channel, msg.delivery_id)
             dedupe_key = (
                 f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None
             )
@@ -123,6 +117,16 @@ class ConversationStore(StoreBase):
         return IngestResult(
             status="accepted", conversation_id=conv.id, message_id=message_id, turn_id=turn_id
         )
+
+    async def _take_receipt(self, conn: Conn, channel: str, delivery_id: str | None) -> None:
+        """Record the channel's delivery id; a second delivery of it aborts the transaction."""
+        if not delivery_id:
+            return
+        receipt = await conn.execute(
+            self._stmts.receipt, {"key": f"{channel}:{delivery_id}", "created_at": time.time()}
+        )
+        if receipt.rowcount == 0:
+            raise _Duplicate("delivery_id")
 
     async def _upsert_contact(
         self, conn: Conn, channel: str, contact: ContactInfo | None, now: float
@@ -213,16 +217,9 @@ class ConversationStore(StoreBase):
     ) -> ConversationRecord:
         now = time.time()
         async with self._tx() as conn:
-            if delivery_id:
-                receipt = await conn.execute(
-                    self._insert(t.inbound_receipts)
-                    .values(key=f"{channel}:{delivery_id}", created_at=now)
-                    .on_conflict_do_nothing()
-                )
-                if receipt.rowcount == 0:
-                    raise _Duplicate("delivery_id")
+            await self._take_receipt(conn, channel, delivery_id)
             dedupe_key = f"{channel}:{external_message_id}" if external_message_id else None
-            if dedupe_key is not None:
+            if dedupe_key is not None and note_text is None:
                 seen = await conn.execute(
                     select(t.messages.c.id).where(t.messages.c.dedupe_key == dedupe_key)
                 )
@@ -242,34 +239,26 @@ class ConversationStore(StoreBase):
                 await self._set_owner(conn, conv.id, new_owner)
                 conv.owner = new_owner
             if note_text is not None:
-                await conn.execute(
-                    t.messages.insert().values(
-                        id=new_id("m"),
-                        conversation_id=conv.id,
-                        direction="out",
-                        author=note_author,
-                        text=note_text,
-                        content_type="text",
-                        attachments=[],
-                        dedupe_key=dedupe_key,
-                        external_id=external_message_id,
-                        meta={},
-                        created_at=now,
-                    )
+                inserted = await conn.execute(
+                    self._stmts.message_insert_new,
+                    {
+                        "id": new_id("m"),
+                        "conversation_id": conv.id,
+                        "direction": "out",
+                        "author": note_author,
+                        "text": note_text,
+                        "content_type": "text",
+                        "attachments": [],
+                        "dedupe_key": dedupe_key,
+                        "external_id": external_message_id,
+                        "turn_id": None,
+                        "meta": {},
+                        "created_at": now,
+                    },
                 )
+                if inserted.rowcount == 0:  # seen before: roll back the owner change too
+                    raise _Duplicate("message_id")
         return conv
-
-    async def set_owner(self, conversation_id: str, owner: str) -> bool:
-        async with self._tx() as conn:
-            found = (
-                await conn.execute(
-                    select(t.conversations.c.id).where(t.conversations.c.id == conversation_id)
-                )
-            ).first()
-            if found is None:
-                return False
-            await self._set_owner(conn, conversation_id, owner)
-        return True
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         async with self._tx() as conn:

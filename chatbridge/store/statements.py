@@ -38,10 +38,15 @@ class Statements:
     contacts_by_id: Any
 
 
-def build(dialect: str) -> Statements:
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's ``insert`` (the one with ``ON CONFLICT``); same API on both."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    upsert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    return sqlite.insert if dialect == "sqlite" else postgresql.insert
+
+
+def build(dialect: str) -> Statements:
+    upsert = dialect_insert(dialect)
 
     contacts: Any = upsert(t.contacts)
     contacts = contacts.on_conflict_do_update(
