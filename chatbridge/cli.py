@@ -4,6 +4,7 @@ bench."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,10 +38,10 @@ def load_settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [env CHATBRIDGE_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env CHATBRIDGE_PORT]")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (env CHATBRIDGE_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env CHATBRIDGE_PORT)")] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Database URL [env CHATBRIDGE_DATABASE_URL]")
+        str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")
     ] = None,
 ) -> None:
     """Run the bridge (HTTP API, webhooks, agent connections, workers)."""
@@ -51,20 +52,34 @@ def serve(
 
     settings = load_settings(host=host, port=port, database_url=database_url)
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
+    application = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn waits for open requests before the app's shutdown runs: end the web chat
+            # long-polls and live sockets first, so a restart does not hang on them.
+            super().handle_exit(sig, frame)
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+                loop.call_soon_threadsafe(
+                    lambda: loop.create_task(application.state.bridge.begin_shutdown())
+                )
+
+    config = uvicorn.Config(
+        application,
         host=settings.host,
         port=settings.port,
         log_config=None,
         ws_max_size=settings.ws_max_frame_bytes + 1024,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
     )
+    Server(config).run()
 
 
 @app.command()
 def migrate(
     database_url: Annotated[
-        str | None, typer.Option(help="Database URL [env CHATBRIDGE_DATABASE_URL]")
+        str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")
     ] = None,
 ) -> None:
     """Create or upgrade the database schema (serve does this too unless auto_migrate=false)."""
@@ -75,7 +90,8 @@ def migrate(
     async def run() -> None:
         store = Store(settings.database_url)
         try:
-            await store.migrate()
+            async with store.startup_lock():  # replicas (or jobs) migrating at once queue up
+                await store.migrate()
         finally:
             await store.close()
 
@@ -115,6 +131,120 @@ def mock_agent(
             )
         )
     except KeyboardInterrupt:
+        pass
+
+
+def _opt(help_text: str) -> Any:
+    """A pull-agent option read as text: ``PullConfig.from_sources`` validates it and names
+    the flag (or the environment variable) at fault."""
+    return typer.Option(help=help_text, show_default=False)
+
+
+@app.command("pull-agent")
+def pull_agent(
+    api: Annotated[
+        str | None,
+        _opt(
+            "native | action | auto (default: native when an agent id or token "
+            "is given, else action) (env CHATBRIDGE_PULL_API)"
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        _opt("The bridge's base URL (env WEB_CHAT_API_URL; default http://127.0.0.1:8000)"),
+    ] = None,
+    agent_id: Annotated[str | None, _opt("native: the agent id (env CHATBRIDGE_AGENT_ID)")] = None,
+    token: Annotated[
+        str | None, _opt("native: the agent token (env CHATBRIDGE_AGENT_TOKEN)")
+    ] = None,
+    api_key: Annotated[str | None, _opt("action: the API key (env WEB_CHAT_API_KEY)")] = None,
+    poll_interval: Annotated[
+        str | None,
+        _opt("Seconds between polls that brought nothing (env WEB_CHAT_POLL_INTERVAL; default 5)"),
+    ] = None,
+    max_retries: Annotated[
+        str | None,
+        _opt("Attempts per request before giving up on it (env WEB_CHAT_MAX_RETRIES; default 3)"),
+    ] = None,
+    retry_delay: Annotated[
+        str | None,
+        _opt("First retry delay, doubling per attempt (env WEB_CHAT_RETRY_DELAY; default 10)"),
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        _opt("Seconds per request, plus the long-poll wait (env WEB_CHAT_TIMEOUT; default 30)"),
+    ] = None,
+    wait: Annotated[
+        str | None, _opt("native: long-poll wait in seconds, 0-60 (default 25)")
+    ] = None,
+    concurrency: Annotated[str | None, _opt("Turns handled at once (default 10)")] = None,
+    drain_seconds: Annotated[
+        str | None, _opt("On SIGINT/SIGTERM, how long running turns may finish (default 10)")
+    ] = None,
+    behaviour: Annotated[
+        str | None,
+        _opt(
+            "Mock behaviour: echo | test | delay | error | stream | handoff | auto "
+            "(default echo, unless --handler)"
+        ),
+    ] = None,
+    handler: Annotated[
+        str | None,
+        _opt(
+            "module:function (or module:agent): handler(turn: Turn) or "
+            "handler(text: str), sync or async, returning text, Handoff, NoReply, "
+            "None or (async) text chunks"
+        ),
+    ] = None,
+    delay: Annotated[float, typer.Option(help="Seconds for the delay behaviour")] = 1.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING | ERROR")] = "INFO",
+) -> None:
+    """Poll a bridge for turns over HTTP and answer them (native pull API or the web chat
+    plugin's action API). Stops cleanly on SIGINT/SIGTERM."""
+    import logging
+    import os
+
+    from chatbridge.agent import Agent
+    from chatbridge.agent.pull import PullConfig, PullRejected, load_handler, run_pull_agent
+    from chatbridge.errors import ConfigError
+    from chatbridge.logs import configure_logging
+
+    flags = dict(
+        api=api, url=url, agent_id=agent_id, token=token, api_key=api_key,
+        poll_interval=poll_interval, max_retries=max_retries, retry_delay=retry_delay,
+        timeout=timeout, wait=wait, concurrency=concurrency, drain_seconds=drain_seconds,
+    )  # fmt: skip
+    try:
+        if behaviour is not None and handler is not None:
+            raise ConfigError("give --behaviour or --handler, not both")
+        config = PullConfig.from_sources(os.environ, flags)
+        name = config.agent_id or "pull-agent"
+        if handler is not None:
+            agent = Agent(name)
+            agent.on_message(load_handler(handler))
+        else:
+            from chatbridge.testing.mock_agent import build_mock_agent
+
+            try:
+                agent = build_mock_agent(behaviour or "echo", agent_id=name, delay=delay)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        console.print(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}",
+                      style="red", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
+    configure_logging(log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per poll otherwise
+    try:
+        asyncio.run(run_pull_agent(config, agent))
+    except PullRejected as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # pragma: no cover - where signal handlers cannot be installed
         pass
 
 
@@ -199,9 +329,7 @@ def routes(
 def bench(
     scenario: Annotated[
         str | None,
-        typer.Argument(
-            help="chatwoot (webchat, pull, stream: not available yet); omit for the full suite"
-        ),
+        typer.Argument(help="chatwoot | webchat | pull | stream; omit for the full suite"),
     ] = None,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Open loop: messages per second in total")
@@ -211,7 +339,11 @@ def bench(
         typer.Option("--max", help="Closed loop: at most this many messages not yet replied"),
     ] = None,
     conversations: Annotated[
-        int | None, typer.Option(help="Conversations the load is spread over")
+        int | None,
+        typer.Option(
+            help="Conversations the load is spread over (webchat, stream: widget sessions, "
+            "all kept connected for the whole run)"
+        ),
     ] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds of load per run")] = None,
     database: Annotated[str, typer.Option(help="sqlite | postgresql (a fresh one per run)")] = (
@@ -233,11 +365,30 @@ def bench(
         float | None, typer.Option(help="Seconds to wait for replies after the load stops")
     ] = None,
     think_ms: Annotated[
-        float, typer.Option(help="Agent think time per message (reported apart from e2e)")
+        float,
+        typer.Option(
+            help="Agent think time per message (reported apart from e2e; stream: the delay "
+            "before the first chunk)"
+        ),
     ] = 0.0,
     stored: Annotated[
         int, typer.Option(help="Messages stored before the full suite's stored-history run")
     ] = 1_000_000,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Bridge processes sharing one PostgreSQL database and one Redis; webhooks "
+            "round-robin over them (chatwoot; needs --database postgresql)",
+        ),
+    ] = 1,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis the replicas share (default: CHATBRIDGE_REDIS_URL, else a private "
+            "redis-server per run); with --replicas 1 the bridge uses it too"
+        ),
+    ] = None,
 ) -> None:
     """Benchmark: bridge, mock agent and mock channel as processes on loopback; prints a table.
 
@@ -266,6 +417,8 @@ def bench(
             grace=grace,
             think_ms=think_ms,
             stored=stored,
+            replicas=replicas,
+            redis_url=redis_url,
         ),
         json_path=json_path,
         plot_path=plot,

@@ -19,7 +19,7 @@ DEFAULT_FALLBACK_TEXT = (
     "will get back to you shortly."
 )
 
-Transport = Literal["ws-dial-out", "ws-dial-in"]
+Transport = Literal["ws-dial-out", "ws-dial-in", "http-pull"]
 ReplyMode = Literal["async", "sync"]
 OnFailure = Literal["fallback", "handoff"]
 
@@ -175,6 +175,59 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
     drain_seconds: float = Field(default=5.0, ge=0)
+
+    # --- web chat (widget, native API, the drop-in action API) ------------------------------
+    webchat_session_timeout: float = Field(
+        default=1800.0, gt=0, description="a session idle this long has expired (seconds)"
+    )
+    webchat_max_message_chars: int = Field(default=10_000, ge=1, le=1_000_000)
+    webchat_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) whose pages may embed the widget and call "
+        "the web chat API; empty: only the bridge's own pages; ['*']: any (the demo)",
+    )
+    web_chat_api_key: str = Field(
+        default="YOUR_WEB_CHAT_API_KEY",
+        validation_alias=AliasChoices("WEB_CHAT_API_KEY", "CHATBRIDGE_WEB_CHAT_API_KEY"),
+    )
+    web_chat_admin_key: str = Field(
+        default="free0ps",
+        validation_alias=AliasChoices("WEB_CHAT_ADMIN_KEY", "CHATBRIDGE_WEB_CHAT_ADMIN_KEY"),
+    )
+    webchat_compat_inbox_id: int = Field(
+        default=0, ge=0, description="the web chat inbox the action API's messages go to"
+    )
+    webchat_compat_agent_id: str = Field(
+        default="web_chat",
+        min_length=1,
+        max_length=200,
+        description="the http-pull agent the action API's inbox/outbox act as",
+    )
+    webchat_compat_lease_seconds: float = Field(default=120.0, gt=0)
+    webchat_compat_max_offers: int = Field(default=3, ge=1)
+    webchat_mark_on_read: bool = False
+
+    # --- http-pull agents -------------------------------------------------------------------
+    pull_lease_seconds: float = Field(default=60.0, gt=0)
+    pull_max_wait: float = Field(default=30.0, ge=0)
+
+    # --- scale-out ---------------------------------------------------------------------------
+    # Redis turns on distributed mode (``chatbridge.cluster``): wake-ups, live events, agent
+    # presence and leases between replicas, and the shared rate limits.
+    redis_url: str | None = None
+    cluster_presence_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    # Prefix of every Redis key and channel, so deployments can share one Redis (e.g.
+    # Chatwoot's). Replicas of one deployment must use the same prefix.
+    redis_prefix: str = Field(default="chatbridge", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    # --- rate limits (limits' string notation, per the key named) -------------------------
+    rate_limit_enabled: bool = True
+    rate_limit_session_create: str = "30/minute"  # per IP
+    rate_limit_messages_ip: str = "120/minute"  # per IP
+    rate_limit_messages_session: str = "30/minute"  # per session
+    rate_limit_history: str = "240/minute"  # per IP (a long-poll is one request per 25 s)
+    rate_limit_agent: str = "1200/minute"  # per agent key: pulls (and failed auth)
+    rate_limit_agent_replies: str = "60000/minute"  # per agent: replies and streamed chunks
 
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod

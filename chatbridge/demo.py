@@ -71,6 +71,9 @@ async def run_demo(
     _remove_database(database)
     bridge_url = f"http://127.0.0.1:{port}"
     chatwoot_url = f"http://127.0.0.1:{chatwoot_port}"
+    agent_config = AgentConfig(
+        agent_id="mock-agent", websocket_url=f"ws://127.0.0.1:{agent_port}", timeout_seconds=5
+    )
     settings = Settings(
         port=port,
         database_url=f"sqlite+aiosqlite:///{database}",
@@ -78,16 +81,12 @@ async def run_demo(
         chatwoot_api_access_token=TOKEN,
         chatwoot_webhook_secret=SECRET,
         inbox_agent_mappings=[
-            InboxMapping(
-                inbox_id=1,
-                agent_config=AgentConfig(
-                    agent_id="mock-agent",
-                    websocket_url=f"ws://127.0.0.1:{agent_port}",
-                    timeout_seconds=5,
-                ),
-            )
+            InboxMapping(channel=channel, inbox_id=1, agent_config=agent_config)
+            for channel in ("chatwoot", "webchat", "whatsapp")
         ],
         instance_id="demo",
+        # the demo's widget may be embedded in any local page
+        webchat_cors_origins=["*"],
     )
     agent_task = asyncio.create_task(
         run_mock_agent(
@@ -118,6 +117,8 @@ async def run_demo(
                 console.print("[red]the bridge could not reach the mock agent[/red]")
                 return 1
             ok = await _play(http, bridge_url, chatwoot_url)
+            ok = await _play_webchat(http, bridge_url) and ok
+            ok = await _play_whatsapp(http, bridge_url) and ok
             console.rule()
             console.print(
                 "[green]Round trips done.[/green]" if ok else "[red]Unexpected transcript[/red]"
@@ -199,10 +200,73 @@ async def _play(http: httpx.AsyncClient, bridge_url: str, chatwoot_url: str) -> 
     return ok
 
 
+async def _play_webchat(http: httpx.AsyncClient, bridge_url: str) -> bool:
+    """The same agent behind the web chat widget's API: one visitor, two messages."""
+    console.print("\n[bold]web chat[/bold] (what the widget at /chat does)")
+    session = (await http.post(f"{bridge_url}/api/webchat/sessions", json={"inbox_id": 1})).json()
+    base = f"{bridge_url}/api/webchat/sessions/{session['session_id']}/messages"
+    cursor = None
+    for text in ("hello from the web", "please stream the answer"):
+        console.print(f"[cyan]visitor  >[/cyan] {text}")
+        posted = (await http.post(base, json={"text": text})).json()
+        cursor = posted["message_id"]
+        r = await http.get(base, params={"after": cursor, "wait": 10})
+        replies = [m for m in r.json()["messages"] if m["role"] == "agent"]
+        if not replies:
+            console.print("[red]no reply within 10 s[/red]")
+            return False
+        console.print(f"[green]agent    >[/green] {replies[-1]['text']}")
+    return True
+
+
+async def _play_whatsapp(http: httpx.AsyncClient, bridge_url: str) -> bool:
+    """WhatsApp through the mock provider (no credentials): a customer writes, the agent
+    answers, an operator takes over from the console's API."""
+    console.print("\n[bold]WhatsApp[/bold] (mock provider; the console at /console shows it)")
+    phone = "+15550001111"
+
+    async def customer(text: str, n: int) -> None:
+        console.print(f"[cyan]customer >[/cyan] {text}")
+        body = {"from": phone, "name": "Asha", "text": text, "id": f"demo-wa-{n}"}
+        r = await http.post(f"{bridge_url}/api/comms/mock/inbound", json=body)
+        r.raise_for_status()
+
+    async def sent(n: int) -> list[dict[str, Any]] | None:
+        items = (await http.get(f"{bridge_url}/api/comms/mock/outbox")).json()["items"]
+        texts = [i for i in items if i.get("text")]
+        return texts if len(texts) >= n else None
+
+    await customer("Is the flat on Elm Street still available?", 1)
+    got = await _wait_for(lambda: sent(1), 10)
+    if not got:
+        console.print("[red]no reply within 10 s[/red]")
+        return False
+    console.print(f"[green]agent    >[/green] {got[-1]['text']}")
+    threads = (await http.get(f"{bridge_url}/api/comms/threads?channel=whatsapp")).json()
+    thread = threads["threads"][0]["id"]
+    text = "Hi Asha, this is Maria from the agency. Yes, shall we book a viewing?"
+    r = await http.post(f"{bridge_url}/api/comms/threads/{thread}/messages", json={"text": text})
+    r.raise_for_status()
+    console.print(f"[magenta]operator >[/magenta] {text}")
+    got = await _wait_for(lambda: sent(2), 10)
+    await customer("Yes please, Saturday morning?", 2)
+    await asyncio.sleep(0.5)
+    after = await sent(2) or []
+    quiet = len(after) == 2
+    console.print(
+        "           [dim](the operator took over: the agent stays quiet)[/dim]"
+        if quiet
+        else "[red]the agent answered after the takeover[/red]"
+    )
+    return bool(got) and quiet
+
+
 def _print_urls(bridge_url: str, chatwoot_url: str, agent_port: int) -> None:
     console.print(
         f"""
 [bold]Still running — Ctrl-C to stop.[/bold]
+  web chat        {bridge_url}/chat   (the widget; embed it with /widget.js)
+  console         {bridge_url}/console   (operator console; no admin key: empty key)
   bridge          {bridge_url}        API docs {bridge_url}/docs
                   {bridge_url}/agents/status   {bridge_url}/metrics   {bridge_url}/dead-letters
   mock Chatwoot   {chatwoot_url}        replies {chatwoot_url}/mock/api/received_messages

@@ -82,6 +82,16 @@ class AgentTimeout(AgentError):
     kind = "timeout"
 
 
+class AgentElsewhere(AgentError):
+    """Another replica holds the agent: the turn goes back to the store for that replica."""
+
+    kind = "elsewhere"
+
+    def __init__(self, replica: str) -> None:
+        super().__init__(f"agent is held by replica {replica!r}")
+        self.replica = replica
+
+
 class AgentReportedError(AgentError):
     kind = "error"
 

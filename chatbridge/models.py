@@ -107,7 +107,20 @@ class Ignored:
     delivery_id: str | None = None
 
 
-ParsedWebhook = InboundMessage | OwnerSignal | ConversationEvent | Ignored
+@dataclass(slots=True)
+class StatusUpdate:
+    """The channel reports what became of a message we sent (``external_message_id`` is the
+    id the channel gave it): ``sent``, ``delivered``, ``read``, ``played`` or ``failed``.
+    Never creates a turn."""
+
+    channel: str
+    external_message_id: str
+    status: str
+    error: str | None = None
+    delivery_id: str | None = None
+
+
+ParsedWebhook = InboundMessage | OwnerSignal | ConversationEvent | StatusUpdate | Ignored
 
 
 @dataclass(slots=True)

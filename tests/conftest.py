@@ -18,6 +18,13 @@ import pytest
 
 T = TypeVar("T")
 
+# Recordings uploaded by tests (including schemathesis' generated ones) go to a temporary
+# folder, never into the working tree.
+os.environ.setdefault(
+    "CHATBRIDGE_COMMS_RECORDINGS_DIR",
+    str(Path(os.environ.get("TMPDIR", "/tmp")) / f"chatbridge-test-recordings-{os.getpid()}"),
+)
+
 PG_ADMIN_DSN = os.environ.get(
     "CHATBRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -96,3 +103,9 @@ async def store(database_url: str) -> AsyncIterator[object]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite file for tests that need one database only."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"

@@ -10,6 +10,11 @@
 
     agent.run(dial_in="ws://127.0.0.1:8000/api/ws/agent", token="secret")  # or serve=(host, port)
 
+Or over plain HTTP, polling the bridge (``chatbridge pull-agent``, ``chatbridge.agent.pull``):
+
+    config = PullConfig(url="http://127.0.0.1:8000", agent_id="agent1", token="secret")
+    asyncio.run(run_pull_agent(config, agent))
+
 A handler may also return ``Handoff(...)``, ``NoReply()`` or ``None``, or be an async generator
 of text chunks (a streamed reply). The SDK speaks protocol ``chatbridge/1``: acks, heartbeats,
 reconnects with backoff, and answers a repeated turn from its cache instead of running the
@@ -17,6 +22,19 @@ handler twice.
 """
 
 from chatbridge.agent.app import Agent, HelloRejected
+from chatbridge.agent.pull import PullClient, PullConfig, PullRejected, run_pull_agent
 from chatbridge.agent.turn import Event, Handoff, NoReply, Turn, TurnError
 
-__all__ = ["Agent", "Event", "Handoff", "HelloRejected", "NoReply", "Turn", "TurnError"]
+__all__ = [
+    "Agent",
+    "Event",
+    "Handoff",
+    "HelloRejected",
+    "NoReply",
+    "PullClient",
+    "PullConfig",
+    "PullRejected",
+    "Turn",
+    "TurnError",
+    "run_pull_agent",
+]

@@ -16,6 +16,13 @@ The pipeline calls ``run_turn()`` with a ready ``user_message`` frame and gets o
   their order; they should be quick.
 
 The hub itself holds the registry of agents and their links, and dispatches their frames.
+
+With several replicas (``cluster``) each agent is held by one replica at a time: the one its
+dial-in connection reached (newest wins: an older link elsewhere is closed), or the one with
+its lease (ws-dial-out: only that replica dials; http-pull: only that replica offers its
+turns). ``run_turn`` on any other replica raises ``AgentElsewhere`` — at once, or as soon as
+the agent shows up elsewhere while a turn waits for it — and the pipeline hands the turn back
+to the database for the holder to claim.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from chatbridge.agents.base import (
 from chatbridge.agents.dial_out import close_timeout, dial_out_forever
 from chatbridge.agents.links import Link, LinkClosed, frame_too_large
 from chatbridge.agents.log import log_event
+from chatbridge.agents.pull import PullBroker, PullPolicy
 from chatbridge.agents.turns import (
     ConversationSlots,
     PendingTurn,
@@ -56,8 +64,9 @@ from chatbridge.agents.turns import (
     resume_on,
     settle,
 )
+from chatbridge.cluster import Cluster
 from chatbridge.config import Settings
-from chatbridge.errors import AgentError, AgentUnavailable, ConfigError
+from chatbridge.errors import AgentElsewhere, AgentError, AgentUnavailable, ConfigError
 from chatbridge.metrics import Metrics
 from chatbridge.protocol import (
     PROTOCOL,
@@ -92,7 +101,7 @@ __all__ = [
     "percentile",
 ]
 
-TransportName = Literal["ws-dial-out", "ws-dial-in"]
+TransportName = Literal["ws-dial-out", "ws-dial-in", "http-pull"]
 LATENCY_WINDOW = 100
 STOP_TIMEOUT = 5.0
 
@@ -148,6 +157,33 @@ class AgentHub:
         self._started = False
         self._closing = False
         self._attached = asyncio.Event()
+        self.pull = PullBroker(self._pull_policy, on_chunk=on_chunk, on_typing=on_typing)
+        self.cluster: Cluster | None = None
+        self._moved: dict[str, list[asyncio.Future[str]]] = {}
+
+    def join(self, cluster: Cluster) -> None:
+        """Hold agents in agreement with the other replicas (see the module docstring)."""
+        self.cluster = cluster
+        cluster.on_location(self._on_location)
+        for agent in self._agents.values():
+            if agent.transport in ("ws-dial-out", "http-pull"):
+                cluster.want_lease(agent.agent_id)
+
+    def _on_location(self, agent_id: str, where: str | None) -> None:
+        """Another replica took an agent (or we did): dial, or stop, close, hand turns back."""
+        agent = self._agents.get(agent_id)
+        me = self.cluster.replica_id if self.cluster else None
+        if where is not None and where != me:
+            for fut in self._moved.pop(agent_id, []):
+                if not fut.done():
+                    fut.set_result(where)
+            if agent is not None:
+                self._stop_dialing(agent)
+                if agent.link is not None:
+                    log_event(logging.INFO, "agent is held by another replica", agent_id, at=where)
+                    self._spawn(agent.link.close(1000, "replaced by a connection to " + where))
+        elif agent is not None:
+            self._ensure_dialing(agent)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -162,6 +198,7 @@ class AgentHub:
         """Close every connection, fail waiting turns, cancel tasks; bounded in time."""
         self._closing = True
         self._started = False
+        self.pull.stop()
         for turn in list(self._turns.values()):
             turn.fail(AgentUnavailable("agent hub is stopping"))
         for agent in self._agents.values():
@@ -188,7 +225,7 @@ class AgentHub:
         Raises:
             ConfigError: unknown transport, or ws-dial-out without a ``ws://``/``wss://`` URL.
         """
-        if transport not in ("ws-dial-out", "ws-dial-in"):
+        if transport not in ("ws-dial-out", "ws-dial-in", "http-pull"):
             raise ConfigError(f"agent hub cannot run transport {transport!r}")
         if transport == "ws-dial-out" and not (url and url.startswith(("ws://", "wss://"))):
             raise ConfigError(f"ws-dial-out agent {agent_id!r} needs a ws:// or wss:// url")
@@ -203,6 +240,8 @@ class AgentHub:
             if agent.link is not None and dial_out_involved:
                 self._spawn(agent.link.close(1000, "agent reconfigured"))
             agent.transport, agent.url = transport, url
+        if self.cluster is not None:
+            self.cluster.want_lease(agent_id, transport in ("ws-dial-out", "http-pull"))
         self._ensure_dialing(agent)
 
     def remove(self, agent_id: str) -> None:
@@ -218,11 +257,30 @@ class AgentHub:
             if turn.req.agent_id == agent_id:
                 turn.fail(AgentUnavailable(f"agent {agent_id!r} was removed"))
         self.metrics.agent_connected.labels(agent_id).set(0)
+        if self.cluster is not None:
+            self.cluster.want_lease(agent_id, False)
+            self._spawn(self.cluster.release(agent_id))
 
     def is_connected(self, agent_id: str) -> bool:
-        """Whether the agent has an open connection right now."""
+        """Whether the agent has an open connection right now (a puller: polled lately)."""
         agent = self._agents.get(agent_id)
+        if agent is not None and agent.transport == "http-pull":
+            return self._pulled_lately(agent_id)
         return agent is not None and agent.link is not None
+
+    def _pull_policy(self, agent_id: str) -> PullPolicy:
+        s = self.settings
+        if agent_id == s.webchat_compat_agent_id:
+            # The action API's poller: lease, re-offer a few times, then give up (contract).
+            return PullPolicy(
+                s.webchat_compat_lease_seconds,
+                1 if s.webchat_mark_on_read else s.webchat_compat_max_offers,
+            )
+        return PullPolicy(s.pull_lease_seconds)
+
+    def _pulled_lately(self, agent_id: str) -> bool:
+        seen = self.pull.last_seen(agent_id)
+        return seen is not None and time.time() - seen < self.settings.pull_max_wait + 15
 
     async def wait_connected(self, agent_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the agent to be connected; True if it is."""
@@ -243,7 +301,11 @@ class AgentHub:
             in_flight[turn.req.agent_id] = in_flight.get(turn.req.agent_id, 0) + 1
         rows = []
         for agent in self._agents.values():
-            connected = agent.link is not None
+            if agent.transport == "http-pull":
+                in_flight[agent.agent_id] = self.pull.in_flight(agent.agent_id)
+                agent.last_seen = self.pull.last_seen(agent.agent_id)
+                agent.turns_answered = self.pull.answered(agent.agent_id)
+            connected = self.is_connected(agent.agent_id)
             self.metrics.agent_connected.labels(agent.agent_id).set(1 if connected else 0)
             latencies = list(agent.latencies_ms)
             rows.append(
@@ -276,6 +338,34 @@ class AgentHub:
         """
         if self._closing:
             raise AgentUnavailable("agent hub is stopping")
+        if self.cluster is None:
+            return await self._run_turn(req)
+        where = self.cluster.location(req.agent_id)
+        if where is not None and where != self.cluster.replica_id:
+            raise AgentElsewhere(where)
+        moved: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._moved.setdefault(req.agent_id, []).append(moved)
+        running = asyncio.ensure_future(self._run_turn(req))
+        try:
+            both: set[asyncio.Future[Any]] = {running, moved}
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting = self._moved.get(req.agent_id)
+            if waiting is not None and moved in waiting:
+                waiting.remove(moved)
+                if not waiting:
+                    del self._moved[req.agent_id]
+            if not running.done():
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        if running.cancelled() and moved.done():
+            raise AgentElsewhere(moved.result())
+        return running.result()
+
+    async def _run_turn(self, req: TurnRequest) -> AgentOutcome:
+        agent = self._agents.get(req.agent_id)
+        if agent is not None and agent.transport == "http-pull":
+            return await self.pull.run_turn(req)
         existing = self._turns.get(req.turn_key)
         if existing is not None:
             log_event(
@@ -434,6 +524,8 @@ class AgentHub:
         self._attached = asyncio.Event()
         self.metrics.agent_connected.labels(agent.agent_id).set(1)
         self._wake_turns(agent.agent_id)
+        if self.cluster is not None and agent.transport == "ws-dial-in":
+            self._spawn(self.cluster.claim_presence(agent.agent_id))
 
     def _detach(self, agent: _Agent, link: Link) -> None:
         if agent.link is not link:
@@ -442,6 +534,8 @@ class AgentHub:
         self.metrics.agent_connected.labels(agent.agent_id).set(0)
         log_event(logging.INFO, "agent disconnected", agent.agent_id)
         self._wake_turns(agent.agent_id)
+        if self.cluster is not None and agent.transport == "ws-dial-in" and not self._closing:
+            self._spawn(self.cluster.release(agent.agent_id))
 
     async def _read(self, agent: _Agent, link: Link, frames: AsyncIterable[str | bytes]) -> None:
         limit = self.settings.ws_max_frame_bytes
@@ -559,6 +653,8 @@ class AgentHub:
     def _ensure_dialing(self, agent: _Agent) -> None:
         if not self._started or agent.transport != "ws-dial-out" or agent.url is None:
             return
+        if self.cluster is not None and not self.cluster.may_serve(agent.agent_id):
+            return  # another replica dials it (or nobody yet: the lease decides)
         if agent.dial_task is not None and not agent.dial_task.done():
             return
         agent_id = agent.agent_id

@@ -13,8 +13,12 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 
 from chatbridge import __version__
-from chatbridge.api import management, webhooks
+from chatbridge.api import agent_pull, console, management, webchat, webchat_compat, webhooks
+from chatbridge.api.comms import body_limits
+from chatbridge.api.comms import router as comms_router
+from chatbridge.api.comms_webhooks import router as comms_webhooks_router
 from chatbridge.api.errors import BodySizeLimit, document_errors, install_error_handlers
+from chatbridge.api.origins import ScopedCORS
 from chatbridge.config import Settings
 from chatbridge.pipeline.bridge import Bridge
 
@@ -48,10 +52,28 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.bridge = the_bridge
     app.state.metrics = the_bridge.metrics
+    if the_bridge.cluster is not None:
+        from chatbridge.api.forward import serve_forwarded
+
+        serve_forwarded(app, the_bridge.cluster)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        path_limits=body_limits(settings.max_body_bytes),
+    )
+    app.add_middleware(
+        ScopedCORS, prefixes=("/api/webchat/",), origins=settings.webchat_cors_origins
+    )
     app.include_router(webhooks.router)
+    app.include_router(comms_webhooks_router)
     app.include_router(management.router)
+    app.include_router(webchat.router)
+    app.include_router(agent_pull.router)
+    app.include_router(webchat_compat.router)
+    app.include_router(console.router)
+    app.include_router(comms_router)
+    app.add_api_websocket_route("/api/ws/chat/{session_id}", webchat.webchat_socket)
 
     @app.get("/api/protocol/schema.json", tags=["agents"], summary="Agent protocol v1 JSON Schema")
     async def protocol_schema() -> dict[str, Any]:

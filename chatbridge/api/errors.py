@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatbridge.api.ratelimit import RateLimited
 from chatbridge.errors import BadInput
 
 log = logging.getLogger("chatbridge.api")
@@ -135,6 +136,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bad_input(_request: Request, exc: BadInput) -> JSONResponse:
         return error_response(exc.status_code, exc.code, exc.message, exc.details)
 
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        response = error_response(
+            429, "rate_limited", str(exc), {"scope": exc.scope, "retry_after": exc.retry_after}
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
@@ -168,24 +177,31 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413 before they are read into memory."""
+    """Refuse request bodies over ``max_bytes`` with 413 before they are read into memory.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``path_limits`` gives single paths a limit of their own (call recording uploads).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return
         seen = 0
         refused = False
@@ -195,7 +211,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     refused = True
                     raise BodyTooLarge
             return message
@@ -212,12 +228,10 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        response = error_response(
-            413, "payload_too_large", f"request body over {self.max_bytes} bytes"
-        )
+    async def _refuse(self, send: Send, limit: int) -> None:
+        response = error_response(413, "payload_too_large", f"request body over {limit} bytes")
         await send(
             {
                 "type": "http.response.start",

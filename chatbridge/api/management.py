@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from chatbridge.api.console_auth import console_session_ok
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.config import InboxMapping
 from chatbridge.errors import BadInput
@@ -55,8 +56,12 @@ async def require_admin(
     request: Request,
     _credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> None:
-    """Let the request through with the admin key (or, with no key set, from loopback)."""
-    key = request.app.state.bridge.settings.admin_key
+    """Let the request through with the admin key (or, with no key set, from loopback), or
+    from a logged-in console session (with its CSRF token on changes)."""
+    settings = request.app.state.bridge.settings
+    if console_session_ok(request, settings):
+        return
+    key = settings.admin_key
     if key is None:
         host = request.client.host if request.client else ""
         if host not in _LOOPBACK:
@@ -109,18 +114,47 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", tags=["probes"], summary="Readiness: store reachable, workers running")
 async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
+    """Ready when the store answers and the workers run.
+
+    With ``CHATBRIDGE_REDIS_URL`` set, ``redis`` says whether Redis answers and ``replicas``
+    how many replicas it knows to be alive. Redis being down does not make a replica unready:
+    every replica would fail together, and the bridge carries on without it (claims poll the
+    store, sync callers re-read their turn, web chat clients catch up from history; rate
+    limits let requests through). It is reported so a monitor can alert on it.
+    """
     store_ok = await bridge.store.ping()
     workers = bridge.workers_running
     ok = store_ok and workers
-    return JSONResponse(
-        {"status": "ready" if ok else "not_ready", "store": store_ok, "workers": workers},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, Any] = {
+        "status": "ready" if ok else "not_ready",
+        "store": store_ok,
+        "workers": workers,
+    }
+    if bridge.cluster is not None:
+        body["redis"] = await bridge.cluster.ping()
+        body["replica"] = bridge.cluster.replica_id
+        body["replicas"] = len(bridge.cluster.replicas())
+    elif bridge.rate_limiter.uses_redis:
+        body["redis"] = await bridge.rate_limiter.ping()
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/agents/status", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def agents_status(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
-    return {"agents": bridge.agents_status()}
+    """Every agent and how it is reached. With several replicas: the whole cluster's view
+    (``replica`` holds the agent; ``replicas`` lists every live replica)."""
+    if bridge.cluster is None:
+        return {"agents": bridge.agents_status()}
+    answers = await bridge.cluster.gather("agents", {})
+    replicas = bridge.cluster.replicas()
+    return {
+        "agents": bridge.agents_status(answers),
+        "replica": bridge.cluster.replica_id,
+        "replicas": [
+            {"id": r["id"], "started_at": r.get("started_at"), "beat_at": r.get("beat_at")}
+            for r in sorted(replicas.values(), key=lambda r: r["id"])
+        ],
+    }
 
 
 def route_json(r: Route) -> dict[str, Any]:
@@ -258,6 +292,21 @@ async def retry_dead_letter(
         raise BadInput("not_found", f"no dead letter {delivery_id}", status_code=404)
     bridge.wake_deliveries()
     return {"retried": True, "id": delivery_id}
+
+
+@router.post(
+    "/dead-letters/{delivery_id}/discard",
+    tags=["management"],
+    dependencies=admin,
+    responses={**_ADMIN_ERRORS, **error_responses({404: "no such dead letter"})},
+)
+async def discard_dead_letter(
+    delivery_id: Annotated[int, Path(ge=1, le=INT64_MAX)], bridge: Bridge = Depends(get_bridge)
+) -> dict[str, Any]:
+    """Give up on a dead letter: it is never sent and leaves the list (kept for the record)."""
+    if not await bridge.store.discard_dead_letter(delivery_id):
+        raise BadInput("not_found", f"no dead letter {delivery_id}", status_code=404)
+    return {"discarded": True, "id": delivery_id}
 
 
 @router.get(

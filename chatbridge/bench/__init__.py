@@ -4,13 +4,18 @@ Modules:
 
 * ``suite`` — what runs: the full suite, ``--quick``, one scenario; the exit code.
 * ``runner`` — one run: fresh database, start the stack, load, grace, count, stop.
-* ``scenarios`` — the stacks by name (``chatwoot``; ``baseline`` and ``channel-capacity``
-  as reference points), imported lazily; planned ones say they are not available yet.
+* ``scenarios`` — the stacks by name (``chatwoot``, ``webchat``, ``pull``, ``stream``;
+  ``baseline`` and ``channel-capacity`` as reference points), imported lazily.
+* ``widgets`` — the process holding N live widget sockets (webchat, stream); ``stream_agent``
+  and ``pull_agent`` — the agents those scenarios run.
 * ``loadgen`` — open loop (``--rate``) and closed loop (``--max``) over aiohttp keep-alive
   connections, per-conversation order kept; ``ReplyFeed`` follows the replies.
 * ``accounting`` — pure: lost / duplicated / out of order, percentiles, time series.
-* ``processes`` — child processes (stopped even on Ctrl-C), CPU seconds and peak RSS.
+* ``processes`` — child processes (stopped even on Ctrl-C), CPU seconds and peak RSS (also
+  of the PostgreSQL backends serving the run, and of the whole machine).
 * ``databases`` — a fresh SQLite file or PostgreSQL database per run.
+* ``replicas`` — ``--replicas N``: N bridges on one database and Redis, what each one did;
+  ``redis_server`` — the Redis they share (given, or a private ``redis-server`` per run).
 * ``prefill`` — store a million messages of history quickly.
 * ``channel`` — the mock Chatwoot process a run replies to; ``baseline`` — the no-op app.
 * ``report`` — rich tables, JSON, matplotlib PNG.

@@ -1,14 +1,17 @@
 """Child processes of a benchmark: start, wait until they answer, measure, stop.
 
-Each child (bridge, mock agent, mock channel, baseline) is its own Python process on
-loopback, started in a session of its own so a Ctrl-C in the terminal reaches only the
-benchmark, which then stops its children in order. On Linux a child also gets SIGTERM from the
-kernel if the benchmark itself dies (``PR_SET_PDEATHSIG``), so nothing outlives a crash.
+Each child (bridge, mock agent, mock channel, baseline; ``redis-server`` for a run with
+several bridge replicas) is its own process on loopback, started in a session of its own so a
+Ctrl-C in the terminal reaches only the benchmark, which then stops its children in order.
+On Linux a child also gets SIGTERM from the kernel if the benchmark itself dies
+(``PR_SET_PDEATHSIG``), so nothing outlives a crash.
 
 ``ResourceMonitor`` samples each process with psutil: CPU seconds (user + system) over the
 measured window and peak resident memory (the kernel's high-water mark ``VmHWM`` where there
 is one, else the highest sample; for the benchmark's own process, which outlives a run, the
-highest sample of this run).
+highest sample of this run). It also counts the CPU seconds the whole machine was busy over
+the same window (``machine_cpu_seconds``): what the measured processes do not account for is
+the PostgreSQL server's share, and anything else running on the machine.
 """
 
 from __future__ import annotations
@@ -38,6 +41,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that were free a moment ago (held together while picked)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -56,7 +70,7 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 class ChildProcess:
-    """One child: ``python -m …`` with its output in a log file."""
+    """One child: ``python -m …`` (or another ``program``) with its output in a log file."""
 
     def __init__(
         self,
@@ -66,9 +80,20 @@ class ChildProcess:
         env: Mapping[str, str],
         cwd: Path,
         log_path: Path,
+        program: str | None = None,
     ) -> None:
+        """Describe the child; ``start()`` launches it.
+
+        Args:
+            name: what the child is reported as.
+            args: its arguments, after the program.
+            env: its whole environment.
+            cwd: its working directory.
+            log_path: where its stdout and stderr go.
+            program: the executable; by default this Python (``sys.executable``).
+        """
         self.name = name
-        self.argv = [sys.executable, *args]
+        self.argv = [program or sys.executable, *args]
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
@@ -151,7 +176,8 @@ async def port_open(host: str, port: int) -> bool:
 
 @dataclass
 class ProcessStats:
-    """CPU seconds over the measured window and peak resident memory of one process."""
+    """CPU seconds over the measured window and peak resident memory of one process (or of a
+    group of processes, ``pid`` 0: see ``ResourceMonitor``'s ``groups``)."""
 
     name: str
     pid: int
@@ -171,6 +197,16 @@ def _peak_rss_kernel(pid: int) -> int | None:
     return None
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine has been busy since boot, over all CPUs (not idle, not I/O
+    wait, not stolen by the hypervisor; guest time is already inside user time)."""
+    times = psutil.cpu_times()
+    busy = times.user + times.system
+    for extra in ("nice", "irq", "softirq"):
+        busy += getattr(times, extra, 0.0)
+    return float(busy)
+
+
 class ResourceMonitor:
     """Samples CPU time and memory of named processes while a run goes on."""
 
@@ -180,6 +216,7 @@ class ResourceMonitor:
         interval: float = 0.25,
         *,
         sampled_only: Collection[str] = (),
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         """Watch ``pids`` by name.
 
@@ -188,6 +225,12 @@ class ResourceMonitor:
             interval: seconds between samples.
             sampled_only: processes that lived before the run (the benchmark itself): their
                 kernel high-water mark covers earlier runs, so only this run's samples count.
+            groups: name → a text in the command line of processes that are not ours but
+                work for the run (the PostgreSQL backends of its database, whose titles name
+                it). Each group is reported as one process: the CPU seconds of its members
+                over the window (members that come later count from their start), and the
+                peak of their resident memory *minus shared pages* added up (a backend's RSS
+                includes the shared buffers it touched, which belong to the server).
         """
         self.interval = interval
         self._sampled_only = set(sampled_only)
@@ -195,7 +238,15 @@ class ResourceMonitor:
         self._cpu_start: dict[str, float] = {}
         self._cpu_last: dict[str, float] = {}
         self._peak: dict[str, int] = dict.fromkeys(pids, 0)
+        self._groups = dict(groups or {})
+        self._members: dict[str, dict[int, psutil.Process]] = {g: {} for g in self._groups}
+        self._looked_at: set[int] = set()
+        for group in self._groups:
+            self._peak[group] = 0
         self._task: asyncio.Task[None] | None = None
+        self._machine_start: float | None = None
+        self.machine_cpu_seconds: float | None = None
+        """CPU seconds the whole machine was busy over the window (set by ``stop()``)."""
 
     def _cpu(self, name: str) -> float | None:
         try:
@@ -204,7 +255,52 @@ class ResourceMonitor:
             return None
         return float(times.user + times.system)
 
+    def _discover(self, *, counting_from_now: bool) -> None:
+        """Find new members of the groups (each pid is looked at once)."""
+        for pid in psutil.pids():
+            if pid in self._looked_at:
+                continue
+            self._looked_at.add(pid)
+            try:
+                proc = psutil.Process(pid)
+                command = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            for group, needle in self._groups.items():
+                if needle in command:
+                    key = f"{group}/{pid}"
+                    self._members[group][pid] = proc
+                    try:
+                        times = proc.cpu_times()
+                        cpu = float(times.user + times.system)
+                    except psutil.Error:
+                        cpu = 0.0
+                    self._cpu_start[key] = cpu if counting_from_now else 0.0
+                    self._cpu_last[key] = cpu
+
+    def _sample_groups(self) -> None:
+        self._discover(counting_from_now=False)
+        for group, members in self._members.items():
+            private = 0
+            for pid, proc in members.items():
+                try:
+                    times = proc.cpu_times()
+                    memory = proc.memory_info()
+                except psutil.Error:
+                    continue  # gone: its last CPU figure stays
+                self._cpu_last[f"{group}/{pid}"] = float(times.user + times.system)
+                private += memory.rss - getattr(memory, "shared", 0)
+            self._peak[group] = max(self._peak[group], private)
+
+    def _group_cpu(self, group: str) -> float:
+        return sum(
+            self._cpu_last[f"{group}/{pid}"] - self._cpu_start[f"{group}/{pid}"]
+            for pid in self._members[group]
+        )
+
     def _sample(self) -> None:
+        if self._groups:
+            self._sample_groups()
         for name, proc in self._procs.items():
             cpu = self._cpu(name)
             if cpu is not None:
@@ -222,6 +318,9 @@ class ResourceMonitor:
             cpu = self._cpu(name)
             self._cpu_start[name] = cpu or 0.0
             self._cpu_last[name] = cpu or 0.0
+        if self._groups:
+            self._discover(counting_from_now=True)
+        self._machine_start = machine_busy_seconds()
         self._sample()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -237,6 +336,8 @@ class ResourceMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._sample()
+        if self._machine_start is not None:
+            self.machine_cpu_seconds = round(machine_busy_seconds() - self._machine_start, 3)
         return [
             ProcessStats(
                 name=name,
@@ -245,4 +346,12 @@ class ResourceMonitor:
                 peak_rss_mb=round(self._peak[name] / 2**20, 1),
             )
             for name, proc in self._procs.items()
+        ] + [
+            ProcessStats(
+                name=group,
+                pid=0,
+                cpu_seconds=round(self._group_cpu(group), 3),
+                peak_rss_mb=round(self._peak[group] / 2**20, 1),
+            )
+            for group in self._groups
         ]

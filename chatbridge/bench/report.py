@@ -2,7 +2,8 @@
 
 Tables: one row per run (delivery counts, latencies, throughput and its ratio to the no-op
 baseline), the processes' CPU seconds and peak memory, then the scaling curve and the
-stored-history comparison when the suite ran them.
+stored-history comparison when the suite ran them, and, for runs with several bridge
+replicas, each replica's CPU, peak memory and share of the work with their totals.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from chatbridge.bench.runner import LOADGEN, RunResult
+from chatbridge.bench.processes import ProcessStats
+from chatbridge.bench.runner import LOADGEN, POSTGRES, RunResult
+
+WEBHOOK_SCENARIOS = ("chatwoot", "pull")
+"""Scenarios loaded with the same Chatwoot webhooks as the no-op baseline."""
 
 GENERATOR_SATURATED = 0.85
 """Share of one core above which the load generator may itself limit a run."""
@@ -152,6 +157,83 @@ def process_table(results: Sequence[RunResult]) -> Table:
     return table
 
 
+def _bridges(result: RunResult) -> list[ProcessStats]:
+    """The bridge replicas' process figures of a run with several (``bridge-1`` …)."""
+    return [p for p in result.processes if p.name.startswith("bridge-")]
+
+
+def outside_processes(result: RunResult) -> float | None:
+    """CPU seconds the machine was busy beyond the run's measured processes (PostgreSQL's
+    shared processes — WAL writer, checkpointer —, and whatever else ran), over the same
+    window; ``None`` if not measured."""
+    if result.machine_cpu_seconds is None:
+        return None
+    return max(0.0, result.machine_cpu_seconds - sum(p.cpu_seconds for p in result.processes))
+
+
+def replicas_table(results: Sequence[RunResult]) -> Table | None:
+    """Per replica: CPU, peak RSS and what its ``/metrics`` counted; then the totals."""
+    rows = [r for r in results if r.spec.replicas > 1]
+    if not rows:
+        return None
+    table = Table(
+        title="Replicas: CPU seconds over the run (load + drain), peak RSS, work done "
+        "(from each replica's /metrics)",
+        title_justify="left",
+    )
+    for name, justify in [
+        ("run", "left"), ("process", "left"), ("instance id", "left"), ("CPU s", "right"),
+        ("CPU ms/msg", "right"), ("peak RSS MB", "right"), ("webhooks", "right"),
+        ("turns", "right"), ("deliveries", "right"), ("agent linked", "left"),
+    ]:  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        replied = max(r.tally.replied, 1)
+        counted = {c["name"]: c for c in r.measures.get("replicas", [])}
+        bridges = _bridges(r)
+        totals = dict.fromkeys(("webhooks", "turns", "deliveries"), 0)
+        for i, p in enumerate(bridges):
+            c = counted.get(p.name, {})
+            for key in totals:
+                totals[key] += c.get(key, 0)
+            table.add_row(
+                r.spec.label if i == 0 else "",
+                p.name,
+                c.get("instance_id") or "-",
+                f"{p.cpu_seconds:.1f}",
+                f"{p.cpu_seconds * 1000 / replied:.2f}",
+                f"{p.peak_rss_mb:.0f}",
+                *(f"{c[key]:,}" if key in c else "-" for key in totals),
+                ("yes" if c["agent_connected"] else "no") if "agent_connected" in c else "-",
+            )
+        cpu = sum(p.cpu_seconds for p in bridges)
+        table.add_row(
+            "",
+            f"[bold]all {len(bridges)} bridges[/bold]",
+            "",
+            f"[bold]{cpu:.1f}[/bold]",
+            f"[bold]{cpu * 1000 / replied:.2f}[/bold]",
+            f"[bold]{sum(p.peak_rss_mb for p in bridges):.0f}[/bold]",
+            *(f"{v:,}" if counted else "-" for v in totals.values()),
+            "",
+        )
+        for server, shown in (("redis", "redis-server"), (POSTGRES, "PostgreSQL backends")):
+            stats = next((p for p in r.processes if p.name == server), None)
+            if stats is not None:
+                table.add_row(
+                    "", shown, "", f"{stats.cpu_seconds:.1f}",
+                    f"{stats.cpu_seconds * 1000 / replied:.2f}", f"{stats.peak_rss_mb:.0f}",
+                    "", "", "", "",
+                )  # fmt: skip
+        rest = outside_processes(r)
+        if rest is not None:
+            table.add_row(
+                "", "rest of the machine", "(other PostgreSQL work, other tasks)", f"{rest:.1f}",
+                f"{rest * 1000 / replied:.2f}", "", "", "", "", "",
+            )  # fmt: skip
+    return table
+
+
 def scaling_table(results: Sequence[RunResult]) -> Table | None:
     rows = [r for r in results if r.spec.group == "scaling"]
     if not rows:
@@ -213,11 +295,18 @@ def summary_lines(results: Sequence[RunResult]) -> list[str]:
     capacity = capacity_of(results)
     main = next((r for r in results if r.spec.group == "main" and r.expects_replies), None)
     if main is not None and base is not None and base.throughput > 0:
+        webhooks = main.spec.scenario in WEBHOOK_SCENARIOS
         lines.append(
             f"Chatbridge ({main.spec.label}): {_rate(main.throughput)} msg/s end to end "
             f"= {main.throughput / base.throughput:.3f} x the no-op FastAPI endpoint's "
-            f"{_rate(base.throughput)} acks/s (same generator, same payloads); webhooks "
-            f"acknowledged: {_rate(main.acked_per_second)}/s "
+            f"{_rate(base.throughput)} acks/s "
+            + (
+                "(same generator, same payloads); webhooks"
+                if webhooks
+                else "(same generator; the endpoint gets Chatwoot webhooks, the bridge widget "
+                "frames); messages"
+            )
+            + f" acknowledged: {_rate(main.acked_per_second)}/s "
             f"= {main.acked_per_second / base.throughput:.3f} x."
         )
     if capacity is not None:
@@ -253,6 +342,16 @@ def summary_lines(results: Sequence[RunResult]) -> list[str]:
                 f"{r.spec.label}: {t.unexpected} replies naming no message of the run, "
                 f"{t.replied_unacknowledged} replies to messages never acknowledged."
             )
+        bridges = _bridges(r)
+        if r.spec.replicas > 1 and bridges and t.replied:
+            cpu = sum(p.cpu_seconds for p in bridges)
+            lines.append(
+                f"{r.spec.label}: the {len(bridges)} bridges used {cpu:.1f} CPU-s together "
+                f"for {t.replied:,} replies = {cpu * 1000 / t.replied:.2f} ms of bridge CPU per "
+                f"message; peak RSS {sum(p.peak_rss_mb for p in bridges):.0f} MB together "
+                f"({min(p.peak_rss_mb for p in bridges):.0f} to "
+                f"{max(p.peak_rss_mb for p in bridges):.0f} MB each)."
+            )
         for note in r.notes:
             lines.append(f"{r.spec.label}: {note}")
     return lines
@@ -279,7 +378,7 @@ def print_report(results: Sequence[RunResult], console: Console | None = None) -
             console = Console(width=180)
     console.print(results_table(results))
     console.print(process_table(results))
-    for extra in (scaling_table(results), store_table(results)):
+    for extra in (scaling_table(results), store_table(results), replicas_table(results)):
         if extra is not None:
             console.print(extra)
     for line in summary_lines(results):

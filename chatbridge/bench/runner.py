@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -38,6 +38,8 @@ from chatbridge.bench.scenarios import StackContext, load_scenario
 
 LOADGEN = "loadgen"
 """The name of the benchmark's own process (the load generator) in ``RunResult.processes``."""
+POSTGRES = "postgres"
+"""The PostgreSQL backends serving a run's database, as one entry of ``RunResult.processes``."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class RunSpec:
     grace: float = 15.0
     think_seconds: float = 0.0
     group: str = "main"
+    replicas: int = 1
+    """Bridge processes sharing the database and Redis (``--replicas``)."""
+    redis_url: str | None = None
+    """The Redis they share; ``None`` with several replicas: a private ``redis-server``."""
 
 
 @dataclass
@@ -73,6 +79,11 @@ class RunResult:
     drain_seconds: float | None = None
     prefill_seconds: float | None = None
     expects_replies: bool = True
+    measures: dict[str, Any] = field(default_factory=dict)
+    """Figures the scenario's own processes measured (e.g. latency at the web chat widget)."""
+    machine_cpu_seconds: float | None = None
+    """CPU seconds the whole machine was busy while ``processes`` were measured: the rest is
+    the PostgreSQL server's, or other work's on the machine."""
     sent: list[Sent] = field(default_factory=list, repr=False)
     replies: list[Reply] = field(default_factory=list, repr=False)
 
@@ -94,6 +105,7 @@ class RunResult:
             "scenario": self.spec.scenario,
             "group": self.spec.group,
             "database": self.spec.database,
+            "replicas": self.spec.replicas,
             "load": asdict(self.spec.load) | {"mode": self.spec.load.mode},
             "stored_before": self.spec.stored,
             "think_seconds": self.spec.think_seconds,
@@ -125,7 +137,9 @@ class RunResult:
             "drain_seconds": self.drain_seconds,
             "prefill_seconds": self.prefill_seconds,
             "processes": [asdict(p) for p in self.processes],
+            "machine_cpu_seconds": self.machine_cpu_seconds,
             "settings": self.settings,
+            "measures": self.measures,
             "notes": self.notes,
             "series": [asdict(b) for b in self.series],
         }
@@ -144,6 +158,13 @@ class RunResult:
                 "rows": [[r.conversation, r.content, r.received_at] for r in self.replies],
             }
         return data
+
+
+@runtime_checkable
+class SelfMeasuring(Protocol):
+    """A stack whose processes measure figures of their own, complete once it has stopped."""
+
+    measures: dict[str, Any]
 
 
 Status = Callable[[str, float], None]
@@ -185,6 +206,8 @@ async def run_one(
                     conversations=spec.load.conversations,
                     database_url=database_url,
                     think_seconds=spec.think_seconds,
+                    replicas=spec.replicas,
+                    redis_url=spec.redis_url,
                 )
             )
             exits.push_async_callback(stack.stop)
@@ -199,7 +222,11 @@ async def run_one(
             generator = LoadGenerator(stack, spec.load, http)
             feed = ReplyFeed(stack, feed_http, generator) if stack.expects_replies else None
             pids = {name: child.pid for name, child in stack.processes.items()}
-            monitor = ResourceMonitor({**pids, LOADGEN: os.getpid()}, sampled_only={LOADGEN})
+            monitor = ResourceMonitor(
+                {**pids, LOADGEN: os.getpid()},
+                sampled_only={LOADGEN},
+                groups=_server_processes(database_url),
+            )
 
             started = time.time()
             deadline = started + spec.load.duration
@@ -261,6 +288,8 @@ async def run_one(
             ),
             prefill_seconds=round(prefill_seconds, 1) if prefill_seconds is not None else None,
             expects_replies=stack.expects_replies,
+            measures=dict(stack.measures) if isinstance(stack, SelfMeasuring) else {},
+            machine_cpu_seconds=monitor.machine_cpu_seconds,
             sent=generator.sent,
             replies=replies,
         )
@@ -275,6 +304,15 @@ async def run_one(
         if feed is not None and feed.failures:
             result.notes.append(f"reply feed: {feed.failures} failed polls (retried)")
         return result
+
+
+def _server_processes(database_url: str | None) -> dict[str, str]:
+    """The ``ResourceMonitor`` groups of a run: on PostgreSQL, the backends of its database
+    (their process titles name it; the run's database is its own, so they are its)."""
+    if database_url is None or not database_url.startswith("postgresql"):
+        return {}
+    name = database_url.rsplit("/", 1)[1].split("?", 1)[0]
+    return {POSTGRES: f" {name} "}
 
 
 def _reply_rate(replies: list[Reply], start: float, end: float) -> float:

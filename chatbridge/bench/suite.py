@@ -13,12 +13,18 @@
 The baseline is always measured in closed loop (its capacity): the report gives the bridge's
 throughput as a ratio of it. Every run must count (nothing lost, doubled or out of order) for
 the exit code to be 0.
+
+``--replicas N`` (N > 1) runs every bridge run of the plan as N ``chatbridge serve`` processes
+on one PostgreSQL database and one Redis (``--redis-url``, else ``CHATBRIDGE_REDIS_URL``, else a
+private ``redis-server`` per run), the webhooks round-robin over them; the reference points
+stay single processes. See ``replicas``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,6 +36,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chatbridge.bench.databases import DATABASES, postgresql_available
 from chatbridge.bench.loadgen import Load
+from chatbridge.bench.redis_server import display_url, redis_available, redis_server_program
 from chatbridge.bench.report import print_report, write_json, write_plot
 from chatbridge.bench.runner import RunResult, RunSpec, run_one
 from chatbridge.bench.scenarios import ScenarioUnavailable, load_scenario
@@ -39,6 +46,9 @@ STORED_MESSAGES = 1_000_000
 DEFAULT_MAX_IN_FLIGHT = 50
 DEFAULT_CONVERSATIONS = 100
 QUICK_RATE = 20.0
+QUICK_CONVERSATIONS = {"stream": 40}
+"""Conversations of a quick run where 10 would not keep up with ``QUICK_RATE``: a streamed
+reply lasts about a second and a conversation's turns run one at a time."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class Options:
     grace: float | None = None
     think_ms: float = 0.0
     stored: int = STORED_MESSAGES
+    replicas: int = 1
+    redis_url: str | None = None
+    """``--redis-url``; with several replicas ``run_bench`` falls back to
+    ``CHATBRIDGE_REDIS_URL``, then to a private ``redis-server`` (``None``)."""
 
     def load(self, *, conversations: int, duration: float, rate: float | None = None) -> Load:
         """A ``Load`` in the mode asked for (closed loop unless ``--rate``)."""
@@ -67,6 +81,10 @@ class Options:
             duration=duration,
             max_in_flight=self.max_in_flight or DEFAULT_MAX_IN_FLIGHT,
         )
+
+    def bridge_label(self, label: str) -> str:
+        """``label`` of a bridge run, naming the replicas when there are several."""
+        return label if self.replicas == 1 else f"{label} ({self.replicas} replicas)"
 
 
 class BenchError(Exception):
@@ -87,18 +105,20 @@ def _baseline(opts: Options, conversations: int, duration: float) -> RunSpec:
 
 async def plan_quick(opts: Options, run: Run) -> None:
     scenario = opts.scenario or "chatwoot"
-    conversations = opts.conversations or 10
+    conversations = opts.conversations or QUICK_CONVERSATIONS.get(scenario, 10)
     if opts.baseline:
         await run(_baseline(opts, conversations, 3.0))
     load = opts.load(conversations=conversations, duration=opts.duration or 10.0, rate=QUICK_RATE)
     await run(
         RunSpec(
-            f"{scenario} quick",
+            opts.bridge_label(f"{scenario} quick"),
             scenario,
             load,
             database=opts.database,
             grace=opts.grace or 20.0,
             think_seconds=opts.think_ms / 1000,
+            replicas=opts.replicas,
+            redis_url=opts.redis_url,
         )
     )
 
@@ -111,12 +131,14 @@ async def plan_single(opts: Options, run: Run) -> None:
         await run(_baseline(opts, conversations, min(duration, 10.0)))
     await run(
         RunSpec(
-            opts.scenario,
+            opts.bridge_label(opts.scenario),
             opts.scenario,
             opts.load(conversations=conversations, duration=duration),
             database=opts.database,
             grace=opts.grace or 15.0,
             think_seconds=opts.think_ms / 1000,
+            replicas=opts.replicas,
+            redis_url=opts.redis_url,
         )
     )
 
@@ -137,12 +159,14 @@ async def plan_full(opts: Options, run: Run) -> None:
     if opts.baseline:
         await run(_baseline(opts, conversations, 10.0))
     spec = RunSpec(
-        "chatwoot",
+        opts.bridge_label("chatwoot"),
         "chatwoot",
         opts.load(conversations=conversations, duration=duration),
         database=opts.database,
         grace=grace,
         think_seconds=think,
+        replicas=opts.replicas,
+        redis_url=opts.redis_url,
     )
     main = await run(spec)
     if spec.load.mode == "closed" and main.throughput > 0:
@@ -150,7 +174,7 @@ async def plan_full(opts: Options, run: Run) -> None:
         await run(
             replace(
                 spec,
-                label=f"chatwoot open {half:g}/s",
+                label=opts.bridge_label(f"chatwoot open {half:g}/s"),
                 load=Load(conversations=conversations, duration=min(duration, 20.0), rate=half),
                 group="latency",
             )
@@ -159,7 +183,7 @@ async def plan_full(opts: Options, run: Run) -> None:
     for count in SCALING_CONVERSATIONS:
         scaling[count] = replace(
             spec,
-            label=f"chatwoot {count:,} conv",
+            label=opts.bridge_label(f"chatwoot {count:,} conv"),
             load=opts.load(conversations=count, duration=min(duration, 15.0)),
             group="scaling",
         )
@@ -169,11 +193,36 @@ async def plan_full(opts: Options, run: Run) -> None:
     await run(
         replace(
             reference,
-            label=f"chatwoot {opts.stored:,} stored",
+            label=opts.bridge_label(f"chatwoot {opts.stored:,} stored"),
             stored=opts.stored,
             group="store",
         )
     )
+
+
+async def _with_redis(opts: Options) -> Options:
+    """``opts`` with the Redis its replicas will share, checked.
+
+    Several replicas: ``--redis-url``, else ``CHATBRIDGE_REDIS_URL``, else (``None``) a
+    private ``redis-server`` per run, which must be on ``PATH``. One replica: Redis only if
+    ``--redis-url`` asks for it.
+
+    Raises:
+        BenchError: the Redis does not answer, or there is no ``redis-server`` to start.
+    """
+    url = opts.redis_url
+    if url is None and opts.replicas > 1:
+        url = os.environ.get("CHATBRIDGE_REDIS_URL") or None
+    if url is not None:
+        problem = await redis_available(url)
+        if problem is not None:
+            raise BenchError(f"Redis at {display_url(url)} is not reachable ({problem})")
+    elif opts.replicas > 1 and redis_server_program() is None:
+        raise BenchError(
+            f"--replicas {opts.replicas} needs Redis: redis-server is not on PATH; install it "
+            "or give --redis-url (or CHATBRIDGE_REDIS_URL)"
+        )
+    return replace(opts, redis_url=url)
 
 
 def _progress(console: Console) -> Progress:
@@ -197,19 +246,33 @@ async def run_bench(
     """Run the plan ``opts`` asks for, appending each result to ``results`` as it finishes.
 
     Raises:
-        BenchError: the scenario or database is not available.
+        BenchError: the scenario, database or Redis is not available, or ``--replicas`` does
+            not fit the scenario or database.
     """
     if opts.scenario is not None:
         try:
-            load_scenario(opts.scenario)
+            stack = load_scenario(opts.scenario)
         except ScenarioUnavailable as exc:
             raise BenchError(str(exc)) from None
+        if opts.replicas > 1 and not stack.supports_replicas:
+            raise BenchError(
+                f"--replicas {opts.replicas}: the {opts.scenario} scenario runs one bridge "
+                "process only (several replicas: chatwoot)"
+            )
     if opts.database not in DATABASES:
         raise BenchError(f"--database must be one of {', '.join(DATABASES)}")
+    if opts.replicas < 1:
+        raise BenchError("--replicas must be 1 or more")
+    if opts.replicas > 1 and opts.database != "postgresql":
+        raise BenchError(
+            f"--replicas {opts.replicas} needs --database postgresql: the replicas share one "
+            f"database, and a {opts.database} file belongs to one process"
+        )
     if opts.database == "postgresql":
         problem = await postgresql_available()
         if problem is not None:
             raise BenchError(f"PostgreSQL is not reachable ({problem})")
+    opts = await _with_redis(opts)
     console = console or Console(stderr=True)
     progress = _progress(console)
 

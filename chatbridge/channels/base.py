@@ -6,9 +6,26 @@ call. Parsing inbound webhooks is a plain function in each channel's module.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+from typing import Any, Protocol, runtime_checkable
 
+from chatbridge.errors import BadInput
 from chatbridge.models import OutboundAction, SendResult
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    """A webhook body as a JSON object (every channel's parser starts here).
+
+    Raises:
+        BadInput: ``invalid_json`` when it is not one.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadInput("invalid_json", "body is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise BadInput("invalid_json", "body must be a JSON object")
+    return payload
 
 
 @runtime_checkable

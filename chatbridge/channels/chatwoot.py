@@ -15,10 +15,10 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from chatbridge.channels.base import load_object
 from chatbridge.channels.chatwoot_api import CHANNEL, ChatwootAdapter, _is_int, conversation_path
 from chatbridge.channels.signatures import DELIVERY_HEADER, find_header, verify_chatwoot
 from chatbridge.errors import BadInput
@@ -461,13 +461,7 @@ def parse_webhook(
     """
     if secret is not None:
         verify_chatwoot(secret, body, headers)
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, UnicodeDecodeError and over-long integers.
-        raise BadInput("invalid_json", "body is not valid JSON") from exc
-    if not isinstance(payload, dict):
-        raise BadInput("invalid_json", "body must be a JSON object")
+    payload = load_object(body)
 
     delivery_id = find_header(headers, DELIVERY_HEADER)
     if delivery_id is not None and len(delivery_id) > MAX_DELIVERY_ID:

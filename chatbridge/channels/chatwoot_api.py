@@ -11,9 +11,7 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +19,7 @@ import aiohttp
 
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import OutboundAction, SendResult
+from chatbridge.pipeline.backoff import parse_retry_after
 
 __all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path"]
 
@@ -48,24 +47,6 @@ def conversation_path(channel_key: str) -> str:
             f"chatwoot channel_key must be '<account id>:<display id>', got {channel_key!r}"
         )
     return f"/api/v1/accounts/{int(account)}/conversations/{int(display)}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 class ChatwootAdapter:
@@ -168,10 +149,9 @@ class ChatwootAdapter:
             return
         excerpt = self._excerpt(content, charset)
         message = f"chatwoot {what}: HTTP {status}: {excerpt}"
-        if status == 429:
-            raise RetryableDelivery(message, retry_after=_retry_after(headers.get("Retry-After")))
-        if status >= 500:
-            raise RetryableDelivery(message, retry_after=_retry_after(headers.get("Retry-After")))
+        if status == 429 or status >= 500:
+            wait = parse_retry_after(headers.get("Retry-After"))
+            raise RetryableDelivery(message, retry_after=wait)
         if status == 422 and "too many messages" in excerpt.lower():
             # More than CONVERSATION_MESSAGE_PER_MINUTE_LIMIT messages in one conversation.
             raise RetryableDelivery(message, retry_after=60.0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 
 def backoff_delay(
@@ -27,12 +29,23 @@ def backoff_delay(
     return delay
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form only); None if absent/bad."""
-    if not value:
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds, or an HTTP date (a past one is
+    0). None when absent or unreadable (a negative delta, NaN, not a date). Every HTTP client
+    of the bridge (Chatwoot, WhatsApp gateways, the pull client) reads the header with this."""
+    if value is None or not value.strip():
         return None
+    value = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(value)
     except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    if seconds != seconds or seconds < 0:  # NaN, or a negative delta
         return None
-    return seconds if seconds >= 0 else None
+    return seconds

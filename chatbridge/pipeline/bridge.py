@@ -12,20 +12,32 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from chatbridge.agents.base import AgentStatus
 from chatbridge.channels.base import ChannelAdapter
-from chatbridge.config import InboxMapping, Settings
+from chatbridge.cluster import Cluster
+from chatbridge.comms.service import link_inbound, load_settings
+from chatbridge.comms.settings import CommsSettings
+from chatbridge.comms.transcription import TranscriptionWorker
+from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.errors import UnknownInbox
 from chatbridge.metrics import Metrics
-from chatbridge.models import ConversationEvent, Ignored, InboundMessage, OwnerSignal, ParsedWebhook
+from chatbridge.models import (
+    ConversationEvent,
+    Ignored,
+    InboundMessage,
+    OwnerSignal,
+    ParsedWebhook,
+    StatusUpdate,
+)
 from chatbridge.pipeline.breaker import CircuitBreaker
 from chatbridge.pipeline.decisions import TYPING_ATTEMPTS, decide_owner, decide_turn
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
 from chatbridge.store.records import (
+    AgentRecord,
     ClaimedDelivery,
     ClaimedTurn,
     ConversationRecord,
@@ -36,7 +48,7 @@ from chatbridge.store.routing import AgentSpec
 
 log = logging.getLogger("chatbridge.bridge")
 
-TYPING_CHANNELS = ("chatwoot",)
+TYPING_CHANNELS = ("chatwoot", "webchat", "whatsapp")
 
 
 def hash_token(token: str) -> str:
@@ -86,6 +98,18 @@ class Bridge:
                 settings.chatwoot_api_access_token,
                 timeout=settings.chatwoot_timeout_seconds,
             )
+        from chatbridge.api.ratelimit import RateLimiter
+        from chatbridge.channels.webchat import WebchatChannel
+        from chatbridge.webchat.live import LiveHub
+
+        self.webchat_live = LiveHub()
+        self.channels.setdefault("webchat", WebchatChannel(self.webchat_live))
+        from chatbridge.channels.whatsapp import WhatsAppChannel
+
+        # reads the comms settings on every send: a change through the API applies at once
+        self.channels.setdefault("whatsapp", WhatsAppChannel(self.comms_settings, store=self.store))
+        self.rate_limiter = RateLimiter(settings)
+        self._conv_keys: OrderedDict[str, str] = OrderedDict()  # conversation id → channel key
         from chatbridge.agents.hub import AgentHub
 
         self.hub = AgentHub(
@@ -94,10 +118,12 @@ class Bridge:
             verify_token=self.verify_agent_token,
             on_proactive=self._on_proactive,
             on_typing=self._on_typing,
+            on_chunk=self._on_chunk,
         )
         self._routes: dict[tuple[str, int], Route] = {}
         self._routes_by_id: dict[int, Route] = {}
         self._token_hashes: dict[str, str] = {}
+        self._agent_records: list[AgentRecord] = []
         self._breakers: dict[str, CircuitBreaker] = {}
         self._waiters: dict[int, list[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: dict[str, list[str]] = {}  # conversation id → texts being sent
@@ -116,20 +142,93 @@ class Bridge:
             concurrency=settings.delivery_concurrency,
             poll_interval=settings.poll_interval,
         )
+        self._comms_settings = CommsSettings()
+        self.transcriptions = TranscriptionWorker(
+            self.store,
+            self.comms_settings,
+            owner=settings.instance_id,
+            poll_interval=max(1.0, settings.poll_interval),
+            retry_base=settings.retry_base_seconds,
+            retry_max=max(settings.retry_max_seconds, 1.0),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self.started = False
+        self.cluster: Cluster | None = None
+        if settings.redis_url:
+            self.cluster = Cluster(
+                settings.redis_url,
+                settings.instance_id,
+                prefix=settings.redis_prefix,
+                presence_ttl=settings.cluster_presence_seconds,
+                beat=max(0.2, settings.cluster_presence_seconds / 5),
+            )
+            self._join_cluster(self.cluster)
+
+    # ------------------------------------------------------------------ cluster
+    def _join_cluster(self, cluster: Cluster) -> None:
+        """Wire what other replicas must hear about (see ``chatbridge.cluster``)."""
+        self.hub.join(cluster)
+        live = self.webchat_live
+        live.relay = lambda uid, frame: cluster.publish("live", {"uid": uid, "frame": frame})
+
+        def relayed(p: dict[str, Any]) -> None:
+            live.publish(p["uid"], p["frame"], relay=False)
+
+        cluster.on("live", relayed)
+        cluster.on("wake", self._on_wake)
+        cluster.on("turn_done", lambda p: self._resolve_local(p["turn"], p["outcome"], p["text"]))
+        cluster.on("routes", lambda p: self._reload_routes_and_agents())
+        cluster.on("comms_settings", lambda p: self._reload_comms_settings())
+        cluster.on_resync(self._resync)
+        cluster.status_provider(self._local_status)
+
+        async def agents(_: dict[str, Any]) -> dict[str, Any]:
+            return self._local_status()
+
+        cluster.serve("agents", agents)
+
+    def _local_status(self) -> dict[str, Any]:
+        return {"agents": [asdict(a) for a in self.hub.status()]}
+
+    def _on_wake(self, payload: dict[str, Any]) -> None:
+        if payload.get("what") == "turns":
+            self._turns.wake()
+        else:
+            self._deliveries.wake()
+
+    def _resync(self) -> None:
+        """Messages from other replicas may have been lost: look at the store again."""
+        self._turns.wake()
+        self._deliveries.wake()
+        self.webchat_live.resync()
+
+    async def _reload_routes_and_agents(self) -> None:
+        await self.reload_routes()
+        self.sync_agents()
+
+    async def _reload_comms_settings(self) -> None:
+        self._comms_settings = await load_settings(self.store, CommsSettings())
+
+    def sync_agents(self) -> None:
+        """Configure the hub for the enabled agents as ``reload_routes`` last read them (with
+        a cluster: also the ones another replica added or changed)."""
+        for agent in self._agent_records:
+            if agent.enabled:
+                self.hub.configure(agent.id, agent.transport, agent.url)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, workers: bool = True) -> None:
-        if self.settings.auto_migrate:
-            await self.store.migrate()
-        await self._seed_mappings(self.settings.inbox_agent_mappings)
+        async with self.store.startup_lock():  # replicas starting together: one at a time
+            if self.settings.auto_migrate:
+                await self.store.migrate()
+            await self._seed_mappings(self.settings.inbox_agent_mappings)
+        if self.cluster is not None:
+            await self.cluster.start()
+        self._comms_settings = await load_settings(self.store, self._comms_settings)
         await self.reload_routes()
         await self.hub.start()
-        for agent in await self.store.list_agents():
-            if agent.enabled:
-                self.hub.configure(agent.id, agent.transport, agent.url)  # type: ignore[arg-type]
+        self.sync_agents()
         # Leases held under our own (configured) instance id by a previous life of this
         # process are ours to take back at once.
         await self.store.release_leases(self.settings.instance_id)
@@ -138,14 +237,25 @@ class Bridge:
                 asyncio.create_task(self._turns.run(), name="turn-worker"),
                 asyncio.create_task(self._deliveries.run(), name="delivery-worker"),
                 asyncio.create_task(self._housekeeping(), name="housekeeping"),
+                asyncio.create_task(self.transcriptions.run(), name="transcription-worker"),
             ]
         self.started = True
         log.info(
             "bridge started: instance=%s routes=%d", self.settings.instance_id, len(self._routes)
         )
 
+    async def begin_shutdown(self) -> None:
+        """End what holds HTTP requests open (web chat long-polls and sockets, agent
+        long-polls), so the server's graceful shutdown does not wait out their timeouts."""
+        self.hub.pull.end_polls()
+        if self.cluster is not None:
+            self.cluster.end_calls()
+        with contextlib.suppress(Exception):
+            await self.webchat_live.stop()
+
     async def stop(self) -> None:
         """Stop claiming, let in-flight work finish for ``drain_seconds``, then cancel."""
+        await self.begin_shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -157,11 +267,25 @@ class Bridge:
         with contextlib.suppress(Exception):
             await self.store.release_leases(self.settings.instance_id)
         await self.hub.stop()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await self.cluster.stop()
+        with contextlib.suppress(Exception):
+            await self.rate_limiter.aclose()
         for adapter in self.channels.values():
             with contextlib.suppress(Exception):
                 await adapter.aclose()
         await self.store.close()
         self.started = False
+
+    def comms_settings(self) -> CommsSettings:
+        """The comms settings in force: the environment's, with the API's stored changes."""
+        return self._comms_settings
+
+    def set_comms_settings(self, settings: CommsSettings) -> None:
+        self._comms_settings = settings
+        if self.cluster is not None:
+            self.cluster.publish("comms_settings", {})
 
     @property
     def workers_running(self) -> bool:
@@ -173,8 +297,10 @@ class Bridge:
             pass
 
     async def _housekeeping(self) -> None:
-        """Renew our leases, pick up route changes made by other processes, record presence."""
+        """Renew our leases, pick up route changes made by other processes, record presence,
+        and now and then forget expired web chat sessions (their messages stay)."""
         interval = max(0.2, self.settings.lease_seconds / 3)
+        next_cleanup = time.monotonic() + 60
         while True:
             await asyncio.sleep(interval)
             try:
@@ -182,17 +308,34 @@ class Bridge:
                     self.settings.instance_id, self.settings.lease_seconds
                 )
                 await self.reload_routes()
+                if self.cluster is not None:
+                    self.sync_agents()
                 seen = {s.agent_id: s.last_seen for s in self.hub.status() if s.last_seen}
                 await self.store.touch_agents(seen)
+                if time.monotonic() >= next_cleanup:
+                    next_cleanup = time.monotonic() + 300
+                    await self.store.delete_expired_sessions(self.settings.webchat_session_timeout)
             except Exception:
                 log.exception("housekeeping failed")
 
     # ------------------------------------------------------------------ wake-ups
     def wake_turns(self) -> None:
         self._turns.wake()
+        if self.cluster is not None:
+            self.cluster.wake("turns")
 
     def wake_deliveries(self) -> None:
         self._deliveries.wake()
+        if self.cluster is not None:
+            self.cluster.wake("deliveries")
+
+    async def hand_back(self, turn: ClaimedTurn, replica: str) -> None:
+        """A claimed turn's agent is held by ``replica``: give the turn back, unrun."""
+        log.info(
+            "turn %s: agent %s is on %s; handing the turn back", turn.key, turn.agent_id, replica
+        )
+        await self.store.release_turn(turn.id, self.settings.instance_id)
+        self.wake_turns()
 
     def schedule_wake(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -201,12 +344,16 @@ class Bridge:
         loop.call_later(delay + 0.01, self._timers.discard, handle)
 
     async def _claim_turns(self, limit: int) -> list[ClaimedTurn]:
-        return await self.store.claim_turns(
+        claimed = await self.store.claim_turns(
             self.settings.instance_id,
             limit=limit,
             lease_seconds=self.settings.lease_seconds,
             typing_channels=[c for c in TYPING_CHANNELS if c in self.channels],
+            skip_agents=self.cluster.held_elsewhere() if self.cluster is not None else (),
         )
+        if any(t.conversation.channel in TYPING_CHANNELS for t in claimed):
+            self.wake_deliveries()  # the typing_on written with the claim goes out now
+        return claimed
 
     async def _claim_deliveries(self, limit: int) -> list[ClaimedDelivery]:
         return await self.store.claim_deliveries(
@@ -231,6 +378,28 @@ class Bridge:
                 token_hash=spec.token_hash,
             )
             await self.save_mapping(m, overwrite=False, reply_mode=mode)
+
+    async def ensure_webchat_compat_route(self) -> None:
+        """The action API's messages need a route: unless one is configured, its inbox goes to
+        the http-pull agent that ``inbox`` / ``outbox`` act as (see ``webchat-compat``).
+
+        Called by the action API on use, so deployments that never use it see no such route.
+        """
+        s = self.settings
+        if self.route_for("webchat", s.webchat_compat_inbox_id) is not None:
+            return
+        offers = 1 if s.webchat_mark_on_read else s.webchat_compat_max_offers
+        timeout = min(3600.0, s.webchat_compat_lease_seconds * offers + 30)
+        mapping = InboxMapping(
+            channel="webchat",
+            inbox_id=s.webchat_compat_inbox_id,
+            agent_config=AgentConfig(
+                agent_id=s.webchat_compat_agent_id,
+                transport="http-pull",
+                timeout_seconds=timeout,
+            ),
+        )
+        await self.save_mapping(mapping, overwrite=False)
 
     @staticmethod
     def _agent_spec(m: InboxMapping) -> AgentSpec:
@@ -264,20 +433,23 @@ class Bridge:
         if self.started and (created or overwrite):
             self.hub.configure(a.agent_id, a.transport or "ws-dial-out", a.websocket_url)
         await self.reload_routes()
+        if self.cluster is not None:
+            self.cluster.publish("routes", {})
         return route, created
 
     async def delete_mapping(self, channel: str, inbox_id: int) -> bool:
         deleted = await self.store.delete_route(channel, inbox_id)
         await self.reload_routes()
+        if self.cluster is not None:
+            self.cluster.publish("routes", {})
         return deleted
 
     async def reload_routes(self) -> None:
         routes = await self.store.list_routes()
         self._routes = {(r.channel, r.inbox_id): r for r in routes}
         self._routes_by_id = {r.id: r for r in routes}
-        self._token_hashes = {
-            a.id: a.token_hash for a in await self.store.list_agents() if a.token_hash
-        }
+        self._agent_records = await self.store.list_agents()
+        self._token_hashes = {a.id: a.token_hash for a in self._agent_records if a.token_hash}
 
     def routes(self) -> list[Route]:
         return sorted(self._routes.values(), key=lambda r: (r.channel, r.inbox_id))
@@ -326,14 +498,30 @@ class Bridge:
             stored = agent.token_hash if agent else None
         return stored is not None and hmac.compare_digest(stored, hash_token(token))
 
-    def agents_status(self) -> list[dict[str, Any]]:
+    def agents_status(
+        self, snapshots: dict[str, dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per agent. With a cluster, the view of every live replica (``snapshots``:
+        what each answered, else what each published at its last beat): ``connected`` if
+        any replica has it, ``replica`` the one holding it, counts summed over replicas, and
+        ``replicas`` the per-replica rows."""
         now = time.time()
         known: dict[str, dict[str, Any]] = {}
         for r in self._routes.values():
             known.setdefault(r.agent_id, {"agent_id": r.agent_id, "inboxes": []})
             known[r.agent_id]["inboxes"].append({"channel": r.channel, "inbox_id": r.inbox_id})
-        status: dict[str, AgentStatus] = {s.agent_id: s for s in self.hub.status()}
-        for agent_id in set(known) | set(status):
+        local = self.hub.status()
+        status: dict[str, AgentStatus] = {s.agent_id: s for s in local}
+        per_replica: dict[str, list[dict[str, Any]]] = {}
+        if self.cluster is not None:
+            snapshots = dict(snapshots if snapshots is not None else self.cluster.replicas())
+            snapshots[self.cluster.replica_id] = {"agents": [asdict(a) for a in local]}
+            for replica_id, snap in sorted(snapshots.items()):
+                for row in snap.get("agents", []):
+                    per_replica.setdefault(row["agent_id"], []).append(
+                        {"replica": replica_id, **row}
+                    )
+        for agent_id in set(known) | set(status) | set(per_replica):
             entry = known.setdefault(agent_id, {"agent_id": agent_id, "inboxes": []})
             s = status.get(agent_id)
             breaker = self._breakers.get(agent_id)
@@ -348,6 +536,33 @@ class Bridge:
                 breaker=breaker.state(now) if breaker else "closed",
                 consecutive_failures=breaker.failures if breaker else 0,
             )
+            if self.cluster is not None:
+                rows = per_replica.get(agent_id, [])
+                holder = self.cluster.location(agent_id)
+                main = next((r for r in rows if r["replica"] == holder), None)
+                entry.update(
+                    replica=holder,
+                    connected=any(r["connected"] for r in rows),
+                    in_flight_turns=sum(r["in_flight"] for r in rows),
+                    turns_answered=sum(r["turns_answered"] for r in rows),
+                    last_seen=max((r["last_seen"] for r in rows if r["last_seen"]), default=None),
+                    replicas=[
+                        {
+                            "replica": r["replica"],
+                            "connected": r["connected"],
+                            "in_flight_turns": r["in_flight"],
+                            "turns_answered": r["turns_answered"],
+                        }
+                        for r in rows
+                    ],
+                )
+                if rows and entry["transport"] is None:
+                    entry["transport"] = rows[0]["transport"]
+                if main is not None:
+                    entry.update(
+                        latency_ms_p50=main["latency_ms_p50"],
+                        latency_ms_p95=main["latency_ms_p95"],
+                    )
         return sorted(known.values(), key=lambda e: e["agent_id"])
 
     async def notify_agent_owner(
@@ -402,6 +617,34 @@ class Bridge:
         )
         self.wake_deliveries()
 
+    async def _channel_key(self, conversation_id: str) -> str | None:
+        key = self._conv_keys.get(conversation_id)
+        if key is None:
+            conv = await self.store.get_conversation(conversation_id)
+            if conv is None:
+                return None
+            key = conv.channel_key if conv.channel == "webchat" else ""
+            self._conv_keys[conversation_id] = key
+            while len(self._conv_keys) > 10_000:
+                self._conv_keys.popitem(last=False)
+        return key or None
+
+    async def _on_chunk(
+        self, turn_key: str, conversation_id: str, stream_index: int, content: str
+    ) -> None:
+        """A streamed piece of a reply: shown live to the conversation's web chat visitors."""
+        uid = await self._channel_key(conversation_id)
+        if uid is not None:
+            self.webchat_live.publish(
+                uid,
+                {
+                    "type": "agent_streaming",
+                    "turn_id": turn_key,
+                    "stream_index": stream_index,
+                    "content": content,
+                },
+            )
+
     async def _on_typing(self, agent_id: str, conversation_id: str, on: bool) -> None:
         conv = await self.store.get_conversation(conversation_id)
         if conv is None or conv.channel not in TYPING_CHANNELS:
@@ -419,6 +662,13 @@ class Bridge:
         """Persist what a channel sent (before it is acknowledged) and wake the workers."""
         if isinstance(parsed, Ignored):
             return Accepted("ignored", reason=parsed.reason)
+        if isinstance(parsed, StatusUpdate):
+            message_id = await self.store.set_message_status(
+                parsed.external_message_id, parsed.status, parsed.error
+            )
+            if message_id is None:
+                return Accepted("ignored", reason="status_of_unknown_message")
+            return Accepted("stored", message_id=message_id, reason=f"status:{parsed.status}")
         route = self.route_for(parsed.channel, parsed.inbox_id)
         if route is None:
             raise UnknownInbox(parsed.channel, parsed.inbox_id)
@@ -432,6 +682,8 @@ class Bridge:
             )
             if result.turn_id is not None:
                 self.wake_turns()
+            if result.conversation_id and result.status != "duplicate":
+                await link_inbound(self.store, self._comms_settings, parsed, result.conversation_id)
             return Accepted(
                 result.status,
                 conversation_id=result.conversation_id,
@@ -544,6 +796,12 @@ class Bridge:
 
     # ------------------------------------------------------------------ sync replies
     def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None:
+        """Answer this turn's sync callers, here and (with a cluster) on every replica."""
+        self._resolve_local(turn_id, outcome, text)
+        if self.cluster is not None:
+            self.cluster.publish("turn_done", {"turn": turn_id, "outcome": outcome, "text": text})
+
+    def _resolve_local(self, turn_id: int, outcome: str, text: str | None) -> None:
         for fut in self._waiters.pop(turn_id, []):
             if not fut.done():
                 fut.set_result({"outcome": outcome, "content": text})

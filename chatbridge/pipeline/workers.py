@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from chatbridge.agents.base import AgentOutcome, TurnRequest
-from chatbridge.errors import AgentTimeout, AgentUnavailable, PermanentDelivery, RetryableDelivery
+from chatbridge.errors import (
+    AgentElsewhere,
+    AgentTimeout,
+    AgentUnavailable,
+    PermanentDelivery,
+    RetryableDelivery,
+)
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.backoff import backoff_delay
 from chatbridge.pipeline.decisions import plan_outcome
@@ -232,6 +238,9 @@ class TurnRunner:
                 )
                 try:
                     outcome = await b.hub.run_turn(request)
+                except AgentElsewhere as exc:
+                    await b.hand_back(turn, exc.replica)
+                    return
                 except (AgentUnavailable, AgentTimeout) as exc:
                     failure = exc.kind
                 if outcome is not None and outcome.kind != "error":

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, create_engine, event, func, select, update
+from sqlalchemy import and_, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -35,6 +35,8 @@ from chatbridge.store.statements import build as build_statements
 from chatbridge.store.statements import dialect_insert
 
 log = logging.getLogger("chatbridge.store")
+# pg_advisory_lock key held while a replica migrates and seeds (any constant of our own)
+STARTUP_LOCK_KEY = 0x43_42_52_44
 
 _OPEN_STATES = ("pending", "leased")
 
@@ -104,6 +106,7 @@ def _message(row: Any) -> MessageRecord:
         external_id=row.external_id,
         created_at=row.created_at,
         meta=row.meta or {},
+        turn_id=getattr(row, "turn_id", None),
     )
 
 
@@ -198,6 +201,23 @@ class StoreBase:
         """Bring the schema to the newest Alembic revision."""
         async with self._tx() as conn:
             await conn.run_sync(_upgrade_head)
+
+    @asynccontextmanager
+    async def startup_lock(self) -> AsyncIterator[None]:
+        """Hold the deployment-wide start-up lock (PostgreSQL advisory lock) while the block
+        runs: replicas starting together migrate and seed routes one after the other
+        instead of racing on ``CREATE TABLE``. A no-op on SQLite (one process)."""
+        if self.is_sqlite:
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK_KEY})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK_KEY})
+                await conn.commit()
 
     async def ping(self) -> bool:
         try:

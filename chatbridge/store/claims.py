@@ -16,24 +16,28 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import _OPEN_STATES as OPEN_STATES
 
 
-def _claim(table: Table, due: str, **extra: Any) -> Any:
+def _claim(table: Table, due: str, *, skip_agents: bool = False, **extra: Any) -> Any:
     older = table.alias("older")
     now: Any = bindparam("b_now")
+    conditions: list[Any] = [
+        or_(
+            and_(table.c.state == "pending", table.c[due] <= now),
+            and_(table.c.state == "leased", table.c.lease_expires_at < now),
+        ),
+        ~exists().where(
+            and_(
+                older.c.conversation_id == table.c.conversation_id,
+                older.c.id < table.c.id,
+                older.c.state.in_(OPEN_STATES),
+            )
+        ),
+    ]
+    if skip_agents:
+        # Turns of agents another replica holds are that replica's (``cluster``).
+        conditions.append(table.c.agent_id.not_in(bindparam("b_skip", expanding=True)))
     candidates = (
         select(table.c.id)
-        .where(
-            or_(
-                and_(table.c.state == "pending", table.c[due] <= now),
-                and_(table.c.state == "leased", table.c.lease_expires_at < now),
-            ),
-            ~exists().where(
-                and_(
-                    older.c.conversation_id == table.c.conversation_id,
-                    older.c.id < table.c.id,
-                    older.c.state.in_(OPEN_STATES),
-                )
-            ),
-        )
+        .where(*conditions)
         .order_by(table.c.id)
         .limit(bindparam("b_limit"))
         .with_for_update(skip_locked=True)
@@ -52,9 +56,11 @@ def _claim(table: Table, due: str, **extra: Any) -> Any:
     )
 
 
-CLAIM_TURNS = _claim(
-    t.turns, "available_at", started_at=func.coalesce(t.turns.c.started_at, bindparam("b_now"))
-)
+_TURN_START: dict[str, Any] = {
+    "started_at": func.coalesce(t.turns.c.started_at, bindparam("b_now"))
+}
+CLAIM_TURNS = _claim(t.turns, "available_at", **_TURN_START)
+CLAIM_TURNS_SKIPPING = _claim(t.turns, "available_at", skip_agents=True, **_TURN_START)
 # SET expressions see the *old* row: was it leased by a process that died mid-send? Then the
 # far side may already have it.
 CLAIM_DELIVERIES = _claim(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
@@ -39,6 +39,9 @@ def _claimed(r: Any, conversation: ConversationRecord) -> ClaimedDelivery:
         uncertain=bool(r.uncertain),
         conversation=conversation,
     )
+
+
+_STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
 
 
 class OutboxStore(StoreBase):
@@ -119,6 +122,51 @@ class OutboxStore(StoreBase):
                 return []
             convs = await self._conversations_of(conn, rows)
         return [_claimed(r, convs[r.conversation_id]) for r in sorted(rows, key=lambda r: r.id)]
+
+    async def set_message_status(
+        self, external_id: str, status: str, error: str | None = None
+    ) -> str | None:
+        """Record a provider's status for the message it knows as ``external_id``.
+
+        Statuses only move forward (sent → delivered → read → played; ``failed`` wins), since
+        providers may report them out of order. Returns our message id, or None if the id is
+        not one of our sent messages.
+        """
+        now = time.time()
+        async with self._tx() as conn:
+            message_id = (
+                await conn.execute(
+                    select(t.deliveries.c.message_id)
+                    .where(t.deliveries.c.external_id == external_id)
+                    .where(t.deliveries.c.message_id.is_not(None))
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if message_id is None:
+                return None
+            current = (
+                await conn.execute(
+                    select(t.message_status.c.status).where(
+                        t.message_status.c.message_id == message_id
+                    )
+                )
+            ).scalar_one_or_none()
+            if current is None:
+                await conn.execute(
+                    t.message_status.insert().values(
+                        message_id=message_id,
+                        status=status,
+                        external_id=external_id,
+                        updated_at=now,
+                    )
+                )
+            elif _STATUS_RANK.get(status, 0) > _STATUS_RANK.get(current, 0):
+                await conn.execute(
+                    update(t.message_status)
+                    .where(t.message_status.c.message_id == message_id)
+                    .values(status=status, updated_at=now)
+                )
+        return str(message_id)
 
     async def finish_delivery(
         self,
@@ -250,6 +298,22 @@ class OutboxStore(StoreBase):
             )
             for r in rows
         ]
+
+    async def discard_dead_letter(self, delivery_id: int) -> bool:
+        """An operator gives up on a dead delivery: it leaves the dead-letter list for good
+        (state ``dropped``; the row and its error stay for the record)."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.deliveries)
+                .where(and_(t.deliveries.c.id == delivery_id, t.deliveries.c.state == "dead"))
+                .values(
+                    state="dropped",
+                    last_error=func.coalesce(t.deliveries.c.last_error, "")
+                    + " [discarded by an operator]",
+                    done_at=time.time(),
+                )
+            )
+        return bool(result.rowcount)
 
     async def replay_dead_letter(self, delivery_id: int) -> bool:
         """Send a dead delivery again from scratch (same idempotency key)."""

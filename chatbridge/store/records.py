@@ -69,6 +69,7 @@ class MessageRecord:
     external_id: str | None
     created_at: float
     meta: dict[str, Any]
+    turn_id: int | None = None
 
 
 @dataclass(slots=True)

@@ -5,11 +5,13 @@ See ``turns`` for why Chatbridge keeps its own outbox and leases, and how claimi
 
 from __future__ import annotations
 
+from chatbridge.store.comms import CommsStore
 from chatbridge.store.conversations import ConversationStore
 from chatbridge.store.outbox import OutboxStore
 from chatbridge.store.routing import RoutingStore
 from chatbridge.store.turns import TurnStore
+from chatbridge.store.webchat import WebchatStore
 
 
-class Store(RoutingStore, ConversationStore, TurnStore, OutboxStore):
+class Store(RoutingStore, ConversationStore, TurnStore, OutboxStore, WebchatStore, CommsStore):
     """Async access to the database. One instance per process; ``migrate()`` before use."""

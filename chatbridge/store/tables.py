@@ -179,4 +179,133 @@ deliveries = Table(
     Column("done_at", Float, nullable=True),
     Index(None, "state", "next_attempt_at"),
     Index(None, "conversation_id", "state"),
+    # a provider's status event names its message id (added in migration 0003)
+    Index(None, "external_id"),
+)
+
+webchat_sessions = Table(
+    "webchat_sessions",
+    metadata,
+    # the session id the widget (or the action API's caller) chose: ^[A-Za-z0-9_-]{1,64}$
+    Column("id", String(64), primary_key=True),
+    # 16 hex chars, one per session row: the conversation's channel key and the contact's id,
+    # so a session that expired and starts again is a new conversation with a new visitor id
+    Column("uid", String(16), nullable=False, unique=True),
+    Column("inbox_id", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_active", Float, nullable=False),
+    Column("ip_address", String(64), nullable=True),
+    Column("meta", Json, nullable=False, default=dict),
+    Index(None, "last_active"),
+)
+
+# --- comms: people (the CRM side), identities, notes, tasks, call logs, settings -------------
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(300), nullable=False),
+    # E.164 (``+919876543210``); the key a WhatsApp thread is linked by
+    Column("phone", String(40), nullable=True, index=True),
+    Column("email", String(300), nullable=True),
+    Column("company", String(300), nullable=True),
+    Column("external_ref", String(200), nullable=True),  # the id in the user's own CRM
+    Column("meta", Json, nullable=False, default=dict),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+contact_identities = Table(
+    "contact_identities",
+    metadata,
+    # every address a contact is known by: phone (E.164), jid (@c.us), lid (@lid), bsuid (Meta)
+    Column("kind", String(10), primary_key=True),
+    Column("value", String(200), primary_key=True),
+    Column("contact_id", String(40), ForeignKey("contacts.id"), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+)
+
+thread_links = Table(
+    "thread_links",
+    metadata,
+    # which person a conversation is linked to (auto by phone, or by an operator)
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), primary_key=True),
+    Column("person_id", String(40), ForeignKey("people.id"), nullable=True, index=True),
+    Column("linked_by", String(10), nullable=False),  # auto | operator | unlinked
+    Column("last_read_at", Float, nullable=True),  # the console's unread marker
+    Column("updated_at", Float, nullable=False),
+)
+
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "conversation_id", String(40), ForeignKey("conversations.id"), nullable=True, index=True
+    ),
+    Column("person_id", String(40), ForeignKey("people.id"), nullable=True, index=True),
+    Column("text", Text, nullable=False),
+    Column("author", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "conversation_id", String(40), ForeignKey("conversations.id"), nullable=True, index=True
+    ),
+    Column("person_id", String(40), ForeignKey("people.id"), nullable=True, index=True),
+    Column("title", String(500), nullable=False),
+    Column("due_at", Float, nullable=True),
+    Column("done", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+call_logs = Table(
+    "call_logs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "conversation_id", String(40), ForeignKey("conversations.id"), nullable=True, index=True
+    ),
+    Column("person_id", String(40), ForeignKey("people.id"), nullable=True, index=True),
+    Column("phone", String(40), nullable=True),
+    Column("direction", String(10), nullable=False),  # inbound | outbound
+    Column("duration_seconds", Float, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("recording_url", Text, nullable=True),
+    Column("recording_path", Text, nullable=True),  # an uploaded recording, on local disk
+    # the transcription job, queued durably on the row: none | queued | running | done | failed
+    Column("transcript_status", String(10), nullable=False, default="none"),
+    Column("transcript", Text, nullable=True),
+    Column("transcript_error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "transcript_status", "lease_expires_at"),
+)
+
+comms_settings = Table(
+    "comms_settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Json, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Outbound message status from the provider (sent | delivered | read | failed), and the lookup
+# a status event needs: provider message id → delivery → message.
+message_status = Table(
+    "message_status",
+    metadata,
+    Column("message_id", String(40), ForeignKey("messages.id"), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("external_id", String(200), nullable=True, unique=True),
+    Column("updated_at", Float, nullable=False),
 )

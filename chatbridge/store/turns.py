@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, case, select, update
 
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
@@ -37,7 +37,7 @@ from chatbridge.store.base import (
     StoreBase,
     _message,
 )
-from chatbridge.store.claims import CLAIM_TURNS, claim_params
+from chatbridge.store.claims import CLAIM_TURNS, CLAIM_TURNS_SKIPPING, claim_params
 from chatbridge.store.records import (
     ClaimedTurn,
     CompletedTurn,
@@ -50,18 +50,29 @@ class TurnStore(StoreBase):
     """Agent turns: ingest creates them, workers claim them with leases."""
 
     async def claim_turns(
-        self, owner: str, *, limit: int, lease_seconds: float, typing_channels: Iterable[str] = ()
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        typing_channels: Iterable[str] = (),
+        skip_agents: Sequence[str] = (),
     ) -> list[ClaimedTurn]:
         """Lease up to ``limit`` turns (oldest first, one per conversation at most).
 
         For conversations on ``typing_channels`` a ``typing_on`` delivery is written in the
         same transaction, so typing always starts before — and ends after — the reply.
+        Turns for ``skip_agents`` (held by another replica) are left alone.
         """
         now = time.time()
         typing = set(typing_channels)
         async with self._tx() as conn:
             params = claim_params(owner, now, lease_seconds, limit)
-            rows = (await conn.execute(CLAIM_TURNS, params)).all()
+            stmt = CLAIM_TURNS
+            if skip_agents:
+                stmt = CLAIM_TURNS_SKIPPING
+                params["b_skip"] = list(skip_agents)
+            rows = (await conn.execute(stmt, params)).all()
             if not rows:
                 return []
             convs = await self._conversations_of(conn, rows)
@@ -127,6 +138,29 @@ class TurnStore(StoreBase):
                     .where(and_(table.c.lease_owner == owner, table.c.state == "leased"))
                     .values(lease_expires_at=until)
                 )
+
+    async def release_turn(self, turn_id: int, owner: str) -> bool:
+        """Hand one leased turn back unrun (its agent is held by another replica): pending
+        again at once, and the attempt not counted. False if we no longer held it."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                update(t.turns)
+                .where(
+                    and_(
+                        t.turns.c.id == turn_id,
+                        t.turns.c.lease_owner == owner,
+                        t.turns.c.state == "leased",
+                    )
+                )
+                .values(
+                    state="pending",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    available_at=time.time(),
+                    attempts=case((t.turns.c.attempts > 0, t.turns.c.attempts - 1), else_=0),
+                )
+            )
+            return bool(result.rowcount)
 
     async def release_leases(self, owner: str) -> None:
         """Give back every turn this process holds, so another process may take it at once."""

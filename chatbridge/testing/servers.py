@@ -47,6 +47,10 @@ async def serve_app(
             await asyncio.sleep(0.005)
         yield f"http://{host}:{bound}"
     finally:
+        bridge = getattr(getattr(app, "state", None), "bridge", None)
+        if bridge is not None:  # end long-polls first (as ``chatbridge serve`` does)
+            with contextlib.suppress(Exception):
+                await bridge.begin_shutdown()
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)

@@ -151,7 +151,7 @@ def test_configure_rejects_bad_settings(hub: AgentHub) -> None:
     with pytest.raises(ConfigError):
         hub.configure("a1", "ws-dial-out", "http://example.invalid")
     with pytest.raises(ConfigError):
-        hub.configure("a1", "http-pull", None)  # type: ignore[arg-type]
+        hub.configure("a1", "http-webhook", None)  # type: ignore[arg-type]
 
 
 # -- with a scripted fake agent -----------------------------------------------------------------

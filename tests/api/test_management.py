@@ -28,6 +28,7 @@ PROTECTED = [
     ("DELETE", "/config/mappings/1"),
     ("GET", "/dead-letters"),
     ("POST", "/dead-letters/1/retry"),
+    ("POST", "/dead-letters/1/discard"),
     ("GET", "/metrics"),
 ]
 
@@ -367,3 +368,31 @@ async def test_the_openapi_document_describes_the_api_and_nothing_else(sqlite_ur
         assert (await s.http.get("/docs")).status_code == 200
         # and what is not in it is a 404 in the same error shape
         error_of(await s.http.get("/no/such/thing"), 404, "not_found")
+
+
+async def test_a_dead_letter_can_be_discarded_and_is_never_sent(sqlite_url: str) -> None:
+    async with running_stack(sqlite_url, admin_key="k", delay=0.0) as s:
+        payload, _ = s.mock.build_event(
+            "message_created", TriggerRequest(conversation_id=8, content="gone", inbox_id=1)
+        )
+        conversation = s.mock.conversations.pop(8)
+        assert (await s.http.post("/webhook/chatwoot", json=payload)).status_code == 200
+
+        async def dead_letters() -> list[dict[str, Any]]:
+            r = await s.http.get("/dead-letters", headers=AUTH)
+            return r.json()["dead_letters"]
+
+        [dead] = await wait_until(dead_letters)
+        r = await s.http.post(f"/dead-letters/{dead['id']}/discard", headers=AUTH)
+        assert r.status_code == 200 and r.json() == {"discarded": True, "id": dead["id"]}
+        assert await dead_letters() == []
+        s.mock.conversations[8] = conversation
+        # neither a retry nor a second discard finds it; nothing reaches Chatwoot
+        error_of(
+            await s.http.post(f"/dead-letters/{dead['id']}/retry", headers=AUTH), 404, "not_found"
+        )
+        error_of(
+            await s.http.post(f"/dead-letters/{dead['id']}/discard", headers=AUTH), 404, "not_found"
+        )
+        await s.idle()
+        assert s.replies(8) == []

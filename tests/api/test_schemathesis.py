@@ -41,6 +41,11 @@ def test_no_generated_request_is_a_server_error(unsigned_live: Live) -> None:
             "PUT /config/mappings/{inbox_id}",
             "DELETE /config/mappings/{inbox_id}",
             "POST /dead-letters/{delivery_id}/retry",
+            "POST /api/webchat/sessions",
+            "POST /api/webchat/sessions/{session_id}/messages",
+            "GET /api/webchat/sessions/{session_id}/messages",
+            "GET /api/agent/turns",
+            "POST /api/agent/turns/{turn_id}/reply",
         }
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

@@ -30,6 +30,8 @@ FAST = dict(
     heartbeat_interval=5.0,
     lease_seconds=5.0,
     drain_seconds=1.0,
+    # the widget tests embed it from another localhost origin, as the demo allows
+    webchat_cors_origins=["*"],
 )
 
 
@@ -170,6 +172,7 @@ async def running_stack(
     transport: str = "ws-dial-out",
     route_token: str | None = None,
     dial_token: str | None = None,
+    webchat: bool = False,
     **settings: Any,
 ) -> AsyncIterator[Stack]:
     """Start everything; with ``agent_port`` the caller serves the agent itself.
@@ -177,6 +180,7 @@ async def running_stack(
     ``transport="ws-dial-in"`` makes the route a dial-in one (no ``websocket_url``; the route
     stores ``route_token``, if any). With ``dial_token`` the agent then dials in to the bridge
     with that token and the stack waits until it is connected; without it, nobody dials in.
+    ``webchat=True`` routes web chat inbox 1 to the same agent.
     """
     agent = agent or build_mock_agent(behaviour, agent_id="agent1", delay=delay)
     dial_in = transport == "ws-dial-in"
@@ -204,7 +208,12 @@ async def running_stack(
             chatwoot_api_access_token=TOKEN,
             chatwoot_webhook_secret=secret,
             inbox_agent_mappings=[
-                InboxMapping(inbox_id=1, agent_config=agent_config, **(mapping or {}))
+                InboxMapping(inbox_id=1, agent_config=agent_config, **(mapping or {})),
+                *(
+                    [InboxMapping(channel="webchat", inbox_id=1, agent_config=agent_config)]
+                    if webchat
+                    else []
+                ),
             ],
             instance_id="e2e",
             **{**FAST, **settings},

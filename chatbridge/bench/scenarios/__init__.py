@@ -1,7 +1,8 @@
 """Benchmark scenarios, by name, imported only when chosen.
 
 ``SCENARIOS`` maps a name to ``"module:Class"`` (a ``Stack``); ``PLANNED`` names scenarios that
-come with later issues, so the CLI can say so instead of failing obscurely.
+come with later issues (none at the moment), so the CLI can say so instead of failing
+obscurely.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ __all__ = [
 
 SCENARIOS: dict[str, str] = {
     "chatwoot": "chatbridge.bench.scenarios.chatwoot:ChatwootStack",
+    "webchat": "chatbridge.bench.scenarios.webchat:WebchatStack",
+    "pull": "chatbridge.bench.scenarios.pull:PullStack",
+    "stream": "chatbridge.bench.scenarios.stream:StreamStack",
     # internal: the reference points every report is compared with
     "baseline": "chatbridge.bench.baseline:BaselineStack",
     "channel-capacity": "chatbridge.bench.scenarios.channel_capacity:ChannelCapacityStack",
 }
 
-PLANNED: dict[str, str] = {
-    "webchat": "the web chat channel",
-    "pull": "agents that pull turns over HTTP",
-    "stream": "streamed agent replies",
-}
+PLANNED: dict[str, str] = {}
+"""Scenario name → what it waits for (e.g. ``"the web chat channel"``)."""
 
 
 class ScenarioUnavailable(Exception):
@@ -52,8 +53,8 @@ def load_scenario(name: str) -> type[Stack]:
     target = SCENARIOS.get(name)
     if target is None:
         raise ScenarioUnavailable(
-            f"unknown scenario {name!r}; available: {', '.join(public_scenarios())}; "
-            f"planned: {', '.join(PLANNED)}"
+            f"unknown scenario {name!r}; available: {', '.join(public_scenarios())}"
+            + (f"; planned: {', '.join(PLANNED)}" if PLANNED else "")
         )
     module_name, _, attr = target.partition(":")
     stack: type[Stack] = getattr(importlib.import_module(module_name), attr)

@@ -10,17 +10,22 @@ conversation, made once), signed with ``sign_chatwoot`` as Chatwoot 4.12+ signs 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from chatbridge.bench.accounting import Reply, marker
 from chatbridge.bench.channel import INBOX_ID
-from chatbridge.bench.processes import free_port, port_open
-from chatbridge.bench.scenarios.base import Request, Stack
+from chatbridge.bench.processes import ChildProcess, free_port, free_ports, port_open
+from chatbridge.bench.redis_server import display_url
+from chatbridge.bench.replicas import Replica, plan_replicas, replica_env, scrape_replica
+from chatbridge.bench.scenarios.base import Request, Stack, StackContext, stored_or_duplicate
 from chatbridge.channels.signatures import DELIVERY_HEADER, sign_chatwoot
 from chatbridge.testing.chatwoot_state import MockChatwoot, TriggerRequest
 
@@ -32,6 +37,8 @@ ADMIN_KEY = "bench-admin-key"
 _CONTENT = "__BENCH_CONTENT__"
 _MESSAGE_ID = 987654321012345  # a number that appears nowhere else in a payload
 _FIRST_MESSAGE_ID = 10_000_001
+AGENT_SETTLE_SECONDS = 2.0
+"""With several replicas: how long the others get to connect the agent after the first did."""
 
 
 def webhook_templates(conversations: int) -> list[bytes]:
@@ -58,9 +65,16 @@ def webhook_templates(conversations: int) -> list[bytes]:
 class ChatwootStack(Stack):
     name = "chatwoot"
     description = "signed Chatwoot webhooks → bridge → agent (WebSocket) → Chatwoot API"
+    supports_replicas = True
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        self.replicas: list[Replica] = []
+        self.measures: dict[str, Any] = {}
+        """``measures["replicas"]``: what each bridge's ``/metrics`` says it did."""
 
     async def start(self) -> None:
-        agent_port, channel_port, bridge_port = free_port(), free_port(), free_port()
+        agent_port, channel_port = free_port(), free_port()
         think = self.ctx.think_seconds
         agent_args = ["-m", "chatbridge", "mock-agent", "--agent-id", AGENT_ID]
         agent_args += ["--host", "127.0.0.1", "--port", str(agent_port)]
@@ -83,7 +97,8 @@ class ChatwootStack(Stack):
             ],
         )
         self.channel_url = f"http://127.0.0.1:{channel_port}"
-        self.bridge_url = f"http://127.0.0.1:{bridge_port}"
+        self.replicas = plan_replicas(free_ports(self.ctx.replicas), uuid.uuid4().hex[:6])
+        self.bridge_url = self.replicas[0].url
         mapping = [
             {
                 "inbox_id": INBOX_ID,
@@ -102,12 +117,20 @@ class ChatwootStack(Stack):
             "INBOX_AGENT_MAPPINGS": json.dumps(mapping),
             "CHATBRIDGE_ADMIN_KEY": ADMIN_KEY,
         }
-        bridge = self.spawn(
-            "bridge", ["-m", "chatbridge", "serve", "--port", str(bridge_port)], env
-        )
+        redis_url = self.ctx.redis_url
+        if redis_url is None and len(self.replicas) > 1:
+            redis_url = await self.start_redis()  # before the bridges: stopped after them
+        bridges = [
+            self.spawn(
+                r.name,
+                ["-m", "chatbridge", "serve", "--port", str(r.port)],
+                replica_env(env, r, redis_url),
+            )
+            for r in self.replicas
+        ]
         self.info.settings = {
             **env,
-            "command": f"chatbridge serve --port {bridge_port}",
+            **self._replica_settings(redis_url),
             "agent": "chatbridge " + " ".join(agent_args[2:]),
             "channel": "python " + " ".join(channel.argv[1:]),
         }
@@ -123,30 +146,93 @@ class ChatwootStack(Stack):
                 async with http.get(url, headers=headers) as response:
                     return response.status == 200
 
+            async def ready(bridge: ChildProcess, replica: Replica) -> None:
+                await bridge.start()
+                await bridge.wait_until(
+                    lambda: answers(f"{replica.url}/ready"), timeout=60, what="/ready"
+                )
+
             await channel.wait_until(
                 lambda: answers(f"{self.channel_url}/bench/stats"), timeout=60, what="mock up"
             )
-            await bridge.start()
-            await bridge.wait_until(
-                lambda: answers(f"{self.bridge_url}/ready"), timeout=60, what="/ready"
-            )
+            # The first bridge migrates the fresh database alone; the others then start together.
+            await ready(bridges[0], self.replicas[0])
+            await asyncio.gather(*map(ready, bridges[1:], self.replicas[1:]))
 
-            async def agent_connected() -> bool:
+            async def agent_connected(replica: Replica) -> bool:
                 async with http.get(
-                    f"{self.bridge_url}/agents/status",
+                    f"{replica.url}/agents/status",
                     headers={"Authorization": f"Bearer {ADMIN_KEY}"},
                 ) as response:
                     body = await response.json()
                 return any(a["agent_id"] == AGENT_ID and a["connected"] for a in body["agents"])
 
-            await bridge.wait_until(agent_connected, timeout=30, what="agent connected")
+            if len(self.replicas) == 1:
+                await bridges[0].wait_until(
+                    lambda: agent_connected(self.replicas[0]), timeout=30, what="agent connected"
+                )
+            else:
+                await self._wait_for_agent_links(http, bridges, agent_connected)
 
         self._prepare(webhook_templates(self.ctx.conversations))
 
+    def _replica_settings(self, redis_url: str | None) -> dict[str, str]:
+        """The settings lines that tell the bridges apart (one replica: its command only)."""
+        if len(self.replicas) == 1:
+            settings = {"command": f"chatbridge serve --port {self.replicas[0].port}"}
+            if redis_url is not None:
+                settings["CHATBRIDGE_REDIS_URL"] = display_url(redis_url)
+            return settings
+        first, last = self.replicas[0], self.replicas[-1]
+        assert redis_url is not None
+        given = self.ctx.redis_url is not None
+        return {
+            "CHATBRIDGE_REDIS_URL": display_url(redis_url)
+            + ("" if given else " (a private redis-server started for this run)"),
+            "CHATBRIDGE_INSTANCE_ID": f"{first.instance_id} … {last.instance_id}",
+            "replicas": f"{len(self.replicas)} x chatbridge serve --port "
+            + " | ".join(str(r.port) for r in self.replicas)
+            + "; webhooks round-robin over them",
+        }
+
+    async def _wait_for_agent_links(
+        self,
+        http: aiohttp.ClientSession,
+        bridges: list[ChildProcess],
+        connected: Callable[[Replica], Awaitable[bool]],
+    ) -> None:
+        """Until some replica says the agent is connected, then a moment for the others.
+
+        Whether every replica dials the agent or one holds it (a lease) is the bridge's
+        choice: the run needs one link. Which replicas hold one comes from each replica's own
+        ``chatbridge_agent_connected`` gauge (``/agents/status`` may answer for the cluster).
+        """
+
+        async def any_connected() -> bool:
+            return any(await asyncio.gather(*map(connected, self.replicas)))
+
+        async def linked() -> list[bool]:
+            scraped = [await scrape_replica(http, r, ADMIN_KEY) for r in self.replicas]
+            return [AGENT_ID in c["agent_connected"] for c in scraped]
+
+        await bridges[0].wait_until(any_connected, timeout=30, what="agent connected (any replica)")
+        deadline = time.monotonic() + AGENT_SETTLE_SECONDS
+        links = await linked()
+        while not all(links) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            links = await linked()
+        holders = [r.name for r, up in zip(self.replicas, links, strict=True) if up]
+        self.info.notes.append(
+            f"agent link at the start on {len(holders)} of {len(self.replicas)} replicas "
+            f"({', '.join(holders) or 'none'})"
+        )
+
     def _prepare(self, templates: list[bytes]) -> None:
-        """Get ready to build requests to ``self.bridge_url`` from ``templates``."""
+        """Get ready to build requests from ``templates``: to ``self.bridge_url``, or, with
+        several replicas, to each replica in turn (message *i* to replica *i mod N*)."""
         self._templates = templates
-        self._url = URL(f"{self.bridge_url}/webhook/chatwoot")
+        bases = [r.url for r in self.replicas] or [self.bridge_url]
+        self._urls = [URL(f"{base}/webhook/chatwoot") for base in bases]
         self._next_id = _FIRST_MESSAGE_ID
         self._run_tag = uuid.uuid4().hex[:8]
 
@@ -163,16 +249,10 @@ class ChatwootStack(Stack):
             DELIVERY_HEADER: f"bench-{self._run_tag}-{message_id}",
             **sign_chatwoot(WEBHOOK_SECRET, body, int(time.time())),
         }
-        return Request(self._url, body, headers)
+        return Request(self._urls[message_id % len(self._urls)], body, headers)
 
     def acknowledged(self, status: int, body: bytes) -> bool:
-        if status != 200:
-            return False
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            return False
-        return isinstance(answer, dict) and answer.get("status") in ("accepted", "duplicate")
+        return stored_or_duplicate(status, body)
 
     async def replies_after(
         self, http: aiohttp.ClientSession, after: int, wait: float = 0.0
@@ -182,3 +262,19 @@ class ChatwootStack(Stack):
             r.raise_for_status()
             rows = await r.json()
         return [Reply(conversation=c, content=text, received_at=at) for c, text, at in rows]
+
+    async def stop(self) -> None:
+        """Ask each bridge what it did (``measures["replicas"]``), then stop every process."""
+        if self.replicas:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                scraped = []
+                for replica in self.replicas:
+                    child = self.processes.get(replica.name)
+                    if child is None or not child.running:
+                        continue
+                    try:
+                        scraped.append(await scrape_replica(http, replica, ADMIN_KEY))
+                    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                        self.info.notes.append(f"{replica.name}: /metrics not read: {exc}")
+            self.measures["replicas"] = scraped
+        await super().stop()

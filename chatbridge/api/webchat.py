@@ -1,0 +1,470 @@
+"""The native web chat API the widget uses, its live WebSocket, and the widget's files.
+
+See ``docs/webchat.md`` for the frames and bodies. Every refusal is a 4xx with the bridge's
+JSON error envelope; public endpoints are rate limited per IP and per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, Field, field_validator
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from chatbridge.api.errors import error_responses
+from chatbridge.api.origins import origin_allowed
+from chatbridge.api.ratelimit import RateLimited, client_ip
+from chatbridge.errors import BadInput
+from chatbridge.pipeline.bridge import Bridge
+from chatbridge.store.webchat import WebchatSession
+from chatbridge.webchat.live import Subscriber
+from chatbridge.webchat.service import SESSION_ID, WebchatService, iso, message_view
+
+log = logging.getLogger("chatbridge.webchat")
+router = APIRouter(tags=["webchat"])
+
+SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
+STATIC = resources.files("chatbridge.webchat") / "static"
+# A live socket re-reads this many seconds before its cursor and skips what it has shown:
+# a reply stamped before a message the socket already showed but committed after it (another
+# replica, a busy database) is still shown, once (``webchat_history(lookback=…)``).
+LATE_COMMIT_WINDOW = 10.0
+REMEMBERED = 500
+
+
+def _bridge(request: Request) -> Bridge:
+    bridge: Bridge = request.app.state.bridge
+    return bridge
+
+
+def _service(bridge: Bridge) -> WebchatService:
+    svc: WebchatService | None = getattr(bridge, "_webchat_service", None)
+    if svc is None:
+        svc = WebchatService(bridge)
+        bridge._webchat_service = svc  # type: ignore[attr-defined]
+    return svc
+
+
+def _text_ok(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text contains an unpaired surrogate") from None
+    return value
+
+
+class SessionIn(BaseModel):
+    inbox_id: int = Field(ge=0, le=2**31 - 1)
+    session_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        raw = json.dumps(value, ensure_ascii=False)
+        _text_ok(raw)
+        if len(value) > 20 or len(raw) > 4000 or "\\u0000" in raw:
+            raise ValueError("metadata: at most 20 keys and 4000 characters, no NUL")
+        return value
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    uid: str
+    inbox_id: int
+    conversation_id: str | None
+    created: bool
+    idle_timeout: float
+
+
+class MessageIn(BaseModel):
+    text: str = Field(min_length=1, max_length=1_000_000)
+    client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    inbox_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    _check = field_validator("text")(_text_ok)
+
+
+class MessageOut(BaseModel):
+    status: str
+    message_id: str | None
+    client_message_id: str | None
+    session_id: str
+    uid: str
+    conversation_id: str | None
+    created_at: str | None
+
+
+class HistoryMessage(BaseModel):
+    id: str
+    role: str
+    text: str
+    created_at: str
+    client_message_id: str | None = None
+    turn_id: str | None = None
+    attachments: list[dict[str, Any]] | None = None
+
+
+class HistoryOut(BaseModel):
+    messages: list[HistoryMessage]
+    cursor: str | None
+    typing: bool = False
+
+
+async def _limit_message(bridge: Bridge, ip: str, session_id: str) -> None:
+    """A visitor message counts per IP and per session (HTTP and the live socket alike)."""
+    s = bridge.settings
+    await bridge.rate_limiter.hit("webchat_message_ip", s.rate_limit_messages_ip, ip)
+    await bridge.rate_limiter.hit(
+        "webchat_message_session", s.rate_limit_messages_session, session_id
+    )
+
+
+async def _active_session(svc: WebchatService, session_id: str) -> WebchatSession:
+    session = await svc.store.get_session(session_id, timeout=svc.timeout)
+    if session is None:
+        raise BadInput(
+            "unknown_session",
+            f"no active session {session_id}; create one with POST /api/webchat/sessions",
+            status_code=404,
+        )
+    return session
+
+
+@router.post(
+    "/api/webchat/sessions",
+    response_model=SessionOut,
+    summary="Create or resume a web chat session",
+    responses=error_responses(
+        {404: "no route for this web chat inbox", 422: "invalid body", 429: "rate limited"}
+    ),
+)
+async def open_session(body: SessionIn, request: Request) -> SessionOut:
+    bridge = _bridge(request)
+    s = bridge.settings
+    ip = client_ip(request)
+    await bridge.rate_limiter.hit("webchat_session", s.rate_limit_session_create, ip)
+    svc = _service(bridge)
+    session, created = await svc.open(
+        body.session_id, inbox_id=body.inbox_id, ip=ip, meta=dict(body.metadata)
+    )
+    return SessionOut(
+        session_id=session.id,
+        uid=session.uid,
+        inbox_id=session.inbox_id,
+        conversation_id=None if created else await svc.conversation_id(session),
+        created=created,
+        idle_timeout=svc.timeout,
+    )
+
+
+@router.post(
+    "/api/webchat/sessions/{session_id}/messages",
+    response_model=MessageOut,
+    status_code=202,
+    summary="Post a visitor message (deduplicated by client_message_id)",
+    responses=error_responses(
+        {
+            400: "empty message or invalid ids",
+            404: "unknown session (and no inbox_id given)",
+            413: "message too long",
+            422: "invalid body",
+            429: "rate limited",
+        }
+    ),
+)
+async def post_message(session_id: SessionId, body: MessageIn, request: Request) -> MessageOut:
+    bridge = _bridge(request)
+    ip = client_ip(request)
+    await _limit_message(bridge, ip, session_id)
+    svc = _service(bridge)
+    posted = await svc.post(
+        session_id,
+        body.text,
+        client_message_id=body.client_message_id,
+        inbox_id=body.inbox_id,
+        ip=ip,
+    )
+    m = posted.message
+    return MessageOut(
+        status=posted.status,
+        message_id=m.id if m else None,
+        client_message_id=body.client_message_id,
+        session_id=posted.session.id,
+        uid=posted.session.uid,
+        conversation_id=posted.conversation_id,
+        created_at=iso(m.created_at) if m else None,
+    )
+
+
+@router.get(
+    "/api/webchat/sessions/{session_id}/messages",
+    response_model=HistoryOut,
+    response_model_exclude_none=True,
+    summary="A session's history after a cursor (long-poll with wait)",
+    responses=error_responses(
+        {404: "unknown or expired session", 422: "invalid query", 429: "rate limited"}
+    ),
+)
+async def history(
+    session_id: SessionId,
+    request: Request,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> HistoryOut:
+    bridge = _bridge(request)
+    await bridge.rate_limiter.hit(
+        "webchat_history", bridge.settings.rate_limit_history, client_ip(request)
+    )
+    svc = _service(bridge)
+    session = await _active_session(svc, session_id)
+    rows = await svc.history(
+        session, after=after, wait=wait, limit=limit, gone=request.is_disconnected
+    )
+    return HistoryOut(
+        messages=[HistoryMessage(**message_view(m)) for m in rows],
+        cursor=rows[-1].id if rows else after,
+        typing=svc.live.typing(session.uid),
+    )
+
+
+# ---------------------------------------------------------------------------------- live
+
+
+class _LiveSocket:
+    """One widget connection: a reader for the visitor's frames, a writer for events."""
+
+    def __init__(self, ws: WebSocket, bridge: Bridge, session: WebchatSession) -> None:
+        self.ws = ws
+        self.bridge = bridge
+        self.svc = _service(bridge)
+        self.session = session
+        self.cursor: str | None = None
+        self.sent: OrderedDict[str, None] = OrderedDict()  # ids shown (late commits, above)
+        self.finished: OrderedDict[str, None] = OrderedDict()  # turns whose reply was shown
+        self.sub: Subscriber | None = None
+        self._send_lock = asyncio.Lock()
+        self._closed = False
+        self.ip = ws.client.host if ws.client else "unknown"
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self._send_lock:
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.send_text(json.dumps(frame, ensure_ascii=False))
+
+    async def close(self, code: int, reason: str) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _subscribe(self) -> None:
+        if self.sub is not None:
+            self.svc.live.unsubscribe(self.sub)
+        self.sub = self.svc.live.subscribe(self.session.uid, close=self.close)
+        self.cursor = await self.svc.store.webchat_last_id(self.session.uid)
+        await self.send(
+            {
+                "type": "session",
+                "session_id": self.session.id,
+                "uid": self.session.uid,
+                "conversation_id": await self.svc.conversation_id(self.session),
+            }
+        )
+
+    async def run(self) -> None:
+        await self._subscribe()
+        reader = asyncio.create_task(self._read())
+        writer = asyncio.create_task(self._write())
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.gather(reader, writer, return_exceptions=True)
+            if self.sub is not None:
+                self.svc.live.unsubscribe(self.sub)
+
+    async def _write(self) -> None:
+        interval = self.bridge.settings.heartbeat_interval
+        while self.sub is not None:
+            sub = self.sub
+            try:
+                frame = await asyncio.wait_for(sub.queue.get(), interval)
+            except TimeoutError:
+                await self.send({"type": "ping"})
+                continue
+            kind = frame.get("type")
+            if kind == "_news":
+                await self._send_news()
+            elif kind == "agent_streaming" and frame.get("turn_id") in self.finished:
+                # A chunk relayed from another replica after its final message was shown:
+                # the bubble is complete, a late piece would only redraw part of it.
+                continue
+            else:
+                await self.send(frame)
+
+    async def _send_news(self) -> None:
+        rows = await self.svc.store.webchat_history(
+            self.session.uid, after=self.cursor, lookback=LATE_COMMIT_WINDOW
+        )
+        for m in rows:
+            if m.id in self.sent:
+                continue
+            view = message_view(m)
+            await self.send({"type": "message", "message": view})
+            self.sent[m.id] = None
+            if "turn_id" in view:
+                self.finished[view["turn_id"]] = None
+        while len(self.sent) > REMEMBERED:
+            self.sent.popitem(last=False)
+        while len(self.finished) > REMEMBERED:
+            self.finished.popitem(last=False)
+        if rows:
+            self.cursor = rows[-1].id
+
+    async def _read(self) -> None:
+        interval = self.bridge.settings.heartbeat_interval
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.ws.receive_text(), interval * 3)
+            except TimeoutError:
+                await self.close(1001, "no heartbeat")
+                return
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            try:
+                frame = json.loads(raw)
+                if not isinstance(frame, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                await self.send({"type": "error", "code": "invalid_json", "message": "bad JSON"})
+                continue
+            try:
+                await self._on_frame(frame)
+            except RateLimited as exc:
+                await self.send(
+                    {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "message": str(exc),
+                        "retry_after": exc.retry_after,
+                        "client_message_id": frame.get("client_message_id"),
+                    }
+                )
+            except BadInput as exc:
+                await self.send(
+                    {
+                        "type": "error",
+                        "code": exc.code,
+                        "message": exc.message,
+                        "client_message_id": frame.get("client_message_id"),
+                    }
+                )
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "pong":
+            return
+        elif kind == "resume":
+            after = frame.get("after")
+            if after is not None and not isinstance(after, str):
+                raise BadInput("invalid_cursor", "after must be a message id or null")
+            rows = await self.svc.store.webchat_history(self.session.uid, after=after or None)
+            await self.send(
+                {
+                    "type": "history",
+                    "messages": [message_view(m) for m in rows],
+                    "cursor": rows[-1].id if rows else after,
+                }
+            )
+        elif kind == "user_message":
+            await self._user_message(frame)
+        else:
+            raise BadInput("unknown_type", f"unknown frame type {kind!r}")
+
+    async def _user_message(self, frame: dict[str, Any]) -> None:
+        content = frame.get("content")
+        cmid = frame.get("client_message_id")
+        if not isinstance(content, str) or (cmid is not None and not isinstance(cmid, str)):
+            raise BadInput("invalid_message", "content must be a string")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput("invalid_message", "content has an unpaired surrogate") from None
+        await _limit_message(self.bridge, self.ip, self.session.id)
+        posted = await self.svc.post(self.session.id, content, client_message_id=cmid, ip=self.ip)
+        if posted.session.uid != self.session.uid:
+            # The session had expired: the message started a new conversation; follow it.
+            self.session = posted.session
+            await self._subscribe()
+            self.svc.live.news(self.session.uid)
+        await self.send(
+            {
+                "type": "ack",
+                "client_message_id": cmid,
+                "message_id": posted.message.id if posted.message else None,
+                "status": posted.status,
+            }
+        )
+
+
+async def webchat_socket(websocket: WebSocket, session_id: str) -> None:
+    """``WS /api/ws/chat/{session_id}``: the widget's live connection."""
+    bridge: Bridge = websocket.app.state.bridge
+    svc = _service(bridge)
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(
+        origin, websocket.headers.get("host"), bridge.settings.webchat_cors_origins
+    ):
+        await websocket.close(4403, "origin not allowed")
+        return
+    await websocket.accept()
+    session = None
+    if SESSION_ID.match(session_id):
+        session = await svc.store.get_session(session_id)
+    if session is None:
+        await websocket.close(4404, "unknown session")
+        return
+    active = await svc.store.get_session(session_id, timeout=svc.timeout, touch=True)
+    if active is None:
+        await websocket.close(4410, "session expired")
+        return
+    live = _LiveSocket(websocket, bridge, active)
+    await live.run()
+    with contextlib.suppress(Exception):
+        if websocket.application_state == WebSocketState.CONNECTED:
+            await websocket.close(1000)
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+@router.get("/widget.js", include_in_schema=False)
+async def widget_js() -> Response:
+    path = STATIC / "widget.js"
+    if not path.is_file():
+        raise BadInput("not_found", "widget.js is not built into this install", status_code=404)
+    return FileResponse(
+        str(path),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+    )
+
+
+@router.get("/chat", include_in_schema=False)
+async def chat_page() -> Response:
+    path = STATIC / "chat.html"
+    if not path.is_file():
+        return HTMLResponse("<!doctype html><p>The demo page is not installed.</p>", 404)
+    return FileResponse(str(path), media_type="text/html; charset=utf-8")

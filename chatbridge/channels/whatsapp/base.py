@@ -1,0 +1,342 @@
+"""The WhatsApp channel: one ``ChannelAdapter`` in front of four interchangeable providers.
+
+    WhatsAppChannel (channel "whatsapp")
+    ├── mock        in memory, no credentials (chatbridge.channels.whatsapp.mock)
+    ├── waha        WAHA HTTP API            (… .waha)
+    ├── evolution   Evolution API v2         (… .evolution)
+    └── meta_cloud  Meta WhatsApp Cloud API  (… .meta)
+
+A provider module has two halves: ``parse_webhook(headers, body, settings)`` (pure: checks
+authenticity, returns neutral models) and a ``Provider`` class that sends through the
+gateway. Modules are imported only when used (a lazy registry, as uvicorn does).
+
+Conversations are keyed ``"<provider>:<instance>:<chat id>"`` (``ChatAddress``), so a reply
+goes back through the provider and instance the customer wrote on, with the chat id that
+provider understands. Settings are read through ``settings_source`` on every call, so a
+change made at runtime (``Bridge.set_comms_settings``) applies to the next send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chatbridge.channels.whatsapp import lookups
+from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
+from chatbridge.channels.whatsapp.ids import ChatAddress
+from chatbridge.comms.settings import CommsSettings
+from chatbridge.errors import PermanentDelivery
+from chatbridge.models import (
+    Attachment,
+    Ignored,
+    OutboundAction,
+    OwnerSignal,
+    ParsedWebhook,
+    SendResult,
+)
+
+if TYPE_CHECKING:
+    from chatbridge.store import Store
+
+log = logging.getLogger("chatbridge.whatsapp")
+
+CHANNEL = "whatsapp"
+# Meta's customer service window: free-form messages only within 24 h of the user's last one.
+SERVICE_WINDOW_SECONDS = 24 * 3600
+OUTSIDE_WINDOW = "outside Meta's 24-hour customer service window; a template message is needed"
+
+_MODULES = {
+    "mock": "chatbridge.channels.whatsapp.mock",
+    "waha": "chatbridge.channels.whatsapp.waha",
+    "evolution": "chatbridge.channels.whatsapp.evolution",
+    "meta_cloud": "chatbridge.channels.whatsapp.meta",
+}
+# Names in webhook URLs (``/api/comms/webhooks/{name}``) → provider.
+ROUTE_NAMES = {"mock": "mock", "waha": "waha", "evolution": "evolution", "meta": "meta_cloud"}
+
+
+def provider_module(provider: str) -> ModuleType:
+    """The module of ``provider`` (imported on first use)."""
+    return importlib.import_module(_MODULES[provider])
+
+
+@dataclass(slots=True)
+class ProviderCheck:
+    """What ``POST /api/comms/provider/test`` answers: ok, and what is wrong in plain words."""
+
+    provider: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def gateway_problem(
+        self,
+        exc: GatewayError,
+        *,
+        unreachable: str,
+        refused: str,
+        unknown: str,
+        other: str,
+        unknown_statuses: tuple[int, ...] = (404,),
+    ) -> ProviderCheck:
+        """Note why a check call failed: the gateway could not be reached, refused our
+        credentials (401/403), does not know what we named (``unknown_statuses``), or else."""
+        if exc.status is None:
+            self.problems.append(f"{unreachable}: {exc}")
+        elif exc.status in (401, 403):
+            self.problems.append(refused)
+        elif exc.status in unknown_statuses:
+            self.problems.append(unknown)
+        else:
+            self.problems.append(f"{other}: {exc}")
+        return self
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "ok": self.ok,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "details": self.details,
+        }
+
+
+class Outbox:
+    """What the mock provider "sent": the newest ``limit`` requests, oldest first."""
+
+    def __init__(self, limit: int = 500) -> None:
+        self.items: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._seq = 0
+
+    def record(self, kind: str, chat: ChatAddress, **fields: Any) -> str:
+        self._seq += 1
+        message_id = f"mock-out-{self._seq}"
+        self.items.append(
+            {
+                "id": message_id,
+                "kind": kind,
+                "instance": chat.instance,
+                "chat_id": chat.chat_id,
+                "at": time.time(),
+                **fields,
+            }
+        )
+        return message_id
+
+
+@dataclass(slots=True)
+class ProviderContext:
+    """What a provider is built from: the current settings and the shared HTTP client."""
+
+    settings: CommsSettings
+    http: GatewayHttp
+    outbox: Outbox
+
+
+class WhatsAppProvider(Protocol):
+    """Sends through one gateway. Every method raises ``RetryableDelivery`` or
+    ``PermanentDelivery`` on failure; ids returned are the gateway's message ids."""
+
+    name: str
+
+    async def send_text(self, chat: ChatAddress, text: str) -> str | None: ...
+
+    async def send_media(
+        self, chat: ChatAddress, attachment: Attachment, caption: str | None
+    ) -> str | None: ...
+
+    async def set_typing(
+        self, chat: ChatAddress, on: bool, *, last_inbound_id: str | None
+    ) -> None: ...
+
+    async def mark_read(self, chat: ChatAddress, message_ids: list[str]) -> None: ...
+
+    async def check(self) -> ProviderCheck: ...
+
+
+def parse_webhook(
+    provider: str, headers: Mapping[str, str], body: bytes, settings: CommsSettings
+) -> list[ParsedWebhook]:
+    """Verify and parse one webhook delivery of ``provider`` (one delivery may hold several
+    messages: Meta batches them)."""
+    parse: Callable[[Mapping[str, str], bytes, CommsSettings], list[ParsedWebhook]]
+    parse = provider_module(provider).parse_webhook
+    return parse(headers, body, settings)
+
+
+class WhatsAppChannel:
+    """The ``ChannelAdapter`` for channel ``"whatsapp"``.
+
+    Args:
+        settings_source: returns the current ``CommsSettings`` (called on every use).
+        store: the bridge's store; needed for Meta's 24-hour window and typing indicator,
+            and to recognise our own messages' echoes across processes. Without it the window
+            is not checked (a warning is logged) and echoes are recognised in this process only.
+        timeout: total seconds per gateway request.
+    """
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        settings_source: Callable[[], CommsSettings],
+        *,
+        store: Store | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.settings_source = settings_source
+        self.store = store
+        self.http = GatewayHttp(timeout=timeout)
+        self.mock_outbox = Outbox()
+        self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ providers
+    def provider(self, name: str | None = None) -> WhatsAppProvider:
+        """The provider ``name`` (default: the configured one), built on current settings."""
+        settings = self.settings_source()
+        name = name or settings.provider
+        if name not in _MODULES:
+            raise PermanentDelivery(f"unknown WhatsApp provider {name!r}")
+        cls = provider_module(name).Provider
+        provider: WhatsAppProvider = cls(ProviderContext(settings, self.http, self.mock_outbox))
+        return provider
+
+    async def check_provider(self) -> ProviderCheck:
+        """Reach the configured provider with its credentials; say what is wrong, if anything."""
+        return await self.provider().check()
+
+    # ------------------------------------------------------------------ own messages
+    def remember_sent(self, *ids: str | None) -> None:
+        for message_id in ids:
+            if message_id:
+                self._sent_ids[message_id] = None
+        while len(self._sent_ids) > 10_000:
+            self._sent_ids.popitem(last=False)
+
+    async def is_own_message(self, external_id: str) -> bool:
+        """Whether ``external_id`` (any form the provider reports) came back from our send."""
+        candidates = own_id_forms(external_id)
+        if any(c in self._sent_ids for c in candidates):
+            return True
+        if self.store is None:
+            return False
+        return await lookups.sent_by_bridge(self.store, candidates)
+
+    async def screen(self, parsed: ParsedWebhook) -> ParsedWebhook:
+        """Drop the echo of a message the bridge sent (it would look like a human's reply)."""
+        if isinstance(parsed, OwnerSignal) and parsed.external_message_id:
+            if await self.is_own_message(parsed.external_message_id):
+                return Ignored("own_message")
+        return parsed
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, action: OutboundAction) -> SendResult:
+        """Send a message (text, media by URL), typing on/off; handoff is a no-op here (the
+        bridge records the owner change; WhatsApp has nothing to switch).
+
+        Raises:
+            RetryableDelivery: gateway unreachable, timed out, 408/429/5xx.
+            PermanentDelivery: other refusals; a malformed channel key; for Meta, a message
+                outside the 24-hour customer service window.
+        """
+        chat = ChatAddress.parse(action.conversation.channel_key)
+        provider = self.provider(chat.provider)
+        if action.kind == "message":
+            if chat.provider == "meta_cloud":
+                await self._check_window(action.conversation.id)
+            first = await self._send_message(provider, chat, action)
+            return SendResult(external_id=first)
+        if action.kind in ("typing_on", "typing_off"):
+            last_id = None
+            if chat.provider == "meta_cloud":
+                last_id = await self._last_inbound_id(action.conversation.id)
+            await provider.set_typing(chat, action.kind == "typing_on", last_inbound_id=last_id)
+            return SendResult()
+        if action.kind == "handoff":
+            return SendResult()
+        raise PermanentDelivery(f"whatsapp cannot perform action kind {action.kind!r}")
+
+    async def _send_message(
+        self, provider: WhatsAppProvider, chat: ChatAddress, action: OutboundAction
+    ) -> str | None:
+        text = action.text or ""
+        ids: list[str | None] = []
+        attachments = [a for a in action.attachments if a.url]
+        caption: str | None = text or None
+        if caption and attachments and (attachments[0].mime or "").startswith("audio/"):
+            ids.append(await provider.send_text(chat, caption))  # voice notes have no caption
+            caption = None
+        for index, attachment in enumerate(attachments):
+            ids.append(await provider.send_media(chat, attachment, caption if index == 0 else None))
+        if not attachments:
+            if not text.strip():
+                raise PermanentDelivery("whatsapp cannot send an empty message")
+            ids.append(await provider.send_text(chat, text))
+        self.remember_sent(*(own for i in ids if i for own in own_id_forms(i)))
+        return next((i for i in ids if i), None)
+
+    async def _check_window(self, conversation_id: str) -> None:
+        if self.store is None:
+            log.warning("no store: Meta's 24-hour window is not checked for %s", conversation_id)
+            return
+        last = await lookups.last_inbound(self.store, conversation_id)
+        if last is None or time.time() - last[0] > SERVICE_WINDOW_SECONDS:
+            raise PermanentDelivery(OUTSIDE_WINDOW)
+
+    async def _last_inbound_id(self, conversation_id: str) -> str | None:
+        if self.store is None:
+            return None
+        last = await lookups.last_inbound(self.store, conversation_id)
+        return None if last is None else last[1]
+
+    async def already_sent(self, action: OutboundAction) -> bool | None:
+        """WhatsApp gateways cannot be asked by our idempotency key: ``None``."""
+        return None
+
+    # ------------------------------------------------------------------ read receipts
+    def send_read_receipt(self, channel_key: str, message_id: str) -> None:
+        """Mark a customer's message read, in the background and best effort (a failure is
+        only logged). Does nothing unless ``send_read_receipts`` is on."""
+        if not self.settings_source().send_read_receipts:
+            return
+        task = asyncio.create_task(self._read_receipt(channel_key, message_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_receipt(self, channel_key: str, message_id: str) -> None:
+        try:
+            chat = ChatAddress.parse(channel_key)
+            await self.provider(chat.provider).mark_read(chat, [message_id])
+        except Exception as exc:
+            log.info("read receipt for %s not sent: %s", message_id, exc)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.http.aclose()
+
+
+def own_id_forms(external_id: str) -> list[str]:
+    """The forms a provider may report one of our message ids in.
+
+    WAHA reports ``"true_<chat>_<id>"`` in webhooks while some engines return only the
+    short id from a send; both are remembered and looked up.
+    """
+    forms = [external_id]
+    head, sep, _ = external_id.partition("_")
+    if sep and head in ("true", "false"):
+        parts = external_id.split("_")
+        if len(parts) >= 3:
+            forms.append(parts[2])
+    return forms

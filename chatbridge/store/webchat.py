@@ -1,0 +1,286 @@
+"""Web chat sessions and a session's history.
+
+A session row is the widget's (or the action API caller's) handle on one conversation: its
+``uid`` is the conversation's channel key and the visitor's contact id. An expired session is
+replaced by a new row with a new ``uid`` — a new conversation — under the same session id.
+History is read straight from ``messages`` (inbound and outbound, no internal notes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from chatbridge.store import tables as t
+from chatbridge.store.base import StoreBase, _message
+from chatbridge.store.records import MessageRecord
+
+WEBCHAT = "webchat"
+
+
+@dataclass(slots=True)
+class WebchatSession:
+    id: str
+    uid: str
+    inbox_id: int
+    created_at: float
+    last_active: float
+    ip_address: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    session: WebchatSession
+    message_count: int
+    response_count: int
+
+
+def _session(row: Any) -> WebchatSession:
+    return WebchatSession(
+        id=row.id,
+        uid=row.uid,
+        inbox_id=row.inbox_id,
+        created_at=row.created_at,
+        last_active=row.last_active,
+        ip_address=row.ip_address,
+        meta=row.meta or {},
+    )
+
+
+def new_uid() -> str:
+    """16 hex characters (8 random bytes), as the web chat contract's ``uid``."""
+    return os.urandom(8).hex()
+
+
+class WebchatStore(StoreBase):
+    """Sessions of the ``webchat`` channel and their message history."""
+
+    async def open_session(
+        self,
+        session_id: str,
+        *,
+        inbox_id: int,
+        timeout: float,
+        ip_address: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[WebchatSession, bool]:
+        """Resume ``session_id`` if it is active (refreshing it), else start it afresh.
+
+        Returns the session and whether it is new. An expired row is replaced in the same
+        transaction (new ``uid``, so a new conversation); its messages stay in the database.
+        """
+        for _ in range(3):
+            now = time.time()
+            try:
+                async with self._tx() as conn:
+                    row = (
+                        await conn.execute(
+                            select(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
+                        )
+                    ).one_or_none()
+                    if row is not None and row.last_active >= now - timeout:
+                        await conn.execute(
+                            update(t.webchat_sessions)
+                            .where(t.webchat_sessions.c.id == session_id)
+                            .values(last_active=now)
+                        )
+                        s = _session(row)
+                        s.last_active = now
+                        return s, False
+                    if row is not None:
+                        await conn.execute(
+                            delete(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
+                        )
+                    s = WebchatSession(
+                        id=session_id,
+                        uid=new_uid(),
+                        inbox_id=inbox_id,
+                        created_at=now,
+                        last_active=now,
+                        ip_address=ip_address,
+                        meta=meta or {},
+                    )
+                    await conn.execute(
+                        t.webchat_sessions.insert().values(
+                            id=s.id,
+                            uid=s.uid,
+                            inbox_id=s.inbox_id,
+                            created_at=now,
+                            last_active=now,
+                            ip_address=ip_address,
+                            meta=s.meta,
+                        )
+                    )
+                    return s, True
+            except IntegrityError:
+                continue  # another request created it at the same moment: read it again
+        raise RuntimeError(f"could not open web chat session {session_id!r}")
+
+    async def get_session(
+        self, session_id: str, *, timeout: float | None = None, touch: bool = False
+    ) -> WebchatSession | None:
+        """The session if it exists (and, given ``timeout``, is still active)."""
+        now = time.time()
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    select(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
+                )
+            ).one_or_none()
+            if row is None or (timeout is not None and row.last_active < now - timeout):
+                return None
+            s = _session(row)
+            if touch:
+                await conn.execute(
+                    update(t.webchat_sessions)
+                    .where(t.webchat_sessions.c.id == session_id)
+                    .values(last_active=now)
+                )
+                s.last_active = now
+        return s
+
+    async def delete_expired_sessions(self, timeout: float) -> int:
+        """Forget sessions idle longer than ``timeout`` (their messages stay)."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                delete(t.webchat_sessions).where(
+                    t.webchat_sessions.c.last_active < time.time() - timeout
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def list_sessions(
+        self, *, active_within: float | None, limit: int, offset: int
+    ) -> tuple[list[SessionSummary], int]:
+        """Sessions, newest activity first, with their message and reply counts."""
+        ws = t.webchat_sessions
+        cond = ws.c.last_active >= time.time() - active_within if active_within else None
+        counts = (
+            select(
+                t.conversations.c.channel_key.label("uid"),
+                func.sum(case((t.messages.c.direction == "in", 1), else_=0)).label("n_in"),
+                func.sum(case((t.messages.c.direction == "out", 1), else_=0)).label("n_out"),
+            )
+            .select_from(
+                t.messages.join(
+                    t.conversations, t.conversations.c.id == t.messages.c.conversation_id
+                )
+            )
+            .where(t.conversations.c.channel == WEBCHAT)
+            .group_by(t.conversations.c.channel_key)
+            .subquery()
+        )
+        query = (
+            select(ws, counts.c.n_in, counts.c.n_out)
+            .select_from(ws.outerjoin(counts, counts.c.uid == ws.c.uid))
+            .order_by(ws.c.last_active.desc(), ws.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        total_q = select(func.count()).select_from(ws)
+        if cond is not None:
+            query = query.where(cond)
+            total_q = total_q.where(cond)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+            total = int((await conn.execute(total_q)).scalar_one())
+        return [
+            SessionSummary(_session(r), int(r.n_in or 0), int(r.n_out or 0)) for r in rows
+        ], total
+
+    async def webchat_history(
+        self,
+        uid: str,
+        *,
+        after: str | None = None,
+        limit: int = 200,
+        since: float | None = None,
+        lookback: float = 0.0,
+    ) -> list[MessageRecord]:
+        """Inbound and outbound messages of the session ``uid``, oldest first.
+
+        ``after`` is a message id (the cursor); ``since`` a time (the action API's ``since``).
+        An ``after`` that is not a message of this conversation returns the whole history.
+        ``lookback`` seconds also returns messages stamped up to that long before the cursor:
+        a message is stamped when its transaction starts, so one that committed late (on
+        another replica, under load) can sort before a cursor taken meanwhile. Callers using
+        it drop the ids they already have.
+        """
+        m = t.messages
+        conv = (
+            select(t.conversations.c.id)
+            .where(and_(t.conversations.c.channel == WEBCHAT, t.conversations.c.channel_key == uid))
+            .scalar_subquery()
+        )
+        query = (
+            select(m)
+            .where(m.c.conversation_id == conv, m.c.direction.in_(("in", "out")))
+            .order_by(m.c.created_at, m.c.id)
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(m.c.created_at > since)
+        async with self._tx() as conn:
+            if after:
+                anchor = (
+                    await conn.execute(
+                        select(m.c.created_at, m.c.id).where(
+                            m.c.id == after, m.c.conversation_id == conv
+                        )
+                    )
+                ).one_or_none()
+                if anchor is not None:
+                    query = query.where(
+                        or_(
+                            m.c.created_at > anchor.created_at - lookback,
+                            tuple_(m.c.created_at, m.c.id) > tuple_(anchor.created_at, anchor.id),
+                        )
+                    )
+            rows = (await conn.execute(query)).all()
+        return [_message(r) for r in rows]
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(select(t.messages).where(t.messages.c.id == message_id))
+            ).one_or_none()
+        return _message(row) if row else None
+
+    async def webchat_last_id(self, uid: str) -> str | None:
+        """The id of the newest message of session ``uid`` (a live socket's first cursor)."""
+        m = t.messages
+        async with self._tx() as conn:
+            return (
+                await conn.execute(
+                    select(m.c.id)
+                    .select_from(
+                        m.join(t.conversations, t.conversations.c.id == m.c.conversation_id)
+                    )
+                    .where(
+                        t.conversations.c.channel == WEBCHAT,
+                        t.conversations.c.channel_key == uid,
+                        m.c.direction.in_(("in", "out")),
+                    )
+                    .order_by(m.c.created_at.desc(), m.c.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+
+    async def message_by_dedupe_key(self, key: str) -> MessageRecord | None:
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(select(t.messages).where(t.messages.c.dedupe_key == key))
+            ).one_or_none()
+        return _message(row) if row else None
+
+    async def clear_webchat(self) -> int:
+        """Delete every web chat session (the action API's ``clear_data``); returns how many."""
+        async with self._tx() as conn:
+            result = await conn.execute(delete(t.webchat_sessions))
+        return int(result.rowcount or 0)

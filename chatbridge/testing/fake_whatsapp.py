@@ -1,0 +1,447 @@
+"""A local fake of the three WhatsApp gateways' HTTP APIs, and builders for their webhooks.
+
+``create_fake_whatsapp()`` returns an ASGI app (serve it with ``serve_app``) that answers
+like WAHA (``/api/…``, ``X-Api-Key``), Evolution API v2 (``/message/…``, ``/chat/…``,
+``/instance/…``, ``apikey``) and the Meta Graph API (``/{version}/{phone number id}/…``,
+``Authorization: Bearer``) at once, and records every request (method, path, headers, JSON
+body) in ``app.state.fake.requests``. Credentials, session/instance state and failures
+(``fail_next``) are set on the ``FakeWhatsApp`` object.
+
+The ``*_message`` / ``*_status`` builders return webhook payloads shaped like the contract's
+examples (``/work/shared/contracts/whatsapp.md`` §1, §4).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    json: Any
+
+
+@dataclass
+class FakeWhatsApp:
+    """State and recordings of the fake gateways."""
+
+    waha_api_key: str | None = "waha-key"
+    waha_sessions: dict[str, str] = field(default_factory=lambda: {"default": "WORKING"})
+    evolution_api_key: str | None = "evo-key"
+    evolution_instances: dict[str, str] = field(default_factory=lambda: {"shop": "open"})
+    meta_token: str | None = "meta-token"
+    meta_phone_numbers: tuple[str, ...] = ("106540352242922",)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    # (status, headers, JSON body) answered instead of the real thing, first in first out
+    fail_next: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def calls(self, path_prefix: str = "") -> list[RecordedRequest]:
+        """Recorded requests whose path starts with ``path_prefix``."""
+        return [r for r in self.requests if r.path.startswith(path_prefix)]
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+
+def _error(status: int, body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def create_fake_whatsapp(**options: Any) -> FastAPI:
+    """The fake's ASGI app; ``app.state.fake`` is its ``FakeWhatsApp`` (``options`` set it)."""
+    fake = FakeWhatsApp(**options)
+    app = FastAPI(title="fake WhatsApp gateways")
+    app.state.fake = fake
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def handle(request: Request, path: str) -> Response:
+        raw = await request.body()
+        try:
+            body = await request.json() if raw else None
+        except ValueError:
+            body = None
+        path = "/" + path
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        fake.requests.append(RecordedRequest(request.method, path, headers, body))
+        if fake.fail_next:
+            status, extra, payload = fake.fail_next.pop(0)
+            return JSONResponse(payload, status_code=status, headers=extra)
+        if path.startswith("/api/"):
+            return _waha(fake, request.method, path, headers, body)
+        if path.startswith(("/message/", "/chat/", "/instance/")):
+            return _evolution(fake, request.method, path, headers, body)
+        if path.count("/") >= 2 and path.split("/")[1].startswith("v"):
+            return _meta(fake, request.method, path, headers, body)
+        return _error(404, {"message": f"no such endpoint {path}"})
+
+    return app
+
+
+# ------------------------------------------------------------------------------ WAHA
+
+
+def _waha(
+    fake: FakeWhatsApp, method: str, path: str, headers: dict[str, str], body: Any
+) -> Response:
+    if fake.waha_api_key and headers.get("x-api-key") != fake.waha_api_key:
+        return _error(401, {"message": "Unauthorized", "statusCode": 401})
+    if method == "GET" and path.startswith("/api/sessions/"):
+        name = path.rsplit("/", 1)[1]
+        if name not in fake.waha_sessions:
+            return _error(404, {"message": "Session not found", "statusCode": 404})
+        return JSONResponse({"name": name, "status": fake.waha_sessions[name]})
+    endpoint = path.removeprefix("/api/")
+    known = {
+        "sendText",
+        "sendImage",
+        "sendFile",
+        "sendVoice",
+        "sendVideo",
+        "sendSeen",
+        "startTyping",
+        "stopTyping",
+    }
+    if method != "POST" or endpoint not in known:
+        return _error(404, {"message": f"Cannot {method} {path}", "statusCode": 404})
+    if not isinstance(body, dict) or not body.get("session") or not body.get("chatId"):
+        return _error(400, {"message": "session and chatId are required", "statusCode": 400})
+    if body["session"] not in fake.waha_sessions:
+        return _error(404, {"message": "Session not found", "statusCode": 404})
+    if not endpoint.startswith("send") or endpoint == "sendSeen":
+        return JSONResponse({}, status_code=201)
+    chat = str(body["chatId"])
+    remote = chat.replace("@c.us", "@s.whatsapp.net")
+    # NOWEB answers with the Baileys message it sent
+    return JSONResponse(
+        {
+            "key": {"remoteJid": remote, "fromMe": True, "id": f"3EB0FAKE{fake.next_id():08d}"},
+            "message": {"conversation": body.get("text") or body.get("caption") or ""},
+            "messageTimestamp": int(time.time()),
+            "status": "PENDING",
+        },
+        status_code=201,
+    )
+
+
+# ------------------------------------------------------------------------------ Evolution
+
+
+def _evolution(
+    fake: FakeWhatsApp, method: str, path: str, headers: dict[str, str], body: Any
+) -> Response:
+    if fake.evolution_api_key and headers.get("apikey") != fake.evolution_api_key:
+        return _error(
+            401, {"status": 401, "error": "Unauthorized", "response": {"message": "Unauthorized"}}
+        )
+    parts = path.strip("/").split("/")
+    if len(parts) != 3:
+        return _error(404, {"status": 404, "error": "Not Found"})
+    group, action, instance = parts
+    if instance not in fake.evolution_instances:
+        return _error(
+            404,
+            {
+                "status": 404,
+                "error": "Not Found",
+                "response": {"message": [f'The "{instance}" instance does not exist']},
+            },
+        )
+    if method == "GET" and (group, action) == ("instance", "connectionState"):
+        return JSONResponse(
+            {"instance": {"instanceName": instance, "state": fake.evolution_instances[instance]}}
+        )
+    if method != "POST" or not isinstance(body, dict):
+        return _error(400, {"status": 400, "error": "Bad Request"})
+    if (group, action) == ("chat", "markMessageAsRead"):
+        if not isinstance(body.get("readMessages"), list):
+            return _error(400, {"status": 400, "response": {"message": ["readMessages"]}})
+        return JSONResponse({"message": "Read messages", "read": "success"}, status_code=201)
+    if not body.get("number"):
+        return _error(400, {"status": 400, "response": {"message": ["number is required"]}})
+    if (group, action) == ("chat", "sendPresence"):
+        return JSONResponse({"presence": body.get("presence")}, status_code=201)
+    if group == "message" and action in ("sendText", "sendMedia", "sendWhatsAppAudio"):
+        number = str(body["number"])
+        remote = number if "@" in number else f"{number}@s.whatsapp.net"
+        return JSONResponse(
+            {
+                "key": {"remoteJid": remote, "fromMe": True, "id": f"BAE5FAKE{fake.next_id():08d}"},
+                "pushName": "",
+                "status": "PENDING",
+                "message": {"conversation": body.get("text") or body.get("caption") or ""},
+                "messageType": "conversation" if action == "sendText" else "mediaMessage",
+                "messageTimestamp": int(time.time()),
+                "instanceId": "00000000-fake",
+                "source": "unknown",
+            },
+            status_code=201,
+        )
+    return _error(404, {"status": 404, "error": "Not Found"})
+
+
+# ------------------------------------------------------------------------------ Meta
+
+
+def _meta(
+    fake: FakeWhatsApp, method: str, path: str, headers: dict[str, str], body: Any
+) -> Response:
+    if fake.meta_token and headers.get("authorization") != f"Bearer {fake.meta_token}":
+        return _error(
+            401,
+            {
+                "error": {
+                    "message": "Invalid OAuth access token - Cannot parse access token",
+                    "type": "OAuthException",
+                    "code": 190,
+                }
+            },
+        )
+    parts = path.strip("/").split("/")
+    number = parts[1] if len(parts) > 1 else ""
+    if number not in fake.meta_phone_numbers:
+        return _error(
+            400,
+            {
+                "error": {
+                    "message": f"Unsupported {method.lower()} request. Object with ID "
+                    f"'{number}' does not exist",
+                    "type": "GraphMethodException",
+                    "code": 100,
+                }
+            },
+        )
+    if method == "GET" and len(parts) == 2:
+        return JSONResponse(
+            {
+                "verified_name": "Shop",
+                "display_phone_number": "+1 555-078-3881",
+                "id": number,
+                "quality_rating": "GREEN",
+            }
+        )
+    if method != "POST" or len(parts) != 3 or parts[2] != "messages":
+        return _error(400, {"error": {"message": "Unsupported request", "code": 100}})
+    if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
+        return _error(400, {"error": {"message": "messaging_product is required", "code": 100}})
+    if body.get("status") == "read":
+        return JSONResponse({"success": True})
+    to = str(body.get("to", ""))
+    return JSONResponse(
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
+            "messages": [{"id": f"wamid.FAKE{fake.next_id():08d}"}],
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+def waha_message(
+    text: str = "Is this in stock?",
+    *,
+    msg_id: str = "3EB0C0BD05DCA97A7C09CB",
+    chat: str = "919876543210@c.us",
+    from_me: bool = False,
+    source: str = "app",
+    event: str = "message",
+    session: str = "default",
+    push_name: str = "Asha",
+    media: dict[str, Any] | None = None,
+    participant: str | None = None,
+    remote_jid_alt: str | None = None,
+) -> dict[str, Any]:
+    """A WAHA ``message`` / ``message.any`` webhook (NOWEB engine), as in the contract."""
+    me = "15550001111@c.us"
+    key: dict[str, Any] = {
+        "remoteJid": chat.replace("@c.us", "@s.whatsapp.net"),
+        "fromMe": from_me,
+        "id": msg_id,
+    }
+    if remote_jid_alt:
+        key["remoteJidAlt"] = remote_jid_alt
+    payload: dict[str, Any] = {
+        "id": f"{str(from_me).lower()}_{chat}_{msg_id}",
+        "timestamp": 1750699027,
+        "from": me if from_me else chat,
+        "to": chat if from_me else me,
+        "fromMe": from_me,
+        "source": source,
+        "body": text,
+        "hasMedia": media is not None,
+        "media": media,
+        "ack": 2,
+        "ackName": "DEVICE",
+        "_data": {"key": key, "pushName": push_name},
+    }
+    if participant:
+        payload["participant"] = participant
+    return {
+        "id": "evt_01jyewpavw2ns6gc9j48ta562t",
+        "timestamp": 1750699027412,
+        "event": event,
+        "session": session,
+        "me": {"id": me, "pushName": "Shop"},
+        "engine": "NOWEB",
+        "payload": payload,
+    }
+
+
+def waha_ack(message_id: str, ack: int, *, chat: str = "919876543210@c.us") -> dict[str, Any]:
+    """A WAHA ``message.ack`` webhook for a message we sent."""
+    names = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
+    return {
+        "id": "evt_01jyewq0000000000000000000",
+        "timestamp": 1750699030000,
+        "event": "message.ack",
+        "session": "default",
+        "engine": "NOWEB",
+        "payload": {
+            "id": message_id,
+            "from": chat,
+            "participant": None,
+            "fromMe": True,
+            "ack": ack,
+            "ackName": names[ack],
+        },
+    }
+
+
+def evolution_message(
+    text: str = "Is this in stock?",
+    *,
+    msg_id: str = "3A554E20ECABF3D45BB2",
+    remote_jid: str = "919876543210@s.whatsapp.net",
+    remote_jid_alt: str | None = None,
+    from_me: bool = False,
+    instance: str = "shop",
+    push_name: str = "Asha",
+    message: dict[str, Any] | None = None,
+    message_type: str = "conversation",
+    participant: str | None = None,
+    event: str = "messages.upsert",
+) -> dict[str, Any]:
+    """An Evolution v2 ``messages.upsert`` webhook, as in the contract."""
+    key: dict[str, Any] = {"remoteJid": remote_jid, "fromMe": from_me, "id": msg_id}
+    if remote_jid_alt:
+        key.update(remoteJidAlt=remote_jid_alt, addressingMode="lid")
+    if participant:
+        key["participant"] = participant
+    return {
+        "event": event,
+        "instance": instance,
+        "data": {
+            "key": key,
+            "pushName": push_name,
+            "status": "DELIVERY_ACK",
+            "message": message if message is not None else {"conversation": text},
+            "messageType": message_type,
+            "messageTimestamp": 1717604327,
+            "instanceId": "9f3b030d-0000-0000-0000-000000000000",
+            "source": "android",
+        },
+        "destination": "https://bot.example.com/wa",
+        "date_time": "2025-06-05T13:18:47.612Z",
+        "sender": "15550001111@s.whatsapp.net",
+        "server_url": "http://localhost:8080",
+        "apikey": None,
+    }
+
+
+def evolution_status(
+    key_id: str, status: str, *, remote_jid: str = "919876543210@s.whatsapp.net"
+) -> dict[str, Any]:
+    """An Evolution v2 ``messages.update`` webhook for a message we sent."""
+    return {
+        "event": "messages.update",
+        "instance": "shop",
+        "data": {
+            "keyId": key_id,
+            "remoteJid": remote_jid,
+            "fromMe": True,
+            "participant": None,
+            "status": status,
+            "instanceId": "9f3b030d-0000-0000-0000-000000000000",
+            "messageId": "cm0000000000000000000000",
+        },
+        "date_time": "2025-06-05T13:18:50.000Z",
+        "sender": "15550001111@s.whatsapp.net",
+        "server_url": "http://localhost:8080",
+        "apikey": None,
+    }
+
+
+def meta_webhook(
+    *,
+    messages: list[dict[str, Any]] | None = None,
+    statuses: list[dict[str, Any]] | None = None,
+    contacts: list[dict[str, Any]] | None = None,
+    phone_number_id: str = "106540352242922",
+) -> dict[str, Any]:
+    """A Cloud API ``messages`` webhook holding ``messages`` and/or ``statuses``."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+    }
+    if messages is not None:
+        value["contacts"] = (
+            contacts
+            if contacts is not None
+            else [{"profile": {"name": "Asha"}, "wa_id": "919876543210"}]
+        )
+        value["messages"] = messages
+    if statuses is not None:
+        value["statuses"] = statuses
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+    }
+
+
+def meta_text(
+    text: str = "Is this in stock?",
+    *,
+    wamid: str = "wamid.HBgLMTY1MDM4AAA=",
+    sender: str = "919876543210",
+) -> dict[str, Any]:
+    """One ``messages[]`` item of type text."""
+    return {
+        "from": sender,
+        "id": wamid,
+        "timestamp": "1749416383",
+        "type": "text",
+        "text": {"body": text},
+    }
+
+
+def meta_status(wamid: str, status: str, *, recipient: str = "919876543210") -> dict[str, Any]:
+    """One ``statuses[]`` item."""
+    item: dict[str, Any] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": "1749416390",
+        "recipient_id": recipient,
+    }
+    if status == "failed":
+        item["errors"] = [
+            {
+                "code": 131047,
+                "title": "Re-engagement message",
+                "error_data": {
+                    "details": "Message failed to send because more than 24 hours "
+                    "have passed since the customer last replied to this number."
+                },
+            }
+        ]
+    return item

@@ -1,0 +1,1 @@
+"""The web chat channel: sessions, live events for widgets, the widget's static files."""

@@ -1,0 +1,232 @@
+"""What both web chat APIs (the native one and the drop-in action API) do with a visitor.
+
+Open or resume a session, store a visitor's message as an inbound message of the ``webchat``
+channel (deduplicated by the client's message id), read a session's history after a cursor
+and wait for news. Routing, turns, handoff and replies are the core bridge's, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from chatbridge.errors import BadInput, UnknownInbox
+from chatbridge.models import ContactInfo, InboundMessage
+from chatbridge.store.records import MessageRecord
+from chatbridge.store.webchat import WEBCHAT, WebchatSession
+
+if TYPE_CHECKING:
+    from chatbridge.pipeline.bridge import Bridge
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ROLES = {"contact": "user", "agent": "agent", "human": "human", "system": "system"}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_session_id() -> str:
+    return "ws_" + os.urandom(12).hex()
+
+
+def message_view(m: MessageRecord) -> dict[str, Any]:
+    """A history entry as the widget sees it."""
+    out: dict[str, Any] = {
+        "id": m.id,
+        "role": ROLES.get(m.author, m.author),
+        "text": m.text,
+        "created_at": iso(m.created_at),
+    }
+    cmid = m.meta.get("client_message_id")
+    if cmid:
+        out["client_message_id"] = cmid
+    if m.direction == "out" and m.turn_id is not None:
+        out["turn_id"] = f"t_{m.turn_id}"
+    if m.attachments:
+        out["attachments"] = m.attachments
+    return out
+
+
+@dataclass(slots=True)
+class Posted:
+    status: str  # accepted | stored | duplicate
+    message: MessageRecord | None
+    session: WebchatSession
+    new_session: bool
+    conversation_id: str | None
+
+
+class WebchatService:
+    def __init__(self, bridge: Bridge) -> None:
+        self.b = bridge
+        self.store = bridge.store
+        self.live = bridge.webchat_live
+        self.settings = bridge.settings
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.webchat_session_timeout
+
+    def check_session_id(self, session_id: str) -> None:
+        if not SESSION_ID.match(session_id):
+            raise BadInput(
+                "invalid_session_id",
+                "session_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            )
+
+    def check_inbox(self, inbox_id: int) -> None:
+        if self.b.route_for(WEBCHAT, inbox_id) is None:
+            raise UnknownInbox(WEBCHAT, inbox_id)
+
+    def check_text(self, text: str) -> str:
+        text = text.replace("\x00", "").strip()
+        if not text:
+            raise BadInput("empty_message", "the message is empty")
+        limit = self.settings.webchat_max_message_chars
+        if len(text) > limit:
+            raise BadInput(
+                "message_too_long",
+                f"the message is longer than {limit} characters",
+                status_code=413,
+                details={"max_chars": limit, "length": len(text)},
+            )
+        return text
+
+    async def open(
+        self,
+        session_id: str | None,
+        *,
+        inbox_id: int,
+        ip: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[WebchatSession, bool]:
+        """Create or resume a session (an unknown or expired id starts a new one)."""
+        if session_id is not None:
+            self.check_session_id(session_id)
+        if inbox_id == self.settings.webchat_compat_inbox_id:
+            await self.b.ensure_webchat_compat_route()
+        self.check_inbox(inbox_id)
+        return await self.store.open_session(
+            session_id or new_session_id(),
+            inbox_id=inbox_id,
+            timeout=self.timeout,
+            ip_address=ip,
+            meta=meta,
+        )
+
+    async def conversation_id(self, session: WebchatSession) -> str | None:
+        conv = await self.store.find_conversation(WEBCHAT, session.uid)
+        return conv.id if conv else None
+
+    async def post(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        client_message_id: str | None = None,
+        inbox_id: int | None = None,
+        ip: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Posted:
+        """Store one visitor message (and its turn). An expired session starts afresh.
+
+        ``inbox_id`` is used only for a session that does not exist at all.
+        """
+        self.check_session_id(session_id)
+        if client_message_id is not None and not CLIENT_ID.match(client_message_id):
+            raise BadInput(
+                "invalid_client_message_id",
+                "client_message_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            )
+        text = self.check_text(text)
+        existing = await self.store.get_session(session_id)
+        if existing is not None:
+            inbox = existing.inbox_id
+        elif inbox_id is not None:
+            inbox = inbox_id
+        else:
+            raise BadInput("unknown_session", f"no session {session_id}", status_code=404)
+        session, created = await self.open(session_id, inbox_id=inbox, ip=ip)
+        meta: dict[str, Any] = {"session_id": session.id, **(extra or {})}
+        if client_message_id:
+            meta["client_message_id"] = client_message_id
+        inbound = InboundMessage(
+            channel=WEBCHAT,
+            inbox_id=session.inbox_id,
+            channel_key=session.uid,
+            text=text,
+            external_message_id=(
+                f"{session.uid}:{client_message_id}" if client_message_id else None
+            ),
+            contact=ContactInfo(external_id=session.uid, metadata={"session_id": session.id}),
+            context={"channel": "web_widget", "session_id": session.id, "uid": session.uid},
+            metadata=meta,
+        )
+        accepted = await self.b.accept(inbound)
+        message: MessageRecord | None = None
+        if accepted.status == "duplicate" and client_message_id:
+            message = await self.store.message_by_dedupe_key(
+                f"{WEBCHAT}:{session.uid}:{client_message_id}"
+            )
+        elif accepted.message_id and accepted.conversation_id:
+            # the row just stored, as ``ingest`` wrote it: no need to read it back
+            message = MessageRecord(
+                id=accepted.message_id,
+                conversation_id=accepted.conversation_id,
+                direction="in",
+                author="contact",
+                text=text,
+                content_type="text",
+                attachments=[],
+                external_id=inbound.external_message_id,
+                created_at=inbound.received_at,
+                meta={"context": inbound.context, **meta},
+                turn_id=accepted.turn_id,
+            )
+        self.live.news(session.uid)
+        return Posted(
+            status=accepted.status,
+            message=message,
+            session=session,
+            new_session=created,
+            conversation_id=accepted.conversation_id
+            or (message.conversation_id if message else None),
+        )
+
+    async def history(
+        self,
+        session: WebchatSession,
+        *,
+        after: str | None = None,
+        wait: float = 0.0,
+        limit: int = 200,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[MessageRecord]:
+        """Messages after ``after``; with ``wait``, hold until there are some, the typing
+        indicator changes, the caller is ``gone`` or the bridge stops (long-poll)."""
+        event = self.live.news_event(session.uid) if wait > 0 else None
+        rows = await self.store.webchat_history(session.uid, after=after, limit=limit)
+        if rows or event is None:
+            return rows
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not event.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            try:
+                # Wake now and then to notice a caller that hung up.
+                await asyncio.wait_for(event.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                if gone is not None and await gone():
+                    return []
+        if self.live.stopping:
+            return []
+        return await self.store.webchat_history(session.uid, after=after, limit=limit)

@@ -1,0 +1,116 @@
+"""The transcription worker against a local OpenAI-compatible server: providers, retries,
+permanent failures and the "none" / "local" providers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatbridge.comms.settings import CommsSettings
+from chatbridge.comms.transcription import (
+    LocalTranscriber,
+    PermanentTranscription,
+    Recording,
+    TranscriptionWorker,
+    local_engine,
+    provider_status,
+    transcript_note,
+)
+from chatbridge.store import Store
+from chatbridge.testing.servers import serve_app
+from tests.comms.fake_transcriber import create_fake_transcriber
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[Store]:
+    s = Store(sqlite_url)
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def worker(store: Store, settings: CommsSettings) -> TranscriptionWorker:
+    return TranscriptionWorker(
+        store, lambda: settings, owner="t", retry_base=0.001, retry_max=0.001
+    )
+
+
+async def queued(store: Store, **values: Any) -> str:
+    call = await store.add_call({"direction": "inbound", **values}, transcribe=True)
+    assert isinstance(call, dict)
+    return str(call["id"])
+
+
+async def test_with_no_provider_jobs_wait_queued(store: Store) -> None:
+    call = await queued(store, recording_url="http://127.0.0.1:9/a.mp3")
+    assert await worker(store, CommsSettings()).run_until_idle() == 0
+    assert (await store.get_call(call))["transcript_status"] == "queued"  # type: ignore[index]
+
+
+async def test_openai_provider_retries_then_gives_up(store: Store, tmp_path: Path) -> None:
+    app = create_fake_transcriber()
+    fake = app.state.fake
+    async with serve_app(app) as url:
+        settings = CommsSettings(
+            transcription_provider="openai",
+            transcription_base_url=f"{url}/v1/",
+            transcription_model="tiny",
+        )
+        audio = tmp_path / "a.wav"
+        audio.write_bytes(b"12345")
+        ok = await queued(store, recording_path=str(audio))
+        w = worker(store, settings)
+        fake.fail_next = 2
+        assert await w.run_until_idle() >= 1
+        # retries wait a (tiny) backoff: run until the job is done
+        for _ in range(50):
+            if (await store.get_call(ok))["transcript_status"] == "done":  # type: ignore[index]
+                break
+            await w.run_until_idle()
+        call = await store.get_call(ok)
+        assert call is not None
+        assert (call["transcript_status"], call["transcript"]) == (
+            "done",
+            "hello from a 5-byte call",
+        )
+        assert call["attempts"] == 3 and fake.requests[-1]["model"] == "tiny"
+        assert fake.requests[-1]["auth"] is None  # no key set: no Authorization header
+
+        fake.status = 400
+        bad = await queued(store, recording_path=str(audio))
+        await w.run_until_idle()
+        call = await store.get_call(bad)
+        assert call is not None and call["transcript_status"] == "failed"
+        assert "HTTP 400" in call["transcript_error"] and call["attempts"] == 1
+
+        gone = await queued(store, recording_path=str(tmp_path / "missing.wav"))
+        await w.run_until_idle()
+        assert (await store.get_call(gone))["transcript_status"] == "failed"  # type: ignore[index]
+        await w._transcriber.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(local_engine() is not None, reason="a local engine is installed")
+async def test_the_local_provider_says_when_no_engine_is_installed(store: Store) -> None:
+    settings = CommsSettings(transcription_provider="local")
+    assert provider_status(settings) == {
+        "provider": "local",
+        "available": False,
+        "detail": "not installed",
+    }
+    with pytest.raises(PermanentTranscription, match="not installed"):
+        await LocalTranscriber().transcribe(Recording(path="/x.wav"))
+    call = await queued(store, recording_path="/x.wav")
+    await worker(store, settings).run_until_idle()
+    done = await store.get_call(call)
+    assert done is not None and done["transcript_status"] == "failed"
+    assert "not installed" in done["transcript_error"]
+
+
+def test_the_transcript_note_names_the_call() -> None:
+    call = {"direction": "outbound", "phone": "+12025550143", "duration_seconds": 61.4}
+    assert transcript_note(call, "hi") == "Call transcript (outbound, +12025550143, 1:01):\nhi"
