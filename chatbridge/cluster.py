@@ -43,6 +43,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis import asyncio as aioredis
+from redis.asyncio.connection import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 log = logging.getLogger("chatbridge.cluster")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
@@ -70,6 +74,20 @@ return 0
 QUEUE_LIMIT = 10_000
 
 
+class _StoppablePool(ConnectionPool):
+    """A connection pool that hands out nothing once its cluster has stopped.
+
+    Closing a redis-py pool disconnects what it holds but lets it open new connections, so a
+    request still running on a stopping replica would open a socket nobody closes."""
+
+    stopped = False
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        if self.stopped:
+            raise RedisConnectionError("the cluster connection is stopped")
+        return await super().get_connection(*args, **options)
+
+
 class ClusterUnavailable(Exception):
     """Redis did not answer, or the replica called is not listening."""
 
@@ -94,15 +112,19 @@ class Cluster:
         presence_ttl: float = 10.0,
         beat: float = 2.0,
     ) -> None:
-        from redis import asyncio as aioredis
-
         self.replica_id = replica_id
         self.prefix = prefix
         self.presence_ttl = presence_ttl
         self.beat = beat
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=5
+        self._pool = _StoppablePool.from_url(
+            redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=5,
+            # ``CLIENT LIST`` on the Redis shows which replica each connection belongs to
+            client_name="".join(c if c.isalnum() or c in "-_.:" else "_" for c in replica_id),
         )
+        self._redis = aioredis.Redis.from_pool(self._pool)
         self._bcast = f"{prefix}:bcast"
         self._inbox = f"{prefix}:to:{replica_id}"
         self._handlers: dict[str, list[Handler]] = {}
@@ -162,6 +184,7 @@ class Cluster:
             await asyncio.wait(tasks, timeout=2)
         self._tasks = []
         self.end_calls()
+        self._pool.stopped = True  # what still runs (a late request) gets no new socket
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 

@@ -46,9 +46,14 @@ class RateLimiter:
         self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._parsed: dict[str, object] = {}
+        self._closed = False
 
     async def aclose(self) -> None:
-        """Close the Redis connections, if any (the memory storage holds none)."""
+        """Close the Redis connections, if any (the memory storage holds none). A request
+        still running afterwards (shutting down) is let through uncounted: counting it would
+        open a new connection nobody closes."""
+        self.enabled = False
+        self._closed = True
         client = getattr(getattr(self.storage, "bridge", None), "storage", None)
         close = getattr(client, "aclose", None)
         if close is not None:
@@ -60,6 +65,8 @@ class RateLimiter:
 
     async def ping(self) -> bool:
         """Whether the limiter's storage answers (always true in memory)."""
+        if self._closed:
+            return False
         try:
             return bool(await self.storage.check())
         except Exception:

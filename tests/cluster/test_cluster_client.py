@@ -1,0 +1,39 @@
+"""The ``Cluster`` Redis client on its own: what it leaves behind on the server."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from chatbridge.cluster import Cluster, ClusterUnavailable
+from chatbridge.testing.cluster import RedisServer
+
+
+async def _connections(url: str, name: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return sum(1 for c in clients if c.get("name") == name)
+
+
+async def test_a_stopped_cluster_opens_no_new_connections(redis_server: RedisServer) -> None:
+    """A request still running on a stopping replica must not leave a socket open behind it."""
+    cluster = Cluster(redis_server.url, "replica-a", presence_ttl=2.0, beat=0.4)
+    await cluster.start()
+    assert await cluster.try_lease("agent-1")
+    assert await _connections(redis_server.url, "replica-a") >= 1
+
+    await cluster.stop()
+    assert await _connections(redis_server.url, "replica-a") == 0
+
+    # What a late request does after the stop: it learns nothing, and opens nothing.
+    assert not await cluster.try_lease("agent-2")
+    assert not await cluster.ping()
+    try:
+        await cluster.call("replica-b", "http", {}, timeout=0.5)
+    except ClusterUnavailable:
+        pass
+    else:
+        raise AssertionError("a call after stop must fail")
+    assert await _connections(redis_server.url, "replica-a") == 0
