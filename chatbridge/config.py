@@ -19,7 +19,7 @@ DEFAULT_FALLBACK_TEXT = (
     "will get back to you shortly."
 )
 
-Transport = Literal["ws-dial-out", "ws-dial-in", "http-pull"]
+Transport = Literal["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"]
 ReplyMode = Literal["async", "sync"]
 OnFailure = Literal["fallback", "handoff"]
 
@@ -39,26 +39,111 @@ def _check_ws_url(url: str) -> None:
         raise ValueError(f"websocket_url is not a WebSocket URI ({exc})") from None
 
 
+def _check_http_url(url: str, field: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{field} must be an http:// or https:// URL with a host")
+
+
+_URL = r"^[^\x00-\x20\x7f]*$"
+# Agent settings that are secrets: stored (the bridge needs them to sign or call), never shown.
+SECRET_OPTIONS = ("secret", "api_key")
+
+
 class AgentConfig(BaseModel):
-    """How to reach one agent (the seed's ``agent_config``)."""
+    """How to reach one agent (the seed's ``agent_config``).
+
+    ``transport`` picks the way: ``ws-dial-out`` (``websocket_url``), ``ws-dial-in`` and
+    ``http-pull`` (the agent comes to us with ``token``), ``http-webhook`` (we POST each turn
+    to ``webhook_url``, signed with ``secret``), ``openai`` (the bridge is the agent: it calls
+    ``{base_url}/chat/completions`` with ``model``, ``system_prompt`` and the history).
+    """
 
     agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
-    websocket_url: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00-\x20\x7f]*$")
+    websocket_url: str | None = Field(default=None, max_length=2000, pattern=_URL)
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     transport: Transport | None = None
     token: str | None = Field(
-        default=None, max_length=1000, pattern=_PRINTABLE, description="dial-in token (write-only)"
+        default=None,
+        max_length=1000,
+        pattern=_PRINTABLE,
+        description="token the agent authenticates with (dial-in, http-pull, late http-webhook "
+        "replies); write-only",
+    )
+    # http-webhook
+    webhook_url: str | None = Field(default=None, max_length=2000, pattern=_URL)
+    secret: str | None = Field(
+        default=None,
+        max_length=1000,
+        pattern=_PRINTABLE,
+        description="http-webhook: HMAC-SHA256 key of X-Chatbridge-Signature; write-only",
+    )
+    # openai
+    base_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=_URL,
+        description="openai: the API root, e.g. https://api.openai.com/v1",
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=200, pattern=_PRINTABLE)
+    api_key: str | None = Field(
+        default=None,
+        max_length=1000,
+        pattern=_PRINTABLE,
+        description="openai: Bearer key (else CHATBRIDGE_OPENAI_API_KEY); write-only",
+    )
+    system_prompt: str | None = Field(default=None, max_length=20000, pattern=r"^[^\x00]*$")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_history: int = Field(
+        default=20, ge=0, le=200, description="openai: earlier messages sent along"
     )
 
     @model_validator(mode="after")
     def _pick_transport(self) -> AgentConfig:
         if self.transport is None:
-            self.transport = "ws-dial-out" if self.websocket_url else "ws-dial-in"
+            if self.websocket_url:
+                self.transport = "ws-dial-out"
+            elif self.webhook_url:
+                self.transport = "http-webhook"
+            elif self.base_url or self.model:
+                self.transport = "openai"
+            else:
+                self.transport = "ws-dial-in"
         if self.transport == "ws-dial-out":
             if not self.websocket_url:
                 raise ValueError("ws-dial-out needs websocket_url")
             _check_ws_url(self.websocket_url)
+        elif self.transport == "http-webhook":
+            if not self.webhook_url:
+                raise ValueError("http-webhook needs webhook_url")
+            _check_http_url(self.webhook_url, "webhook_url")
+        elif self.transport == "openai":
+            if not self.base_url or not self.model:
+                raise ValueError("openai needs base_url and model")
+            _check_http_url(self.base_url, "base_url")
         return self
+
+    @property
+    def url(self) -> str | None:
+        """Where the transport reaches the agent (the ``url`` the store keeps)."""
+        if self.transport == "http-webhook":
+            return self.webhook_url
+        if self.transport == "openai":
+            return self.base_url
+        return self.websocket_url
+
+    def options(self) -> dict[str, Any]:
+        """Transport settings beyond the URL, as the store keeps them (secrets included)."""
+        if self.transport == "http-webhook":
+            keys: tuple[str, ...] = ("secret",)
+        elif self.transport == "openai":
+            keys = ("model", "api_key", "system_prompt", "temperature", "max_tokens", "max_history")
+        else:
+            return {}
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 class InboxMapping(BaseModel):
@@ -165,6 +250,11 @@ class Settings(BaseSettings):
     reconnect_max_delay: float = 30.0
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    openai_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHATBRIDGE_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="key for openai agents whose config has no api_key of its own",
+    )
 
     # --- workers --------------------------------------------------------------------------
     lease_seconds: float = Field(default=15.0, gt=0)

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 
@@ -50,6 +51,7 @@ from chatbridge.agents.base import (
 from chatbridge.agents.dial_out import close_timeout, dial_out_forever
 from chatbridge.agents.links import Link, LinkClosed, frame_too_large
 from chatbridge.agents.log import log_event
+from chatbridge.agents.openai import History, OpenAICaller
 from chatbridge.agents.pull import PullBroker, PullPolicy
 from chatbridge.agents.turns import (
     ConversationSlots,
@@ -64,6 +66,7 @@ from chatbridge.agents.turns import (
     resume_on,
     settle,
 )
+from chatbridge.agents.webhook import WebhookCaller
 from chatbridge.cluster import Cluster
 from chatbridge.config import Settings
 from chatbridge.errors import AgentElsewhere, AgentError, AgentUnavailable, ConfigError
@@ -101,9 +104,16 @@ __all__ = [
     "percentile",
 ]
 
-TransportName = Literal["ws-dial-out", "ws-dial-in", "http-pull"]
+TransportName = Literal["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"]
+# Transports whose turns one replica at a time runs (it holds the agent's lease): it dials the
+# agent, offers its pulls, or owns the open webhook turns that late replies must reach.
+LEASED = ("ws-dial-out", "http-pull", "http-webhook")
 LATENCY_WINDOW = 100
 STOP_TIMEOUT = 5.0
+
+
+async def _no_history(conversation_id: str, limit: int) -> list[Any]:
+    return []
 
 
 @dataclass(eq=False, slots=True)
@@ -111,6 +121,7 @@ class _Agent:
     agent_id: str
     transport: TransportName
     url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     link: Link | None = None
     dial_task: asyncio.Task[None] | None = None
     last_seen: float | None = None
@@ -143,6 +154,7 @@ class AgentHub:
         on_proactive: ProactiveCallback,
         on_typing: TypingCallback,
         on_chunk: ChunkCallback | None = None,
+        history: History | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -158,6 +170,22 @@ class AgentHub:
         self._closing = False
         self._attached = asyncio.Event()
         self.pull = PullBroker(self._pull_policy, on_chunk=on_chunk, on_typing=on_typing)
+        # http-webhook and openai agents are reached by plain HTTP calls on one client
+        self._http = httpx.AsyncClient(follow_redirects=False)
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        self.webhook = WebhookCaller(
+            self.pull,
+            self._http,
+            public_url=settings.public_url or f"http://{host}:{settings.port}",
+            retry_base=settings.retry_base_seconds,
+        )
+        self.openai = OpenAICaller(
+            self._http,
+            history or _no_history,
+            on_chunk=on_chunk,
+            default_api_key=settings.openai_api_key,
+            retry_base=settings.retry_base_seconds,
+        )
         self.cluster: Cluster | None = None
         self._moved: dict[str, list[asyncio.Future[str]]] = {}
 
@@ -166,7 +194,7 @@ class AgentHub:
         self.cluster = cluster
         cluster.on_location(self._on_location)
         for agent in self._agents.values():
-            if agent.transport in ("ws-dial-out", "http-pull"):
+            if agent.transport in LEASED:
                 cluster.want_lease(agent.agent_id)
 
     def _on_location(self, agent_id: str, where: str | None) -> None:
@@ -213,22 +241,36 @@ class AgentHub:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
+        await self._http.aclose()
+        self._http = httpx.AsyncClient(follow_redirects=False)  # a start after stop works
+        self.webhook.client = self.openai.client = self._http
 
     # -- configuration -------------------------------------------------------------------------
 
-    def configure(self, agent_id: str, transport: TransportName, url: str | None = None) -> None:
+    def configure(
+        self,
+        agent_id: str,
+        transport: TransportName,
+        url: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         """Register or update an agent.
 
         A ws-dial-out agent gets a task that connects to ``url`` (restarted when the URL
-        changes); a ws-dial-in agent waits for the agent to connect to us.
+        changes); a ws-dial-in agent waits for the agent to connect to us; http-webhook and
+        openai agents are called per turn (``url``, with ``options``).
 
         Raises:
-            ConfigError: unknown transport, or ws-dial-out without a ``ws://``/``wss://`` URL.
+            ConfigError: unknown transport, or a URL that does not fit the transport.
         """
-        if transport not in ("ws-dial-out", "ws-dial-in", "http-pull"):
+        if transport not in ("ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"):
             raise ConfigError(f"agent hub cannot run transport {transport!r}")
         if transport == "ws-dial-out" and not (url and url.startswith(("ws://", "wss://"))):
             raise ConfigError(f"ws-dial-out agent {agent_id!r} needs a ws:// or wss:// url")
+        if transport in ("http-webhook", "openai") and not (
+            url and url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"{transport} agent {agent_id!r} needs an http:// or https:// url")
         agent = self._agents.get(agent_id)
         if agent is None:
             agent = self._agents[agent_id] = _Agent(agent_id, transport, url)
@@ -240,8 +282,9 @@ class AgentHub:
             if agent.link is not None and dial_out_involved:
                 self._spawn(agent.link.close(1000, "agent reconfigured"))
             agent.transport, agent.url = transport, url
+        agent.options = dict(options or {})
         if self.cluster is not None:
-            self.cluster.want_lease(agent_id, transport in ("ws-dial-out", "http-pull"))
+            self.cluster.want_lease(agent_id, transport in LEASED)
         self._ensure_dialing(agent)
 
     def remove(self, agent_id: str) -> None:
@@ -266,6 +309,9 @@ class AgentHub:
         agent = self._agents.get(agent_id)
         if agent is not None and agent.transport == "http-pull":
             return self._pulled_lately(agent_id)
+        if agent is not None and agent.transport in ("http-webhook", "openai"):
+            # nothing stays open: "connected" unless the last call failed
+            return agent.agent_id not in self._caller(agent).last_error
         return agent is not None and agent.link is not None
 
     def _pull_policy(self, agent_id: str) -> PullPolicy:
@@ -301,10 +347,12 @@ class AgentHub:
             in_flight[turn.req.agent_id] = in_flight.get(turn.req.agent_id, 0) + 1
         rows = []
         for agent in self._agents.values():
-            if agent.transport == "http-pull":
+            if agent.transport in ("http-pull", "http-webhook"):
                 in_flight[agent.agent_id] = self.pull.in_flight(agent.agent_id)
                 agent.last_seen = self.pull.last_seen(agent.agent_id)
                 agent.turns_answered = self.pull.answered(agent.agent_id)
+            if agent.transport in ("http-webhook", "openai"):
+                agent.last_seen = self._caller(agent).last_ok.get(agent.agent_id)
             connected = self.is_connected(agent.agent_id)
             self.metrics.agent_connected.labels(agent.agent_id).set(1 if connected else 0)
             latencies = list(agent.latencies_ms)
@@ -366,6 +414,10 @@ class AgentHub:
         agent = self._agents.get(req.agent_id)
         if agent is not None and agent.transport == "http-pull":
             return await self.pull.run_turn(req)
+        if agent is not None and agent.transport == "http-webhook" and agent.url:
+            return await self.webhook.run_turn(req, agent.url, agent.options.get("secret"))
+        if agent is not None and agent.transport == "openai" and agent.url:
+            return await self._openai_turn(agent, req)
         existing = self._turns.get(req.turn_key)
         if existing is not None:
             log_event(
@@ -389,6 +441,18 @@ class AgentHub:
                 del self._turns[req.turn_key]
         settle(result, outcome)
         return outcome
+
+    async def _openai_turn(self, agent: _Agent, req: TurnRequest) -> AgentOutcome:
+        started = time.monotonic()
+        outcome = await self.openai.run_turn(req, agent.url or "", agent.options)
+        elapsed = time.monotonic() - started
+        agent.turns_answered += 1
+        agent.latencies_ms.append(elapsed * 1000)
+        self.metrics.turn_seconds.labels(agent.agent_id).observe(elapsed)
+        return outcome
+
+    def _caller(self, agent: _Agent) -> WebhookCaller | OpenAICaller:
+        return self.webhook if agent.transport == "http-webhook" else self.openai
 
     def _link_of(self, agent_id: str) -> Link | None:
         agent = self._agents.get(agent_id)
@@ -425,6 +489,8 @@ class AgentHub:
             False if the agent is not connected or the send failed.
         """
         agent = self._agents.get(agent_id)
+        if agent is not None and agent.transport == "http-webhook" and agent.url:
+            return await self.webhook.send_event(agent.url, agent.options.get("secret"), frame)
         if agent is None or agent.link is None:
             return False
         try:

@@ -206,6 +206,11 @@ class PullBroker:
                 taken.append(offer)
         return taken
 
+    def find(self, agent_id: str, turn_key: str) -> Offer | None:
+        """The agent's offer of ``turn_key`` while its turn runs here."""
+        q = self._agents.get(agent_id)
+        return q.offers.get(turn_key) if q else None
+
     def open_offers(self, agent_id: str) -> list[Offer]:
         """The agent's offers whose turn is still open, in turn order (leased or not)."""
         q = self._agents.get(agent_id)

@@ -25,7 +25,7 @@ router = APIRouter(tags=["agents"])
 
 _AUTH_ERRORS = {
     401: "missing or bad agent token",
-    409: "the agent is not configured for http-pull",
+    409: "the agent is not configured for http-pull (replies: or http-webhook)",
     429: "rate limited",
 }
 
@@ -71,10 +71,12 @@ async def _agent(
     if not await bridge.verify_agent_token(agent_id, token):
         raise BadInput("unauthorized", "bad agent id or token", status_code=401)
     agent = await bridge.store.get_agent(agent_id)
-    if agent is None or agent.transport != "http-pull":
+    # A webhook agent may answer later on the reply endpoint (its turns are never pulled).
+    allowed = ("http-pull", "http-webhook") if replying else ("http-pull",)
+    if agent is None or agent.transport not in allowed:
         raise BadInput(
             "not_pull_agent",
-            f"agent {agent_id!r} is not configured with transport http-pull",
+            f"agent {agent_id!r} is not configured with transport {' or '.join(allowed)}",
             status_code=409,
         )
     return bridge, agent_id

@@ -18,10 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatbridge.api.console_auth import console_session_ok
 from chatbridge.api.errors import error_responses, unstorable_reason
-from chatbridge.config import InboxMapping
+from chatbridge.config import SECRET_OPTIONS, InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
-from chatbridge.store.records import Route
+from chatbridge.store.records import AgentRecord, Route
 
 router = APIRouter()
 
@@ -171,6 +171,31 @@ def route_json(r: Route) -> dict[str, Any]:
     }
 
 
+def agent_config_json(agent_id: str, timeout: float, a: AgentRecord | None) -> dict[str, Any]:
+    """An agent's config as the API shows it: secrets only as ``<name>_set`` flags."""
+    transport = a.transport if a else None
+    url = a.url if a else None
+    out: dict[str, Any] = {
+        "agent_id": agent_id,
+        "websocket_url": url if transport in ("ws-dial-out", None) else None,
+        "timeout_seconds": timeout,
+        "transport": transport,
+        "token_set": bool(a and a.token_hash),
+    }
+    options = a.options if a else {}
+    if transport == "http-webhook":
+        out["webhook_url"] = url
+    if transport == "openai":
+        out["base_url"] = url
+        for key in ("model", "system_prompt", "temperature", "max_tokens", "max_history"):
+            if key in options:
+                out[key] = options[key]
+    for key in SECRET_OPTIONS:
+        if key in options:
+            out[f"{key}_set"] = True
+    return out
+
+
 @router.get("/config/mappings", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     agents = {a.id: a for a in await bridge.store.list_agents()}
@@ -178,12 +203,7 @@ async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     for r in bridge.routes():
         m = route_json(r)
         a = agents.get(r.agent_id)
-        m["agent_config"] = {
-            "agent_id": r.agent_id,
-            "websocket_url": a.url if a else None,
-            "timeout_seconds": r.timeout_seconds,
-            "transport": a.transport if a else None,
-        }
+        m["agent_config"] = agent_config_json(r.agent_id, r.timeout_seconds, a)
         out.append(m)
     return {"mappings": out}
 

@@ -119,6 +119,7 @@ class Bridge:
             on_proactive=self._on_proactive,
             on_typing=self._on_typing,
             on_chunk=self._on_chunk,
+            history=self.store.recent_messages,
         )
         self._routes: dict[tuple[str, int], Route] = {}
         self._routes_by_id: dict[int, Route] = {}
@@ -215,7 +216,12 @@ class Bridge:
         a cluster: also the ones another replica added or changed)."""
         for agent in self._agent_records:
             if agent.enabled:
-                self.hub.configure(agent.id, agent.transport, agent.url)  # type: ignore[arg-type]
+                self.hub.configure(
+                    agent.id,
+                    agent.transport,  # type: ignore[arg-type]
+                    agent.url,
+                    agent.options,
+                )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, *, workers: bool = True) -> None:
@@ -376,6 +382,7 @@ class Bridge:
                 url=spec.url,
                 timeout_seconds=spec.timeout_seconds,
                 token_hash=spec.token_hash,
+                options=spec.options,
             )
             await self.save_mapping(m, overwrite=False, reply_mode=mode)
 
@@ -407,9 +414,10 @@ class Bridge:
         return AgentSpec(
             a.agent_id,
             transport=a.transport or "ws-dial-out",
-            url=a.websocket_url,
+            url=a.url,
             timeout_seconds=a.timeout_seconds,
             token_hash=hash_token(a.token) if a.token else None,
+            options=a.options(),
         )
 
     async def save_mapping(
@@ -430,9 +438,9 @@ class Bridge:
             overwrite=overwrite,
             agent=agent,
         )
-        if self.started and (created or overwrite):
-            self.hub.configure(a.agent_id, a.transport or "ws-dial-out", a.websocket_url)
         await self.reload_routes()
+        if self.started and (created or overwrite):
+            self.sync_agents()  # from the stored row: it holds the secrets a save may omit
         if self.cluster is not None:
             self.cluster.publish("routes", {})
         return route, created

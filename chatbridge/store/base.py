@@ -91,6 +91,7 @@ def _agent(row: Any) -> AgentRecord:
         timeout_seconds=row.timeout_seconds,
         enabled=bool(row.enabled),
         last_seen_at=row.last_seen_at,
+        options=dict(row.options or {}),
     )
 
 

@@ -283,6 +283,19 @@ class ConversationStore(StoreBase):
             ).one_or_none()
         return _conv(row) if row else None
 
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[MessageRecord]:
+        """The last ``limit`` messages of a conversation, oldest first."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.messages)
+                    .where(t.messages.c.conversation_id == conversation_id)
+                    .order_by(t.messages.c.created_at.desc(), t.messages.c.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [_message(r) for r in reversed(rows)]
+
     async def list_messages(self, conversation_id: str, limit: int = 50) -> list[MessageRecord]:
         async with self._tx() as conn:
             rows = (

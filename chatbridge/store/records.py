@@ -15,6 +15,8 @@ class AgentRecord:
     timeout_seconds: float
     enabled: bool
     last_seen_at: float | None
+    # transport settings beyond the URL; secrets included (never shown by the API)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

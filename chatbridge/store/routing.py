@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
+from chatbridge.config import SECRET_OPTIONS
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
     StoreBase,
@@ -30,6 +31,7 @@ class AgentSpec:
     timeout_seconds: float
     token_hash: str | None = None
     enabled: bool = True
+    options: dict[str, Any] | None = None
 
 
 class RoutingStore(StoreBase):
@@ -44,14 +46,17 @@ class RoutingStore(StoreBase):
         timeout_seconds: float,
         token_hash: str | None = None,
         enabled: bool = True,
+        options: dict[str, Any] | None = None,
     ) -> AgentRecord:
-        spec = AgentSpec(agent_id, transport, url, timeout_seconds, token_hash, enabled)
+        spec = AgentSpec(agent_id, transport, url, timeout_seconds, token_hash, enabled, options)
         async with self._tx() as conn:
-            await conn.execute(self._agent_upsert(spec))
+            await self._write_agent(conn, spec)
             row = (await conn.execute(select(t.agents).where(t.agents.c.id == agent_id))).one()
         return _agent(row)
 
-    def _agent_upsert(self, spec: AgentSpec) -> Any:
+    async def _write_agent(self, conn: Any, spec: AgentSpec) -> None:
+        """Insert or update an agent's row. Secrets (token, webhook secret, API key) are
+        write-only in the API, so a save that leaves one out keeps the stored one."""
         now = time.time()
         values: dict[str, Any] = {
             "transport": spec.transport,
@@ -62,8 +67,17 @@ class RoutingStore(StoreBase):
         }
         if spec.token_hash is not None:
             values["token_hash"] = spec.token_hash
+        if spec.options is not None:
+            options = dict(spec.options)
+            old = (
+                await conn.execute(select(t.agents.c.options).where(t.agents.c.id == spec.agent_id))
+            ).scalar_one_or_none()
+            for key in SECRET_OPTIONS:
+                if key not in options and old and key in old:
+                    options[key] = old[key]
+            values["options"] = options
         stmt = self._insert(t.agents).values(id=spec.agent_id, created_at=now, **values)
-        return stmt.on_conflict_do_update(index_elements=["id"], set_=values)
+        await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
     async def list_agents(self) -> list[AgentRecord]:
         async with self._tx() as conn:
@@ -120,7 +134,7 @@ class RoutingStore(StoreBase):
         async with self._tx() as conn:
             existing = (await conn.execute(select(t.routes).where(where))).one_or_none()
             if agent is not None and (existing is None or overwrite):
-                await conn.execute(self._agent_upsert(agent))
+                await self._write_agent(conn, agent)
             if existing is None:
                 await conn.execute(
                     t.routes.insert().values(

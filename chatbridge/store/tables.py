@@ -121,6 +121,8 @@ agents = Table(
     Column("url", Text, nullable=True),
     Column("token_hash", String(200), nullable=True),
     Column("timeout_seconds", Float, nullable=False),
+    # transport settings beyond the URL (http-webhook secret; openai model, key, prompt …)
+    Column("options", Json, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("last_seen_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),

@@ -173,6 +173,50 @@ async def test_agents_and_routes_pages(operator: Operator, console_stack: Stack)
     assert route.fallback_text == "We are back in a minute."
 
 
+async def test_routes_page_sets_up_an_openai_agent(
+    operator: Operator, console_stack: Stack
+) -> None:
+    page = operator.page
+    await operator.log_in()
+    await operator.go("routes")
+    await page.get_by_role("button", name="New route").click()
+    form = page.get_by_role("form", name="New route")
+    await form.get_by_label("Channel").select_option("webchat")
+    await form.get_by_label("Inbox id").fill("42")
+    await form.get_by_label("Agent id").fill("gpt")
+    await expect(form.get_by_label("Model")).to_be_hidden()
+    await form.get_by_label("Transport").select_option("openai")
+    await expect(form.get_by_label("WebSocket URL (dial-out)")).to_be_hidden()
+    await expect(form.get_by_label("Webhook URL")).to_be_hidden()
+    await form.get_by_label("Base URL").fill("http://127.0.0.1:9/v1")
+    await form.get_by_label("Model").fill("small-model")
+    await form.get_by_label("API key").fill("sk-console-test")
+    await form.get_by_label("System prompt").fill("You are the teapot shop's assistant.")
+    await form.get_by_role("button", name="Create route").click()
+    row = page.locator('#routes tr[data-route="webchat:42"]')
+    await expect(row).to_contain_text("openai")
+    await expect(row).to_contain_text("small-model @ http://127.0.0.1:9/v1")
+    await expect(page.locator("#routes")).not_to_contain_text("sk-console-test")
+    agent = await console_stack.bridge.store.get_agent("gpt")
+    assert agent is not None and agent.transport == "openai"
+    assert agent.url == "http://127.0.0.1:9/v1"
+    assert agent.options["api_key"] == "sk-console-test"
+    assert agent.options["system_prompt"] == "You are the teapot shop's assistant."
+
+    # editing it again without typing the key keeps the key
+    await row.get_by_role("button", name="Edit").click()
+    form = page.get_by_role("form", name="Edit route")
+    await expect(form.get_by_label("API key")).to_have_attribute(
+        "placeholder", "set (leave empty to keep)"
+    )
+    await form.get_by_label("Model").fill("bigger-model")
+    await form.get_by_role("button", name="Save route").click()
+    await expect(row).to_contain_text("bigger-model")
+    agent = await console_stack.bridge.store.get_agent("gpt")
+    assert agent is not None and agent.options["model"] == "bigger-model"
+    assert agent.options["api_key"] == "sk-console-test"
+
+
 async def inbound(http: httpx.AsyncClient, text: str, wamid: str) -> None:
     """Asha writes on WhatsApp (the mock provider)."""
     r = await http.post(

@@ -173,6 +173,7 @@ async def running_stack(
     route_token: str | None = None,
     dial_token: str | None = None,
     webchat: bool = False,
+    agent_config: AgentConfig | None = None,
     **settings: Any,
 ) -> AsyncIterator[Stack]:
     """Start everything; with ``agent_port`` the caller serves the agent itself.
@@ -180,12 +181,15 @@ async def running_stack(
     ``transport="ws-dial-in"`` makes the route a dial-in one (no ``websocket_url``; the route
     stores ``route_token``, if any). With ``dial_token`` the agent then dials in to the bridge
     with that token and the stack waits until it is connected; without it, nobody dials in.
-    ``webchat=True`` routes web chat inbox 1 to the same agent.
+    ``webchat=True`` routes web chat inbox 1 to the same agent. ``agent_config`` replaces the
+    route's agent entirely (an http-webhook or openai agent the test runs itself).
     """
     agent = agent or build_mock_agent(behaviour, agent_id="agent1", delay=delay)
     dial_in = transport == "ws-dial-in"
     async with AsyncExitStack() as exits:
-        if dial_in:
+        if agent_config is not None:
+            pass
+        elif dial_in:
             agent_config = AgentConfig(
                 agent_id="agent1",
                 transport="ws-dial-in",

@@ -825,8 +825,14 @@
         channel: h("select", { name: "channel" }, CHANNELS.map((c) => h("option", { value: c }, c))),
         inbox_id: h("input", { name: "inbox_id", type: "number", min: 0, value: m.inbox_id }),
         agent_id: h("input", { name: "agent_id", value: m.agent_id || ac.agent_id || "", required: true }),
-        transport: h("select", { name: "transport" }, ["ws-dial-out", "ws-dial-in", "http-pull"].map((c) => h("option", { value: c }, c))),
+        transport: h("select", { name: "transport" }, ["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"].map((c) => h("option", { value: c }, c))),
         websocket_url: h("input", { name: "websocket_url", value: ac.websocket_url || "", placeholder: "ws://agent:8765" }),
+        webhook_url: h("input", { name: "webhook_url", value: ac.webhook_url || "", placeholder: "https://agent.example/turns" }),
+        secret: h("input", { name: "secret", type: "password", autocomplete: "new-password", value: "", placeholder: ac.secret_set ? "set (leave empty to keep)" : "HMAC key for X-Chatbridge-Signature" }),
+        base_url: h("input", { name: "base_url", value: ac.base_url || "", placeholder: "https://api.openai.com/v1" }),
+        model: h("input", { name: "model", value: ac.model || "", placeholder: "gpt-4o-mini" }),
+        api_key: h("input", { name: "api_key", type: "password", autocomplete: "new-password", value: "", placeholder: ac.api_key_set ? "set (leave empty to keep)" : "empty: CHATBRIDGE_OPENAI_API_KEY" }),
+        system_prompt: h("textarea", { name: "system_prompt", rows: 3 }, ac.system_prompt || ""),
         timeout_seconds: h("input", { name: "timeout_seconds", type: "number", min: 1, step: "any", value: m.timeout_seconds ?? ac.timeout_seconds ?? 30 }),
         reply_mode: h("select", { name: "reply_mode" }, ["async", "sync"].map((c) => h("option", { value: c }, c))),
         on_failure: h("select", { name: "on_failure" }, ["fallback", "handoff"].map((c) => h("option", { value: c }, c))),
@@ -849,7 +855,13 @@
         field("Inbox id", f.inbox_id),
         field("Agent id", f.agent_id),
         field("Transport", f.transport),
-        field("WebSocket URL (dial-out)", f.websocket_url),
+        field("WebSocket URL (dial-out)", f.websocket_url, "only-ws-dial-out"),
+        field("Webhook URL", f.webhook_url, "only-http-webhook"),
+        field("Signing secret", f.secret, "only-http-webhook"),
+        field("Base URL", f.base_url, "only-openai"),
+        field("Model", f.model, "only-openai"),
+        field("API key", f.api_key, "only-openai"),
+        field("System prompt", f.system_prompt, "wide only-openai"),
         field("Timeout (s)", f.timeout_seconds),
         field("Reply mode", f.reply_mode),
         field("On failure", f.on_failure),
@@ -857,8 +869,28 @@
         h("label", { class: "field check" }, f.agent_bot_mode, "Chatwoot agent-bot inbox (answer only while pending)"),
         h("div", { class: "form-actions" }, save, h("button", { type: "button", class: "btn btn-ghost", onclick: () => replace(editor) }, "Cancel")),
       );
+      // show the fields of the chosen transport only
+      const showTransportFields = () => {
+        for (const el of form.querySelectorAll("[class*='only-']")) {
+          el.hidden = !el.classList.contains(`only-${f.transport.value}`);
+        }
+      };
+      f.transport.addEventListener("change", showTransportFields);
+      showTransportFields();
       form.addEventListener("submit", (e) => {
         e.preventDefault();
+        const t = f.transport.value;
+        const extra = {};
+        if (t === "http-webhook") {
+          extra.webhook_url = f.webhook_url.value.trim() || null;
+          if (f.secret.value) extra.secret = f.secret.value;
+        } else if (t === "openai") {
+          extra.base_url = f.base_url.value.trim() || null;
+          extra.model = f.model.value.trim() || null;
+          extra.system_prompt = f.system_prompt.value || null;
+          if (f.api_key.value) extra.api_key = f.api_key.value;
+          for (const k of ["temperature", "max_tokens", "max_history"]) if (ac[k] != null) extra[k] = ac[k];
+        }
         const body = {
           channel: f.channel.value,
           inbox_id: Number(f.inbox_id.value),
@@ -868,9 +900,10 @@
           agent_bot_mode: f.agent_bot_mode.checked,
           agent_config: {
             agent_id: f.agent_id.value.trim(),
-            transport: f.transport.value,
-            websocket_url: f.websocket_url.value.trim() || null,
+            transport: t,
+            websocket_url: t === "ws-dial-out" ? f.websocket_url.value.trim() || null : null,
             timeout_seconds: Number(f.timeout_seconds.value),
+            ...extra,
           },
         };
         act(save, async () => {
@@ -899,7 +932,11 @@
                 h("td", {}, m.channel),
                 h("td", {}, String(m.inbox_id)),
                 h("td", { class: "mono" }, m.agent_id),
-                h("td", {}, (m.agent_config && m.agent_config.transport) || "—", m.agent_config && m.agent_config.websocket_url ? h("div", { class: "small muted mono" }, m.agent_config.websocket_url) : null),
+                h("td", {}, (m.agent_config && m.agent_config.transport) || "—", (() => {
+                  const ac = m.agent_config || {};
+                  const where = ac.websocket_url || ac.webhook_url || (ac.base_url ? `${ac.model || ""} @ ${ac.base_url}` : null);
+                  return where ? h("div", { class: "small muted mono" }, where) : null;
+                })()),
                 h("td", {}, m.reply_mode),
                 h("td", {}, m.on_failure, m.fallback_text ? h("div", { class: "small muted" }, m.fallback_text) : null),
                 h("td", {}, `${m.timeout_seconds} s`),
