@@ -112,8 +112,16 @@ def mock_agent(
     ] = None,
     token: Annotated[str | None, typer.Option(help="Dial-in token")] = None,
     delay: Annotated[float, typer.Option(help="Seconds for the delay behaviour")] = 1.0,
+    webhook_port: Annotated[
+        int | None,
+        typer.Option(help="Answer http-webhook turns on this port instead (POST /)"),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="Check X-Chatbridge-Signature with this secret")
+    ] = None,
 ) -> None:
-    """Run the mock agent: serve a WebSocket the bridge dials, or dial in to a bridge."""
+    """Run the mock agent: serve a WebSocket the bridge dials, dial in to a bridge, or answer
+    http-webhook POSTs."""
     from chatbridge.logs import configure_logging
     from chatbridge.testing.mock_agent import run_mock_agent
 
@@ -123,11 +131,14 @@ def mock_agent(
             run_mock_agent(
                 behaviour,
                 agent_id=agent_id,
-                serve_host=None if dial_in else host,
-                serve_port=None if dial_in else port,
+                serve_host=None if dial_in or webhook_port else host,
+                serve_port=None if dial_in or webhook_port else port,
+                webhook_host=host,
                 dial_in_url=dial_in,
                 token=token,
                 delay=delay,
+                webhook_port=webhook_port,
+                webhook_secret=webhook_secret,
             )
         )
     except KeyboardInterrupt:

@@ -132,6 +132,7 @@ class Agent:
         self._event_handler: EventHandler | None = None
         self._running: dict[str, _Running] = {}
         self._answers: OrderedDict[str, _Answer] = OrderedDict()
+        self._webhook_answers: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: set[Peer] = set()
         self._dial_peer: Peer | None = None
@@ -160,10 +161,17 @@ class Agent:
         dial_in: str | None = None,
         token: str | None = None,
         serve: tuple[str, int] | None = None,
+        webhook: tuple[str, int] | None = None,
+        secret: str | None = None,
     ) -> None:
-        """Run the agent until interrupted (Ctrl-C): dial in to a bridge, serve, or both."""
-        if dial_in is None and serve is None:
-            raise ValueError("give dial_in=<bridge url> and token=..., or serve=(host, port)")
+        """Run the agent until interrupted (Ctrl-C): dial in to a bridge, serve a WebSocket
+        the bridge dials, answer http-webhook POSTs (``webhook``, signed with ``secret``), or
+        several of these."""
+        if dial_in is None and serve is None and webhook is None:
+            raise ValueError(
+                "give dial_in=<bridge url> and token=..., serve=(host, port) "
+                "or webhook=(host, port)"
+            )
         if dial_in is not None and not token:
             raise ValueError("dial_in needs a token")
 
@@ -173,6 +181,8 @@ class Agent:
                     group.create_task(self.dial_in(dial_in, token))
                 if serve is not None:
                     group.create_task(self.serve(*serve))
+                if webhook is not None:
+                    group.create_task(self.serve_webhook(*webhook, secret=secret))
 
         with suppress(KeyboardInterrupt):
             asyncio.run(main())
@@ -503,6 +513,97 @@ class Agent:
             if not await peer.send(frame):
                 return False
         return True
+
+    # -- without a connection (http-webhook: ``chatbridge.agent.webhook``) -----------------------
+
+    async def serve_webhook(
+        self, host: str, port: int, *, secret: str | None, path: str = "/"
+    ) -> None:
+        """Answer http-webhook turns at ``http://host:port{path}`` until cancelled."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.webhook_app(secret, path=path), host=host, port=port, log_config=None
+        )
+        await uvicorn.Server(config).serve()
+
+    def webhook_app(self, secret: str | None, *, path: str = "/") -> Any:
+        """An ASGI app answering the bridge's http-webhook turns (see ``agent.webhook``)."""
+        from chatbridge.agent.webhook import webhook_app
+
+        return webhook_app(self, secret, path=path)
+
+    async def answer(self, message: UserMessage, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one turn and return the frames that answer it: one ending frame, or a streaming
+        handler's chunks then ``agent_complete`` (with the full text). Kept: the same turn
+        again gets the same frames without running the handler twice."""
+        kept = self._webhook_answers.get(message.message_id)
+        if kept is not None:
+            return kept
+        turn = Turn.from_message(message, raw)
+        started = time.monotonic()
+        handler = self._message_handler
+        frames: list[dict[str, Any]]
+        try:
+            if handler is None:
+                raise TurnError("no_handler", "this agent has no on_message handler")
+            result: Any = handler(turn)
+            if inspect.isawaitable(result):
+                result = await result
+            if isinstance(result, AsyncIterator):
+                frames = []
+                async for chunk in result:
+                    frames.append(
+                        {
+                            "type": "agent_streaming",
+                            "message_id": turn.id,
+                            "conversation_id": turn.conversation_id,
+                            "stream_index": len(frames),
+                            "content": chunk if isinstance(chunk, str) else str(chunk),
+                        }
+                    )
+                whole = "".join(f["content"] for f in frames)
+                frames.append(
+                    {
+                        "type": "agent_complete",
+                        "message_id": turn.id,
+                        "conversation_id": turn.conversation_id,
+                        "content": whole,
+                        "metadata": self._metadata(started),
+                    }
+                )
+            else:
+                frames = [self._reply_frame(turn, result, started)]
+        except TurnError as exc:
+            details = exc.details if exc.details is not None else {"message": str(exc)}
+            frames = [error_frame(exc.code, message_id=turn.id, details=details)]
+        except Exception as exc:
+            log.exception("handler failed on turn %s", turn.id)
+            details = {"type": type(exc).__name__, "message": str(exc)[:500]}
+            frames = [error_frame("handler_error", message_id=turn.id, details=details)]
+        self._webhook_answers[turn.id] = frames
+        while len(self._webhook_answers) > self.answer_cache_size:
+            self._webhook_answers.popitem(last=False)
+        return frames
+
+    async def handle_event_quietly(self, message: ConversationEvent, raw: dict[str, Any]) -> None:
+        """Run the ``on_event`` handler where no connection can carry its answer back."""
+        handler = self._event_handler
+        if handler is None:
+            return
+        event = Event.from_message(message, raw)
+        try:
+            result: Any = handler(event)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            log.exception("event handler failed on %s", event.event)
+            return
+        if isinstance(result, str) and result:
+            log.warning(
+                "event %s: an http-webhook agent cannot answer an event; text dropped",
+                event.event,
+            )
 
     async def _run_event(self, peer: Peer, event: Event) -> None:
         handler = self._event_handler

@@ -219,6 +219,9 @@ class AgentHub:
         """Start connecting to the ws-dial-out agents configured so far."""
         self._started = True
         self._closing = False
+        if self._http.is_closed:  # started again after a stop
+            self._http = httpx.AsyncClient(follow_redirects=False)
+            self.webhook.client = self.openai.client = self._http
         for agent in self._agents.values():
             self._ensure_dialing(agent)
 
@@ -242,8 +245,6 @@ class AgentHub:
             if still:
                 await asyncio.wait(still, timeout=1.0)
         await self._http.aclose()
-        self._http = httpx.AsyncClient(follow_redirects=False)  # a start after stop works
-        self.webhook.client = self.openai.client = self._http
 
     # -- configuration -------------------------------------------------------------------------
 

@@ -130,8 +130,12 @@ async def run_mock_agent(
     dial_in_url: str | None = None,
     token: str | None = None,
     delay: float = 1.0,
+    webhook_port: int | None = None,
+    webhook_secret: str | None = None,
+    webhook_host: str = "127.0.0.1",
 ) -> None:
-    """Run a mock agent until cancelled: serve for a dialing bridge, dial in, or both.
+    """Run a mock agent until cancelled: serve for a dialing bridge, dial in, answer
+    http-webhook POSTs on ``webhook_port`` (at ``/``), or several of these.
 
     Used by ``chatbridge mock-agent``. Serving defaults to 127.0.0.1:8765 when only one of
     host/port is given.
@@ -140,8 +144,8 @@ async def run_mock_agent(
         ValueError: neither serving nor dialing in was asked for, or dial-in without a token.
     """
     serving = serve_host is not None or serve_port is not None
-    if not serving and dial_in_url is None:
-        raise ValueError("give serve_host/serve_port, dial_in_url, or both")
+    if not serving and dial_in_url is None and webhook_port is None:
+        raise ValueError("give serve_host/serve_port, dial_in_url or webhook_port")
     if dial_in_url is not None and not token:
         raise ValueError("dial_in_url needs a token")
     agent = build_mock_agent(behaviour, agent_id=agent_id, delay=delay)
@@ -150,3 +154,7 @@ async def run_mock_agent(
             group.create_task(agent.serve(serve_host or "127.0.0.1", serve_port or 8765))
         if dial_in_url is not None and token:
             group.create_task(agent.dial_in(dial_in_url, token))
+        if webhook_port is not None:
+            group.create_task(
+                agent.serve_webhook(webhook_host, webhook_port, secret=webhook_secret)
+            )

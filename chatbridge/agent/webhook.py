@@ -1,0 +1,77 @@
+"""An SDK agent as an http-webhook endpoint: the bridge POSTs each turn, the answer is the body.
+
+``webhook_app(agent, secret)`` is a small ASGI app (Starlette, which FastAPI already brings)
+with one ``POST`` route. For each ``user_message`` it checks ``X-Chatbridge-Signature``, runs
+the agent's ``on_message`` handler and answers with the turn's frames: ``agent_message`` (or
+``handoff`` / ``no_reply`` / ``error_message``), or, for a handler that yields chunks, the
+``agent_streaming`` frames followed by ``agent_complete`` in one JSON list. The chunks then
+arrive at the bridge together, not one by one: an agent that must stream live should dial in
+or be dialed instead.
+
+A turn the bridge sends again (it retried after a timeout or a 5xx) is answered from the
+agent's kept answers, not run twice; a repeat that arrives while the first run is still going
+waits for it. ``conversation_event`` POSTs are acknowledged (204) and passed to the
+``on_event`` handler, whose text, if any, cannot be sent back on this transport and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatbridge.agents.webhook import SIGNATURE_HEADER, verify
+from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
+
+if TYPE_CHECKING:
+    from chatbridge.agent.app import Agent
+
+log = logging.getLogger("chatbridge.agent.webhook")
+
+
+def webhook_app(
+    agent: Agent, secret: str | None, *, path: str = "/", max_body_bytes: int = 1024 * 1024
+) -> Starlette:
+    """The ASGI app that answers the bridge's turns for ``agent`` at ``path``.
+
+    With ``secret`` (the route's ``agent_config.secret``) an unsigned or badly signed request
+    gets 401 and runs nothing; without it, signatures are not checked (say so in your set-up).
+    """
+    running: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+
+    async def turn(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            return _error(413, "too_large", f"body over {max_body_bytes} bytes")
+        if secret is not None and not verify(secret, raw, request.headers.get(SIGNATURE_HEADER)):
+            return _error(401, "bad_signature", f"missing or wrong {SIGNATURE_HEADER}")
+        try:
+            data = json.loads(raw)
+            frame = parse_bridge_frame(data)
+        except (ValueError, ProtocolError) as exc:
+            return _error(400, "invalid_message", str(exc))
+        if isinstance(frame, ConversationEvent):
+            await agent.handle_event_quietly(frame, data)
+            return Response(status_code=204)
+        if not isinstance(frame, UserMessage):
+            return Response(status_code=204)
+        key = frame.message_id
+        pending = running.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(agent.answer(frame, data))
+            running[key] = pending
+            pending.add_done_callback(lambda _f: running.pop(key, None))
+        frames = await asyncio.shield(pending)
+        return JSONResponse(frames[0] if len(frames) == 1 else frames)
+
+    return Starlette(routes=[Route(path, turn, methods=["POST"])])
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
