@@ -145,6 +145,21 @@ def mock_agent(
         pass
 
 
+@app.command("mock-openai")
+def mock_openai(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (the API root is http://host:port/v1)")] = 8089,
+    api_key: Annotated[str | None, typer.Option(help="Require this Bearer key")] = None,
+) -> None:
+    """Run a fake OpenAI-compatible chat API that echoes: try an openai route with no key."""
+    from chatbridge.testing.fake_openai import run_fake_openai
+
+    try:
+        asyncio.run(run_fake_openai(host, port, api_key=api_key))
+    except KeyboardInterrupt:
+        pass
+
+
 def _opt(help_text: str) -> Any:
     """A pull-agent option read as text: ``PullConfig.from_sources`` validates it and names
     the flag (or the environment variable) at fault."""

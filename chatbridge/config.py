@@ -250,10 +250,10 @@ class Settings(BaseSettings):
     reconnect_max_delay: float = 30.0
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    # Only under our prefix: a developer's own OPENAI_API_KEY must not go, unasked, to every
+    # base_url an openai route names (a local or third-party server).
     openai_api_key: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("CHATBRIDGE_OPENAI_API_KEY", "OPENAI_API_KEY"),
-        description="key for openai agents whose config has no api_key of its own",
+        default=None, description="key for openai agents whose config has no api_key of its own"
     )
 
     # --- workers --------------------------------------------------------------------------

@@ -15,7 +15,8 @@ server that ignores ``stream`` and answers with one JSON completion works too.
 
 Failures: a connection error, 408, 429 or a 5xx *before the first chunk* is retried with
 full-jitter backoff (honouring ``Retry-After``) until the turn's deadline, then the turn ends
-as ``AgentUnavailable``. Another 4xx (bad key, unknown model, bad request) ends it at once as
+as ``AgentUnavailable``; a request that went out but got no complete answer by the deadline
+ends as ``AgentTimeout``. Another 4xx (bad key, unknown model, bad request) ends it at once as
 an error naming the server's own message; so does a stream that breaks off after it started
 (its chunks were already shown) or an empty completion. The route's fallback or handoff
 applies, as for any agent error.
@@ -48,6 +49,21 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+class _Progress:
+    """How far a turn's model call got, to name a missed deadline right: ``AgentTimeout`` once
+    the current attempt's request was sent, ``AgentUnavailable`` while connecting or waiting
+    to retry (the model was never reached)."""
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.problem: str | None = None  # the last retryable failure
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx's ``trace`` extension: called as the request goes out."""
+        if event.endswith(".send_request_headers.started"):
+            self.sent = True
+
+
 class _Refused(Exception):
     def __init__(self, code: str, details: dict[str, Any]) -> None:
         super().__init__(code)
@@ -64,7 +80,9 @@ def chat_messages(
         out.append({"role": "system", "content": system_prompt})
     this_turn = {m.get("id") for m in frame.get("messages") or [] if isinstance(m, dict)}
     for m in history:
-        if m.id in this_turn or not m.text:
+        if m.id in this_turn:
+            break  # this turn's own messages, and what came after them, are not earlier
+        if not m.text:
             continue
         if m.direction == "in":
             out.append({"role": "user", "content": m.text})
@@ -117,14 +135,23 @@ class OpenAICaller:
         remaining = req.deadline - time.time()
         if remaining <= 0:
             raise AgentUnavailable("the turn's deadline had passed before the model was called")
+        progress = _Progress()
         try:
             async with asyncio.timeout(remaining):
-                return await self._run(req, base_url, options)
+                return await self._run(req, base_url, options, progress)
         except TimeoutError:
+            if not progress.sent:
+                problem = progress.problem or "no connection"
+                self.last_error[req.agent_id] = problem
+                raise AgentUnavailable(
+                    f"model not reached before the deadline ({problem})"
+                ) from None
             self.last_error[req.agent_id] = "no answer before the deadline"
             raise AgentTimeout("the model did not answer before the deadline") from None
 
-    async def _run(self, req: TurnRequest, base_url: str, options: dict[str, Any]) -> AgentOutcome:
+    async def _run(
+        self, req: TurnRequest, base_url: str, options: dict[str, Any], progress: _Progress
+    ) -> AgentOutcome:
         limit = int(options.get("max_history", 20))
         earlier = await self._history(req.conversation_id, limit + 10) if limit else []
         messages = chat_messages(req.frame, earlier, options.get("system_prompt"))
@@ -143,9 +170,11 @@ class OpenAICaller:
         attempt = 0
         while True:
             attempt += 1
+            progress.sent = False
             try:
-                outcome = await self._complete(req, url, body, headers)
+                outcome = await self._complete(req, url, body, headers, progress)
             except _Retry as retry:
+                progress.sent, progress.problem = False, str(retry)
                 self.last_error[req.agent_id] = str(retry)
                 delay = backoff_delay(
                     attempt,
@@ -176,7 +205,8 @@ class OpenAICaller:
                     req.agent_id,
                     req.turn_key,
                     code=refused.code,
-                    **refused.details,
+                    # not **details: their "message" key is a LogRecord attribute (KeyError)
+                    details=refused.details,
                 )
                 return AgentOutcome("error", error_code=refused.code, error_details=refused.details)
             self.last_ok[req.agent_id] = time.time()
@@ -184,13 +214,23 @@ class OpenAICaller:
             return outcome
 
     async def _complete(
-        self, req: TurnRequest, url: str, body: dict[str, Any], headers: dict[str, str]
+        self,
+        req: TurnRequest,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        progress: _Progress,
     ) -> AgentOutcome:
         chunks: list[str] = []
         meta: dict[str, Any] = {"model": body["model"]}
         try:
             async with self.client.stream(
-                "POST", url, json=body, headers=headers, timeout=httpx.Timeout(60.0, connect=10.0)
+                "POST",
+                url,
+                json=body,
+                headers=headers,
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                extensions={"trace": progress.trace},
             ) as r:
                 if not r.is_success:
                     await r.aread()
