@@ -415,13 +415,8 @@ class Agent:
         except asyncio.CancelledError:
             self._running.pop(turn.id, None)
             raise
-        except TurnError as exc:
-            details = exc.details if exc.details is not None else {"message": str(exc)}
-            live = kept = [error_frame(exc.code, message_id=turn.id, details=details)]
         except Exception as exc:
-            log.exception("handler failed on turn %s", turn.id)
-            details = {"type": type(exc).__name__, "message": str(exc)[:500]}
-            live = kept = [error_frame("handler_error", message_id=turn.id, details=details)]
+            live = kept = [self._failure_frame(turn, exc)]
         self._running.pop(turn.id, None)
         answer = self._remember(turn.id, kept, running.peer)
         target = self._target(running)
@@ -442,15 +437,8 @@ class Agent:
         whole = True
         first = running.peer
         async for chunk in chunks:
-            text = chunk if isinstance(chunk, str) else str(chunk)
-            frame = {
-                "type": "agent_streaming",
-                "message_id": turn.id,
-                "conversation_id": turn.conversation_id,
-                "stream_index": len(parts),
-                "content": text,
-            }
-            parts.append(text)
+            frame = self._chunk_frame(turn, len(parts), chunk)
+            parts.append(frame["content"])
             target = self._target(running)
             sent = target is not None and await target.send(frame)
             if not sent or target is not first:
@@ -463,6 +451,27 @@ class Agent:
         }
         kept = [{**complete, "content": "".join(parts)}]
         return ([complete] if whole else kept), kept
+
+    @staticmethod
+    def _chunk_frame(turn: Turn, index: int, chunk: Any) -> dict[str, Any]:
+        return {
+            "type": "agent_streaming",
+            "message_id": turn.id,
+            "conversation_id": turn.conversation_id,
+            "stream_index": index,
+            "content": chunk if isinstance(chunk, str) else str(chunk),
+        }
+
+    @staticmethod
+    def _failure_frame(turn: Turn, exc: Exception) -> dict[str, Any]:
+        """``error_message`` for a handler that raised: its ``TurnError`` code, else
+        ``handler_error`` (logged with the traceback)."""
+        if isinstance(exc, TurnError):
+            details = exc.details if exc.details is not None else {"message": str(exc)}
+            return error_frame(exc.code, message_id=turn.id, details=details)
+        log.exception("handler failed on turn %s", turn.id, exc_info=exc)
+        details = {"type": type(exc).__name__, "message": str(exc)[:500]}
+        return error_frame("handler_error", message_id=turn.id, details=details)
 
     def _reply_frame(self, turn: Turn, result: Any, started: float) -> dict[str, Any]:
         base = {"message_id": turn.id, "conversation_id": turn.conversation_id}
@@ -553,15 +562,7 @@ class Agent:
             if isinstance(result, AsyncIterator):
                 frames = []
                 async for chunk in result:
-                    frames.append(
-                        {
-                            "type": "agent_streaming",
-                            "message_id": turn.id,
-                            "conversation_id": turn.conversation_id,
-                            "stream_index": len(frames),
-                            "content": chunk if isinstance(chunk, str) else str(chunk),
-                        }
-                    )
+                    frames.append(self._chunk_frame(turn, len(frames), chunk))
                 whole = "".join(f["content"] for f in frames)
                 frames.append(
                     {
@@ -574,13 +575,8 @@ class Agent:
                 )
             else:
                 frames = [self._reply_frame(turn, result, started)]
-        except TurnError as exc:
-            details = exc.details if exc.details is not None else {"message": str(exc)}
-            frames = [error_frame(exc.code, message_id=turn.id, details=details)]
         except Exception as exc:
-            log.exception("handler failed on turn %s", turn.id)
-            details = {"type": type(exc).__name__, "message": str(exc)[:500]}
-            frames = [error_frame("handler_error", message_id=turn.id, details=details)]
+            frames = [self._failure_frame(turn, exc)]
         self._webhook_answers[turn.id] = frames
         while len(self._webhook_answers) > self.answer_cache_size:
             self._webhook_answers.popitem(last=False)

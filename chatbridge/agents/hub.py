@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, get_args
 
 import httpx
 from starlette.websockets import WebSocket
@@ -68,7 +68,7 @@ from chatbridge.agents.turns import (
 )
 from chatbridge.agents.webhook import WebhookCaller
 from chatbridge.cluster import Cluster
-from chatbridge.config import Settings
+from chatbridge.config import Settings, Transport
 from chatbridge.errors import AgentElsewhere, AgentError, AgentUnavailable, ConfigError
 from chatbridge.metrics import Metrics
 from chatbridge.protocol import (
@@ -104,7 +104,7 @@ __all__ = [
     "percentile",
 ]
 
-TransportName = Literal["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"]
+TransportName = Transport  # the config's list: one place to add a transport
 # Transports whose turns one replica at a time runs (it holds the agent's lease): it dials the
 # agent, offers its pulls, or owns the open webhook turns that late replies must reach.
 LEASED = ("ws-dial-out", "http-pull", "http-webhook")
@@ -264,7 +264,7 @@ class AgentHub:
         Raises:
             ConfigError: unknown transport, or a URL that does not fit the transport.
         """
-        if transport not in ("ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"):
+        if transport not in get_args(TransportName):
             raise ConfigError(f"agent hub cannot run transport {transport!r}")
         if transport == "ws-dial-out" and not (url and url.startswith(("ws://", "wss://"))):
             raise ConfigError(f"ws-dial-out agent {agent_id!r} needs a ws:// or wss:// url")

@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 
 from chatbridge.agents.base import AgentOutcome, ChunkCallback, TurnRequest
+from chatbridge.agents.http import RETRYABLE, describe, retry_pause
 from chatbridge.agents.log import log_event
-from chatbridge.agents.webhook import RETRYABLE
 from chatbridge.errors import AgentTimeout, AgentUnavailable
-from chatbridge.pipeline.backoff import backoff_delay, parse_retry_after
+from chatbridge.pipeline.backoff import parse_retry_after
 from chatbridge.store.records import MessageRecord
 
 History = Callable[[str, int], Awaitable[list[MessageRecord]]]
@@ -176,22 +176,16 @@ class OpenAICaller:
             except _Retry as retry:
                 progress.sent, progress.problem = False, str(retry)
                 self.last_error[req.agent_id] = str(retry)
-                delay = backoff_delay(
+                delay = retry_pause(
+                    req,
                     attempt,
+                    str(retry),
+                    retry.retry_after,
                     base=self._retry_base,
                     cap=self._retry_cap,
-                    retry_after=retry.retry_after,
+                    what="model call failed",
                 )
-                log_event(
-                    logging.WARNING,
-                    "model call failed; retrying",
-                    req.agent_id,
-                    req.turn_key,
-                    problem=str(retry),
-                    attempt=attempt,
-                    retry_in=round(delay, 2),
-                )
-                if time.time() + delay >= req.deadline:
+                if delay is None:
                     raise AgentUnavailable(
                         f"model not reached before the deadline ({retry})"
                     ) from None
@@ -257,7 +251,7 @@ class OpenAICaller:
                             )
                         chunks.append(text)
         except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            problem = describe(exc)
             if not chunks:
                 raise _Retry(problem) from exc
             raise _Refused(

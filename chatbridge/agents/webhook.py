@@ -28,7 +28,6 @@ database lease stays the durable layer underneath.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
@@ -38,20 +37,21 @@ from typing import Any
 import httpx
 
 from chatbridge.agents.base import AgentOutcome, TurnRequest
+from chatbridge.agents.http import RETRYABLE, describe, retry_pause
 from chatbridge.agents.log import log_event
 from chatbridge.agents.pull import LeaseExpired, PullBroker, UnknownTurn
+from chatbridge.channels.signatures import sha256_signature
 from chatbridge.errors import AgentUnavailable
-from chatbridge.pipeline.backoff import backoff_delay, parse_retry_after
+from chatbridge.pipeline.backoff import parse_retry_after
 from chatbridge.protocol import ProtocolError, utc_now_iso
 
 SIGNATURE_HEADER = "X-Chatbridge-Signature"
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 MAX_REPLY_BYTES = 1024 * 1024
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The ``X-Chatbridge-Signature`` value of ``body``: ``sha256=<hex>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    """The ``X-Chatbridge-Signature`` value of ``body``: ``sha256=<hex>`` (Meta's scheme)."""
+    return sha256_signature(secret, body)
 
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:
@@ -137,7 +137,7 @@ class WebhookCaller:
             try:
                 r = await self._request(url, secret, frame, timeout=min(remaining, 60.0))
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                problem = describe(exc)
             else:
                 if r.is_success:
                     self.last_ok[req.agent_id] = time.time()
@@ -150,19 +150,16 @@ class WebhookCaller:
                     return
                 retry_after = parse_retry_after(r.headers.get("retry-after"))
             self.last_error[req.agent_id] = problem
-            delay = backoff_delay(
-                attempt, base=self._retry_base, cap=self._retry_cap, retry_after=retry_after
+            delay = retry_pause(
+                req,
+                attempt,
+                problem,
+                retry_after,
+                base=self._retry_base,
+                cap=self._retry_cap,
+                what="webhook agent did not take the turn",
             )
-            log_event(
-                logging.WARNING,
-                "webhook agent did not take the turn; retrying",
-                req.agent_id,
-                req.turn_key,
-                problem=problem,
-                attempt=attempt,
-                retry_in=round(delay, 2),
-            )
-            if time.time() + delay >= req.deadline:
+            if delay is None:
                 break
             await asyncio.sleep(delay)
         self.last_error[req.agent_id] = problem

@@ -45,6 +45,12 @@ def find_header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def sha256_signature(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, body)>``: Meta's ``X-Hub-Signature-256`` and our own
+    ``X-Chatbridge-Signature`` to http-webhook agents."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def _digest(secret: str, body: bytes, timestamp: str) -> str:
     message = timestamp.encode("ascii") + b"." + body
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()

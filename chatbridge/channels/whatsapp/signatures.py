@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from chatbridge.channels.signatures import find_header
+from chatbridge.channels.signatures import find_header, sha256_signature
 from chatbridge.errors import BadSignature
 
 WAHA_HMAC_HEADER = "X-Webhook-Hmac"
@@ -60,8 +60,7 @@ def verify_waha(key: str, body: bytes, headers: Mapping[str, str]) -> None:
 
 def sign_meta(app_secret: str, body: bytes) -> dict[str, str]:
     """The ``X-Hub-Signature-256`` header Meta sends with ``body``."""
-    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-    return {META_SIGNATURE_HEADER: f"sha256={digest}"}
+    return {META_SIGNATURE_HEADER: sha256_signature(app_secret, body)}
 
 
 def verify_meta(app_secret: str, body: bytes, headers: Mapping[str, str]) -> None:
