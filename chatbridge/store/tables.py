@@ -179,6 +179,11 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("done_at", Float, nullable=True),
+    # migration 0005: when the latest send began, and the channel's receipt of our message
+    # (its echo); after a crash only a started send without a receipt is uncertain
+    Column("send_started_at", Float, nullable=True),
+    Column("receipt_at", Float, nullable=True),
+    Column("receipt_external_id", String(200), nullable=True),
     Index(None, "state", "next_attempt_at"),
     Index(None, "conversation_id", "state"),
     # a provider's status event names its message id (added in migration 0003)
