@@ -18,7 +18,8 @@ Or over plain HTTP, polling the bridge (``chatbridge pull-agent``, ``chatbridge.
 A handler may also return ``Handoff(...)``, ``NoReply()`` or ``None``, or be an async generator
 of text chunks (a streamed reply). The SDK speaks protocol ``chatbridge/1``: acks, heartbeats,
 reconnects with backoff, and answers a repeated turn from its cache instead of running the
-handler twice.
+handler twice (a turn is known by ``agent.identity.turn_key``, so two bridges that both count
+``t_1, t_2, …`` never get each other's answers).
 """
 
 from chatbridge.agent.app import Agent, HelloRejected

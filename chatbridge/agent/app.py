@@ -10,7 +10,10 @@ Two ways to meet a bridge:
 
 Each turn runs in its own task, so one slow answer never holds up the others. Answers are kept
 (the last ``answer_cache_size``) so that a turn the bridge sends again after a reconnect is
-answered from the cache instead of running the handler twice.
+answered from the cache instead of running the handler twice. They are remembered by the
+turn's identity across bridges (``agent.identity.turn_key``), never by ``message_id`` alone,
+so two bridges (or one whose database was reset) counting ``t_1, t_2, …`` from the same place
+never get each other's answers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.agent.peer import Peer
 from chatbridge.agent.turn import (
     Event,
@@ -130,9 +134,9 @@ class Agent:
         self.capabilities = list(capabilities)
         self._message_handler: MessageHandler | None = None
         self._event_handler: EventHandler | None = None
-        self._running: dict[str, _Running] = {}
-        self._answers: OrderedDict[str, _Answer] = OrderedDict()
-        self._webhook_answers: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._running: dict[TurnKey, _Running] = {}
+        self._answers: OrderedDict[TurnKey, _Answer] = OrderedDict()
+        self._webhook_answers: OrderedDict[TurnKey, list[dict[str, Any]]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: set[Peer] = set()
         self._dial_peer: Peer | None = None
@@ -380,27 +384,29 @@ class Agent:
             await peer.send({"type": "ack", "seq": message.seq})
             if self.last_seq is None or message.seq > self.last_seq:
                 self.last_seq = message.seq
-        key = message.message_id
+        key = turn_key(message)
+        ids = (message.message_id, message.conversation_id)
         answer = self._answers.get(key)
         if answer is not None:
-            log.info("turn %s received again, sending the kept answer", key)
+            self._answers.move_to_end(key)
+            log.info("turn %s (conversation %s) received again, sending the kept answer", *ids)
             await self._send_answer(peer, answer)
             return
         running = self._running.get(key)
         if running is not None:
-            log.info("turn %s received again while running, answer will follow", key)
+            log.info("turn %s (conversation %s) received again while running", *ids)
             running.peer = peer  # answer where the bridge asked last
             return
         if self._message_handler is None:
             details = {"message": "this agent has no on_message handler"}
-            await peer.send(error_frame("no_handler", message_id=key, details=details))
+            await peer.send(error_frame("no_handler", message_id=ids[0], details=details))
             return
         running = self._running[key] = _Running(peer)
-        self._spawn(self._run_turn(Turn.from_message(message, raw), running))
+        self._spawn(self._run_turn(Turn.from_message(message, raw), key, running))
 
     # -- turns ---------------------------------------------------------------------------------
 
-    async def _run_turn(self, turn: Turn, running: _Running) -> None:
+    async def _run_turn(self, turn: Turn, key: TurnKey, running: _Running) -> None:
         started = time.monotonic()
         handler = self._message_handler
         assert handler is not None
@@ -413,12 +419,12 @@ class Agent:
             else:
                 live = kept = [self._reply_frame(turn, result, started)]
         except asyncio.CancelledError:
-            self._running.pop(turn.id, None)
+            self._running.pop(key, None)
             raise
         except Exception as exc:
             live = kept = [self._failure_frame(turn, exc)]
-        self._running.pop(turn.id, None)
-        answer = self._remember(turn.id, kept, running.peer)
+        self._running.pop(key, None)
+        answer = self._remember(key, kept, running.peer)
         target = self._target(running)
         if target is not None and await self._send_frames(target, live):
             answer.peer, answer.delivered, answer.sent_at = target, True, time.monotonic()
@@ -496,7 +502,7 @@ class Agent:
         elapsed_ms = int((time.monotonic() - started) * 1000)
         return {"agent_id": self.agent_id, "processing_time_ms": elapsed_ms}
 
-    def _remember(self, key: str, frames: list[dict[str, Any]], peer: Peer) -> _Answer:
+    def _remember(self, key: TurnKey, frames: list[dict[str, Any]], peer: Peer) -> _Answer:
         answer = self._answers[key] = _Answer(frames, peer)
         while len(self._answers) > self.answer_cache_size:
             self._answers.popitem(last=False)
@@ -546,8 +552,10 @@ class Agent:
         """Run one turn and return the frames that answer it: one ending frame, or a streaming
         handler's chunks then ``agent_complete`` (with the full text). Kept: the same turn
         again gets the same frames without running the handler twice."""
-        kept = self._webhook_answers.get(message.message_id)
+        key = turn_key(message)
+        kept = self._webhook_answers.get(key)
         if kept is not None:
+            self._webhook_answers.move_to_end(key)
             return kept
         turn = Turn.from_message(message, raw)
         started = time.monotonic()
@@ -577,7 +585,7 @@ class Agent:
                 frames = [self._reply_frame(turn, result, started)]
         except Exception as exc:
             frames = [self._failure_frame(turn, exc)]
-        self._webhook_answers[turn.id] = frames
+        self._webhook_answers[key] = frames
         while len(self._webhook_answers) > self.answer_cache_size:
             self._webhook_answers.popitem(last=False)
         return frames

@@ -9,8 +9,9 @@ arrive at the bridge together, not one by one: an agent that must stream live sh
 or be dialed instead.
 
 A turn the bridge sends again (it retried after a timeout or a 5xx) is answered from the
-agent's kept answers, not run twice; a repeat that arrives while the first run is still going
-waits for it. ``conversation_event`` POSTs are acknowledged (204) and passed to the
+agent's kept answers, not run twice (turns are told apart by ``agent.identity.turn_key``, so
+another bridge's ``t_1`` is a different turn); a repeat that arrives while the first run is
+still going waits for it. ``conversation_event`` POSTs are acknowledged (204) and passed to the
 ``on_event`` handler, whose text, if any, cannot be sent back on this transport and is logged.
 """
 
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.agents.webhook import SIGNATURE_HEADER, verify
 from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
 
@@ -43,7 +45,7 @@ def webhook_app(
     With ``secret`` (the route's ``agent_config.secret``) an unsigned or badly signed request
     gets 401 and runs nothing; without it, signatures are not checked (say so in your set-up).
     """
-    running: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+    running: dict[TurnKey, asyncio.Future[list[dict[str, Any]]]] = {}
 
     async def turn(request: Request) -> Response:
         raw = await request.body()
@@ -61,7 +63,7 @@ def webhook_app(
             return Response(status_code=204)
         if not isinstance(frame, UserMessage):
             return Response(status_code=204)
-        key = frame.message_id
+        key = turn_key(frame)  # never message_id alone: it counts per bridge database
         pending = running.get(key)
         if pending is None:
             pending = asyncio.ensure_future(agent.answer(frame, data))

@@ -181,8 +181,7 @@ def test_ledger_runs_a_turn_once_and_reposts_a_kept_answer() -> None:
 
 def test_ledger_runs_again_after_a_cancelled_handler_and_forgets_old_answers() -> None:
     ledger = TurnLedger(keep=2)
-    ledger.offer("t_1", "c_1", "L1")
-    ledger.forget("t_1")
+    ledger.forget(ledger.offer("t_1", "c_1", "L1")[1])
     assert ledger.offer("t_1", "c_1", "L2")[0] == "run"
     for n in range(2, 5):
         ledger.answered(ledger.offer(f"t_{n}", "c", "L")[1], [])
@@ -400,13 +399,34 @@ async def test_an_answer_refused_for_its_lease_is_sent_again_without_running_aga
     fake.offer(1, lease="L1", content="slowpoke")
     async with pulling(fake, handler):
         await wait_until(lambda: fake.posts)
-        fake.offer(1, lease="L2")
+        fake.offer(1, lease="L2", content="slowpoke")
         await wait_until(lambda: fake.replies)
     assert handler.runs == ["t_1"]
     assert [(lease, f["content"]) for _, lease, f in fake.posts] == [
         ("L1", "Echo: slowpoke"),
         ("L2", "Echo: slowpoke"),
     ]
+
+
+async def test_the_same_turn_id_from_a_reset_bridge_is_a_new_turn() -> None:
+    """``t_1`` counts per bridge database: after a reset it names another customer's turn,
+    which must be answered for itself; a genuine repeat still gets the kept answer."""
+    fake = FakePullBridge()
+    handler = counting()
+    fake.offer(1, lease="L1", conv="c_01OLD", content="where is my order?")
+    async with pulling(fake, handler):
+        await wait_until(lambda: len(fake.replies) == 1)
+        fake.offer(1, lease="L2", conv="c_01NEW", content="cancel my subscription")
+        await wait_until(lambda: len(fake.replies) == 2)
+        fake.offer(1, lease="L3", conv="c_01OLD", content="where is my order?")
+        await wait_until(lambda: len(fake.replies) == 3)
+    answers = [(lease, f["conversation_id"], f["content"]) for _, lease, f in fake.replies]
+    assert answers == [
+        ("L1", "c_01OLD", "Echo: where is my order?"),
+        ("L2", "c_01NEW", "Echo: cancel my subscription"),
+        ("L3", "c_01OLD", "Echo: where is my order?"),  # the kept answer
+    ]
+    assert handler.runs == ["t_1", "t_1"]
 
 
 async def test_connection_errors_5xx_and_429_are_retried() -> None:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from chatbridge.agent.app import Agent
+from chatbridge.agent.identity import turn_key
 from chatbridge.agent.pull.config import PullConfig
 from chatbridge.agent.pull.decisions import (
     MessageKey,
@@ -257,7 +258,8 @@ class PullClient:
         except (ProtocolError, KeyError, TypeError) as exc:
             log.error("skipping a malformed turn from the bridge: %s", exc)
             return
-        decision, entry = self._ledger.offer(message.message_id, message.conversation_id, lease)
+        conversation_id, turn_id, fingerprint = turn_key(message)
+        decision, entry = self._ledger.offer(turn_id, conversation_id, lease, fingerprint)
         ids = (message.message_id, message.conversation_id)
         if decision == "run":
             log.debug("turn %s (conversation %s) taken", *ids)
@@ -277,7 +279,7 @@ class PullClient:
             else:
                 frames = [self.agent._reply_frame(turn, result, started)]
         except asyncio.CancelledError:
-            self._ledger.forget(turn.id)
+            self._ledger.forget(entry)
             raise
         except TurnError as exc:
             details = exc.details if exc.details is not None else {"message": str(exc)}

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import httpx
 
+from chatbridge.agent.identity import TurnKey
+
 MAX_BACKOFF = 300.0
 MAX_RETRY_AFTER = 3600.0
 
@@ -41,8 +43,13 @@ class TurnEntry:
     turn_id: str
     conversation_id: str
     lease: str
+    fingerprint: str = ""  # what the turn holds (``agent.identity.turn_key``)
     frames: list[dict[str, Any]] | None = None  # None while the handler runs
     posting: bool = False
+
+    @property
+    def key(self) -> TurnKey:
+        return (self.conversation_id, self.turn_id, self.fingerprint)
 
 
 class TurnLedger:
@@ -54,39 +61,43 @@ class TurnLedger:
     - a turn answered earlier (the bridge offers it again because the answer never landed):
       ``repost`` the kept answer under the new lease, without running the handler again.
 
-    The last ``keep`` answers are remembered.
+    Turns are told apart by their identity across bridges (``agent.identity.turn_key``:
+    conversation, turn id and what the turn holds), never by the turn id alone, which counts
+    per bridge database. The last ``keep`` answers are remembered.
     """
 
     def __init__(self, keep: int = 10_000) -> None:
         self.keep = keep
-        self._running: dict[str, TurnEntry] = {}
-        self._answered: OrderedDict[str, TurnEntry] = OrderedDict()
+        self._running: dict[TurnKey, TurnEntry] = {}
+        self._answered: OrderedDict[TurnKey, TurnEntry] = OrderedDict()
 
     def offer(
-        self, turn_id: str, conversation_id: str, lease: str
+        self, turn_id: str, conversation_id: str, lease: str, fingerprint: str = ""
     ) -> tuple[TurnDecision, TurnEntry]:
-        entry = self._running.get(turn_id) or self._answered.get(turn_id)
+        key = (conversation_id, turn_id, fingerprint)
+        entry = self._running.get(key) or self._answered.get(key)
         if entry is None:
-            entry = self._running[turn_id] = TurnEntry(turn_id, conversation_id, lease)
+            entry = TurnEntry(turn_id, conversation_id, lease, fingerprint)
+            self._running[key] = entry
             return "run", entry
         entry.lease = lease
         if entry.frames is None or entry.posting:
             return "wait", entry
         entry.posting = True
-        self._answered.move_to_end(turn_id)
+        self._answered.move_to_end(key)
         return "repost", entry
 
     def answered(self, entry: TurnEntry, frames: list[dict[str, Any]]) -> None:
         """The handler is done: keep its answer; the caller posts it (``posting`` is set)."""
         entry.frames, entry.posting = frames, True
-        self._running.pop(entry.turn_id, None)
-        self._answered[entry.turn_id] = entry
+        self._running.pop(entry.key, None)
+        self._answered[entry.key] = entry
         while len(self._answered) > self.keep:
             self._answered.popitem(last=False)
 
-    def forget(self, turn_id: str) -> None:
+    def forget(self, entry: TurnEntry) -> None:
         """The handler was cancelled: a later offer runs the turn again."""
-        self._running.pop(turn_id, None)
+        self._running.pop(entry.key, None)
 
     @property
     def running(self) -> int:
