@@ -9,6 +9,13 @@ body) in ``app.state.fake.requests``. Credentials, session/instance state and fa
 
 The ``*_message`` / ``*_status`` builders return webhook payloads shaped like the contract's
 examples (``/work/shared/contracts/whatsapp.md`` §1, §4).
+
+WAHA runs one of three engines, and the fake plays the one in ``waha_engine``: WEBJS, NOWEB
+or GOWS. They fill a message's fields differently (``waha_message(engine=…)``) and answer a
+send differently (WEBJS: the whatsapp-web.js message with ``id._serialized``; NOWEB: the
+Baileys message with ``key``; GOWS: ``{"id": "true_<chat>_<id>", "_data": …}``). Like real
+WAHA on ``message.any``, the fake keeps what it sent so ``waha_echo()`` can build the webhook
+that echoes it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,10 +37,27 @@ class RecordedRequest:
     json: Any
 
 
+WahaEngine = Literal["WEBJS", "NOWEB", "GOWS"]
+WAHA_ENGINES: tuple[WahaEngine, ...] = ("WEBJS", "NOWEB", "GOWS")
+WAHA_ME = "15550001111@c.us"
+
+
+@dataclass(frozen=True, slots=True)
+class WahaSent:
+    """A message the fake WAHA sent: enough to build the ``message.any`` echo of it."""
+
+    session: str
+    chat: str  # as the sender named it (``@c.us``)
+    msg_id: str  # the engine's own id, without ``true_<chat>_``
+    text: str
+
+
 @dataclass
 class FakeWhatsApp:
     """State and recordings of the fake gateways."""
 
+    waha_engine: WahaEngine = "NOWEB"
+    waha_sent: list[WahaSent] = field(default_factory=list)
     waha_api_key: str | None = "waha-key"
     waha_sessions: dict[str, str] = field(default_factory=lambda: {"default": "WORKING"})
     evolution_api_key: str | None = "evo-key"
@@ -51,6 +75,21 @@ class FakeWhatsApp:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def waha_echo(self, sent: WahaSent, *, event: str = "message.any") -> dict[str, Any]:
+        """The webhook WAHA sends for a message it sent for us (``fromMe``, ``source`` "api"
+        where the engine reports one), shaped by ``waha_engine``."""
+        return waha_message(
+            sent.text,
+            msg_id=sent.msg_id,
+            chat=sent.chat,
+            from_me=True,
+            source="api",
+            event=event,
+            session=sent.session,
+            push_name="Shop",
+            engine=self.waha_engine,
+        )
 
 
 def _error(status: int, body: Any) -> JSONResponse:
@@ -120,17 +159,48 @@ def _waha(
     if not endpoint.startswith("send") or endpoint == "sendSeen":
         return JSONResponse({}, status_code=201)
     chat = str(body["chatId"])
-    remote = chat.replace("@c.us", "@s.whatsapp.net")
-    # NOWEB answers with the Baileys message it sent
-    return JSONResponse(
-        {
-            "key": {"remoteJid": remote, "fromMe": True, "id": f"3EB0FAKE{fake.next_id():08d}"},
-            "message": {"conversation": body.get("text") or body.get("caption") or ""},
-            "messageTimestamp": int(time.time()),
-            "status": "PENDING",
-        },
-        status_code=201,
-    )
+    if "@" not in chat:
+        chat = f"{chat.lstrip('+')}@c.us"
+    text = str(body.get("text") or body.get("caption") or "")
+    sent = WahaSent(str(body["session"]), chat, f"3EB0FAKE{fake.next_id():08d}", text)
+    fake.waha_sent.append(sent)
+    return JSONResponse(_waha_send_result(fake.waha_engine, sent), status_code=201)
+
+
+def _waha_send_result(engine: WahaEngine, sent: WahaSent) -> dict[str, Any]:
+    """What ``POST /api/send*`` answers on each engine."""
+    remote = _s_whatsapp(sent.chat)
+    serialized = f"true_{sent.chat}_{sent.msg_id}"
+    message = {"conversation": sent.text}
+    if engine == "WEBJS":  # the whatsapp-web.js Message
+        return {
+            "id": {
+                "fromMe": True,
+                "remote": sent.chat,
+                "id": sent.msg_id,
+                "_serialized": serialized,
+            },
+            "body": sent.text,
+            "type": "chat",
+            "timestamp": int(time.time()),
+            "from": WAHA_ME,
+            "to": sent.chat,
+            "fromMe": True,
+            "ack": 0,
+            "hasMedia": False,
+        }
+    if engine == "GOWS":  # the serialized id and the raw message
+        return {"id": serialized, "_data": message}
+    return {  # NOWEB: the Baileys message it sent
+        "key": {"remoteJid": remote, "fromMe": True, "id": sent.msg_id},
+        "message": message,
+        "messageTimestamp": int(time.time()),
+        "status": "PENDING",
+    }
+
+
+def _s_whatsapp(jid: str) -> str:
+    return jid.replace("@c.us", "@s.whatsapp.net")
 
 
 # ------------------------------------------------------------------------------ Evolution
@@ -261,39 +331,89 @@ def waha_message(
     media: dict[str, Any] | None = None,
     participant: str | None = None,
     remote_jid_alt: str | None = None,
+    engine: WahaEngine = "NOWEB",
 ) -> dict[str, Any]:
-    """A WAHA ``message`` / ``message.any`` webhook (NOWEB engine), as in the contract."""
-    me = "15550001111@c.us"
-    key: dict[str, Any] = {
-        "remoteJid": chat.replace("@c.us", "@s.whatsapp.net"),
-        "fromMe": from_me,
-        "id": msg_id,
-    }
-    if remote_jid_alt:
-        key["remoteJidAlt"] = remote_jid_alt
+    """A WAHA ``message`` / ``message.any`` webhook as ``engine`` fills it (the contract §1).
+
+    ``chat`` is the chat in WAHA's form (``@c.us``, ``@lid``, ``@g.us``); ``participant`` the
+    group member who wrote. Where the engines differ:
+
+    * WEBJS: ``from`` = the sender (me when ``fromMe``; the group in groups), ``to`` = the
+      receiver (the chat when ``fromMe``, else me); no ``source``; ``_data`` is WhatsApp
+      Web's message (``id {fromMe, remote, id, _serialized}``, ``notifyName``, ``author``).
+    * NOWEB (current): ``from`` = the chat whoever wrote; ``to`` and ``participant`` only in
+      groups; ``_data`` is the Baileys message (``key {remoteJid, fromMe, id, participant,
+      remoteJidAlt}``, ``pushName``).
+    * GOWS: ``from`` = the chat; ``to`` and ``participant`` = the sender in groups, else
+      ``null``; ``_data`` is whatsmeow's (``Info {Chat, Sender, IsFromMe, IsGroup, ID,
+      PushName, Timestamp}``, ``Message``).
+    """
+    group = chat.endswith("@g.us")
+    sender = WAHA_ME if from_me else (participant if group and participant else chat)
+    serialized = f"{str(from_me).lower()}_{chat}_{msg_id}"
+    if group and sender:
+        serialized += f"_{sender}"
     payload: dict[str, Any] = {
-        "id": f"{str(from_me).lower()}_{chat}_{msg_id}",
+        "id": serialized,
         "timestamp": 1750699027,
-        "from": me if from_me else chat,
-        "to": chat if from_me else me,
         "fromMe": from_me,
-        "source": source,
         "body": text,
         "hasMedia": media is not None,
         "media": media,
         "ack": 2,
         "ackName": "DEVICE",
-        "_data": {"key": key, "pushName": push_name},
     }
-    if participant:
-        payload["participant"] = participant
+    if engine == "WEBJS":
+        payload["from"] = chat if group or not from_me else WAHA_ME
+        payload["to"] = chat if from_me else WAHA_ME
+        raw: dict[str, Any] = {
+            "id": {"fromMe": from_me, "remote": chat, "id": msg_id, "_serialized": serialized},
+            "body": text,
+            "type": "chat",
+            "t": 1750699027,
+            "from": payload["from"],
+            "to": payload["to"],
+            "self": "out" if from_me else "in",
+            "notifyName": push_name,
+        }
+        if group and participant:
+            raw["author"] = participant
+    elif engine == "GOWS":
+        payload.update(
+            source=source,
+            **{"from": chat, "to": sender if group else None},
+            participant=sender if group else None,
+        )
+        info: dict[str, Any] = {
+            "Chat": _s_whatsapp(chat),
+            "Sender": _s_whatsapp(sender),
+            "IsFromMe": from_me,
+            "IsGroup": group,
+            "ID": msg_id,
+            "PushName": push_name,
+            "Timestamp": "2025-06-23T17:17:07Z",
+        }
+        if remote_jid_alt:
+            info["RecipientAlt" if from_me else "SenderAlt"] = remote_jid_alt
+        raw = {"Info": info, "Message": {"conversation": text}}
+    else:
+        payload.update(source=source, **{"from": chat})
+        key: dict[str, Any] = {"remoteJid": _s_whatsapp(chat), "fromMe": from_me, "id": msg_id}
+        if group:
+            payload["to"] = chat
+            payload["participant"] = sender
+            key["participant"] = _s_whatsapp(sender)
+        if remote_jid_alt:
+            key["remoteJidAlt"] = remote_jid_alt
+        raw = {"key": key, "pushName": push_name, "message": {"conversation": text}}
+    payload["_data"] = raw
     return {
         "id": "evt_01jyewpavw2ns6gc9j48ta562t",
         "timestamp": 1750699027412,
         "event": event,
         "session": session,
-        "me": {"id": me, "pushName": "Shop"},
-        "engine": "NOWEB",
+        "me": {"id": WAHA_ME, "pushName": "Shop"},
+        "engine": engine,
         "payload": payload,
     }
 

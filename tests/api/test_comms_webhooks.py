@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from chatbridge.channels.whatsapp import WhatsAppChannel
@@ -20,7 +21,9 @@ from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
 from chatbridge.testing.fake_whatsapp import (
+    WAHA_ENGINES,
     FakeWhatsApp,
+    WahaEngine,
     create_fake_whatsapp,
     evolution_message,
     evolution_status,
@@ -75,8 +78,10 @@ class WA:
 
 
 @asynccontextmanager
-async def whatsapp_stack(database_url: str, **comms: Any) -> AsyncIterator[WA]:
-    app = create_fake_whatsapp(evolution_instances={"shop": "open"})
+async def whatsapp_stack(
+    database_url: str, *, waha_engine: WahaEngine = "NOWEB", **comms: Any
+) -> AsyncIterator[WA]:
+    app = create_fake_whatsapp(evolution_instances={"shop": "open"}, waha_engine=waha_engine)
     async with (
         serve_app(app) as fake_url,
         running_stack(database_url, behaviour="delay", delay=0.3) as stack,
@@ -173,6 +178,43 @@ async def test_waha_end_to_end(database_url: str) -> None:
         later = waha_message("still there?", msg_id="LATER1")
         r = await wa.post("waha", later, sign(later))
         assert r.json()["status"] == "stored"
+        await wa.stack.idle()
+        assert len(wa.sent("/api/sendText")) == 1
+
+
+@pytest.mark.parametrize("engine", WAHA_ENGINES)
+async def test_waha_engines_end_to_end(sqlite_url: str, engine: WahaEngine) -> None:
+    """Each engine's shapes: a customer's message is answered, the echo of that answer does
+    not silence the bot, the operator typing on the phone does."""
+    async with whatsapp_stack(sqlite_url, provider="waha", waha_engine=engine) as wa:
+        message = waha_message("Is this in stock?", engine=engine)
+        r = await wa.post("waha", message)
+        assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
+        [reply] = await wa.replies("/api/sendText", 1)
+        assert reply["chatId"] == "919876543210@c.us"
+        await wa.stack.idle()
+        conv = await wa.conversation("waha:default:919876543210@c.us")
+        assert conv is not None and conv.owner == "bot"
+        async with wa.stack.bridge.store._tx() as conn:
+            query = select(t.contacts.c.name).where(t.contacts.c.id == conv.contact_id)
+            assert (await conn.execute(query)).scalar_one() == "Asha"  # the engine's push name
+
+        # WAHA echoes our reply on message.any (source "api" on NOWEB/GOWS, none on WEBJS)
+        [sent] = wa.fake.waha_sent
+        echo = wa.fake.waha_echo(sent)
+        r = await wa.post("waha", echo)
+        assert (r.status_code, r.json()) == (200, {"status": "ignored", "reason": "own_message"})
+        conv = await wa.conversation("waha:default:919876543210@c.us")
+        assert conv is not None and conv.owner == "bot"
+
+        # the operator answers from the phone: a human has the conversation now
+        typed = waha_message(
+            "I'll take this", msg_id="HUMAN1", event="message.any", from_me=True, engine=engine
+        )
+        r = await wa.post("waha", typed)
+        assert (r.status_code, r.json()["reason"]) == (200, "owner:human"), r.text
+        later = waha_message("still there?", msg_id="LATER1", engine=engine)
+        assert (await wa.post("waha", later)).json()["status"] == "stored"
         await wa.stack.idle()
         assert len(wa.sent("/api/sendText")) == 1
 

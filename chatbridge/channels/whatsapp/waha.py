@@ -8,9 +8,26 @@ Webhook envelope ``{id, timestamp, event, session, me, engine, payload}``:
 * ``message.ack`` / ``message.ack.group``: delivery status of a message we sent
   (-1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED).
 
-``payload.id`` (``"{fromMe}_{chatId}_{msgId}"``) is the dedupe key; ``X-Webhook-Hmac`` (hex
-HMAC-SHA512 of the raw body) is checked when ``waha_hmac_key`` is set. Calls to WAHA carry
-``X-Api-Key``; the session is the instance of the conversation.
+``payload.id`` (``"{fromMe}_{chatId}_{msgId}[_{participant}]"``) is the dedupe key;
+``X-Webhook-Hmac`` (hex HMAC-SHA512 of the raw body) is checked when ``waha_hmac_key`` is set.
+Calls to WAHA carry ``X-Api-Key``; the session is the instance of the conversation.
+
+WAHA's engines (``envelope.engine``) fill a message differently, and versions of one engine
+differ too, so nothing here depends on the engine's name:
+
+========  ==========================  =======================  ==============================
+engine    ``from`` / ``to`` (fromMe)   push name                ``_data`` (chat, sender)
+========  ==========================  =======================  ==============================
+WEBJS     me / the chat               ``_data.notifyName``     ``id.remote``, ``author``
+NOWEB     the chat / absent (newer);  ``_data.pushName``       ``key.remoteJid``,
+          me / the chat (older)                                ``key.participant``
+GOWS      the chat / ``null``         ``_data.Info.PushName``  ``Info.Chat``, ``Info.Sender``
+========  ==========================  =======================  ==============================
+
+``to`` is therefore never read: the chat is the one in ``payload.id``, else in ``_data``, else
+(a payload with neither) ``from``/``to``. ``source`` (``"app"`` / ``"api"``) comes with
+NOWEB and GOWS; WEBJS sends none, so its echo of our own send reaches the pipeline as a
+``fromMe`` message with our reply's text and id, where it is recognised as our own.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ from chatbridge.channels.whatsapp.gateway import GatewayError
 from chatbridge.channels.whatsapp.ids import ChatAddress, jid_kind, phone_digits, to_c_us
 from chatbridge.channels.whatsapp.inbound import (
     CHANNEL,
+    MAX_ID,
     chat_address,
     chat_filter,
     contact_info,
@@ -60,25 +78,141 @@ def parse_webhook(
     session = get_str(envelope, "session") or settings.waha_session
     payload = get_obj(envelope, "payload")
     if event in ("message", "message.any"):
-        return [_message(settings, session, payload)]
+        me = get_str(get_obj(envelope, "me"), "id")
+        return [_message(settings, session, payload, me)]
     if event in ("message.ack", "message.ack.group"):
         return [_ack(payload)]
     return [Ignored(f"event_not_handled:{event[:50]}")]
 
 
-def _message(settings: CommsSettings, session: str, data: dict[str, Any]) -> ParsedWebhook:
-    message_id = require_str(data, "id", "payload.id")
-    from_me = data.get("fromMe") is True
+# ------------------------------------------------------------------------------ engines
+# Pure readers of one ``payload``, whichever engine filled it (see the module docstring).
+
+
+def serialized_parts(message_id: str) -> tuple[bool, str, str | None] | None:
+    """``"true_<chat>_<id>[_<participant>]"`` → (fromMe, chat, participant), else ``None``."""
+    parts = message_id.split("_")
+    if len(parts) not in (3, 4) or parts[0] not in ("true", "false") or "@" not in parts[1]:
+        return None
+    participant = parts[3] if len(parts) == 4 and "@" in parts[3] else None
+    return parts[0] == "true", parts[1], participant
+
+
+def _jid(value: Any) -> str | None:
+    """A JID given as a string or as WEBJS's ``{"_serialized": …}`` object."""
+    if isinstance(value, dict):
+        value = value.get("_serialized")
+    return value if isinstance(value, str) and "@" in value else None
+
+
+def message_from_me(data: Mapping[str, Any], message_id: str) -> bool:
+    """``payload.fromMe``; else the engine's own flag; else the id's ``true_`` prefix."""
     raw = get_obj(data, "_data")
-    key = get_obj(raw, "key")
-    chat = require_str(
-        data, "to" if from_me else "from", "payload.to" if from_me else "payload.from"
+    for flag in (
+        data.get("fromMe"),
+        get_obj(raw, "key").get("fromMe"),  # NOWEB
+        get_obj(raw, "Info").get("IsFromMe"),  # GOWS
+        get_obj(raw, "id").get("fromMe"),  # WEBJS
+    ):
+        if isinstance(flag, bool):
+            return flag
+    parts = serialized_parts(message_id)
+    return parts is not None and parts[0]
+
+
+def message_chat(
+    data: Mapping[str, Any], message_id: str, from_me: bool, me: str | None
+) -> str | None:
+    """The chat a message belongs to, as the engine named it (not yet normalised).
+
+    ``payload.id`` first (every engine builds it from the chat), then ``_data`` (NOWEB
+    ``key.remoteJid``, GOWS ``Info.Chat``, WEBJS ``id.remote``), and only then ``from`` /
+    ``to``: for a ``fromMe`` message some engines put the chat in ``from``, others in ``to``.
+    """
+    parts = serialized_parts(message_id)
+    if parts is not None:
+        return parts[1]
+    raw = get_obj(data, "_data")
+    for candidate in (
+        get_obj(raw, "key").get("remoteJid"),
+        get_obj(raw, "Info").get("Chat"),
+        get_obj(raw, "id").get("remote"),
+    ):
+        if (jid := _jid(candidate)) is not None:
+            return jid
+    sender, receiver = _jid(data.get("from")), _jid(data.get("to"))
+    if not from_me:
+        return sender
+    if receiver is not None and receiver != me:
+        return receiver
+    return sender if sender is not None and sender != me else None
+
+
+def message_participant(data: Mapping[str, Any], message_id: str) -> str | None:
+    """Who wrote a group message: ``payload.participant``, else the engine's own field."""
+    raw = get_obj(data, "_data")
+    info = get_obj(raw, "Info")
+    parts = serialized_parts(message_id)
+    for candidate in (
+        data.get("participant"),
+        data.get("author"),  # WEBJS
+        raw.get("author"),  # WEBJS
+        get_obj(raw, "key").get("participant"),  # NOWEB
+        info.get("Sender") if info.get("IsGroup") is True else None,  # GOWS
+        parts[2] if parts is not None else None,
+    ):
+        if (jid := _jid(candidate)) is not None:
+            return jid
+    return None
+
+
+def message_push_name(data: Mapping[str, Any]) -> str | None:
+    """The sender's WhatsApp name: NOWEB ``pushName``, WEBJS ``notifyName``, GOWS
+    ``Info.PushName`` (all inside ``_data``)."""
+    raw = get_obj(data, "_data")
+    return (
+        get_str(raw, "pushName")
+        or get_str(raw, "notifyName")
+        or get_str(get_obj(raw, "Info"), "PushName")
     )
+
+
+def phone_alternative(data: Mapping[str, Any], from_me: bool) -> str | None:
+    """The phone JID of a chat WhatsApp addressed by LID: NOWEB ``key.remoteJidAlt``; GOWS
+    (whatsmeow's message source) ``Info.SenderAlt``, or ``Info.RecipientAlt`` for our own."""
+    raw = get_obj(data, "_data")
+    info = get_obj(raw, "Info")
+    for candidate in (
+        get_obj(raw, "key").get("remoteJidAlt"),
+        info.get("RecipientAlt") if from_me else info.get("SenderAlt"),
+    ):
+        jid = _jid(candidate)
+        if jid is not None and jid_kind(jid) == "user":
+            return jid
+    return None
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _message(
+    settings: CommsSettings, session: str, data: dict[str, Any], me: str | None
+) -> ParsedWebhook:
+    if isinstance(data.get("id"), dict):  # a WEBJS id object: its serialized form
+        data = {**data, "id": data["id"].get("_serialized")}
+    message_id = require_str(data, "id", "payload.id")
+    from_me = message_from_me(data, message_id)
+    chat = message_chat(data, message_id, from_me, me)
+    if chat is None or len(chat) > MAX_ID:
+        invalid(
+            "payload names no chat: payload.id must be '{fromMe}_{chatId}_{messageId}', or "
+            "_data must carry key.remoteJid / Info.Chat / id.remote"
+        )
     lid = None
     if jid_kind(chat) == "lid":
         lid = chat
-        alt = get_str(key, "remoteJidAlt")
-        if alt and jid_kind(alt) == "user":
+        alt = phone_alternative(data, from_me)
+        if alt is not None:
             chat = alt  # the phone JID: the same thread whichever address WhatsApp used
     chat = to_c_us(chat)
     ignored = chat_filter(settings, chat)
@@ -90,13 +224,13 @@ def _message(settings: CommsSettings, session: str, data: dict[str, Any]) -> Par
         if get_str(data, "source") == "api":
             return Ignored("own_message")
         return human_takeover(settings, address, message_id=message_id, text=text)
-    participant = get_str(data, "participant")
+    participant = message_participant(data, message_id) if jid_kind(chat) == "group" else None
     sender = to_c_us(participant) if participant else chat
     sender_lid = lid if not participant else (sender if jid_kind(sender) == "lid" else None)
     contact = contact_info(
         settings,
         provider=NAME,
-        name=get_str(raw, "pushName") or get_str(raw, "notifyName"),
+        name=message_push_name(data),
         jid=sender if jid_kind(sender) == "user" else None,
         lid=sender_lid,
         phone=phone_digits(sender),
