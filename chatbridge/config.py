@@ -11,7 +11,14 @@ import os
 import socket
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FALLBACK_TEXT = (
@@ -26,6 +33,26 @@ OnFailure = Literal["fallback", "handoff"]
 
 # Printable text: no control characters (a NUL would reach the database or a socket call).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+MIN_SECRET_CHARS = 16
+"""The shortest key or token the bridge accepts for a credential it checks (the admin key,
+agent tokens, the web chat action API keys, the Chatwoot webhook secret): 16 random
+characters are out of reach of guessing, and a short one is refused at start-up or on save."""
+# The PHP web chat bridge's default keys: public knowledge, never accepted.
+WEAK_WEB_CHAT_KEYS = frozenset({"free0ps", "YOUR_WEB_CHAT_API_KEY"})
+
+
+def check_secret(name: str, value: str | None) -> str | None:
+    """``value`` if it is long enough to be a credential; an empty one means "not set".
+
+    Raises:
+        ValueError: naming ``name`` and the minimum length.
+    """
+    if value is None or value == "":
+        return None
+    if len(value) < MIN_SECRET_CHARS:
+        raise ValueError(f"{name} must be at least {MIN_SECRET_CHARS} characters long")
+    return value
 
 
 def _check_ws_url(url: str) -> None:
@@ -67,10 +94,11 @@ class AgentConfig(BaseModel):
     transport: Transport | None = None
     token: str | None = Field(
         default=None,
+        min_length=MIN_SECRET_CHARS,
         max_length=1000,
         pattern=_PRINTABLE,
         description="token the agent authenticates with (dial-in, http-pull, late http-webhook "
-        "replies); write-only",
+        f"replies), at least {MIN_SECRET_CHARS} characters; write-only",
     )
     # http-webhook
     webhook_url: str | None = Field(default=None, max_length=2000, pattern=_URL)
@@ -189,6 +217,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # --- the server's edge (``chatbridge serve``; see docs/deployment.md) -------------------
+    # Behind a reverse proxy: trust X-Forwarded-For / -Proto only from these addresses.
+    proxy_headers: bool = False
+    forwarded_allow_ips: str = Field(default="127.0.0.1", max_length=2000)
+    # Refuse to serve on a non-loopback address while a channel's webhooks are unauthenticated.
+    allow_unsigned_webhooks: bool = False
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    limit_concurrency: int = Field(default=2000, ge=1)
+    # Of a body over its limit, this much more is read and dropped so the client gets the 413.
+    body_discard_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    webchat_max_pending_sockets: int = Field(default=64, ge=1)
 
     # --- Chatwoot (seed names accepted) ---------------------------------------------------
     chatwoot_base_url: str = Field(
@@ -212,6 +254,8 @@ class Settings(BaseSettings):
         ),
     )
     chatwoot_timeout_seconds: float = 10.0
+    # Signed deliveries older (or newer) than this are refused; 0 turns the window off.
+    chatwoot_signature_max_age_seconds: float = Field(default=300.0, ge=0)
 
     # --- routes and replies (seed names accepted) -----------------------------------------
     inbox_agent_mappings: list[InboxMapping] = Field(
@@ -265,6 +309,23 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=60.0, gt=0)
     drain_seconds: float = Field(default=5.0, ge=0)
+    receipt_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description=(
+            "after a crash, how long a delivery whose send had started waits for the channel's"
+            " receipt (its echo of our message) before it is sent again"
+        ),
+    )
+    store_retry_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "how long a worker keeps retrying to write a result it holds (an agent's answer,"
+            " a send's outcome) while the database is unreachable"
+        ),
+    )
 
     # --- web chat (widget, native API, the drop-in action API) ------------------------------
     webchat_session_timeout: float = Field(
@@ -276,12 +337,13 @@ class Settings(BaseSettings):
         description="origins (scheme://host[:port]) whose pages may embed the widget and call "
         "the web chat API; empty: only the bridge's own pages; ['*']: any (the demo)",
     )
-    web_chat_api_key: str = Field(
-        default="YOUR_WEB_CHAT_API_KEY",
+    # The action API is off unless both keys are set (see ``webchat_compat_enabled``).
+    web_chat_api_key: str | None = Field(
+        default=None,
         validation_alias=AliasChoices("WEB_CHAT_API_KEY", "CHATBRIDGE_WEB_CHAT_API_KEY"),
     )
-    web_chat_admin_key: str = Field(
-        default="free0ps",
+    web_chat_admin_key: str | None = Field(
+        default=None,
         validation_alias=AliasChoices("WEB_CHAT_ADMIN_KEY", "CHATBRIDGE_WEB_CHAT_ADMIN_KEY"),
     )
     webchat_compat_inbox_id: int = Field(
@@ -318,6 +380,9 @@ class Settings(BaseSettings):
     rate_limit_history: str = "240/minute"  # per IP (a long-poll is one request per 25 s)
     rate_limit_agent: str = "1200/minute"  # per agent key: pulls (and failed auth)
     rate_limit_agent_replies: str = "60000/minute"  # per agent: replies and streamed chunks
+    # Failed authentications per client address and credential (admin key, dial-in and pull
+    # tokens, action API keys); over it: 429. Independent of rate_limit_enabled; "" turns it off.
+    auth_failure_limit: str = "10/minute"
 
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod
@@ -325,6 +390,51 @@ class Settings(BaseSettings):
         if value in ("", None):
             return []
         return value
+
+    @field_validator(
+        "admin_key", "chatwoot_webhook_secret", "web_chat_api_key", "web_chat_admin_key"
+    )
+    @classmethod
+    def _long_enough(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_secret(info.field_name or "key", value)
+
+    @field_validator("web_chat_api_key", "web_chat_admin_key")
+    @classmethod
+    def _not_a_php_default(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in WEAK_WEB_CHAT_KEYS:
+            raise ValueError(f"{info.field_name} is a published default key; choose your own")
+        return value
+
+    @field_validator("agent_tokens")
+    @classmethod
+    def _tokens_long_enough(cls, value: dict[str, str]) -> dict[str, str]:
+        for agent_id, token in value.items():
+            check_secret(f"agent_tokens[{agent_id}]", token or "-")
+        return value
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _limit_notation(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(f"not a limit like '10/minute': {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_web_chat_keys(self) -> Settings:
+        if self.web_chat_api_key is not None and self.web_chat_api_key == self.web_chat_admin_key:
+            raise ValueError("web_chat_api_key and web_chat_admin_key must differ")
+        return self
+
+    @property
+    def webchat_compat_enabled(self) -> bool:
+        """The drop-in action API (``/api/v1/?action=…``) answers only when both of its keys
+        are set; otherwise every action is refused and nothing is read or written."""
+        return bool(self.web_chat_api_key and self.web_chat_admin_key)
 
     @property
     def is_sqlite(self) -> bool:

@@ -66,14 +66,38 @@ class Metrics:
         )
         self.delivery_uncertain = Counter(
             "chatbridge_delivery_uncertain_total",
-            "Re-sends after an attempt with unknown outcome that the channel could not check",
+            "Messages sent again after a send that was cut off (crash, lost lease) left no"
+            " receipt: neither the channel's echo nor its own records showed it",
             ["channel"],
+            registry=r,
+        )
+        self.receipts = Counter(
+            "chatbridge_delivery_receipts_total",
+            "Echoes of our own messages recorded as delivery receipts",
+            ["channel"],
+            registry=r,
+        )
+        self.backlog_due = Gauge(
+            "chatbridge_backlog_oldest_due_seconds",
+            "How long the oldest pending turn / delivery has been due",
+            ["queue"],
+            registry=r,
+        )
+        self.backlog_expired = Gauge(
+            "chatbridge_backlog_oldest_expired_lease_seconds",
+            "How long ago the oldest unclaimed lease of a turn / delivery ran out",
+            ["queue"],
             registry=r,
         )
         self.dead_letters = Counter(
             "chatbridge_dead_letters_total", "Deliveries dead-lettered", ["channel"], registry=r
         )
         self.errors = Counter("chatbridge_errors_total", "Errors by kind", ["kind"], registry=r)
+
+    def observe_backlog(self, backlog: dict[str, dict[str, float]]) -> None:
+        for queue, figures in backlog.items():
+            self.backlog_due.labels(queue).set(figures.get("oldest_due", 0.0))
+            self.backlog_expired.labels(queue).set(figures.get("oldest_expired", 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -120,7 +120,25 @@ class StatusUpdate:
     delivery_id: str | None = None
 
 
-ParsedWebhook = InboundMessage | OwnerSignal | ConversationEvent | StatusUpdate | Ignored
+@dataclass(slots=True)
+class DeliveryReceipt:
+    """The channel echoed one of our own messages back: proof that a delivery reached it.
+
+    ``idempotency_key`` is what we sent with the message (Chatwoot: ``source_id``);
+    ``external_message_id`` the id the channel gave it. ``otherwise`` is what the webhook
+    means if the key turns out not to be one of ours (e.g. a human's reply).
+    """
+
+    channel: str
+    idempotency_key: str
+    external_message_id: str | None = None
+    delivery_id: str | None = None
+    otherwise: OwnerSignal | None = None
+
+
+ParsedWebhook = (
+    InboundMessage | OwnerSignal | ConversationEvent | StatusUpdate | DeliveryReceipt | Ignored
+)
 
 
 @dataclass(slots=True)

@@ -1,8 +1,11 @@
 """Management API: health and readiness probes (no key), and — behind the admin key —
 agent status, routes (inbox mappings), dead letters and Prometheus metrics.
 
-Without ``CHATBRIDGE_ADMIN_KEY`` the protected endpoints answer only to loopback clients, so a
-laptop install works out of the box and an exposed one is not open to the world.
+Without ``CHATBRIDGE_ADMIN_KEY`` the protected endpoints answer only to clients on this machine
+that reach us directly (a loopback address and no proxy header: behind a same-host proxy every
+visitor would look local), so a laptop install works out of the box and an exposed one is not
+open to the world. Wrong admin keys spend the client address's failed-authentication budget
+(``chatbridge.api.auth_limits``): over it, 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from chatbridge.api.console_auth import console_session_ok
+from chatbridge.api.auth_limits import auth_failures
+from chatbridge.api.console_auth import console_session_ok, direct_local
 from chatbridge.api.errors import error_responses, unstorable_reason
+from chatbridge.api.ratelimit import client_ip
 from chatbridge.config import SECRET_OPTIONS, InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.records import AgentRecord, Route
 
 router = APIRouter()
-
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 # The store's columns: inbox ids are INTEGER, row ids BIGINT, channel names VARCHAR(40).
 INT32_MAX = 2**31 - 1
@@ -48,7 +51,8 @@ def get_bridge(request: Request) -> Bridge:
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="CHATBRIDGE_ADMIN_KEY; without one, only loopback clients are let in",
+    description="CHATBRIDGE_ADMIN_KEY; without one, only local clients (loopback, no proxy "
+    "header) are let in",
 )
 
 
@@ -56,32 +60,47 @@ async def require_admin(
     request: Request,
     _credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> None:
-    """Let the request through with the admin key (or, with no key set, from loopback), or
-    from a logged-in console session (with its CSRF token on changes)."""
-    settings = request.app.state.bridge.settings
-    if console_session_ok(request, settings):
+    """Let the request through with the admin key (or, with no key set, from a direct local
+    client), or from a logged-in console session (with its CSRF token on changes).
+
+    Raises:
+        BadInput: 401 without the key, 403 without a key set and not a direct local client.
+        RateLimited: the address has spent its budget of wrong admin keys (429).
+    """
+    bridge = request.app.state.bridge
+    settings = bridge.settings
+    if await console_session_ok(request, settings, bridge.rate_limiter):
         return
     key = settings.admin_key
     if key is None:
-        host = request.client.host if request.client else ""
-        if host not in _LOOPBACK:
+        if not direct_local(request):
             raise BadInput(
                 "forbidden",
-                "set CHATBRIDGE_ADMIN_KEY to use the management API from another host",
+                "set CHATBRIDGE_ADMIN_KEY to use the management API from another host or "
+                "through a proxy",
                 status_code=403,
             )
         return
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), key.encode()):
-        raise BadInput(
-            "unauthorized", "missing or wrong admin key (Authorization: Bearer …)", status_code=401
-        )
+    if auth:
+        failures = auth_failures(request)
+        await failures.guard("admin", client_ip(request))
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode()):
+            return
+        await failures.failed("admin", client_ip(request))
+    raise BadInput(
+        "unauthorized", "missing or wrong admin key (Authorization: Bearer …)", status_code=401
+    )
 
 
 admin = [Depends(require_admin)]
 _ADMIN_ERRORS = error_responses(
-    {401: "missing or wrong admin key", 403: "no admin key set and the client is not local"}
+    {
+        401: "missing or wrong admin key",
+        403: "no admin key set and the client is not local",
+        429: "too many wrong admin keys from this address",
+    }
 )
 
 
@@ -114,7 +133,12 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", tags=["probes"], summary="Readiness: store reachable, workers running")
 async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
-    """Ready when the store answers and the workers run.
+    """Ready when the store answers, the workers run and no work is stuck.
+
+    Stuck: the last housekeeping round could not reach the store, or a turn's or delivery's
+    lease ran out more than a lease period ago and nobody took the work again. ``backlog``
+    gives, per queue, how long the oldest due item has waited and how long ago the oldest
+    unclaimed lease ran out (seconds; also in ``/metrics``).
 
     With ``CHATBRIDGE_REDIS_URL`` set, ``redis`` says whether Redis answers and ``replicas``
     how many replicas it knows to be alive. Redis being down does not make a replica unready:
@@ -124,12 +148,16 @@ async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """
     store_ok = await bridge.store.ping()
     workers = bridge.workers_running
-    ok = store_ok and workers
+    stuck = bridge.stuck() if store_ok else "store_unreachable"
+    ok = store_ok and workers and stuck is None
     body: dict[str, Any] = {
         "status": "ready" if ok else "not_ready",
         "store": store_ok,
         "workers": workers,
+        "backlog": bridge.backlog,
     }
+    if stuck is not None:
+        body["reason"] = stuck
     if bridge.cluster is not None:
         body["redis"] = await bridge.cluster.ping()
         body["replica"] = bridge.cluster.replica_id

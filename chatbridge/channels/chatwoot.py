@@ -26,6 +26,7 @@ from chatbridge.models import (
     Attachment,
     ContactInfo,
     ConversationEvent,
+    DeliveryReceipt,
     Ignored,
     InboundMessage,
     OwnerSignal,
@@ -267,14 +268,27 @@ def _parse_message_created(
     sender = _get_obj(payload, "sender", "sender")
     if message_type == "outgoing":
         sender_type = None if sender is None else sender.get("type")
+        # Our replies carry source_id = the delivery's idempotency key, and Chatwoot echoes
+        # every message back, the bot's own included: that echo is the delivery's receipt.
+        raw_source = payload.get("source_id")
+        # (ours are short; a channel's own ids, e.g. an e-mail Message-ID, may be long)
+        source_id = raw_source if isinstance(raw_source, str) and len(raw_source) <= 100 else None
         if sender_type == "agent_bot":
+            if source_id:
+                message_id = _get_int(payload, "id", "id", required=True)
+                return DeliveryReceipt(
+                    channel=CHANNEL,
+                    idempotency_key=source_id,
+                    external_message_id=str(message_id),
+                    delivery_id=delivery_id,
+                )
             return Ignored("own_reply", delivery_id=delivery_id)
         if sender_type != "user":
             return Ignored("outgoing", delivery_id=delivery_id)
         assert sender is not None
         conversation = _message_conversation(payload, default_account_id)
         message_id = _get_int(payload, "id", "id", required=True)
-        return OwnerSignal(
+        signal = OwnerSignal(
             channel=CHANNEL,
             inbox_id=conversation.inbox_id,
             channel_key=conversation.channel_key,
@@ -286,6 +300,17 @@ def _parse_message_created(
             delivery_id=delivery_id,
             author_name=_get_str(sender, "name", "sender.name"),
         )
+        if source_id:
+            # Posted with a user token, our own reply comes back from a "user": its
+            # source_id tells it from a human's (the bridge checks the key is ours).
+            return DeliveryReceipt(
+                channel=CHANNEL,
+                idempotency_key=source_id,
+                external_message_id=str(message_id),
+                delivery_id=delivery_id,
+                otherwise=signal,
+            )
+        return signal
     if message_type != "incoming":
         return Ignored(f"message_type_not_handled:{message_type}", delivery_id=delivery_id)
 

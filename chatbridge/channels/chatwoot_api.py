@@ -181,6 +181,9 @@ class ChatwootAdapter:
                 "message_type": "outgoing",
                 "private": False,
                 "echo_id": action.idempotency_key,
+                # stored by Chatwoot and sent back in the message_created webhook of our own
+                # reply: the delivery's receipt (echo_id is neither stored nor echoed)
+                "source_id": action.idempotency_key,
             }
             for key in ("content_type", "content_attributes"):
                 if action.metadata.get(key) is not None:
@@ -204,12 +207,15 @@ class ChatwootAdapter:
         raise PermanentDelivery(f"chatwoot cannot perform action kind {action.kind!r}")
 
     async def already_sent(self, action: OutboundAction, *, max_pages: int = 3) -> bool | None:
-        """Whether a message with ``echo_id`` (or ``source_id``) equal to the key exists.
+        """Whether Chatwoot already has the message whose ``source_id`` is the action's key.
 
-        Lists the conversation's latest messages (up to ``max_pages`` pages of 20, newest
-        first). Returns ``None`` for non-message actions, and when Chatwoot cannot tell us:
-        bot tokens may not list messages (401), the conversation is gone (404), the call
-        failed, or every page searched was full without a match.
+        Used only after a send was cut off and no echo came. First the conversation itself
+        (``GET …/conversations/{id}``, allowed to bot tokens): it carries the conversation's
+        latest message (``messages``) and latest non-activity message, so our message is
+        found if nothing was written after it. Then the message list (up to ``max_pages``
+        pages of 20, newest first), which only a user token may read. Returns ``None`` for
+        non-message actions and whenever Chatwoot cannot tell (a bot token's 401 on the list,
+        the conversation gone, the call failed, every page searched full without a match).
         """
         if action.kind != "message":
             return None
@@ -218,8 +224,22 @@ class ChatwootAdapter:
         except PermanentDelivery:
             return None
         key = action.idempotency_key
-        url = f"{self.base_url}{path}/messages"
         session = self._session()
+        try:
+            async with session.get(f"{self.base_url}{path}", headers=self._get_headers) as resp:
+                content = await resp.read()
+                status = resp.status
+            conversation = json.loads(content) if status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            conversation = None
+        if isinstance(conversation, dict):
+            latest = conversation.get("messages")
+            candidates = list(latest) if isinstance(latest, list) else []
+            candidates.append(conversation.get("last_non_activity_message"))
+            for message in candidates:
+                if isinstance(message, dict) and message.get("source_id") == key:
+                    return True
+        url = f"{self.base_url}{path}/messages"
         before: int | None = None
         for _ in range(max_pages):
             page_url = url if before is None else f"{url}?before={before}"
@@ -238,7 +258,7 @@ class ChatwootAdapter:
             for message in messages:
                 if not isinstance(message, dict):
                     continue
-                if key in (message.get("echo_id"), message.get("source_id")):
+                if message.get("source_id") == key:
                     return True
                 if _is_int(message.get("id")):
                     ids.append(message["id"])

@@ -26,6 +26,7 @@ from chatbridge.errors import UnknownInbox
 from chatbridge.metrics import Metrics
 from chatbridge.models import (
     ConversationEvent,
+    DeliveryReceipt,
     Ignored,
     InboundMessage,
     OwnerSignal,
@@ -34,6 +35,7 @@ from chatbridge.models import (
 )
 from chatbridge.pipeline.breaker import CircuitBreaker
 from chatbridge.pipeline.decisions import TYPING_ATTEMPTS, decide_owner, decide_turn
+from chatbridge.pipeline.leases import HeldWork
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
 from chatbridge.store.records import (
@@ -129,6 +131,10 @@ class Bridge:
         self._waiters: dict[int, list[asyncio.Future[dict[str, Any]]]] = {}
         self._sending: dict[str, list[str]] = {}  # conversation id → texts being sent
         self._recently_sent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.held = HeldWork()
+        self._receipt_events: dict[str, asyncio.Event] = {}
+        self.store_ok = True  # the last housekeeping round reached the store
+        self.backlog: dict[str, dict[str, float]] = {}
         self._turns = ClaimLoop(
             "turns",
             claim=self._claim_turns,
@@ -233,6 +239,7 @@ class Bridge:
             await self.cluster.start()
         self._comms_settings = await load_settings(self.store, self._comms_settings)
         await self.reload_routes()
+        await self.ensure_webchat_compat_route()
         await self.hub.start()
         self.sync_agents()
         # Leases held under our own (configured) instance id by a previous life of this
@@ -303,16 +310,31 @@ class Bridge:
             pass
 
     async def _housekeeping(self) -> None:
-        """Renew our leases, pick up route changes made by other processes, record presence,
-        and now and then forget expired web chat sessions (their messages stay)."""
+        """Renew the leases of work our live tasks are doing, measure the backlog, pick up
+        route changes made by other processes, record presence, and now and then forget
+        expired web chat sessions (their messages stay)."""
         interval = max(0.2, self.settings.lease_seconds / 3)
         next_cleanup = time.monotonic() + 60
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.store.renew_leases(
-                    self.settings.instance_id, self.settings.lease_seconds
+                    self.settings.instance_id,
+                    self.settings.lease_seconds,
+                    turn_ids=self.held.turns,
+                    delivery_ids=self.held.deliveries,
                 )
+                self.backlog = await self.store.backlog()
+                self.metrics.observe_backlog(self.backlog)
+                if not self.store_ok:
+                    log.warning("store reachable again")
+                self.store_ok = True
+            except Exception as exc:
+                if self.store_ok:
+                    log.error("store unreachable: %s: %s", type(exc).__name__, exc)
+                self.store_ok = False
+                continue
+            try:
                 await self.reload_routes()
                 if self.cluster is not None:
                     self.sync_agents()
@@ -323,6 +345,40 @@ class Bridge:
                     await self.store.delete_expired_sessions(self.settings.webchat_session_timeout)
             except Exception:
                 log.exception("housekeeping failed")
+
+    def stuck(self) -> str | None:
+        """Why this replica should not count as ready though it answers, or None.
+
+        Work is stuck when a lease ran out a whole lease period ago and nobody claimed the
+        work again (the workers are not taking work), or the store was unreachable at the
+        last housekeeping round.
+        """
+        if not self.store_ok:
+            return "store_unreachable"
+        for queue, figures in self.backlog.items():
+            if figures.get("oldest_expired", 0.0) > self.settings.lease_seconds:
+                return f"{queue}_overdue"
+        return None
+
+    # ------------------------------------------------------------------ receipts
+    async def record_receipt(self, idempotency_key: str, external_id: str | None) -> bool:
+        """A channel echoed one of our messages back: note it, wake a delivery waiting for it."""
+        mine = await self.store.record_receipt(idempotency_key, external_id)
+        event = self._receipt_events.get(idempotency_key)
+        if event is not None:
+            event.set()
+        return mine
+
+    async def wait_for_receipt(self, idempotency_key: str, timeout: float) -> None:
+        """Wait up to ``timeout`` for ``record_receipt`` of this key in this process (another
+        replica's receipt is only seen in the store, which the caller re-reads)."""
+        event = self._receipt_events.setdefault(idempotency_key, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._receipt_events.pop(idempotency_key, None)
 
     # ------------------------------------------------------------------ wake-ups
     def wake_turns(self) -> None:
@@ -343,9 +399,10 @@ class Bridge:
         await self.store.release_turn(turn.id, self.settings.instance_id)
         self.wake_turns()
 
-    def schedule_wake(self, delay: float) -> None:
+    def schedule_wake(self, delay: float, what: str = "deliveries") -> None:
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(delay, self._deliveries.wake)
+        loop_to_wake = self._turns if what == "turns" else self._deliveries
+        handle = loop.call_later(delay, loop_to_wake.wake)
         self._timers.add(handle)
         loop.call_later(delay + 0.01, self._timers.discard, handle)
 
@@ -357,14 +414,23 @@ class Bridge:
             typing_channels=[c for c in TYPING_CHANNELS if c in self.channels],
             skip_agents=self.cluster.held_elsewhere() if self.cluster is not None else (),
         )
+        # A turn a live task here is still running (its lease ran out while the store was
+        # away, and this claim took it again) must not run twice.
+        claimed = [t for t in claimed if t.id not in self.held.turns]
+        for t in claimed:
+            self.held.hold_turn(t.id)
         if any(t.conversation.channel in TYPING_CHANNELS for t in claimed):
             self.wake_deliveries()  # the typing_on written with the claim goes out now
         return claimed
 
     async def _claim_deliveries(self, limit: int) -> list[ClaimedDelivery]:
-        return await self.store.claim_deliveries(
+        claimed = await self.store.claim_deliveries(
             self.settings.instance_id, limit=limit, lease_seconds=self.settings.lease_seconds
         )
+        claimed = [d for d in claimed if d.id not in self.held.deliveries]
+        for d in claimed:
+            self.held.hold_delivery(d.id)
+        return claimed
 
     # ------------------------------------------------------------------ routes
     async def _seed_mappings(self, mappings: list[InboxMapping]) -> None:
@@ -390,9 +456,12 @@ class Bridge:
         """The action API's messages need a route: unless one is configured, its inbox goes to
         the http-pull agent that ``inbox`` / ``outbox`` act as (see ``webchat-compat``).
 
-        Called by the action API on use, so deployments that never use it see no such route.
+        Called at start-up, and only when the action API is enabled (both of its keys set):
+        deployments that do not use it see no such route, and no request ever creates one.
         """
         s = self.settings
+        if not s.webchat_compat_enabled:
+            return
         if self.route_for("webchat", s.webchat_compat_inbox_id) is not None:
             return
         offers = 1 if s.webchat_mark_on_read else s.webchat_compat_max_offers
@@ -677,6 +746,13 @@ class Bridge:
             if message_id is None:
                 return Accepted("ignored", reason="status_of_unknown_message")
             return Accepted("stored", message_id=message_id, reason=f"status:{parsed.status}")
+        if isinstance(parsed, DeliveryReceipt):
+            if await self.record_receipt(parsed.idempotency_key, parsed.external_message_id):
+                self.metrics.receipts.labels(parsed.channel).inc()
+                return Accepted("stored", reason="receipt")
+            if parsed.otherwise is None:
+                return Accepted("ignored", reason="own_reply")
+            parsed = parsed.otherwise
         route = self.route_for(parsed.channel, parsed.inbox_id)
         if route is None:
             raise UnknownInbox(parsed.channel, parsed.inbox_id)

@@ -26,6 +26,7 @@ from chatbridge.errors import (
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.backoff import backoff_delay
 from chatbridge.pipeline.decisions import plan_outcome
+from chatbridge.store.outage import hold_on, is_outage
 from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, Route
 
 log = logging.getLogger("chatbridge.workers")
@@ -63,6 +64,7 @@ class ClaimLoop(Generic[T]):
         self._slots_free = asyncio.Event()
         self._slots_free.set()
         self.running = False
+        self.claim_failures = 0  # in a row; the loop backs off while the store is away
 
     def wake(self) -> None:
         self._wake.set()
@@ -77,9 +79,19 @@ class ClaimLoop(Generic[T]):
             return 0
         try:
             items = await self._claim(min(free, self._batch))
-        except Exception:
-            log.exception("%s: claim failed", self.name)
+        except Exception as exc:
+            self.claim_failures += 1
+            if self.claim_failures == 1 or self.claim_failures % 20 == 0:
+                log.warning(
+                    "%s: claim failed (%d in a row): %s: %s",
+                    self.name,
+                    self.claim_failures,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                    exc_info=not is_outage(exc),
+                )
             return 0
+        self.claim_failures = 0
         for item in items:
             task = asyncio.create_task(self._guarded(item))
             self._tasks.add(task)
@@ -116,6 +128,10 @@ class ClaimLoop(Generic[T]):
                     continue  # a full batch: there may be more waiting
                 if len(self._tasks) >= self._concurrency:
                     await self._slots_free.wait()
+                    continue
+                if self.claim_failures:
+                    # the store is away: wake-ups would only hammer it; try again in a while
+                    await asyncio.sleep(min(5.0, self._poll * 2 ** min(self.claim_failures, 6)))
                     continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
@@ -205,12 +221,49 @@ def to_action(d: ClaimedDelivery) -> OutboundAction:
 
 
 class TurnRunner:
-    """Runs one claimed turn on its agent and writes the outcome (see ``Bridge``)."""
+    """Runs one claimed turn on its agent and writes the outcome (see ``Bridge``).
+
+    While it runs, the bridge renews the turn's lease (``Bridge.held``). If the run fails in a
+    way it cannot handle (a bug, the database away when the turn is handed back), the turn is
+    given back with backoff, or — when even that cannot be written — its lease simply runs
+    out and the turn is claimed again. Nothing is left leased to a task that no longer runs.
+    """
 
     def __init__(self, bridge: Any) -> None:
         self.b = bridge
 
     async def run(self, turn: ClaimedTurn) -> None:
+        b = self.b
+        b.held.hold_turn(turn.id)
+        try:
+            await self._run(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "turn %s: run failed (%s: %s); giving it back conversation=%s",
+                turn.key,
+                type(exc).__name__,
+                exc,
+                turn.conversation_id,
+                exc_info=not is_outage(exc),
+            )
+            b.metrics.errors.labels("turn_failed").inc()
+            await self._give_back(turn)
+        finally:
+            b.held.drop_turn(turn.id)
+
+    async def _give_back(self, turn: ClaimedTurn) -> None:
+        s = self.b.settings
+        delay = backoff_delay(turn.attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds)
+        try:
+            await self.b.store.release_turn(turn.id, s.instance_id, delay=delay, count_attempt=True)
+        except Exception:
+            log.warning("turn %s: could not be given back; its lease will run out", turn.key)
+            return
+        self.b.schedule_wake(delay, what="turns")
+
+    async def _run(self, turn: ClaimedTurn) -> None:
         b = self.b
         s = b.settings
         route: Route | None = b.route_by_id(turn.route_id) or b.route_for(
@@ -265,17 +318,26 @@ class TurnRunner:
             max_attempts=s.delivery_max_attempts,
             failure=failure,
         )
-        result = await b.store.complete_turn(
-            turn.id,
-            s.instance_id,
-            state=plan.state,
-            outcome=plan.outcome,
-            reply_text=plan.reply_text,
-            reply_attachments=plan.attachments,
-            reply_meta=(outcome.metadata if outcome else {}),
-            deliveries=plan.deliveries,
-            handoff=plan.handoff,
-            error=plan.error,
+
+        async def complete() -> Any:
+            return await b.store.complete_turn(
+                turn.id,
+                s.instance_id,
+                state=plan.state,
+                outcome=plan.outcome,
+                reply_text=plan.reply_text,
+                reply_attachments=plan.attachments,
+                reply_meta=(outcome.metadata if outcome else {}),
+                deliveries=plan.deliveries,
+                handoff=plan.handoff,
+                error=plan.error,
+            )
+
+        # The agent's answer is in hand: keep it through a database outage.
+        result = await hold_on(
+            complete,
+            what=f"turn {turn.key}: writing its outcome",
+            give_up_after=s.store_retry_seconds,
         )
         if not result.ok:
             log.warning("turn %s: lease lost before completion; result dropped", turn.key)
@@ -289,16 +351,63 @@ class TurnRunner:
 
 
 class DeliveryRunner:
-    """Sends one claimed delivery through its channel adapter."""
+    """Sends one claimed delivery through its channel adapter.
+
+    A message delivery is marked "send started" (fenced, committed) right before the channel
+    is called. After a crash, only a delivery so marked whose receipt never came (the
+    channel's echo of our own message, ``Bridge.record_receipt``) is uncertain; it looks for
+    its receipt — in the store, then by asking the channel (``already_sent``) — for up to
+    ``receipt_wait_seconds`` before it is sent again.
+    """
 
     def __init__(self, bridge: Any) -> None:
         self.b = bridge
 
     async def run(self, d: ClaimedDelivery) -> None:
         """Send ``d``, then the deliveries of its conversation that follow it, one by one."""
-        following: ClaimedDelivery | None = d
-        while following is not None:
-            following = await self._send(following)
+        b = self.b
+        current: ClaimedDelivery | None = d
+        while current is not None:
+            b.held.hold_delivery(current.id)
+            following: ClaimedDelivery | None = None
+            try:
+                following = await self._send(current)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "delivery %s: failed (%s: %s) conversation=%s",
+                    current.id,
+                    type(exc).__name__,
+                    exc,
+                    current.conversation_id,
+                    exc_info=not is_outage(exc),
+                )
+                b.metrics.errors.labels("delivery_failed").inc()
+                await self._give_back(current)
+            finally:
+                b.held.drop_delivery(current.id)
+            current = following
+
+    async def _give_back(self, d: ClaimedDelivery) -> None:
+        """After an error the runner could not handle: if the send may have begun, leave the
+        lease to run out (the next claim then looks for a receipt); else retry later."""
+        b = self.b
+        s = b.settings
+        if b.held.send_started(d.id):
+            return
+        delay = backoff_delay(d.attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds)
+        try:
+            await b.store.retry_delivery(
+                d.id, s.instance_id, next_attempt_at=time.time() + delay, error="internal error"
+            )
+        except Exception:
+            log.warning("delivery %s: could not be given back; its lease will run out", d.id)
+            return
+        b.schedule_wake(delay)
+
+    async def _persist(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        return await hold_on(op, what=what, give_up_after=self.b.settings.store_retry_seconds)
 
     async def _send(self, d: ClaimedDelivery) -> ClaimedDelivery | None:
         """Send one delivery; returns the conversation's next one if it was leased with it."""
@@ -309,20 +418,26 @@ class DeliveryRunner:
         adapter = b.channels.get(channel)
         final_state = "dropped" if d.kind.startswith("typing") else "dead"
         if adapter is None:
-            await b.store.fail_delivery(
-                d.id, me, error=f"no adapter for {channel}", state=final_state
+            await self._persist(
+                lambda: b.store.fail_delivery(
+                    d.id, me, error=f"no adapter for {channel}", state=final_state
+                ),
+                f"delivery {d.id}: dead-lettering",
             )
             b.wake_deliveries()
             return None
         action = to_action(d)
-        if d.uncertain and d.kind == "message":
-            seen = await adapter.already_sent(action)
-            if seen:
+        if d.kind == "message":
+            there, external_id = await self._receipt(d, adapter, action)
+            if there:
                 log.info("delivery %s already at %s; not sending again", d.id, channel)
                 b.metrics.deliveries.labels(channel, d.kind, "already_sent").inc()
-                return await self._finish(d, None)
-            if seen is None:
-                b.metrics.delivery_uncertain.labels(channel).inc()
+                return await self._finish(d, external_id)
+            if not await b.store.mark_send_started(d.id, me):
+                log.warning("delivery %s: lease lost before sending; not sent", d.id)
+                b.metrics.errors.labels("lease_lost").inc()
+                return None
+            b.held.started(d.id)
         b.note_sending(d)
         started = time.perf_counter()
         try:
@@ -331,8 +446,12 @@ class DeliveryRunner:
             await self._retry_or_fail(d, str(exc), exc.retry_after, final_state)
             return None
         except PermanentDelivery as exc:
-            await b.store.fail_delivery(d.id, me, error=str(exc), state=final_state)
-            self._count_failure(d, final_state, str(exc))
+            error = str(exc)
+            await self._persist(
+                lambda: b.store.fail_delivery(d.id, me, error=error, state=final_state),
+                f"delivery {d.id}: dead-lettering",
+            )
+            self._count_failure(d, final_state, error)
             return None
         except Exception as exc:  # an adapter bug must not lose the delivery
             log.exception("delivery %s: unexpected adapter error", d.id)
@@ -344,15 +463,74 @@ class DeliveryRunner:
         b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
         return await self._finish(d, result.external_id)
 
+    async def _receipt(
+        self, d: ClaimedDelivery, adapter: Any, action: OutboundAction
+    ) -> tuple[bool, str | None]:
+        """Whether ``d`` is known to be at the channel already, and the channel's id for it.
+
+        Only a delivery with a receipt, or one whose earlier send began and never finished
+        (``uncertain``), can be there; the others are not looked up at all.
+        """
+        if d.receipt_at is not None:
+            return True, d.receipt_external_id
+        if not d.uncertain:
+            return False, None
+        b = self.b
+        channel = d.conversation.channel
+        log.info(
+            "delivery %s: an earlier send was cut off; looking for its receipt conversation=%s",
+            d.id,
+            d.conversation_id,
+        )
+        if await self._seen_by_channel(adapter, action):
+            return True, None
+        until = (d.send_started_at or time.time()) + b.settings.receipt_wait_seconds
+        while True:
+            receipt_at, external_id = await b.store.delivery_receipt(d.id)
+            if receipt_at is not None:
+                return True, external_id
+            remaining = until - time.time()
+            if remaining <= 0:
+                break
+            await b.wait_for_receipt(d.idempotency_key, min(remaining, 0.25))
+        if await self._seen_by_channel(adapter, action):
+            return True, None
+        b.metrics.delivery_uncertain.labels(channel).inc()
+        log.warning(
+            "delivery %s: no receipt from %s within %.1fs of the cut-off send; sending again"
+            " conversation=%s",
+            d.id,
+            channel,
+            b.settings.receipt_wait_seconds,
+            d.conversation_id,
+        )
+        return False, None
+
+    @staticmethod
+    async def _seen_by_channel(adapter: Any, action: OutboundAction) -> bool:
+        try:
+            return bool(await adapter.already_sent(action))
+        except Exception:
+            log.warning("already_sent check failed", exc_info=True)
+            return False
+
     async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
         s = self.b.settings
-        _, following = await self.b.store.finish_delivery(
-            d.id,
-            s.instance_id,
-            external_id=external_id,
-            claim_next=d,
-            lease_seconds=s.lease_seconds,
-        )
+
+        async def finish() -> tuple[bool, ClaimedDelivery | None]:
+            result: tuple[bool, ClaimedDelivery | None] = await self.b.store.finish_delivery(
+                d.id,
+                s.instance_id,
+                external_id=external_id,
+                claim_next=d,
+                lease_seconds=s.lease_seconds,
+            )
+            return result
+
+        # The send is done: keep that knowledge through a database outage.
+        _, following = await self._persist(finish, f"delivery {d.id}: recording the send")
+        if following is not None:
+            self.b.held.hold_delivery(following.id)
         return following
 
     async def _retry_or_fail(
@@ -362,11 +540,14 @@ class DeliveryRunner:
         s = b.settings
         channel = d.conversation.channel
         if d.attempts >= d.max_attempts:
-            await b.store.fail_delivery(
-                d.id,
-                s.instance_id,
-                error=f"gave up after {d.attempts} attempts: {error}",
-                state=final_state,
+            await self._persist(
+                lambda: b.store.fail_delivery(
+                    d.id,
+                    s.instance_id,
+                    error=f"gave up after {d.attempts} attempts: {error}",
+                    state=final_state,
+                ),
+                f"delivery {d.id}: dead-lettering",
             )
             self._count_failure(d, final_state, error)
             return
@@ -383,8 +564,11 @@ class DeliveryRunner:
             delay,
             d.conversation_id,
         )
-        await b.store.retry_delivery(
-            d.id, s.instance_id, next_attempt_at=time.time() + delay, error=error
+        await self._persist(
+            lambda: b.store.retry_delivery(
+                d.id, s.instance_id, next_attempt_at=time.time() + delay, error=error
+            ),
+            f"delivery {d.id}: scheduling a retry",
         )
         b.schedule_wake(delay)
 

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, create_engine, event, func, select, text, update
+from sqlalchemy import and_, case, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -321,6 +321,37 @@ class StoreBase:
                     await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
                 ).all()
                 out[name] = {r[0]: int(r[1]) for r in rows}
+        return out
+
+    async def backlog(self) -> dict[str, dict[str, float]]:
+        """How far behind the queues are, for ``/ready`` and ``/metrics``.
+
+        Per queue (``turns``, ``deliveries``): ``oldest_due`` — seconds the oldest pending row
+        has been due (0 when none); ``oldest_expired`` — seconds since the oldest lease ran out
+        without the row being claimed again (0 when none). Two small aggregate queries.
+        """
+        now = time.time()
+        out: dict[str, dict[str, float]] = {}
+        async with self._tx() as conn:
+            for name, table, due in (
+                ("turns", t.turns, t.turns.c.available_at),
+                ("deliveries", t.deliveries, t.deliveries.c.next_attempt_at),
+            ):
+                row = (
+                    await conn.execute(
+                        select(
+                            func.min(case((table.c.state == "pending", due))),
+                            func.min(case((table.c.state == "leased", table.c.lease_expires_at))),
+                        ).where(table.c.state.in_(_OPEN_STATES))
+                    )
+                ).one()
+                oldest_due, oldest_lease = row[0], row[1]
+                out[name] = {
+                    "oldest_due": max(0.0, now - oldest_due) if oldest_due is not None else 0.0,
+                    "oldest_expired": (
+                        max(0.0, now - oldest_lease) if oldest_lease is not None else 0.0
+                    ),
+                }
         return out
 
 

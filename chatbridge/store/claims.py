@@ -61,10 +61,13 @@ _TURN_START: dict[str, Any] = {
 }
 CLAIM_TURNS = _claim(t.turns, "available_at", **_TURN_START)
 CLAIM_TURNS_SKIPPING = _claim(t.turns, "available_at", skip_agents=True, **_TURN_START)
-# SET expressions see the *old* row: was it leased by a process that died mid-send? Then the
-# far side may already have it.
+# SET expressions see the *old* row: was it leased by a process that died after its send had
+# started (``send_started_at``, written just before the channel call)? Then the far side may
+# already have it. A lease that expired before its send began is not uncertain.
 CLAIM_DELIVERIES = _claim(
-    t.deliveries, "next_attempt_at", uncertain=t.deliveries.c.state == "leased"
+    t.deliveries,
+    "next_attempt_at",
+    uncertain=and_(t.deliveries.c.state == "leased", t.deliveries.c.send_started_at.is_not(None)),
 )
 
 

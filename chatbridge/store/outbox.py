@@ -38,6 +38,9 @@ def _claimed(r: Any, conversation: ConversationRecord) -> ClaimedDelivery:
         idempotency_key=r.idempotency_key,
         uncertain=bool(r.uncertain),
         conversation=conversation,
+        send_started_at=r.send_started_at,
+        receipt_at=r.receipt_at,
+        receipt_external_id=r.receipt_external_id,
     )
 
 
@@ -223,6 +226,48 @@ class OutboxStore(StoreBase):
         ).first()
         return _claimed(leased, after.conversation) if leased is not None else None
 
+    async def mark_send_started(self, delivery_id: int, owner: str) -> bool:
+        """Note, before the channel is called, that this delivery's send begins (fenced).
+
+        After a crash only a delivery marked so can be on the far side without our knowing,
+        so only such a one waits for a receipt before it is sent again. False: the lease is
+        no longer ours, so the send must not happen.
+        """
+        async with self._tx() as conn:
+            result = await conn.execute(
+                self._stmts.delivery_send_started,
+                {"b_id": delivery_id, "b_owner": owner, "b_now": time.time()},
+            )
+        return bool(result.rowcount)
+
+    async def record_receipt(self, idempotency_key: str, external_id: str | None) -> bool:
+        """The channel echoed one of our messages back (e.g. Chatwoot's ``message_created``
+        carrying our ``source_id``): note it on the delivery with that key.
+
+        The first receipt wins. A receipt never changes the delivery's state itself: the
+        worker that sent it finishes it as usual, and a worker that finds it uncertain after
+        a crash finishes it without sending again. Returns whether the key is one of ours.
+        """
+        async with self._tx() as conn:
+            result = await conn.execute(
+                self._stmts.delivery_receipt,
+                {"b_key": idempotency_key, "b_now": time.time(), "b_external": external_id},
+            )
+        return bool(result.rowcount)
+
+    async def delivery_receipt(self, delivery_id: int) -> tuple[float | None, str | None]:
+        """(receipt time, channel's message id) of a delivery; (None, None) without one."""
+        dd = t.deliveries
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    select(dd.c.receipt_at, dd.c.receipt_external_id).where(dd.c.id == delivery_id)
+                )
+            ).first()
+        if row is None:
+            return None, None
+        return row.receipt_at, row.receipt_external_id
+
     async def retry_delivery(
         self, delivery_id: int, owner: str, *, next_attempt_at: float, error: str
     ) -> bool:
@@ -242,6 +287,8 @@ class OutboxStore(StoreBase):
                     last_error=error[:2000],
                     lease_owner=None,
                     lease_expires_at=None,
+                    # the channel answered (an error): this attempt's outcome is known
+                    send_started_at=None,
                 )
             )
         return bool(result.rowcount)

@@ -143,6 +143,9 @@ class ClaimedDelivery:
     idempotency_key: str
     uncertain: bool  # an earlier attempt's outcome is unknown (its lease expired mid-send)
     conversation: ConversationRecord
+    send_started_at: float | None = None  # when the latest send began (uncertain: the lost one)
+    receipt_at: float | None = None  # the channel echoed this delivery back: it is there
+    receipt_external_id: str | None = None
 
 
 @dataclass(slots=True)

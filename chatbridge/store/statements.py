@@ -33,6 +33,8 @@ class Statements:
     message_external_id: Any
     conversation_head: Any
     delivery_lease_next: Any
+    delivery_send_started: Any
+    delivery_receipt: Any
     conversations_by_id: Any
     messages_by_id: Any
     contacts_by_id: Any
@@ -146,6 +148,21 @@ def build(dialect: str) -> Statements:
             uncertain=False,
         )
         .returning(*dd.c),
+        delivery_send_started=update(dd)
+        .where(
+            and_(
+                dd.c.id == bindparam("b_id"),
+                dd.c.lease_owner == bindparam("b_owner"),
+                dd.c.state == "leased",
+            )
+        )
+        .values(send_started_at=bindparam("b_now")),
+        delivery_receipt=update(dd)
+        .where(dd.c.idempotency_key == bindparam("b_key"))
+        .values(
+            receipt_at=func.coalesce(dd.c.receipt_at, bindparam("b_now")),
+            receipt_external_id=func.coalesce(dd.c.receipt_external_id, bindparam("b_external")),
+        ),
         conversations_by_id=select(t.conversations).where(
             cc.id.in_(bindparam("b_ids", expanding=True))
         ),

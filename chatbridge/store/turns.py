@@ -128,20 +128,47 @@ class TurnStore(StoreBase):
                 await self._insert_deliveries(conn, typing_rows)
         return claimed
 
-    async def renew_leases(self, owner: str, lease_seconds: float) -> None:
-        """Extend every lease this process holds (called periodically by the workers)."""
+    async def renew_leases(
+        self,
+        owner: str,
+        lease_seconds: float,
+        *,
+        turn_ids: Iterable[int] = (),
+        delivery_ids: Iterable[int] = (),
+    ) -> None:
+        """Extend the leases of the turns and deliveries a live task of ours is working on.
+
+        Only those: a lease whose task died (a database error, a bug) must run out, so the
+        work is claimed again, rather than be kept alive by a process that forgot it.
+        """
         until = time.time() + lease_seconds
         async with self._tx() as conn:
-            for table in (t.turns, t.deliveries):
+            for table, ids in ((t.turns, list(turn_ids)), (t.deliveries, list(delivery_ids))):
+                if not ids:
+                    continue
                 await conn.execute(
                     update(table)
-                    .where(and_(table.c.lease_owner == owner, table.c.state == "leased"))
+                    .where(
+                        and_(
+                            table.c.id.in_(ids),
+                            table.c.lease_owner == owner,
+                            table.c.state == "leased",
+                        )
+                    )
                     .values(lease_expires_at=until)
                 )
 
-    async def release_turn(self, turn_id: int, owner: str) -> bool:
-        """Hand one leased turn back unrun (its agent is held by another replica): pending
-        again at once, and the attempt not counted. False if we no longer held it."""
+    async def release_turn(
+        self, turn_id: int, owner: str, *, delay: float = 0.0, count_attempt: bool = False
+    ) -> bool:
+        """Hand one leased turn back unrun: pending again after ``delay`` seconds.
+
+        Without ``count_attempt`` (its agent is held by another replica) the attempt is not
+        counted. False if we no longer held it.
+        """
+        attempts: Any = t.turns.c.attempts
+        if not count_attempt:
+            attempts = case((t.turns.c.attempts > 0, t.turns.c.attempts - 1), else_=0)
         async with self._tx() as conn:
             result = await conn.execute(
                 update(t.turns)
@@ -156,25 +183,40 @@ class TurnStore(StoreBase):
                     state="pending",
                     lease_owner=None,
                     lease_expires_at=None,
-                    available_at=time.time(),
-                    attempts=case((t.turns.c.attempts > 0, t.turns.c.attempts - 1), else_=0),
+                    available_at=time.time() + delay,
+                    attempts=attempts,
                 )
             )
             return bool(result.rowcount)
 
     async def release_leases(self, owner: str) -> None:
-        """Give back every turn this process holds, so another process may take it at once."""
+        """Give back every turn and delivery this process holds, so another process may take
+        it at once (shutdown, and start-up under the same instance id)."""
+        dd = t.deliveries
         async with self._tx() as conn:
             await conn.execute(
                 update(t.turns)
                 .where(and_(t.turns.c.lease_owner == owner, t.turns.c.state == "leased"))
                 .values(state="pending", lease_owner=None, lease_expires_at=None)
             )
-            # A delivery caught mid-send has an unknown outcome: expire the lease instead of
-            # resetting it, so the next claim checks the channel before sending again.
+            # A delivery whose send had not begun is simply pending again.
             await conn.execute(
-                update(t.deliveries)
-                .where(and_(t.deliveries.c.lease_owner == owner, t.deliveries.c.state == "leased"))
+                update(dd)
+                .where(
+                    and_(
+                        dd.c.lease_owner == owner,
+                        dd.c.state == "leased",
+                        dd.c.send_started_at.is_(None),
+                    )
+                )
+                .values(state="pending", lease_owner=None, lease_expires_at=None)
+            )
+            # One caught mid-send has an unknown outcome: expire the lease instead of
+            # resetting it, so the next claim marks it uncertain and looks for a receipt
+            # before sending again.
+            await conn.execute(
+                update(dd)
+                .where(and_(dd.c.lease_owner == owner, dd.c.state == "leased"))
                 .values(lease_expires_at=0.0)
             )
 

@@ -145,22 +145,29 @@ class WebchatStore(StoreBase):
                 s.last_active = now
         return s
 
-    async def delete_expired_sessions(self, timeout: float) -> int:
-        """Forget sessions idle longer than ``timeout`` (their messages stay)."""
+    async def delete_expired_sessions(self, timeout: float, *, inbox_id: int | None = None) -> int:
+        """Forget sessions idle longer than ``timeout`` (their messages stay); with
+        ``inbox_id``, only that inbox's."""
+        ws = t.webchat_sessions
+        query = delete(ws).where(ws.c.last_active < time.time() - timeout)
+        if inbox_id is not None:
+            query = query.where(ws.c.inbox_id == inbox_id)
         async with self._tx() as conn:
-            result = await conn.execute(
-                delete(t.webchat_sessions).where(
-                    t.webchat_sessions.c.last_active < time.time() - timeout
-                )
-            )
+            result = await conn.execute(query)
         return int(result.rowcount or 0)
 
     async def list_sessions(
-        self, *, active_within: float | None, limit: int, offset: int
+        self, *, active_within: float | None, limit: int, offset: int, inbox_id: int | None = None
     ) -> tuple[list[SessionSummary], int]:
-        """Sessions, newest activity first, with their message and reply counts."""
+        """Sessions (of ``inbox_id``, if given), newest activity first, with their message and
+        reply counts."""
         ws = t.webchat_sessions
-        cond = ws.c.last_active >= time.time() - active_within if active_within else None
+        conds = []
+        if active_within:
+            conds.append(ws.c.last_active >= time.time() - active_within)
+        if inbox_id is not None:
+            conds.append(ws.c.inbox_id == inbox_id)
+        cond = and_(*conds) if conds else None
         counts = (
             select(
                 t.conversations.c.channel_key.label("uid"),
@@ -279,8 +286,12 @@ class WebchatStore(StoreBase):
             ).one_or_none()
         return _message(row) if row else None
 
-    async def clear_webchat(self) -> int:
-        """Delete every web chat session (the action API's ``clear_data``); returns how many."""
+    async def clear_webchat(self, *, inbox_id: int | None = None) -> int:
+        """Delete every web chat session (of ``inbox_id``, if given: the action API's
+        ``clear_data``); returns how many."""
+        query = delete(t.webchat_sessions)
+        if inbox_id is not None:
+            query = query.where(t.webchat_sessions.c.inbox_id == inbox_id)
         async with self._tx() as conn:
-            result = await conn.execute(delete(t.webchat_sessions))
+            result = await conn.execute(query)
         return int(result.rowcount or 0)

@@ -114,6 +114,24 @@ def conversation_data(conv: MockConversation, account: dict[str, Any]) -> dict[s
     }
 
 
+def api_conversation(conv: MockConversation, account: dict[str, Any]) -> dict[str, Any]:
+    """``GET …/conversations/{id}`` (the ``_conversation`` partial; a bot token may call it).
+
+    ``messages`` holds only the conversation's latest message, whatever its type or privacy;
+    ``last_non_activity_message`` the latest that is not an activity. Both as
+    ``push_event_data`` (integer type, Unix time, ``source_id``; ``echo_id`` is not stored).
+    """
+    data = conversation_data(conv, account)
+    del data["account"], data["contact_inbox"], data["channel"], data["updated_at"]
+    non_activity = [m for m in conv.messages if m["message_type"] != 2]
+    data["messages"] = [push_message(m) for m in conv.messages[-1:]]
+    data["last_non_activity_message"] = push_message(non_activity[-1]) if non_activity else None
+    data["account_id"] = account["id"]
+    data["uuid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, conv.source_id))
+    data["muted"] = False
+    return data
+
+
 def push_message(message: dict[str, Any]) -> dict[str, Any]:
     """A stored message as it appears in ``conversation.messages``: integer type."""
     return {k: v for k, v in message.items() if k != "echo_id"}

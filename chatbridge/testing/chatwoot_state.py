@@ -93,10 +93,12 @@ class MockChatwoot:
         api_token: str | None = None,
         account_id: int = 1,
         emit_status_webhooks: bool = True,
-        emit_message_webhooks: bool = False,
-        allow_list_messages: bool = True,
+        emit_message_webhooks: bool = True,
+        allow_list_messages: bool = False,
         faults: Faults | None = None,
         webhook_timeout: float = 5.0,
+        token_kind: Literal["bot", "user"] = "bot",
+        retry_wait: float = 3.0,
     ) -> None:
         self.webhook_url = webhook_url
         self.secret = secret
@@ -107,6 +109,10 @@ class MockChatwoot:
         self.emit_message_webhooks = emit_message_webhooks
         self.allow_list_messages = allow_list_messages
         self.webhook_timeout = webhook_timeout
+        # Whose token the bridge holds: an agent bot's (the default, as in production) or a
+        # user's. It decides who our replies come from in their message_created echoes.
+        self.token_kind = token_kind
+        self.retry_wait = retry_wait
         self._initial_faults = faults or Faults()
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -507,7 +513,11 @@ class MockChatwoot:
             except ValueError:
                 attributes = {}
         message_type = body.get("message_type") or "outgoing"
-        sender = {"id": 1, "name": "Bridge Bot", "type": "agent_bot"}
+        sender: dict[str, Any] = (
+            {"id": 1, "name": "Bridge Bot", "type": "agent_bot"}
+            if self.token_kind == "bot"
+            else {"id": 7, "name": "Bridge User", "email": "bridge@example.com", "type": "user"}
+        )
         message = self._store_message(
             conv,
             message_id=self._new_message_id(),
@@ -542,5 +552,15 @@ class MockChatwoot:
             }
             delivery_id = str(uuid.uuid4())
             self._sent[delivery_id] = ("message_created", payload, message["id"], None)
-            self._spawn(self._deliver("message_created", payload, delivery_id, None, message["id"]))
-        return {**message, "sender": sender}
+            self._spawn(self._echo(payload, delivery_id, message["id"]))
+        return {**payloads.push_message(message), "sender": sender}
+
+    async def _echo(self, payload: dict[str, Any], delivery_id: str, message_id: int) -> None:
+        """Send a message's ``message_created`` webhook the way Chatwoot's agent-bot job
+        does: in the background, retried only after 429 or 500 (3 attempts, ``retry_wait``
+        apart). A target that is down, or answers anything else, loses the event."""
+        for attempt in range(3):
+            result = await self._deliver("message_created", payload, delivery_id, None, message_id)
+            if result["status_code"] not in (429, 500) or attempt == 2:
+                return
+            await asyncio.sleep(self.retry_wait)

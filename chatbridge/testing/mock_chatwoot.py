@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -127,7 +127,7 @@ def _api_router() -> APIRouter:
     @router.get("")
     async def get_conversation(request: Request, conversation_id: int) -> dict[str, Any]:
         mock = _mock(request)
-        return payloads.conversation_data(_conversation_or_404(mock, conversation_id), mock.account)
+        return payloads.api_conversation(_conversation_or_404(mock, conversation_id), mock.account)
 
     @router.post("/messages")
     async def create_message(request: Request, conversation_id: int) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def _api_router() -> APIRouter:
             selected = [m for m in messages if m["id"] > after][:100]
         else:
             selected = [m for m in messages if before is None or m["id"] < before][-20:]
-        return {"meta": {}, "payload": [dict(m) for m in selected]}
+        return {"meta": {}, "payload": [payloads.push_message(m) for m in selected]}
 
     @router.post("/toggle_status")
     async def toggle_status(request: Request, conversation_id: int) -> dict[str, Any]:
@@ -242,10 +242,11 @@ def create_mock_chatwoot(
     api_token: str | None = None,
     account_id: int = 1,
     emit_status_webhooks: bool = True,
-    emit_message_webhooks: bool = False,
-    allow_list_messages: bool = True,
+    emit_message_webhooks: bool = True,
+    allow_list_messages: bool | None = None,
     faults: Faults | None = None,
     webhook_timeout: float = 5.0,
+    token_kind: Literal["bot", "user"] = "bot",
 ) -> FastAPI:
     """Build the mock Chatwoot app; its state is ``app.state.mock`` (a ``MockChatwoot``).
 
@@ -256,8 +257,11 @@ def create_mock_chatwoot(
         account_id: the only account the API answers for.
         emit_status_webhooks: ``toggle_status`` fires ``conversation_status_changed``.
         emit_message_webhooks: a message posted through the API fires ``message_created``
-            (outgoing, ``sender.type == "agent_bot"``), as real Chatwoot does for bots.
-        allow_list_messages: ``False`` answers 401 to listing messages, like a bot token.
+            (outgoing, from the bot — or the user, see ``token_kind`` — with the
+            ``source_id`` the poster sent), as real Chatwoot does.
+        allow_list_messages: whether listing messages is allowed; by default only with a
+            user token (``token_kind="user"``): a bot token gets 401, as in Chatwoot.
+        token_kind: whose token the bridge holds, ``"bot"`` (default) or ``"user"``.
         faults: faults injected from the start.
         webhook_timeout: seconds to wait for the webhook target (Chatwoot's default is 5).
     """
@@ -268,9 +272,12 @@ def create_mock_chatwoot(
         account_id=account_id,
         emit_status_webhooks=emit_status_webhooks,
         emit_message_webhooks=emit_message_webhooks,
-        allow_list_messages=allow_list_messages,
+        allow_list_messages=(
+            token_kind == "user" if allow_list_messages is None else allow_list_messages
+        ),
         faults=faults,
         webhook_timeout=webhook_timeout,
+        token_kind=token_kind,
     )
 
     @asynccontextmanager
@@ -302,10 +309,11 @@ async def run_mock_chatwoot(
     api_token: str | None = None,
     account_id: int = 1,
     emit_status_webhooks: bool = True,
-    emit_message_webhooks: bool = False,
-    allow_list_messages: bool = True,
+    emit_message_webhooks: bool = True,
+    allow_list_messages: bool | None = None,
     faults: Faults | None = None,
     webhook_timeout: float = 5.0,
+    token_kind: Literal["bot", "user"] = "bot",
     log_level: str = "info",
 ) -> None:
     """Run the mock Chatwoot until interrupted (for ``chatbridge mock-chatwoot``).
@@ -323,6 +331,7 @@ async def run_mock_chatwoot(
         allow_list_messages=allow_list_messages,
         faults=faults,
         webhook_timeout=webhook_timeout,
+        token_kind=token_kind,
     )
     # log_config=None: the CLI has configured logging already; uvicorn must not redo it.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None)

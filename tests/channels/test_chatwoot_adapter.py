@@ -94,6 +94,7 @@ async def test_message_lands_with_echo_id(chatwoot: Chatwoot) -> None:
         "message_type": "outgoing",
         "private": False,
         "echo_id": "dlv_1",
+        "source_id": "dlv_1",
     }
 
 
@@ -267,7 +268,20 @@ async def test_owned_client_is_closed_after_use(chatwoot: Chatwoot) -> None:
         await adapter.already_sent(action())
 
 
+async def test_already_sent_with_a_bot_token_reads_the_conversation(chatwoot: Chatwoot) -> None:
+    """A bot token cannot list messages; the conversation shows its latest message."""
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is None
+    await chatwoot.adapter.send(action(key="dlv_9"))
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is True
+    # Another conversation does not count.
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9", channel_key="1:43")) is None
+    # Once the customer wrote again, the conversation no longer tells.
+    chatwoot.mock.build_event("message_created", TriggerRequest(conversation_id=42))
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is None
+
+
 async def test_already_sent_true_false(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.allow_list_messages = True  # a user token
     assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is False
     await chatwoot.adapter.send(action(key="dlv_9"))
     assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is True
@@ -277,6 +291,7 @@ async def test_already_sent_true_false(chatwoot: Chatwoot) -> None:
 
 
 async def test_already_sent_pages_back(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.allow_list_messages = True  # a user token
     await chatwoot.adapter.send(action(key="early"))
     for index in range(30):
         chatwoot.mock.post_message(chatwoot.mock.conversations[42], {"content": f"m{index}"})
@@ -300,7 +315,7 @@ async def test_already_sent_unknown(chatwoot: Chatwoot) -> None:
     # Conversation gone: 404.
     assert await chatwoot.adapter.already_sent(action(channel_key="1:999")) is None
     # Server error.
-    chatwoot.mock.set_faults(Faults(fail_next=[500]))
+    chatwoot.mock.set_faults(Faults(fail_next=[500, 500]))  # the conversation, then the list
     assert await chatwoot.adapter.already_sent(action()) is None
     # Only messages carry an echo_id.
     assert await chatwoot.adapter.already_sent(action("typing_on")) is None

@@ -218,15 +218,20 @@ async def test_own_private_and_template_messages_start_no_turn(sqlite_url: str) 
         await s.idle()
         assert s.replies() == ["Echo: real question"]
         echoed = [
-            h for h in s.mock.webhook_history if h["payload"].get("message_type") == "outgoing"
+            h
+            for h in s.mock.webhook_history
+            if (h["payload"].get("sender") or {}).get("type") == "agent_bot"
         ]
-        assert echoed and all(h["response"]["status"] == "ignored" for h in echoed)
+        # our own reply's echo is recorded as its delivery's receipt, and starts nothing
+        assert echoed and all(
+            h["response"] == {"status": "stored", "reason": "receipt"} for h in echoed
+        )
         counts = await s.bridge.store.counts()
         assert counts["turns"] == {"done": 1}
 
 
 async def test_bad_signature_is_refused_and_nothing_stored(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, secret="right-secret") as s:
+    async with running_stack(sqlite_url, secret="right-secret-0123456") as s:
         ok = await s.say("signed properly")
         assert ok["status_code"] == 200
         s.mock.secret = "wrong-secret"

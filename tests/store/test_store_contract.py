@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
 from chatbridge.store.records import DeliverySpec, Route, TurnDecision
@@ -113,10 +115,23 @@ async def test_expired_lease_is_taken_over_and_old_owner_is_fenced(store: Store)
 async def test_renewed_lease_is_not_taken(store: Store) -> None:
     route = await make_route(store)
     await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
-    await store.claim_turns("w1", limit=1, lease_seconds=0.2)
-    await store.renew_leases("w1", 30)
+    [turn] = await store.claim_turns("w1", limit=1, lease_seconds=0.2)
+    await store.renew_leases("w1", 30, turn_ids=[turn.id])
     await asyncio.sleep(0.3)
     assert await store.claim_turns("w2", limit=1, lease_seconds=30) == []
+
+
+async def test_only_the_named_leases_are_renewed(store: Store) -> None:
+    """A lease whose task died is not kept alive by its process: it runs out and the work is
+    claimed again (the cause of acknowledged messages stranded after a database restart)."""
+    route = await make_route(store)
+    for key in ("A", "B"):
+        await store.ingest(inbound(key, 0), route=route, response_mode="async", decide=bot_decides)
+    live, dead = await store.claim_turns("w1", limit=2, lease_seconds=0.2)
+    await store.renew_leases("w1", 30, turn_ids=[live.id])
+    await asyncio.sleep(0.3)
+    retaken = await store.claim_turns("w2", limit=5, lease_seconds=30)
+    assert [t.id for t in retaken] == [dead.id]
 
 
 async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store) -> None:
@@ -253,10 +268,63 @@ async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> N
     [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
     assert not d.uncertain
     await asyncio.sleep(0.1)
+    # Its lease ran out before the send began: taken again, not uncertain.
+    [d1] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
+    assert d1.id == d.id and not d1.uncertain
+    assert await store.mark_send_started(d.id, "dead")
+    await asyncio.sleep(0.1)
     [d2] = await store.claim_deliveries("w", limit=1, lease_seconds=30)
-    assert d2.id == d.id and d2.uncertain
+    assert d2.id == d.id and d2.uncertain and d2.send_started_at is not None
+    assert d2.receipt_at is None
     finished, _ = await store.finish_delivery(d.id, "dead", external_id=None)
     assert not finished
+    assert not await store.mark_send_started(d.id, "dead")  # fenced: the lease is w's now
+
+
+async def test_a_receipt_is_kept_on_the_delivery_with_its_key(store: Store) -> None:
+    route = await make_route(store)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
+    assert res.conversation_id
+    await store.add_outbound(
+        res.conversation_id,
+        text="x",
+        author="agent",
+        deliveries=[DeliverySpec("message", 5, text="x")],
+    )
+    [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
+    assert await store.mark_send_started(d.id, "dead")
+    assert not await store.record_receipt("d_not_ours", "1")
+    assert await store.record_receipt(d.idempotency_key, "77")
+    assert await store.record_receipt(d.idempotency_key, "78")  # a repeat: the first wins
+    assert await store.delivery_receipt(d.id) == (pytest.approx(time.time(), abs=5), "77")
+    await asyncio.sleep(0.1)
+    [d2] = await store.claim_deliveries("w", limit=1, lease_seconds=30)
+    assert d2.uncertain and d2.receipt_at is not None and d2.receipt_external_id == "77"
+
+
+async def test_release_leases_resets_unstarted_deliveries_and_expires_started_ones(
+    store: Store,
+) -> None:
+    route = await make_route(store)
+    for key in ("A", "B"):
+        res = await store.ingest(
+            inbound(key, 0), route=route, response_mode="async", decide=bot_decides
+        )
+        assert res.conversation_id
+        await store.add_outbound(
+            res.conversation_id,
+            text=key,
+            author="agent",
+            deliveries=[DeliverySpec("message", 5, text=key)],
+        )
+    a, b = await store.claim_deliveries("me", limit=5, lease_seconds=30)
+    assert await store.mark_send_started(a.id, "me")
+    await store.release_leases("me")
+    again = {d.id: d for d in await store.claim_deliveries("w", limit=5, lease_seconds=30)}
+    assert again[a.id].uncertain  # its send may have reached the channel
+    assert not again[b.id].uncertain  # never started: nothing to look for
 
 
 async def test_human_owner_cancels_pending_turns_and_keeps_late_reply_as_note(store: Store) -> None:
