@@ -118,6 +118,9 @@ class StatusUpdate:
     status: str
     error: str | None = None
     delivery_id: str | None = None
+    # the conversation it belongs to, where the channel says (Meta: the recipient): a status
+    # for an id we never recorded is then the receipt of a send that was cut off
+    channel_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -130,10 +133,14 @@ class DeliveryReceipt:
     """
 
     channel: str
-    idempotency_key: str
+    idempotency_key: str | None
     external_message_id: str | None = None
     delivery_id: str | None = None
     otherwise: OwnerSignal | None = None
+    # Channels that cannot carry our key (WhatsApp): the echo names its conversation, and
+    # its text where it has one; it is matched to the conversation's cut-off send.
+    channel_key: str | None = None
+    text: str | None = None
 
 
 ParsedWebhook = (

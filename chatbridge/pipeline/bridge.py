@@ -369,6 +369,19 @@ class Bridge:
             event.set()
         return mine
 
+    async def _record_echo(self, echo: DeliveryReceipt) -> bool:
+        if echo.idempotency_key is not None:
+            return await self.record_receipt(echo.idempotency_key, echo.external_message_id)
+        if echo.channel_key is None or echo.external_message_id is None:
+            return False
+        mine = await self.store.record_receipt_in_conversation(
+            echo.channel, echo.channel_key, echo.external_message_id, echo.text
+        )
+        if mine:
+            for event in list(self._receipt_events.values()):
+                event.set()  # the waiting delivery re-reads the store
+        return mine
+
     async def wait_for_receipt(self, idempotency_key: str, timeout: float) -> None:
         """Wait up to ``timeout`` for ``record_receipt`` of this key in this process (another
         replica's receipt is only seen in the store, which the caller re-reads)."""
@@ -744,10 +757,20 @@ class Bridge:
                 parsed.external_message_id, parsed.status, parsed.error
             )
             if message_id is None:
+                if parsed.channel_key is not None and parsed.status != "failed":
+                    echo = DeliveryReceipt(
+                        parsed.channel,
+                        None,
+                        external_message_id=parsed.external_message_id,
+                        channel_key=parsed.channel_key,
+                    )
+                    if await self._record_echo(echo):
+                        self.metrics.receipts.labels(parsed.channel).inc()
+                        return Accepted("stored", reason="receipt")
                 return Accepted("ignored", reason="status_of_unknown_message")
             return Accepted("stored", message_id=message_id, reason=f"status:{parsed.status}")
         if isinstance(parsed, DeliveryReceipt):
-            if await self.record_receipt(parsed.idempotency_key, parsed.external_message_id):
+            if await self._record_echo(parsed):
                 self.metrics.receipts.labels(parsed.channel).inc()
                 return Accepted("stored", reason="receipt")
             if parsed.otherwise is None:

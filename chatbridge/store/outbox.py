@@ -255,6 +255,61 @@ class OutboxStore(StoreBase):
             )
         return bool(result.rowcount)
 
+    async def record_receipt_in_conversation(
+        self, channel: str, channel_key: str, external_id: str, text: str | None = None
+    ) -> bool:
+        """A channel that cannot carry our key echoed a message of ours: note the receipt on
+        the conversation's oldest message delivery whose send began and is not finished
+        (with ``text``: only one with that text). WhatsApp gateways echo our sends this way
+        (WAHA ``message.any`` with ``fromMe``, Evolution ``send.message``, Meta's statuses).
+
+        Returns True when the echo is ours: a delivery took the receipt, or one of our
+        finished deliveries already has ``external_id``.
+        """
+        dd, cc = t.deliveries, t.conversations
+        now = time.time()
+        async with self._tx() as conn:
+            conv_id = (
+                await conn.execute(
+                    select(cc.c.id).where(
+                        and_(cc.c.channel == channel, cc.c.channel_key == channel_key)
+                    )
+                )
+            ).scalar_one_or_none()
+            if conv_id is None:
+                return False
+            known = (
+                await conn.execute(
+                    select(dd.c.id)
+                    .where(and_(dd.c.conversation_id == conv_id, dd.c.external_id == external_id))
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if known is not None:
+                return True
+            conditions = [
+                dd.c.conversation_id == conv_id,
+                dd.c.kind == "message",
+                dd.c.state.in_(("pending", "leased")),
+                dd.c.send_started_at.is_not(None),
+                dd.c.receipt_at.is_(None),
+            ]
+            if text is not None:
+                conditions.append(dd.c.text == text)
+            target = (
+                await conn.execute(
+                    select(dd.c.id).where(and_(*conditions)).order_by(dd.c.id).limit(1)
+                )
+            ).scalar_one_or_none()
+            if target is None:
+                return False
+            await conn.execute(
+                update(dd)
+                .where(dd.c.id == target)
+                .values(receipt_at=now, receipt_external_id=external_id)
+            )
+        return True
+
     async def delivery_receipt(self, delivery_id: int) -> tuple[float | None, str | None]:
         """(receipt time, channel's message id) of a delivery; (None, None) without one."""
         dd = t.deliveries
