@@ -3,6 +3,10 @@
 The pieces here know Starlette's ``WebSocket`` and the handshake: ``handshake()`` accepts the
 upgrade, reads ``hello`` and checks the agent's token, and ``refuse()`` answers a refused agent.
 The ``AgentHub`` runs the protocol once the agent is known (``AgentHub.handle_dial_in``).
+
+Wrong tokens spend the caller's failed-authentication budget (an ``AuthBudget``); an address
+that has spent it gets its upgrade refused with HTTP 429 and ``Retry-After`` before any
+WebSocket is opened, whatever token it would have sent.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
+from typing import Literal, Protocol
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatbridge.agents.log import log_event
@@ -23,6 +29,16 @@ HELLO_TIMEOUT = 10.0
 
 class PeerGone(Exception):
     """The agent disconnected before the handshake finished."""
+
+
+class AuthBudget(Protocol):
+    """Failed-authentication budgets per client address (``chatbridge.api.auth_limits``)."""
+
+    async def retry_after(self, credential: Literal["dial_in"], address: str) -> int | None:
+        """Seconds until ``address`` may try again; None if it may now."""
+
+    async def failed(self, credential: Literal["dial_in"], address: str) -> None:
+        """Count one wrong token from ``address``."""
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -71,15 +87,25 @@ async def handshake(
     *,
     max_bytes: int,
     verify_token: Callable[[str, str], Awaitable[bool]],
+    failures: AuthBudget | None = None,
 ) -> Hello | None:
     """Accept the upgrade, read the agent's ``hello`` and check its token.
 
     The token comes from ``hello`` or from the ``Authorization: Bearer`` header of the upgrade.
+    With ``failures``, a wrong token is counted against the caller's address, and an address
+    over its budget is turned away before the upgrade (``deny``).
 
     Returns:
         The ``hello`` of an agent whose token ``verify_token`` accepts; None when the agent
-        went away first or was refused (it got ``hello_error`` and close code 1008).
+        went away first or was refused (it got ``hello_error`` and close code 1008, or 429).
     """
+    address = websocket.client.host if websocket.client else "unknown"
+    if failures is not None:
+        wait = await failures.retry_after("dial_in", address)
+        if wait is not None:
+            log_event(logging.WARNING, "dial-in refused", "?", reason="too many wrong tokens")
+            await deny(websocket, wait)
+            return None
     await websocket.accept()
     header_token = bearer_token(websocket.headers)
     try:
@@ -92,6 +118,8 @@ async def handshake(
     agent_id = hello.agent_id
     if not await authorised(verify_token, hello, hello.token or header_token):
         log_event(logging.WARNING, "dial-in refused", agent_id)
+        if failures is not None:
+            await failures.failed("dial_in", address)
         await refuse(websocket, "unauthorized", "unknown agent or bad token")
         return None
     return hello
@@ -108,6 +136,22 @@ async def authorised(
     except Exception:
         log_event(logging.ERROR, "token check failed", hello.agent_id, exc_info=True)
         return False
+
+
+async def deny(websocket: WebSocket, retry_after: int) -> None:
+    """Turn the upgrade down with 429 and ``Retry-After`` (the app's error body); a server
+    without the denial-response extension answers 403 instead."""
+    body = {
+        "error": {
+            "code": "rate_limited",
+            "message": f"too many failed authentications; retry in {retry_after}s",
+        }
+    }
+    response = JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after)})
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(1008, "too many failed authentications")
 
 
 async def refuse(websocket: WebSocket, code: str, message: str) -> None:

@@ -502,15 +502,20 @@ class AgentHub:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def handle_dial_in(self, websocket: WebSocket) -> None:
+    async def handle_dial_in(
+        self, websocket: WebSocket, failures: dial_in.AuthBudget | None = None
+    ) -> None:
         """Run one dial-in connection (the body of ``GET /api/ws/agent``) until it ends.
 
         The agent's first frame must be ``hello``; the token comes from it or from the
         ``Authorization: Bearer`` header of the upgrade. A refused agent gets ``hello_error``
-        and close code 1008.
+        and close code 1008; wrong tokens spend the caller's ``failures`` budget.
         """
         hello = await dial_in.handshake(
-            websocket, max_bytes=self.settings.ws_max_frame_bytes, verify_token=self._verify_token
+            websocket,
+            max_bytes=self.settings.ws_max_frame_bytes,
+            verify_token=self._verify_token,
+            failures=failures,
         )
         if hello is None:
             return

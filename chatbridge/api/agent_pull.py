@@ -3,6 +3,11 @@
 An agent behind a firewall long-polls for turns (each comes with a lease) and posts its
 answer — any agent → bridge frame of protocol v1 — naming the lease. The turns themselves are
 offered by ``chatbridge.agents.pull.PullBroker``; see there for leases and re-offers.
+
+The token is checked first: a wrong one spends the caller's failed-authentication budget
+(``chatbridge.api.auth_limits``; over it, 429 whatever the token), and only a verified agent's
+requests count against its per-agent rate limits, so a stranger sending a real agent's
+``X-Agent-Id`` cannot get that agent rate limited.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from chatbridge.agents.pull import LeaseExpired, UnknownTurn
+from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import error_responses
 from chatbridge.api.forward import forwarded, to_holder
+from chatbridge.api.ratelimit import client_ip
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.workers import iso
@@ -26,7 +33,7 @@ router = APIRouter(tags=["agents"])
 _AUTH_ERRORS = {
     401: "missing or bad agent token",
     409: "the agent is not configured for http-pull (replies: or http-webhook)",
-    429: "rate limited",
+    429: "rate limited, or too many wrong tokens from this address",
 }
 
 
@@ -62,14 +69,20 @@ async def _agent(
             status_code=401,
         )
     s = bridge.settings
-    if forwarded(request):
+    here = not forwarded(request)  # a forwarded request was checked where it arrived
+    failures = auth_failures(request)
+    if here:
+        await failures.guard("pull", client_ip(request))
+    if not await bridge.verify_agent_token(agent_id, token):
+        if here:
+            await failures.failed("pull", client_ip(request))
+        raise BadInput("unauthorized", "bad agent id or token", status_code=401)
+    if not here:
         pass  # limited on the replica the agent reached
     elif replying:  # streamed chunks are one POST each: their own, larger budget
         await bridge.rate_limiter.hit("agent_reply", s.rate_limit_agent_replies, agent_id)
     else:
         await bridge.rate_limiter.hit("agent", s.rate_limit_agent, agent_id)
-    if not await bridge.verify_agent_token(agent_id, token):
-        raise BadInput("unauthorized", "bad agent id or token", status_code=401)
     agent = await bridge.store.get_agent(agent_id)
     # A webhook agent may answer later on the reply endpoint (its turns are never pulled).
     allowed = ("http-pull", "http-webhook") if replying else ("http-pull",)

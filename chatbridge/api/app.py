@@ -14,6 +14,7 @@ from fastapi import FastAPI, WebSocket
 
 from chatbridge import __version__
 from chatbridge.api import agent_pull, console, management, webchat, webchat_compat, webhooks
+from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.comms import body_limits
 from chatbridge.api.comms import router as comms_router
 from chatbridge.api.comms_webhooks import router as comms_webhooks_router
@@ -84,6 +85,6 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     @app.websocket("/api/ws/agent")
     async def agent_dial_in(websocket: WebSocket) -> None:
         """Agents dial in here (token per agent; see the protocol's ``hello``)."""
-        await the_bridge.hub.handle_dial_in(websocket)
+        await the_bridge.hub.handle_dial_in(websocket, auth_failures(websocket))
 
     return app

@@ -56,6 +56,7 @@ _ERRORS = error_responses(
         401: "missing or wrong admin key",
         403: "not allowed",
         404: "not found",
+        429: "too many wrong admin keys from this address",
     }
 )
 

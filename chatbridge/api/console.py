@@ -3,7 +3,9 @@
 ``GET /console`` without a valid session cookie redirects to ``/console/login``. Logging in
 compares the key with ``CHATBRIDGE_ADMIN_KEY`` in constant time and sets the session cookie of
 :mod:`chatbridge.api.console_auth`; with no admin key set, an empty key is accepted from a
-loopback client only. The page receives its CSRF token in a ``<meta>`` tag of the HTML served
+client on this machine talking to us directly (loopback, no proxy header). Wrong keys spend the
+address's failed-authentication budget (``chatbridge.api.auth_limits``); logging out revokes
+the session on the server. The page receives its CSRF token in a ``<meta>`` tag of the HTML served
 to the logged-in browser, which another origin cannot read (no CORS here, and the cookie is
 SameSite=Strict, so a cross-site request does not even carry it). Every console response
 forbids framing and sets a strict Content-Security-Policy: scripts and styles come from
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import logging
 from importlib import resources
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
@@ -22,20 +25,26 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.console_auth import (
     COOKIE,
     SESSION_SECONDS,
     csrf_token,
+    direct_local,
     issue_session,
+    reached_over_https,
+    revoke_session,
     session_nonce,
 )
+from chatbridge.api.ratelimit import RateLimited, RateLimiter, client_ip
 from chatbridge.config import Settings
 from chatbridge.errors import BadInput
+
+log = logging.getLogger("chatbridge.console")
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 STATIC = resources.files("chatbridge.console") / "static"
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -57,6 +66,15 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.bridge.rate_limiter
+    return limiter
+
+
+async def _nonce(request: Request) -> str | None:
+    return await session_nonce(_settings(request), _limiter(request), request.cookies.get(COOKIE))
+
+
 def _page(name: str, **values: str) -> HTMLResponse:
     """A console page, with ``{{name}}`` placeholders replaced by escaped ``values``."""
     text = (STATIC / name).read_text(encoding="utf-8")
@@ -73,12 +91,21 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def _key_ok(request: Request, sent: str) -> bool:
+async def _key_ok(request: Request, sent: str) -> bool:
+    """Whether ``sent`` is the admin key (no key set: whether the client is ``direct_local``).
+
+    Raises:
+        RateLimited: the address has spent its budget of wrong admin keys.
+    """
     key = _settings(request).admin_key
     if key is None:
-        host = request.client.host if request.client else ""
-        return host in _LOOPBACK
-    return hmac.compare_digest(sent.encode(), key.encode())
+        return direct_local(request)
+    failures = auth_failures(request)
+    await failures.guard("admin", client_ip(request))
+    if hmac.compare_digest(sent.encode(), key.encode()):
+        return True
+    await failures.failed("admin", client_ip(request))
+    return False
 
 
 async def _sent_key(request: Request) -> tuple[str, bool]:
@@ -101,7 +128,7 @@ async def _sent_key(request: Request) -> tuple[str, bool]:
 async def console(request: Request) -> Response:
     """The app for a logged-in operator; otherwise the login page."""
     settings = _settings(request)
-    nonce = session_nonce(settings, request.cookies.get(COOKIE))
+    nonce = await _nonce(request)
     if nonce is None:
         return RedirectResponse("/console/login", status_code=303, headers=PAGE_HEADERS)
     return _page("index.html", csrf=csrf_token(settings, nonce))
@@ -110,7 +137,7 @@ async def console(request: Request) -> Response:
 @router.get("/login")
 async def login_page(request: Request) -> Response:
     settings = _settings(request)
-    if session_nonce(settings, request.cookies.get(COOKIE)) is not None:
+    if await _nonce(request) is not None:
         return RedirectResponse("/console", status_code=303, headers=PAGE_HEADERS)
     hint = "" if settings.admin_key else "No admin key is set: leave it empty (this computer only)."
     return _page("login.html", hint=hint, error="")
@@ -120,13 +147,24 @@ async def login_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Log in with the admin key: JSON ``{"key"}`` → ``{"csrf_token"}``, or a form → the app.
 
-    Sets the session cookie (HttpOnly, SameSite=Strict, Secure over https).
+    Sets the session cookie (HttpOnly, SameSite=Strict, Secure over https). Over the
+    address's budget of wrong keys: 429 with ``Retry-After``, whatever the key.
     """
     if not _same_origin(request):
         raise BadInput("forbidden", "log in from the console's own page", status_code=403)
     key, as_json = await _sent_key(request)
     settings = _settings(request)
-    if not _key_ok(request, key):
+    try:
+        right = await _key_ok(request, key)
+    except RateLimited as exc:
+        if as_json:
+            raise
+        error = f"Too many wrong keys from your address; try again in {exc.retry_after} s."
+        page = _page("login.html", hint="", error=error)
+        page.status_code = 429
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    if not right:
         if as_json:
             raise BadInput("unauthorized", "wrong admin key", status_code=401)
         page = _page("login.html", hint="", error="Wrong admin key.")
@@ -145,21 +183,32 @@ async def login(request: Request) -> Response:
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=reached_over_https(request),
     )
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """Forget the session cookie (harmless to call without one)."""
+    """End the session: its cookie is revoked on the server (a copy of it is refused from now
+    on) and deleted in the browser. Harmless to call without one; 503 if the revocation
+    could not be stored (the session would still be valid)."""
+    try:
+        await revoke_session(_settings(request), _limiter(request), request.cookies.get(COOKIE))
+    except Exception:
+        log.exception("console: logout could not revoke the session")
+        raise BadInput(
+            "revocation_unavailable",
+            "the session could not be revoked (storage unavailable); try again",
+            status_code=503,
+        ) from None
     response: Response
     if request.headers.get("content-type", "").startswith("application/json"):
         response = JSONResponse({"logged_out": True}, headers=PAGE_HEADERS)
     else:
         response = RedirectResponse("/console/login", status_code=303, headers=PAGE_HEADERS)
     response.delete_cookie(
-        COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        COOKIE, path="/", httponly=True, samesite="strict", secure=reached_over_https(request)
     )
     return response
 

@@ -4,6 +4,10 @@ The ``limits`` library does the counting (sliding-window counters, in memory by 
 in Redis when ``CHATBRIDGE_REDIS_URL`` is set so every replica shares them). Limits are
 strings in its notation (``"30/minute"``), one setting each; the defaults let a visitor
 chat at typing speed and a 5-second poller poll forever.
+
+The same storage also keeps the failed-authentication budgets (``chatbridge.api.auth_limits``)
+and the console's revoked sessions (``chatbridge.api.console_auth``): short-lived counters that
+every replica must see.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class RateLimiter:
             uri = settings.redis_url.replace("redis://", "async+redis://", 1).replace(
                 "rediss://", "async+rediss://", 1
             )
-            storage = RedisStorage(uri, implementation="redispy", key_prefix="chatbridge-rl")
+            prefix = f"{settings.redis_prefix}-rl"
+            storage = RedisStorage(uri, implementation="redispy", key_prefix=prefix)
         else:
             storage = MemoryStorage()
         self.storage = storage
@@ -86,6 +91,31 @@ class RateLimiter:
             log.exception("rate limiter unavailable; letting the request through")
             return
         raise RateLimited(scope, max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def exhausted(self, scope: str, limit: str, key: str) -> int | None:
+        """Seconds until ``key`` may spend again under ``limit`` when its budget is spent,
+        else None. Counts nothing, and works whether or not request rate limits are enabled
+        (budgets that guard credentials are not switched off with them)."""
+        if self._closed:
+            return None
+        item = parse(limit)
+        try:
+            if await self._limiter.test(item, scope, key):
+                return None
+            stats = await self._limiter.get_window_stats(item, scope, key)
+        except Exception:
+            log.exception("rate limiter unavailable; not enforcing %s", scope)
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def spend(self, scope: str, limit: str, key: str) -> None:
+        """Count one against ``key``'s budget under ``limit`` (see ``exhausted``)."""
+        if self._closed:
+            return
+        try:
+            await self._limiter.hit(parse(limit), scope, key)
+        except Exception:
+            log.exception("rate limiter unavailable; %s not counted", scope)
 
 
 def client_ip(conn: HTTPConnection) -> str:

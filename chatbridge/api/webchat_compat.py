@@ -14,6 +14,20 @@ the unmodified plugin and widget work against the bridge. Behind it there is no 
   fallback. ``webchat_mark_on_read`` offers each message once.
 - ``responses`` is the agent side of the session's history.
 
+Safe by default, unlike the PHP original:
+
+- **Off unless both keys are set** (``WEB_CHAT_API_KEY`` and ``WEB_CHAT_ADMIN_KEY``, at least
+  16 characters, different, never the PHP defaults ``YOUR_WEB_CHAT_API_KEY`` / ``free0ps``).
+  Off, every action is refused with 404 in the API's envelope and nothing is read or written.
+- **Its own inbox only.** The actions see the sessions of ``webchat_compat_inbox_id`` and
+  nothing else: a native widget session of another inbox is unknown here.
+- **No key material out.** ``config`` GET masks the keys; ``config`` POST refuses weak ones.
+- **Nothing written by a stranger's GET.** ``responses`` of an unknown session is an empty
+  list (the session is created by the first ``messages``); the route to the pull agent is
+  created at start-up (``Bridge.ensure_webchat_compat_route``), never by a request.
+- **Failed-key budget** per client address (``chatbridge.api.auth_limits``): over it, 429
+  with ``Retry-After`` whatever the key.
+
 Every answer, refusals included, is built here (``application/json; charset=utf-8`` plus the
 contract's CORS headers): nothing reaches the app's own error envelope.
 """
@@ -36,11 +50,12 @@ from starlette.requests import ClientDisconnect
 
 from chatbridge.agents.base import AgentOutcome
 from chatbridge.agents.pull import Offer, PullBroker
+from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import BodyTooLarge
 from chatbridge.api.forward import forwarded, to_holder
 from chatbridge.api.ratelimit import RateLimited, client_ip
 from chatbridge.api.webchat import _service
-from chatbridge.config import Settings
+from chatbridge.config import WEAK_WEB_CHAT_KEYS, Settings, check_secret
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.records import DeliverySpec, MessageRecord
@@ -63,6 +78,10 @@ JSON_TYPE = "application/json; charset=utf-8"
 MAX_TEXT_BYTES = 10_000
 REPLY_WAIT_SECONDS = 10.0
 PAGE = 500
+KEY_MASK = "********"
+DISABLED = (
+    "Web chat action API is disabled: set WEB_CHAT_API_KEY and WEB_CHAT_ADMIN_KEY to enable it"
+)
 
 
 # ------------------------------------------------------------------------------ envelope
@@ -197,11 +216,19 @@ class Call:
         return str(self.settings.webchat_compat_agent_id)
 
     @property
+    def inbox_id(self) -> int:
+        return self.settings.webchat_compat_inbox_id
+
+    def ours(self, session: WebchatSession | None) -> WebchatSession | None:
+        """The session if it belongs to the action API's inbox; None for any other."""
+        return session if session is not None and session.inbox_id == self.inbox_id else None
+
+    @property
     def pull(self) -> PullBroker:
         return self.bridge.hub.pull
 
 
-def _bearer_matches(header: str | None, key: str) -> bool:
+def _bearer_matches(header: str | None, key: str | None) -> bool:
     if not header or not key or not header.startswith("Bearer "):
         return False
     given = header[len("Bearer ") :].encode("latin-1", "replace")
@@ -214,6 +241,9 @@ def _check_session_id(session_id: str) -> None:
 
 
 async def _active_session(call: Call, session_id: str) -> WebchatSession:
+    session = await call.svc.store.get_session(session_id, timeout=call.svc.timeout)
+    if call.ours(session) is None:
+        raise Refusal(400, "Invalid or expired session")
     session = await call.svc.store.get_session(session_id, timeout=call.svc.timeout, touch=True)
     if session is None:
         raise Refusal(400, "Invalid or expired session")
@@ -264,6 +294,9 @@ async def act_messages(call: Call) -> Response:
     if text is None or not text_ok(text):
         raise Refusal(400, "Invalid message")
     await call.limit("webchat_message_session", s.rate_limit_messages_session, session_id)
+    existing = await call.svc.store.get_session(session_id)
+    if existing is not None and call.ours(existing) is None:
+        raise Refusal(400, "Invalid session ID")  # a session of another inbox: not ours
     posted = await call.svc.post(
         session_id,
         text,
@@ -289,7 +322,6 @@ async def act_inbox(call: Call) -> Response:
     limit = max(0, min(php_int(call.param("limit"), 50), 100))
     offset = max(0, php_int(call.param("offset"), 0))
     since = parse_since(call.param("since"))
-    await call.bridge.ensure_webchat_compat_route()
     call.pull.take(call.agent_id, 0)  # leases nothing; records that the agent polled
     now = time.time()
     entries: list[tuple[Offer, dict[str, Any]]] = [
@@ -391,11 +423,12 @@ async def act_responses(call: Call) -> Response:
         raise Refusal(400, "Missing session_id parameter")
     _check_session_id(session_id)
     since = parse_since(call.param("since"))
-    session = await call.svc.store.get_session(session_id, timeout=call.svc.timeout, touch=True)
+    session = call.ours(await call.svc.store.get_session(session_id, timeout=call.svc.timeout))
     if session is None:
-        session, _ = await call.svc.open(
-            session_id, inbox_id=call.settings.webchat_compat_inbox_id, ip=call.ip
-        )
+        # Nothing to show yet; the first ``messages`` creates the session. (The PHP original
+        # created it here, so any GET from anyone wrote a row.)
+        return success({"session_id": session_id, "responses": []})
+    await call.svc.store.get_session(session_id, timeout=call.svc.timeout, touch=True)
     rows = await _history(call, session.uid, since if isinstance(since, float) else None)
     asked: dict[int, str] = {m.turn_id: m.id for m in rows if m.direction == "in" and m.turn_id}
     out = []
@@ -446,7 +479,10 @@ async def act_sessions(call: Call) -> Response:
     offset = max(0, php_int(call.param("offset"), 0))
     active = (call.param("active") or "true") == "true"
     summaries, total = await call.svc.store.list_sessions(
-        active_within=call.svc.timeout if active else None, limit=limit, offset=offset
+        active_within=call.svc.timeout if active else None,
+        limit=limit,
+        offset=offset,
+        inbox_id=call.inbox_id,
     )
     return success(
         {
@@ -468,7 +504,7 @@ async def act_session_messages(call: Call) -> Response:
     if not session_id:
         raise Refusal(400, "Session ID required")
     _check_session_id(session_id)
-    session = await call.svc.store.get_session(session_id)
+    session = call.ours(await call.svc.store.get_session(session_id))
     if session is None:
         raise Refusal(404, "Session not found")
     rows = await _history(call, session.uid)
@@ -500,7 +536,20 @@ async def act_session_messages(call: Call) -> Response:
     )
 
 
+def weak_key_reason(name: str, key: str) -> str | None:
+    """Why ``key`` may not be the action API's ``name`` key, or None if it may."""
+    if key in WEAK_WEB_CHAT_KEYS:
+        return f"{name} is a published default key; choose your own"
+    try:
+        check_secret(name, key)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 async def act_config(call: Call) -> Response:
+    """GET: the session timeout, and the keys masked (never their value). POST: new keys,
+    in this process only, refused with 422 when weak (short, a PHP default, or equal)."""
     s = call.settings
     method = call.request.method
     if method == "GET":
@@ -508,8 +557,8 @@ async def act_config(call: Call) -> Response:
         return success(
             {
                 "session_timeout": int(timeout) if float(timeout).is_integer() else timeout,
-                "api_key": s.web_chat_api_key,
-                "admin_key": s.web_chat_admin_key,
+                "api_key": KEY_MASK,
+                "admin_key": KEY_MASK,
             }
         )
     if method != "POST":
@@ -518,6 +567,12 @@ async def act_config(call: Call) -> Response:
     api_key, admin_key = clean(body.get("api_key")), clean(body.get("admin_key"))
     if not api_key or not admin_key:
         raise Refusal(400, "Missing required fields")
+    for name, key in (("api_key", api_key), ("admin_key", admin_key)):
+        reason = weak_key_reason(name, key)
+        if reason is not None:
+            raise Refusal(422, reason)
+    if api_key == admin_key:
+        raise Refusal(422, "api_key and admin_key must differ")
     # In this process only: the environment sets them again at the next start.
     s.web_chat_api_key = api_key
     s.web_chat_admin_key = admin_key
@@ -526,23 +581,26 @@ async def act_config(call: Call) -> Response:
 
 
 async def act_cleanup(call: Call) -> Response:
-    n = await call.svc.store.delete_expired_sessions(call.svc.timeout)
+    n = await call.svc.store.delete_expired_sessions(call.svc.timeout, inbox_id=call.inbox_id)
     return success({"cleaned_count": n, "message": f"Cleaned up {n} inactive sessions"})
 
 
 async def act_clear_data(call: Call) -> Response:
-    """Forget every web chat session. Their messages are conversation history of the bridge
-    and stay (the management API deletes conversations); ``remaining_data`` says so."""
+    """Forget every session of the action API's inbox (other inboxes' sessions are not its
+    own). Their messages are conversation history of the bridge and stay (the management API
+    deletes conversations); ``remaining_data`` says so."""
     summaries: list[Any] = []
     while True:
         chunk, _ = await call.svc.store.list_sessions(
-            active_within=None, limit=PAGE, offset=len(summaries)
+            active_within=None, limit=PAGE, offset=len(summaries), inbox_id=call.inbox_id
         )
         summaries.extend(chunk)
         if len(chunk) < PAGE:
             break
-    await call.svc.store.clear_webchat()
-    _, sessions_left = await call.svc.store.list_sessions(active_within=None, limit=1, offset=0)
+    await call.svc.store.clear_webchat(inbox_id=call.inbox_id)
+    _, sessions_left = await call.svc.store.list_sessions(
+        active_within=None, limit=1, offset=0, inbox_id=call.inbox_id
+    )
     return success(
         {
             "message": "All data cleared successfully",
@@ -606,24 +664,42 @@ _BAD_INPUT = {
 }
 
 
-def _authorize(call: Call, auth: Auth) -> None:
+async def _authorize(call: Call, auth: Auth) -> None:
+    """Check the action's key. A wrong one (a header was sent) spends the caller's budget;
+    over it, 429 before the key is even compared."""
+    if auth is None:
+        return
     header = call.request.headers.get("authorization")
     s = call.settings
-    if auth == "api" and not _bearer_matches(header, s.web_chat_api_key):
-        raise Refusal(401, "Invalid or missing API key")
-    if auth == "admin" and not _bearer_matches(header, s.web_chat_admin_key):
-        raise Refusal(401, "Invalid or missing admin key")
+    failures = auth_failures(call.request)
+    here = not forwarded(call.request)  # a forwarded call was checked where it arrived
+    if here:
+        wait = await failures.retry_after("action_api", call.ip)
+        if wait is not None:
+            raise Refusal(
+                429, "Too many failed authentication attempts", {"Retry-After": str(wait)}
+            )
+    key = s.web_chat_api_key if auth == "api" else s.web_chat_admin_key
+    if _bearer_matches(header, key):
+        return
+    if header and here:
+        await failures.failed("action_api", call.ip)
+    raise Refusal(
+        401, "Invalid or missing API key" if auth == "api" else "Invalid or missing admin key"
+    )
 
 
 async def action_api(request: Request) -> Response:
     """``/api/v1/?action=…``: route on ``action``, check method and key, run the action."""
     if request.method == "OPTIONS":
         return _json(200, None)
+    bridge: Bridge = request.app.state.bridge
+    if not bridge.settings.webchat_compat_enabled:
+        return failure(404, DISABLED)
     name = request.query_params.get("action") or ""
     action = ACTIONS.get(name)
     if action is None:
         return failure(400, "Invalid action")
-    bridge: Bridge = request.app.state.bridge
     call = Call(request, bridge, _service(bridge), client_ip(request))
     try:
         if action.method is not None and request.method != action.method:
@@ -631,10 +707,9 @@ async def action_api(request: Request) -> Response:
         scope, setting = action.limit
         if not forwarded(request):  # a forwarded call was limited where it arrived
             await call.limit(scope, getattr(call.settings, setting), call.ip)
-        _authorize(call, action.auth)
+        await _authorize(call, action.auth)
         if bridge.cluster is not None and name in ("inbox", "outbox"):
             # They act on the pull agent's offers, which live on the replica holding it.
-            await bridge.ensure_webchat_compat_route()
             elsewhere = await to_holder(request, bridge, call.agent_id)
             if elsewhere is not None:
                 return elsewhere

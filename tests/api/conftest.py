@@ -10,8 +10,8 @@ import pytest
 from tests.api.live import Live, live_stack
 from tests.conftest import _pg_dsn_for, _reset_pg_schema, _run
 
-SECRET = "webhook-secret"
-ADMIN_KEY = "k"
+SECRET = "webhook-secret-0123"
+ADMIN_KEY = "test-admin-key-0123"
 
 
 def module_database_url(

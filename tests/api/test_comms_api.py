@@ -18,7 +18,7 @@ from chatbridge.testing.servers import serve_app
 from tests.comms.fake_transcriber import create_fake_transcriber
 from tests.e2e.harness import Stack, running_stack, wait_until
 
-AUTH = {"Authorization": "Bearer k"}
+AUTH = {"Authorization": "Bearer test-admin-key-0123"}
 CUSTOMER = {
     "id": 77,
     "name": "Asha Rao",
@@ -29,7 +29,9 @@ CUSTOMER = {
 
 @asynccontextmanager
 async def comms_stack(url: str, **kw: Any) -> AsyncIterator[Stack]:
-    async with running_stack(url, webchat=True, admin_key="k", delay=0, **kw) as s:
+    async with running_stack(
+        url, webchat=True, admin_key="test-admin-key-0123", delay=0, **kw
+    ) as s:
         s.http.headers.update(AUTH)
         yield s
 

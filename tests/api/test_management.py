@@ -19,7 +19,7 @@ from chatbridge.testing.mock_chatwoot import TriggerRequest
 from tests.api.conftest import NO_KEEPALIVE
 from tests.e2e.harness import Stack, running_stack, wait_until
 
-AUTH = {"Authorization": "Bearer k", **NO_KEEPALIVE}
+AUTH = {"Authorization": "Bearer test-admin-key-0123", **NO_KEEPALIVE}
 PROTECTED = [
     ("GET", "/agents/status"),
     ("GET", "/config/mappings"),
@@ -63,7 +63,10 @@ def mapping(inbox_id: int, stack: Stack, **extra: Any) -> dict[str, Any]:
 
 
 async def test_probes_are_open_and_the_admin_key_guards_everything_else(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, admin_key="k") as s:
+    # many wrong keys on purpose: the failed-key budget is raised (test_auth_limits proves it)
+    async with running_stack(
+        sqlite_url, admin_key="test-admin-key-0123", auth_failure_limit="1000/minute"
+    ) as s:
         health = await s.http.get("/health")
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         ready = await s.http.get("/ready")
@@ -76,7 +79,7 @@ async def test_probes_are_open_and_the_admin_key_guards_everything_else(sqlite_u
                 {"Authorization": "Bearer wrong"},
                 {"Authorization": "Bearer k2"},
                 {"Authorization": "Basic k"},
-                {"Authorization": "k"},
+                {"Authorization": "test-admin-key-0123"},
             ):
                 r = await s.http.request(
                     method, path, headers={**headers, **NO_KEEPALIVE}, json=mapping(2, s)
@@ -110,7 +113,7 @@ async def test_without_a_key_only_loopback_clients_are_let_in(sqlite_url: str) -
 async def test_agents_status_reports_the_connection_the_breaker_and_latency(
     sqlite_url: str,
 ) -> None:
-    async with running_stack(sqlite_url, admin_key="k", delay=0.0) as s:
+    async with running_stack(sqlite_url, admin_key="test-admin-key-0123", delay=0.0) as s:
         await s.say("hello")
         await s.wait_replies(1)
         await s.idle()
@@ -165,7 +168,7 @@ INVALID_MAPPINGS: dict[str, tuple[Any, str]] = {
 
 
 async def test_mappings_can_be_listed_created_changed_and_deleted(database_url: str) -> None:
-    async with running_stack(database_url, admin_key="k") as s:
+    async with running_stack(database_url, admin_key="test-admin-key-0123") as s:
         listed = (await s.http.get("/config/mappings", headers=AUTH)).json()["mappings"]
         assert [(m["inbox_id"], m["agent_id"]) for m in listed] == [(1, "agent1")]
         assert listed[0]["agent_config"]["websocket_url"] == f"ws://127.0.0.1:{s.agent_port}"
@@ -249,7 +252,7 @@ async def test_mappings_can_be_listed_created_changed_and_deleted(database_url: 
         await s.idle()
 
     # the routes live in the database: a new process on it has them
-    async with running_stack(database_url, admin_key="k") as s:
+    async with running_stack(database_url, admin_key="test-admin-key-0123") as s:
         listed = (await s.http.get("/config/mappings", headers=AUTH)).json()["mappings"]
         assert [(m["inbox_id"], m["fallback_text"]) for m in listed] == [
             (1, None),
@@ -264,7 +267,7 @@ async def test_mappings_can_be_listed_created_changed_and_deleted(database_url: 
 
 
 async def test_a_dead_letter_is_listed_and_retried(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, admin_key="k", delay=0.0) as s:
+    async with running_stack(sqlite_url, admin_key="test-admin-key-0123", delay=0.0) as s:
         # Chatwoot answers 404 for the conversation (a permanent error): the reply dead-letters.
         payload, _ = s.mock.build_event(
             "message_created", TriggerRequest(conversation_id=7, content="lost", inbox_id=1)
@@ -303,7 +306,7 @@ async def test_a_dead_letter_is_listed_and_retried(sqlite_url: str) -> None:
 
 
 async def test_metrics_are_prometheus_text(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, admin_key="k", delay=0.0) as s:
+    async with running_stack(sqlite_url, admin_key="test-admin-key-0123", delay=0.0) as s:
         await s.say("count me")
         await s.wait_replies(1)
         await s.idle()
@@ -371,7 +374,7 @@ async def test_the_openapi_document_describes_the_api_and_nothing_else(sqlite_ur
 
 
 async def test_a_dead_letter_can_be_discarded_and_is_never_sent(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, admin_key="k", delay=0.0) as s:
+    async with running_stack(sqlite_url, admin_key="test-admin-key-0123", delay=0.0) as s:
         payload, _ = s.mock.build_event(
             "message_created", TriggerRequest(conversation_id=8, content="gone", inbox_id=1)
         )

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from chatbridge.api.ratelimit import RateLimited, RateLimiter
-from chatbridge.config import Settings
+from chatbridge.config import AgentConfig, InboxMapping, Settings
 from tests.e2e.harness import running_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -50,15 +50,24 @@ async def test_session_creation_is_limited_per_ip(sqlite_url: str) -> None:
         assert codes == [200, 200, 429]
 
 
-async def test_pull_agents_are_limited_per_agent(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, rate_limit_agent="2/minute") as s:
-        headers = {"Authorization": "Bearer nope", "X-Agent-Id": "puller"}
-        codes = [
-            (await s.http.get("/api/agent/turns", params={"wait": 0}, headers=headers)).status_code
-            for _ in range(3)
-        ]
-        # counted before the token check, so guessing tokens is limited too
-        assert codes == [401, 401, 429]
+async def test_pull_agents_are_limited_per_agent_counting_only_their_own_polls(
+    sqlite_url: str,
+) -> None:
+    token = "puller-token-0123456"
+    async with running_stack(sqlite_url, transport="ws-dial-in", rate_limit_agent="2/minute") as s:
+        puller = AgentConfig(agent_id="puller", transport="http-pull", token=token)
+        await s.bridge.save_mapping(InboxMapping(inbox_id=1, agent_config=puller))
+
+        async def poll(with_token: str) -> int:
+            headers = {"Authorization": f"Bearer {with_token}", "X-Agent-Id": "puller"}
+            r = await s.http.get("/api/agent/turns", params={"wait": 0}, headers=headers)
+            return r.status_code
+
+        # A stranger naming the agent is refused and spends nothing of the agent's budget
+        # (its wrong tokens spend its own address's budget: test_auth_limits) …
+        assert [await poll("not-the-token-at-all") for _ in range(3)] == [401, 401, 401]
+        # … so the agent still gets its two polls a minute, and only then 429.
+        assert [await poll(token) for _ in range(3)] == [200, 200, 429]
 
 
 async def test_default_limits_never_block_normal_use() -> None:

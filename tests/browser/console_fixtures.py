@@ -19,7 +19,7 @@ from chatbridge.config import AgentConfig, InboxMapping
 from tests.browser.widget_site import SCREENSHOTS, widget_agent
 from tests.e2e.harness import Stack, running_stack
 
-ADMIN_KEY = "k"
+ADMIN_KEY = "test-admin-key-0123"
 CONSOLE_VIEWPORT = {"width": 1440, "height": 860}
 
 __all__ = [

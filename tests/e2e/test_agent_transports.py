@@ -53,8 +53,8 @@ async def test_dial_in_agent_with_route_token_answers(sqlite_url: str) -> None:
         sqlite_url,
         agent=echo_agent(),
         transport="ws-dial-in",
-        route_token="s3cret",
-        dial_token="s3cret",
+        route_token="s3cret-token-0123456",
+        dial_token="s3cret-token-0123456",
     ) as s:
         await s.say("Hello over dial-in")
         assert await s.wait_replies(1) == ["Echo: Hello over dial-in"]
@@ -70,8 +70,8 @@ async def test_dial_in_agent_with_token_from_settings_answers(sqlite_url: str) -
         sqlite_url,
         agent=echo_agent(),
         transport="ws-dial-in",
-        agent_tokens={"agent1": "from-env"},
-        dial_token="from-env",
+        agent_tokens={"agent1": "from-env-token-0123456"},
+        dial_token="from-env-token-0123456",
     ) as s:
         await s.say("token from CHATBRIDGE_AGENT_TOKENS")
         assert await s.wait_replies(1) == ["Echo: token from CHATBRIDGE_AGENT_TOKENS"]
@@ -79,18 +79,22 @@ async def test_dial_in_agent_with_token_from_settings_answers(sqlite_url: str) -
 
 @pytest.mark.parametrize(
     ("agent_id", "token"),
-    [("agent1", "wrong"), ("agent1", "from-env"), ("stranger", "s3cret")],
+    [
+        ("agent1", "wrong"),
+        ("agent1", "from-env-token-0123456"),
+        ("stranger", "s3cret-token-0123456"),
+    ],
     ids=["wrong-token", "another-agents-token", "unknown-agent"],
 )
 async def test_dial_in_with_a_bad_token_is_refused(
     sqlite_url: str, agent_id: str, token: str
 ) -> None:
-    # agent1's token is s3cret (route); "from-env" belongs to agent2 in CHATBRIDGE_AGENT_TOKENS
+    # agent1's token is s3cret-… (route); "from-env-…" is agent2's (CHATBRIDGE_AGENT_TOKENS)
     async with running_stack(
         sqlite_url,
         transport="ws-dial-in",
-        route_token="s3cret",
-        agent_tokens={"agent2": "from-env"},
+        route_token="s3cret-token-0123456",
+        agent_tokens={"agent2": "from-env-token-0123456"},
     ) as s:
         agent = echo_agent(agent_id)
         with pytest.raises(HelloRejected) as refused:
@@ -105,7 +109,9 @@ async def test_dial_in_with_a_bad_token_is_refused(
 
 
 async def test_raw_hello_with_a_bad_token_gets_hello_error_and_1008(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, transport="ws-dial-in", route_token="s3cret") as s:
+    async with running_stack(
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456"
+    ) as s:
         async with connect(s.ws_url) as ws:
             await ws.send(json.dumps({"type": "hello", "agent_id": "agent1", "token": "nope"}))
             answer = json.loads(await ws.recv())
@@ -131,8 +137,8 @@ async def test_dial_in_resume_answers_a_turn_in_flight_exactly_once(sqlite_url: 
         sqlite_url,
         agent=agent,
         transport="ws-dial-in",
-        route_token="s3cret",
-        dial_token="s3cret",
+        route_token="s3cret-token-0123456",
+        dial_token="s3cret-token-0123456",
         timeout_seconds=20,
     ) as s:
         await s.say("before")
@@ -175,12 +181,16 @@ async def test_dial_in_answer_finished_while_disconnected_is_posted_once(
         return f"got {turn.content}"
 
     async with running_stack(
-        sqlite_url, agent=agent, transport="ws-dial-in", route_token="s3cret", timeout_seconds=20
+        sqlite_url,
+        agent=agent,
+        transport="ws-dial-in",
+        route_token="s3cret-token-0123456",
+        timeout_seconds=20,
     ) as s:
         # The agent also serves (as ``Agent.run(dial_in=…, serve=…)`` does), so its running
         # handlers outlive the dial-in session: the SDK cancels them once no mode is running.
         async with agent.serving("127.0.0.1", 0):
-            async with dialing_in(agent, s.ws_url, "s3cret"):
+            async with dialing_in(agent, s.ws_url, "s3cret-token-0123456"):
                 await s.agent_connected()
                 await s.say("in flight")
                 await wait_until(lambda: calls == ["in flight"])
@@ -188,7 +198,7 @@ async def test_dial_in_answer_finished_while_disconnected_is_posted_once(
             release.set()  # the handler finishes while the agent is not connected …
             await wait_until(lambda: finished)
             assert s.replies() == []
-            async with dialing_in(agent, s.ws_url, "s3cret"):  # … and comes back
+            async with dialing_in(agent, s.ws_url, "s3cret-token-0123456"):  # … and comes back
                 assert await s.wait_replies(1) == ["got in flight"]
                 await s.idle()
         assert s.replies() == ["got in flight"]
@@ -212,7 +222,11 @@ async def test_widget_and_created_events_reach_the_agent_and_its_greeting_is_pos
         return None
 
     async with running_stack(
-        sqlite_url, agent=agent, transport="ws-dial-in", route_token="s3cret", dial_token="s3cret"
+        sqlite_url,
+        agent=agent,
+        transport="ws-dial-in",
+        route_token="s3cret-token-0123456",
+        dial_token="s3cret-token-0123456",
     ) as s:
         widget = await s.event("webwidget_triggered", conv=1, delivery_id="d-widget-1")
         assert widget["response"]["status"] == "forwarded"
@@ -242,7 +256,9 @@ async def test_widget_and_created_events_reach_the_agent_and_its_greeting_is_pos
 
 
 async def test_event_with_the_agent_offline_is_stored_not_lost(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, transport="ws-dial-in", route_token="s3cret") as s:
+    async with running_stack(
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456"
+    ) as s:
         r = await s.event("conversation_created", conv=4)
         assert r["status_code"] == 200
         assert r["response"]["status"] == "stored"
@@ -310,9 +326,9 @@ async def test_resume_resends_a_lost_turn_sent_after_a_higher_seq(sqlite_url: st
     turn waits for its first while later turns of other conversations are sent. So a
     ``resume_from`` above a turn's ``seq`` does not prove the agent got it; its ``ack`` does."""
     async with running_stack(
-        sqlite_url, transport="ws-dial-in", route_token="s3cret", timeout_seconds=20
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456", timeout_seconds=20
     ) as s:
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret") as raw:
+        async with raw_dial_in(s.ws_url, "agent1", "s3cret-token-0123456") as raw:
             await s.agent_connected()
             await s.say("first", conv=1)
             first = await raw.recv("user_message")
@@ -327,7 +343,9 @@ async def test_resume_resends_a_lost_turn_sent_after_a_higher_seq(sqlite_url: st
             second = await raw.recv("user_message")
             assert second["content"] == "second" and second["seq"] < other["seq"]
             # the connection dies with "second" on the wire: never acked, never seen
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret", resume_from=other["seq"]) as raw:
+        async with raw_dial_in(
+            s.ws_url, "agent1", "s3cret-token-0123456", resume_from=other["seq"]
+        ) as raw:
             again = await raw.recv("user_message")
             assert again["message_id"] == second["message_id"]
             await raw.send({"type": "ack", "seq": again["seq"]})
@@ -340,14 +358,16 @@ async def test_resume_resends_a_lost_turn_sent_after_a_higher_seq(sqlite_url: st
 
 async def test_resume_does_not_resend_turns_the_agent_acknowledged(sqlite_url: str) -> None:
     async with running_stack(
-        sqlite_url, transport="ws-dial-in", route_token="s3cret", timeout_seconds=20
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456", timeout_seconds=20
     ) as s:
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret") as raw:
+        async with raw_dial_in(s.ws_url, "agent1", "s3cret-token-0123456") as raw:
             await s.agent_connected()
             await s.say("held", conv=1)
             held = await raw.recv("user_message")
             await raw.send({"type": "ack", "seq": held["seq"]})
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret", resume_from=held["seq"]) as raw:
+        async with raw_dial_in(
+            s.ws_url, "agent1", "s3cret-token-0123456", resume_from=held["seq"]
+        ) as raw:
             await s.say("fresh", conv=2)
             fresh = await raw.recv("user_message")
             assert fresh["content"] == "fresh"  # "held" was not sent again before it
@@ -362,8 +382,10 @@ async def test_resume_does_not_resend_turns_the_agent_acknowledged(sqlite_url: s
 async def test_proactive_message_and_typing_into_a_human_conversation_are_kept_quiet(
     sqlite_url: str,
 ) -> None:
-    async with running_stack(sqlite_url, transport="ws-dial-in", route_token="s3cret") as s:
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret") as raw:
+    async with running_stack(
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456"
+    ) as s:
+        async with raw_dial_in(s.ws_url, "agent1", "s3cret-token-0123456") as raw:
             await s.agent_connected()
             # conversation 1: a human took it over; conversation 2: the bot owns it
             took = await s.say(
@@ -395,8 +417,10 @@ async def test_proactive_message_and_typing_into_a_human_conversation_are_kept_q
 
 
 async def test_proactive_message_to_an_unknown_conversation_is_dropped(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, transport="ws-dial-in", route_token="s3cret") as s:
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret") as raw:
+    async with running_stack(
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456"
+    ) as s:
+        async with raw_dial_in(s.ws_url, "agent1", "s3cret-token-0123456") as raw:
             await raw.send(
                 {"type": "agent_message", "conversation_id": "c_nope", "content": "hello?"}
             )
@@ -408,13 +432,17 @@ async def test_proactive_message_to_an_unknown_conversation_is_dropped(sqlite_ur
 
 
 async def test_an_agent_cannot_write_into_another_agents_conversation(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, transport="ws-dial-in", route_token="s3cret") as s:
-        other_agent = AgentConfig(agent_id="agent2", transport="ws-dial-in", token="other")
+    async with running_stack(
+        sqlite_url, transport="ws-dial-in", route_token="s3cret-token-0123456"
+    ) as s:
+        other_agent = AgentConfig(
+            agent_id="agent2", transport="ws-dial-in", token="other-token-0123456"
+        )
         await s.bridge.save_mapping(InboxMapping(inbox_id=2, agent_config=other_agent))
         await s.mock.trigger("conversation_created", TriggerRequest(conversation_id=7, inbox_id=2))
         theirs = await s.bridge.store.find_conversation("chatwoot", "1:7")
         assert theirs is not None and theirs.owner == "bot"
-        async with raw_dial_in(s.ws_url, "agent1", "s3cret") as raw:
+        async with raw_dial_in(s.ws_url, "agent1", "s3cret-token-0123456") as raw:
             await raw.send({"type": "typing", "conversation_id": theirs.id, "on": True})
             await raw.send(
                 {"type": "agent_message", "conversation_id": theirs.id, "content": "Buy now!"}
@@ -494,8 +522,8 @@ async def test_circuit_breaker_opens_fails_fast_and_lets_a_trial_through(sqlite_
         sqlite_url,
         agent=agent,
         transport="ws-dial-in",
-        route_token="s3cret",
-        dial_token="s3cret",
+        route_token="s3cret-token-0123456",
+        dial_token="s3cret-token-0123456",
         mapping={"fallback_text": "Fallback"},
         breaker_failure_threshold=2,
         breaker_reset_seconds=1.5,
@@ -540,14 +568,18 @@ async def test_agents_status_follows_connection_in_flight_turns_and_latency(
         return f"ok {turn.content}"
 
     async with running_stack(
-        sqlite_url, agent=agent, transport="ws-dial-in", route_token="s3cret", timeout_seconds=20
+        sqlite_url,
+        agent=agent,
+        transport="ws-dial-in",
+        route_token="s3cret-token-0123456",
+        timeout_seconds=20,
     ) as s:
         before = await s.agent_status()
         assert before["connected"] is False
         assert before["inboxes"] == [{"channel": "chatwoot", "inbox_id": 1}]
         assert (before["in_flight_turns"], before["latency_ms_p50"]) == (0, None)
 
-        async with dialing_in(agent, s.ws_url, "s3cret"):
+        async with dialing_in(agent, s.ws_url, "s3cret-token-0123456"):
             await s.agent_connected()
             assert (await s.agent_status())["connected"] is True
 

@@ -23,7 +23,7 @@ from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.testing.mock_agent import HANDOFF_TEXT, build_mock_agent
 from tests.e2e.harness import Stack, running_stack, wait_until
 
-PULL_TOKEN = "pull-secret"
+PULL_TOKEN = "pull-secret-0123456"
 HEADERS = {"Authorization": f"Bearer {PULL_TOKEN}", "X-Agent-Id": "agent1"}
 
 
@@ -282,9 +282,13 @@ async def test_the_pull_agent_command_answers_over_the_native_api(sqlite_url: st
     reason="the action API (chatbridge/api/webchat_compat.py) is not written yet",
 )
 async def test_the_pull_agent_command_answers_over_the_action_api(sqlite_url: str) -> None:
-    key = "compat-key"
+    key = "compat-key-0123456"
     async with running_stack(
-        sqlite_url, transport="ws-dial-in", web_chat_api_key=key, rate_limit_enabled=False
+        sqlite_url,
+        transport="ws-dial-in",
+        web_chat_api_key=key,
+        web_chat_admin_key="compat-admin-key-0123456",
+        rate_limit_enabled=False,
     ) as s:
 
         async def say(text: str) -> None:

@@ -33,7 +33,7 @@ from tests.e2e.harness import FAST, TOKEN, agent_ws_url, dialing_in, wait_until
 
 REDIS_URL = os.environ.get("CHATBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN = "admin-key-for-tests"
-AGENT_TOKEN = "agent-token"
+AGENT_TOKEN = "agent-token-0123456"
 SLOW_POLL = {**FAST, "poll_interval": 10.0}
 
 
