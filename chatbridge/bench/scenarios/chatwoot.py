@@ -32,7 +32,7 @@ from chatbridge.testing.chatwoot_state import MockChatwoot, TriggerRequest
 AGENT_ID = "bench-agent"
 API_TOKEN = "bench-api-token"
 WEBHOOK_SECRET = "bench-webhook-secret"
-ADMIN_KEY = "bench-admin-key"
+ADMIN_KEY = "bench-admin-key-0123"
 
 _CONTENT = "__BENCH_CONTENT__"
 _MESSAGE_ID = 987654321012345  # a number that appears nowhere else in a payload

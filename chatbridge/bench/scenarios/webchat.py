@@ -29,7 +29,7 @@ from chatbridge.bench.scenarios.base import Request, Stack, StackContext, stored
 from chatbridge.bench.widgets import raise_open_files_limit
 
 AGENT_ID = "bench-agent"
-ADMIN_KEY = "bench-admin-key"
+ADMIN_KEY = "bench-admin-key-0123"
 INBOX_ID = 1
 OPEN_CONCURRENCY = 32
 UNLIMITED = "1000000/second"
