@@ -165,6 +165,9 @@ class StoreBase:
                 # No pre-ping: it costs a round trip per transaction; recycle instead, and a
                 # dead connection fails one transaction, which the workers retry.
                 kwargs["pool_recycle"] = 300
+                # An unreachable server must fail a connect in seconds, not asyncpg's 60, so
+                # workers back off and /ready reports it while the database is away.
+                kwargs["connect_args"] = {"timeout": 10}
             # On SQLite this async engine serves only outside readers (tests, tools).
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:  # bad URL, driver missing
@@ -225,8 +228,10 @@ class StoreBase:
             async with self._tx() as conn:
                 await conn.execute(select(1))
             return True
-        except Exception:
-            log.warning("store ping failed", exc_info=True)
+        except Exception as exc:
+            # one line: during an outage every probe fails, and tracebacks would flood the log
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            log.warning("store ping failed: %s: %s", type(exc).__name__, first)
             return False
 
     async def close(self) -> None:
