@@ -275,6 +275,11 @@ class TcpBalancer:
         mode: ``"round_robin"`` or ``"failover"``.
         host / port: where to listen (``port=0``: a free port, known after ``start()``).
         connect_timeout: seconds to wait for one backend before trying the next.
+        when_down: an HTTP status to answer (after reading the request's head) when no
+            backend accepts, instead of closing the connection — what a reverse proxy
+            configured to answer e.g. 500 for an unreachable upstream does. Chatwoot's
+            agent-bot job retries 429 and 500 (not a refused connection), so such a proxy
+            keeps its webhooks coming while a single bridge restarts.
     """
 
     def __init__(
@@ -285,6 +290,7 @@ class TcpBalancer:
         host: str = "127.0.0.1",
         port: int = 0,
         connect_timeout: float = 2.0,
+        when_down: int | None = None,
     ) -> None:
         if mode not in ("round_robin", "failover"):
             raise ValueError(f"unknown balancer mode {mode!r}")
@@ -292,6 +298,7 @@ class TcpBalancer:
         self.mode: BalancerMode = mode
         self.host = host
         self.connect_timeout = connect_timeout
+        self.when_down = when_down
         self.connections: Counter[Backend] = Counter()
         """How many client connections each backend got, over the balancer's life."""
         self.refused = 0
@@ -375,7 +382,10 @@ class TcpBalancer:
         connected = await self._connect() if self._server is not None else None
         if connected is None:
             self.refused += 1
-            writer.transport.abort()
+            if self.when_down is not None and self._server is not None:
+                await self._answer_down(reader, writer, self.when_down)
+            else:
+                writer.transport.abort()
             return
         backend, up_reader, up_writer = connected
         if self._server is None:  # stopped while connecting
@@ -398,6 +408,30 @@ class TcpBalancer:
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+
+    @staticmethod
+    async def _answer_down(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int
+    ) -> None:
+        """Answer one request with ``status`` and close, as a proxy whose upstream is down."""
+        with contextlib.suppress(Exception):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip() or 0)
+            if 0 < length <= 10 * 1024 * 1024:
+                await asyncio.wait_for(reader.readexactly(length), 5)
+            body = b'{"error":"upstream_unavailable"}'
+            writer.write(
+                b"HTTP/1.1 %d Upstream Unavailable\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body)
+            )
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
     @staticmethod
     async def _pipe(
