@@ -43,15 +43,40 @@ def serve(
     database_url: Annotated[
         str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")
     ] = None,
+    proxy_headers: Annotated[
+        bool | None,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            help="Take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto "
+            "sent by --forwarded-allow-ips (env CHATBRIDGE_PROXY_HEADERS; default off)",
+            show_default=False,
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated proxy addresses (or networks) trusted with those headers "
+            "(env CHATBRIDGE_FORWARDED_ALLOW_IPS; default 127.0.0.1)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the bridge (HTTP API, webhooks, agent connections, workers)."""
     import uvicorn
 
     from chatbridge.api import create_app
+    from chatbridge.api.edge import uvicorn_options
     from chatbridge.logs import configure_logging
 
-    settings = load_settings(host=host, port=port, database_url=database_url)
+    settings = load_settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
     configure_logging(settings.log_level, settings.log_format)
+    refuse_open_webhooks(settings)
     application = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -70,10 +95,27 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_config=None,
-        ws_max_size=settings.ws_max_frame_bytes + 1024,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
+        **uvicorn_options(settings),
     )
     Server(config).run()
+
+
+def refuse_open_webhooks(settings: Settings) -> None:
+    """Before anything starts: warn about unauthenticated webhooks the environment sets up,
+    and exit (2) when they would be served on a public address. The app checks again at
+    start-up with the settings stored through the API."""
+    from chatbridge.api.exposure import chatwoot_configured, exposure_problem, open_webhooks
+    from chatbridge.comms.settings import CommsSettings
+
+    found = open_webhooks(settings, CommsSettings(), chatwoot_in_use=chatwoot_configured(settings))
+    problem = exposure_problem(settings, found)
+    if problem is None:
+        return  # the app's start-up logs the warnings
+    for hook in found:
+        console.print(f"warning: {hook.warning()}", style="yellow", markup=False, soft_wrap=True)
+    console.print(problem, style="red", markup=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command()

@@ -223,6 +223,10 @@ async def _play_whatsapp(http: httpx.AsyncClient, bridge_url: str) -> bool:
     """WhatsApp through the mock provider (no credentials): a customer writes, the agent
     answers, an operator takes over from the console's API."""
     console.print("\n[bold]WhatsApp[/bold] (mock provider; the console at /console shows it)")
+    # No provider is configured by default (WhatsApp is off); the mock one, which checks no
+    # credentials, is chosen explicitly, as an operator would in the console's settings.
+    r = await http.patch(f"{bridge_url}/api/comms/settings", json={"provider": "mock"})
+    r.raise_for_status()
     phone = "+15550001111"
 
     async def customer(text: str, n: int) -> None:

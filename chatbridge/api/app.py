@@ -15,10 +15,12 @@ from fastapi import FastAPI, WebSocket
 from chatbridge import __version__
 from chatbridge.api import agent_pull, console, management, webchat, webchat_compat, webhooks
 from chatbridge.api.auth_limits import auth_failures
+from chatbridge.api.bodies import BodySizeLimit
 from chatbridge.api.comms import body_limits
 from chatbridge.api.comms import router as comms_router
 from chatbridge.api.comms_webhooks import router as comms_webhooks_router
-from chatbridge.api.errors import BodySizeLimit, document_errors, install_error_handlers
+from chatbridge.api.errors import document_errors, install_error_handlers
+from chatbridge.api.exposure import chatwoot_configured, check_webhook_exposure, open_webhooks
 from chatbridge.api.origins import ScopedCORS
 from chatbridge.config import Settings
 from chatbridge.pipeline.bridge import Bridge
@@ -33,6 +35,15 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_bridge.start()
         try:
+            # after start: the WhatsApp settings stored through the API count too
+            open_hooks = open_webhooks(
+                settings,
+                the_bridge.comms_settings(),
+                chatwoot_in_use=chatwoot_configured(
+                    settings, (r.channel for r in the_bridge.routes())
+                ),
+            )
+            check_webhook_exposure(settings, open_hooks)
             yield
         finally:
             await the_bridge.stop()
@@ -53,6 +64,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.bridge = the_bridge
     app.state.metrics = the_bridge.metrics
+    app.state.webchat_pending = webchat.PendingSockets(settings.webchat_max_pending_sockets)
     if the_bridge.cluster is not None:
         from chatbridge.api.forward import serve_forwarded
 
@@ -62,6 +74,8 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         path_limits=body_limits(settings.max_body_bytes),
+        timeout=settings.body_timeout_seconds,
+        discard_bytes=settings.body_discard_bytes,
     )
     app.add_middleware(
         ScopedCORS, prefixes=("/api/webchat/",), origins=settings.webchat_cors_origins

@@ -7,7 +7,9 @@ for what a retry cannot fix by itself being wrong (signature, JSON, unknown inbo
 duplicate (the provider's message id was seen) answers 200 with ``"status": "duplicate"``.
 
 Only the configured provider's webhook is open: a gateway that is not in use gets 404, so an
-unconfigured (unauthenticated) provider path cannot be used to inject messages.
+unconfigured (unauthenticated) provider path cannot be used to inject messages. No provider is
+configured by default (WhatsApp is off); the mock one, which checks no credentials, must be
+chosen explicitly (``CHATBRIDGE_COMMS_PROVIDER=mock``, as the demo does).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.api.management import admin
 from chatbridge.api.webhooks import check_storable_json, require_json_content_type
 from chatbridge.channels.whatsapp import ROUTE_NAMES, WhatsAppChannel, parse_webhook
+from chatbridge.channels.whatsapp.base import ProviderCheck
 from chatbridge.channels.whatsapp.meta import verify_subscription
 from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import BadInput
@@ -49,6 +52,27 @@ def _channel(bridge: Bridge) -> WhatsAppChannel:
 
 def _settings(channel: WhatsAppChannel) -> CommsSettings:
     return channel.settings_source()
+
+
+def _require_provider(settings: CommsSettings, name: str) -> None:
+    """Refuse (404, nothing stored) unless ``name`` is the provider chosen in the settings.
+
+    With no provider chosen (the default) WhatsApp is off; the mock provider, which checks no
+    credentials, is open only when an operator (or the demo) picked it.
+    """
+    if settings.provider == "none":
+        raise BadInput(
+            "whatsapp_not_configured",
+            "WhatsApp is off: no provider is configured (set CHATBRIDGE_COMMS_PROVIDER or "
+            "PATCH /api/comms/settings)",
+            status_code=404,
+        )
+    if name != settings.provider:
+        raise BadInput(
+            "provider_not_active",
+            f"the configured WhatsApp provider is {settings.provider!r}, not {name!r}",
+            status_code=404,
+        )
 
 
 async def _accept_all(
@@ -95,7 +119,8 @@ async def _accept_all(
             {
                 400: "malformed JSON or payload",
                 401: "missing or bad signature / secret header / JWT",
-                404: "this provider is not the configured one, or no route for the inbox",
+                404: "WhatsApp is off (no provider configured), this provider is not the "
+                "configured one, or no route for the inbox",
                 413: "body too large",
                 415: "the body is not declared as JSON",
                 422: "unknown provider",
@@ -109,12 +134,7 @@ async def provider_webhook(request: Request, provider: ProviderName) -> JSONResp
     settings = _settings(channel)
     name = ROUTE_NAMES[provider]
     started = time.perf_counter()
-    if name != settings.provider:
-        raise BadInput(
-            "provider_not_active",
-            f"the configured WhatsApp provider is {settings.provider!r}, not {name!r}",
-            status_code=404,
-        )
+    _require_provider(settings, name)
     try:
         require_json_content_type(request.headers.get("content-type"))
         body = await request.body()
@@ -167,6 +187,12 @@ async def provider_test(request: Request) -> dict[str, Any]:
     wrong (unreachable, key refused, session/instance missing or not connected); ``warnings``
     for what works but is unsafe (webhooks not authenticated)."""
     channel = _channel(request.app.state.bridge)
+    if _settings(channel).provider == "none":
+        check = ProviderCheck("none", ok=False)
+        check.problems.append(
+            "no WhatsApp provider is configured: WhatsApp is off (choose one in the settings)"
+        )
+        return check.body()
     return (await channel.check_provider()).body()
 
 
@@ -202,12 +228,15 @@ class MockInbound(BaseModel):
     dependencies=admin,
     responses={
         **_ADMIN_ERRORS,
-        **error_responses({400: "invalid message", 404: "no route for the inbox"}),
+        **error_responses(
+            {400: "invalid message", 404: "the mock provider is not chosen, or no route"}
+        ),
     },
 )
 async def mock_inbound(request: Request, message: MockInbound) -> dict[str, Any]:
     bridge: Bridge = request.app.state.bridge
     channel = _channel(bridge)
+    _require_provider(_settings(channel), "mock")
     body = json.dumps(message.model_dump(by_alias=True, exclude_none=True)).encode()
     check_storable_json(body)
     parsed = parse_webhook("mock", request.headers, body, _settings(channel))

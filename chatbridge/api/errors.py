@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbridge.api.ratelimit import RateLimited
 from chatbridge.errors import BadInput
@@ -160,6 +159,15 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, _exc: RecursionError) -> JSONResponse:
+        # JSON nested deeper than the parser's recursion limit (``[`` x 100,000): whichever
+        # endpoint decoded it, the request is at fault, not the bridge.
+        log.info("refused %s %s: input nested too deeply", request.method, request.url.path)
+        return error_response(
+            400, "invalid_json", "the request body is nested too deeply to be processed"
+        )
+
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
         # The client hung up before its body arrived: nobody reads this answer, and it is
@@ -174,75 +182,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if metrics is not None:
             metrics.errors.labels("unhandled").inc()
         return error_response(500, "internal_error", "unexpected error; see the bridge log")
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413 before they are read into memory.
-
-    ``path_limits`` gives single paths a limit of their own (call recording uploads).
-    """
-
-    def __init__(
-        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.path_limits = path_limits or {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.path_limits.get(scope["path"], self.max_bytes)
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > limit
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._refuse(send, limit)
-                    return
-        seen = 0
-        refused = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    refused = True
-                    raise BodyTooLarge
-            return message
-
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send, limit)
-
-    async def _refuse(self, send: Send, limit: int) -> None:
-        response = error_response(413, "payload_too_large", f"request body over {limit} bytes")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(response.body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
 
 
 class BodyTooLarge(Exception):

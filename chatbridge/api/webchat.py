@@ -335,19 +335,22 @@ class _LiveSocket:
         interval = self.bridge.settings.heartbeat_interval
         while True:
             try:
-                raw = await asyncio.wait_for(self.ws.receive_text(), interval * 3)
+                message = await asyncio.wait_for(self.ws.receive(), interval * 3)
             except TimeoutError:
                 await self.close(1001, "no heartbeat")
                 return
             except (WebSocketDisconnect, RuntimeError):
                 return
+            if message["type"] == "websocket.disconnect":
+                return
             try:
-                frame = json.loads(raw)
-                if not isinstance(frame, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                await self.send({"type": "error", "code": "invalid_json", "message": "bad JSON"})
+                frame = read_frame(message.get("text"))
+            except BadInput as exc:
+                # a bad frame is answered, never a reason to drop the visitor's connection
+                await self.send({"type": "error", "code": exc.code, "message": exc.message})
                 continue
+            cmid = frame.get("client_message_id")
+            echo = {"client_message_id": cmid if isinstance(cmid, str) else None}
             try:
                 await self._on_frame(frame)
             except RateLimited as exc:
@@ -357,18 +360,11 @@ class _LiveSocket:
                         "code": "rate_limited",
                         "message": str(exc),
                         "retry_after": exc.retry_after,
-                        "client_message_id": frame.get("client_message_id"),
+                        **echo,
                     }
                 )
             except BadInput as exc:
-                await self.send(
-                    {
-                        "type": "error",
-                        "code": exc.code,
-                        "message": exc.message,
-                        "client_message_id": frame.get("client_message_id"),
-                    }
-                )
+                await self.send({"type": "error", "code": exc.code, "message": exc.message, **echo})
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -419,6 +415,47 @@ class _LiveSocket:
         )
 
 
+def read_frame(text: str | None) -> dict[str, Any]:
+    """The widget frame in ``text`` as a JSON object.
+
+    Raises:
+        BadInput: ``invalid_frame`` for a binary frame or a JSON value that is not an object,
+            ``invalid_json`` for text that is not JSON or is nested too deeply to decode.
+    """
+    if text is None:
+        raise BadInput("invalid_frame", "frames must be JSON text, not binary")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise BadInput("invalid_json", "the frame is not valid JSON") from None
+    except RecursionError:
+        raise BadInput("invalid_json", "the frame is nested too deeply") from None
+    if not isinstance(frame, dict):
+        raise BadInput("invalid_frame", "a frame must be a JSON object with a type")
+    return frame
+
+
+class PendingSockets:
+    """How many widget sockets are open but not yet established (their session not yet
+    checked). Anyone may open one, so their number is capped: over ``limit`` a new socket is
+    closed at once with 1013 ("try again later"), and established visitors are not affected.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def enter(self) -> bool:
+        """Count one more pending socket; False (and nothing counted) when at the limit."""
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+
 async def webchat_socket(websocket: WebSocket, session_id: str) -> None:
     """``WS /api/ws/chat/{session_id}``: the widget's live connection."""
     bridge: Bridge = websocket.app.state.bridge
@@ -429,22 +466,40 @@ async def webchat_socket(websocket: WebSocket, session_id: str) -> None:
     ):
         await websocket.close(4403, "origin not allowed")
         return
+    pending: PendingSockets = websocket.app.state.webchat_pending
     await websocket.accept()
-    session = None
-    if SESSION_ID.match(session_id):
-        session = await svc.store.get_session(session_id)
-    if session is None:
-        await websocket.close(4404, "unknown session")
+    if not pending.enter():
+        await websocket.close(1013, "too many connections being set up; try again")
         return
-    active = await svc.store.get_session(session_id, timeout=svc.timeout, touch=True)
+    try:
+        active = await _established(svc, websocket, session_id)
+    finally:
+        pending.leave()
     if active is None:
-        await websocket.close(4410, "session expired")
         return
     live = _LiveSocket(websocket, bridge, active)
     await live.run()
     with contextlib.suppress(Exception):
         if websocket.application_state == WebSocketState.CONNECTED:
             await websocket.close(1000)
+
+
+async def _established(
+    svc: WebchatService, websocket: WebSocket, session_id: str
+) -> WebchatSession | None:
+    """The socket's active session, or None after closing it with the reason (4404 unknown,
+    4410 expired)."""
+    session = None
+    if SESSION_ID.match(session_id):
+        session = await svc.store.get_session(session_id)
+    if session is None:
+        await websocket.close(4404, "unknown session")
+        return None
+    active = await svc.store.get_session(session_id, timeout=svc.timeout, touch=True)
+    if active is None:
+        await websocket.close(4410, "session expired")
+        return None
+    return active
 
 
 # ---------------------------------------------------------------------------------- files

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.channels.chatwoot import parse_webhook
+from chatbridge.channels.signatures import verify_chatwoot
 from chatbridge.errors import BadInput
 from chatbridge.models import Ignored
 from chatbridge.pipeline.bridge import Bridge
@@ -50,7 +51,7 @@ router = APIRouter(tags=["webhooks"])
         **error_responses(
             {
                 400: "malformed JSON or payload, or a value the store cannot hold",
-                401: "missing or bad X-Chatwoot-Signature",
+                401: "missing or bad X-Chatwoot-Signature, or a timestamp outside the window",
                 404: "no route for this inbox",
                 413: "body too large",
                 415: "the body is not declared as JSON",
@@ -68,10 +69,15 @@ async def chatwoot_webhook(
     try:
         require_json_content_type(request.headers.get("content-type"))
         body = await request.body()
+        secret = bridge.settings.chatwoot_webhook_secret
+        if secret is not None:
+            # Checked here, with the replay window, so the parser need not check it again.
+            max_age = bridge.settings.chatwoot_signature_max_age_seconds
+            verify_chatwoot(secret, body, request.headers, max_age=max_age or None)
         parsed = parse_webhook(
             request.headers,
             body,
-            secret=bridge.settings.chatwoot_webhook_secret,
+            secret=None,
             default_account_id=bridge.settings.chatwoot_account_id,
         )
         if not isinstance(parsed, Ignored):
@@ -90,11 +96,20 @@ async def chatwoot_webhook(
     metrics.webhooks.labels("chatwoot", accepted.status).inc()
     metrics.webhook_seconds.labels("chatwoot").observe(time.perf_counter() - started)
     if accepted.turn_id is None or accepted.response_mode != "sync":
-        return JSONResponse(accepted.body())
+        return WebhookResponse(accepted.body())
     reply = await bridge.wait_for_reply(accepted.turn_id, bridge.settings.max_sync_response_time)
     if reply is None:
-        return JSONResponse(accepted.body(), status_code=202)
-    return JSONResponse({**accepted.body(), "status": "replied", "reply": reply})
+        return WebhookResponse(accepted.body(), status_code=202)
+    return WebhookResponse({**accepted.body(), "status": "replied", "reply": reply})
+
+
+class WebhookResponse(JSONResponse):
+    """The webhook's JSON answer with non-ASCII characters escaped: a value echoed from the
+    payload (an unknown event's name in ``reason``) may hold a lone surrogate, which UTF-8
+    cannot encode; escaped, it still renders instead of becoming a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def require_json_content_type(value: str | None) -> None:

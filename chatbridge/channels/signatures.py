@@ -85,9 +85,11 @@ def verify_chatwoot(
         secret: the shared secret configured for the inbox or bot.
         body: the raw request body, exactly as received.
         headers: the request headers (looked up case-insensitively).
-        max_age: when set, also refuse timestamps further than this many seconds from ``now``.
-            Off by default: Chatwoot's own retries and queues can delay a delivery, and the
-            delivery id dedupe already stops replays from creating turns.
+        max_age: when set, also refuse timestamps further than this many seconds from ``now``
+            (the bridge passes ``chatwoot_signature_max_age_seconds``, 300 s by default: wide
+            enough for Chatwoot's own retries and queue delays). Without a window a captured
+            delivery stays valid forever and can be replayed under a new (unsigned)
+            ``X-Chatwoot-Delivery`` id.
         now: the current Unix time (for tests); defaults to ``time.time()``.
 
     Raises:
@@ -104,11 +106,16 @@ def verify_chatwoot(
     match = _SIGNATURE_RE.fullmatch(signature.strip())
     if match is None:
         raise BadSignature(f"malformed {SIGNATURE_HEADER} header (expected sha256=<64 hex>)")
-    if max_age is not None:
-        current = time.time() if now is None else now
-        if abs(current - int(timestamp)) > max_age:
-            raise BadSignature("webhook timestamp outside the accepted window")
     expected = _digest(secret, body, timestamp).encode("ascii")
     given = match.group(1).lower().encode("ascii")
     if not hmac.compare_digest(expected, given):
         raise BadSignature("webhook signature does not match")
+    # After the signature: "outside the window" then only ever describes an authentic (old,
+    # replayed or clock-skewed) delivery, which is what an operator needs to know.
+    if max_age is not None:
+        current = time.time() if now is None else now
+        if abs(current - int(timestamp)) > max_age:
+            raise BadSignature(
+                f"{TIMESTAMP_HEADER} is more than {max_age:g} s from the bridge's clock "
+                "(a replayed or delayed delivery, or a clock out of sync)"
+            )

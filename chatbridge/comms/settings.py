@@ -12,7 +12,9 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Provider = Literal["mock", "waha", "evolution", "meta_cloud"]
+# "none" (the default): WhatsApp is off, every provider webhook answers 404 and stores nothing.
+# The mock provider has no webhook authentication at all, so it is only ever chosen explicitly.
+Provider = Literal["none", "mock", "waha", "evolution", "meta_cloud"]
 TranscriptionProvider = Literal["none", "openai", "local"]
 
 # Fields that are secrets: never returned, only whether they are set.
@@ -34,7 +36,7 @@ class CommsSettings(BaseSettings):
         env_prefix="CHATBRIDGE_COMMS_", env_file=".env", extra="ignore", validate_assignment=True
     )
 
-    provider: Provider = "mock"
+    provider: Provider = "none"
     # which bridge inbox (route) each provider instance / number belongs to; others → default
     instance_inboxes: dict[str, int] = Field(default_factory=dict)
     default_inbox_id: int = Field(default=1, ge=0, le=2**31 - 1)

@@ -34,7 +34,16 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 async def serve_app(
     app: Any, *, host: str = "127.0.0.1", port: int = 0, **config: Any
 ) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
+
+    A bridge app is served with the limits ``chatbridge serve`` sets (``uvicorn_options``),
+    so tests meet the same edge as production; ``config`` overrides any of them.
+    """
+    bridge = getattr(getattr(app, "state", None), "bridge", None)
+    if bridge is not None:
+        from chatbridge.api.edge import uvicorn_options
+
+        config = {**uvicorn_options(bridge.settings), **config}
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     server = EmbeddedServer(uvicorn.Config(app, log_config=None, lifespan="on", **config))
@@ -47,7 +56,6 @@ async def serve_app(
             await asyncio.sleep(0.005)
         yield f"http://{host}:{bound}"
     finally:
-        bridge = getattr(getattr(app, "state", None), "bridge", None)
         if bridge is not None:  # end long-polls first (as ``chatbridge serve`` does)
             with contextlib.suppress(Exception):
                 await bridge.begin_shutdown()

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class Live:
             body = json.dumps(body).encode()
         sent = {"Content-Type": "application/json"}
         if sign and self.secret:
-            sent.update(sign_chatwoot(self.secret, body, 1_700_000_000))
+            sent.update(sign_chatwoot(self.secret, body, int(time.time())))
         sent.update(headers or {})
         return client.post("/webhook/chatwoot", content=body, headers=sent, params=params)
 

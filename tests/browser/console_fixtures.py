@@ -39,6 +39,8 @@ async def console_stack(sqlite_url: str) -> AsyncIterator[Stack]:
         sqlite_url, agent=widget_agent(), webchat=True, admin_key=ADMIN_KEY
     ) as s:
         if "whatsapp" in s.bridge.channels:
+            # WhatsApp is off by default: choose the mock provider, as the demo does
+            s.bridge.set_comms_settings(s.bridge.comms_settings().updated({"provider": "mock"}))
             chatwoot = next(r for r in s.bridge.routes() if r.channel == "chatwoot")
             await s.bridge.save_mapping(
                 InboxMapping(

@@ -104,13 +104,29 @@ def evolution_jwt(key: str, *, now: float | None = None) -> str:
     )
 
 
+MAX_JWT_LIFETIME = 3600.0
+"""The longest ``exp - iat`` a webhook bearer JWT may have. Evolution issues ten minutes;
+a token valid for longer would be a standing credential, replayable long after a leak."""
+
+
 def verify_jwt_hs256(
-    key: str, token: str, *, now: float | None = None, leeway: float = 30.0
+    key: str,
+    token: str,
+    *,
+    now: float | None = None,
+    leeway: float = 30.0,
+    max_lifetime: float = MAX_JWT_LIFETIME,
 ) -> dict[str, Any]:
-    """Check an HS256 JWT's signature and ``exp``; return its claims.
+    """Check an HS256 JWT's signature and its time claims; return its claims.
+
+    The token must carry numeric ``iat`` and ``exp``: ``iat`` not later than ``now`` plus
+    ``leeway`` (clock skew), ``exp`` not passed (minus ``leeway``), and a lifetime
+    ``exp - iat`` of at most ``max_lifetime`` seconds, so a token minted to last for years is
+    refused even when signed with the right key.
 
     Raises:
-        BadSignature: malformed token, another algorithm, wrong signature, or expired.
+        BadSignature: malformed token, another algorithm, wrong signature, missing ``iat`` or
+            ``exp``, issued in the future, expired, or living longer than ``max_lifetime``.
     """
     parts = token.strip().split(".")
     if len(parts) != 3 or not all(p.isascii() for p in parts):
@@ -118,7 +134,7 @@ def verify_jwt_hs256(
     try:
         header = json.loads(_b64url_decode(parts[0]))
         given = _b64url_decode(parts[2])
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadSignature("malformed bearer JWT") from exc
     if not isinstance(header, dict) or header.get("alg") != "HS256":
         raise BadSignature("bearer JWT must be signed with HS256")
@@ -128,17 +144,28 @@ def verify_jwt_hs256(
         raise BadSignature("bearer JWT signature does not match")
     try:
         claims = json.loads(_b64url_decode(parts[1]))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadSignature("malformed bearer JWT payload") from exc
     if not isinstance(claims, dict):
         raise BadSignature("malformed bearer JWT payload")
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise BadSignature("bearer JWT has no exp")
+    iat, exp = _numeric_claim(claims, "iat"), _numeric_claim(claims, "exp")
     current = time.time() if now is None else now
+    if iat > current + leeway:
+        raise BadSignature("bearer JWT is issued in the future (iat)")
     if current > exp + leeway:
         raise BadSignature("bearer JWT has expired")
+    if exp - iat > max_lifetime:
+        raise BadSignature(
+            f"bearer JWT lives longer than {int(max_lifetime)} s (exp - iat); refused"
+        )
     return claims
+
+
+def _numeric_claim(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise BadSignature(f"bearer JWT has no numeric {name}")
+    return float(value)
 
 
 def verify_evolution(

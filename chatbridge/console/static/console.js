@@ -1080,7 +1080,7 @@
   // ------------------------------------------------------------------ settings
 
   const CHOICES = {
-    provider: ["mock", "waha", "evolution", "meta_cloud"],
+    provider: ["none", "mock", "waha", "evolution", "meta_cloud"],
     transcription_provider: ["none", "openai", "local"],
   };
   const GROUPS = [
