@@ -15,7 +15,8 @@ or GOWS. They fill a message's fields differently (``waha_message(engine=…)``)
 send differently (WEBJS: the whatsapp-web.js message with ``id._serialized``; NOWEB: the
 Baileys message with ``key``; GOWS: ``{"id": "true_<chat>_<id>", "_data": …}``). Like real
 WAHA on ``message.any``, the fake keeps what it sent so ``waha_echo()`` can build the webhook
-that echoes it.
+that echoes it; likewise ``evolution_echo()`` (Evolution's ``send.message``) and
+``meta_status_of()`` (Meta's ``statuses[]``, which name the recipient but not the text).
 """
 
 from __future__ import annotations
@@ -52,6 +53,25 @@ class WahaSent:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class EvolutionSent:
+    """A message the fake Evolution sent: enough to build its ``send.message`` webhook."""
+
+    instance: str
+    remote_jid: str  # ``<digits>@s.whatsapp.net`` (or the group / LID the number named)
+    msg_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetaSent:
+    """A message the fake Graph API accepted: enough to build its ``statuses[]`` webhook."""
+
+    phone_number_id: str
+    recipient: str  # the digits Meta reports as ``recipient_id``
+    wamid: str
+
+
 @dataclass
 class FakeWhatsApp:
     """State and recordings of the fake gateways."""
@@ -62,8 +82,10 @@ class FakeWhatsApp:
     waha_sessions: dict[str, str] = field(default_factory=lambda: {"default": "WORKING"})
     evolution_api_key: str | None = "evo-key"
     evolution_instances: dict[str, str] = field(default_factory=lambda: {"shop": "open"})
+    evolution_sent: list[EvolutionSent] = field(default_factory=list)
     meta_token: str | None = "meta-token"
     meta_phone_numbers: tuple[str, ...] = ("106540352242922",)
+    meta_sent: list[MetaSent] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     # (status, headers, JSON body) answered instead of the real thing, first in first out
     fail_next: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)
@@ -89,6 +111,25 @@ class FakeWhatsApp:
             session=sent.session,
             push_name="Shop",
             engine=self.waha_engine,
+        )
+
+    def evolution_echo(self, sent: EvolutionSent) -> dict[str, Any]:
+        """The ``send.message`` webhook Evolution sends for a message sent through its API."""
+        return evolution_message(
+            sent.text,
+            msg_id=sent.msg_id,
+            remote_jid=sent.remote_jid,
+            from_me=True,
+            instance=sent.instance,
+            push_name="",
+            event="send.message",
+        )
+
+    def meta_status_of(self, sent: MetaSent, status: str = "sent") -> dict[str, Any]:
+        """The ``statuses[]`` webhook Meta sends for a message it accepted (no text in it)."""
+        return meta_webhook(
+            statuses=[meta_status(sent.wamid, status, recipient=sent.recipient)],
+            phone_number_id=sent.phone_number_id,
         )
 
 
@@ -243,12 +284,15 @@ def _evolution(
     if group == "message" and action in ("sendText", "sendMedia", "sendWhatsAppAudio"):
         number = str(body["number"])
         remote = number if "@" in number else f"{number}@s.whatsapp.net"
+        text = str(body.get("text") or body.get("caption") or "")
+        sent = EvolutionSent(instance, remote, f"BAE5FAKE{fake.next_id():08d}", text)
+        fake.evolution_sent.append(sent)
         return JSONResponse(
             {
-                "key": {"remoteJid": remote, "fromMe": True, "id": f"BAE5FAKE{fake.next_id():08d}"},
+                "key": {"remoteJid": remote, "fromMe": True, "id": sent.msg_id},
                 "pushName": "",
                 "status": "PENDING",
-                "message": {"conversation": body.get("text") or body.get("caption") or ""},
+                "message": {"conversation": text},
                 "messageType": "conversation" if action == "sendText" else "mediaMessage",
                 "messageTimestamp": int(time.time()),
                 "instanceId": "00000000-fake",
@@ -306,11 +350,13 @@ def _meta(
     if body.get("status") == "read":
         return JSONResponse({"success": True})
     to = str(body.get("to", ""))
+    sent = MetaSent(number, to.lstrip("+"), f"wamid.FAKE{fake.next_id():08d}")
+    fake.meta_sent.append(sent)
     return JSONResponse(
         {
             "messaging_product": "whatsapp",
-            "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
-            "messages": [{"id": f"wamid.FAKE{fake.next_id():08d}"}],
+            "contacts": [{"input": to, "wa_id": sent.recipient}],
+            "messages": [{"id": sent.wamid}],
         }
     )
 

@@ -247,7 +247,8 @@ async def test_evolution_end_to_end(sqlite_url: str) -> None:
         assert (await wa.post("evolution", evolution_message(msg_id="X1"), old)).status_code == 401
 
         # send.message (our own send, reported back) is ignored; messages.update sets status
-        r = await wa.post("evolution", evolution_message(event="send.message", from_me=True), auth)
+        [sent] = wa.fake.evolution_sent
+        r = await wa.post("evolution", wa.fake.evolution_echo(sent), auth)
         assert r.json()["reason"] == "own_message"
         conv = await wa.conversation("evolution:shop:919876543210@s.whatsapp.net")
         assert conv is not None

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,7 @@ from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
 from chatbridge.models import (
     Attachment,
+    DeliveryReceipt,
     Ignored,
     OutboundAction,
     OwnerSignal,
@@ -232,10 +233,27 @@ class WhatsAppChannel:
         return await lookups.sent_by_bridge(self.store, candidates)
 
     async def screen(self, parsed: ParsedWebhook) -> ParsedWebhook:
-        """Drop the echo of a message the bridge sent (it would look like a human's reply)."""
+        """Drop the echo of a message the bridge sent (it would look like a human's reply).
+
+        A ``fromMe`` message (a ``DeliveryReceipt`` without our key) whose id a finished
+        delivery of ours already has is dropped: nothing waits for it. One whose id only this
+        process knows (sent, not yet recorded as done) is surely ours: it goes on as a
+        receipt that can no longer mean a human took over. Any other goes on as parsed, to be
+        matched to a send of ours that a crash cut off.
+        """
         if isinstance(parsed, OwnerSignal) and parsed.external_message_id:
             if await self.is_own_message(parsed.external_message_id):
                 return Ignored("own_message")
+        if (
+            isinstance(parsed, DeliveryReceipt)
+            and parsed.idempotency_key is None
+            and parsed.external_message_id
+        ):
+            forms = own_id_forms(parsed.external_message_id)
+            if self.store is not None and await lookups.sent_by_bridge(self.store, forms):
+                return Ignored("own_message")
+            if parsed.otherwise is not None and any(c in self._sent_ids for c in forms):
+                return replace(parsed, otherwise=None)
         return parsed
 
     # ------------------------------------------------------------------ sending

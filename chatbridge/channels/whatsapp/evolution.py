@@ -4,10 +4,12 @@ Webhook envelope ``{event, instance, data, destination, date_time, sender, serve
 apikey}``:
 
 * ``messages.upsert``: a customer's message, or one typed on the business phone
-  (``data.key.fromMe: true`` → human takeover, never agent input). ``data.key.id`` is the
-  dedupe key; a ``@lid`` ``remoteJid`` is replaced by the phone JID in ``remoteJidAlt``.
+  (``data.key.fromMe: true`` → human takeover, never agent input, unless a send of ours that
+  a crash cut off has the same text). ``data.key.id`` is the dedupe key; a ``@lid``
+  ``remoteJid`` is replaced by the phone JID in ``remoteJidAlt``.
 * ``messages.update``: status of a message (``keyId``, ``status`` SERVER_ACK … PLAYED).
-* ``send.message``: what was sent through the API, i.e. by us: ignored.
+* ``send.message``: what was sent through the API, i.e. by us: the receipt of a cut-off
+  send in that conversation (matched by text), else ignored.
 
 Authenticity: a static header configured on the instance webhook, or the ``jwt_key`` bearer
 JWT (HS256, ``exp`` checked). Calls to Evolution carry the ``apikey`` header.
@@ -38,6 +40,7 @@ from chatbridge.channels.whatsapp.inbound import (
     inbound_message,
     invalid,
     require_str,
+    sent_message,
 )
 from chatbridge.channels.whatsapp.signatures import verify_evolution
 from chatbridge.comms.settings import CommsSettings
@@ -86,9 +89,7 @@ def parse_webhook(
     instance = get_str(envelope, "instance") or settings.evolution_instance
     raw = envelope.get("data")
     items = raw if isinstance(raw, list) else [raw]
-    if event == "send.message":
-        return [Ignored("own_message")]
-    if event not in ("messages.upsert", "messages.update"):
+    if event not in ("messages.upsert", "messages.update", "send.message"):
         return [Ignored(f"event_not_handled:{event[:50]}")]
     out: list[ParsedWebhook] = []
     for item in items:
@@ -96,6 +97,8 @@ def parse_webhook(
             invalid("data must be an object")
         if event == "messages.upsert":
             out.append(_upsert(settings, instance, item))
+        elif event == "send.message":
+            out.append(_sent(settings, instance, item))
         else:
             out.append(_update(item))
     return out
@@ -127,9 +130,9 @@ def _text_and_media(message: dict[str, Any]) -> tuple[str, list[Attachment], dic
     return text or "", attachments, extra
 
 
-def _upsert(settings: CommsSettings, instance: str, data: dict[str, Any]) -> ParsedWebhook:
-    key = get_obj(data, "key")
-    message_id = require_str(key, "id", "data.key.id")
+def _chat(key: dict[str, Any]) -> tuple[str, str | None]:
+    """(the chat's JID in Baileys' form, its ``@lid`` if WhatsApp named it so) of ``data.key``:
+    a ``@lid`` chat is keyed by its phone JID (``remoteJidAlt``) when Evolution gives one."""
     chat = require_str(key, "remoteJid", "data.key.remoteJid")
     lid = None
     if jid_kind(chat) == "lid":
@@ -137,14 +140,36 @@ def _upsert(settings: CommsSettings, instance: str, data: dict[str, Any]) -> Par
         alt = get_str(key, "remoteJidAlt")
         if alt and jid_kind(alt) == "user":
             chat = alt
-    chat = to_s_whatsapp(chat)
+    return to_s_whatsapp(chat), lid
+
+
+def _sent(settings: CommsSettings, instance: str, data: dict[str, Any]) -> ParsedWebhook:
+    """``send.message``: a message sent through Evolution's API, i.e. ours; the receipt of a
+    send that a crash cut off, matched by conversation and text (ignored if none waits)."""
+    key = get_obj(data, "key")
+    message_id = require_str(key, "id", "data.key.id")
+    chat, _ = _chat(key)
+    ignored = chat_filter(settings, chat)
+    if ignored is not None:
+        return ignored
+    text, _, _ = _text_and_media(get_obj(data, "message"))
+    address = chat_address(NAME, instance, chat)
+    return sent_message(address, message_id=message_id, text=text, otherwise=None)
+
+
+def _upsert(settings: CommsSettings, instance: str, data: dict[str, Any]) -> ParsedWebhook:
+    key = get_obj(data, "key")
+    message_id = require_str(key, "id", "data.key.id")
+    chat, lid = _chat(key)
     ignored = chat_filter(settings, chat)
     if ignored is not None:
         return ignored
     address = chat_address(NAME, instance, chat)
     text, attachments, extra = _text_and_media(get_obj(data, "message"))
     if key.get("fromMe") is True:
-        return human_takeover(settings, address, message_id=message_id, text=text)
+        # typed on the phone, unless it is a cut-off send of ours with this text coming back
+        human = human_takeover(settings, address, message_id=message_id, text=text)
+        return sent_message(address, message_id=message_id, text=text, otherwise=human)
     raw_participant = get_str(key, "participant")
     participant = get_str(key, "participantAlt") or raw_participant
     sender = to_s_whatsapp(participant) if participant else chat

@@ -1,8 +1,8 @@
 """What every WhatsApp parser shares: reading JSON, filtering chats, building neutral models.
 
 Each provider module reads its own payload shape and calls ``inbound_message`` /
-``human_takeover`` here, so that every provider produces the same conversation keys,
-contact identities and context, whatever its JSON looked like.
+``human_takeover`` / ``sent_message`` here, so that every provider produces the same
+conversation keys, contact identities and context, whatever its JSON looked like.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from chatbridge.channels.whatsapp.ids import (
 )
 from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import BadInput
-from chatbridge.models import Attachment, ContactInfo, Ignored, InboundMessage, OwnerSignal
+from chatbridge.models import (
+    Attachment,
+    ContactInfo,
+    DeliveryReceipt,
+    Ignored,
+    InboundMessage,
+    OwnerSignal,
+)
 
 CHANNEL = "whatsapp"
 MAX_ID = 200  # longest provider message id the store keeps (WAHA ids embed the chat id)
@@ -183,4 +190,29 @@ def human_takeover(
         text=text if text is not None else "",
         external_message_id=message_id,
         author_name=author_name,
+    )
+
+
+def sent_message(
+    address: ChatAddress,
+    *,
+    message_id: str,
+    text: str | None,
+    otherwise: OwnerSignal | None,
+) -> DeliveryReceipt:
+    """A message the business number sent (``fromMe``), which may be our own send coming back.
+
+    WhatsApp cannot carry our idempotency key, so the bridge matches it by conversation (and
+    by ``text`` where there is one) to a send of ours that was cut off by a crash: then it is
+    that delivery's receipt and nothing is sent twice. ``otherwise`` is what it means if no
+    send of ours takes it: ``None`` when the gateway says it came through its API (surely
+    ours: ignored), the human takeover when it may have been typed on the phone.
+    """
+    return DeliveryReceipt(
+        channel=CHANNEL,
+        idempotency_key=None,
+        external_message_id=message_id,
+        channel_key=address.channel_key,
+        text=text or None,
+        otherwise=otherwise,
     )

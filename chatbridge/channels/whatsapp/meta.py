@@ -2,10 +2,11 @@
 
 One webhook may carry several ``entry[].changes[].value`` objects, each with ``messages[]``
 (customers' messages; never our own: the Cloud API has no ``fromMe``) and ``statuses[]``
-(sent / delivered / read / failed for messages we sent). ``value.metadata.phone_number_id``
-is the instance; ``contacts[].profile.name`` the push name; ``wamid`` the dedupe key. Users
-known only by a username arrive with a business-scoped user id (BSUID, ``user_id``) and no
-phone number.
+(sent / delivered / read / failed for messages we sent; with the recipient, so a status for
+a send cut off by a crash is matched to its conversation as that send's receipt).
+``value.metadata.phone_number_id`` is the instance; ``contacts[].profile.name`` the push
+name; ``wamid`` the dedupe key. Users known only by a username arrive with a business-scoped
+user id (BSUID, ``user_id``) and no phone number.
 
 ``X-Hub-Signature-256`` is checked when ``meta_app_secret`` is set; the ``GET`` verification
 handshake is answered by ``verify_subscription``. Sends use ``Authorization: Bearer``. The
@@ -90,7 +91,7 @@ def parse_webhook(
             contacts = _list(value, "contacts")
             for message in _list(value, "messages"):
                 out.append(_message(settings, instance, message, contacts))
-            out.extend(_status(status) for status in _list(value, "statuses"))
+            out.extend(_status(instance, status) for status in _list(value, "statuses"))
     return out or [Ignored("no_messages")]
 
 
@@ -190,7 +191,21 @@ def _message(
     )
 
 
-def _status(status: dict[str, Any]) -> ParsedWebhook:
+def status_chat(status: Mapping[str, Any]) -> str | None:
+    """The chat a ``statuses[]`` item is about, keyed as ``_message`` keys the customer's
+    messages: the group, else the phone digits of ``recipient_id``, else the BSUID
+    (``recipient_user_id``)."""
+    recipient = get_str(status, "recipient_id")
+    if recipient and get_str(status, "recipient_type") == "group":
+        return f"{recipient}@g.us"
+    digits = phone_digits(recipient) if recipient else None
+    return digits or get_str(status, "recipient_user_id") or recipient
+
+
+def _status(instance: str, status: dict[str, Any]) -> ParsedWebhook:
+    """One ``statuses[]`` item. It names the recipient (never the text), so a status for a
+    wamid we never recorded — a send cut off by a crash before its id was written — can be
+    that send's receipt: ``channel_key`` lets the bridge find the conversation."""
     message_id = require_str(status, "id", "statuses[].id")
     value = get_str(status, "status")
     if value not in STATUSES:
@@ -212,7 +227,17 @@ def _status(status: dict[str, Any]) -> ParsedWebhook:
             )
             or "Meta reported the message as failed"
         )
-    return StatusUpdate(channel=CHANNEL, external_message_id=message_id, status=value, error=error)
+    chat = status_chat(status)
+    channel_key = None
+    if chat is not None and ":" not in instance:
+        channel_key = ChatAddress(NAME, instance, chat).channel_key
+    return StatusUpdate(
+        channel=CHANNEL,
+        external_message_id=message_id,
+        status=value,
+        error=error,
+        channel_key=channel_key,
+    )
 
 
 def _sent_id(result: Any) -> str | None:

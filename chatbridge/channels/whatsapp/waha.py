@@ -4,7 +4,10 @@ Webhook envelope ``{id, timestamp, event, session, me, engine, payload}``:
 
 * ``message``: incoming messages only; ``message.any``: every message, our own too
   (``fromMe``, ``source`` ``"app"`` = typed on the phone → human takeover, ``"api"`` = sent
-  through the API → ignored). Subscribe to one of them; if both come, the message id dedupes.
+  through the API → ours). A ``fromMe`` message is a ``DeliveryReceipt`` matched to a send
+  of ours that a crash cut off (by conversation and text); if none takes it, ``"api"`` is
+  ignored and anything else is the human takeover. Subscribe to one of them; if both come,
+  the message id dedupes.
 * ``message.ack`` / ``message.ack.group``: delivery status of a message we sent
   (-1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED).
 
@@ -26,8 +29,9 @@ GOWS      the chat / ``null``         ``_data.Info.PushName``  ``Info.Chat``, ``
 
 ``to`` is therefore never read: the chat is the one in ``payload.id``, else in ``_data``, else
 (a payload with neither) ``from``/``to``. ``source`` (``"app"`` / ``"api"``) comes with
-NOWEB and GOWS; WEBJS sends none, so its echo of our own send reaches the pipeline as a
-``fromMe`` message with our reply's text and id, where it is recognised as our own.
+NOWEB and GOWS; WEBJS sends none, so its echo of our own send is told from the operator's
+message by its id (the one the send returned) or, after a crash, by a cut-off send of ours
+with the same text in that conversation.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from chatbridge.channels.whatsapp.inbound import (
     inbound_message,
     invalid,
     require_str,
+    sent_message,
 )
 from chatbridge.channels.whatsapp.signatures import verify_waha
 from chatbridge.comms.settings import CommsSettings
@@ -221,9 +226,13 @@ def _message(
     address = chat_address(NAME, session, chat)
     text = get_str(data, "body") or ""
     if from_me:
-        if get_str(data, "source") == "api":
-            return Ignored("own_message")
-        return human_takeover(settings, address, message_id=message_id, text=text)
+        # Our own send's echo (the receipt of a send cut off by a crash) or the operator
+        # typing on the phone. ``source: "api"`` (NOWEB, GOWS) is surely a send through the
+        # API; without it (WEBJS, or "app") it is a human's unless one of our sends takes it.
+        human = None
+        if get_str(data, "source") != "api":
+            human = human_takeover(settings, address, message_id=message_id, text=text)
+        return sent_message(address, message_id=message_id, text=text, otherwise=human)
     participant = message_participant(data, message_id) if jid_kind(chat) == "group" else None
     sender = to_c_us(participant) if participant else chat
     sender_lid = lid if not participant else (sender if jid_kind(sender) == "lid" else None)

@@ -17,7 +17,13 @@ from chatbridge.channels.whatsapp.signatures import (
 )
 from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import BadInput, BadSignature, PermanentDelivery
-from chatbridge.models import Ignored, InboundMessage, OwnerSignal, StatusUpdate
+from chatbridge.models import (
+    DeliveryReceipt,
+    Ignored,
+    InboundMessage,
+    OwnerSignal,
+    StatusUpdate,
+)
 from chatbridge.testing.fake_whatsapp import (
     evolution_message,
     evolution_status,
@@ -86,12 +92,19 @@ def test_waha_media() -> None:
     assert [(a.url, a.mime) for a in msg.attachments] == [(media["url"], "image/jpeg")]
 
 
-def test_waha_from_me_app_is_takeover_api_is_ignored() -> None:
+def test_waha_from_me_app_is_takeover_api_is_our_receipt() -> None:
+    """A ``fromMe`` message is matched to a cut-off send of ours first (conversation, text);
+    failing that, "app" means the operator took over and "api" is ignored as ours."""
     sig = one("waha", waha_message("I'll handle it", event="message.any", from_me=True))
-    assert isinstance(sig, OwnerSignal) and sig.owner == "human"
+    assert isinstance(sig, DeliveryReceipt) and sig.idempotency_key is None
     assert sig.channel_key == "waha:default:919876543210@c.us" and sig.text == "I'll handle it"
+    assert sig.external_message_id == "true_919876543210@c.us_3EB0C0BD05DCA97A7C09CB"
+    human = sig.otherwise
+    assert isinstance(human, OwnerSignal) and human.owner == "human"
+    assert human.channel_key == sig.channel_key and human.text == "I'll handle it"
     own = one("waha", waha_message("bot", event="message.any", from_me=True, source="api"))
-    assert isinstance(own, Ignored) and own.reason == "own_message"
+    assert isinstance(own, DeliveryReceipt) and own.otherwise is None
+    assert (own.channel_key, own.text) == ("waha:default:919876543210@c.us", "bot")
 
 
 def test_waha_group_and_broadcast_ignored_unless_enabled() -> None:
@@ -172,11 +185,27 @@ def test_evolution_extended_text_and_media() -> None:
     ]
 
 
-def test_evolution_from_me_is_takeover_send_message_ignored() -> None:
-    sig = one("evolution", evolution_message("on it", from_me=True))
-    assert isinstance(sig, OwnerSignal) and sig.owner == "human" and sig.text == "on it"
-    own = one("evolution", evolution_message(event="send.message", from_me=True))
-    assert isinstance(own, Ignored) and own.reason == "own_message"
+def test_evolution_from_me_is_takeover_send_message_is_our_receipt() -> None:
+    key = "evolution:shop:919876543210@s.whatsapp.net"
+    sig = one("evolution", evolution_message("on it", msg_id="ME1", from_me=True))
+    assert isinstance(sig, DeliveryReceipt) and (sig.channel_key, sig.text) == (key, "on it")
+    human = sig.otherwise
+    assert isinstance(human, OwnerSignal) and human.owner == "human" and human.text == "on it"
+    own = one(
+        "evolution",
+        evolution_message("Echo: hi", msg_id="BAE5", event="send.message", from_me=True),
+    )
+    assert isinstance(own, DeliveryReceipt) and own.otherwise is None
+    assert (own.channel_key, own.text, own.external_message_id) == (key, "Echo: hi", "BAE5")
+    # a @lid chat is the phone's conversation, as for the customer's own messages
+    lid = evolution_message(
+        "Echo: hi",
+        remote_jid="160159216382146@lid",
+        remote_jid_alt="919876543210@s.whatsapp.net",
+        from_me=True,
+        event="SEND_MESSAGE",
+    )
+    assert one("evolution", lid).channel_key == key
 
 
 def test_evolution_lid_and_group() -> None:
@@ -228,6 +257,22 @@ def test_meta_several_messages_and_statuses() -> None:
     assert first.channel_key == "meta_cloud:106540352242922:919876543210"
     assert first.contact is not None and first.contact.name == "Asha"
     assert isinstance(status, StatusUpdate) and status.status == "delivered"
+
+
+def test_meta_status_names_the_conversation_of_its_recipient() -> None:
+    """A status names its recipient; it is keyed as that customer's messages are, so a status
+    for a wamid we never recorded can be matched to the conversation's cut-off send."""
+    [msg] = parse("meta_cloud", meta_webhook(messages=[meta_text()]))
+    [status] = parse("meta_cloud", meta_webhook(statuses=[meta_status("wamid.OUT", "sent")]))
+    assert isinstance(status, StatusUpdate) and status.channel_key == msg.channel_key
+    bsuid = meta_status("wamid.B", "sent", recipient="")
+    bsuid["recipient_user_id"] = "US.13491208655302741918"
+    [up] = parse("meta_cloud", meta_webhook(statuses=[bsuid]))
+    assert up.channel_key == "meta_cloud:106540352242922:US.13491208655302741918"
+    group = meta_status("wamid.G", "sent", recipient="120363025555")
+    group["recipient_type"] = "group"
+    [up] = parse("meta_cloud", meta_webhook(statuses=[group]))
+    assert up.channel_key == "meta_cloud:106540352242922:120363025555@g.us"
 
 
 def test_meta_failed_status_has_reason() -> None:

@@ -19,7 +19,7 @@ from chatbridge.channels.whatsapp import parse_webhook
 from chatbridge.channels.whatsapp.waha import sent_id
 from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import BadInput
-from chatbridge.models import Ignored, InboundMessage, OwnerSignal
+from chatbridge.models import DeliveryReceipt, Ignored, InboundMessage, OwnerSignal
 from chatbridge.testing.fake_whatsapp import (
     WAHA_ENGINES,
     WahaEngine,
@@ -53,7 +53,11 @@ def test_an_operator_reply_from_the_phone_is_a_human_takeover(engine: WahaEngine
     payload = waha_message(
         "I'll take this", msg_id="HUMAN1", event="message.any", from_me=True, engine=engine
     )
-    sig = parse(payload)
+    parsed = parse(payload)
+    # a cut-off send of ours with this text would take it as its receipt; else a human's
+    assert isinstance(parsed, DeliveryReceipt)
+    assert (parsed.channel_key, parsed.text) == (CHAT_KEY, "I'll take this")
+    sig = parsed.otherwise
     assert isinstance(sig, OwnerSignal)
     assert (sig.owner, sig.channel_key, sig.text) == ("human", CHAT_KEY, "I'll take this")
     assert sig.external_message_id == "true_919876543210@c.us_HUMAN1"
@@ -63,7 +67,8 @@ def test_an_operator_reply_from_the_phone_is_a_human_takeover(engine: WahaEngine
 async def test_the_echo_of_our_send_carries_the_id_the_send_returned(engine: WahaEngine) -> None:
     """The id WAHA answers a send with is the id its ``message.any`` echo carries, on every
     engine, so the bridge can tell its own message from the operator's. NOWEB and GOWS also
-    say ``source: "api"``; WEBJS sends no source, so its echo goes to the pipeline."""
+    say ``source: "api"`` (surely ours); WEBJS sends no source, so its echo may also be the
+    operator's message (matched by id or text in the pipeline)."""
     app = create_fake_whatsapp(waha_engine=engine, waha_api_key=None)
     fake = app.state.fake
     transport = httpx.ASGITransport(app=app)
@@ -74,12 +79,13 @@ async def test_the_echo_of_our_send_carries_the_id_the_send_returned(engine: Wah
     echo = fake.waha_echo(fake.waha_sent[0])
     assert returned is not None and returned == echo["payload"]["id"]
     parsed = parse(echo)
+    assert isinstance(parsed, DeliveryReceipt)
+    assert (parsed.channel_key, parsed.text) == (CHAT_KEY, "Echo: hi")
+    assert parsed.external_message_id == returned
     if engine == "WEBJS":
-        assert isinstance(parsed, OwnerSignal)
-        assert (parsed.channel_key, parsed.text) == (CHAT_KEY, "Echo: hi")
-        assert parsed.external_message_id == returned
+        assert isinstance(parsed.otherwise, OwnerSignal)
     else:
-        assert parsed == Ignored("own_message")
+        assert parsed.otherwise is None
 
 
 @engines
@@ -107,6 +113,7 @@ def test_a_hidden_user_is_keyed_by_the_phone_the_engine_gives(engine: WahaEngine
         "ok", chat="160159216382146@lid", remote_jid_alt=alt, from_me=True, engine=engine
     )
     assert parse(typed).channel_key == CHAT_KEY
+    assert parse(typed).otherwise.channel_key == CHAT_KEY
 
 
 def test_older_noweb_and_ids_without_the_chat_still_parse() -> None:
@@ -118,8 +125,9 @@ def test_older_noweb_and_ids_without_the_chat_still_parse() -> None:
     for engine in WAHA_ENGINES:
         payload = waha_message("typed", from_me=True, event="message.any", engine=engine)
         payload["payload"]["id"] = "3EB0C0BD05DCA97A7C09CB"
-        sig = parse(payload)
-        assert isinstance(sig, OwnerSignal) and sig.channel_key == CHAT_KEY, engine
+        parsed = parse(payload)
+        assert isinstance(parsed, DeliveryReceipt) and parsed.channel_key == CHAT_KEY, engine
+        assert isinstance(parsed.otherwise, OwnerSignal), engine
 
 
 def test_a_message_naming_no_chat_is_refused_with_the_reason() -> None:
@@ -146,9 +154,12 @@ def test_every_engine_shape_parses_to_its_chat(
         engine=engine,
     )  # fmt: skip
     result = parse(payload, groups_enabled=True)
-    if isinstance(result, Ignored):
-        assert from_me and source == "api" and engine != "WEBJS"
-    else:
-        assert isinstance(result, OwnerSignal if from_me else InboundMessage)
-        assert result.channel_key == f"waha:default:{chat}"
-        assert result.external_message_id == payload["payload"]["id"]
+    assert isinstance(result, DeliveryReceipt if from_me else InboundMessage)
+    assert result.channel_key == f"waha:default:{chat}"
+    assert result.external_message_id == payload["payload"]["id"]
+    if isinstance(result, DeliveryReceipt):
+        # surely ours only when the engine says it came through the API
+        sure = source == "api" and engine != "WEBJS"
+        assert (result.otherwise is None) == sure
+        if result.otherwise is not None:
+            assert result.otherwise.channel_key == result.channel_key
