@@ -111,7 +111,7 @@ async def test_with_nothing_configured_whatsapp_webhooks_are_404_and_store_nothi
             InboxMapping(
                 channel="whatsapp",
                 inbox_id=1,
-                agent_config=AgentConfig(agent_id="agent1", websocket_url="ws://127.0.0.1:9"),
+                agent_config=AgentConfig(agent_id="wa-agent"),
             )
         )
         # a stranger's "the business replied from its phone": would silence the bot
