@@ -310,7 +310,9 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=60.0, gt=0)
     drain_seconds: float = Field(default=5.0, ge=0)
     receipt_wait_seconds: float = Field(
-        default=5.0,
+        # Chatwoot's agent-bot job tries a webhook 3 times, 3 s apart: an echo refused while
+        # a bridge restarts can come back up to ~6 s (plus queueing) after the send
+        default=10.0,
         ge=0,
         le=600,
         description=(

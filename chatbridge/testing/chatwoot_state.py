@@ -343,7 +343,11 @@ class MockChatwoot:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.webhook_timeout)
+            # A new connection per webhook, as Chatwoot's webhook jobs make one per request
+            # (nothing is kept alive between Sidekiq jobs).
+            self._client = httpx.AsyncClient(
+                timeout=self.webhook_timeout, limits=httpx.Limits(max_keepalive_connections=0)
+            )
         return self._client
 
     async def trigger(self, event: str, spec: TriggerRequest | None = None) -> dict[str, Any]:

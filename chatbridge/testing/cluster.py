@@ -249,6 +249,9 @@ class _Piped:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # the client sent bytes that got no answer yet (HTTP/1.1 without pipelining: a request
+    # in flight); used by ``when_down`` when the backend dies before answering
+    awaiting: bool = False
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -395,8 +398,8 @@ class TcpBalancer:
         self.connections[backend] += 1
         piped = _Piped(backend, writer, up_writer)
         piped.tasks = [
-            asyncio.create_task(self._pipe(reader, up_writer, piped)),
-            asyncio.create_task(self._pipe(up_reader, writer, piped)),
+            asyncio.create_task(self._pipe(reader, up_writer, piped, upward=True)),
+            asyncio.create_task(self._pipe(up_reader, writer, piped, upward=False)),
         ]
         self._open.add(piped)
         try:
@@ -433,20 +436,51 @@ class TcpBalancer:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
-    @staticmethod
     async def _pipe(
-        source: asyncio.StreamReader, sink: asyncio.StreamWriter, piped: _Piped
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        piped: _Piped,
+        *,
+        upward: bool,
     ) -> None:
         """Copy ``source`` to ``sink`` until EOF, then pass the EOF on (half-close). A broken
-        side aborts both, so a reset reaches the other peer as a reset."""
+        side aborts both, so a reset reaches the other peer as a reset — except that with
+        ``when_down``, a backend that dies while a request waits for its answer gets that
+        status sent to the client instead (as a proxy answers for a dead upstream)."""
         try:
             while data := await source.read(65536):
+                piped.awaiting = upward
                 sink.write(data)
                 await sink.drain()
+            if not upward and piped.awaiting and self.when_down is not None:
+                await self._answer_for_dead_upstream(piped)
+                return
             if sink.can_write_eof() and not sink.is_closing():
                 sink.write_eof()
         except (OSError, RuntimeError):  # ConnectionResetError, BrokenPipe, closed transport
+            if self.when_down is not None and piped.awaiting:
+                if not upward:
+                    await self._answer_for_dead_upstream(piped)
+                # upward: the backend died under a request; the other direction answers
+                return
             piped.abort()
+
+    async def _answer_for_dead_upstream(self, piped: _Piped) -> None:
+        assert self.when_down is not None
+        piped.upstream.transport.abort()
+        body = b'{"error":"upstream_unavailable"}'
+        with contextlib.suppress(Exception):
+            piped.client.write(
+                b"HTTP/1.1 %d Upstream Unavailable\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (self.when_down, len(body), body)
+            )
+            await piped.client.drain()
+        piped.client.close()
+        for task in piped.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
 
     async def __aenter__(self) -> TcpBalancer:
         await self.start()
