@@ -231,6 +231,8 @@ class Settings(BaseSettings):
     # Of a body over its limit, this much more is read and dropped so the client gets the 413.
     body_discard_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     webchat_max_pending_sockets: int = Field(default=64, ge=1)
+    # dial-in agent sockets that have not said hello yet (anyone may open one)
+    agent_max_pending_sockets: int = Field(default=64, ge=1)
 
     # --- Chatwoot (seed names accepted) ---------------------------------------------------
     chatwoot_base_url: str = Field(

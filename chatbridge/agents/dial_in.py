@@ -52,6 +52,14 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+class PendingGate(Protocol):
+    """Counts sockets that are open but not yet past their ``hello``, up to a limit."""
+
+    def enter(self) -> bool: ...
+
+    def leave(self) -> None: ...
+
+
 async def receive_hello(websocket: WebSocket, *, timeout: float, max_bytes: int) -> Hello:
     """Wait for the first frame and read it as ``hello``.
 
@@ -88,6 +96,7 @@ async def handshake(
     max_bytes: int,
     verify_token: Callable[[str, str], Awaitable[bool]],
     failures: AuthBudget | None = None,
+    pending: PendingGate | None = None,
 ) -> Hello | None:
     """Accept the upgrade, read the agent's ``hello`` and check its token.
 
@@ -107,6 +116,10 @@ async def handshake(
             await deny(websocket, wait)
             return None
     await websocket.accept()
+    if pending is not None and not pending.enter():
+        # Anyone may open a socket here: those not past their hello are capped.
+        await websocket.close(1013, "too many connections being set up; try again")
+        return None
     header_token = bearer_token(websocket.headers)
     try:
         hello = await receive_hello(websocket, timeout=HELLO_TIMEOUT, max_bytes=max_bytes)
@@ -115,6 +128,9 @@ async def handshake(
     except ProtocolError as exc:
         await refuse(websocket, "bad_hello", exc.message)
         return None
+    finally:
+        if pending is not None:
+            pending.leave()
     agent_id = hello.agent_id
     if not await authorised(verify_token, hello, hello.token or header_token):
         log_event(logging.WARNING, "dial-in refused", agent_id)

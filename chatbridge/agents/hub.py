@@ -503,7 +503,11 @@ class AgentHub:
     # -- connections ---------------------------------------------------------------------------
 
     async def handle_dial_in(
-        self, websocket: WebSocket, failures: dial_in.AuthBudget | None = None
+        self,
+        websocket: WebSocket,
+        failures: dial_in.AuthBudget | None = None,
+        *,
+        pending: dial_in.PendingGate | None = None,
     ) -> None:
         """Run one dial-in connection (the body of ``GET /api/ws/agent``) until it ends.
 
@@ -516,6 +520,7 @@ class AgentHub:
             max_bytes=self.settings.ws_max_frame_bytes,
             verify_token=self._verify_token,
             failures=failures,
+            pending=pending,
         )
         if hello is None:
             return

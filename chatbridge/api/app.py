@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.state.bridge = the_bridge
     app.state.metrics = the_bridge.metrics
     app.state.webchat_pending = webchat.PendingSockets(settings.webchat_max_pending_sockets)
+    app.state.agent_pending = webchat.PendingSockets(settings.agent_max_pending_sockets)
     if the_bridge.cluster is not None:
         from chatbridge.api.forward import serve_forwarded
 
@@ -99,6 +100,8 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     @app.websocket("/api/ws/agent")
     async def agent_dial_in(websocket: WebSocket) -> None:
         """Agents dial in here (token per agent; see the protocol's ``hello``)."""
-        await the_bridge.hub.handle_dial_in(websocket, auth_failures(websocket))
+        await the_bridge.hub.handle_dial_in(
+            websocket, auth_failures(websocket), pending=app.state.agent_pending
+        )
 
     return app

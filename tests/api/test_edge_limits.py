@@ -265,3 +265,31 @@ async def test_pending_widget_sockets_are_capped(tmp_path: Any) -> None:
         async with websockets.connect(ws_url) as ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "session"
             assert gate.count == 0  # established: no longer pending
+
+
+async def test_agent_sockets_before_hello_are_capped(tmp_path: Any) -> None:
+    """Anyone may open ``/api/ws/agent``: sockets that have not said hello yet are capped, so
+    strangers cannot hold thousands of them open; a socket past its hello is not counted."""
+    async with bridge_app(tmp_path, agent_max_pending_sockets=2) as (url, app):
+        ws_url = url.replace("http://", "ws://") + "/api/ws/agent"
+        gate = app.state.agent_pending
+        async with websockets.connect(ws_url), websockets.connect(ws_url):
+            await wait_for_count(gate, 2)
+            async with websockets.connect(ws_url) as third:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(third.recv(), 5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await wait_for_count(gate, 0)  # the two strangers went away: freed
+        async with websockets.connect(ws_url) as ws:
+            await ws.send(json.dumps({"type": "hello", "agent_id": "a", "token": "x" * 20}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert reply["type"] == "hello_error"  # refused on its token, not by the cap
+        assert gate.count == 0
+
+
+async def wait_for_count(gate: Any, count: int) -> None:
+    for _ in range(500):
+        if gate.count == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"pending sockets {gate.count}, expected {count}")
