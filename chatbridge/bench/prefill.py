@@ -129,6 +129,9 @@ def prefill_rows(
                     "last_error": None,
                     "created_at": at,
                     "done_at": at + 0.0005,
+                    "send_started_at": at if kind == "message" else None,
+                    "receipt_at": None,
+                    "receipt_external_id": None,
                 }
             )
     return rows
