@@ -35,7 +35,7 @@ from chatbridge.models import (
 )
 from chatbridge.pipeline.breaker import CircuitBreaker
 from chatbridge.pipeline.decisions import TYPING_ATTEMPTS, decide_owner, decide_turn
-from chatbridge.pipeline.leases import HeldWork
+from chatbridge.pipeline.leases import HeldWork, SendMarks
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
 from chatbridge.store.records import (
@@ -132,6 +132,9 @@ class Bridge:
         self._sending: dict[str, list[str]] = {}  # conversation id → texts being sent
         self._recently_sent: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.held = HeldWork()
+        self.send_marks = SendMarks(
+            lambda ids: self.store.mark_sends_started(ids, settings.instance_id)
+        )
         self._receipt_events: dict[str, asyncio.Event] = {}
         self.store_ok = True  # the last housekeeping round reached the store
         self.backlog: dict[str, dict[str, float]] = {}

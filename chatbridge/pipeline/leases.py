@@ -9,6 +9,9 @@ took it again) is not started a second time.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 
 class HeldWork:
     """Ids of the turns and deliveries being worked on, and deliveries whose send began."""
@@ -37,3 +40,44 @@ class HeldWork:
 
     def send_started(self, delivery_id: int) -> bool:
         return delivery_id in self._sending
+
+
+class SendMarks:
+    """Marks deliveries "send started" in batches: one transaction for every delivery that
+    asks within the same turn of the event loop.
+
+    Each send must wait until its mark is committed (a crash after the send and before the
+    mark would make a re-send look safe), but the sends of a burst start together; one
+    statement for all of them costs about what one costs.
+    """
+
+    def __init__(self, mark: Callable[[list[int]], Awaitable[set[int]]]) -> None:
+        self._mark = mark
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._flush: asyncio.Task[None] | None = None
+
+    async def mark(self, delivery_id: int) -> bool:
+        """Mark one delivery; True once committed, False if its lease is no longer ours.
+
+        Raises what the store raised (the caller's error handling applies)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiting[delivery_id] = future
+        if self._flush is None:
+            self._flush = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        await asyncio.sleep(0)  # let the sends of this loop turn join
+        batch, self._waiting = self._waiting, {}
+        self._flush = None
+        try:
+            marked = await self._mark(list(batch))
+        except Exception as exc:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for delivery_id, future in batch.items():
+            if not future.done():
+                future.set_result(delivery_id in marked)

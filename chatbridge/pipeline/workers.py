@@ -433,7 +433,7 @@ class DeliveryRunner:
                 log.info("delivery %s already at %s; not sending again", d.id, channel)
                 b.metrics.deliveries.labels(channel, d.kind, "already_sent").inc()
                 return await self._finish(d, external_id)
-            if not await b.store.mark_send_started(d.id, me):
+            if not await b.send_marks.mark(d.id):
                 log.warning("delivery %s: lease lost before sending; not sent", d.id)
                 b.metrics.errors.labels("lease_lost").inc()
                 return None

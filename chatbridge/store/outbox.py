@@ -240,6 +240,18 @@ class OutboxStore(StoreBase):
             )
         return bool(result.rowcount)
 
+    async def mark_sends_started(self, delivery_ids: Sequence[int], owner: str) -> set[int]:
+        """``mark_send_started`` for many deliveries in one transaction; returns the ids
+        still leased to ``owner`` (the others must not be sent)."""
+        if not delivery_ids:
+            return set()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                self._stmts.deliveries_send_started,
+                {"b_ids": list(delivery_ids), "b_owner": owner, "b_now": time.time()},
+            )
+            return {row[0] for row in result.all()}
+
     async def record_receipt(self, idempotency_key: str, external_id: str | None) -> bool:
         """The channel echoed one of our messages back (e.g. Chatwoot's ``message_created``
         carrying our ``source_id``): note it on the delivery with that key.

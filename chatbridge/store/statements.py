@@ -34,6 +34,7 @@ class Statements:
     conversation_head: Any
     delivery_lease_next: Any
     delivery_send_started: Any
+    deliveries_send_started: Any
     delivery_receipt: Any
     conversations_by_id: Any
     messages_by_id: Any
@@ -157,6 +158,16 @@ def build(dialect: str) -> Statements:
             )
         )
         .values(send_started_at=bindparam("b_now")),
+        deliveries_send_started=update(dd)
+        .where(
+            and_(
+                dd.c.id.in_(bindparam("b_ids", expanding=True)),
+                dd.c.lease_owner == bindparam("b_owner"),
+                dd.c.state == "leased",
+            )
+        )
+        .values(send_started_at=bindparam("b_now"))
+        .returning(dd.c.id),
         delivery_receipt=update(dd)
         .where(dd.c.idempotency_key == bindparam("b_key"))
         .values(

@@ -281,6 +281,25 @@ async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> N
     assert not await store.mark_send_started(d.id, "dead")  # fenced: the lease is w's now
 
 
+async def test_sends_are_marked_started_in_one_go_only_under_our_lease(store: Store) -> None:
+    route = await make_route(store)
+    for key in ("A", "B"):
+        res = await store.ingest(
+            inbound(key, 0), route=route, response_mode="async", decide=bot_decides
+        )
+        assert res.conversation_id
+        await store.add_outbound(
+            res.conversation_id,
+            text=key,
+            author="agent",
+            deliveries=[DeliverySpec("message", 5, text=key)],
+        )
+    a, b = await store.claim_deliveries("me", limit=5, lease_seconds=30)
+    assert await store.mark_sends_started([a.id, b.id, 999], "me") == {a.id, b.id}
+    assert await store.mark_sends_started([a.id], "someone else") == set()
+    assert await store.mark_sends_started([], "me") == set()
+
+
 async def test_a_receipt_is_kept_on_the_delivery_with_its_key(store: Store) -> None:
     route = await make_route(store)
     res = await store.ingest(
