@@ -45,7 +45,10 @@ class ChannelAdapter(Protocol):
         """Whether a message with this idempotency key already reached the channel.
 
         Called before re-sending a delivery whose earlier attempt had an unknown outcome (the
-        process died mid-send). ``None`` means the channel cannot tell.
+        process died mid-send). ``True``: it is there, do not send. ``False``: it is surely
+        not there (a send cut off in flight cannot still land), or sending again is harmless:
+        send now. ``None``: the channel cannot tell; the bridge waits for a receipt (the
+        channel's echo) for up to ``receipt_wait_seconds`` before sending again.
         """
         ...
 

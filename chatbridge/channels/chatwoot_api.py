@@ -215,7 +215,8 @@ class ChatwootAdapter:
         found if nothing was written after it. Then the message list (up to ``max_pages``
         pages of 20, newest first), which only a user token may read. Returns ``None`` for
         non-message actions and whenever Chatwoot cannot tell (a bot token's 401 on the list,
-        the conversation gone, the call failed, every page searched full without a match).
+        the conversation gone, the call failed, every page searched full without a match) —
+        and when the message is not listed: the cut-off request may still land. Never False.
         """
         if action.kind != "message":
             return None
@@ -263,7 +264,9 @@ class ChatwootAdapter:
                 if _is_int(message.get("id")):
                     ids.append(message["id"])
             if len(messages) < 20 or not ids:
-                return False
+                # Not listed — but the cut-off request may still be in Chatwoot's hands and
+                # land a moment later: not a sure "no". The echo will tell.
+                return None
             before = min(ids)
         # Every page was full and none matched: the message may be older still.
         return None

@@ -482,8 +482,9 @@ class DeliveryRunner:
             d.id,
             d.conversation_id,
         )
-        if await self._seen_by_channel(adapter, action):
-            return True, None
+        seen = await self._ask_channel(adapter, action)
+        if seen is not None:
+            return seen, None  # the channel knows (or a repeat is harmless): no waiting
         until = (d.send_started_at or time.time()) + b.settings.receipt_wait_seconds
         while True:
             receipt_at, external_id = await b.store.delivery_receipt(d.id)
@@ -493,7 +494,7 @@ class DeliveryRunner:
             if remaining <= 0:
                 break
             await b.wait_for_receipt(d.idempotency_key, min(remaining, 0.25))
-        if await self._seen_by_channel(adapter, action):
+        if await self._ask_channel(adapter, action):
             return True, None
         b.metrics.delivery_uncertain.labels(channel).inc()
         log.warning(
@@ -507,12 +508,13 @@ class DeliveryRunner:
         return False, None
 
     @staticmethod
-    async def _seen_by_channel(adapter: Any, action: OutboundAction) -> bool:
+    async def _ask_channel(adapter: Any, action: OutboundAction) -> bool | None:
         try:
-            return bool(await adapter.already_sent(action))
+            seen: bool | None = await adapter.already_sent(action)
         except Exception:
             log.warning("already_sent check failed", exc_info=True)
-            return False
+            return None
+        return seen
 
     async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
         s = self.b.settings

@@ -280,14 +280,14 @@ async def test_already_sent_with_a_bot_token_reads_the_conversation(chatwoot: Ch
     assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is None
 
 
-async def test_already_sent_true_false(chatwoot: Chatwoot) -> None:
+async def test_already_sent_with_a_user_token_lists_messages(chatwoot: Chatwoot) -> None:
     chatwoot.mock.allow_list_messages = True  # a user token
-    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is False
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is None
     await chatwoot.adapter.send(action(key="dlv_9"))
     assert await chatwoot.adapter.already_sent(action(key="dlv_9")) is True
-    assert await chatwoot.adapter.already_sent(action(key="dlv_10")) is False
+    assert await chatwoot.adapter.already_sent(action(key="dlv_10")) is None
     # Another conversation does not count.
-    assert await chatwoot.adapter.already_sent(action(key="dlv_9", channel_key="1:43")) is False
+    assert await chatwoot.adapter.already_sent(action(key="dlv_9", channel_key="1:43")) is None
 
 
 async def test_already_sent_pages_back(chatwoot: Chatwoot) -> None:
@@ -296,7 +296,7 @@ async def test_already_sent_pages_back(chatwoot: Chatwoot) -> None:
     for index in range(30):
         chatwoot.mock.post_message(chatwoot.mock.conversations[42], {"content": f"m{index}"})
     assert await chatwoot.adapter.already_sent(action(key="early")) is True
-    assert await chatwoot.adapter.already_sent(action(key="never")) is False
+    assert await chatwoot.adapter.already_sent(action(key="never")) is None
     assert await chatwoot.adapter.already_sent(action(key="never"), max_pages=1) is None
 
 
