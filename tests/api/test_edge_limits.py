@@ -147,11 +147,12 @@ async def test_a_64_mib_header_is_refused_quickly_and_health_stays_fast(tmp_path
             refused = answer.startswith(b"HTTP/1.1 431") or answer == b""
         writer.close()
         assert refused and sent < 64 * MiB, f"server read {sent} bytes of header"
-        assert time.monotonic() - started < 5
-        assert all(h < 1.0 for h in health), health
+        # generous bounds for a loaded 2-core CI machine; unlimited, it stalled /health ~4 s
+        assert time.monotonic() - started < 10
+        assert all(h < 2.5 for h in health), health
         t0 = time.monotonic()
         assert (await client.get("/health")).status_code == 200
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 2.5
 
 
 async def test_a_header_over_the_limit_gets_431(tmp_path: Any) -> None:
