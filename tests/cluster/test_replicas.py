@@ -590,6 +590,13 @@ async def running_cluster(
         widget_balancer = await exits.enter_async_context(
             TcpBalancer(replicas.backends([2, 0, 1]), mode="failover")
         )
+        # Chatwoot's echoes of our replies (their receipts) reach the replicas through a load
+        # balancer that answers 500 for a replica that dies under a request, so Chatwoot
+        # retries them on another one (docs/reliability.md)
+        echo_balancer = await exits.enter_async_context(
+            TcpBalancer(replicas.backends(), mode="round_robin", when_down=500)
+        )
+        mock.webhook_url = f"{echo_balancer.url}/webhook/chatwoot"
         runs: Counter[str] = Counter()
         agent = build_agent(runs)
         agent_task = await exits.enter_async_context(

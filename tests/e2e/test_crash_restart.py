@@ -109,7 +109,10 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(
         db_url = request.getfixturevalue("database_url_pg")
     rng = random.Random(20261121)
     agent = build_mock_agent("echo", agent_id="agent1")
-    mock_app = create_mock_chatwoot(api_token="tok", webhook_timeout=5)
+    # A *user* token here (it may list messages; our replies' echoes come from a "user"):
+    # the bot-token case, where only echoes through a proxy can serve as receipts, is
+    # tests/chaos/test_sigkill.py.
+    mock_app = create_mock_chatwoot(api_token="tok", webhook_timeout=5, token_kind="user")
     mock: MockChatwoot = mock_app.state.mock
     async with agent.serving("127.0.0.1", 0) as agent_port, serve_app(mock_app) as chatwoot_url:
         port = free_port()
