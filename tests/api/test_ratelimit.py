@@ -41,6 +41,27 @@ async def test_too_many_messages_from_one_session_get_429_with_retry_after(
         assert r.status_code == 202
 
 
+async def test_messages_are_limited_per_ip_across_sessions(sqlite_url: str) -> None:
+    """One address opening a new session for every message is still limited: the per-IP
+    budget counts them all, whatever the session."""
+    async with running_stack(
+        sqlite_url,
+        webchat=True,
+        delay=0,
+        rate_limit_messages_ip="3/minute",
+        rate_limit_messages_session="100/minute",
+    ) as s:
+        codes = []
+        for i in range(4):
+            sid = (await s.http.post("/api/webchat/sessions", json={"inbox_id": 1})).json()[
+                "session_id"
+            ]
+            r = await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"text": f"m{i}"})
+            codes.append(r.status_code)
+        assert codes == [202, 202, 202, 429]
+        assert r.json()["error"]["details"]["scope"] == "webchat_message_ip"
+
+
 async def test_session_creation_is_limited_per_ip(sqlite_url: str) -> None:
     async with running_stack(sqlite_url, webchat=True, rate_limit_session_create="2/minute") as s:
         codes = [

@@ -1,0 +1,83 @@
+"""Protections a refactor of the core could drop without other tests noticing.
+
+Each test here was written against a protection removed by hand: it fails without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.e2e.harness import FAST, running_stack, wait_until
+
+
+async def test_our_reply_echoed_from_a_user_token_does_not_silence_the_bot(
+    sqlite_url: str,
+) -> None:
+    """Posted with a *user* token, our reply comes back from Chatwoot as an outgoing message
+    of a "user" — what a human taking over looks like. Its source_id (our delivery's key)
+    tells it apart: the bot keeps the conversation and answers the next message."""
+    async with running_stack(sqlite_url, mock_options={"token_kind": "user"}, **FAST) as s:
+        await s.say("first")
+        assert await s.wait_replies(1) == ["Echo: first"]
+        await s.mock.drain()  # the echo of our reply has reached the bridge
+        echoes = [
+            h
+            for h in s.mock.webhook_history
+            if (h["payload"].get("sender") or {}).get("type") == "user"
+        ]
+        assert echoes and all(
+            h["response"] == {"status": "stored", "reason": "receipt"} for h in echoes
+        )
+        conv = await s.bridge.store.find_conversation("chatwoot", "1:1")
+        assert conv is not None and conv.owner == "bot"
+        await s.say("second")
+        assert await s.wait_replies(2) == ["Echo: first", "Echo: second"]
+
+
+async def test_a_human_reply_from_a_user_still_hands_over(sqlite_url: str) -> None:
+    """The other side of the guard above: an outgoing message of a user that is not one of
+    ours (no source_id of ours) is a human taking over."""
+    async with running_stack(sqlite_url, mock_options={"token_kind": "user"}, **FAST) as s:
+        await s.say("first")
+        await s.wait_replies(1)
+        r = await s.say(
+            "I'll take it from here",
+            message_type="outgoing",
+            sender_type="user",
+            sender={"id": 5, "name": "Sam"},
+        )
+        assert r["response"]["reason"] == "owner:human"
+
+
+async def test_a_turn_that_outlasts_its_lease_is_not_run_twice(sqlite_url: str) -> None:
+    """The running bridge renews the lease of a turn its task is still working on; without
+    that, a slow agent's turn is taken over when the lease runs out and run again."""
+    # renewed every 0.5 s: a loaded machine may stall the loop a while without losing it
+    settings: dict[str, Any] = {**FAST, "lease_seconds": 1.5}
+    async with running_stack(
+        sqlite_url, behaviour="delay", delay=5.0, timeout_seconds=20.0, **settings
+    ) as s:
+        real = s.bridge.hub.run_turn
+        asked: list[str] = []
+
+        async def counting(request: Any) -> Any:
+            asked.append(request.turn_key)
+            return await real(request)
+
+        s.bridge.hub.run_turn = counting
+        await s.say("take your time")
+        # While the agent works (5 s, over three lease periods), another process looking
+        # for work — a second replica — must find none: the turn's lease is kept alive.
+        await wait_until(lambda: asked, timeout=10)  # the bridge's worker has it
+        intruder_got: list[int] = []
+        while not s.replies():
+            taken = await s.bridge.store.claim_turns("intruder", limit=5, lease_seconds=30)
+            intruder_got += [t.id for t in taken]
+            await asyncio.sleep(0.25)
+        assert intruder_got == []
+        assert s.replies() == ["Echo: take your time"]
+        await s.idle()
+        assert asked == [asked[0]]  # asked once
+        counts = await s.bridge.store.counts()
+        assert counts["turns"] == {"done": 1}
