@@ -81,3 +81,20 @@ async def test_a_turn_that_outlasts_its_lease_is_not_run_twice(sqlite_url: str) 
         assert asked == [asked[0]]  # asked once
         counts = await s.bridge.store.counts()
         assert counts["turns"] == {"done": 1}
+
+
+async def test_an_agent_timeout_is_a_failure_not_a_silent_no_reply(sqlite_url: str) -> None:
+    """A turn whose agent timed out gets the route's fallback and is marked failed; it is
+    not taken for "the agent chose not to answer"."""
+    from chatbridge.errors import AgentTimeout
+
+    async with running_stack(sqlite_url, mapping={"fallback_text": "Back soon!"}, **FAST) as s:
+
+        async def times_out(request: Any) -> Any:
+            raise AgentTimeout("no answer before the deadline")
+
+        s.bridge.hub.run_turn = times_out
+        await s.say("hello?")
+        assert await s.wait_replies(1) == ["Back soon!"]
+        counts = await s.idle()
+        assert counts["turns"] == {"failed": 1}

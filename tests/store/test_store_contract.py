@@ -457,3 +457,66 @@ async def test_routes_and_agents_round_trip(store: Store) -> None:
     assert agent is not None and agent.transport == "ws-dial-out"
     await store.touch_agents({"a1": 123.0})
     assert (await store.get_agent("a1")).last_seen_at == 123.0  # type: ignore[union-attr]
+
+
+async def test_many_queued_deliveries_leave_oldest_first_one_at_a_time(store: Store) -> None:
+    """Five replies queued in one conversation: each claim offers only the oldest open one,
+    and the next only once it is done (chained claims included)."""
+    route = await make_route(store)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
+    assert res.conversation_id
+    for n in range(5):
+        await store.add_outbound(
+            res.conversation_id,
+            text=f"r{n}",
+            author="agent",
+            deliveries=[DeliverySpec("message", 5, text=f"r{n}")],
+        )
+    sent: list[str | None] = []
+    [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    assert await store.claim_deliveries("w2", limit=10, lease_seconds=30) == []
+    while True:
+        sent.append(d.text)
+        if len(sent) % 2:  # alternately: the chained claim, and a fresh one
+            _, following = await store.finish_delivery(
+                d.id, "w", external_id=None, claim_next=d, lease_seconds=30
+            )
+        else:
+            await store.finish_delivery(d.id, "w", external_id=None)
+            got = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+            following = got[0] if got else None
+            assert len(got) <= 1
+        if following is None:
+            break
+        d = following
+    assert sent == ["r0", "r1", "r2", "r3", "r4"]
+
+
+async def test_completing_a_turn_with_a_handoff_hands_the_conversation_over(
+    store: Store,
+) -> None:
+    route = await make_route(store)
+    await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    await store.ingest(inbound("A", 1), route=route, response_mode="async", decide=bot_decides)
+    [turn] = await store.claim_turns("w", limit=5, lease_seconds=30)
+    done = await store.complete_turn(
+        turn.id,
+        "w",
+        state="done",
+        outcome="handoff",
+        reply_text="Let me get a colleague",
+        deliveries=[
+            DeliverySpec("message", 5, text="Let me get a colleague"),
+            DeliverySpec("handoff", 5),
+        ],
+        handoff=True,
+    )
+    assert done.ok
+    conv = await store.find_conversation("chatwoot", "1:A")
+    assert conv is not None and conv.owner == "human"
+    # the next message's turn, queued behind, will not run for the bot
+    assert await store.claim_turns("w", limit=5, lease_seconds=30) == []
+    counts = await store.counts()
+    assert counts["turns"].get("cancelled") == 1
