@@ -109,3 +109,26 @@ async def store(database_url: str) -> AsyncIterator[object]:
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file for tests that need one database only."""
     return f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
+
+
+# The fast core target (`./scripts/test -m core`): the tests of the promise itself — store
+# contract, pipeline decisions and workers, crash and two-bridge tests, the core guards — for
+# anyone changing the store or the workers to run on every step. The chaos suite
+# (`-m chaos`) is the slower, broader net.
+CORE_TESTS = (
+    "tests/store/",
+    "tests/pipeline/",
+    "tests/e2e/test_store_faults.py",
+    "tests/e2e/test_core_guards.py",
+    "tests/e2e/test_crash_restart.py",
+    "tests/e2e/test_replicas_in_process.py",
+    "tests/e2e/test_chatwoot_flow.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        path = Path(str(item.path)).relative_to(root).as_posix()
+        if path.startswith(CORE_TESTS):
+            item.add_marker(pytest.mark.core)
