@@ -8,7 +8,7 @@ body) in ``app.state.fake.requests``. Credentials, session/instance state and fa
 (``fail_next``) are set on the ``FakeWhatsApp`` object.
 
 The ``*_message`` / ``*_status`` builders return webhook payloads shaped like the contract's
-examples (``/work/shared/contracts/whatsapp.md`` §1, §4).
+examples (the providers' documented payloads; see ``docs/whatsapp.md``).
 
 WAHA runs one of three engines, and the fake plays the one in ``waha_engine``: WEBJS, NOWEB
 or GOWS. They fill a message's fields differently (``waha_message(engine=…)``) and answer a
