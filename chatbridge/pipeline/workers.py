@@ -162,6 +162,18 @@ class ClaimLoop(Generic[T]):
                 return total
 
 
+def _log_failure(what: str, conversation_id: str, exc: Exception) -> None:
+    """A runner's unhandled error: the traceback only when it is not a database outage."""
+    log.error(
+        "%s: failed (%s: %s); giving it back conversation=%s",
+        what,
+        type(exc).__name__,
+        exc,
+        conversation_id,
+        exc_info=not is_outage(exc),
+    )
+
+
 def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
     """The ``user_message`` frame of protocol v1 for a claimed turn."""
     msgs = turn.messages
@@ -234,20 +246,10 @@ class TurnRunner:
 
     async def run(self, turn: ClaimedTurn) -> None:
         b = self.b
-        b.held.hold_turn(turn.id)
-        try:
+        try:  # held since its claim (``Bridge._claim_turns``)
             await self._run(turn)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            log.error(
-                "turn %s: run failed (%s: %s); giving it back conversation=%s",
-                turn.key,
-                type(exc).__name__,
-                exc,
-                turn.conversation_id,
-                exc_info=not is_outage(exc),
-            )
+            _log_failure(f"turn {turn.key}", turn.conversation_id, exc)
             b.metrics.errors.labels("turn_failed").inc()
             await self._give_back(turn)
         finally:
@@ -372,17 +374,8 @@ class DeliveryRunner:
             following: ClaimedDelivery | None = None
             try:
                 following = await self._send(current)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
-                log.error(
-                    "delivery %s: failed (%s: %s) conversation=%s",
-                    current.id,
-                    type(exc).__name__,
-                    exc,
-                    current.conversation_id,
-                    exc_info=not is_outage(exc),
-                )
+                _log_failure(f"delivery {current.id}", current.conversation_id, exc)
                 b.metrics.errors.labels("delivery_failed").inc()
                 await self._give_back(current)
             finally:

@@ -233,12 +233,7 @@ class OutboxStore(StoreBase):
         so only such a one waits for a receipt before it is sent again. False: the lease is
         no longer ours, so the send must not happen.
         """
-        async with self._tx() as conn:
-            result = await conn.execute(
-                self._stmts.delivery_send_started,
-                {"b_id": delivery_id, "b_owner": owner, "b_now": time.time()},
-            )
-        return bool(result.rowcount)
+        return delivery_id in await self.mark_sends_started([delivery_id], owner)
 
     async def mark_sends_started(self, delivery_ids: Sequence[int], owner: str) -> set[int]:
         """``mark_send_started`` for many deliveries in one transaction; returns the ids

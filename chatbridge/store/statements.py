@@ -33,7 +33,6 @@ class Statements:
     message_external_id: Any
     conversation_head: Any
     delivery_lease_next: Any
-    delivery_send_started: Any
     deliveries_send_started: Any
     delivery_receipt: Any
     conversations_by_id: Any
@@ -149,15 +148,6 @@ def build(dialect: str) -> Statements:
             uncertain=False,
         )
         .returning(*dd.c),
-        delivery_send_started=update(dd)
-        .where(
-            and_(
-                dd.c.id == bindparam("b_id"),
-                dd.c.lease_owner == bindparam("b_owner"),
-                dd.c.state == "leased",
-            )
-        )
-        .values(send_started_at=bindparam("b_now")),
         deliveries_send_started=update(dd)
         .where(
             and_(
