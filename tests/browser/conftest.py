@@ -48,13 +48,35 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
+async def browser(chromium: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Browser]:
+    """A fresh chromium for the test.
+
+    Playwright's driver is told to pass chromium's own output through (``DEBUG=pw:browser``), so
+    a test that fails because the browser went away shows why in its captured output. A browser
+    that dies before the test ends fails the test by name instead of surfacing as a
+    "target closed" error somewhere in the test.
+    """
+    monkeypatch.setenv("DEBUG", "pw:browser")
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        state = {"closing": False, "died_early": False}
+
+        def disconnected(_: Browser) -> None:
+            state["died_early"] = not state["closing"]
+
+        b.on("disconnected", disconnected)
+        # the browser answers before the test starts: a start-up failure is named as one
+        smoke = await b.new_page()
+        await smoke.goto("about:blank")
+        await smoke.close()
         try:
             yield b
         finally:
+            state["closing"] = True
             await b.close()
+        assert not state["died_early"], (
+            "chromium went away during the test; its own output is in the captured stderr"
+        )
 
 
 @pytest.fixture
