@@ -31,6 +31,10 @@ from pydantic.json_schema import JsonSchemaMode
 
 from chatbridge.errors import ChatbridgeError
 
+# Jitter from a generator of our own: the global ``random`` state belongs to the application
+# (and to test tools such as Hypothesis, which treat a change to it as a bug).
+_JITTER = random.Random()
+
 PROTOCOL = "chatbridge/1"
 
 DEAD_AFTER_INTERVALS = 3
@@ -447,7 +451,7 @@ def reconnect_delay(
         attempt = 0
     ceiling = min(maximum, initial * (2 ** min(attempt, 62)))
     ceiling = max(ceiling, 0.0)
-    return (rng or random).uniform(0.0, ceiling)
+    return (rng or _JITTER).uniform(0.0, ceiling)
 
 
 _DIRECTIONS: dict[str, tuple[type[BaseModel], ...]] = {

@@ -6,6 +6,10 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+# Jitter from a generator of our own: the global ``random`` state belongs to the application
+# (and to test tools such as Hypothesis, which treat a change to it as a bug).
+_JITTER = random.Random()
+
 
 def backoff_delay(
     attempt: int,
@@ -21,7 +25,7 @@ def backoff_delay(
     deliveries that failed together. A ``Retry-After`` is a floor: we never come back sooner
     than the server asked, but never later than ``cap`` past it either.
     """
-    r = rng or random
+    r = rng or _JITTER
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     delay = r.uniform(0, ceiling)
     if retry_after is not None and retry_after > 0:

@@ -24,6 +24,10 @@ from sqlalchemy import exc as sa_exc
 
 from chatbridge.errors import StoreError
 
+# Jitter from a generator of our own: the global ``random`` state belongs to the application
+# (and to test tools such as Hypothesis, which treat a change to it as a bug).
+_JITTER = random.Random()
+
 log = logging.getLogger("chatbridge.store")
 
 T = TypeVar("T")
@@ -71,7 +75,7 @@ async def hold_on(
             if not is_outage(exc) or time.monotonic() - started >= give_up_after:
                 raise
             attempt += 1
-            delay = random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
+            delay = _JITTER.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
             if attempt == 1 or attempt % 10 == 0:
                 log.warning(
                     "%s: database unavailable (%s: %s); retrying (attempt %d)",

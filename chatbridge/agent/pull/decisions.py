@@ -13,6 +13,10 @@ import httpx
 
 from chatbridge.agent.identity import TurnKey
 
+# Jitter from a generator of our own: the global ``random`` state belongs to the application
+# (and to test tools such as Hypothesis, which treat a change to it as a bug).
+_JITTER = random.Random()
+
 MAX_BACKOFF = 300.0
 MAX_RETRY_AFTER = 3600.0
 
@@ -27,7 +31,7 @@ def backoff_delay(
     ``base`` keeps its meaning. Never shorter than the server's ``Retry-After``.
     """
     ceiling = min(max(base, MAX_BACKOFF), base * 2 ** min(max(attempt, 0), 30))
-    delay = (rng or random).uniform(ceiling / 2, ceiling)
+    delay = (rng or _JITTER).uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay
