@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from chatbridge import clock
 from chatbridge.agents.base import AgentOutcome, TurnRequest
 from chatbridge.errors import (
     AgentElsewhere,
@@ -210,7 +211,7 @@ def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
         "context": context,
         "response_mode": turn.response_mode,
         "deadline": iso(deadline),
-        "timestamp": iso(time.time()),
+        "timestamp": iso(clock.now()),
     }
 
 
@@ -274,7 +275,7 @@ class TurnRunner:
         agent_id = route.agent_id if route else turn.agent_id
         outcome: AgentOutcome | None = None
         failure: str | None = None
-        started = time.time()
+        started = clock.now()
         if route is None:
             failure = "route_deleted"
         else:
@@ -300,9 +301,9 @@ class TurnRunner:
                     failure = exc.kind
                 if outcome is not None and outcome.kind != "error":
                     breaker.record_success()
-                    b.metrics.turn_seconds.labels(agent_id).observe(time.time() - started)
+                    b.metrics.turn_seconds.labels(agent_id).observe(clock.now() - started)
                 else:
-                    breaker.record_failure(time.time())
+                    breaker.record_failure(clock.now())
         if failure or (outcome is not None and outcome.kind == "error"):
             kind = failure or f"error:{outcome.error_code if outcome else ''}"
             b.metrics.agent_errors.labels(agent_id, kind.split(":")[0]).inc()
@@ -392,7 +393,7 @@ class DeliveryRunner:
         delay = backoff_delay(d.attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds)
         try:
             await b.store.retry_delivery(
-                d.id, s.instance_id, next_attempt_at=time.time() + delay, error="internal error"
+                d.id, s.instance_id, next_attempt_at=clock.now() + delay, error="internal error"
             )
         except Exception:
             log.warning("delivery %s: could not be given back; its lease will run out", d.id)
@@ -478,12 +479,12 @@ class DeliveryRunner:
         seen = await self._ask_channel(adapter, action)
         if seen is not None:
             return seen, None  # the channel knows (or a repeat is harmless): no waiting
-        until = (d.send_started_at or time.time()) + b.settings.receipt_wait_seconds
+        until = (d.send_started_at or clock.now()) + b.settings.receipt_wait_seconds
         while True:
             receipt_at, external_id = await b.store.delivery_receipt(d.id)
             if receipt_at is not None:
                 return True, external_id
-            remaining = until - time.time()
+            remaining = until - clock.now()
             if remaining <= 0:
                 break
             await b.wait_for_receipt(d.idempotency_key, min(remaining, 0.25))
@@ -561,7 +562,7 @@ class DeliveryRunner:
         )
         await self._persist(
             lambda: b.store.retry_delivery(
-                d.id, s.instance_id, next_attempt_at=time.time() + delay, error=error
+                d.id, s.instance_id, next_attempt_at=clock.now() + delay, error=error
             ),
             f"delivery {d.id}: scheduling a retry",
         )

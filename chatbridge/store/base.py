@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from chatbridge import clock
 from chatbridge.errors import StoreError
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
@@ -276,7 +276,7 @@ class StoreBase:
                 .where(
                     and_(t.turns.c.conversation_id == conversation_id, t.turns.c.state == "pending")
                 )
-                .values(state="cancelled", outcome="human_owner", finished_at=time.time())
+                .values(state="cancelled", outcome="human_owner", finished_at=clock.now())
             )
 
     @staticmethod
@@ -335,7 +335,7 @@ class StoreBase:
         has been due (0 when none); ``oldest_expired`` — seconds since the oldest lease ran out
         without the row being claimed again (0 when none). Two small aggregate queries.
         """
-        now = time.time()
+        now = clock.now()
         out: dict[str, dict[str, float]] = {}
         async with self._tx() as conn:
             for name, table, due in (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from sqlalchemy import and_, select
 
+from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import tables as t
@@ -50,7 +50,7 @@ class ConversationStore(StoreBase):
     async def _ingest(
         self, msg: InboundMessage, *, route: Route, response_mode: str, decide: Decide
     ) -> IngestResult:
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             await self._take_receipt(conn, msg.channel, msg.delivery_id)
             dedupe_key = (
@@ -123,7 +123,7 @@ class ConversationStore(StoreBase):
         if not delivery_id:
             return
         receipt = await conn.execute(
-            self._stmts.receipt, {"key": f"{channel}:{delivery_id}", "created_at": time.time()}
+            self._stmts.receipt, {"key": f"{channel}:{delivery_id}", "created_at": clock.now()}
         )
         if receipt.rowcount == 0:
             raise _Duplicate("delivery_id")
@@ -215,7 +215,7 @@ class ConversationStore(StoreBase):
         external_message_id: str | None,
         delivery_id: str | None,
     ) -> ConversationRecord:
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             await self._take_receipt(conn, channel, delivery_id)
             dedupe_key = f"{channel}:{external_message_id}" if external_message_id else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 
+from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
@@ -66,7 +66,7 @@ class OutboxStore(StoreBase):
 
         While a human owns the conversation, the text is kept as a note and nothing is sent.
         """
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             conv_owner = (
                 await conn.execute(
@@ -117,7 +117,7 @@ class OutboxStore(StoreBase):
         self, owner: str, *, limit: int, lease_seconds: float
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` deliveries: the oldest open one of each conversation."""
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             params = claim_params(owner, now, lease_seconds, limit)
             rows = (await conn.execute(CLAIM_DELIVERIES, params)).all()
@@ -135,7 +135,7 @@ class OutboxStore(StoreBase):
         providers may report them out of order. Returns our message id, or None if the id is
         not one of our sent messages.
         """
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             message_id = (
                 await conn.execute(
@@ -193,7 +193,7 @@ class OutboxStore(StoreBase):
                 {
                     "b_id": delivery_id,
                     "b_owner": owner,
-                    "b_now": time.time(),
+                    "b_now": clock.now(),
                     "b_external": external_id,
                 },
             )
@@ -211,7 +211,7 @@ class OutboxStore(StoreBase):
         self, conn: Conn, after: ClaimedDelivery, owner: str, lease_seconds: float
     ) -> ClaimedDelivery | None:
         """Lease the oldest open delivery of ``after``'s conversation, if it is due now."""
-        now = time.time()
+        now = clock.now()
         st = self._stmts
         head = (
             await conn.execute(st.conversation_head, {"b_conversation": after.conversation_id})
@@ -243,7 +243,7 @@ class OutboxStore(StoreBase):
         async with self._tx() as conn:
             result = await conn.execute(
                 self._stmts.deliveries_send_started,
-                {"b_ids": list(delivery_ids), "b_owner": owner, "b_now": time.time()},
+                {"b_ids": list(delivery_ids), "b_owner": owner, "b_now": clock.now()},
             )
             return {row[0] for row in result.all()}
 
@@ -258,7 +258,7 @@ class OutboxStore(StoreBase):
         async with self._tx() as conn:
             result = await conn.execute(
                 self._stmts.delivery_receipt,
-                {"b_key": idempotency_key, "b_now": time.time(), "b_external": external_id},
+                {"b_key": idempotency_key, "b_now": clock.now(), "b_external": external_id},
             )
         return bool(result.rowcount)
 
@@ -274,7 +274,7 @@ class OutboxStore(StoreBase):
         finished deliveries already has ``external_id``.
         """
         dd, cc = t.deliveries, t.conversations
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             conv_id = (
                 await conn.execute(
@@ -372,7 +372,7 @@ class OutboxStore(StoreBase):
                 .values(
                     state=state,
                     last_error=error[:2000],
-                    done_at=time.time(),
+                    done_at=clock.now(),
                     lease_owner=None,
                     lease_expires_at=None,
                 )
@@ -419,7 +419,7 @@ class OutboxStore(StoreBase):
                     state="dropped",
                     last_error=func.coalesce(t.deliveries.c.last_error, "")
                     + " [discarded by an operator]",
-                    done_at=time.time(),
+                    done_at=clock.now(),
                 )
             )
         return bool(result.rowcount)
@@ -430,6 +430,6 @@ class OutboxStore(StoreBase):
             result = await conn.execute(
                 update(t.deliveries)
                 .where(and_(t.deliveries.c.id == delivery_id, t.deliveries.c.state == "dead"))
-                .values(state="pending", attempts=0, next_attempt_at=time.time(), done_at=None)
+                .values(state="pending", attempts=0, next_attempt_at=clock.now(), done_at=None)
             )
         return bool(result.rowcount)

@@ -25,12 +25,12 @@ Deliveries (``outbox``) are claimed the same way.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, case, select, update
 
+from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
@@ -64,7 +64,7 @@ class TurnStore(StoreBase):
         same transaction, so typing always starts before — and ends after — the reply.
         Turns for ``skip_agents`` (held by another replica) are left alone.
         """
-        now = time.time()
+        now = clock.now()
         typing = set(typing_channels)
         async with self._tx() as conn:
             params = claim_params(owner, now, lease_seconds, limit)
@@ -141,7 +141,7 @@ class TurnStore(StoreBase):
         Only those: a lease whose task died (a database error, a bug) must run out, so the
         work is claimed again, rather than be kept alive by a process that forgot it.
         """
-        until = time.time() + lease_seconds
+        until = clock.now() + lease_seconds
         async with self._tx() as conn:
             for table, ids in ((t.turns, list(turn_ids)), (t.deliveries, list(delivery_ids))):
                 if not ids:
@@ -183,7 +183,7 @@ class TurnStore(StoreBase):
                     state="pending",
                     lease_owner=None,
                     lease_expires_at=None,
-                    available_at=time.time() + delay,
+                    available_at=clock.now() + delay,
                     attempts=attempts,
                 )
             )
@@ -240,7 +240,7 @@ class TurnStore(StoreBase):
         If a human owns the conversation, the reply is stored as a note and only
         ``typing_off`` deliveries are written.
         """
-        now = time.time()
+        now = clock.now()
         has_reply = reply_text is not None or bool(reply_attachments)
         reply_id = new_id("m") if has_reply else None
         st = self._stmts
