@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 import sys
@@ -450,10 +451,12 @@ async def test_a_reply_is_given_up_after_max_retries_and_kept_for_a_new_offer() 
     handler = counting()
     fake.reply_script = [httpx.Response(503)] * 3
     fake.offer(1, lease="L1")
-    async with pulling(fake, handler, max_retries=3):
+    async with pulling(fake, handler, max_retries=3, concurrency=2):
         await wait_until(lambda: len(fake.posts) == 3)
-        await asyncio.sleep(0.1)  # no fourth attempt comes on its own
-        assert len(fake.posts) == 3 and not fake.replies
+        # a poll asking for 2 turns again comes once the turn's task has ended (given up)
+        seen = len(fake.polls)
+        await wait_until(lambda: any(p["limit"] == "2" for p in fake.polls[seen:]))
+        assert len(fake.posts) == 3 and not fake.replies  # no fourth attempt
         fake.offer(1, lease="L2")
         await wait_until(lambda: fake.replies)
     assert handler.runs == ["t_1"]
@@ -539,12 +542,16 @@ async def test_turns_run_concurrently_up_to_the_limit() -> None:
     assert peak == 3
 
 
-async def test_stopping_lets_a_running_turn_finish_and_post() -> None:
+async def test_stopping_lets_a_running_turn_finish_and_post(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatbridge.agent.pull")
     started = asyncio.Event()
+    finish = asyncio.Event()
 
     async def handler(turn: Turn) -> str:
         started.set()
-        await asyncio.sleep(0.2)
+        await finish.wait()  # still running when the client is told to stop
         return "finished"
 
     fake = FakePullBridge()
@@ -554,6 +561,9 @@ async def test_stopping_lets_a_running_turn_finish_and_post() -> None:
     task = asyncio.create_task(client.run(stop))
     await started.wait()
     stop.set()
+    # the client has stopped polling and waits for the turn, which is still running
+    await wait_until(lambda: "stopping: waiting up to 2s for 1 running turn(s)" in caplog.text)
+    finish.set()
     await asyncio.wait_for(task, 5)
     assert [f["content"] for f in fake.frames()] == ["finished"]
 

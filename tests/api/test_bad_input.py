@@ -215,9 +215,12 @@ def test_an_overlong_contact_name_is_cut_not_refused(
 ) -> None:
     """A customer's message is never refused for a long display name: it is stored cut."""
     payload = mutate(mutate(valid, "id", 900_002), "sender.name", "n" * 400)
+    before = live.snapshot()
     r = live.webhook(client, payload)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "accepted"
+    after = live.snapshot()
+    assert after["rows"]["turns"] == before["rows"]["turns"] + 1
 
 
 # --------------------------------------------------------------------------- transport level
@@ -260,11 +263,16 @@ def test_json_media_types_with_parameters_are_accepted(
     live: Live, client: httpx.Client, valid: dict[str, Any]
 ) -> None:
     for n, content_type in enumerate(("application/json; charset=utf-8", "application/vnd+json")):
+        before = live.snapshot()
         r = live.webhook(
             client, mutate(valid, "id", 900_100 + n), headers={"Content-Type": content_type}
         )
+        # parsed and stored, not merely answered 200 (an ignored payload is a 200 too)
         assert r.status_code == 200, r.text
-    live.snapshot()  # let the turns finish before the next test looks
+        assert r.json()["status"] == "accepted", r.text
+        after = live.snapshot()  # also lets the turn finish before the next test looks
+        assert after["rows"]["messages"] > before["rows"]["messages"]
+        assert after["rows"]["turns"] == before["rows"]["turns"] + 1
 
 
 @pytest.mark.usefixtures("unchanged")

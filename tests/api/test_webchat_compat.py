@@ -23,9 +23,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from limits import parse
+from sqlalchemy import update
 
 from chatbridge.agents.base import AgentOutcome
 from chatbridge.config import Settings
+from chatbridge.store import tables as t
 from tests.api.conftest import module_database_url
 from tests.api.live import snapshot
 from tests.e2e.harness import Stack, running_stack, wait_until
@@ -757,10 +759,14 @@ async def test_admin_cleanup_clear_data_and_logs(stack: Stack) -> None:
     old, fresh = sid("old"), sid("fresh")
     await say(stack, old, "old one")
     await end_open_turns(stack)
-    await asyncio.sleep(0.3)
     inbox_id = stack.bridge.settings.webchat_compat_inbox_id
     await stack.bridge.store.open_session(fresh, inbox_id=inbox_id, timeout=1800)
-    stack.bridge.settings.webchat_session_timeout = 0.25
+    stack.bridge.settings.webchat_session_timeout = 1800
+    sessions = t.webchat_sessions
+    async with stack.bridge.store.engine.begin() as conn:  # the old one idle for an hour
+        await conn.execute(
+            update(sessions).where(sessions.c.id == old).values(last_active=time.time() - 3600)
+        )
     data = ok(await act(stack, "POST", "cleanup", key=ADMIN_KEY))
     assert data["cleaned_count"] >= 1
     assert data["message"] == f"Cleaned up {data['cleaned_count']} inactive sessions"

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import websockets
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from chatbridge.agent import Agent, Turn
 from chatbridge.store import tables as t
+from chatbridge.testing.mock_agent import auto_behaviour, echo_text, split_chunks
+from tests.e2e.drain import within
 from tests.e2e.harness import Stack, running_stack, wait_until
 
 
@@ -35,6 +37,48 @@ async def counts(s: Stack) -> dict[str, int]:
                 await conn.execute(select(func.count()).select_from(table))
             ).scalar_one()
     return out
+
+
+async def idle_for(s: Stack, session_id: str, seconds: float) -> None:
+    """Make the session look idle for ``seconds`` (instead of waiting that long)."""
+    sessions = t.webchat_sessions
+    async with s.bridge.store.engine.begin() as conn:
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(last_active=sessions.c.last_active - seconds)
+        )
+
+
+def held_poll(s: Stack, uid: str) -> bool:
+    """Whether a history long-poll of session ``uid`` is waiting for news."""
+    return uid in s.bridge.webchat_live._news
+
+
+def typing_first_agent(stacks: list[Stack], release: asyncio.Event | None = None) -> Agent:
+    """An agent that answers only once its turn's typing indicator is on for the visitor (and,
+    given ``release``, once the test sets it), so the indicator shows however slow the machine
+    is. It answers like the mock's ``auto`` behaviour (echo, stream)."""
+    agent = Agent("agent1")
+
+    async def stream(text: str) -> AsyncIterator[str]:
+        for piece in split_chunks(text, 4):
+            yield piece
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str | AsyncIterator[str]:
+        [s] = stacks
+        conversation = await s.bridge.store.get_conversation(turn.conversation_id)
+        assert conversation is not None
+        uid = conversation.channel_key  # a web chat conversation's key is the visitor's uid
+        await wait_until(lambda: s.bridge.webchat_live.typing(uid), timeout=20)
+        if release is not None:
+            await release.wait()
+        if auto_behaviour(turn.content) == "stream":
+            return stream(echo_text(turn.content))
+        return echo_text(turn.content)
+
+    return agent
 
 
 class Live:
@@ -76,25 +120,25 @@ async def live_socket(s: Stack, session_id: str, **kw: Any) -> AsyncIterator[Liv
 async def test_a_session_is_created_resumed_and_replaced_after_it_expires(
     database_url: str,
 ) -> None:
-    async with running_stack(database_url, webchat=True, webchat_session_timeout=0.5) as s:
+    async with running_stack(database_url, webchat=True, webchat_session_timeout=60) as s:
         first = await new_session(s)
         assert first["created"] is True and first["session_id"].startswith("ws_")
         assert len(first["uid"]) == 16 and int(first["uid"], 16) >= 0
         again = await new_session(s, session_id=first["session_id"])
         assert (again["created"], again["uid"]) == (False, first["uid"])
-        await asyncio.sleep(0.6)
+        await idle_for(s, first["session_id"], 61)
         # idle past the timeout: same id, new visitor id, so a new conversation
         renewed = await new_session(s, session_id=first["session_id"])
         assert renewed["created"] is True and renewed["uid"] != first["uid"]
 
 
 async def test_a_message_to_an_expired_session_starts_a_new_conversation(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, webchat=True, delay=0, webchat_session_timeout=1) as s:
+    async with running_stack(sqlite_url, webchat=True, delay=0, webchat_session_timeout=60) as s:
         sid = (await new_session(s, session_id="visitor-1"))["session_id"]
         one = (
             await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"text": "a"})
         ).json()
-        await asyncio.sleep(1.1)
+        await idle_for(s, sid, 61)
         two = (
             await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"text": "b"})
         ).json()
@@ -206,22 +250,26 @@ async def test_text_is_stored_and_returned_exactly_as_sent(sqlite_url: str) -> N
 
 
 async def test_history_long_poll_returns_when_the_reply_arrives(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, webchat=True, behaviour="delay", delay=0.6) as s:
-        sid = (await new_session(s))["session_id"]
+    stacks: list[Stack] = []
+    release = asyncio.Event()
+    agent = typing_first_agent(stacks, release)
+    async with running_stack(sqlite_url, webchat=True, agent=agent, timeout_seconds=60) as s:
+        stacks.append(s)
+        session = await new_session(s)
+        sid, uid = session["session_id"], session["uid"]
         posted = await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"text": "q"})
         cursor = posted.json()["message_id"]
-        started = time.monotonic()
-        r = await s.http.get(
-            f"/api/webchat/sessions/{sid}/messages", params={"after": cursor, "wait": 10}
-        )
-        if r.json()["typing"]:  # the typing indicator came on first: poll again
-            assert r.json()["messages"] == []
-            r = await s.http.get(
-                f"/api/webchat/sessions/{sid}/messages", params={"after": cursor, "wait": 10}
+        await wait_until(lambda: s.bridge.webchat_live.typing(uid))  # the agent is thinking
+        poll = asyncio.create_task(
+            s.http.get(
+                f"/api/webchat/sessions/{sid}/messages", params={"after": cursor, "wait": 30}
             )
-        waited = time.monotonic() - started
+        )
+        await wait_until(lambda: held_poll(s, uid))  # held: nothing new yet
+        release.set()
+        # the poll may wait 30 s: its answer within 15 s came with the reply
+        r = await within(15, poll)
         assert [m["text"] for m in r.json()["messages"]] == ["Echo: q"]
-        assert 0.3 < waited < 5  # held until the reply came, not for the whole wait
         assert r.json()["cursor"] == r.json()["messages"][-1]["id"]
         # nothing new: an empty answer after the wait, cursor unchanged
         r = await s.http.get(
@@ -276,7 +324,10 @@ async def test_live_socket_acks_echoes_and_delivers_the_reply(sqlite_url: str) -
 
 
 async def test_live_socket_shows_typing_and_streamed_chunks(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, webchat=True, behaviour="auto", delay=0.5) as s:
+    stacks: list[Stack] = []
+    agent = typing_first_agent(stacks)
+    async with running_stack(sqlite_url, webchat=True, agent=agent, timeout_seconds=30) as s:
+        stacks.append(s)
         sid = (await new_session(s))["session_id"]
         async with live_socket(s, sid) as c:
             await c.send({"type": "user_message", "content": "slow one"})
@@ -322,7 +373,7 @@ async def test_every_socket_of_a_session_sees_the_conversation(sqlite_url: str) 
 
 async def test_live_socket_refuses_unknown_expired_and_foreign_origin(sqlite_url: str) -> None:
     async with running_stack(
-        sqlite_url, webchat=True, webchat_session_timeout=0.3, webchat_cors_origins=[]
+        sqlite_url, webchat=True, webchat_session_timeout=60, webchat_cors_origins=[]
     ) as s:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with websockets.connect(ws_url(s, "nobody")) as ws:
@@ -332,7 +383,7 @@ async def test_live_socket_refuses_unknown_expired_and_foreign_origin(sqlite_url
         with pytest.raises(websockets.InvalidStatus):
             # a page on another site may not open the socket when the allowlist is empty
             await websockets.connect(ws_url(s, sid), origin="http://evil.example")  # type: ignore[arg-type]
-        await asyncio.sleep(0.4)
+        await idle_for(s, sid, 61)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with websockets.connect(ws_url(s, sid)) as ws:
                 await ws.recv()
@@ -370,23 +421,30 @@ async def test_cors_follows_the_allowlist(sqlite_url: str) -> None:
 async def test_a_held_long_poll_reports_typing_and_ends_when_the_bridge_stops(
     sqlite_url: str,
 ) -> None:
-    async with running_stack(sqlite_url, webchat=True, behaviour="delay", delay=1.0) as s:
+    stacks: list[Stack] = []
+    release = asyncio.Event()
+    agent = typing_first_agent(stacks, release)
+    async with running_stack(sqlite_url, webchat=True, agent=agent, timeout_seconds=60) as s:
+        stacks.append(s)
         session = await new_session(s)
-        sid = session["session_id"]
+        sid, uid = session["session_id"], session["uid"]
         path = f"/api/webchat/sessions/{sid}/messages"
         cursor = (await s.http.post(path, json={"text": "q"})).json()["message_id"]
-        # the agent is thinking: the held request comes back with the indicator on
-        r = await s.http.get(path, params={"after": cursor, "wait": 10})
+        # the agent is thinking: a poll comes back with the indicator on
+        await wait_until(lambda: s.bridge.webchat_live.typing(uid))
+        r = await s.http.get(path, params={"after": cursor})
         assert r.json() == {"messages": [], "cursor": cursor, "typing": True}
+        release.set()
         r = await s.http.get(path, params={"after": cursor, "wait": 10})
+        if r.json()["messages"] == []:  # woken by the indicator going off first: again
+            r = await s.http.get(path, params={"after": cursor, "wait": 10})
         assert [m["text"] for m in r.json()["messages"]] == ["Echo: q"]
-        await wait_until(lambda: not s.bridge.webchat_live.typing(session["uid"]))
+        await wait_until(lambda: not s.bridge.webchat_live.typing(uid))
         held = asyncio.create_task(
             s.http.get(path, params={"after": r.json()["cursor"], "wait": 30})
         )
-        await asyncio.sleep(0.2)
-        started = time.monotonic()
+        await wait_until(lambda: held_poll(s, uid))
         await s.bridge.webchat_live.stop()
-        r = await held
+        # the poll may wait 30 s: its answer within 15 s came with the stop
+        r = await within(15, held)
         assert r.status_code == 200 and r.json()["messages"] == []
-        assert time.monotonic() - started < 2

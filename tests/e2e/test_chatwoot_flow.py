@@ -3,15 +3,81 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 
-from chatbridge.agent import Agent, Turn
+from chatbridge.agent import Agent, Turn, TurnError
+from chatbridge.testing.mock_agent import auto_behaviour, echo_text, split_chunks
 from chatbridge.testing.mock_chatwoot import Faults
-from tests.e2e.harness import assert_typing_paired, free_port, running_stack, wait_until
+from tests.e2e.harness import Stack, free_port, running_stack, wait_until
+
+REPLY_ALONE = ["message"]
+REPLY_WITH_TYPING = ["typing_on", "message", "typing_off"]
+
+
+def turns_shown(kinds: list[str]) -> list[list[str]]:
+    """One conversation's Chatwoot actions cut into its turns, in order.
+
+    Each turn shows its reply either alone (a fast agent: the pair was skipped) or inside
+    exactly one typing pair; anything else (an "off" without "on", a pair around nothing or
+    around two replies, an indicator left on) fails.
+    """
+    turns: list[list[str]] = []
+    current: list[str] = []
+    for kind in kinds:
+        current.append(kind)
+        if current in (REPLY_ALONE, REPLY_WITH_TYPING):
+            turns.append(current)
+            current = []
+        else:
+            assert current in (["typing_on"], ["typing_on", "message"]), kinds
+    assert current == [], kinds
+    return turns
+
+
+def typing_first_agent(
+    stacks: list[Stack], ready: Callable[[Stack, int], bool] | None = None
+) -> Agent:
+    """An agent that answers a turn only once ``ready(stack, chatwoot_conversation)`` holds —
+    by default, once this turn's typing_on has reached Chatwoot (the n-th turn of a
+    conversation waits for its n-th typing_on), so the turn must show one typing pair however
+    slow the machine is. It answers like the mock's ``auto`` behaviour (echo, error →
+    fallback, stream). ``stacks`` gets the running stack before the first turn.
+    """
+    agent = Agent("agent1")
+    turns_seen: dict[int, int] = {}
+
+    async def stream(text: str) -> AsyncIterator[str]:
+        for piece in split_chunks(text, None):
+            yield piece
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str | AsyncIterator[str]:
+        [s] = stacks
+        conversation = await s.bridge.store.get_conversation(turn.conversation_id)
+        assert conversation is not None
+        conv = int(conversation.channel_key.split(":")[1])  # "account:conversation"
+        nth = turns_seen[conv] = turns_seen.get(conv, 0) + 1
+
+        def typing_on_shown(s: Stack, conv: int) -> bool:
+            return s.actions(conv).count("typing_on") >= nth
+
+        await wait_until(lambda: (ready or typing_on_shown)(s, conv), timeout=20)
+        match auto_behaviour(turn.content):
+            case "error":
+                raise TurnError("mock_error", "asked to fail")
+            case "stream":
+                return stream(echo_text(turn.content))
+            case _:
+                return echo_text(turn.content)
+
+    return agent
 
 
 async def test_async_round_trip_with_echo_id_and_typing(sqlite_url: str) -> None:
-    # an agent that thinks a little: the typing indicator is on while it does
-    async with running_stack(sqlite_url, behaviour="delay", delay=0.3) as s:
+    # an agent that thinks until the typing indicator is on: it stays on while it does
+    stacks: list[Stack] = []
+    async with running_stack(sqlite_url, agent=typing_first_agent(stacks), timeout_seconds=30) as s:
+        stacks.append(s)
         sent = await s.say("Where is my order?")
         assert sent["status_code"] == 200
         assert sent["response"]["status"] == "accepted"
@@ -29,9 +95,9 @@ async def test_an_instant_reply_shows_typing_in_pairs_or_not_at_all(sqlite_url: 
             await s.say(f"quick {n}")
         await s.wait_replies(5)
         await s.idle()
-        kinds = s.actions(1)
-        assert [k for k in kinds if k == "message"] == ["message"] * 5
-        assert assert_typing_paired(kinds) <= 5
+        # how many pairs show depends on the race with the typing delivery; each turn shows
+        # its reply either alone or inside exactly one pair
+        assert len(turns_shown(s.actions(1))) == 5
 
 
 async def test_sync_mode_returns_the_reply_in_the_body_and_still_posts_it(sqlite_url: str) -> None:
@@ -77,21 +143,35 @@ async def test_agent_error_sends_the_route_fallback(sqlite_url: str) -> None:
         await s.say("break please")
         assert await s.wait_replies(1) == ["Back soon!"]
         await s.idle()
-        assert s.actions(1).count("message") == 1
-        assert_typing_paired(s.actions(1))
+        assert len(turns_shown(s.actions(1))) == 1
         metrics = (await s.http.get("/metrics")).text
         assert 'chatbridge_turns_total{agent_id="agent1",outcome="fallback"} 1.0' in metrics
 
 
 async def test_agent_timeout_sends_the_default_fallback(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, behaviour="delay", delay=2.0, timeout_seconds=0.3) as s:
+    agent = Agent("agent1")
+    release = asyncio.Event()
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        if turn.content == "are you there?":
+            await release.wait()  # held until the turn has timed out
+            return "late answer"
+        return f"after: {turn.content}"
+
+    async with running_stack(sqlite_url, agent=agent, timeout_seconds=0.3) as s:
         await s.say("are you there?")
         [reply] = await s.wait_replies(1)
         assert reply == s.bridge.settings.fallback_text
         await s.idle()
-        # the late answer the agent sends after the deadline is dropped, never posted
-        await asyncio.sleep(2.0)
-        assert s.replies() == [reply]
+        # the late answer goes out on the agent's socket ahead of the next turn's answer; the
+        # conversation's replies keep their order, so a late answer wrongly posted would come
+        # before the marker's reply
+        release.set()
+        await s.say("marker")
+        assert await s.wait_replies(2) == [reply, "after: marker"]
+        await s.idle()
+        assert s.replies() == [reply, "after: marker"]
 
 
 async def test_failure_can_hand_off_instead(sqlite_url: str) -> None:
@@ -172,19 +252,27 @@ async def test_typing_on_and_off_come_in_pairs(sqlite_url: str) -> None:
         await s.wait_replies(9)
         await s.idle()
         for conv in (1, 2, 3):
-            assert assert_typing_paired(s.actions(conv)) <= 3
+            # instant answers: each turn's reply shows alone or inside one pair
+            assert len(turns_shown(s.actions(conv))) == 3
 
 
 async def test_a_thinking_agent_shows_one_typing_pair_per_turn(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, behaviour="delay", delay=0.2) as s:
+    stacks: list[Stack] = []
+    async with running_stack(sqlite_url, agent=typing_first_agent(stacks), timeout_seconds=30) as s:
+        stacks.append(s)
         for conv in (1, 2):
-            for n in range(2):
-                await s.say(f"question {n}", conv=conv)
-        await s.wait_replies(4)
+            for text in ("question", "error now", "stream it"):
+                await s.say(f"{text} {conv}", conv=conv)
+        await s.wait_replies(6)
         await s.idle()
         for conv in (1, 2):
-            typing = s.actions(conv, kinds=("typing_on", "typing_off"))
-            assert typing == ["typing_on", "typing_off"] * 2
+            # a reply, a fallback and a streamed reply: each inside its own typing pair
+            assert turns_shown(s.actions(conv)) == [REPLY_WITH_TYPING] * 3
+            assert s.replies(conv) == [
+                f"Echo: question {conv}",
+                s.bridge.settings.fallback_text,
+                f"Echo: stream it {conv}",
+            ]
 
 
 async def test_duplicate_delivery_gets_one_reply(sqlite_url: str) -> None:
@@ -273,7 +361,11 @@ async def test_chatwoot_429_and_500_bursts_deliver_everything_once_in_order(
 
 
 async def test_dead_letter_is_listed_and_replayed(sqlite_url: str) -> None:
-    async with running_stack(sqlite_url, behaviour="delay", delay=0.5) as s:
+    stacks: list[Stack] = []
+    # the agent answers once typing_on has used up its three 500s
+    agent = typing_first_agent(stacks, ready=lambda s, _: s.mock.faults.fail_next == [404])
+    async with running_stack(sqlite_url, agent=agent, timeout_seconds=30) as s:
+        stacks.append(s)
         # typing_on gets three 500s (its 3 attempts: dropped quietly), the reply a 404 (dead)
         s.mock.set_faults(Faults(fail_next=[500, 500, 500, 404]))
         await s.say("doomed reply")

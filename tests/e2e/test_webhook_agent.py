@@ -258,8 +258,30 @@ async def test_the_agent_down_until_the_deadline_gets_the_fallback(sqlite_url: s
 async def test_conversation_events_are_posted_too(sqlite_url: str) -> None:
     agent = HookAgent()
     async with hook_stack(sqlite_url, agent) as stack:
-        await stack.event("webwidget_triggered", conv=9)
-        await wait_until(lambda: any(f["type"] == "conversation_event" for f in agent.received), 5)
+        sent = await stack.event("webwidget_triggered", conv=9)
+        assert sent["response"]["status"] == "forwarded", sent
+        conv = await stack.bridge.store.find_conversation("chatwoot", "1:9")
+        assert conv is not None and sent["response"]["conversation_id"] == conv.id
+        [payload] = [h["payload"] for h in stack.mock.webhook_history]
+        contact = payload["contact"]
+        # the event went out while the webhook was handled ("forwarded"): it is there now
+        assert agent.received == [
+            {
+                "type": "conversation_event",
+                "event": "webwidget_triggered",
+                "conversation_id": conv.id,
+                "inbox_id": 1,
+                "channel": "chatwoot",
+                "sender": {
+                    "id": str(contact["id"]),
+                    "name": contact["name"],
+                    "email": contact.get("email"),
+                },
+                "data": payload["event_info"],
+            }
+        ]
+        assert payload["event_info"]  # the widget's details are passed on, not dropped
+        assert agent.bad_signatures == 0
 
 
 async def test_mappings_show_the_webhook_but_never_its_secret(sqlite_url: str) -> None:
