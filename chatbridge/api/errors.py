@@ -177,6 +177,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        reason = unstorable_reason(exc)
+        if reason is not None:
+            # The database refused a value of this request (a NUL in text, …): the request's
+            # fault, and its transaction kept nothing. The route should have said so itself.
+            log.warning(
+                "%s %s: refused a value the store cannot hold (%s)",
+                request.method,
+                request.url.path,
+                reason,
+            )
+            return error_response(400, "invalid_request", reason)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
