@@ -236,10 +236,13 @@ async def running_stack(
 
 
 def free_port() -> int:
-    from chatbridge.testing.servers import bind_socket
+    """A port free on 127.0.0.1 now, for a server the test starts (and may restart) itself.
 
-    sock = bind_socket()
-    try:
-        return int(sock.getsockname()[1])
-    finally:
-        sock.close()
+    Only for a server that cannot be handed a bound socket (``serve_app`` and
+    ``chatbridge serve --fd`` can: prefer those). Chosen below the kernel's ephemeral range,
+    so no outgoing connection takes it as its local port before, or between, the server's
+    binds; another process choosing the same port at random remains possible, if unlikely.
+    """
+    from chatbridge.testing.cluster import restartable_ports
+
+    return restartable_ports(1)[0]
