@@ -252,9 +252,53 @@ class TurnRunner:
         except Exception as exc:
             _log_failure(f"turn {turn.key}", turn.conversation_id, exc)
             b.metrics.errors.labels("turn_failed").inc()
-            await self._give_back(turn)
+            if turn.attempts >= b.settings.delivery_max_attempts:
+                await self._give_up(turn)
+            else:
+                await self._give_back(turn)
         finally:
             b.held.drop_turn(turn.id)
+
+    async def _give_up(self, turn: ClaimedTurn) -> None:
+        """A turn that failed the same way attempt after attempt (say, an agent's answer the
+        store refuses) ends by its route's failure rule, as an agent error would: the
+        customer gets the fallback (or a human), and the conversation moves on."""
+        b = self.b
+        s = b.settings
+        route = b.route_by_id(turn.route_id) or b.default_route(turn)
+        plan = plan_outcome(
+            None,
+            route=route,
+            default_fallback=s.fallback_text,
+            max_attempts=s.delivery_max_attempts,
+            failure="internal_error",
+        )
+        try:
+            result = await b.store.complete_turn(
+                turn.id,
+                s.instance_id,
+                state=plan.state,
+                outcome=plan.outcome,
+                reply_text=plan.reply_text,
+                reply_attachments=plan.attachments,
+                reply_meta={},
+                deliveries=plan.deliveries,
+                handoff=plan.handoff,
+                error=f"gave up after {turn.attempts} attempts: {plan.error}",
+            )
+        except Exception:
+            log.warning("turn %s: could not be ended; its lease will run out", turn.key)
+            return
+        if result.ok:
+            log.error(
+                "turn %s gave up after %d attempts conversation=%s",
+                turn.key,
+                turn.attempts,
+                turn.conversation_id,
+            )
+            b.metrics.turns.labels(turn.agent_id, plan.outcome).inc()
+            b.wake_deliveries()
+            b.resolve_waiters(turn.id, plan.outcome, plan.reply_text)
 
     async def _give_back(self, turn: ClaimedTurn) -> None:
         s = self.b.settings
@@ -389,6 +433,21 @@ class DeliveryRunner:
         b = self.b
         s = b.settings
         if b.held.send_started(d.id):
+            return
+        if d.attempts >= d.max_attempts:
+            # the same error every time (a reply the runner cannot handle): dead-letter it
+            # rather than hold its conversation's later replies back for ever
+            try:
+                await b.store.fail_delivery(
+                    d.id,
+                    s.instance_id,
+                    error=f"gave up after {d.attempts} attempts: internal error",
+                    state="dead",
+                )
+            except Exception:
+                log.warning("delivery %s: could not be dead-lettered; its lease will run out", d.id)
+                return
+            self._count_failure(d, "dead", "internal error")
             return
         delay = backoff_delay(d.attempts, base=s.retry_base_seconds, cap=s.retry_max_seconds)
         try:

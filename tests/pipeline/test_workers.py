@@ -197,6 +197,33 @@ async def test_a_turn_whose_agent_call_raises_is_given_back_and_retried_later(
     assert channel.texts() == ["Echo: hello"]
 
 
+async def test_a_turn_that_fails_every_time_ends_with_the_fallback_and_frees_its_conversation(
+    rig: Rig, clock: FakeClock
+) -> None:
+    """A turn whose run raises attempt after attempt (a poison answer, a bug) is not retried
+    for ever, calling the agent each time and holding its conversation back: after its
+    attempts it ends by the route's failure rule, and the next message is answered."""
+    bridge, agent, channel = rig
+    agent.script = [RuntimeError("a transport bug") for _ in range(MAX_ATTEMPTS)]
+    conversation_id = await say(bridge, "A", "hello")
+    await bridge.run_until_idle()
+    for _ in range(MAX_ATTEMPTS - 1):
+        clock.advance(RETRY_MAX + 1)
+        await bridge.run_until_idle()
+    assert len(agent.requests) == MAX_ATTEMPTS
+
+    [turn] = await turns(bridge.store)
+    assert (turn.state, turn.outcome, turn.attempts) == ("failed", "fallback", MAX_ATTEMPTS)
+    assert turn.last_error == f"gave up after {MAX_ATTEMPTS} attempts: internal_error"
+    assert channel.texts() == [FALLBACK]
+
+    assert await say(bridge, "A", "still there?") == conversation_id
+    clock.advance(RETRY_MAX + 1)
+    await bridge.run_until_idle()
+    assert channel.texts() == [FALLBACK, "Echo: still there?"]
+    assert len(agent.requests) == MAX_ATTEMPTS + 1
+
+
 async def test_an_agent_timeout_is_a_failure_with_the_fallback_not_a_no_reply(
     rig: Rig, clock: FakeClock
 ) -> None:
@@ -329,6 +356,19 @@ async def test_a_delivery_that_fails_before_its_send_began_is_given_back(
     row = await delivery(bridge.store, delivery_id)
     assert (row.state, row.attempts) == ("pending", 2)  # tried again
     assert channel.calls == []
+
+    # the same failure every time: dead-lettered after its attempts, so the replies after it
+    # in the conversation are not held back for ever
+    [later] = await queue_replies(bridge.store, conversation_id, "and one more thing")
+    for _ in range(MAX_ATTEMPTS - 2):
+        clock.advance(RETRY_MAX + 1)
+        await bridge.run_until_idle()
+    row = await delivery(bridge.store, delivery_id)
+    assert (row.state, row.attempts) == ("dead", MAX_ATTEMPTS)
+    assert row.last_error == f"gave up after {MAX_ATTEMPTS} attempts: internal error"
+    assert [dl.id for dl in await bridge.store.list_dead_letters()] == [delivery_id]
+    assert (await delivery(bridge.store, later)).state == "done"
+    assert channel.texts() == ["and one more thing"]
 
 
 # ----------------------------------------------------------------------------- order
