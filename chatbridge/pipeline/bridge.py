@@ -312,6 +312,16 @@ class Bridge:
         while await self._turns.run_until_idle() + await self._deliveries.run_until_idle():
             pass
 
+    async def renew_held_leases(self) -> None:
+        """Extend the leases of the work live tasks of this process hold, and nothing else
+        (one round of the housekeeping; the worker tests call it on their fake clock)."""
+        await self.store.renew_leases(
+            self.settings.instance_id,
+            self.settings.lease_seconds,
+            turn_ids=self.held.turns,
+            delivery_ids=self.held.deliveries,
+        )
+
     async def _housekeeping(self) -> None:
         """Renew the leases of work our live tasks are doing, measure the backlog, pick up
         route changes made by other processes, record presence, and now and then forget
@@ -321,12 +331,7 @@ class Bridge:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.store.renew_leases(
-                    self.settings.instance_id,
-                    self.settings.lease_seconds,
-                    turn_ids=self.held.turns,
-                    delivery_ids=self.held.deliveries,
-                )
+                await self.renew_held_leases()
                 self.backlog = await self.store.backlog()
                 self.metrics.observe_backlog(self.backlog)
                 if not self.store_ok:

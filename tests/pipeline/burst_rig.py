@@ -212,12 +212,5 @@ async def turns(store: Store) -> list[Any]:
 
 
 async def renew_held_leases(bridge: Bridge) -> None:
-    """One round of the housekeeping's lease renewal (``Bridge._housekeeping``): the leases
-    of the work live tasks of this process hold, and nothing else."""
-    s = bridge.settings
-    await bridge.store.renew_leases(
-        s.instance_id,
-        s.lease_seconds,
-        turn_ids=bridge.held.turns,
-        delivery_ids=bridge.held.deliveries,
-    )
+    """One round of the housekeeping's lease renewal, as the running bridge does it."""
+    await bridge.renew_held_leases()
