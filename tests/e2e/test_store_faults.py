@@ -9,16 +9,17 @@ echoed it back.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from chatbridge.models import ConversationRef, OutboundAction
 from chatbridge.store import Store
+from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
 from tests.e2e.harness import FAST, running_stack, wait_until
 
@@ -111,8 +112,11 @@ async def test_a_finished_send_is_recorded_after_the_outage_and_never_repeated(
         outage.down = False
         counts = await s.idle()
         assert counts["deliveries"].get("done", 0) >= 1
-        await asyncio.sleep(0)  # let any wrongly scheduled re-send run
-        assert s.replies() == ["Echo: hello"]
+        # A repeat would go out before any later reply of the conversation (its deliveries
+        # are sent in order): the next reply arriving right after the first proves none.
+        await s.say("still there?")
+        await s.wait_replies(2)
+        assert s.replies() == ["Echo: hello", "Echo: still there?"]
 
 
 async def test_a_turn_whose_task_died_is_taken_again_not_stranded(sqlite_url: str) -> None:
@@ -165,8 +169,13 @@ async def test_a_cut_off_send_waits_for_its_receipt(sqlite_url: str, echoed: boo
     """The dead process's send reached Chatwoot. With the echo (the bot's own
     message_created carrying our source_id) the delivery is finished without a second send;
     without it, and with the conversation moved on so Chatwoot cannot show it either, the
-    bridge waits ``receipt_wait_seconds`` and then sends again, counting it uncertain."""
-    async with running_stack(sqlite_url, **{**FAST, "receipt_wait_seconds": 1.0}) as s:
+    bridge waits ``receipt_wait_seconds`` and then sends again, counting it uncertain.
+
+    With the echo the wait is a minute and the test gives the bridge half that: finishing at
+    all proves the receipt ended it. Without, the wait is a second, and the resend comes no
+    earlier than a second after the cut-off send began (the time the bridge counts from)."""
+    receipt_wait = 60.0 if echoed else 1.0
+    async with running_stack(sqlite_url, **{**FAST, "receipt_wait_seconds": receipt_wait}) as s:
         store: Store = s.bridge.store
         await s.say("hi")
         await s.wait_replies(1)
@@ -188,8 +197,9 @@ async def test_a_cut_off_send_waits_for_its_receipt(sqlite_url: str, echoed: boo
             author="agent",
             deliveries=[DeliverySpec("message", 5, text="cut off")],
         )
-        [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
+        [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=30)
         assert d.id == done.delivery_ids[0]
+        before_send = time.time()
         assert await store.mark_send_started(d.id, "dead")
         adapter = s.bridge.channels["chatwoot"]
         action = OutboundAction(
@@ -209,20 +219,30 @@ async def test_a_cut_off_send_waits_for_its_receipt(sqlite_url: str, echoed: boo
             s.mock.webhook_url = f"{s.url}/webhook/chatwoot"
         # the customer wrote again: the conversation's latest message is no longer ours
         s.mock.build_event("message_created", _trigger(content="still there?"))
-        await asyncio.sleep(0.06)  # the dead process's lease runs out (the fault itself)
-        started = time.monotonic()
+        await lapse_lease(store, d.id)  # the dead process's lease runs out (the fault itself)
         loop._claim = real_claim
         loop.wake()
-        await s.idle()
-        waited = time.monotonic() - started
+        await s.idle(timeout=receipt_wait / 2 if echoed else 20)
         sent = [m for m in s.mock.received_messages if m["content"] == "cut off"]
         uncertain = s.bridge.metrics.delivery_uncertain.labels("chatwoot")._value.get()
         if echoed:
-            assert len(sent) == 1 and uncertain == 0 and waited < 1.0
+            assert len(sent) == 1 and uncertain == 0
         else:
-            assert len(sent) == 2 and uncertain == 1 and waited >= 0.9
+            assert len(sent) == 2 and uncertain == 1
+            assert time.time() - before_send >= receipt_wait  # it waited for a receipt first
         counts = await store.counts()
         assert counts["deliveries"].get("leased", 0) == 0
+
+
+async def lapse_lease(store: Store, delivery_id: int) -> None:
+    """Make the lease of ``delivery_id`` run out now (instead of waiting for it to)."""
+    deliveries = t.deliveries
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(lease_expires_at=deliveries.c.lease_expires_at - 3600)
+        )
 
 
 def _trigger(**kw: Any) -> Any:
