@@ -120,6 +120,7 @@ CORE_TESTS = (
     "tests/pipeline/",
     "tests/e2e/test_store_faults.py",
     "tests/e2e/test_core_guards.py",
+    "tests/e2e/test_echo_memory.py",
     "tests/e2e/test_crash_restart.py",
     "tests/e2e/test_replicas_in_process.py",
     "tests/e2e/test_chatwoot_flow.py",
