@@ -8,6 +8,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import select
+
+from chatbridge import clock
+from chatbridge.store import tables as t
 from tests.e2e.harness import FAST, running_stack, wait_until
 
 
@@ -55,28 +59,37 @@ async def test_a_turn_that_outlasts_its_lease_is_not_run_twice(sqlite_url: str) 
     that, a slow agent's turn is taken over when the lease runs out and run again."""
     # renewed every 0.5 s: a loaded machine may stall the loop a while without losing it
     settings: dict[str, Any] = {**FAST, "lease_seconds": 1.5}
-    async with running_stack(
-        sqlite_url, behaviour="delay", delay=5.0, timeout_seconds=20.0, **settings
-    ) as s:
+    async with running_stack(sqlite_url, timeout_seconds=60.0, **settings) as s:
         real = s.bridge.hub.run_turn
         asked: list[str] = []
+        answer = asyncio.Event()
 
-        async def counting(request: Any) -> Any:
+        async def slow(request: Any) -> Any:
             asked.append(request.turn_key)
+            await answer.wait()  # the agent works until the test has seen enough
             return await real(request)
 
-        s.bridge.hub.run_turn = counting
+        s.bridge.hub.run_turn = slow
         await s.say("take your time")
-        # While the agent works (5 s, over three lease periods), another process looking
-        # for work — a second replica — must find none: the turn's lease is kept alive.
         await wait_until(lambda: asked, timeout=10)  # the bridge's worker has it
+        turns = t.turns
+        async with s.bridge.store.engine.connect() as conn:
+            query = select(turns.c.lease_expires_at).where(turns.c.state == "leased")
+            first_expiry = (await conn.execute(query)).scalar_one()
+        # While the agent works, another process looking for work — a second replica — must
+        # find none: the turn's lease is kept alive. It looks until two lease periods past
+        # the first lease's end, when an unrenewed lease would have been free for long.
         intruder_got: list[int] = []
-        while not s.replies():
+
+        async def outlived() -> bool:
             taken = await s.bridge.store.claim_turns("intruder", limit=5, lease_seconds=30)
-            intruder_got += [t.id for t in taken]
-            await asyncio.sleep(0.25)
+            intruder_got.extend(turn.id for turn in taken)
+            return bool(intruder_got) or clock.now() > first_expiry + 2 * 1.5
+
+        await wait_until(outlived, timeout=30)
         assert intruder_got == []
-        assert s.replies() == ["Echo: take your time"]
+        answer.set()
+        assert await s.wait_replies(1) == ["Echo: take your time"]
         await s.idle()
         assert asked == [asked[0]]  # asked once
         counts = await s.bridge.store.counts()
