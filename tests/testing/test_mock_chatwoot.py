@@ -23,6 +23,7 @@ from chatbridge.testing.mock_chatwoot import (
     create_mock_chatwoot,
 )
 from chatbridge.testing.servers import serve_app
+from tests.e2e.drain import within
 
 SECRET = "s3cret-for-webhooks"
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -43,6 +44,8 @@ class Receiver:
 
     url: str
     deliveries: list[Delivery] = field(default_factory=list)
+    # what the ``slow`` target waits for before it answers: the end of the test
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def parse(self, index: int = -1, *, secret: str | None = SECRET) -> Any:
         delivery = self.deliveries[index]
@@ -69,12 +72,15 @@ async def receiver() -> AsyncIterator[Receiver]:
         if kind == "fail":
             return PlainTextResponse("boom", status_code=500)
         if kind == "slow":
-            await asyncio.sleep(1.0)  # a target slower than the sender's timeout
+            await holder[0].released.wait()  # a target slower than any sender's timeout
         return Response('{"status":"queued"}', media_type="application/json")
 
     async with serve_app(app) as url:
         holder.append(Receiver(url))
-        yield holder[0]
+        try:
+            yield holder[0]
+        finally:
+            holder[0].released.set()
 
 
 @dataclass
@@ -296,7 +302,7 @@ async def test_history_records_status_and_body(mock: Mock, receiver: Receiver) -
 
 async def test_trigger_timeout_is_recorded(mock: Mock, receiver: Receiver) -> None:
     await mock.client.post("/mock/webhook/register", json={"url": f"{receiver.url}/hook/slow"})
-    result = await trigger(mock, "message_created", timeout=0.05)
+    result = await trigger(mock, "message_created", timeout=0.2)
     assert result["status_code"] is None
     assert "Timeout" in result["error"]
     assert mock.state.webhook_history[-1]["error"] == result["error"]
@@ -504,10 +510,15 @@ async def test_delay_over_a_real_socket() -> None:
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
         with pytest.raises(httpx.ReadTimeout):
             await client.get(f"{API}/1", timeout=0.05)
-        slow = await client.get(f"{API}/1", timeout=5)
+        slow = await client.get(f"{API}/1", timeout=30)
         assert slow.status_code == 200
-        fast = await client.get("/mock/faults", timeout=0.2)
-        assert fast.json()["delay_ms"] == 300
+        # The control routes are never delayed: with a ten-minute delay they still answer
+        # within the half minute the test gives them.
+        faults = {"delay_ms": 600_000, "delay_rate": 1.0}
+        changed = await within(30, client.post("/mock/faults", json=faults, timeout=None))
+        assert changed.status_code == 200
+        fast = await within(30, client.get("/mock/faults", timeout=None))
+        assert fast.json()["delay_ms"] == 600_000
 
 
 # --- state ---------------------------------------------------------------------------------------
