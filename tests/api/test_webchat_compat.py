@@ -523,8 +523,14 @@ async def test_outbox_to_an_expired_session(stack: Stack) -> None:
     session_id = sid("exp")
     await say(stack, session_id, "hello")
     await end_open_turns(stack)
-    stack.bridge.settings.webchat_session_timeout = 0.2
-    await asyncio.sleep(0.3)
+    stack.bridge.settings.webchat_session_timeout = 1800
+    sessions = t.webchat_sessions
+    async with stack.bridge.store.engine.begin() as conn:  # idle for an hour
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(last_active=time.time() - 3600)
+        )
     r = await act(
         stack, "POST", "outbox", key=API_KEY, body={"session_id": session_id, "response": "late"}
     )
@@ -600,18 +606,25 @@ async def test_unanswered_message_is_offered_three_times_then_the_fallback(stack
     assert turn is not None and turn["state"] == "failed" and turn["outcome"] == "fallback"
 
 
+def lapse_leases(stack: Stack) -> None:
+    """Make the leases of the offers to ``web_chat`` run out now (instead of waiting)."""
+    for offer in stack.bridge.hub.pull.open_offers(AGENT):
+        if offer.lease_id is not None:
+            offer.lease_expires_at -= 3600
+
+
 async def inbox_messages(stack: Stack) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = (await inbox(stack))["messages"]
     return messages
 
 
 async def test_a_reply_after_the_lease_ran_out_still_answers_the_message(stack: Stack) -> None:
-    stack.bridge.settings.webchat_compat_lease_seconds = 0.2
+    stack.bridge.settings.webchat_compat_lease_seconds = 600
     session_id = sid("late")
     said = await say(stack, session_id, "slow agent")
     await offered(stack)
     assert (await inbox(stack))["messages"]
-    await asyncio.sleep(0.3)  # lapsed, not yet polled again
+    lapse_leases(stack)  # lapsed, not yet polled again
     await reply(stack, session_id, "sorry for the wait")
     got = await responses(stack, session_id)
     assert [(r["response"], r["message_id"]) for r in got] == [
@@ -628,7 +641,7 @@ async def test_mark_on_read_offers_each_message_once(stack: Stack) -> None:
     await say(stack, session_id, "once only")
     await offered(stack)
     assert [m["message"] for m in await inbox_messages(stack)] == ["once only"]
-    await asyncio.sleep(0.4)
+    lapse_leases(stack)  # (its own timer may not have run yet: a poll must not offer it)
     assert await inbox_messages(stack) == []
     # never answered: the route's fallback, as for an exhausted lease
     got = await wait_until(lambda: responses(stack, session_id), 5)
@@ -873,8 +886,9 @@ async def test_pull_plugin_round_trip_with_the_native_widget(stack: Stack) -> No
         assert m["uid"] == session["uid"]
         assert m["message"] == "Hi, is <this> & 'that' in stock?"
         assert await plugin.post_response(m["session_id"], f"Echo: {m['message']}")
-        await asyncio.sleep(0.6)
-        assert await plugin.poll() == []  # answered: never offered again
+        # answered: its offer is closed, so no poll, after any lease, offers it again
+        assert stack.bridge.hub.pull.open_offers(AGENT) == []
+        assert await plugin.poll() == []
     finally:
         await plugin.close()
 
