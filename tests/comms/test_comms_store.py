@@ -3,7 +3,6 @@ transcription queue (lease, retry with a due time, fencing, release)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -122,11 +121,14 @@ async def test_transcription_jobs_are_leased_retried_when_due_and_fenced(store: 
     # its due time comes: w2 leases it (briefly); w1's late answer is refused
     async with store._tx() as conn:
         await conn.execute(update(t.call_logs).values(lease_expires_at=None))
-    jobs = await store.claim_transcriptions("w2", limit=5, lease_seconds=0.01)
+    jobs = await store.claim_transcriptions("w2", limit=5, lease_seconds=30)
     assert [j["attempts"] for j in jobs] == [2]
     assert not await store.finish_transcription(call["id"], "w1", transcript="late", note=None)
-    # w2's lease expires: w3 takes the job over
-    await asyncio.sleep(0.05)
+    # w2's lease expires (aged in the row; the comms store reads time.time): w3 takes over
+    async with store._tx() as conn:
+        await conn.execute(
+            update(t.call_logs).values(lease_expires_at=t.call_logs.c.lease_expires_at - 3600)
+        )
     jobs = await store.claim_transcriptions("w3", limit=5, lease_seconds=30)
     assert [j["id"] for j in jobs] == [call["id"]]
     assert await store.finish_transcription(call["id"], "w3", transcript="hello", note=None)
