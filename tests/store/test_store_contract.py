@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
 from chatbridge.store.records import DeliverySpec, Route, TurnDecision
+from chatbridge.testing.clock import FakeClock
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """Leases run out when the test moves this clock, not when real time passes."""
+    with FakeClock().installed() as fake:
+        yield fake
 
 
 def bot_decides(conv):  # type: ignore[no-untyped-def]
@@ -88,11 +97,13 @@ async def test_one_turn_in_flight_per_conversation(store: Store) -> None:
     assert [m.text for c in nxt for m in c.messages] == ["message 1"]
 
 
-async def test_expired_lease_is_taken_over_and_old_owner_is_fenced(store: Store) -> None:
+async def test_expired_lease_is_taken_over_and_old_owner_is_fenced(
+    store: Store, clock: FakeClock
+) -> None:
     route = await make_route(store)
     await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
     [turn] = await store.claim_turns("dead-process", limit=1, lease_seconds=0.05)
-    await asyncio.sleep(0.1)
+    clock.advance(0.1)
     [again] = await store.claim_turns("w2", limit=1, lease_seconds=30)
     assert again.id == turn.id and again.attempts == 2
     late = await store.complete_turn(
@@ -112,16 +123,16 @@ async def test_expired_lease_is_taken_over_and_old_owner_is_fenced(store: Store)
     assert texts == ["message 0", "on time"]
 
 
-async def test_renewed_lease_is_not_taken(store: Store) -> None:
+async def test_renewed_lease_is_not_taken(store: Store, clock: FakeClock) -> None:
     route = await make_route(store)
     await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
     [turn] = await store.claim_turns("w1", limit=1, lease_seconds=0.2)
     await store.renew_leases("w1", 30, turn_ids=[turn.id])
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     assert await store.claim_turns("w2", limit=1, lease_seconds=30) == []
 
 
-async def test_only_the_named_leases_are_renewed(store: Store) -> None:
+async def test_only_the_named_leases_are_renewed(store: Store, clock: FakeClock) -> None:
     """A lease whose task died is not kept alive by its process: it runs out and the work is
     claimed again (the cause of acknowledged messages stranded after a database restart)."""
     route = await make_route(store)
@@ -129,7 +140,7 @@ async def test_only_the_named_leases_are_renewed(store: Store) -> None:
         await store.ingest(inbound(key, 0), route=route, response_mode="async", decide=bot_decides)
     live, dead = await store.claim_turns("w1", limit=2, lease_seconds=0.2)
     await store.renew_leases("w1", 30, turn_ids=[live.id])
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     retaken = await store.claim_turns("w2", limit=5, lease_seconds=30)
     assert [t.id for t in retaken] == [dead.id]
 
@@ -253,7 +264,9 @@ async def test_dead_letter_is_listed_replayable_and_does_not_block(store: Store)
     assert await store.list_dead_letters() == []
 
 
-async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> None:
+async def test_delivery_whose_sender_died_is_marked_uncertain(
+    store: Store, clock: FakeClock
+) -> None:
     route = await make_route(store)
     res = await store.ingest(
         inbound("A", 0), route=route, response_mode="async", decide=bot_decides
@@ -267,12 +280,12 @@ async def test_delivery_whose_sender_died_is_marked_uncertain(store: Store) -> N
     )
     [d] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
     assert not d.uncertain
-    await asyncio.sleep(0.1)
+    clock.advance(0.1)
     # Its lease ran out before the send began: taken again, not uncertain.
     [d1] = await store.claim_deliveries("dead", limit=1, lease_seconds=0.05)
     assert d1.id == d.id and not d1.uncertain
     assert await store.mark_send_started(d.id, "dead")
-    await asyncio.sleep(0.1)
+    clock.advance(0.1)
     [d2] = await store.claim_deliveries("w", limit=1, lease_seconds=30)
     assert d2.id == d.id and d2.uncertain and d2.send_started_at is not None
     assert d2.receipt_at is None
@@ -300,7 +313,9 @@ async def test_sends_are_marked_started_in_one_go_only_under_our_lease(store: St
     assert await store.mark_sends_started([], "me") == set()
 
 
-async def test_a_receipt_is_kept_on_the_delivery_with_its_key(store: Store) -> None:
+async def test_a_receipt_is_kept_on_the_delivery_with_its_key(
+    store: Store, clock: FakeClock
+) -> None:
     route = await make_route(store)
     res = await store.ingest(
         inbound("A", 0), route=route, response_mode="async", decide=bot_decides
@@ -318,7 +333,7 @@ async def test_a_receipt_is_kept_on_the_delivery_with_its_key(store: Store) -> N
     assert await store.record_receipt(d.idempotency_key, "77")
     assert await store.record_receipt(d.idempotency_key, "78")  # a repeat: the first wins
     assert await store.delivery_receipt(d.id) == (pytest.approx(time.time(), abs=5), "77")
-    await asyncio.sleep(0.1)
+    clock.advance(0.1)
     [d2] = await store.claim_deliveries("w", limit=1, lease_seconds=30)
     assert d2.uncertain and d2.receipt_at is not None and d2.receipt_external_id == "77"
 
