@@ -101,3 +101,9 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_store(self, stats: object) -> None:
+        """Export a ``StoreStats`` (statements, transactions, round trips) as counters.
+
+        Placeholder wiring: the collector itself is filled in with the bench reporting."""
+        self.store_stats = stats

@@ -91,6 +91,7 @@ class Bridge:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store = store or Store(settings.database_url)
+        self.metrics.watch_store(self.store.stats)
         self.channels: dict[str, ChannelAdapter] = channels if channels is not None else {}
         if "chatwoot" not in self.channels:
             from chatbridge.channels.chatwoot import ChatwootAdapter

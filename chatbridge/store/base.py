@@ -33,6 +33,7 @@ from chatbridge.store.records import (
 )
 from chatbridge.store.statements import build as build_statements
 from chatbridge.store.statements import dialect_insert
+from chatbridge.store.stats import StoreStats
 
 log = logging.getLogger("chatbridge.store")
 # pg_advisory_lock key held while a replica migrates and seeds (any constant of our own)
@@ -173,6 +174,7 @@ class StoreBase:
         except Exception as exc:  # bad URL, driver missing
             raise StoreError(f"cannot use database URL: {exc}") from exc
         self.url = url
+        self.stats = StoreStats()
         self._stmts = build_statements("sqlite" if self.is_sqlite else "postgresql")
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self._inline is not None:
