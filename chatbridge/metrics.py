@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from chatbridge.store.stats import StoreStats
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -93,6 +101,7 @@ class Metrics:
             "chatbridge_dead_letters_total", "Deliveries dead-lettered", ["channel"], registry=r
         )
         self.errors = Counter("chatbridge_errors_total", "Errors by kind", ["kind"], registry=r)
+        self._store_collector: StoreStatsCollector | None = None
 
     def observe_backlog(self, backlog: dict[str, dict[str, float]]) -> None:
         for queue, figures in backlog.items():
@@ -102,8 +111,40 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def watch_store(self, stats: object) -> None:
-        """Export a ``StoreStats`` (statements, transactions, round trips) as counters.
+    def watch_store(self, stats: StoreStats) -> None:
+        """Export the store's running totals (``StoreStats``) as counters.
 
-        Placeholder wiring: the collector itself is filled in with the bench reporting."""
-        self.store_stats = stats
+        The store bumps plain integers; they are read only when ``/metrics`` is scraped, so
+        counting a statement costs the hot path an attribute increment, not a
+        ``Counter.inc()`` with its lock. Watching another store (a ``Metrics`` handed to a
+        second bridge) exports that one's totals instead.
+        """
+        if self._store_collector is None:
+            self._store_collector = StoreStatsCollector(stats)
+            self.registry.register(self._store_collector)
+        else:
+            self._store_collector.stats = stats
+
+
+class StoreStatsCollector(Collector):
+    """``chatbridge_store_{statements,transactions,round_trips}_total``, read at scrape time."""
+
+    _FAMILIES = (
+        ("statements", "SQL statements the store executed (a multi-row statement counts once)"),
+        ("transactions", "Transactions the store committed or rolled back"),
+        ("round_trips", "Waits on the database server (0 on SQLite: it runs in-process)"),
+    )
+
+    def __init__(self, stats: StoreStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        # names only, so registering does not read the stats (``auto_describe`` would collect)
+        for attr, doc in self._FAMILIES:
+            yield CounterMetricFamily(f"chatbridge_store_{attr}", doc)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for attr, doc in self._FAMILIES:
+            yield CounterMetricFamily(
+                f"chatbridge_store_{attr}", doc, value=getattr(self.stats, attr)
+            )
