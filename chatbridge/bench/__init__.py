@@ -11,6 +11,8 @@ Modules:
 * ``loadgen`` — open loop (``--rate``) and closed loop (``--max``) over aiohttp keep-alive
   connections, per-conversation order kept; ``ReplyFeed`` follows the replies.
 * ``accounting`` — pure: lost / duplicated / out of order, percentiles, time series.
+* ``costs`` — what a message costs: bridge CPU, and the store's statements, transactions
+  and server round trips read from each bridge's ``/metrics``, per reply.
 * ``processes`` — child processes (stopped even on Ctrl-C), CPU seconds and peak RSS (also
   of the PostgreSQL backends serving the run, and of the whole machine).
 * ``databases`` — a fresh SQLite file or PostgreSQL database per run.

@@ -1,9 +1,11 @@
 """Show results: rich tables on the terminal, raw JSON, a matplotlib PNG.
 
 Tables: one row per run (delivery counts, latencies, throughput and its ratio to the no-op
-baseline), the processes' CPU seconds and peak memory, then the scaling curve and the
-stored-history comparison when the suite ran them, and, for runs with several bridge
-replicas, each replica's CPU, peak memory and share of the work with their totals.
+baseline), the processes' CPU seconds and peak memory, what a message cost each run with a
+bridge (bridge CPU, store statements, transactions and server round trips per reply, the
+PostgreSQL server's CPU beside it), then the scaling curve and the stored-history comparison
+when the suite ran them, and, for runs with several bridge replicas, each replica's CPU, peak
+memory and share of the work with their totals.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from chatbridge.bench.costs import POSTGRES, cost_of, outside_processes
 from chatbridge.bench.processes import ProcessStats
-from chatbridge.bench.runner import LOADGEN, POSTGRES, RunResult
+from chatbridge.bench.runner import LOADGEN, RunResult
 
 WEBHOOK_SCENARIOS = ("chatwoot", "pull")
 """Scenarios loaded with the same Chatwoot webhooks as the no-op baseline."""
@@ -162,13 +165,66 @@ def _bridges(result: RunResult) -> list[ProcessStats]:
     return [p for p in result.processes if p.name.startswith("bridge-")]
 
 
-def outside_processes(result: RunResult) -> float | None:
-    """CPU seconds the machine was busy beyond the run's measured processes (PostgreSQL's
-    shared processes — WAL writer, checkpointer —, and whatever else ran), over the same
-    window; ``None`` if not measured."""
-    if result.machine_cpu_seconds is None:
+def _figure(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def cost_table(results: Sequence[RunResult]) -> Table | None:
+    """Per run with a bridge: what one message (a reply: a full round trip) cost."""
+    rows = [(r, cost) for r in results if (cost := cost_of(r)) is not None]
+    if not rows:
         return None
-    return max(0.0, result.machine_cpu_seconds - sum(p.cpu_seconds for p in result.processes))
+    table = Table(
+        title="Cost per message (per reply; load + drain; all bridges together; store counts "
+        "from their /metrics)",
+        title_justify="left",
+    )
+    for name in (
+        "run", "replies", "bridge CPU ms", "statements", "transactions",
+        "server round trips", "PostgreSQL backends CPU ms", "rest of machine CPU ms",
+    ):  # fmt: skip
+        table.add_column(name, justify="left" if name == "run" else "right")
+    for r, cost in rows:
+        round_trips = cost.per_message("round_trips")
+        table.add_row(
+            r.spec.label,
+            f"{cost.replies:,}",
+            _figure(cost.bridge_cpu_ms, 2),
+            _figure(cost.per_message("statements"), 1),
+            _figure(cost.per_message("transactions"), 1),
+            "in-process"
+            if r.spec.database == "sqlite" and round_trips in (0, None)
+            else _figure(round_trips, 1),
+            _figure(cost.postgres_cpu_ms, 2),
+            _figure(cost.rest_cpu_ms, 2),
+        )
+    return table
+
+
+def cost_lines(results: Sequence[RunResult]) -> list[str]:
+    """What to know when reading the cost table: figures not measured, and why."""
+    lines = []
+    uncounted = [
+        r.spec.label
+        for r in results
+        if (cost := cost_of(r)) is not None
+        and cost.replies
+        and cost.store is not None
+        and not cost.store.get("statements")
+    ]
+    if uncounted:
+        lines.append(
+            f"{', '.join(uncounted)}: the bridges' stores counted 0 statements: this build "
+            "does not count them yet, so statements, transactions and server round trips per "
+            "message read 0 until it does."
+        )
+    if any(cost_of(r) is not None for r in results):
+        lines.append(
+            "Cost: PostgreSQL backends CPU = the server processes serving the run's own "
+            "database; rest of machine = all other CPU the machine used in the window "
+            "(PostgreSQL's WAL writer and checkpointer, and any other work on the machine)."
+        )
+    return lines
 
 
 def replicas_table(results: Sequence[RunResult]) -> Table | None:
@@ -354,7 +410,7 @@ def summary_lines(results: Sequence[RunResult]) -> list[str]:
             )
         for note in r.notes:
             lines.append(f"{r.spec.label}: {note}")
-    return lines
+    return lines + cost_lines(results)
 
 
 def settings_lines(results: Sequence[RunResult]) -> list[str]:
@@ -378,7 +434,12 @@ def print_report(results: Sequence[RunResult], console: Console | None = None) -
             console = Console(width=180)
     console.print(results_table(results))
     console.print(process_table(results))
-    for extra in (scaling_table(results), store_table(results), replicas_table(results)):
+    for extra in (
+        cost_table(results),
+        scaling_table(results),
+        store_table(results),
+        replicas_table(results),
+    ):
         if extra is not None:
             console.print(extra)
     for line in summary_lines(results):

@@ -30,16 +30,21 @@ from chatbridge.bench.accounting import (
     tally,
     time_series,
 )
+from chatbridge.bench.costs import (
+    POSTGRES,
+    StoreTotals,
+    cost_of,
+    scrape_store_totals,
+    store_difference,
+)
 from chatbridge.bench.databases import fresh_database
 from chatbridge.bench.loadgen import Load, LoadGenerator, ReplyFeed
 from chatbridge.bench.prefill import prefill_store
 from chatbridge.bench.processes import ProcessStats, ResourceMonitor
-from chatbridge.bench.scenarios import StackContext, load_scenario
+from chatbridge.bench.scenarios import Stack, StackContext, load_scenario
 
 LOADGEN = "loadgen"
 """The name of the benchmark's own process (the load generator) in ``RunResult.processes``."""
-POSTGRES = "postgres"
-"""The PostgreSQL backends serving a run's database, as one entry of ``RunResult.processes``."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,10 @@ class RunResult:
     machine_cpu_seconds: float | None = None
     """CPU seconds the whole machine was busy while ``processes`` were measured: the rest is
     the PostgreSQL server's, or other work's on the machine."""
+    store_counts: dict[str, StoreTotals] | None = None
+    """Per bridge process, what its store counted (statements, transactions, server round
+    trips) from the start of the load to after the drain; ``None``: no bridge, or its
+    ``/metrics`` could not be read (see the notes)."""
     sent: list[Sent] = field(default_factory=list, repr=False)
     replies: list[Reply] = field(default_factory=list, repr=False)
 
@@ -138,6 +147,8 @@ class RunResult:
             "prefill_seconds": self.prefill_seconds,
             "processes": [asdict(p) for p in self.processes],
             "machine_cpu_seconds": self.machine_cpu_seconds,
+            "store_counts": self.store_counts,
+            "cost": None if (cost := cost_of(self)) is None else cost.to_json(),
             "settings": self.settings,
             "measures": self.measures,
             "notes": self.notes,
@@ -242,6 +253,7 @@ async def run_one(
                     say(f"{phase}: {counts()}", min(now, deadline) - started)
                     await asyncio.sleep(0.25)
 
+            store_start = await _store_totals(stack, feed_http)
             monitor.start()
             if feed is not None:
                 feed.start()
@@ -260,6 +272,7 @@ async def run_one(
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
                 processes = await monitor.stop()
+            store_end = await _store_totals(stack, feed_http)
             say(f"done: {counts()}", spec.load.duration)
 
         replies = feed.replies if feed is not None else []
@@ -290,6 +303,11 @@ async def run_one(
             expects_replies=stack.expects_replies,
             measures=dict(stack.measures) if isinstance(stack, SelfMeasuring) else {},
             machine_cpu_seconds=monitor.machine_cpu_seconds,
+            store_counts=(
+                store_difference(store_start, store_end)
+                if store_start is not None and store_end is not None
+                else None
+            ),
             sent=generator.sent,
             replies=replies,
         )
@@ -304,6 +322,18 @@ async def run_one(
         if feed is not None and feed.failures:
             result.notes.append(f"reply feed: {feed.failures} failed polls (retried)")
         return result
+
+
+async def _store_totals(stack: Stack, http: aiohttp.ClientSession) -> dict[str, StoreTotals] | None:
+    """What the stack's bridges' stores have counted so far; ``None`` (and a note) when a
+    ``/metrics`` could not be read, or the stack has no bridge."""
+    if not stack.replicas or stack.admin_key is None:
+        return None
+    try:
+        return await scrape_store_totals(http, stack.replicas, stack.admin_key)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        stack.info.notes.append(f"store counters not read from /metrics: {exc!r}")
+        return None
 
 
 def _server_processes(database_url: str | None) -> dict[str, str]:

@@ -40,7 +40,17 @@ def test_quick_chatwoot_bench_loses_doubles_and_reorders_nothing(tmp_path: Path)
     assert all(p["peak_rss_mb"] > 0 for p in chatwoot["processes"])
     assert len(chatwoot["messages"]["rows"]) == counts["sent"]
     assert plot.stat().st_size > 0
-    assert "x the no-op FastAPI endpoint" in " ".join(result.output.split())
+    # what a message cost: the bridge's CPU and what its store counted, read from /metrics
+    assert baseline["cost"] is None
+    cost = chatwoot["cost"]
+    assert cost["replies"] == counts["replied"] and cost["bridges"] == 1
+    assert cost["bridge_cpu_ms_per_round_trip"] > 0
+    assert set(chatwoot["store_counts"]["bridge"]) == {"statements", "transactions", "round_trips"}
+    for figure in ("statements", "transactions", "server_round_trips"):
+        assert cost[f"{figure}_per_message"] >= 0
+    said = " ".join(result.output.split())
+    assert "x the no-op FastAPI endpoint" in said
+    assert "Cost per message" in said and "in-process" in said
 
 
 def test_an_unknown_scenario_is_refused_with_the_available_ones() -> None:

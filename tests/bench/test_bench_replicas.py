@@ -65,6 +65,12 @@ def test_two_replicas_answer_every_webhook_once_and_in_order(
     assert all(r["webhooks"] > 0 for r in replicas.values())
     assert sum(r["webhooks"] for r in replicas.values()) >= counts["sent"]
     assert len({r["instance_id"] for r in replicas.values()}) == 2
+    # what a message cost, all bridges together, with PostgreSQL's own CPU beside it
+    assert set(run["store_counts"]) == {"bridge-1", "bridge-2"}
+    cost = run["cost"]
+    assert cost["bridges"] == 2 and cost["bridge_cpu_ms_per_round_trip"] > 0
+    assert cost["server_round_trips_per_message"] >= 0
+    assert cost["postgres_backends_cpu_ms_per_message"] > 0
     said = " ".join(result.output.split())
     assert "a private redis-server started for this run" in said
 

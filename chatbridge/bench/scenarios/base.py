@@ -8,6 +8,10 @@ through a channel, returns the replies that arrived since the last call.
 A stack that can run several bridge replicas (``supports_replicas``) starts
 ``StackContext.replicas`` bridges on one database and one Redis (``redis_url``, or a private
 ``redis-server`` from ``start_redis()``), each with its own port and instance id.
+
+A stack with a bridge lists it (or its replicas) in ``replicas`` and sets ``admin_key``: the
+runner reads each bridge's ``/metrics`` when the load starts and after the drain, for what
+its store did per message (``chatbridge.bench.costs``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from yarl import URL
 from chatbridge.bench.accounting import Reply
 from chatbridge.bench.processes import ChildProcess, child_env, free_port, port_open
 from chatbridge.bench.redis_server import redis_ping, redis_server_args, redis_server_program
+from chatbridge.bench.replicas import Replica
 
 
 def stored_or_duplicate(status: int, body: bytes) -> bool:
@@ -81,11 +86,15 @@ class Stack(ABC):
     needs_database: ClassVar[bool] = True
     supports_replicas: ClassVar[bool] = False
     """Whether the stack can run ``StackContext.replicas`` > 1 bridges."""
+    admin_key: ClassVar[str | None] = None
+    """The bridges' ``CHATBRIDGE_ADMIN_KEY``, which ``/metrics`` asks for."""
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
         self.processes: dict[str, ChildProcess] = {}
         self.info = StackInfo()
+        self.replicas: list[Replica] = []
+        """The bridge processes, set by ``start()``: one, or the replicas (none: no bridge)."""
 
     def spawn(
         self,

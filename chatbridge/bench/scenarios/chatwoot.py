@@ -66,10 +66,10 @@ class ChatwootStack(Stack):
     name = "chatwoot"
     description = "signed Chatwoot webhooks → bridge → agent (WebSocket) → Chatwoot API"
     supports_replicas = True
+    admin_key = ADMIN_KEY
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)
-        self.replicas: list[Replica] = []
         self.measures: dict[str, Any] = {}
         """``measures["replicas"]``: what each bridge's ``/metrics`` says it did."""
 

@@ -16,6 +16,7 @@ import aiohttp
 
 from chatbridge.bench.channel import INBOX_ID
 from chatbridge.bench.processes import free_port
+from chatbridge.bench.replicas import Replica
 from chatbridge.bench.scenarios.chatwoot import (
     ADMIN_KEY,
     AGENT_ID,
@@ -68,6 +69,7 @@ class PullStack(ChatwootStack):
         bridge = self.spawn(
             "bridge", ["-m", "chatbridge", "serve", "--port", str(bridge_port)], env
         )
+        self.replicas = [Replica("bridge", bridge_port)]
         agent_args = [
             "-m", "chatbridge.bench.pull_agent", "--bridge", self.bridge_url,
             "--agent-id", AGENT_ID, "--token", AGENT_TOKEN,

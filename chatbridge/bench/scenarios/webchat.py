@@ -25,6 +25,7 @@ from yarl import URL
 
 from chatbridge.bench.accounting import Reply
 from chatbridge.bench.processes import ChildProcess, free_port, port_open
+from chatbridge.bench.replicas import Replica
 from chatbridge.bench.scenarios.base import Request, Stack, StackContext, stored_or_duplicate
 from chatbridge.bench.widgets import raise_open_files_limit
 
@@ -69,6 +70,7 @@ async def answers(http: aiohttp.ClientSession, url: str) -> bool:
 class WebchatStack(Stack):
     name = "webchat"
     description = "widget WebSockets → bridge → agent (WebSocket) → widget WebSockets"
+    admin_key = ADMIN_KEY
     chunks = 0
     """Chunks per streamed reply the widgets should expect (0: replies are not streamed)."""
 
@@ -112,6 +114,7 @@ class WebchatStack(Stack):
         bridge = self.spawn(
             "bridge", ["-m", "chatbridge", "serve", "--port", str(bridge_port)], env
         )
+        self.replicas = [Replica("bridge", bridge_port)]
         widgets_args = [
             "-m", "chatbridge.bench.widgets", "--port", str(widgets_port),
             "--bridge", self.bridge_url, "--inbox", str(INBOX_ID),
