@@ -93,7 +93,9 @@ def outside_processes(result: RunResult) -> float | None:
     window; ``None`` if not measured."""
     if result.machine_cpu_seconds is None:
         return None
-    return max(0.0, result.machine_cpu_seconds - sum(p.cpu_seconds for p in result.processes))
+    return round(
+        max(0.0, result.machine_cpu_seconds - sum(p.cpu_seconds for p in result.processes)), 3
+    )
 
 
 @dataclass(frozen=True)
