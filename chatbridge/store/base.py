@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, case, create_engine, event, func, select, text, update
+from sqlalchemy import and_, case, create_engine, event, func, make_url, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -22,7 +22,9 @@ from sqlalchemy.pool import StaticPool
 from chatbridge import clock
 from chatbridge.errors import StoreError
 from chatbridge.ids import new_id
+from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
+from chatbridge.store.hot import HotTx, PgPool, SqliteHot, dumps
 from chatbridge.store.records import (
     AgentRecord,
     ConversationRecord,
@@ -121,7 +123,8 @@ class Conn(Protocol):
 
 
 class InlineConnection:
-    """A synchronous SQLite connection behind ``AsyncConnection``'s two methods we use.
+    """A synchronous SQLite connection behind ``AsyncConnection``'s two methods we use, plus
+    ``hot``: the same transaction through the raw driver (see ``hot``).
 
     Why inline: through aiosqlite every statement is a round trip to a worker thread (queue,
     wake-up, future), which costs far more than the statement itself — SQLite answers in
@@ -130,8 +133,11 @@ class InlineConnection:
     removes that overhead; the loop is blocked only for those microseconds.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    __slots__ = ("_conn", "hot")
+
+    def __init__(self, conn: Connection, hot: SqliteHot) -> None:
         self._conn = conn
+        self.hot = hot
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         if parameters is None:
@@ -150,6 +156,7 @@ class StoreBase:
         kwargs: dict[str, Any] = {"echo": echo}
         self._inline: Engine | None = None
         self._inline_conn: Connection | None = None
+        self._pg: PgPool | None = None
         try:
             if self.is_sqlite:
                 # Either driver name is accepted; the store itself runs SQLite inline.
@@ -171,11 +178,18 @@ class StoreBase:
                 kwargs["connect_args"] = {"timeout": 10}
             # On SQLite this async engine serves only outside readers (tests, tools).
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+            if not self.is_sqlite:
+                dsn = make_url(url).set(drivername="postgresql")
+                self._pg = PgPool(
+                    dsn.render_as_string(hide_password=False), size=10, connect_timeout=10
+                )
         except Exception as exc:  # bad URL, driver missing
             raise StoreError(f"cannot use database URL: {exc}") from exc
         self.url = url
         self.stats = StoreStats()
-        self._stmts = build_statements("sqlite" if self.is_sqlite else "postgresql")
+        self.dialect = "sqlite" if self.is_sqlite else "postgresql"
+        self._stmts = build_statements(self.dialect)
+        self._sql = hot_sql.build(self.dialect)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self._inline is not None:
             self._setup_sqlite(self._inline, writer=True)
@@ -198,9 +212,12 @@ class StoreBase:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        if writer:
+            return  # the writer's transactions are begun and ended by ``_tx`` itself
+
         @event.listens_for(sync_engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+            conn.exec_driver_sql("BEGIN")
 
     # ------------------------------------------------------------------ lifecycle
     async def migrate(self) -> None:
@@ -237,6 +254,8 @@ class StoreBase:
             return False
 
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
         await self.engine.dispose()
         if self._inline_conn is not None:
             self._inline_conn.close()
@@ -247,18 +266,69 @@ class StoreBase:
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
         """One transaction. On SQLite it runs inline on the event loop (see ``InlineConnection``),
-        one at a time; on PostgreSQL it is an asyncpg transaction from the pool."""
+        one at a time; on PostgreSQL it is an asyncpg transaction from SQLAlchemy's pool."""
         if self._inline is not None and self._lock is not None:
             async with self._lock:
                 # One connection for the life of the store: a pool checkout per
                 # transaction showed up in profiles; the lock already serialises its use.
                 if self._inline_conn is None:
                     self._inline_conn = self._inline.connect()
-                with self._inline_conn.begin():
-                    yield InlineConnection(self._inline_conn)
+                conn = self._inline_conn
+                raw = conn.connection.dbapi_connection
+                if raw is None:  # pragma: no cover - SQLAlchemy invalidated it
+                    conn.close()
+                    self._inline_conn = conn = self._inline.connect()
+                    raw = conn.connection.dbapi_connection
+                self._begin_sqlite(raw)
+                try:
+                    yield InlineConnection(conn, SqliteHot(raw, self.stats))
+                except BaseException:
+                    self._end_sqlite(conn, raw, commit=False)
+                    raise
+                self._end_sqlite(conn, raw, commit=True)
         else:
-            async with self.engine.begin() as conn:
-                yield conn
+            self.stats.transactions += 1
+            async with self.engine.begin() as pooled:
+                yield pooled
+
+    def _begin_sqlite(self, raw: Any) -> None:
+        if raw.in_transaction:  # left open by a failed COMMIT: start clean
+            raw.execute("ROLLBACK")
+        raw.execute("BEGIN IMMEDIATE")
+        self.stats.transactions += 1
+
+    @staticmethod
+    def _end_sqlite(conn: Connection, raw: Any, *, commit: bool) -> None:
+        """End the transaction ``_tx`` began. If SQLAlchemy ran a statement in it, its own
+        (logical) transaction is ended too; its DBAPI commit ends ours."""
+        try:
+            if conn.in_transaction():
+                if commit:
+                    conn.commit()
+                else:
+                    conn.rollback()
+            if raw.in_transaction:
+                raw.execute("COMMIT" if commit else "ROLLBACK")
+        except BaseException:
+            if conn.in_transaction():
+                try:
+                    conn.rollback()
+                except Exception:  # pragma: no cover - already broken; the raw rollback below
+                    log.debug("SQLAlchemy rollback after a failed end failed", exc_info=True)
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+
+    @asynccontextmanager
+    async def _hot_tx(self) -> AsyncIterator[HotTx]:
+        """A transaction for the hot path's raw statements (see ``hot``). On SQLite it is
+        ``_tx``'s, so everything that wraps ``_tx`` sees it too."""
+        if self._pg is None:
+            async with self._tx() as conn:
+                yield conn.hot  # type: ignore[attr-defined]
+        else:
+            async with self._pg.transaction(self.stats) as tx:
+                yield tx
 
     def _insert(self, table: Any) -> Any:
         """INSERT with the dialect's ``ON CONFLICT`` support."""
@@ -280,6 +350,39 @@ class StoreBase:
                 )
                 .values(state="cancelled", outcome="human_owner", finished_at=clock.now())
             )
+
+    async def _set_owner_hot(self, tx: HotTx, conversation_id: str, owner: str, now: float) -> None:
+        """``_set_owner`` on the hot path."""
+        await tx.run(self._sql.set_owner, (conversation_id, owner))
+        if owner == "human":
+            await tx.run(self._sql.cancel_pending_turns, (conversation_id, now))
+
+    async def _insert_delivery_hot(
+        self,
+        tx: HotTx,
+        conversation_id: str,
+        turn_id: int | None,
+        message_id: str | None,
+        spec: DeliverySpec,
+        now: float,
+    ) -> int:
+        """One outbox row on the hot path; its id (ids rise in the order rows are written,
+        which is the order they leave in)."""
+        row = await tx.fetchrow(
+            self._sql.delivery_insert,
+            (
+                conversation_id,
+                turn_id,
+                message_id,
+                spec.kind,
+                spec.text,
+                dumps(spec.payload),
+                spec.max_attempts,
+                now,
+                new_id("d"),
+            ),
+        )
+        return int(row[0])
 
     @staticmethod
     def _delivery_values(

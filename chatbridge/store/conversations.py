@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 
 from chatbridge import clock
 from chatbridge.ids import new_id
-from chatbridge.models import ContactInfo, InboundMessage
+from chatbridge.models import InboundMessage
+from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
     Conn,
@@ -18,6 +20,7 @@ from chatbridge.store.base import (
     _Duplicate,
     _message,
 )
+from chatbridge.store.hot import GroupCommit, HotTx, dumps
 from chatbridge.store.records import (
     ConversationRecord,
     IngestResult,
@@ -26,8 +29,20 @@ from chatbridge.store.records import (
 )
 
 
+@dataclass(slots=True)
+class _Ingest:
+    """One inbound message waiting for its group commit."""
+
+    msg: InboundMessage
+    route: Route
+    response_mode: str
+    decide: Decide
+
+
 class ConversationStore(StoreBase):
     """Inbound messages, conversations, contacts, owner changes."""
+
+    _ingests: GroupCommit[_Ingest, IngestResult]  # built by ``Store``
 
     async def ingest(
         self,
@@ -37,83 +52,108 @@ class ConversationStore(StoreBase):
         response_mode: str,
         decide: Decide,
     ) -> IngestResult:
-        """Store an inbound message and, if ``decide`` says so, its turn — one transaction.
+        """Store an inbound message and, if ``decide`` says so, its turn — committed before
+        this returns, together with the other messages arriving at the same moment (group
+        commit, see ``hot.GroupCommit``).
 
         Deduplicates on ``msg.delivery_id`` and on ``msg.external_message_id``: a duplicate
         writes nothing at all.
         """
         try:
-            return await self._ingest(msg, route=route, response_mode=response_mode, decide=decide)
+            return await self._ingests.submit(_Ingest(msg, route, response_mode, decide))
         except _Duplicate as dup:
             return IngestResult(status="duplicate", reason=dup.reason)
 
-    async def _ingest(
-        self, msg: InboundMessage, *, route: Route, response_mode: str, decide: Decide
-    ) -> IngestResult:
+    async def _ingest_one(self, tx: HotTx, item: _Ingest) -> IngestResult:
+        """One message's writes inside a group-commit transaction.
+
+        A redelivery (same delivery id) is found by its first statement, before anything of
+        it is written. A message seen before under another delivery id is found by its
+        last: ``_Duplicate`` then aborts the transaction, and the group commit writes the
+        batch's other messages again without it.
+        """
+        msg, route, q = item.msg, item.route, self._sql
         now = clock.now()
-        async with self._tx() as conn:
-            await self._take_receipt(conn, msg.channel, msg.delivery_id)
-            dedupe_key = (
-                f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None
+        if msg.delivery_id:
+            key = f"{msg.channel}:{msg.delivery_id}"
+            if await tx.fetchrow(q.receipt, (key, now)) is None:
+                return IngestResult(status="duplicate", reason="delivery_id")
+        contact_id = None
+        contact = msg.contact
+        if contact is not None and contact.external_id:
+            row = await tx.fetchrow(
+                q.contact_upsert,
+                (
+                    new_id("p"),
+                    msg.channel,
+                    contact.external_id,
+                    contact.name,
+                    contact.email,
+                    contact.phone,
+                    dumps(contact.metadata),
+                    now,
+                ),
             )
-            contact_id = await self._upsert_contact(conn, msg.channel, msg.contact, now)
-            conv = await self._upsert_conversation(
-                conn,
-                channel=msg.channel,
-                channel_key=msg.channel_key,
-                inbox_id=msg.inbox_id,
-                contact_id=contact_id,
-                external_status=msg.external_status,
-                now=now,
+            contact_id = str(row[0])
+        conv = hot_sql.conversation(
+            await tx.fetchrow(
+                q.conversation_upsert,
+                (
+                    new_id("c"),
+                    msg.channel,
+                    msg.channel_key,
+                    msg.inbox_id,
+                    contact_id,
+                    msg.external_status,
+                    now,
+                ),
             )
-            decision = decide(conv)
-            if decision.owner != conv.owner:
-                await self._set_owner(conn, conv.id, decision.owner)
-            message_id = new_id("m")
-            turn_id = None
-            if decision.create_turn:
-                # The turn first, so the message row is written once, already linked to it.
-                turn = {
-                    "conversation_id": conv.id,
-                    "agent_id": route.agent_id,
-                    "route_id": route.id,
-                    "kind": "message",
-                    "state": "pending",
-                    "attempts": 0,
-                    "available_at": now,
-                    "response_mode": response_mode,
-                    "message_ids": [message_id],
-                    "created_at": now,
-                }
-                turn_id = (await conn.execute(self._stmts.turn_insert, turn)).scalar_one()
-            message = {
-                "id": message_id,
-                "conversation_id": conv.id,
-                "direction": "in",
-                "author": "contact",
-                "text": msg.text,
-                "content_type": msg.content_type,
-                "attachments": [
-                    {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
-                    for a in msg.attachments
-                ],
-                "dedupe_key": dedupe_key,
-                "external_id": msg.external_message_id,
-                "turn_id": turn_id,
-                "meta": {"context": msg.context, **msg.metadata},
-                "created_at": msg.received_at,
-            }
-            inserted = await conn.execute(self._stmts.message_insert_new, message)
-            if inserted.rowcount == 0:
-                # Seen before: abort the whole transaction (receipt, upserts, turn included).
-                raise _Duplicate("message_id")
-            if turn_id is None:
-                return IngestResult(
-                    status="stored",
-                    conversation_id=conv.id,
-                    message_id=message_id,
-                    reason=decision.reason,
-                )
+        )
+        decision = item.decide(conv)
+        if decision.owner != conv.owner:
+            await self._set_owner_hot(tx, conv.id, decision.owner, now)
+        message_id = new_id("m")
+        turn_id = None
+        if decision.create_turn:
+            # The turn first, so the message row is written once, already linked to it.
+            turn_row = await tx.fetchrow(
+                q.turn_insert,
+                (conv.id, route.agent_id, route.id, now, item.response_mode, dumps([message_id])),
+            )
+            turn_id = turn_row[0]
+        dedupe_key = f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None
+        inserted = await tx.fetchrow(
+            q.message_insert_new,
+            (
+                message_id,
+                conv.id,
+                "in",
+                "contact",
+                msg.text,
+                msg.content_type,
+                dumps(
+                    [
+                        {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
+                        for a in msg.attachments
+                    ]
+                ),
+                dedupe_key,
+                msg.external_message_id,
+                turn_id,
+                dumps({"context": msg.context, **msg.metadata}),
+                msg.received_at,
+            ),
+        )
+        if inserted is None:
+            # Seen before: abort the whole transaction (receipt, upserts, turn included).
+            raise _Duplicate("message_id")
+        if turn_id is None:
+            return IngestResult(
+                status="stored",
+                conversation_id=conv.id,
+                message_id=message_id,
+                reason=decision.reason,
+            )
         return IngestResult(
             status="accepted", conversation_id=conv.id, message_id=message_id, turn_id=turn_id
         )
@@ -127,24 +167,6 @@ class ConversationStore(StoreBase):
         )
         if receipt.rowcount == 0:
             raise _Duplicate("delivery_id")
-
-    async def _upsert_contact(
-        self, conn: Conn, channel: str, contact: ContactInfo | None, now: float
-    ) -> str | None:
-        if contact is None or not contact.external_id:
-            return None
-        row = {
-            "id": new_id("p"),
-            "channel": channel,
-            "external_id": contact.external_id,
-            "name": contact.name,
-            "email": contact.email,
-            "phone": contact.phone,
-            "meta": contact.metadata,
-            "created_at": now,
-            "updated_at": now,
-        }
-        return str((await conn.execute(self._stmts.contact_upsert, row)).scalar_one())
 
     async def _upsert_conversation(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -33,7 +34,34 @@ log = logging.getLogger("chatbridge.store")
 T = TypeVar("T")
 
 # Errors that say "the data is wrong", not "the database is away": retrying cannot help.
-_PERMANENT = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
+_PERMANENT: tuple[type[BaseException], ...] = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.ProgrammingError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+)
+# The hot path's raw drivers (``hot``): SQLite's "locked / unwritable / I/O error", and
+# asyncpg's lost connections, server shutdowns and refused connects.
+_DRIVER_OUTAGES: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+try:
+    import asyncpg
+
+    _PERMANENT += (
+        asyncpg.IntegrityConstraintViolationError,
+        asyncpg.DataError,
+        asyncpg.SyntaxOrAccessError,
+    )
+    _DRIVER_OUTAGES += (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,  # ConnectionDoesNotExistError: the connection was closed
+        asyncpg.CannotConnectNowError,
+        asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown
+        asyncpg.InsufficientResourcesError,  # too many connections
+    )
+except ImportError:  # pragma: no cover - asyncpg is a dependency
+    pass
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -49,6 +77,8 @@ def is_outage(exc: BaseException) -> bool:
             StoreError,
             OSError,  # ConnectionRefusedError and friends from the driver's connect
             TimeoutError,
+            ConnectionError,
+            *_DRIVER_OUTAGES,
         ),
     )
 

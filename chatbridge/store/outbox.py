@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 
 from chatbridge import clock
 from chatbridge.ids import new_id
+from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
-from chatbridge.store.base import (
-    Conn,
-    StoreBase,
-)
-from chatbridge.store.claims import CLAIM_DELIVERIES, claim_params
+from chatbridge.store.base import StoreBase
+from chatbridge.store.hot import GroupCommit, HotTx, list_param
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
@@ -44,11 +43,24 @@ def _claimed(r: Any, conversation: ConversationRecord) -> ClaimedDelivery:
     )
 
 
+@dataclass(slots=True)
+class _Finish:
+    """One finished send waiting for its group commit (see ``finish_delivery``)."""
+
+    delivery_id: int
+    owner: str
+    external_id: str | None
+    claim_next: ClaimedDelivery | None
+    lease_seconds: float
+
+
 _STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
 
 
 class OutboxStore(StoreBase):
     """Deliveries to channels, claimed in order per conversation."""
+
+    _finishes: GroupCommit[_Finish, tuple[bool, ClaimedDelivery | None]]  # built by ``Store``
 
     async def add_outbound(
         self,
@@ -118,13 +130,16 @@ class OutboxStore(StoreBase):
     ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` deliveries: the oldest open one of each conversation."""
         now = clock.now()
-        async with self._tx() as conn:
-            params = claim_params(owner, now, lease_seconds, limit)
-            rows = (await conn.execute(CLAIM_DELIVERIES, params)).all()
+        q = self._sql
+        async with self._hot_tx() as tx:
+            rows = await tx.fetch(q.claim_deliveries, (owner, now + lease_seconds, now, limit))
             if not rows:
                 return []
-            convs = await self._conversations_of(conn, rows)
-        return [_claimed(r, convs[r.conversation_id]) for r in sorted(rows, key=lambda r: r.id)]
+            ids = list_param(self.dialect, list({r[1] for r in rows}))
+            convs = {
+                r[0]: hot_sql.conversation(r) for r in await tx.fetch(q.conversations_by_id, (ids,))
+            }
+        return [hot_sql.delivery(r, convs[r[1]]) for r in sorted(rows, key=lambda r: r[0])]
 
     async def set_message_status(
         self, external_id: str, status: str, error: str | None = None
@@ -180,51 +195,34 @@ class OutboxStore(StoreBase):
         claim_next: ClaimedDelivery | None = None,
         lease_seconds: float = 15.0,
     ) -> tuple[bool, ClaimedDelivery | None]:
-        """Mark a delivery done (fenced) and note the channel's id on its message.
+        """Mark a delivery done (fenced) and note the channel's id on its message; committed
+        with the other sends finishing at the same moment (group commit).
 
         With ``claim_next`` (the delivery just finished), the conversation's next delivery is
         leased in the same transaction when it is due, and returned: the worker sends it
         straight away instead of going through a global claim. Returns (finished, next).
         """
-        st = self._stmts
-        async with self._tx() as conn:
-            result = await conn.execute(
-                st.delivery_finish,
-                {
-                    "b_id": delivery_id,
-                    "b_owner": owner,
-                    "b_now": clock.now(),
-                    "b_external": external_id,
-                },
-            )
-            row = result.first()
-            if row is not None and row.message_id and external_id is not None:
-                await conn.execute(
-                    st.message_external_id, {"b_id": row.message_id, "b_external": external_id}
-                )
-            following = None
-            if row is not None and claim_next is not None:
-                following = await self._lease_next(conn, claim_next, owner, lease_seconds)
-        return row is not None, following
+        return await self._finishes.submit(
+            _Finish(delivery_id, owner, external_id, claim_next, lease_seconds)
+        )
 
-    async def _lease_next(
-        self, conn: Conn, after: ClaimedDelivery, owner: str, lease_seconds: float
-    ) -> ClaimedDelivery | None:
-        """Lease the oldest open delivery of ``after``'s conversation, if it is due now."""
+    async def _finish_one(self, tx: HotTx, f: _Finish) -> tuple[bool, ClaimedDelivery | None]:
+        q = self._sql
         now = clock.now()
-        st = self._stmts
-        head = (
-            await conn.execute(st.conversation_head, {"b_conversation": after.conversation_id})
-        ).first()
-        if head is None or head.state != "pending" or head.next_attempt_at > now:
-            return None
-        leased = (
-            await conn.execute(
-                st.delivery_lease_next,
-                {"b_id": head.id, "b_owner": owner, "b_expires": now + lease_seconds},
+        row = await tx.fetchrow(q.delivery_finish, (f.delivery_id, f.owner, now, f.external_id))
+        if row is None:
+            return False, None
+        if row[0] and f.external_id is not None:
+            await tx.run(q.message_external_id, (row[0], f.external_id))
+        following = None
+        if f.claim_next is not None:
+            after = f.claim_next
+            leased = await tx.fetchrow(
+                q.lease_next, (after.conversation_id, f.owner, now + f.lease_seconds, now)
             )
-        ).first()
-        return _claimed(leased, after.conversation) if leased is not None else None
+            if leased is not None:
+                following = hot_sql.delivery(leased, after.conversation)
+        return True, following
 
     async def mark_send_started(self, delivery_id: int, owner: str) -> bool:
         """Note, before the channel is called, that this delivery's send begins (fenced).
@@ -240,12 +238,12 @@ class OutboxStore(StoreBase):
         still leased to ``owner`` (the others must not be sent)."""
         if not delivery_ids:
             return set()
-        async with self._tx() as conn:
-            result = await conn.execute(
-                self._stmts.deliveries_send_started,
-                {"b_ids": list(delivery_ids), "b_owner": owner, "b_now": clock.now()},
+        async with self._hot_tx() as tx:
+            rows = await tx.fetch(
+                self._sql.sends_started,
+                (list_param(self.dialect, list(delivery_ids)), owner, clock.now()),
             )
-            return {row[0] for row in result.all()}
+        return {row[0] for row in rows}
 
     async def record_receipt(self, idempotency_key: str, external_id: str | None) -> bool:
         """The channel echoed one of our messages back (e.g. Chatwoot's ``message_created``

@@ -11,7 +11,7 @@ from __future__ import annotations
 class StoreStats:
     """Running totals since the store was opened."""
 
-    __slots__ = ("statements", "transactions", "round_trips")
+    __slots__ = ("round_trips", "statements", "transactions")
 
     def __init__(self) -> None:
         self.statements = 0  # SQL statements executed (a multi-row statement counts once)

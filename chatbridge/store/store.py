@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from chatbridge.store.comms import CommsStore
 from chatbridge.store.conversations import ConversationStore
+from chatbridge.store.hot import GroupCommit
+from chatbridge.store.outage import is_outage
 from chatbridge.store.outbox import OutboxStore
 from chatbridge.store.routing import RoutingStore
 from chatbridge.store.turns import TurnStore
@@ -15,3 +17,10 @@ from chatbridge.store.webchat import WebchatStore
 
 class Store(RoutingStore, ConversationStore, TurnStore, OutboxStore, WebchatStore, CommsStore):
     """Async access to the database. One instance per process; ``migrate()`` before use."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        super().__init__(url, echo=echo)
+        # The per-message writes, each group-committed (see ``hot.GroupCommit``).
+        self._ingests = GroupCommit(self._hot_tx, self._ingest_one, is_outage=is_outage)
+        self._completions = GroupCommit(self._hot_tx, self._complete_one, is_outage=is_outage)
+        self._finishes = GroupCommit(self._hot_tx, self._finish_one, is_outage=is_outage)

@@ -26,28 +26,44 @@ Deliveries (``outbox``) are claimed the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, select, update
 
 from chatbridge import clock
 from chatbridge.ids import new_id
+from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
-from chatbridge.store.base import (
-    StoreBase,
-    _message,
-)
-from chatbridge.store.claims import CLAIM_TURNS, CLAIM_TURNS_SKIPPING, claim_params
+from chatbridge.store.base import StoreBase
+from chatbridge.store.hot import GroupCommit, HotTx, dumps, list_param, loads
 from chatbridge.store.records import (
     ClaimedTurn,
     CompletedTurn,
-    ContactRecord,
     DeliverySpec,
 )
 
 
+@dataclass(slots=True)
+class _Completion:
+    """One turn's outcome waiting for its group commit (see ``complete_turn``)."""
+
+    turn_id: int
+    owner: str
+    state: str
+    outcome: str
+    reply_text: str | None
+    reply_attachments: list[dict[str, Any]]
+    reply_meta: dict[str, Any]
+    deliveries: list[DeliverySpec]
+    handoff: bool
+    error: str | None
+
+
 class TurnStore(StoreBase):
     """Agent turns: ingest creates them, workers claim them with leases."""
+
+    _completions: GroupCommit[_Completion, CompletedTurn]  # built by ``Store``
 
     async def claim_turns(
         self,
@@ -66,66 +82,63 @@ class TurnStore(StoreBase):
         """
         now = clock.now()
         typing = set(typing_channels)
-        async with self._tx() as conn:
-            params = claim_params(owner, now, lease_seconds, limit)
-            stmt = CLAIM_TURNS
+        q, dialect = self._sql, self.dialect
+        async with self._hot_tx() as tx:
+            args: tuple[Any, ...] = (owner, now + lease_seconds, now, limit)
+            sql = q.claim_turns
             if skip_agents:
-                stmt = CLAIM_TURNS_SKIPPING
-                params["b_skip"] = list(skip_agents)
-            rows = (await conn.execute(stmt, params)).all()
+                sql = q.claim_turns_skipping
+                args += (list_param(dialect, skip_agents),)
+            rows = await tx.fetch(sql, args)
             if not rows:
                 return []
-            convs = await self._conversations_of(conn, rows)
-            msg_ids = [m for r in rows for m in (r.message_ids or [])]
-            msgs = {
-                r.id: _message(r)
-                for r in (await conn.execute(self._stmts.messages_by_id, {"b_ids": msg_ids})).all()
+            convs = {
+                r[0]: hot_sql.conversation(r)
+                for r in await tx.fetch(
+                    q.conversations_by_id, (list_param(dialect, list({r[1] for r in rows})),)
+                )
             }
-            contact_ids = {c.contact_id for c in convs.values() if c.contact_id}
+            message_ids = {r[0]: loads(r[8]) or [] for r in rows}
+            wanted = [m for ids in message_ids.values() for m in ids]
+            msgs = (
+                {
+                    r[0]: hot_sql.message(r)
+                    for r in await tx.fetch(q.messages_by_id, (list_param(dialect, wanted),))
+                }
+                if wanted
+                else {}
+            )
+            contact_ids = list({c.contact_id for c in convs.values() if c.contact_id})
             contacts = (
                 {
-                    r.id: ContactRecord(
-                        id=r.id,
-                        channel=r.channel,
-                        external_id=r.external_id,
-                        name=r.name,
-                        email=r.email,
-                        phone=r.phone,
-                    )
-                    for r in (
-                        await conn.execute(self._stmts.contacts_by_id, {"b_ids": list(contact_ids)})
-                    ).all()
+                    r[0]: hot_sql.contact(r)
+                    for r in await tx.fetch(q.contacts_by_id, (list_param(dialect, contact_ids),))
                 }
                 if contact_ids
                 else {}
             )
             claimed = []
-            typing_rows = []
-            for r in sorted(rows, key=lambda r: r.id):
-                conv = convs[r.conversation_id]
+            for r in sorted(rows, key=lambda r: r[0]):
+                conv = convs[r[1]]
                 claimed.append(
                     ClaimedTurn(
-                        id=r.id,
-                        conversation_id=r.conversation_id,
-                        agent_id=r.agent_id,
-                        route_id=r.route_id,
-                        kind=r.kind,
-                        attempts=r.attempts,
-                        response_mode=r.response_mode,
-                        created_at=r.created_at,
+                        id=r[0],
+                        conversation_id=r[1],
+                        agent_id=r[2],
+                        route_id=r[3],
+                        kind=r[4],
+                        attempts=r[5],
+                        response_mode=r[6],
+                        created_at=r[7],
                         conversation=conv,
-                        messages=[msgs[m] for m in (r.message_ids or []) if m in msgs],
+                        messages=[msgs[m] for m in message_ids[r[0]] if m in msgs],
                         contact=contacts.get(conv.contact_id) if conv.contact_id else None,
                     )
                 )
                 if conv.channel in typing and conv.owner == "bot":
-                    typing_rows.append(
-                        self._delivery_values(
-                            r.conversation_id, r.id, None, DeliverySpec("typing_on", 3), now
-                        )
+                    await self._insert_delivery_hot(
+                        tx, r[1], r[0], None, DeliverySpec("typing_on", 3), now
                     )
-            if typing_rows:
-                await self._insert_deliveries(conn, typing_rows)
         return claimed
 
     async def renew_leases(
@@ -234,70 +247,74 @@ class TurnStore(StoreBase):
         handoff: bool = False,
         error: str | None = None,
     ) -> CompletedTurn:
-        """Write a turn's outcome, its reply and the reply's deliveries — one transaction.
+        """Write a turn's outcome, its reply and the reply's deliveries — one transaction,
+        shared with the other turns finishing at the same moment (group commit).
 
         Fenced: if this process no longer holds the lease nothing is written (``ok=False``).
         If a human owns the conversation, the reply is stored as a note and only
         ``typing_off`` deliveries are written.
         """
-        now = clock.now()
-        has_reply = reply_text is not None or bool(reply_attachments)
-        reply_id = new_id("m") if has_reply else None
-        st = self._stmts
-        async with self._tx() as conn:
-            fenced = await conn.execute(
-                st.turn_fence,
-                {
-                    "b_id": turn_id,
-                    "b_owner": owner,
-                    "b_state": state,
-                    "b_outcome": outcome,
-                    "b_now": now,
-                    "b_error": error,
-                    "b_reply": reply_id,
-                },
+        return await self._completions.submit(
+            _Completion(
+                turn_id,
+                owner,
+                state,
+                outcome,
+                reply_text,
+                list(reply_attachments),
+                reply_meta or {},
+                list(deliveries),
+                handoff,
+                error,
             )
-            conversation_id = fenced.scalar_one_or_none()
-            if conversation_id is None:
-                return CompletedTurn(ok=False)
-            conv_owner = (
-                await conn.execute(st.conversation_owner, {"b_id": conversation_id})
-            ).scalar_one()
-            deliver = conv_owner == "bot"
-            # A typing indicator the channel never saw needs no "off": if the turn's typing_on
-            # has not been picked up yet (a fast agent), drop the pair instead of sending both.
-            unseen_typing = (
-                await conn.execute(st.typing_skip, {"b_turn": turn_id, "b_now": now})
-            ).rowcount
-            if reply_id is not None:
-                await conn.execute(
-                    st.message_insert,
-                    {
-                        "id": reply_id,
-                        "conversation_id": conversation_id,
-                        "direction": "out" if deliver else "note",
-                        "author": "agent",
-                        "text": reply_text or "",
-                        "content_type": "text",
-                        "attachments": list(reply_attachments),
-                        "dedupe_key": None,
-                        "external_id": None,
-                        "turn_id": turn_id,
-                        "meta": reply_meta or {},
-                        "created_at": now,
-                    },
-                )
-            rows = [
-                self._delivery_values(
-                    conversation_id, turn_id, reply_id if s.kind == "message" else None, s, now
-                )
-                for s in deliveries
-                if (deliver or s.kind == "typing_off")
-                and not (unseen_typing and s.kind == "typing_off")
-            ]
-            ids = await self._insert_deliveries(conn, rows)
-            if handoff and deliver:
-                await self._set_owner(conn, conversation_id, "human")
+        )
+
+    async def _complete_one(self, tx: HotTx, c: _Completion) -> CompletedTurn:
+        now = clock.now()
+        q = self._sql
+        has_reply = c.reply_text is not None or bool(c.reply_attachments)
+        reply_id = new_id("m") if has_reply else None
+        fenced = await tx.fetchrow(
+            q.turn_fence, (c.turn_id, c.owner, c.state, c.outcome, now, c.error, reply_id)
+        )
+        if fenced is None:
+            return CompletedTurn(ok=False)
+        conversation_id, conv_owner = fenced[0], fenced[1]
+        deliver = conv_owner == "bot"
+        # A typing indicator the channel never saw needs no "off": if the turn's typing_on has
+        # not been picked up yet (a fast agent), drop the pair instead of sending both.
+        unseen_typing = await tx.run(q.typing_skip, (c.turn_id, now))
+        if reply_id is not None:
+            await tx.run(
+                q.message_insert,
+                (
+                    reply_id,
+                    conversation_id,
+                    "out" if deliver else "note",
+                    "agent",
+                    c.reply_text or "",
+                    "text",
+                    dumps(c.reply_attachments),
+                    c.turn_id,
+                    dumps(c.reply_meta),
+                    now,
+                ),
+            )
+        ids = [
+            await self._insert_delivery_hot(
+                tx,
+                conversation_id,
+                c.turn_id,
+                reply_id if s.kind == "message" else None,
+                s,
+                now,
+            )
+            for s in c.deliveries
+            if (deliver or s.kind == "typing_off")
+            and not (unseen_typing and s.kind == "typing_off")
+        ]
+        if c.handoff and deliver:
+            await self._set_owner_hot(tx, conversation_id, "human", now)
         return CompletedTurn(
             ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids
         )

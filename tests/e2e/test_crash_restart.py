@@ -276,7 +276,15 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(
                 await bridge.stop()
     log = (tmp_path / "bridge.log").read_text()
     found = log.count("an earlier send was cut off")
-    summary = f"sends cut by the kills {cut_sends}; cut-off sends found on restart {found}"
+    # Whether a cut send's echo lands before or after the restarted bridge claims it is a
+    # race the test cannot steer: either its receipt is already in the store at the claim
+    # ("already at"), or the claim finds it uncertain and waits for the echo ("cut off").
+    # Both are the receipt deciding; at least one of them per kill.
+    already = log.count("already at chatwoot; not sending again")
+    summary = (
+        f"sends cut by the kills {cut_sends}; on restart found uncertain {found},"
+        f" already received {already}"
+    )
     print(f"\n{backend}: {summary}; turns and deliveries by state {counts}")
     assert counts["turns"] == {"done": len(acked)}, (counts, summary)
     assert set(counts["deliveries"]) <= {"done", "dropped", "skipped"}, (counts, summary)
@@ -286,4 +294,4 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(
         assert len(expected) >= MESSAGES_EACH
         assert got == expected, f"conversation {conv}; {summary}"
     assert bridge.starts == KILLS + 1
-    assert found >= KILLS, summary  # every kill cut a send: the receipts were put to the test
+    assert found + already >= KILLS, summary  # every kill cut a send: receipts decided them

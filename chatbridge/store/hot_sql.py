@@ -1,0 +1,257 @@
+"""The hot path's SQL, written once with ``$n`` parameters and built per dialect at start-up.
+
+Each statement names its columns; the readers at the end take rows by position in the same
+order, so a column list and its reader change together. See ``hot`` for why these
+statements bypass SQLAlchemy, and ``turns`` for how claiming works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from chatbridge.store.hot import in_list, loads, sqlite_sql
+from chatbridge.store.records import (
+    ClaimedDelivery,
+    ContactRecord,
+    ConversationRecord,
+    MessageRecord,
+)
+
+CONV_COLS = "id, channel, channel_key, inbox_id, contact_id, owner, status, external_status, meta"
+TURN_COLS = (
+    "id, conversation_id, agent_id, route_id, kind, attempts, response_mode, created_at,"
+    " message_ids"
+)
+DELIVERY_COLS = (
+    "id, conversation_id, turn_id, message_id, kind, text, payload, attempts, max_attempts,"
+    " idempotency_key, uncertain, send_started_at, receipt_at, receipt_external_id"
+)
+MESSAGE_COLS = (
+    "id, conversation_id, direction, author, text, content_type, attachments, external_id,"
+    " created_at, meta, turn_id"
+)
+CONTACT_COLS = "id, channel, external_id, name, email, phone"
+
+_OPEN = "('pending', 'leased')"
+
+
+@dataclass(frozen=True, slots=True)
+class HotSql:
+    dedupe_seen: str
+    receipt: str
+    contact_upsert: str
+    conversation_upsert: str
+    set_owner: str
+    cancel_pending_turns: str
+    turn_insert: str
+    message_insert_new: str
+    message_insert: str
+    delivery_insert: str
+    claim_turns: str
+    claim_turns_skipping: str
+    conversations_by_id: str
+    contacts_by_id: str
+    messages_by_id: str
+    turn_fence: str
+    typing_skip: str
+    claim_deliveries: str
+    sends_started: str
+    delivery_finish: str
+    message_external_id: str
+    lease_next: str
+
+
+def _claim(dialect: str, table: str, due: str, cols: str, extra: str, skip: bool) -> str:
+    """Lease the oldest due rows, at most one open row per conversation ($1 owner, $2 lease
+    expiry, $3 now, $4 limit, $5 agents to skip)."""
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    skipping = f" AND {in_list(dialect, 'c.agent_id', 5, negate=True)}" if skip else ""
+    return (
+        f"UPDATE {table} SET state = 'leased', lease_owner = $1, lease_expires_at = $2,"
+        f" attempts = attempts + 1{extra}"
+        f" WHERE id IN (SELECT c.id FROM {table} c"
+        f" WHERE ((c.state = 'pending' AND c.{due} <= $3)"
+        f" OR (c.state = 'leased' AND c.lease_expires_at < $3))"
+        f" AND NOT EXISTS (SELECT 1 FROM {table} o WHERE o.conversation_id = c.conversation_id"
+        f" AND o.id < c.id AND o.state IN {_OPEN}){skipping}"
+        f" ORDER BY c.id LIMIT $4{lock})"
+        f" RETURNING {cols}"
+    )
+
+
+def build(dialect: str) -> HotSql:
+    sql = HotSql(
+        dedupe_seen="SELECT 1 FROM messages WHERE dedupe_key = $1",
+        receipt=(
+            "INSERT INTO inbound_receipts (key, created_at) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING RETURNING key"
+        ),
+        contact_upsert=(
+            "INSERT INTO contacts (id, channel, external_id, name, email, phone, meta,"
+            " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+            " ON CONFLICT (channel, external_id) DO UPDATE SET"
+            " name = COALESCE(excluded.name, contacts.name),"
+            " email = COALESCE(excluded.email, contacts.email),"
+            " phone = COALESCE(excluded.phone, contacts.phone),"
+            " updated_at = excluded.updated_at RETURNING id"
+        ),
+        conversation_upsert=(
+            "INSERT INTO conversations (id, channel, channel_key, inbox_id, contact_id, owner,"
+            " status, external_status, meta, created_at, last_activity_at)"
+            " VALUES ($1, $2, $3, $4, $5, 'bot', 'open', $6, '{}', $7, $7)"
+            " ON CONFLICT (channel, channel_key) DO UPDATE SET"
+            " last_activity_at = excluded.last_activity_at,"
+            " external_status = COALESCE(excluded.external_status,"
+            " conversations.external_status),"
+            " contact_id = COALESCE(excluded.contact_id, conversations.contact_id)"
+            f" RETURNING {CONV_COLS}"
+        ),
+        set_owner="UPDATE conversations SET owner = $2 WHERE id = $1",
+        cancel_pending_turns=(
+            "UPDATE turns SET state = 'cancelled', outcome = 'human_owner', finished_at = $2"
+            " WHERE conversation_id = $1 AND state = 'pending'"
+        ),
+        turn_insert=(
+            "INSERT INTO turns (conversation_id, agent_id, route_id, kind, state, attempts,"
+            " available_at, response_mode, message_ids, created_at)"
+            " VALUES ($1, $2, $3, 'message', 'pending', 0, $4, $5, $6, $4) RETURNING id"
+        ),
+        message_insert_new=(
+            "INSERT INTO messages (id, conversation_id, direction, author, text, content_type,"
+            " attachments, dedupe_key, external_id, turn_id, meta, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+        ),
+        message_insert=(
+            "INSERT INTO messages (id, conversation_id, direction, author, text, content_type,"
+            " attachments, dedupe_key, external_id, turn_id, meta, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10)"
+        ),
+        delivery_insert=(
+            "INSERT INTO deliveries (conversation_id, turn_id, message_id, kind, text, payload,"
+            " state, attempts, max_attempts, next_attempt_at, idempotency_key, uncertain,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, FALSE, $8)"
+            " RETURNING id"
+        ),
+        claim_turns=_claim(
+            dialect,
+            "turns",
+            "available_at",
+            TURN_COLS,
+            ", started_at = COALESCE(started_at, $3)",
+            False,
+        ),
+        claim_turns_skipping=_claim(
+            dialect,
+            "turns",
+            "available_at",
+            TURN_COLS,
+            ", started_at = COALESCE(started_at, $3)",
+            True,
+        ),
+        conversations_by_id=(
+            f"SELECT {CONV_COLS} FROM conversations WHERE {in_list(dialect, 'id', 1)}"
+        ),
+        contacts_by_id=f"SELECT {CONTACT_COLS} FROM contacts WHERE {in_list(dialect, 'id', 1)}",
+        messages_by_id=f"SELECT {MESSAGE_COLS} FROM messages WHERE {in_list(dialect, 'id', 1)}",
+        turn_fence=(
+            "UPDATE turns SET state = $3, outcome = $4, finished_at = $5, lease_owner = NULL,"
+            " lease_expires_at = NULL, last_error = $6, reply_message_id = $7"
+            " WHERE id = $1 AND state = 'leased' AND lease_owner = $2"
+            " RETURNING conversation_id,"
+            " (SELECT owner FROM conversations c WHERE c.id = turns.conversation_id)"
+        ),
+        typing_skip=(
+            "UPDATE deliveries SET state = 'skipped', done_at = $2 WHERE turn_id = $1"
+            " AND kind = 'typing_on' AND state = 'pending' AND attempts = 0"
+        ),
+        # SET expressions see the old row: was it leased by a process that died after its
+        # send had started? Then the far side may have it already (see ``claims``).
+        claim_deliveries=_claim(
+            dialect,
+            "deliveries",
+            "next_attempt_at",
+            DELIVERY_COLS,
+            ", uncertain = (state = 'leased' AND send_started_at IS NOT NULL)",
+            False,
+        ),
+        sends_started=(
+            "UPDATE deliveries SET send_started_at = $3"
+            f" WHERE {in_list(dialect, 'id', 1)} AND lease_owner = $2 AND state = 'leased'"
+            " RETURNING id"
+        ),
+        delivery_finish=(
+            "UPDATE deliveries SET state = 'done', done_at = $3, external_id = $4,"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = $1 AND lease_owner = $2 AND state = 'leased' RETURNING message_id"
+        ),
+        message_external_id="UPDATE messages SET external_id = $2 WHERE id = $1",
+        # the conversation's oldest open delivery, if it is pending and due ($4 = now)
+        lease_next=(
+            "UPDATE deliveries SET state = 'leased', lease_owner = $2, lease_expires_at = $3,"
+            " attempts = attempts + 1, uncertain = FALSE"
+            " WHERE id = (SELECT id FROM deliveries WHERE conversation_id = $1"
+            f" AND state IN {_OPEN} ORDER BY id LIMIT 1)"
+            " AND state = 'pending' AND next_attempt_at <= $4"
+            f" RETURNING {DELIVERY_COLS}"
+        ),
+    )
+    if dialect == "sqlite":
+        return HotSql(**{f.name: sqlite_sql(getattr(sql, f.name)) for f in fields(sql)})
+    return sql
+
+
+# ---------------------------------------------------------------- rows → records
+def conversation(r: Any) -> ConversationRecord:
+    return ConversationRecord(
+        id=r[0],
+        channel=r[1],
+        channel_key=r[2],
+        inbox_id=r[3],
+        contact_id=r[4],
+        owner=r[5],
+        status=r[6],
+        external_status=r[7],
+        meta=loads(r[8]) or {},
+    )
+
+
+def message(r: Any) -> MessageRecord:
+    return MessageRecord(
+        id=r[0],
+        conversation_id=r[1],
+        direction=r[2],
+        author=r[3],
+        text=r[4],
+        content_type=r[5],
+        attachments=loads(r[6]) or [],
+        external_id=r[7],
+        created_at=r[8],
+        meta=loads(r[9]) or {},
+        turn_id=r[10],
+    )
+
+
+def contact(r: Any) -> ContactRecord:
+    return ContactRecord(id=r[0], channel=r[1], external_id=r[2], name=r[3], email=r[4], phone=r[5])
+
+
+def delivery(r: Any, conv: ConversationRecord) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=r[0],
+        conversation_id=r[1],
+        turn_id=r[2],
+        message_id=r[3],
+        kind=r[4],
+        text=r[5],
+        payload=loads(r[6]) or {},
+        attempts=r[7],
+        max_attempts=r[8],
+        idempotency_key=r[9],
+        uncertain=bool(r[10]),
+        conversation=conv,
+        send_started_at=r[11],
+        receipt_at=r[12],
+        receipt_external_id=r[13],
+    )
