@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, select
 
@@ -21,12 +22,19 @@ from chatbridge.store.base import (
     _message,
 )
 from chatbridge.store.hot import GroupCommit, HotTx, dumps
+from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ConversationRecord,
     IngestResult,
     MessageRecord,
     Route,
 )
+
+
+def _attachments_json(msg: InboundMessage) -> str:
+    return dumps(
+        [{"url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in msg.attachments]
+    )
 
 
 @dataclass(slots=True)
@@ -131,12 +139,7 @@ class ConversationStore(StoreBase):
                 "contact",
                 msg.text,
                 msg.content_type,
-                dumps(
-                    [
-                        {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
-                        for a in msg.attachments
-                    ]
-                ),
+                _attachments_json(msg),
                 dedupe_key,
                 msg.external_message_id,
                 turn_id,
@@ -157,6 +160,163 @@ class ConversationStore(StoreBase):
         return IngestResult(
             status="accepted", conversation_id=conv.id, message_id=message_id, turn_id=turn_id
         )
+
+    async def _ingest_many(self, tx: HotTx, items: list[_Ingest]) -> list[IngestResult]:
+        """A group commit's messages. On PostgreSQL, written set-wise (``PG_BATCH``) in rounds
+        that hold each conversation at most once, in arrival order, so every message sees
+        its conversation as the ones before it left it — as if each had its own transaction.
+        """
+        if tx.dialect != "postgresql":
+            return [await self._ingest_one(tx, item) for item in items]
+        results: list[IngestResult | None] = [None] * len(items)
+        rounds: list[list[int]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for index, item in enumerate(items):
+            key = (item.msg.channel, item.msg.channel_key)
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(index)
+        for indexes in rounds:
+            await self._ingest_round(tx, [(i, items[i]) for i in indexes], results)
+        return [r for r in results if r is not None]
+
+    async def _ingest_round(
+        self,
+        tx: HotTx,
+        batch: list[tuple[int, _Ingest]],
+        results: list[IngestResult | None],
+    ) -> None:
+        """One round of ``_ingest_many`` on PostgreSQL: five statements for all its messages.
+
+        A message seen before under another delivery id raises ``_Duplicate``: the group
+        commit then writes the batch again one message at a time (``_ingest_one``)."""
+        q = PG_BATCH
+        now = clock.now()
+        live = batch
+        keyed = [
+            (i, f"{it.msg.channel}:{it.msg.delivery_id}") for i, it in batch if it.msg.delivery_id
+        ]
+        if keyed:
+            fresh = {r[0] for r in await tx.fetch(q.receipts, ([k for _, k in keyed], now))}
+            duplicates = set()
+            for i, receipt in keyed:
+                if receipt in fresh:
+                    fresh.discard(receipt)  # a second message with the same key is a duplicate
+                else:
+                    duplicates.add(i)
+                    results[i] = IngestResult(status="duplicate", reason="delivery_id")
+            live = [(i, it) for i, it in batch if i not in duplicates]
+            if not live:
+                return
+        # Contacts, merged as one upsert after another would leave them (the last value that
+        # is not null wins; the first row's id and metadata are the ones inserted).
+        merged: dict[tuple[str, str], list[Any]] = {}
+        for _, it in live:
+            c = it.msg.contact
+            if c is None or not c.external_id:
+                continue
+            key = (it.msg.channel, c.external_id)
+            row = merged.get(key)
+            if row is None:
+                merged[key] = [
+                    new_id("p"),
+                    key[0],
+                    key[1],
+                    c.name,
+                    c.email,
+                    c.phone,
+                    dumps(c.metadata),
+                ]
+            else:
+                for slot, value in ((3, c.name), (4, c.email), (5, c.phone)):
+                    if value is not None:
+                        row[slot] = value
+        contact_ids: dict[tuple[str, str], str] = {}
+        if merged:
+            columns = list(zip(*merged.values(), strict=True))
+            rows = await tx.fetch(q.contacts, (*[list(c) for c in columns], now))
+            contact_ids = {(r[1], r[2]): str(r[0]) for r in rows}
+
+        def contact_of(it: _Ingest) -> str | None:
+            c = it.msg.contact
+            if c is None or not c.external_id:
+                return None
+            return contact_ids[(it.msg.channel, c.external_id)]
+
+        rows = await tx.fetch(
+            q.conversations,
+            (
+                [new_id("c") for _ in live],
+                [it.msg.channel for _, it in live],
+                [it.msg.channel_key for _, it in live],
+                [it.msg.inbox_id for _, it in live],
+                [contact_of(it) for _, it in live],
+                [it.msg.external_status for _, it in live],
+                now,
+            ),
+        )
+        convs = {(r[1], r[2]): hot_sql.conversation(r) for r in rows}
+        planned: list[tuple[int, _Ingest, ConversationRecord, str, str | None]] = []
+        turn_rows: list[tuple[str, str, int, str, str]] = []
+        for i, it in live:
+            conv = convs[(it.msg.channel, it.msg.channel_key)]
+            decision = it.decide(conv)
+            if decision.owner != conv.owner:
+                await self._set_owner_hot(tx, conv.id, decision.owner, now)
+            message_id = new_id("m")
+            planned.append(
+                (i, it, conv, message_id, None if decision.create_turn else decision.reason or "")
+            )
+            if decision.create_turn:
+                turn_rows.append(
+                    (conv.id, it.route.agent_id, it.route.id, it.response_mode, dumps([message_id]))
+                )
+        turn_ids: dict[str, int] = {}
+        if turn_rows:
+            columns = list(zip(*turn_rows, strict=True))
+            rows = await tx.fetch(q.turns, (*[list(c) for c in columns], now))
+            turn_ids = {r[1]: r[0] for r in rows}
+        messages = []
+        for _, it, conv, message_id, _ in planned:
+            msg = it.msg
+            messages.append(
+                (
+                    message_id,
+                    conv.id,
+                    "in",
+                    "contact",
+                    msg.text,
+                    msg.content_type,
+                    _attachments_json(msg),
+                    f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None,
+                    msg.external_message_id,
+                    turn_ids.get(conv.id),
+                    dumps({"context": msg.context, **msg.metadata}),
+                    msg.received_at,
+                )
+            )
+        columns = list(zip(*messages, strict=True))
+        inserted = await tx.fetch(q.messages, [list(c) for c in columns])
+        if len(inserted) != len(messages):
+            raise _Duplicate("message_id")  # seen before: the batch goes again one by one
+        for i, _, conv, message_id, reason in planned:
+            turn_id = turn_ids.get(conv.id)
+            if turn_id is None:
+                results[i] = IngestResult(
+                    status="stored",
+                    conversation_id=conv.id,
+                    message_id=message_id,
+                    reason=reason or None,
+                )
+            else:
+                results[i] = IngestResult(
+                    status="accepted",
+                    conversation_id=conv.id,
+                    message_id=message_id,
+                    turn_id=turn_id,
+                )
 
     async def _take_receipt(self, conn: Conn, channel: str, delivery_id: str | None) -> None:
         """Record the channel's delivery id; a second delivery of it aborts the transaction."""

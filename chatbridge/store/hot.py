@@ -209,8 +209,8 @@ class GroupCommit(Generic[I, R]):
 
     ``submit(item)`` queues the item and waits for its result. A flusher task takes what is
     queued — everything submitted in the same turn of the event loop, or while the previous
-    batch was being written — and runs ``one(tx, item)`` for each inside one transaction,
-    then answers every caller once it has committed.
+    batch was being written — and runs ``many(tx, items)`` (by default ``one(tx, item)`` for
+    each) inside one transaction, then answers every caller once it has committed.
 
     One item at fault must not cost the others their work: if the batch fails, it is rolled
     back and each item runs again in a transaction of its own, so only the faulty one gets
@@ -226,10 +226,12 @@ class GroupCommit(Generic[I, R]):
         one: Callable[[Any, I], Awaitable[R]],
         *,
         is_outage: Callable[[BaseException], bool],
+        many: Callable[[Any, list[I]], Awaitable[list[R]]] | None = None,
         max_batch: int = 256,
     ) -> None:
         self._tx = tx
         self._one = one
+        self._many = many
         self._is_outage = is_outage
         self._max = max_batch
         self._queue: list[tuple[I, asyncio.Future[R]]] = []
@@ -264,7 +266,10 @@ class GroupCommit(Generic[I, R]):
         self.items += len(batch)
         try:
             async with self._tx() as tx:
-                results = [await self._one(tx, item) for item, _ in batch]
+                if self._many is not None and len(batch) > 1:
+                    results = await self._many(tx, [item for item, _ in batch])
+                else:
+                    results = [await self._one(tx, item) for item, _ in batch]
         except Exception as exc:
             if len(batch) == 1 or self._is_outage(exc):
                 for _, future in batch:

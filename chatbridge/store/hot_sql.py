@@ -255,3 +255,112 @@ def delivery(r: Any, conv: ConversationRecord) -> ClaimedDelivery:
         receipt_at=r[12],
         receipt_external_id=r[13],
     )
+
+
+# ---------------------------------------------------------------- PostgreSQL: whole batches
+# On PostgreSQL every statement is a server round trip, so a group commit's batch is written
+# set-wise: one statement per step for all of its items, arrays in, ``unnest`` inside. (On
+# SQLite a statement is a function call; the per-item statements above are as cheap.)
+@dataclass(frozen=True, slots=True)
+class PgBatchSql:
+    receipts: str = (
+        "INSERT INTO inbound_receipts (key, created_at) SELECT k, $2::float8"
+        " FROM unnest($1::text[]) AS k ON CONFLICT DO NOTHING RETURNING key"
+    )
+    contacts: str = (
+        "INSERT INTO contacts (id, channel, external_id, name, email, phone, meta,"
+        " created_at, updated_at)"
+        " SELECT u.id, u.channel, u.ext, u.name, u.email, u.phone, u.meta::jsonb,"
+        " $8::float8, $8::float8"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[]) AS u(id, channel, ext, name, email, phone, meta)"
+        " ON CONFLICT (channel, external_id) DO UPDATE SET"
+        " name = COALESCE(excluded.name, contacts.name),"
+        " email = COALESCE(excluded.email, contacts.email),"
+        " phone = COALESCE(excluded.phone, contacts.phone),"
+        " updated_at = excluded.updated_at RETURNING id, channel, external_id"
+    )
+    conversations: str = (
+        "INSERT INTO conversations (id, channel, channel_key, inbox_id, contact_id, owner,"
+        " status, external_status, meta, created_at, last_activity_at)"
+        " SELECT u.id, u.channel, u.key, u.inbox, u.contact, 'bot', 'open', u.status,"
+        " '{}'::jsonb, $7::float8, $7::float8"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[])"
+        " AS u(id, channel, key, inbox, contact, status)"
+        " ON CONFLICT (channel, channel_key) DO UPDATE SET"
+        " last_activity_at = excluded.last_activity_at,"
+        " external_status = COALESCE(excluded.external_status, conversations.external_status),"
+        " contact_id = COALESCE(excluded.contact_id, conversations.contact_id)"
+        f" RETURNING {CONV_COLS}"
+    )
+    turns: str = (
+        "INSERT INTO turns (conversation_id, agent_id, route_id, kind, state, attempts,"
+        " available_at, response_mode, message_ids, created_at)"
+        " SELECT u.conv, u.agent, u.route, 'message', 'pending', 0, $6::float8, u.mode,"
+        " u.ids::jsonb, $6::float8"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])"
+        " WITH ORDINALITY AS u(conv, agent, route, mode, ids, ord) ORDER BY u.ord"
+        " RETURNING id, conversation_id"
+    )
+    messages: str = (
+        "INSERT INTO messages (id, conversation_id, direction, author, text, content_type,"
+        " attachments, dedupe_key, external_id, turn_id, meta, created_at)"
+        " SELECT u.id, u.conv, u.dir, u.author, u.text, u.ctype, u.att::jsonb, u.dedupe,"
+        " u.ext, u.turn, u.meta::jsonb, u.at"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::float8[])"
+        " WITH ORDINALITY AS u(id, conv, dir, author, text, ctype, att, dedupe, ext, turn,"
+        " meta, at, ord) ORDER BY u.ord"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+    )
+    fences: str = (
+        "UPDATE turns t SET state = u.state, outcome = u.outcome, finished_at = $7::float8,"
+        " lease_owner = NULL, lease_expires_at = NULL, last_error = u.error,"
+        " reply_message_id = u.reply"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+        " AS u(id, owner, state, outcome, error, reply)"
+        " WHERE t.id = u.id AND t.state = 'leased' AND t.lease_owner = u.owner"
+        " RETURNING t.id, t.conversation_id,"
+        " (SELECT owner FROM conversations c WHERE c.id = t.conversation_id)"
+    )
+    typing_skips: str = (
+        "UPDATE deliveries SET state = 'skipped', done_at = $2::float8"
+        " WHERE turn_id = ANY($1::bigint[]) AND kind = 'typing_on' AND state = 'pending'"
+        " AND attempts = 0 RETURNING turn_id"
+    )
+    deliveries: str = (
+        "INSERT INTO deliveries (conversation_id, turn_id, message_id, kind, text, payload,"
+        " state, attempts, max_attempts, next_attempt_at, idempotency_key, uncertain,"
+        " created_at)"
+        " SELECT u.conv, u.turn, u.msg, u.kind, u.text, u.payload::jsonb, 'pending', 0, u.max,"
+        " $9::float8, u.key, FALSE, $9::float8"
+        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::int[], $8::text[]) WITH ORDINALITY"
+        " AS u(conv, turn, msg, kind, text, payload, max, key, ord) ORDER BY u.ord"
+        " RETURNING id, idempotency_key"
+    )
+    finishes: str = (
+        "UPDATE deliveries d SET state = 'done', done_at = $4::float8, external_id = u.ext,"
+        " lease_owner = NULL, lease_expires_at = NULL"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, owner, ext)"
+        " WHERE d.id = u.id AND d.lease_owner = u.owner AND d.state = 'leased'"
+        " RETURNING d.id, d.message_id"
+    )
+    message_external_ids: str = (
+        "UPDATE messages m SET external_id = u.ext"
+        " FROM unnest($1::text[], $2::text[]) AS u(id, ext) WHERE m.id = u.id"
+    )
+    # each conversation's oldest open delivery, leased when it is pending and due
+    lease_heads: str = (
+        "WITH h AS (SELECT DISTINCT ON (conversation_id) id, state, next_attempt_at"
+        " FROM deliveries WHERE conversation_id = ANY($1::text[])"
+        f" AND state IN {_OPEN} ORDER BY conversation_id, id)"
+        " UPDATE deliveries d SET state = 'leased', lease_owner = $2,"
+        " lease_expires_at = $3::float8, attempts = d.attempts + 1, uncertain = FALSE"
+        " FROM h WHERE d.id = h.id AND h.state = 'pending' AND h.next_attempt_at <= $4::float8"
+        " AND d.state = 'pending'"
+        f" RETURNING {', '.join('d.' + c.strip() for c in DELIVERY_COLS.split(','))}"
+    )
+
+
+PG_BATCH = PgBatchSql()

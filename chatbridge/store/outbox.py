@@ -14,6 +14,7 @@ from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.hot import GroupCommit, HotTx, list_param
+from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
@@ -223,6 +224,59 @@ class OutboxStore(StoreBase):
             if leased is not None:
                 following = hot_sql.delivery(leased, after.conversation)
         return True, following
+
+    async def _finish_many(
+        self, tx: HotTx, items: list[_Finish]
+    ) -> list[tuple[bool, ClaimedDelivery | None]]:
+        """A group commit's finished sends. On PostgreSQL, three statements for all of them
+        (``PG_BATCH``); a conversation has one delivery in flight, so no two of them share
+        a conversation."""
+        if tx.dialect != "postgresql":
+            return [await self._finish_one(tx, f) for f in items]
+        q = PG_BATCH
+        now = clock.now()
+        finished = {
+            r[0]: r[1]
+            for r in await tx.fetch(
+                q.finishes,
+                (
+                    [f.delivery_id for f in items],
+                    [f.owner for f in items],
+                    [f.external_id for f in items],
+                    now,
+                ),
+            )
+        }
+        external = [
+            (finished[f.delivery_id], f.external_id)
+            for f in items
+            if finished.get(f.delivery_id) and f.external_id is not None
+        ]
+        if external:
+            await tx.run(
+                q.message_external_ids, ([m for m, _ in external], [e for _, e in external])
+            )
+        following: dict[str, ClaimedDelivery] = {}
+        chained: dict[tuple[str, float], list[ClaimedDelivery]] = {}
+        for f in items:
+            if f.claim_next is not None and f.delivery_id in finished:
+                chained.setdefault((f.owner, f.lease_seconds), []).append(f.claim_next)
+        for (owner, lease_seconds), afters in chained.items():
+            by_conversation = {a.conversation_id: a for a in afters}
+            rows = await tx.fetch(
+                q.lease_heads, (list(by_conversation), owner, now + lease_seconds, now)
+            )
+            for r in rows:
+                following[r[1]] = hot_sql.delivery(r, by_conversation[r[1]].conversation)
+        return [
+            (
+                f.delivery_id in finished,
+                following.get(f.claim_next.conversation_id)
+                if f.claim_next is not None and f.delivery_id in finished
+                else None,
+            )
+            for f in items
+        ]
 
     async def mark_send_started(self, delivery_id: int, owner: str) -> bool:
         """Note, before the channel is called, that this delivery's send begins (fenced).

@@ -37,6 +37,7 @@ from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.hot import GroupCommit, HotTx, dumps, list_param, loads
+from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ClaimedTurn,
     CompletedTurn,
@@ -318,6 +319,108 @@ class TurnStore(StoreBase):
         return CompletedTurn(
             ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids
         )
+
+    async def _complete_many(self, tx: HotTx, items: list[_Completion]) -> list[CompletedTurn]:
+        """A group commit's turn outcomes. On PostgreSQL, four statements for all of them
+        (``PG_BATCH``); a conversation has at most one turn in flight, so no two of them
+        touch the same conversation."""
+        if tx.dialect != "postgresql":
+            return [await self._complete_one(tx, c) for c in items]
+        q = PG_BATCH
+        now = clock.now()
+        replies = [
+            new_id("m") if c.reply_text is not None or c.reply_attachments else None for c in items
+        ]
+        fenced = {
+            r[0]: (r[1], r[2])
+            for r in await tx.fetch(
+                q.fences,
+                (
+                    [c.turn_id for c in items],
+                    [c.owner for c in items],
+                    [c.state for c in items],
+                    [c.outcome for c in items],
+                    [c.error for c in items],
+                    replies,
+                    now,
+                ),
+            )
+        }
+        done = [
+            (c, reply, *fenced[c.turn_id])
+            for c, reply in zip(items, replies, strict=True)
+            if c.turn_id in fenced
+        ]
+        unseen_typing: set[int] = set()
+        if done:
+            unseen_typing = {
+                r[0] for r in await tx.fetch(q.typing_skips, ([c.turn_id for c, *_ in done], now))
+            }
+        messages = [
+            (
+                reply,
+                conversation_id,
+                "out" if owner == "bot" else "note",
+                "agent",
+                c.reply_text or "",
+                "text",
+                dumps(c.reply_attachments),
+                None,
+                None,
+                c.turn_id,
+                dumps(c.reply_meta),
+                now,
+            )
+            for c, reply, conversation_id, owner in done
+            if reply is not None
+        ]
+        if messages:
+            await tx.fetch(q.messages, [list(col) for col in zip(*messages, strict=True)])
+        rows: list[tuple[Any, ...]] = []
+        keys: dict[int, list[str]] = {}
+        for c, reply, conversation_id, owner in done:
+            deliver = owner == "bot"
+            for spec in c.deliveries:
+                if not (deliver or spec.kind == "typing_off"):
+                    continue
+                if c.turn_id in unseen_typing and spec.kind == "typing_off":
+                    continue
+                key = new_id("d")
+                keys.setdefault(c.turn_id, []).append(key)
+                rows.append(
+                    (
+                        conversation_id,
+                        c.turn_id,
+                        reply if spec.kind == "message" else None,
+                        spec.kind,
+                        spec.text,
+                        dumps(spec.payload),
+                        spec.max_attempts,
+                        key,
+                    )
+                )
+        ids: dict[str, int] = {}
+        if rows:
+            columns = [list(col) for col in zip(*rows, strict=True)]
+            ids = {r[1]: r[0] for r in await tx.fetch(q.deliveries, (*columns, now))}
+        for c, _, conversation_id, owner in done:
+            if c.handoff and owner == "bot":
+                await self._set_owner_hot(tx, conversation_id, "human", now)
+        results = []
+        for c, reply in zip(items, replies, strict=True):
+            if c.turn_id not in fenced:
+                results.append(CompletedTurn(ok=False))
+                continue
+            owner = fenced[c.turn_id][1]
+            results.append(
+                CompletedTurn(
+                    ok=True,
+                    reply_message_id=reply,
+                    delivered=owner == "bot",
+                    delivery_ids=[ids[k] for k in keys.get(c.turn_id, [])],
+                )
+            )
+        return results
 
     async def get_turn(self, turn_id: int) -> dict[str, Any] | None:
         """The turn row with its reply text, for sync waiters and the API."""
