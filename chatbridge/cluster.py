@@ -11,12 +11,20 @@ and disposable:
   messages (it has already acted on them locally).
 - **Calls** (``call`` / ``serve``): a request to one named replica and its answer, over that
   replica's own channel. Used to hand an HTTP request to the replica that owns an http-pull
-  agent's offers.
-- **Where each agent is** (``location``): ``<prefix>:agent:<id>`` holds the replica that has
-  the agent's connection (ws-dial-in: whoever the agent dialed, the newest connection wins) or
-  its lease (ws-dial-out: the one replica that dials it; http-pull: the one replica that holds
-  its offers). Keys expire unless their holder renews them, so a dead replica's agents are free
-  again after ``presence_ttl`` seconds. Turns for an agent held elsewhere are not claimed here.
+  agent's offers or runs the http-webhook turn a late reply names, and to send an event to
+  an agent over another replica's link.
+- **Links** (``set_links`` / ``links_of``): which replicas have a live connection to which
+  agents (ws-dial-out: every replica dials; ws-dial-in: wherever the agent's connections
+  landed). Each replica publishes its own set when it changes and keeps it in its replica
+  record, so a dead replica's links vanish with that record after ``presence_ttl`` seconds.
+  Links do not route turns: every replica with a link claims the agent's turns from the
+  database. They say which turns a replica *without* a link should leave alone
+  (``held_elsewhere``), and where a turn goes when the link it was running on drops.
+- **Leases** (``want_lease`` / ``location``): ``<prefix>:agent:<id>`` holds the one replica
+  that offers an http-pull agent's turns (its offers live in that replica's memory; polls and
+  replies reaching another replica are passed to it, ``chatbridge.api.forward``). Keys expire
+  unless their holder renews them, so a dead replica's pull agents are free again after
+  ``presence_ttl`` seconds.
 - **Who is alive** (``replicas``): ``<prefix>:replica:<id>`` is refreshed every beat with a
   status snapshot, for the cluster-wide ``/agents/status``.
 
@@ -28,8 +36,9 @@ it wakes its workers and tells every local web chat listener to re-read its hist
 notification lost in the gap only delays.
 
 Why our own instead of a library: the pieces are small (one pub/sub connection, a publish
-queue, ``SET NX PX`` leases with a compare-and-renew script) and tied to how the bridge
-recovers; a general task queue or RPC framework would duplicate the database's job.
+queue, ``SET NX PX`` leases with a compare-and-renew script, a set of agent ids per
+replica) and tied to how the bridge recovers; a general task queue or RPC framework would
+duplicate the database's job.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -52,6 +61,7 @@ log = logging.getLogger("chatbridge.cluster")
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
 Service = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 LocationListener = Callable[[str, str | None], None]
+LinksListener = Callable[[str], None]
 
 # Keep our hold: renew if ours, take it back if it vanished (a Redis restart), else say who.
 _RENEW = """
@@ -141,6 +151,12 @@ class Cluster:
         self._wanted: set[str] = set()  # agents whose lease we would take when free
         self._missing: set[str] = set()  # wanted, and found free at the last beat
         self._locations: dict[str, str] = {}
+        self._links: frozenset[str] = frozenset()  # agents with a live link here
+        self._links_version = 0
+        # other replicas' links: replica -> ((started_at, version), agent ids)
+        self._peer_links: dict[str, tuple[tuple[float, int], frozenset[str]]] = {}
+        self._linked_elsewhere: dict[str, list[str]] | None = None  # cache: agent -> replicas
+        self._links_listeners: list[LinksListener] = []
         self._replicas: dict[str, dict[str, Any]] = {}
         self._listening = asyncio.Event()
         self._dirty = False  # a message may have been lost: resync everyone when we can
@@ -174,6 +190,8 @@ class Cluster:
             await asyncio.wait_for(self._redis.delete(self._replica_key(self.replica_id)), 1)
         if self._held:
             self.publish("located", {"agents": {a: None for a in self._held}})
+        if self._links:
+            self.set_links(())  # the others stop leaving these agents' turns to us
         # let the publisher flush briefly
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain(), 1)
@@ -220,8 +238,14 @@ class Cluster:
         self._resync.append(handler)
 
     def on_location(self, listener: LocationListener) -> None:
-        """``listener(agent_id, replica_or_None)`` whenever an agent's known location changes."""
+        """``listener(agent_id, replica_or_None)`` whenever the holder of an agent's lease
+        (http-pull) changes, as far as this replica knows."""
         self._location_listeners.append(listener)
+
+    def on_links(self, listener: LinksListener) -> None:
+        """``listener(agent_id)`` whenever the set of *other* replicas linked to the agent
+        changes, as far as this replica knows."""
+        self._links_listeners.append(listener)
 
     def status_provider(self, provider: Callable[[], dict[str, Any]]) -> None:
         """What this replica publishes about itself every beat (``replicas()``)."""
@@ -391,6 +415,10 @@ class Cluster:
             for agent_id, where in (msg.get("p") or {}).get("agents", {}).items():
                 self._set_location(agent_id, where)
             return
+        if kind == "links":
+            payload = msg.get("p") or {}
+            self._set_peer_links(str(sender), payload.get("v"), payload.get("agents"))
+            return
         for handler in self._handlers.get(kind, ()):
             try:
                 result = handler(msg.get("p") or {})
@@ -411,7 +439,85 @@ class Cluster:
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
-    # -- agent locations -----------------------------------------------------------------------
+    # -- links ---------------------------------------------------------------------------------
+
+    def set_links(self, agent_ids: Iterable[str]) -> None:
+        """The agents this replica has a live link to now (all of them, not a change).
+
+        Published at once when the set changed, and kept in this replica's record (renewed
+        every beat) for replicas that missed the message or start later."""
+        links = frozenset(agent_ids)
+        if links == self._links:
+            return
+        self._links = links
+        self._links_version += 1
+        self.publish("links", {"v": self._links_stamp(), "agents": sorted(links)})
+
+    def _links_stamp(self) -> list[float]:
+        # ordered across this process's changes and across its restarts (same instance id)
+        return [self.started_at, self._links_version]
+
+    def links_of(self, agent_id: str) -> list[str]:
+        """The replicas with a live link to ``agent_id`` (this one first), as known here."""
+        here = [self.replica_id] if agent_id in self._links else []
+        return here + self._linked_elsewhere_map().get(agent_id, [])
+
+    def linked_elsewhere(self, agent_id: str) -> list[str]:
+        """The other replicas with a live link to ``agent_id``, as known here."""
+        return list(self._linked_elsewhere_map().get(agent_id, ()))
+
+    def _linked_elsewhere_map(self) -> dict[str, list[str]]:
+        if self._linked_elsewhere is None:
+            found: dict[str, list[str]] = {}
+            for replica in sorted(self._peer_links):
+                for agent_id in self._peer_links[replica][1]:
+                    found.setdefault(agent_id, []).append(replica)
+            self._linked_elsewhere = found
+        return self._linked_elsewhere
+
+    def _set_peer_links(self, replica: str, stamp: Any, agents: Any) -> None:
+        """Another replica's links as it announced them (a message, or its record)."""
+        if replica == self.replica_id or not isinstance(agents, list):
+            return
+        try:
+            version = (float(stamp[0]), int(stamp[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            version = (0.0, 0)
+        known = self._peer_links.get(replica)
+        if known is not None and known[0] > version:
+            return  # an older record read after a newer message
+        self._replace_peer_links(replica, (version, frozenset(map(str, agents))))
+
+    def _replace_peer_links(
+        self, replica: str, entry: tuple[tuple[float, int], frozenset[str]] | None
+    ) -> None:
+        before = self._peer_links.get(replica, ((0.0, 0), frozenset()))[1]
+        if entry is None:
+            self._peer_links.pop(replica, None)
+        else:
+            self._peer_links[replica] = entry
+        after = entry[1] if entry is not None else frozenset()
+        changed = before ^ after
+        if not changed:
+            return
+        self._linked_elsewhere = None
+        for agent_id in sorted(changed):
+            for listener in self._links_listeners:
+                try:
+                    listener(agent_id)
+                except Exception:
+                    log.exception("cluster: links listener failed")
+
+    def held_elsewhere(self) -> list[str]:
+        """Agents whose turns this replica should leave to the others: an http-pull agent
+        whose lease another replica holds, and an agent with a live link on another replica
+        and none here. Everything else may be claimed here (http-webhook and openai agents
+        need no link; an agent linked nowhere is claimed so its deadline can run out)."""
+        leased = [a for a, r in self._locations.items() if r != self.replica_id]
+        linked = [a for a in self._linked_elsewhere_map() if a not in self._links]
+        return leased + linked
+
+    # -- leases (http-pull) --------------------------------------------------------------------
 
     def _agent_key(self, agent_id: str) -> str:
         return f"{self.prefix}:agent:{agent_id}"
@@ -420,21 +526,26 @@ class Cluster:
         return f"{self.prefix}:replica:{replica_id}"
 
     def location(self, agent_id: str) -> str | None:
-        """The replica holding ``agent_id`` as last known here (None: nobody / unknown)."""
+        """Where ``agent_id`` is served, as last known here: the holder of its lease
+        (http-pull), else a replica with a link to it (this one first); None: nowhere."""
+        holder = self._locations.get(agent_id)
+        if holder is not None:
+            return holder
+        linked = self.links_of(agent_id)
+        return linked[0] if linked else None
+
+    def lease_holder(self, agent_id: str) -> str | None:
+        """The replica holding ``agent_id``'s lease as last known here (None: nobody)."""
         return self._locations.get(agent_id)
 
     def holds(self, agent_id: str) -> bool:
         return agent_id in self._held
 
     def may_serve(self, agent_id: str) -> bool:
-        """Whether this replica should connect to / offer for ``agent_id``: it holds the lease,
-        or Redis is unreachable and no holder is known (degraded: serve rather than starve;
-        the database still keeps each turn to one replica)."""
+        """Whether this replica should offer ``agent_id``'s turns (http-pull): it holds the
+        lease, or Redis is unreachable and no holder is known (degraded: serve rather than
+        starve; the database still keeps each turn to one replica)."""
         return agent_id in self._held or (not self.connected and agent_id not in self._locations)
-
-    def held_elsewhere(self) -> list[str]:
-        """Agents another replica holds: their turns are not ours to claim."""
-        return [a for a, r in self._locations.items() if r != self.replica_id]
 
     def _set_location(self, agent_id: str, where: str | None, *, notify: bool = False) -> None:
         old = self._locations.get(agent_id)
@@ -443,8 +554,8 @@ class Cluster:
         else:
             self._locations[agent_id] = where
         if where != self.replica_id and agent_id in self._held:
-            # Someone else holds it now (a newer dial-in, or our lease lapsed while Redis was
-            # away): ours no longer counts.
+            # Someone else holds it now (our lease lapsed while Redis was away): ours no
+            # longer counts.
             self._held.discard(agent_id)
         if old != where or notify:
             for listener in self._location_listeners:
@@ -453,20 +564,8 @@ class Cluster:
                 except Exception:
                     log.exception("cluster: location listener failed")
 
-    async def claim_presence(self, agent_id: str) -> None:
-        """This replica now has ``agent_id``'s connection (ws-dial-in): the newest one wins."""
-        self._held.add(agent_id)
-        self._set_location(agent_id, self.replica_id)
-        try:
-            await self._redis.set(
-                self._agent_key(agent_id), self.replica_id, px=int(self.presence_ttl * 1000)
-            )
-        except Exception:
-            self._dirty = True  # the beat sets it again once Redis answers
-        self.publish("located", {"agents": {agent_id: self.replica_id}})
-
     async def release(self, agent_id: str) -> None:
-        """Give up ``agent_id`` (its connection closed, or its lease is no longer wanted)."""
+        """Give up ``agent_id``'s lease (the agent was removed or no longer wants one)."""
         if agent_id not in self._held:
             return
         self._held.discard(agent_id)
@@ -477,7 +576,7 @@ class Cluster:
         self.publish("located", {"agents": {agent_id: None}})
 
     def want_lease(self, agent_id: str, wanted: bool = True) -> None:
-        """Take ``agent_id``'s lease whenever it is free (ws-dial-out, http-pull agents)."""
+        """Take ``agent_id``'s lease whenever it is free (http-pull agents)."""
         if wanted:
             self._wanted.add(agent_id)
         else:
@@ -530,6 +629,8 @@ class Cluster:
                 "started_at": self.started_at,
                 "beat_at": time.time(),
                 **self._status(),
+                "links": sorted(self._links),
+                "links_v": self._links_stamp(),
             }
             await self._redis.set(self._replica_key(self.replica_id), json.dumps(snapshot), px=ttl)
             await self._refresh_locations()
@@ -568,8 +669,8 @@ class Cluster:
                 continue
             k = key.decode() if isinstance(key, bytes) else key
             found[k[cut:]] = value.decode() if isinstance(value, bytes) else value
-        # Ours stay ours here: this read may predate our own SET (a dial-in that just
-        # arrived). Losing one is learned from the renew script or a "located" message.
+        # Ours stay ours here: this read may predate our own SET (a lease just taken).
+        # Losing one is learned from the renew script or a "located" message.
         for agent_id in self._held:
             found[agent_id] = self.replica_id
         for agent_id in set(self._locations) | set(found):
@@ -581,10 +682,15 @@ class Cluster:
         for raw in await self._redis.mget(rkeys) if rkeys else []:
             if raw is None:
                 continue
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
                 snap = json.loads(raw)
                 replicas[snap["id"]] = snap
         self._replicas = replicas
+        for replica, snap in replicas.items():
+            self._set_peer_links(replica, snap.get("links_v"), snap.get("links"))
+        for replica in [r for r in self._peer_links if r not in replicas]:
+            # its record ran out (it died) or was deleted (it stopped): no links left
+            self._replace_peer_links(replica, None)
 
     async def gather(
         self, method: str, payload: dict[str, Any], *, timeout: float = 2.0

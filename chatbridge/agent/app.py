@@ -4,7 +4,10 @@ Two ways to meet a bridge:
 
 - ``dial_in(url, token)``: the agent connects to the bridge's ``/api/ws/agent``, says ``hello``
   (with ``resume_from`` = the last ``seq`` it saw) and reconnects with backoff when the
-  connection drops. No inbound port needed on the agent's side.
+  connection drops. No inbound port needed on the agent's side. With ``connections=n`` it
+  keeps n connections, which a load balancer spreads over the bridge's replicas (each runs
+  turns on its own); each is named in its ``hello`` (``metadata.link_id``), so a replica
+  still holding the old connection of a re-opened one closes it.
 - ``serve(host, port)`` / ``serving(...)``: the agent is a WebSocket server the bridge dials
   (ws-dial-out).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -139,7 +143,7 @@ class Agent:
         self._webhook_answers: OrderedDict[TurnKey, list[dict[str, Any]]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: set[Peer] = set()
-        self._dial_peer: Peer | None = None
+        self._dial_peers: dict[str, Peer] = {}  # link id -> its current connection
         self._modes = 0
         self.last_seq: int | None = None
         """Highest ``seq`` seen; sent as ``resume_from`` when dialing in again."""
@@ -167,10 +171,11 @@ class Agent:
         serve: tuple[str, int] | None = None,
         webhook: tuple[str, int] | None = None,
         secret: str | None = None,
+        connections: int = 1,
     ) -> None:
-        """Run the agent until interrupted (Ctrl-C): dial in to a bridge, serve a WebSocket
-        the bridge dials, answer http-webhook POSTs (``webhook``, signed with ``secret``), or
-        several of these."""
+        """Run the agent until interrupted (Ctrl-C): dial in to a bridge (``connections``
+        at once), serve a WebSocket the bridge dials, answer http-webhook POSTs
+        (``webhook``, signed with ``secret``), or several of these."""
         if dial_in is None and serve is None and webhook is None:
             raise ValueError(
                 "give dial_in=<bridge url> and token=..., serve=(host, port) "
@@ -182,7 +187,7 @@ class Agent:
         async def main() -> None:
             async with asyncio.TaskGroup() as group:
                 if dial_in is not None and token is not None:
-                    group.create_task(self.dial_in(dial_in, token))
+                    group.create_task(self.dial_in(dial_in, token, connections=connections))
                 if serve is not None:
                     group.create_task(self.serve(*serve))
                 if webhook is not None:
@@ -191,16 +196,49 @@ class Agent:
         with suppress(KeyboardInterrupt):
             asyncio.run(main())
 
-    async def dial_in(self, url: str, token: str, *, stop: asyncio.Event | None = None) -> None:
+    async def dial_in(
+        self,
+        url: str,
+        token: str,
+        *,
+        stop: asyncio.Event | None = None,
+        connections: int = 1,
+    ) -> None:
         """Connect to a bridge's ``/api/ws/agent`` and stay connected until ``stop`` is set.
 
         Reconnects with exponential backoff and full jitter; after each ``hello_ok`` it sends
         again any answer that may not have reached the bridge.
 
+        Args:
+            connections: how many connections to keep. Behind a load balancer they spread
+                over the bridge's replicas, and each replica runs turns on its own.
+
         Raises:
             HelloRejected: the bridge refused the token or the agent id.
         """
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         stop = stop or asyncio.Event()
+        if connections == 1:
+            await self._dial_in_link(url, token, stop)
+            return
+        tasks = [
+            asyncio.create_task(self._dial_in_link(url, token, stop)) for _ in range(connections)
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                failure = task.exception()
+                if failure is not None:
+                    raise failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _dial_in_link(self, url: str, token: str, stop: asyncio.Event) -> None:
+        """Keep one named connection to the bridge until ``stop`` is set (see ``dial_in``)."""
+        link_id = os.urandom(8).hex()
         attempt = 0
         self._modes += 1
         try:
@@ -214,8 +252,13 @@ class Agent:
                         open_timeout=OPEN_TIMEOUT,
                         close_timeout=CLOSE_TIMEOUT,
                     ) as ws:
-                        ok = await self._hello(ws, token)
-                        peer = Peer(ws, dial_in=True, heartbeat_interval=ok.heartbeat_interval)
+                        ok = await self._hello(ws, token, link_id)
+                        peer = Peer(
+                            ws,
+                            dial_in=True,
+                            heartbeat_interval=ok.heartbeat_interval,
+                            link_id=link_id,
+                        )
                         started = time.monotonic()
                         await self._dial_in_session(peer, stop)
                         up_for = time.monotonic() - started
@@ -234,6 +277,7 @@ class Agent:
                         await stop.wait()
         finally:
             self._modes -= 1
+            self._dial_peers.pop(link_id, None)
             await self._cancel_turns_if_idle()
 
     async def serve(
@@ -268,13 +312,14 @@ class Agent:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _hello(self, ws: ClientConnection, token: str) -> HelloOk:
+    async def _hello(self, ws: ClientConnection, token: str, link_id: str) -> HelloOk:
         hello: dict[str, Any] = {
             "type": "hello",
             "agent_id": self.agent_id,
             "token": token,
             "protocol": PROTOCOL,
             "capabilities": self.capabilities,
+            "metadata": {"link_id": link_id},
         }
         if self.last_seq is not None:
             hello["resume_from"] = self.last_seq
@@ -290,7 +335,9 @@ class Agent:
         return answer
 
     async def _dial_in_session(self, peer: Peer, stop: asyncio.Event) -> None:
-        previous, self._dial_peer = self._dial_peer, peer
+        assert peer.link_id is not None
+        previous = self._dial_peers.get(peer.link_id)
+        self._dial_peers[peer.link_id] = peer
         await self._resend_unconfirmed(peer, previous)
         reader = asyncio.create_task(self._run_peer(peer))
         stopper = asyncio.create_task(stop.wait())
@@ -308,11 +355,12 @@ class Agent:
         The bridge does not re-send turns at or below ``resume_from``, so the agent covers the
         answers that could have been lost: those never sent, and those sent on the previous
         connection in the window a dying connection can stay unnoticed. Answers the bridge
-        already had are dropped there.
+        already had are dropped there. Only the answers to turns that came on this named
+        connection: another one may lead to another replica.
         """
         window = DEAD_AFTER_INTERVALS * peer.heartbeat_interval
         for answer in list(self._answers.values()):
-            if not answer.peer.dial_in:
+            if not answer.peer.dial_in or answer.peer.link_id != peer.link_id:
                 continue
             recent = (
                 answer.peer is previous
@@ -509,11 +557,12 @@ class Agent:
         return answer
 
     def _target(self, running: _Running) -> Peer | None:
-        """Where the answer goes now: the connection the turn came on, else the current
-        dial-in connection (a dialing-in agent's turns survive reconnects)."""
+        """Where the answer goes now: the connection the turn came on, else that named
+        connection's current one (a dialing-in agent's turns survive reconnects)."""
         if running.peer.open:
             return running.peer
-        current = self._dial_peer
+        link_id = running.peer.link_id
+        current = self._dial_peers.get(link_id) if link_id is not None else None
         if running.peer.dial_in and current is not None and current.open:
             return current
         return None

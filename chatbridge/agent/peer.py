@@ -14,14 +14,24 @@ from chatbridge.protocol import dumps
 class Peer:
     """A bridge connection as the agent sees it.
 
-    ``dial_in`` tells whether the agent opened it (and so owns reconnecting). ``send`` never
+    ``dial_in`` tells whether the agent opened it (and so owns reconnecting); ``link_id`` is
+    the name of the agent's connection it is (one per ``dial_in`` connection, kept across its
+    reconnects; None for a connection the bridge dialed). ``send`` never
     raises: a failed send marks the peer closed and returns False, because an agent's answer
     that cannot go out now is kept and sent again later, never lost in an exception.
     """
 
-    def __init__(self, ws: Connection, *, dial_in: bool, heartbeat_interval: float) -> None:
+    def __init__(
+        self,
+        ws: Connection,
+        *,
+        dial_in: bool,
+        heartbeat_interval: float,
+        link_id: str | None = None,
+    ) -> None:
         self.ws = ws
         self.dial_in = dial_in
+        self.link_id = link_id
         self.heartbeat_interval = heartbeat_interval
         self.open = True
         self.last_rx = time.monotonic()

@@ -25,6 +25,8 @@ from chatbridge.protocol import Hello, ProtocolError, dumps, parse_agent_frame
 
 HELLO_TIMEOUT = 10.0
 """Seconds an agent has, after the upgrade, to send its ``hello``."""
+LINK_ID_MAX = 100
+"""Longest ``metadata.link_id`` taken from a ``hello``; a longer one is ignored."""
 
 
 class PeerGone(Exception):
@@ -139,6 +141,20 @@ async def handshake(
         await refuse(websocket, "unauthorized", "unknown agent or bad token")
         return None
     return hello
+
+
+def link_id(hello: Hello) -> str | None:
+    """The name the agent gave this connection (``hello`` ``metadata.link_id``), if any.
+
+    An agent that keeps several connections (to several replicas behind a load balancer)
+    names each; when it re-opens one, the bridge closes the old connection of that name
+    wherever it still looks open. Without a name, a new connection to the same replica
+    replaces the agent's older unnamed one there.
+    """
+    value = (hello.metadata or {}).get("link_id")
+    if isinstance(value, str) and 0 < len(value) <= LINK_ID_MAX:
+        return value
+    return None
 
 
 async def authorised(

@@ -8,21 +8,24 @@ The pipeline calls ``run_turn()`` with a ready ``user_message`` frame and gets o
   ``handle_dial_in()`` (handshake in ``dial_in``). Either way the open connection becomes a
   ``Link`` (``links``) and runs the same loop: read frames, answer pings, send a ping every
   heartbeat, drop the link after ``DEAD_AFTER_INTERVALS`` silent intervals.
-- A turn is sent on the agent's current link and waits for its ending frame. If the link dies
-  first, the same frame (same ``message_id``) goes out again on the next link, until the
-  deadline; the agent treats the repeat as the same turn (``turns.drive``).
+- An agent may have several links here at once (a dial-in agent's connections, each named by
+  its ``link_id``; a newer connection with the same id, or an unnamed one replacing an
+  unnamed one, closes the older). A turn is sent on one of them and waits for its ending
+  frame. If that link dies first, the same frame (same ``message_id``) goes out again on
+  another or the next link, until the deadline; the agent treats the repeat as the same turn
+  (``turns.drive``).
 - Frames that are not the answer to a turn go to the callbacks given to the constructor
   (proactive messages, typing, streamed chunks). They are awaited in the read loop, which keeps
   their order; they should be quick.
 
 The hub itself holds the registry of agents and their links, and dispatches their frames.
 
-With several replicas (``cluster``) each agent is held by one replica at a time: the one its
-dial-in connection reached (newest wins: an older link elsewhere is closed), or the one with
-its lease (ws-dial-out: only that replica dials; http-pull: only that replica offers its
-turns). ``run_turn`` on any other replica raises ``AgentElsewhere`` — at once, or as soon as
-the agent shows up elsewhere while a turn waits for it — and the pipeline hands the turn back
-to the database for the holder to claim.
+With several replicas (``cluster``) every replica with a live link to an agent runs its
+turns: each dials a ws-dial-out agent, and a dial-in agent's connections may land on several
+replicas. ``run_turn`` on a replica without a link raises ``AgentElsewhere`` when another
+replica has one — at once, or as soon as the link here drops while a turn waits — and the
+pipeline hands the turn back to the database for a replica with a link to claim
+(``placement``). http-pull agents are still offered by the one replica holding their lease.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from chatbridge.agents.dial_out import close_timeout, dial_out_forever
 from chatbridge.agents.links import Link, LinkClosed, frame_too_large
 from chatbridge.agents.log import log_event
 from chatbridge.agents.openai import History, OpenAICaller
+from chatbridge.agents.placement import LEASED, Placement
 from chatbridge.agents.pull import PullBroker, PullPolicy
 from chatbridge.agents.turns import (
     ConversationSlots,
@@ -69,7 +73,7 @@ from chatbridge.agents.turns import (
 from chatbridge.agents.webhook import WebhookCaller
 from chatbridge.cluster import Cluster
 from chatbridge.config import Settings, Transport
-from chatbridge.errors import AgentElsewhere, AgentError, AgentUnavailable, ConfigError
+from chatbridge.errors import AgentError, AgentUnavailable, ConfigError
 from chatbridge.metrics import Metrics
 from chatbridge.protocol import (
     PROTOCOL,
@@ -105,9 +109,6 @@ __all__ = [
 ]
 
 TransportName = Transport  # the config's list: one place to add a transport
-# Transports whose turns one replica at a time runs (it holds the agent's lease): it dials the
-# agent, offers its pulls, or owns the open webhook turns that late replies must reach.
-LEASED = ("ws-dial-out", "http-pull", "http-webhook")
 LATENCY_WINDOW = 100
 STOP_TIMEOUT = 5.0
 
@@ -122,12 +123,19 @@ class _Agent:
     transport: TransportName
     url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    link: Link | None = None
+    links: list[Link] = field(default_factory=list)  # open links here, oldest first
     dial_task: asyncio.Task[None] | None = None
     last_seen: float | None = None
     last_ack: int | None = None
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     turns_answered: int = 0
+
+    def newest_link(self) -> Link | None:
+        """The most recent link that is still open, if any."""
+        for link in reversed(self.links):
+            if not link.closed.is_set():
+                return link
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,31 +195,46 @@ class AgentHub:
             retry_base=settings.retry_base_seconds,
         )
         self.cluster: Cluster | None = None
-        self._moved: dict[str, list[asyncio.Future[str]]] = {}
+        self._placement: Placement | None = None
 
     def join(self, cluster: Cluster) -> None:
-        """Hold agents in agreement with the other replicas (see the module docstring)."""
+        """Share agents with the other replicas (see the module docstring)."""
         self.cluster = cluster
-        cluster.on_location(self._on_location)
+        self._placement = placement = Placement(
+            cluster, transport_of=self._transport_of, linked_here=self._linked_here
+        )
+        placement.on_link_taken(self._close_link_taken_elsewhere)
+        placement.serve_events(self._send_event_here)
         for agent in self._agents.values():
             if agent.transport in LEASED:
                 cluster.want_lease(agent.agent_id)
+        placement.announce(self._linked_agents())
 
-    def _on_location(self, agent_id: str, where: str | None) -> None:
-        """Another replica took an agent (or we did): dial, or stop, close, hand turns back."""
+    def _transport_of(self, agent_id: str) -> str | None:
         agent = self._agents.get(agent_id)
-        me = self.cluster.replica_id if self.cluster else None
-        if where is not None and where != me:
-            for fut in self._moved.pop(agent_id, []):
-                if not fut.done():
-                    fut.set_result(where)
-            if agent is not None:
-                self._stop_dialing(agent)
-                if agent.link is not None:
-                    log_event(logging.INFO, "agent is held by another replica", agent_id, at=where)
-                    self._spawn(agent.link.close(1000, "replaced by a connection to " + where))
-        elif agent is not None:
-            self._ensure_dialing(agent)
+        return agent.transport if agent is not None else None
+
+    def _linked_here(self, agent_id: str) -> bool:
+        agent = self._agents.get(agent_id)
+        return agent is not None and agent.newest_link() is not None
+
+    def _linked_agents(self) -> list[str]:
+        return [a.agent_id for a in self._agents.values() if a.newest_link() is not None]
+
+    def _links_changed(self, agent_id: str) -> None:
+        """A link of ``agent_id`` here opened or closed: tell the others, move waiting turns."""
+        if self._placement is not None:
+            self._placement.announce(self._linked_agents())
+            self._placement.check(agent_id)
+
+    def _close_link_taken_elsewhere(self, agent_id: str, link_id: str) -> None:
+        agent = self._agents.get(agent_id)
+        for link in list(agent.links) if agent is not None else []:
+            if link.link_id == link_id:
+                log_event(
+                    logging.INFO, "agent re-opened this connection on another replica", agent_id
+                )
+                self._spawn(link.close(1000, "replaced by a newer connection"))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -235,8 +258,8 @@ class AgentHub:
         for agent in self._agents.values():
             if agent.dial_task is not None:
                 self._stop_dialing(agent)
-            if agent.link is not None:
-                self._spawn(agent.link.close(1001, "bridge shutting down"))
+            for link in agent.links:
+                self._spawn(link.close(1001, "bridge shutting down"))
         pending = {t for t in self._background if not t.done()}
         if pending:
             _, still = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
@@ -279,9 +302,9 @@ class AgentHub:
         elif agent.transport != transport or agent.url != url:
             log_event(logging.INFO, "agent reconfigured", agent_id, transport=transport)
             self._stop_dialing(agent)
-            dial_out_involved = "ws-dial-out" in (agent.transport, transport)
-            if agent.link is not None and dial_out_involved:
-                self._spawn(agent.link.close(1000, "agent reconfigured"))
+            if "ws-dial-out" in (agent.transport, transport):
+                for link in agent.links:
+                    self._spawn(link.close(1000, "agent reconfigured"))
             agent.transport, agent.url = transport, url
         agent.options = dict(options or {})
         if self.cluster is not None:
@@ -294,9 +317,9 @@ class AgentHub:
         if agent is None:
             return
         self._stop_dialing(agent)
-        if agent.link is not None:
-            self._spawn(agent.link.close(1000, "agent removed"))
-            agent.link = None
+        for link in agent.links:
+            self._spawn(link.close(1000, "agent removed"))
+        agent.links = []
         for turn in list(self._turns.values()):
             if turn.req.agent_id == agent_id:
                 turn.fail(AgentUnavailable(f"agent {agent_id!r} was removed"))
@@ -304,6 +327,7 @@ class AgentHub:
         if self.cluster is not None:
             self.cluster.want_lease(agent_id, False)
             self._spawn(self.cluster.release(agent_id))
+            self._links_changed(agent_id)
 
     def is_connected(self, agent_id: str) -> bool:
         """Whether the agent has an open connection right now (a puller: polled lately)."""
@@ -313,7 +337,7 @@ class AgentHub:
         if agent is not None and agent.transport in ("http-webhook", "openai"):
             # nothing stays open: "connected" unless the last call failed
             return agent.agent_id not in self._caller(agent).last_error
-        return agent is not None and agent.link is not None
+        return agent is not None and agent.newest_link() is not None
 
     def _pull_policy(self, agent_id: str) -> PullPolicy:
         s = self.settings
@@ -387,29 +411,9 @@ class AgentHub:
         """
         if self._closing:
             raise AgentUnavailable("agent hub is stopping")
-        if self.cluster is None:
+        if self._placement is None:
             return await self._run_turn(req)
-        where = self.cluster.location(req.agent_id)
-        if where is not None and where != self.cluster.replica_id:
-            raise AgentElsewhere(where)
-        moved: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._moved.setdefault(req.agent_id, []).append(moved)
-        running = asyncio.ensure_future(self._run_turn(req))
-        try:
-            both: set[asyncio.Future[Any]] = {running, moved}
-            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting = self._moved.get(req.agent_id)
-            if waiting is not None and moved in waiting:
-                waiting.remove(moved)
-                if not waiting:
-                    del self._moved[req.agent_id]
-            if not running.done():
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-        if running.cancelled() and moved.done():
-            raise AgentElsewhere(moved.result())
-        return running.result()
+        return await self._placement.run(req.agent_id, self._run_turn(req))
 
     async def _run_turn(self, req: TurnRequest) -> AgentOutcome:
         agent = self._agents.get(req.agent_id)
@@ -430,7 +434,7 @@ class AgentHub:
         turn = PendingTurn(req, result)
         self._turns[req.turn_key] = turn
         try:
-            outcome = await drive(turn, self._slots, self._link_of)
+            outcome = await drive(turn, self._slots, self._link_for)
         except AgentError as exc:
             settle(result, exc)
             raise
@@ -455,9 +459,16 @@ class AgentHub:
     def _caller(self, agent: _Agent) -> WebhookCaller | OpenAICaller:
         return self.webhook if agent.transport == "http-webhook" else self.openai
 
-    def _link_of(self, agent_id: str) -> Link | None:
-        agent = self._agents.get(agent_id)
-        return agent.link if agent is not None else None
+    def _link_for(self, turn: PendingTurn) -> Link | None:
+        """The link ``turn`` goes out on: the one it was sent on while that stays open here,
+        else the agent's newest open link."""
+        agent = self._agents.get(turn.req.agent_id)
+        if agent is None:
+            return None
+        sent_on = turn.sent_on
+        if sent_on is not None and not sent_on.closed.is_set() and sent_on in agent.links:
+            return sent_on
+        return agent.newest_link()
 
     def _finish(self, agent: _Agent, turn: PendingTurn, outcome: AgentOutcome) -> None:
         turn.outcome = outcome
@@ -486,16 +497,27 @@ class AgentHub:
     async def send_event(self, agent_id: str, frame: dict[str, Any]) -> bool:
         """Send a frame that expects no answer (e.g. ``conversation_event``).
 
+        With several replicas, an agent with no link here gets it over another replica's.
+
         Returns:
             False if the agent is not connected or the send failed.
         """
         agent = self._agents.get(agent_id)
         if agent is not None and agent.transport == "http-webhook" and agent.url:
             return await self.webhook.send_event(agent.url, agent.options.get("secret"), frame)
-        if agent is None or agent.link is None:
+        if await self._send_event_here(agent_id, frame):
+            return True
+        if self._placement is not None and not self._linked_here(agent_id):
+            return await self._placement.send_event_elsewhere(agent_id, frame)
+        return False
+
+    async def _send_event_here(self, agent_id: str, frame: dict[str, Any]) -> bool:
+        agent = self._agents.get(agent_id)
+        link = agent.newest_link() if agent is not None else None
+        if link is None:
             return False
         try:
-            await agent.link.send(frame)
+            await link.send(frame)
         except LinkClosed:
             return False
         return True
@@ -539,6 +561,7 @@ class AgentHub:
             websocket.send_text,
             lambda code, reason: websocket.close(code, reason),
             close_timeout=close_timeout(self.settings),
+            link_id=dial_in.link_id(hello),
         )
         try:
             await link.send(
@@ -588,31 +611,35 @@ class AgentHub:
             await link.close(1000, "")
 
     def _attach(self, agent: _Agent, link: Link, resume_from: int | None) -> None:
-        old = agent.link
-        if old is not None and old is not link:
-            log_event(logging.INFO, "new connection replaces the old one", agent.agent_id)
-            self._spawn(old.close(1000, "replaced by a newer connection"))
+        for old in agent.links:
+            # The same connection opened again (same link id; or, unnamed, the agent's one
+            # connection here): the old one is dead or about to be.
+            if old is not link and old.link_id == link.link_id:
+                log_event(logging.INFO, "new connection replaces the old one", agent.agent_id)
+                self._spawn(old.close(1000, "replaced by a newer connection"))
         if resume_from is not None:
             trust_mark = agent.last_ack is None
-            resume_on(link, self._turns.values(), agent.agent_id, resume_from, trust_mark)
-        agent.link = link
+            others = [other for other in agent.links if not other.closed.is_set()]
+            resume_on(link, self._turns.values(), agent.agent_id, resume_from, trust_mark, others)
+        agent.links.append(link)
         agent.last_seen = time.time()
         self._attached.set()  # wakes wait_connected(); a fresh event for the next attach
         self._attached = asyncio.Event()
         self.metrics.agent_connected.labels(agent.agent_id).set(1)
         self._wake_turns(agent.agent_id)
-        if self.cluster is not None and agent.transport == "ws-dial-in":
-            self._spawn(self.cluster.claim_presence(agent.agent_id))
+        self._links_changed(agent.agent_id)
+        if self._placement is not None and link.link_id is not None:
+            self._placement.link_taken(agent.agent_id, link.link_id)
 
     def _detach(self, agent: _Agent, link: Link) -> None:
-        if agent.link is not link:
+        if link not in agent.links:
             return
-        agent.link = None
-        self.metrics.agent_connected.labels(agent.agent_id).set(0)
-        log_event(logging.INFO, "agent disconnected", agent.agent_id)
+        agent.links.remove(link)
+        if agent.newest_link() is None:
+            self.metrics.agent_connected.labels(agent.agent_id).set(0)
+            log_event(logging.INFO, "agent disconnected", agent.agent_id)
         self._wake_turns(agent.agent_id)
-        if self.cluster is not None and agent.transport == "ws-dial-in" and not self._closing:
-            self._spawn(self.cluster.release(agent.agent_id))
+        self._links_changed(agent.agent_id)
 
     async def _read(self, agent: _Agent, link: Link, frames: AsyncIterable[str | bytes]) -> None:
         limit = self.settings.ws_max_frame_bytes
@@ -730,8 +757,8 @@ class AgentHub:
     def _ensure_dialing(self, agent: _Agent) -> None:
         if not self._started or agent.transport != "ws-dial-out" or agent.url is None:
             return
-        if self.cluster is not None and not self.cluster.may_serve(agent.agent_id):
-            return  # another replica dials it (or nobody yet: the lease decides)
+        # Every replica dials: the agent takes several connections, and the replicas share
+        # its turns through the database.
         if agent.dial_task is not None and not agent.dial_task.done():
             return
         agent_id = agent.agent_id

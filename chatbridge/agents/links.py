@@ -24,7 +24,12 @@ class LinkClosed(Exception):
 
 
 class Link:
-    """One open WebSocket to one agent, whatever library carries it."""
+    """One open WebSocket to one agent, whatever library carries it.
+
+    ``link_id`` is the name a dial-in agent gave this connection in its ``hello``
+    (``metadata.link_id``): the agent re-opening a connection under the same name replaces
+    the old one. None for a dial-out link and for an agent that names none.
+    """
 
     def __init__(
         self,
@@ -33,8 +38,10 @@ class Link:
         close: Callable[[int, str], Awaitable[None]],
         *,
         close_timeout: float,
+        link_id: str | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self.link_id = link_id
         self.closed = asyncio.Event()
         self.last_rx = time.monotonic()
         self._send = send

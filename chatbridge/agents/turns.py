@@ -145,7 +145,12 @@ def open_turn(turns: Mapping[str, PendingTurn], agent_id: str, key: str) -> Pend
 
 
 def resume_on(
-    link: Link, turns: Iterable[PendingTurn], agent_id: str, resume_from: int, trust_mark: bool
+    link: Link,
+    turns: Iterable[PendingTurn],
+    agent_id: str,
+    resume_from: int,
+    trust_mark: bool,
+    open_links: Sequence[Link] = (),
 ) -> None:
     """Count the turns the agent already has as sent on ``link``, its new connection.
 
@@ -154,6 +159,8 @@ def resume_on(
     Args:
         resume_from: the highest seq the agent saw (its ``hello``).
         trust_mark: the agent never acked, so ``resume_from`` is all we know.
+        open_links: the agent's other connections still open here; a turn sent on one of
+            them stays there.
     """
     # ``resume_from`` is the highest seq the agent saw, but seq (the turn id) does not go out
     # in order: a conversation's next turn waits for its previous one while later turns of
@@ -165,6 +172,7 @@ def resume_on(
         if (
             turn.req.agent_id == agent_id
             and turn.sent_at is not None
+            and not any(turn.sent_on is other for other in open_links)
             and turn.req.seq <= resume_from
             and (turn.acked or trust_mark)
         ):
@@ -237,14 +245,14 @@ class ConversationSlots:
 async def drive(
     turn: PendingTurn,
     slots: ConversationSlots,
-    link_of: Callable[[str], Link | None],
+    link_for: Callable[[PendingTurn], Link | None],
 ) -> AgentOutcome:
     """Send ``turn`` to its agent and wait until it is answered or its deadline passes.
 
-    Holds the conversation's slot throughout. Whenever ``link_of(agent_id)`` is a link the turn
-    was not sent on yet (the first one, or a new one after a reconnect), ``req.frame`` goes out
-    on it. In between it sleeps on ``turn.wake``, which is set by the answer, by a failure and
-    by every connect and disconnect of the agent.
+    Holds the conversation's slot throughout. Whenever ``link_for(turn)`` is a link the turn
+    was not sent on yet (the first one, or another after the one it went out on closed),
+    ``req.frame`` goes out on it. In between it sleeps on ``turn.wake``, which is set by the
+    answer, by a failure and by every connect and disconnect of the agent.
 
     Returns:
         ``turn.outcome`` once the answer has set it.
@@ -269,7 +277,7 @@ async def drive(
                         f"agent {req.agent_id!r} not reachable before the deadline"
                     )
                 raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time")
-            link = link_of(req.agent_id)
+            link = link_for(turn)
             if link is not None and turn.sent_on is not link:
                 turn.sent_on = link
                 try:

@@ -4,6 +4,11 @@ An agent behind a firewall long-polls for turns (each comes with a lease) and po
 answer — any agent → bridge frame of protocol v1 — naming the lease. The turns themselves are
 offered by ``chatbridge.agents.pull.PullBroker``; see there for leases and re-offers.
 
+With several replicas, an http-pull agent's turns are offered by the replica holding its
+lease, and its polls and replies are passed there (``chatbridge.api.forward``). An
+http-webhook agent's turns run on whichever replica claimed them; a late reply that reaches
+another replica is passed to the one the database names as the turn's lease owner.
+
 The token is checked first: a wrong one spends the caller's failed-authentication budget
 (``chatbridge.api.auth_limits``; over it, 429 whatever the token), and only a verified agent's
 requests count against its per-agent rate limits, so a stranger sending a real agent's
@@ -12,17 +17,19 @@ requests count against its per-agent rate limits, so a stranger sending a real a
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from chatbridge.agents.pull import LeaseExpired, UnknownTurn
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import error_responses
-from chatbridge.api.forward import forwarded, to_holder
+from chatbridge.api.forward import HEADER, forwarded, to_holder
 from chatbridge.api.ratelimit import client_ip
+from chatbridge.cluster import ClusterUnavailable
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.workers import iso
@@ -58,7 +65,7 @@ async def _agent(
     agent_query: str | None,
     *,
     replying: bool = False,
-) -> tuple[Bridge, str]:
+) -> tuple[Bridge, str, str]:
     bridge: Bridge = request.app.state.bridge
     agent_id = agent_header or agent_query
     token = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
@@ -92,7 +99,53 @@ async def _agent(
             f"agent {agent_id!r} is not configured with transport {' or '.join(allowed)}",
             status_code=409,
         )
-    return bridge, agent_id
+    return bridge, agent_id, agent.transport
+
+
+# Headers that describe one hop, not the request (as ``chatbridge.api.forward`` passes them).
+_HOP = {"host", "content-length", "connection", "transfer-encoding", HEADER}
+
+
+async def _to_turn_owner(
+    request: Request, bridge: Bridge, agent_id: str, turn_id: str
+) -> Response | None:
+    """The answer of the replica running this http-webhook turn, when it is not this one;
+    None to serve the reply here (no cluster, the turn runs here, or it runs nowhere)."""
+    cluster = bridge.cluster
+    if cluster is None or forwarded(request):
+        return None
+    if bridge.hub.pull.find(agent_id, turn_id) is not None:
+        return None  # it runs here
+    row = await bridge.store.get_turn(int(turn_id.removeprefix("t_")))
+    owner = row.get("lease_owner") if row is not None and row.get("state") == "leased" else None
+    if not owner or owner == cluster.replica_id:
+        return None
+    query = request.url.query
+    payload = {
+        "agent_id": agent_id,
+        "method": request.method,
+        "path": request.url.path + (f"?{query}" if query else ""),
+        "headers": [[k, v] for k, v in request.headers.items() if k.lower() not in _HOP],
+        "body": base64.b64encode(await request.body()).decode("ascii"),
+    }
+    try:
+        answer = await cluster.call(owner, "http", payload, timeout=15.0)
+    except ClusterUnavailable:
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "agent_holder_unreachable",
+                    "message": f"the replica running {turn_id} did not answer; try again",
+                }
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    return Response(
+        content=base64.b64decode(answer["body"]),
+        status_code=int(answer["status"]),
+        headers={k: v for k, v in answer["headers"] if k.lower() not in _HOP},
+    )
 
 
 AgentHeader = Annotated[str | None, Header(alias="X-Agent-Id", max_length=200)]
@@ -114,7 +167,7 @@ async def pull_turns(
     wait: Annotated[float, Query(ge=0, le=60)] = 25,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> PullOut | Response:
-    bridge, agent = await _agent(request, authorization, x_agent_id, agent_id)
+    bridge, agent, _ = await _agent(request, authorization, x_agent_id, agent_id)
     elsewhere = await to_holder(request, bridge, agent)
     if elsewhere is not None:
         return elsewhere
@@ -167,8 +220,13 @@ async def reply_turn(
     lease: Annotated[str | None, Query(max_length=64)] = None,
     x_lease_id: Annotated[str | None, Header(alias="X-Lease-Id", max_length=64)] = None,
 ) -> ReplyOut | Response:
-    bridge, agent = await _agent(request, authorization, x_agent_id, agent_id, replying=True)
-    elsewhere = await to_holder(request, bridge, agent)
+    bridge, agent, transport = await _agent(
+        request, authorization, x_agent_id, agent_id, replying=True
+    )
+    if transport == "http-webhook":
+        elsewhere = await _to_turn_owner(request, bridge, agent, turn_id)
+    else:
+        elsewhere = await to_holder(request, bridge, agent)
     if elsewhere is not None:
         return elsewhere
     try:

@@ -117,3 +117,46 @@ async def test_keeps_trying_until_the_bridge_answers(fake_bridge: FakeBridge) ->
         await ws.wait_closed()
         again, _ = await fake_bridge.accept()
         await round_trip(again)
+
+
+async def test_several_connections_each_named_and_each_answering_its_own_turns(
+    fake_bridge: FakeBridge,
+) -> None:
+    """``connections=2``: two connections (to two replicas behind a load balancer), each
+    with its own link id, kept across its reconnects; a turn is answered where it came."""
+    agent = fast_agent()
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        return f"re: {turn.content}"
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.dial_in(fake_bridge.url, "tok", stop=stop, connections=2))
+    try:
+        a, hello_a = await fake_bridge.accept()
+        b, hello_b = await fake_bridge.accept()
+        names = {hello_a["metadata"]["link_id"], hello_b["metadata"]["link_id"]}
+        assert len(names) == 2
+        await send(a, user_message("t_a", seq=1, content="a", conversation_id="c_a"))
+        await send(b, user_message("t_b", seq=2, content="b", conversation_id="c_b"))
+        assert (await recv(b, skip=("ping", "pong", "ack")))["content"] == "re: b"
+        assert (await recv(a, skip=("ping", "pong", "ack")))["content"] == "re: a"
+        await a.close()
+        again, hello = await fake_bridge.accept()
+        assert hello["metadata"]["link_id"] == hello_a["metadata"]["link_id"]
+        await round_trip(again)
+        await round_trip(b)  # the other connection stayed as it was
+    finally:
+        stop.set()
+        await task
+
+
+async def test_several_connections_with_a_refused_token_raise(fake_bridge: FakeBridge) -> None:
+    agent = fast_agent()
+    task = asyncio.create_task(agent.dial_in(fake_bridge.url, "bad", connections=2))
+    ws = await fake_bridge.connections.get()
+    await recv(ws)
+    await send(ws, {"type": "hello_error", "error_code": "unauthorized", "message": "no"})
+    await ws.close(1008)
+    with pytest.raises(HelloRejected):
+        await task

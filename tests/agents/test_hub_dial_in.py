@@ -191,3 +191,51 @@ async def test_dial_in_for_a_dial_out_agent_is_refused(hub: AgentHub, bridge_url
     assert answer["error_code"] == "unauthorized"
     await ws.wait_closed()
     assert ws.close_code == 1008
+
+
+async def test_named_connections_of_one_agent_all_carry_turns(
+    hub: AgentHub, bridge_url: str
+) -> None:
+    """An agent keeping two connections (two link ids): neither replaces the other, and a
+    turn answered on one stays there."""
+    one, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "one"}))
+    two, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "two"}))
+    first = asyncio.create_task(hub.run_turn(turn_request("agent1", "t_1", seq=1)))
+    assert (await recv_frame(two))["message_id"] == "t_1"  # the newest link
+    await one.close()  # the other connection going away leaves the turn where it is
+    second = asyncio.create_task(
+        hub.run_turn(turn_request("agent1", "t_2", conversation_id="c_2", seq=2))
+    )
+    assert (await recv_frame(two))["message_id"] == "t_2"
+    for key in ("t_1", "t_2"):
+        await two.send(json.dumps({"type": "agent_message", "message_id": key, "content": key}))
+    assert [(await first).content, (await second).content] == ["t_1", "t_2"]
+    assert hub.is_connected("agent1")
+    await two.close()
+
+
+async def test_a_turn_moves_to_the_agents_other_connection_when_its_own_drops(
+    hub: AgentHub, bridge_url: str
+) -> None:
+    one, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "one"}))
+    two, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "two"}))
+    task = asyncio.create_task(hub.run_turn(turn_request("agent1", "t_m", seq=4)))
+    sent = await recv_frame(two)
+    await two.close()
+    assert await recv_frame(one) == sent  # the same frame, same message_id
+    await one.send(json.dumps({"type": "agent_message", "message_id": "t_m", "content": "m"}))
+    assert (await task).content == "m"
+    await one.close()
+
+
+async def test_a_connection_reopened_under_its_name_replaces_only_that_one(
+    hub: AgentHub, bridge_url: str
+) -> None:
+    old, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "a"}))
+    other, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "b"}))
+    new, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "a"}))
+    await old.wait_closed()
+    await round_trip(other)  # still open
+    await round_trip(new)
+    await other.close()
+    await new.close()
