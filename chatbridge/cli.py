@@ -9,13 +9,18 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from chatbridge.config import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from chatbridge.gc_policy import GcPolicy
 
 app = typer.Typer(
     help="Chatbridge: connect Chatwoot (and other channels) to AI agents.",
@@ -95,8 +100,19 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     refuse_open_webhooks(settings)
     application = create_app(settings)
+    policy = gc_policy(settings, application.state.metrics.registry)
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if policy is not None and self.started and not self.should_exit:
+                policy.start()  # warm now: the app has started and listens
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if policy is not None:
+                await policy.stop()
+            await super().shutdown(sockets=sockets)
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             # uvicorn waits for open requests before the app's shutdown runs: end the web chat
             # long-polls and live sockets first, so a restart does not hang on them.
@@ -123,6 +139,19 @@ def serve(
     # descriptor for a Unix socket, and asyncio then leaves Nagle's algorithm on for the
     # accepted connections (~40 ms per kept-alive response)
     Server(config).run(sockets=[socket.socket(fileno=fd)])
+
+
+def gc_policy(settings: Settings, registry: CollectorRegistry | None = None) -> GcPolicy | None:
+    """The garbage-collector policy for a serving process (``chatbridge.gc_policy``), its
+    figures registered in ``registry`` (the app's metrics); None when ``gc_freeze`` is off."""
+    if not settings.gc_freeze:
+        return None
+    from chatbridge.gc_policy import GcMetrics, GcPolicy
+
+    policy = GcPolicy()
+    if registry is not None:
+        registry.register(GcMetrics(policy))
+    return policy
 
 
 def inherited_address(fd: int) -> tuple[str, int]:
@@ -397,16 +426,24 @@ def demo(
     """Bridge + mock agent + mock Chatwoot on SQLite; play a scripted conversation."""
     from chatbridge.demo import run_demo
 
-    code = asyncio.run(
-        run_demo(
-            port=port,
-            chatwoot_port=chatwoot_port,
-            agent_port=agent_port,
-            database=database,
-            keep_running=not exit_after,
-        )
-    )
-    raise typer.Exit(code)
+    policy = gc_policy(load_settings())
+
+    async def run() -> int:
+        if policy is not None:
+            policy.start()
+        try:
+            return await run_demo(
+                port=port,
+                chatwoot_port=chatwoot_port,
+                agent_port=agent_port,
+                database=database,
+                keep_running=not exit_after,
+            )
+        finally:
+            if policy is not None:
+                await policy.stop()
+
+    raise typer.Exit(asyncio.run(run()))
 
 
 @app.command()

@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    gc_freeze: bool = Field(
+        default=True,
+        description="serve and demo: freeze long-lived objects out of the garbage collector's "
+        "full collections once warm (chatbridge/gc_policy.py); false: CPython's default",
+    )
     # --- the server's edge (``chatbridge serve``; see docs/deployment.md) -------------------
     # Behind a reverse proxy: trust X-Forwarded-For / -Proto only from these addresses.
     proxy_headers: bool = False

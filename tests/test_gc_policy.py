@@ -1,0 +1,227 @@
+"""The garbage-collector policy (``chatbridge.gc_policy``): when it compacts, and what it does
+to this process's real collector: it freezes once warm, freezes what survives a full
+collection, and its compaction frees the cyclic garbage that freezing kept."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from chatbridge.cli import gc_policy
+from chatbridge.config import Settings
+from chatbridge.gc_policy import CompactionRule, CompactionSchedule, GcMetrics, GcPolicy
+
+RULE = CompactionRule(growth=2.0, min_interval=600, quiet_collections=2, max_defer=300)
+
+
+# ---------------------------------------------------------------------- the schedule
+
+
+def test_no_compaction_before_the_heap_has_grown_or_the_interval_has_passed() -> None:
+    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
+    # grown enough, but too soon after the start
+    assert not schedule.due(now=599, frozen=5000, collections=0)
+    # long enough, not grown enough
+    assert not schedule.due(now=10_000, frozen=1999, collections=0)
+    assert schedule.due(now=10_000, frozen=2000, collections=0)
+
+
+def test_a_due_compaction_waits_for_a_quiet_tick_then_runs_anyway() -> None:
+    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
+    assert not schedule.due(now=600, frozen=2000, collections=50)  # busy: wait
+    assert not schedule.due(now=899, frozen=2000, collections=3)
+    assert schedule.due(now=899.5, frozen=2000, collections=2)  # quiet enough
+    assert schedule.due(now=900, frozen=2000, collections=50)  # waited max_defer: anyway
+
+
+def test_the_wait_for_a_quiet_tick_starts_again_when_no_longer_due() -> None:
+    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
+    assert not schedule.due(now=600, frozen=2000, collections=50)
+    assert not schedule.due(now=700, frozen=1500, collections=50)  # garbage freed itself
+    assert not schedule.due(now=950, frozen=2000, collections=50)  # due again since 950
+    assert schedule.due(now=1250, frozen=2000, collections=50)
+
+
+def test_a_compaction_sets_the_new_baseline_and_interval() -> None:
+    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
+    assert schedule.due(now=600, frozen=4000, collections=0)
+    schedule.compacted(now=600, frozen=3000)  # 3,000 of the 4,000 were alive
+    assert not schedule.due(now=1199, frozen=6000, collections=0)  # too soon
+    assert not schedule.due(now=1200, frozen=5999, collections=0)  # under 2 x 3,000
+    assert schedule.due(now=1200, frozen=6000, collections=0)
+
+
+# ------------------------------------------------------------- the real collector
+
+
+class Node:
+    """A weak-referenceable object for building reference cycles."""
+
+    other: Node | None = None
+
+
+def cycles(n: int) -> tuple[list[Node], list[weakref.ref[Node]]]:
+    """``n`` pairs of objects referring to each other, and weak references to all of them."""
+    nodes: list[Node] = []
+    for _ in range(n):
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        nodes += (a, b)
+    return nodes, [weakref.ref(x) for x in nodes]
+
+
+def frozen(obj: object) -> bool:
+    """Whether ``obj`` is in the permanent generation: tracked, yet in none of the three."""
+    return gc.is_tracked(obj) and all(
+        not any(o is obj for o in gc.get_objects(generation)) for generation in range(3)
+    )
+
+
+async def next_loop_turn() -> None:
+    """Return after the callbacks already scheduled on the loop have run (the policy freezes
+    a full collection's survivors from a callback it schedules as that collection ends)."""
+    turn = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turn.set_result, None)
+    await turn
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def policy(clock: FakeClock) -> AsyncIterator[GcPolicy]:
+    # any growth is enough; quiet or not, the compaction runs once 60 s have passed
+    rule = CompactionRule(growth=1.0, min_interval=60, quiet_collections=10**9, max_defer=0)
+    the_policy = GcPolicy(rule, clock=clock)
+    try:
+        yield the_policy
+    finally:
+        await the_policy.stop()
+    assert gc.get_freeze_count() == 0  # stopped: the process is CPython's default again
+
+
+async def test_it_freezes_what_start_up_left_alive(policy: GcPolicy) -> None:
+    warm = [object() for _ in range(10)]
+    assert not frozen(warm)
+    policy.start(tick=False)
+    assert frozen(warm)
+    assert gc.get_freeze_count() > 0
+
+
+async def test_it_freezes_what_survives_a_full_collection(policy: GcPolicy) -> None:
+    policy.start(tick=False)
+    later = [object() for _ in range(10)]  # made after the start: not frozen yet
+    assert not frozen(later)
+    gc.collect()  # a full collection, as CPython would run on its own schedule
+    await next_loop_turn()
+    assert frozen(later)
+    assert policy.stats.full_collections >= 1
+
+
+async def test_frozen_cyclic_garbage_is_freed_by_the_next_compaction(
+    policy: GcPolicy, clock: FakeClock
+) -> None:
+    policy.start(tick=False)
+    nodes, refs = cycles(1000)
+    gc.collect()
+    await next_loop_turn()
+    assert frozen(nodes[0])
+    del nodes  # cyclic garbage now, and frozen: no ordinary collection reaches it
+    gc.collect()
+    assert all(r() is not None for r in refs)
+
+    clock.now = 59
+    assert not policy.tick()  # not before min_interval
+    assert all(r() is not None for r in refs)
+    clock.now = 60
+    assert policy.tick()
+    assert all(r() is None for r in refs)
+    assert policy.stats.compactions == 1
+    assert policy.stats.compacted_garbage >= 2000
+
+
+async def test_frozen_garbage_does_not_accumulate_over_many_rounds(
+    policy: GcPolicy, clock: FakeClock
+) -> None:
+    """Round after round, sockets' worth of cycles are made, frozen and dropped: each
+    compaction gives them back, so the frozen population stays where it started."""
+    policy.start(tick=False)
+    start = gc.get_freeze_count()
+    for _ in range(5):
+        nodes, refs = cycles(5000)
+        gc.collect()
+        await next_loop_turn()
+        assert gc.get_freeze_count() >= start + 10_000  # frozen with the rest
+        del nodes
+        clock.now += 60
+        assert policy.tick()
+        assert all(r() is None for r in refs)
+        del refs
+        # what is left frozen is what was frozen before the round (plus a little the test
+        # itself keeps), not the 10,000 dropped objects
+        assert gc.get_freeze_count() < start + 5000
+    assert policy.stats.compactions == 5
+
+
+async def test_stop_unfreezes_and_stops_following_the_collector(policy: GcPolicy) -> None:
+    policy.start(tick=False)
+    assert gc.get_freeze_count() > 0
+    await policy.stop()
+    assert gc.get_freeze_count() == 0
+    seen = policy.stats.full_collections
+    gc.collect()
+    assert policy.stats.full_collections == seen
+    assert policy._on_collection not in gc.callbacks
+
+
+async def test_the_tick_runs_on_the_event_loop_until_stopped() -> None:
+    the_policy = GcPolicy(tick_seconds=3600)
+    the_policy.start()
+    try:
+        assert the_policy._task is not None and not the_policy._task.done()
+    finally:
+        await the_policy.stop()
+    assert the_policy._task is None
+
+
+# ------------------------------------------------------------------ wiring and figures
+
+
+def test_serve_installs_the_policy_unless_turned_off() -> None:
+    assert gc_policy(Settings(gc_freeze=False)) is None
+    registry = CollectorRegistry()
+    installed = gc_policy(Settings(), registry)
+    assert isinstance(installed, GcPolicy)
+    assert b"chatbridge_gc_frozen_objects" in generate_latest(registry)
+
+
+async def test_the_figures_are_exported(policy: GcPolicy) -> None:
+    registry = CollectorRegistry()
+    registry.register(GcMetrics(policy))
+    policy.start(tick=False)
+    gc.collect()
+    text = generate_latest(registry).decode()
+    for name in (
+        "chatbridge_gc_frozen_objects",
+        "chatbridge_gc_full_collections_total 1.0",
+        "chatbridge_gc_full_collection_seconds_total",
+        "chatbridge_gc_longest_full_collection_seconds",
+        "chatbridge_gc_compactions_total 0.0",
+        "chatbridge_gc_compaction_seconds_total",
+    ):
+        assert name in text
