@@ -241,7 +241,22 @@ async def history(
 
 
 class _LiveSocket:
-    """One widget connection: a reader for the visitor's frames, a writer for events."""
+    """One widget connection. Its ASGI task reads the visitor's frames (``run``); one writer
+    task sends what the hub publishes, and pings when it has had nothing to send for a
+    heartbeat interval.
+
+    A socket may stay open for hours, and every object it holds is one more for each full
+    collection to walk (see ``chatbridge.gc_policy``), so it holds few: no reader task of its
+    own, timeouts with ``asyncio.timeout`` (``wait_for`` wraps every wait in a task), a
+    ``Subscriber`` instead of an ``asyncio.Queue``.
+
+    "News" (the history grew) needs the store; it is read by a short-lived task so that the
+    frames that need nothing (streamed chunks, typing) never wait behind a history query,
+    whose turn on the store may come after a queue of other transactions. So a first chunk
+    may reach a socket before the visitor's own message comes back from the history (the
+    widget shows its own messages at once; another tab of the session shows the stream first).
+    Other frames keep their place after the messages announced before them.
+    """
 
     def __init__(self, ws: WebSocket, bridge: Bridge, session: WebchatSession) -> None:
         self.ws = ws
@@ -254,12 +269,18 @@ class _LiveSocket:
         self.sub: Subscriber | None = None
         self._send_lock = asyncio.Lock()
         self._closed = False
+        self._news_wanted = False
+        self._news_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
         self.ip = ws.client.host if ws.client else "unknown"
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self._send_lock:
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                await self.ws.send_text(json.dumps(frame, ensure_ascii=False))
+            await self._send_now(frame)
+
+    async def _send_now(self, frame: dict[str, Any]) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            await self.ws.send_text(json.dumps(frame, ensure_ascii=False))
 
     async def close(self, code: int, reason: str) -> None:
         self._closed = True
@@ -267,9 +288,10 @@ class _LiveSocket:
             await self.ws.close(code, reason)
 
     async def _subscribe(self) -> None:
-        if self.sub is not None:
-            self.svc.live.unsubscribe(self.sub)
+        old = self.sub
         self.sub = self.svc.live.subscribe(self.session.uid, close=self.close)
+        if old is not None:
+            self.svc.live.unsubscribe(old)  # the writer moves on to the new one
         self.cursor = await self.svc.store.webchat_last_id(self.session.uid)
         await self.send(
             {
@@ -282,48 +304,94 @@ class _LiveSocket:
 
     async def run(self) -> None:
         await self._subscribe()
-        reader = asyncio.create_task(self._read())
         writer = asyncio.create_task(self._write())
+        writer.add_done_callback(self._failed)
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await self._read()
         finally:
-            for task in (reader, writer):
+            tasks = [t for t in (writer, self._news_task) if t is not None]
+            for task in tasks:
+                task.remove_done_callback(self._failed)
                 task.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self.sub is not None:
                 self.svc.live.unsubscribe(self.sub)
+
+    def _failed(self, task: asyncio.Task[None]) -> None:
+        """The writer or a history read failed (the store away, say): end the connection, as
+        the reader would on a hang-up; the widget reconnects and resumes from its cursor."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.warning("web chat socket failed (uid %s): %r", self.session.uid, task.exception())
+        if not self._closed:
+            self._closing = asyncio.ensure_future(self.close(1011, "server error"))
 
     async def _write(self) -> None:
         interval = self.bridge.settings.heartbeat_interval
         while self.sub is not None:
             sub = self.sub
             try:
-                frame = await asyncio.wait_for(sub.queue.get(), interval)
+                async with asyncio.timeout(interval):
+                    frame = await sub.get()
             except TimeoutError:
                 await self.send({"type": "ping"})
                 continue
+            if frame is None:
+                continue  # resubscribed: the next round reads the new subscriber
             kind = frame.get("type")
             if kind == "_news":
-                await self._send_news()
-            elif kind == "agent_streaming" and frame.get("turn_id") in self.finished:
-                # A chunk relayed from another replica after its final message was shown:
-                # the bubble is complete, a late piece would only redraw part of it.
-                continue
+                self._want_news()
+            elif kind == "agent_streaming":
+                await self._send_chunk(frame)
+            elif kind == "typing":
+                await self.send(frame)
             else:
+                # anything else (a handoff notice) after the messages announced before it
+                if self._news_task is not None:
+                    await asyncio.wait([self._news_task])
                 await self.send(frame)
 
+    async def _send_chunk(self, frame: dict[str, Any]) -> None:
+        async with self._send_lock:
+            # Looked at under the lock: the final message may be on its way from the history
+            # (a chunk relayed late by another replica, or one that lost the race to a history
+            # read): the bubble is complete then, a late piece would only redraw part of it.
+            if frame.get("turn_id") not in self.finished:
+                await self._send_now(frame)
+
+    def _want_news(self) -> None:
+        """Read the history after the cursor, in the background: one read at a time, and news
+        that comes during a read makes one more read after it."""
+        self._news_wanted = True
+        if self._news_task is None:
+            self._news_task = asyncio.create_task(self._read_news())
+            self._news_task.add_done_callback(self._failed)
+
+    async def _read_news(self) -> None:
+        try:
+            while self._news_wanted:
+                self._news_wanted = False
+                await self._send_news()
+        finally:
+            self._news_task = None
+
     async def _send_news(self) -> None:
+        uid = self.session.uid
         rows = await self.svc.store.webchat_history(
-            self.session.uid, after=self.cursor, lookback=LATE_COMMIT_WINDOW
+            uid, after=self.cursor, lookback=LATE_COMMIT_WINDOW
         )
+        if uid != self.session.uid:
+            self._news_wanted = True  # the session changed meanwhile: read the new one's
+            return
         for m in rows:
             if m.id in self.sent:
                 continue
             view = message_view(m)
-            await self.send({"type": "message", "message": view})
-            self.sent[m.id] = None
-            if "turn_id" in view:
-                self.finished[view["turn_id"]] = None
+            async with self._send_lock:  # with its turn marked finished (``_send_chunk``)
+                await self._send_now({"type": "message", "message": view})
+                self.sent[m.id] = None
+                if "turn_id" in view:
+                    self.finished[view["turn_id"]] = None
         while len(self.sent) > REMEMBERED:
             self.sent.popitem(last=False)
         while len(self.finished) > REMEMBERED:
@@ -335,7 +403,8 @@ class _LiveSocket:
         interval = self.bridge.settings.heartbeat_interval
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), interval * 3)
+                async with asyncio.timeout(interval * 3):
+                    message = await self.ws.receive()
             except TimeoutError:
                 await self.close(1001, "no heartbeat")
                 return

@@ -15,19 +15,61 @@ tells every listener here to re-read its history, for when relayed frames may ha
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 Frame = dict[str, Any]
 NEWS: Frame = {"type": "_news"}
+MAX_PENDING = 1000
+"""Frames a subscriber may have waiting; past that it is stuck, and catches up from history."""
 
 
-@dataclass(eq=False, slots=True)
 class Subscriber:
-    uid: str
-    queue: asyncio.Queue[Frame] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
-    close: Callable[[int, str], Awaitable[None]] | None = None
+    """One live socket's frames, waiting for its writer. A deque and, while the writer waits,
+    one future: a socket that stays open for hours should cost the collector few objects
+    (an ``asyncio.Queue`` is six: three deques, an event and its deque)."""
+
+    __slots__ = ("_waiter", "close", "closed", "frames", "uid")
+
+    def __init__(
+        self, uid: str, close: Callable[[int, str], Awaitable[None]] | None = None
+    ) -> None:
+        self.uid = uid
+        self.close = close
+        self.frames: deque[Frame] = deque()
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, frame: Frame) -> bool:
+        """Queue ``frame``; False when the subscriber is stuck (``MAX_PENDING`` waiting)."""
+        if len(self.frames) >= MAX_PENDING:
+            return False
+        self.frames.append(frame)
+        self._wake()
+        return True
+
+    async def get(self) -> Frame | None:
+        """The next frame, waiting for one; None once the subscriber is closed."""
+        while not self.frames:
+            if self.closed:
+                return None
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self.frames.popleft()
+
+    def end(self) -> None:
+        """No more frames: a waiting ``get`` returns None (after what is queued)."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class LiveHub:
@@ -48,6 +90,7 @@ class LiveHub:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        sub.end()
         subs = self._subs.get(sub.uid)
         if subs is not None:
             subs.discard(sub)
@@ -71,11 +114,8 @@ class LiveHub:
                 event.set()
         n = 0
         for sub in list(self._subs.get(uid, ())):
-            try:
-                sub.queue.put_nowait(frame)
+            if sub.put(frame):  # else a stuck socket: it will catch up from history
                 n += 1
-            except asyncio.QueueFull:  # a stuck socket: it will catch up from history
-                pass
         return n
 
     def news(self, uid: str) -> None:
