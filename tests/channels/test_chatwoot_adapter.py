@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import pytest
 from fastapi import FastAPI, Request, Response
+from hypothesis import given
+from hypothesis import strategies as st
 
+from chatbridge import __version__
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.channels.chatwoot import ChatwootAdapter, conversation_path
+from chatbridge.channels.chatwoot_api import _message_id
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.testing.mock_chatwoot import (
@@ -21,6 +25,7 @@ from chatbridge.testing.mock_chatwoot import (
     create_mock_chatwoot,
 )
 from chatbridge.testing.servers import serve_app
+from tests.channels.scripted_origin import Origin
 
 TOKEN = "bot-token-5ecret"
 
@@ -232,20 +237,16 @@ async def test_retry_after_header_is_honoured() -> None:
         return next(answers)
 
     async with serve_app(proxy) as url:
-        client = aiohttp.ClientSession()
+        adapter = ChatwootAdapter(url, TOKEN)
         try:
-            adapter = ChatwootAdapter(url, TOKEN, client=client)
             retry_afters = []
             for _ in range(3):
                 with pytest.raises(RetryableDelivery) as info:
                     await adapter.send(action())
                 retry_afters.append(info.value.retry_after)
-            assert retry_afters == [7.0, 0.0, None]
-
-            await adapter.aclose()
-            assert not client.closed, "a client passed in belongs to the caller"
         finally:
-            await client.close()
+            await adapter.aclose()
+    assert retry_afters == [7.0, 0.0, None]
 
 
 async def test_owned_client_is_closed() -> None:
@@ -350,3 +351,98 @@ async def test_handoff_fires_status_webhook_through_the_mock(chatwoot: Chatwoot)
     assert seen[1]["changed_attributes"] == [
         {"status": {"previous_value": "pending", "current_value": "open"}}
     ]
+
+
+async def test_the_reply_on_the_wire() -> None:
+    """Byte for byte: the request line, headers and compact UTF-8 JSON body of a reply."""
+    async with Origin() as origin:
+        adapter = ChatwootAdapter(f"{origin.url}/", TOKEN)
+        try:
+            result = await adapter.send(action(text="Très bien — 👍", key="dlv_7"))
+            await adapter.send(action("typing_on", text=None))
+        finally:
+            await adapter.aclose()
+    body = (
+        '{"content":"Très bien — 👍","message_type":"outgoing","private":false,'
+        '"echo_id":"dlv_7","source_id":"dlv_7"}'
+    ).encode()
+    host = origin.url.removeprefix("http://")
+    assert origin.requests[0] == (
+        b"POST /api/v1/accounts/1/conversations/42/messages HTTP/1.1\r\n"
+        + f"Host: {host}\r\n".encode()
+        + b"Accept: application/json\r\n"
+        + f"User-Agent: chatbridge/{__version__}\r\n".encode()
+        + f"api_access_token: {TOKEN}\r\n".encode()
+        + b"Accept-Encoding: identity\r\n"
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    assert origin.requests[1].startswith(
+        b"POST /api/v1/accounts/1/conversations/42/toggle_typing_status HTTP/1.1\r\n"
+    )
+    assert origin.requests[1].endswith(b'\r\n\r\n{"typing_status":"on"}')
+    assert origin.connections == 1
+    assert result.external_id == "17"
+
+
+async def test_a_redirect_is_not_followed() -> None:
+    moved = (
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://chat.example.com/api\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    async with Origin(lambda _: moved) as origin:
+        adapter = ChatwootAdapter(origin.url, TOKEN)
+        try:
+            with pytest.raises(PermanentDelivery) as info:
+                await adapter.send(action())
+        finally:
+            await adapter.aclose()
+    assert "301" in str(info.value)
+    assert "https://chat.example.com/api" in str(info.value)
+    assert len(origin.requests) == 1
+
+
+async def test_a_bad_base_url_is_retryable_like_an_unreachable_one() -> None:
+    adapter = ChatwootAdapter("not a url", TOKEN)
+    try:
+        with pytest.raises(RetryableDelivery):
+            await adapter.send(action())
+        assert await adapter.already_sent(action()) is None
+    finally:
+        await adapter.aclose()
+
+
+def _message_id_by_decoding(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    message_id = data.get("id") if isinstance(data, dict) else None
+    return None if message_id is None else str(message_id)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    first=st.integers(min_value=0) | json_values,
+    rest=st.dictionaries(st.text(), json_values, max_size=3),
+    compact=st.booleans(),
+)
+def test_message_id_matches_decoding_the_answer(
+    first: object, rest: dict[str, object], compact: bool
+) -> None:
+    """Reading ``id`` off the front of a JSON answer gives what decoding all of it gives.
+
+    (A body that is not JSON is another matter: its id may be read off the front all the
+    same. A 2xx answer cut short never gets here: the connection fails first.)
+    """
+    separators = (",", ":") if compact else (", ", ": ")
+    for answer in ({"id": first, **rest}, {**rest, "id": first}, rest, [first]):
+        body = json.dumps(answer, separators=separators, ensure_ascii=False).encode()
+        assert _message_id(body) == _message_id_by_decoding(body)
