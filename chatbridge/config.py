@@ -327,6 +327,15 @@ class Settings(BaseSettings):
             " receipt (its echo of our message) before it is sent again"
         ),
     )
+    typing_delay_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description=(
+            "how long an agent may think before the channel's typing indicator is shown"
+            " (0: as soon as the turn starts); a faster reply goes out without one"
+        ),
+    )
     store_retry_seconds: float = Field(
         default=600.0,
         ge=0,

@@ -433,7 +433,6 @@ class Bridge:
             self.settings.instance_id,
             limit=limit,
             lease_seconds=self.settings.lease_seconds,
-            typing_channels=[c for c in TYPING_CHANNELS if c in self.channels],
             skip_agents=self.cluster.held_elsewhere() if self.cluster is not None else (),
         )
         # A turn a live task here is still running (its lease ran out while the store was
@@ -441,9 +440,16 @@ class Bridge:
         claimed = [t for t in claimed if t.id not in self.held.turns]
         for t in claimed:
             self.held.hold_turn(t.id)
-        if any(t.conversation.channel in TYPING_CHANNELS for t in claimed):
-            self.wake_deliveries()  # the typing_on written with the claim goes out now
         return claimed
+
+    def shows_typing(self, turn: ClaimedTurn) -> bool:
+        """Whether the turn's channel gets a typing indicator while its agent thinks."""
+        channel = turn.conversation.channel
+        return (
+            channel in TYPING_CHANNELS
+            and channel in self.channels
+            and turn.conversation.owner == "bot"
+        )
 
     async def _claim_deliveries(self, limit: int) -> list[ClaimedDelivery]:
         claimed = await self.store.claim_deliveries(

@@ -233,6 +233,57 @@ def to_action(d: ClaimedDelivery) -> OutboundAction:
     )
 
 
+class TypingStart:
+    """A turn's typing indicator, shown only if its agent is still thinking after ``delay``.
+
+    A fast agent's reply goes out alone: no ``typing_on`` row, no pair of channel calls
+    around a reply the customer sees at once. A slow one's ``typing_on`` is written (fenced
+    by the turn's lease) while it thinks, so it goes out before the reply and its
+    ``typing_off`` after.
+    """
+
+    def __init__(self, bridge: Any, turn: ClaimedTurn, delay: float) -> None:
+        self._b = bridge
+        self._turn = turn
+        self._task: asyncio.Task[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if delay <= 0:
+            self._begin()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._begin)
+
+    def _begin(self) -> None:
+        self._timer = None
+        self._task = asyncio.create_task(self._write())
+
+    async def _write(self) -> bool:
+        b, turn = self._b, self._turn
+        try:
+            written: bool = await b.store.start_typing(
+                turn.id, b.settings.instance_id, turn.conversation_id
+            )
+        except Exception as exc:  # a typing indicator is not worth a retry
+            log.info("turn %s: typing indicator not written: %s", turn.key, exc)
+            return False
+        if written:
+            b.wake_deliveries()
+        return written
+
+    async def settle(self) -> bool:
+        """Stop waiting; True if a ``typing_on`` may exist (so its ``typing_off`` is due)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is None:
+            return False
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return True
+
+
 class TurnRunner:
     """Runs one claimed turn on its agent and writes the outcome (see ``Bridge``).
 
@@ -319,6 +370,7 @@ class TurnRunner:
         agent_id = route.agent_id if route else turn.agent_id
         outcome: AgentOutcome | None = None
         failure: str | None = None
+        typed = False  # whether this attempt wrote a typing_on
         started = clock.now()
         if route is None:
             failure = "route_deleted"
@@ -336,6 +388,9 @@ class TurnRunner:
                     frame=build_user_message(turn, deadline),
                     deadline=deadline,
                 )
+                typing = (
+                    TypingStart(b, turn, s.typing_delay_seconds) if b.shows_typing(turn) else None
+                )
                 try:
                     outcome = await b.hub.run_turn(request)
                 except AgentElsewhere as exc:
@@ -343,6 +398,9 @@ class TurnRunner:
                     return
                 except (AgentUnavailable, AgentTimeout) as exc:
                     failure = exc.kind
+                finally:
+                    if typing is not None:
+                        typed = await typing.settle()
                 if outcome is not None and outcome.kind != "error":
                     breaker.record_success()
                     b.metrics.turn_seconds.labels(agent_id).observe(clock.now() - started)
@@ -378,6 +436,8 @@ class TurnRunner:
                 deliveries=plan.deliveries,
                 handoff=plan.handoff,
                 error=plan.error,
+                # an earlier attempt may have shown typing too
+                typing=typed or turn.attempts > 1,
             )
 
         # The agent's answer is in hand: keep it through a database outage.

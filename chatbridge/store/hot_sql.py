@@ -34,6 +34,7 @@ MESSAGE_COLS = (
 CONTACT_COLS = "id, channel, external_id, name, email, phone"
 
 _OPEN = "('pending', 'leased')"
+EMPTY_JSON = "'{}'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class HotSql:
     delivery_finish: str
     message_external_id: str
     lease_next: str
+    typing_start: str
 
 
 def _claim(dialect: str, table: str, due: str, cols: str, extra: str, skip: bool) -> str:
@@ -81,6 +83,10 @@ def _claim(dialect: str, table: str, due: str, cols: str, extra: str, skip: bool
 
 
 def build(dialect: str) -> HotSql:
+    def cast(value: str, to: str) -> str:
+        """A parameter or literal in a SELECT list: PostgreSQL needs its type spelt out."""
+        return f"{value}::{to}" if dialect == "postgresql" else value
+
     sql = HotSql(
         dedupe_seen="SELECT 1 FROM messages WHERE dedupe_key = $1",
         receipt=(
@@ -195,6 +201,18 @@ def build(dialect: str) -> HotSql:
             f" AND state IN {_OPEN} ORDER BY id LIMIT 1)"
             " AND state = 'pending' AND next_attempt_at <= $4"
             f" RETURNING {DELIVERY_COLS}"
+        ),
+        # a turn's typing_on, while the turn is still ours and a bot owns the conversation
+        typing_start=(
+            "INSERT INTO deliveries (conversation_id, turn_id, message_id, kind, text, payload,"
+            " state, attempts, max_attempts, next_attempt_at, idempotency_key, uncertain,"
+            f" created_at) SELECT {cast('$1', 'text')}, {cast('$2', 'bigint')}, NULL,"
+            f" 'typing_on', NULL, {cast(EMPTY_JSON, 'jsonb')}, 'pending', 0, {cast('$6', 'int')},"
+            f" {cast('$4', 'float8')}, {cast('$5', 'text')}, FALSE, {cast('$4', 'float8')}"
+            " WHERE EXISTS (SELECT 1 FROM turns WHERE id = $2 AND state = 'leased'"
+            " AND lease_owner = $3)"
+            " AND EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND owner = 'bot')"
+            " RETURNING id"
         ),
     )
     if dialect == "sqlite":

@@ -59,6 +59,7 @@ class _Completion:
     deliveries: list[DeliverySpec]
     handoff: bool
     error: str | None
+    typing: bool
 
 
 class TurnStore(StoreBase):
@@ -72,17 +73,13 @@ class TurnStore(StoreBase):
         *,
         limit: int,
         lease_seconds: float,
-        typing_channels: Iterable[str] = (),
         skip_agents: Sequence[str] = (),
     ) -> list[ClaimedTurn]:
         """Lease up to ``limit`` turns (oldest first, one per conversation at most).
 
-        For conversations on ``typing_channels`` a ``typing_on`` delivery is written in the
-        same transaction, so typing always starts before — and ends after — the reply.
-        Turns for ``skip_agents`` (held by another replica) are left alone.
+        Turns for ``skip_agents`` (agents this replica cannot run) are left alone.
         """
         now = clock.now()
-        typing = set(typing_channels)
         q, dialect = self._sql, self.dialect
         async with self._hot_tx() as tx:
             args: tuple[Any, ...] = (owner, now + lease_seconds, now, limit)
@@ -136,11 +133,20 @@ class TurnStore(StoreBase):
                         contact=contacts.get(conv.contact_id) if conv.contact_id else None,
                     )
                 )
-                if conv.channel in typing and conv.owner == "bot":
-                    await self._insert_delivery_hot(
-                        tx, r[1], r[0], None, DeliverySpec("typing_on", 3), now
-                    )
         return claimed
+
+    async def start_typing(
+        self, turn_id: int, owner: str, conversation_id: str, *, max_attempts: int = 3
+    ) -> bool:
+        """Write a turn's ``typing_on`` delivery — only while the turn is still leased to
+        ``owner`` and a bot owns its conversation. True if it was written."""
+        now = clock.now()
+        async with self._hot_tx() as tx:
+            row = await tx.fetchrow(
+                self._sql.typing_start,
+                (conversation_id, turn_id, owner, now, new_id("d"), max_attempts),
+            )
+        return row is not None
 
     async def renew_leases(
         self,
@@ -247,13 +253,16 @@ class TurnStore(StoreBase):
         deliveries: Sequence[DeliverySpec] = (),
         handoff: bool = False,
         error: str | None = None,
+        typing: bool = True,
     ) -> CompletedTurn:
         """Write a turn's outcome, its reply and the reply's deliveries — one transaction,
         shared with the other turns finishing at the same moment (group commit).
 
         Fenced: if this process no longer holds the lease nothing is written (``ok=False``).
         If a human owns the conversation, the reply is stored as a note and only
-        ``typing_off`` deliveries are written.
+        ``typing_off`` deliveries are written. ``typing``: whether the turn may have a
+        ``typing_on`` (``start_typing``); without one, or while it has not gone out yet, a
+        ``typing_off`` is not written (and the unsent ``typing_on`` is dropped with it).
         """
         return await self._completions.submit(
             _Completion(
@@ -267,6 +276,7 @@ class TurnStore(StoreBase):
                 list(deliveries),
                 handoff,
                 error,
+                typing,
             )
         )
 
@@ -284,7 +294,7 @@ class TurnStore(StoreBase):
         deliver = conv_owner == "bot"
         # A typing indicator the channel never saw needs no "off": if the turn's typing_on has
         # not been picked up yet (a fast agent), drop the pair instead of sending both.
-        unseen_typing = await tx.run(q.typing_skip, (c.turn_id, now))
+        no_typing = not c.typing or await tx.run(q.typing_skip, (c.turn_id, now)) > 0
         if reply_id is not None:
             await tx.run(
                 q.message_insert,
@@ -311,8 +321,7 @@ class TurnStore(StoreBase):
                 now,
             )
             for s in c.deliveries
-            if (deliver or s.kind == "typing_off")
-            and not (unseen_typing and s.kind == "typing_off")
+            if (deliver or s.kind == "typing_off") and not (no_typing and s.kind == "typing_off")
         ]
         if c.handoff and deliver:
             await self._set_owner_hot(tx, conversation_id, "human", now)
@@ -352,10 +361,9 @@ class TurnStore(StoreBase):
             if c.turn_id in fenced
         ]
         unseen_typing: set[int] = set()
-        if done:
-            unseen_typing = {
-                r[0] for r in await tx.fetch(q.typing_skips, ([c.turn_id for c, *_ in done], now))
-            }
+        typed = [c.turn_id for c, *_ in done if c.typing]
+        if typed:
+            unseen_typing = {r[0] for r in await tx.fetch(q.typing_skips, (typed, now))}
         messages = [
             (
                 reply,
@@ -383,7 +391,7 @@ class TurnStore(StoreBase):
             for spec in c.deliveries:
                 if not (deliver or spec.kind == "typing_off"):
                     continue
-                if c.turn_id in unseen_typing and spec.kind == "typing_off":
+                if spec.kind == "typing_off" and (not c.typing or c.turn_id in unseen_typing):
                     continue
                 key = new_id("d")
                 keys.setdefault(c.turn_id, []).append(key)

@@ -239,14 +239,16 @@ async def _claimed_turns(store: Store, route: Route, n: int) -> list[Any]:
             response_mode="async",
             decide=decide,
         )
-    turns = await store.claim_turns("me", limit=n, lease_seconds=60, typing_channels=["chatwoot"])
+    turns = await store.claim_turns("me", limit=n, lease_seconds=60)
     assert len(turns) == n
+    for turn in turns[:-1]:  # the last turn's agent answers before typing shows
+        assert await store.start_typing(turn.id, "me", turn.conversation_id)
     return turns
 
 
 def _plans(turns: list[Any]) -> list[tuple[int, str, dict[str, Any]]]:
     """Outcomes for claimed turns: a reply, a reply after a human took over, a handoff, a
-    turn whose lease is not ours any more, a silent turn."""
+    turn whose lease is not ours any more, a silent turn, a turn that never showed typing."""
     msg = DeliverySpec("message", 5, text="hi")
     off = DeliverySpec("typing_off", 3)
     reply = {"state": "done", "outcome": "replied", "reply_text": "hi", "deliveries": [msg, off]}
@@ -265,6 +267,7 @@ def _plans(turns: list[Any]) -> list[tuple[int, str, dict[str, Any]]]:
                 "reply_text": "sorry",
                 "deliveries": [msg, off],
                 "error": "agent_timeout",
+                "typing": False,  # it answered before typing showed: no typing_off
             },
         ),
     ]

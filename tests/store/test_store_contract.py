@@ -151,7 +151,8 @@ async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store)
         inbound("A", 0), route=route, response_mode="async", decide=bot_decides
     )
     assert res.conversation_id
-    [turn] = await store.claim_turns("w", limit=1, lease_seconds=30, typing_channels=["chatwoot"])
+    [turn] = await store.claim_turns("w", limit=1, lease_seconds=30)
+    assert await store.start_typing(turn.id, "w", turn.conversation_id)  # the agent is slow
     # typing_on is picked up (being sent) before the agent's reply is written
     [typing_on] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
     assert typing_on.kind == "typing_on"
@@ -188,7 +189,8 @@ async def test_deliveries_leave_in_order_and_retry_blocks_the_next(store: Store)
 async def test_typing_the_channel_never_saw_is_dropped_as_a_pair(store: Store) -> None:
     route = await make_route(store)
     await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
-    [turn] = await store.claim_turns("w", limit=1, lease_seconds=30, typing_channels=["chatwoot"])
+    [turn] = await store.claim_turns("w", limit=1, lease_seconds=30)
+    assert await store.start_typing(turn.id, "w", turn.conversation_id)
     done = await store.complete_turn(
         turn.id,
         "w",
@@ -201,6 +203,34 @@ async def test_typing_the_channel_never_saw_is_dropped_as_a_pair(store: Store) -
     [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
     assert (d.kind, d.text) == ("message", "fast")
     assert (await store.counts())["deliveries"] == {"skipped": 1, "leased": 1}
+
+
+async def test_typing_is_written_only_for_a_turn_still_ours_in_a_bot_conversation(
+    store: Store,
+) -> None:
+    route = await make_route(store)
+    await store.ingest(inbound("A", 0), route=route, response_mode="async", decide=bot_decides)
+    await store.ingest(inbound("B", 0), route=route, response_mode="async", decide=bot_decides)
+    a, b = await store.claim_turns("w", limit=5, lease_seconds=30)
+    assert not await store.start_typing(a.id, "someone-else", a.conversation_id)
+    await store.apply_owner_signal(
+        channel="chatwoot", channel_key="1:B", inbox_id=1, decide_owner=lambda _c: "human"
+    )
+    assert not await store.start_typing(b.id, "w", b.conversation_id)  # a human has it
+    assert (await store.counts())["deliveries"] == {}
+    # a turn that never showed typing writes no typing_off either
+    done = await store.complete_turn(
+        a.id,
+        "w",
+        state="done",
+        outcome="reply",
+        reply_text="quick",
+        deliveries=[DeliverySpec("message", 3, text="quick"), DeliverySpec("typing_off", 3)],
+        typing=False,
+    )
+    assert len(done.delivery_ids) == 1
+    [d] = await store.claim_deliveries("w", limit=10, lease_seconds=30)
+    assert (d.kind, d.text) == ("message", "quick")
 
 
 async def test_finishing_a_delivery_leases_the_next_of_its_conversation(store: Store) -> None:
