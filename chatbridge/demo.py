@@ -90,7 +90,7 @@ async def run_demo(
     )
     agent_task = asyncio.create_task(
         run_mock_agent(
-            "auto", agent_id="mock-agent", serve_host="127.0.0.1", serve_port=agent_port, delay=0.5
+            "auto", agent_id="mock-agent", serve_host="127.0.0.1", serve_port=agent_port, delay=1.5
         )
     )
     mock = create_mock_chatwoot(
