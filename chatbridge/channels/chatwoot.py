@@ -33,7 +33,7 @@ from chatbridge.models import (
     ParsedWebhook,
 )
 
-__all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path", "parse_webhook"]
+__all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path", "parse_delivery", "parse_webhook"]
 
 _STATUS_EVENTS = frozenset(
     {
@@ -486,9 +486,23 @@ def parse_webhook(
     """
     if secret is not None:
         verify_chatwoot(secret, body, headers)
-    payload = load_object(body)
+    return parse_delivery(
+        body,
+        delivery_id=find_header(headers, DELIVERY_HEADER),
+        default_account_id=default_account_id,
+    )
 
-    delivery_id = find_header(headers, DELIVERY_HEADER)
+
+def parse_delivery(
+    body: bytes, *, delivery_id: str | None, default_account_id: int | None = None
+) -> ParsedWebhook:
+    """``parse_webhook`` of a delivery whose signature, if any, is already checked, with its
+    ``X-Chatwoot-Delivery`` header already looked up (``None`` when absent).
+
+    Raises:
+        BadInput: as ``parse_webhook``.
+    """
+    payload = load_object(body)
     if delivery_id is not None and len(delivery_id) > MAX_DELIVERY_ID:
         _invalid(f"{DELIVERY_HEADER} header is longer than {MAX_DELIVERY_ID} characters")
     event = payload.get("event")
