@@ -10,8 +10,9 @@ With one replica the process is called ``bridge`` and gets neither an instance i
 (unless ``--redis-url`` was given) Redis, exactly as before replicas existed.
 
 After the run each bridge's ``/metrics`` says what it did (``replica_counts``): webhooks
-taken, turns finished, deliveries made, agent replies dropped — whether the work was spread,
-and which replica held the agent link.
+taken, turns finished (each replica with a link to the agent runs its share of them),
+deliveries made, agent replies dropped — whether the work was spread, and which replicas had
+a link to the agent.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Replicas share one agent's turns: whoever has a live link claims them from the database.
+"""Replicas share one agent's turns: whoever has a live link claims them from the database
+(an http-webhook agent's: any replica).
 
 In-process replicas on PostgreSQL and a private Redis (``sharing_rig``); their claim loops
 never poll, so every turn was claimed on a wake-up. ``test_sharing_replica_loss`` kills a
@@ -10,12 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 from websockets.asyncio.client import ClientConnection
 
 from chatbridge.config import AgentConfig
 from chatbridge.testing.cluster import RedisServer, TcpBalancer
 from chatbridge.testing.mock_agent import build_mock_agent
+from chatbridge.testing.servers import serve_app
 from tests.cluster.sharing_rig import (
     AGENT_ID,
     AGENT_TOKEN,
@@ -150,3 +154,39 @@ async def first_turn(links: dict[str, ClientConnection]) -> tuple[str, dict[str,
     await asyncio.gather(*pending, return_exceptions=True)
     task = done.pop()
     return reads[task], task.result()
+
+
+async def test_a_late_webhook_reply_reaching_another_replica_is_passed_to_the_turns_runner(
+    database_url_pg: str, redis_server: RedisServer
+) -> None:
+    """http-webhook turns run on any replica; the agent answers later on ``reply_url``
+    through a load balancer, so its answer may reach a replica the turn does not run on."""
+    posted: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    agent_app = FastAPI()
+
+    @agent_app.post("/turns")
+    async def take(request: Request) -> Response:
+        await posted.put(await request.json())
+        return Response(status_code=202)  # accepted: the answer comes later
+
+    async with serve_app(agent_app) as agent_url:
+        config = AgentConfig(
+            agent_id=AGENT_ID,
+            webhook_url=f"{agent_url}/turns",
+            token=AGENT_TOKEN,
+            timeout_seconds=30,
+        )
+        async with replicas(database_url_pg, redis_server.url, config) as c:
+            await c.say(0, conv=600, text="later please")
+            turn = await asyncio.wait_for(posted.get(), 30)
+            [runner] = [r for r in c if r.bridge.hub.pull.find(AGENT_ID, turn["message_id"])]
+            [other] = [r for r in c if r is not runner]
+            async with httpx.AsyncClient() as http:
+                r = await http.post(
+                    f"{other.url}/api/agent/turns/{turn['message_id']}/reply",
+                    params={"lease": turn["lease_id"]},
+                    headers={"Authorization": f"Bearer {AGENT_TOKEN}", "X-Agent-Id": AGENT_ID},
+                    json={"type": "agent_message", "content": "here it is"},
+                )
+            assert (r.status_code, r.json()) == (200, {"status": "answered"}), r.text
+            await wait_until(lambda: c.replies(600) == ["here it is"])
