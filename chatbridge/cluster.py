@@ -365,6 +365,9 @@ class Cluster:
                 backoff = 0.2
                 if not first:
                     log.info("cluster: reconnected to redis; resyncing")
+                    # our record (and links) first: a Redis that restarted empty has none
+                    with contextlib.suppress(Exception):
+                        await self._write_record()
                     await self._refresh_locations()
                     self._run_resync()
                     self._dirty = True  # others may have missed what we sent meanwhile
@@ -624,15 +627,7 @@ class Cluster:
                 if where != self.replica_id:
                     log.info("cluster: %s is now held by %s", agent_id, where)
                     self._set_location(agent_id, where)
-            snapshot = {
-                "id": self.replica_id,
-                "started_at": self.started_at,
-                "beat_at": time.time(),
-                **self._status(),
-                "links": sorted(self._links),
-                "links_v": self._links_stamp(),
-            }
-            await self._redis.set(self._replica_key(self.replica_id), json.dumps(snapshot), px=ttl)
+            await self._write_record()
             await self._refresh_locations()
             for agent_id, where in list(self._locations.items()):
                 if where != self.replica_id or agent_id in self._held:
@@ -658,6 +653,22 @@ class Cluster:
                     self._missing.add(agent_id)
         except Exception as exc:
             log.debug("cluster: beat failed (%s)", type(exc).__name__)
+
+    async def _write_record(self) -> None:
+        """This replica's record: its status and its links, alive for ``presence_ttl``."""
+        snapshot = {
+            "id": self.replica_id,
+            "started_at": self.started_at,
+            "beat_at": time.time(),
+            **self._status(),
+            "links": sorted(self._links),
+            "links_v": self._links_stamp(),
+        }
+        await self._redis.set(
+            self._replica_key(self.replica_id),
+            json.dumps(snapshot),
+            px=int(self.presence_ttl * 1000),
+        )
 
     async def _refresh_locations(self) -> None:
         keys = [k async for k in self._redis.scan_iter(match=f"{self.prefix}:agent:*", count=500)]
