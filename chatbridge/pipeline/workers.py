@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatbridge import clock
 from chatbridge.agents.base import AgentOutcome, TurnRequest
@@ -30,7 +30,46 @@ from chatbridge.pipeline.decisions import plan_outcome
 from chatbridge.store.outage import hold_on, is_outage
 from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, Route
 
+if TYPE_CHECKING:
+    from chatbridge.agents.hub import AgentHub
+    from chatbridge.channels.base import ChannelAdapter
+    from chatbridge.config import Settings
+    from chatbridge.metrics import Metrics
+    from chatbridge.pipeline.breaker import CircuitBreaker
+    from chatbridge.pipeline.leases import HeldWork, SendMarks
+    from chatbridge.store import Store
+
 log = logging.getLogger("chatbridge.workers")
+
+
+class Host(Protocol):
+    """What the runners use of the service that runs them (``Bridge``): its parts, the
+    route table, and the wake-ups and notices a finished item sends on."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    hub: AgentHub
+    held: HeldWork
+    send_marks: SendMarks
+    channels: dict[str, ChannelAdapter]
+
+    def route_by_id(self, route_id: int | None) -> Route | None: ...
+    def route_for(self, channel: str, inbox_id: int) -> Route | None: ...
+    def default_route(self, turn: ClaimedTurn) -> Route: ...
+    def breaker(self, agent_id: str) -> CircuitBreaker: ...
+    def shows_typing(self, turn: ClaimedTurn) -> bool: ...
+    def wake_deliveries(self) -> None: ...
+    def schedule_wake(self, delay: float, what: str = "deliveries") -> None: ...
+    async def hand_back(self, turn: ClaimedTurn, replica: str) -> None: ...
+    def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None: ...
+    async def notify_agent_owner(
+        self, agent_id: str, conversation_id: str, owner: str, reason: str
+    ) -> None: ...
+    def note_sending(self, d: ClaimedDelivery) -> None: ...
+    def note_sent(self, d: ClaimedDelivery) -> None: ...
+    async def wait_for_receipt(self, idempotency_key: str, timeout: float) -> None: ...
+
 
 T = TypeVar("T")
 
@@ -242,7 +281,7 @@ class TypingStart:
     ``typing_off`` after.
     """
 
-    def __init__(self, bridge: Any, turn: ClaimedTurn, delay: float) -> None:
+    def __init__(self, bridge: Host, turn: ClaimedTurn, delay: float) -> None:
         self._b = bridge
         self._turn = turn
         self._task: asyncio.Task[bool] | None = None
@@ -293,7 +332,7 @@ class TurnRunner:
     out and the turn is claimed again. Nothing is left leased to a task that no longer runs.
     """
 
-    def __init__(self, bridge: Any) -> None:
+    def __init__(self, bridge: Host) -> None:
         self.b = bridge
 
     async def run(self, turn: ClaimedTurn) -> None:
@@ -467,7 +506,7 @@ class DeliveryRunner:
     ``receipt_wait_seconds`` before it is sent again.
     """
 
-    def __init__(self, bridge: Any) -> None:
+    def __init__(self, bridge: Host) -> None:
         self.b = bridge
 
     async def run(self, d: ClaimedDelivery) -> None:
