@@ -26,9 +26,9 @@ from chatbridge.errors import (
 )
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.backoff import backoff_delay
-from chatbridge.pipeline.decisions import plan_outcome
+from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
 from chatbridge.store.outage import hold_on, is_outage
-from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, Route
+from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, CompletedTurn, Route
 
 if TYPE_CHECKING:
     from chatbridge.agents.hub import AgentHub
@@ -364,17 +364,8 @@ class TurnRunner:
             failure="internal_error",
         )
         try:
-            result = await b.store.complete_turn(
-                turn.id,
-                s.instance_id,
-                state=plan.state,
-                outcome=plan.outcome,
-                reply_text=plan.reply_text,
-                reply_attachments=plan.attachments,
-                reply_meta={},
-                deliveries=plan.deliveries,
-                handoff=plan.handoff,
-                error=f"gave up after {turn.attempts} attempts: {plan.error}",
+            result = await self._complete(
+                turn, plan, error=f"gave up after {turn.attempts} attempts: {plan.error}"
             )
         except Exception:
             log.warning("turn %s: could not be ended; its lease will run out", turn.key)
@@ -389,6 +380,30 @@ class TurnRunner:
             b.metrics.turns.labels(turn.agent_id, plan.outcome).inc()
             b.wake_deliveries()
             b.resolve_waiters(turn.id, plan.outcome, plan.reply_text)
+
+    async def _complete(
+        self,
+        turn: ClaimedTurn,
+        plan: TurnPlan,
+        *,
+        meta: dict[str, Any] | None = None,
+        error: str | None = None,
+        typing: bool = True,
+    ) -> CompletedTurn:
+        """Write ``plan`` as the turn's outcome (fenced by our lease)."""
+        return await self.b.store.complete_turn(
+            turn.id,
+            self.b.settings.instance_id,
+            state=plan.state,
+            outcome=plan.outcome,
+            reply_text=plan.reply_text,
+            reply_attachments=plan.attachments,
+            reply_meta=meta or {},
+            deliveries=plan.deliveries,
+            handoff=plan.handoff,
+            error=error if error is not None else plan.error,
+            typing=typing,
+        )
 
     async def _give_back(self, turn: ClaimedTurn) -> None:
         s = self.b.settings
@@ -463,18 +478,11 @@ class TurnRunner:
             failure=failure,
         )
 
-        async def complete() -> Any:
-            return await b.store.complete_turn(
-                turn.id,
-                s.instance_id,
-                state=plan.state,
-                outcome=plan.outcome,
-                reply_text=plan.reply_text,
-                reply_attachments=plan.attachments,
-                reply_meta=(outcome.metadata if outcome else {}),
-                deliveries=plan.deliveries,
-                handoff=plan.handoff,
-                error=plan.error,
+        async def complete() -> CompletedTurn:
+            return await self._complete(
+                turn,
+                plan,
+                meta=outcome.metadata if outcome else {},
                 # an earlier attempt may have shown typing too
                 typing=typed or turn.attempts > 1,
             )
