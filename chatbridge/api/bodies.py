@@ -7,6 +7,12 @@ makes the client's kernel see a reset, and the client reports a network error in
 413. So the rest of an oversized body is read and dropped, up to ``discard_bytes`` more; past
 that bound the answer says ``Connection: close`` and the connection ends (the client may then
 see a reset, but never hangs).
+
+The arrival time is watched by one timer per ``BodySizeLimit``, not one per read: a read that
+is still waiting when the timer looks past its body's deadline is cancelled. The timer looks
+every ``timeout / 8`` seconds (at most every second) while any read waits, so a body times
+out at most that much after its deadline. An ``asyncio.timeout`` around every read cost each
+webhook more CPU than its signature check.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class BodySizeLimit:
         self.path_limits = path_limits or {}
         self.timeout = timeout
         self.discard_bytes = discard_bytes
+        self.watch = _ArrivalWatch(tick=min(1.0, timeout / 8))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,6 +74,59 @@ class BodySizeLimit:
             await body.answer_refusal()
 
 
+class _ArrivalWatch:
+    """The reads of one ``BodySizeLimit`` now waiting for body bytes, and the one timer that
+    cancels those whose body is past its deadline (see the module docstring)."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self._waiting: dict[asyncio.Task[Any], _Body] = {}  # by the task that waits
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    async def read(self, body: _Body, receive: Receive) -> Message:
+        """``receive()``, or ``BodyTimedOut`` once ``body``'s deadline has passed while this
+        read waited (or before it began).
+
+        Raises:
+            BodyTimedOut: the body is past its deadline.
+        """
+        if body.timed_out:
+            raise BodyTimedOut
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._waiting[task] = body
+        loop = asyncio.get_running_loop()
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer = loop.call_at(loop.time() + self.tick, self._look)
+            self._timer_loop = loop
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            # Ours only if the body timed out and no one else cancelled the task too (as
+            # asyncio.timeout tells its own cancellation from another's).
+            if body.timed_out and task.uncancel() <= cancelling:
+                raise BodyTimedOut from None
+            raise
+        finally:
+            del self._waiting[task]
+
+    def _look(self) -> None:
+        """Cancel the waiting reads whose body is past its deadline; look again in a tick
+        while any read waits."""
+        self._timer = None
+        if not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, body in self._waiting.items():
+            if not body.timed_out and body.deadline is not None and body.deadline <= now:
+                body.timed_out = True
+                task.cancel()
+        self._timer = loop.call_at(now + self.tick, self._look)
+
+
 class _Body:
     """One request's body as the app reads it, and the refusal that replaces its answer."""
 
@@ -79,6 +139,7 @@ class _Body:
         self.seen = 0
         self.more = True  # the client has more body to send
         self.deadline: float | None = None
+        self.timed_out = False  # the watch saw the deadline pass while a read waited
         self.refusal: type[Exception] | None = None
         self.started = False
 
@@ -97,11 +158,10 @@ class _Body:
         if self.deadline is None:
             self.deadline = asyncio.get_running_loop().time() + self.limits.timeout
         try:
-            async with asyncio.timeout_at(self.deadline):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self.limits.watch.read(self, self._receive)
+        except BodyTimedOut:
             self.refusal = BodyTimedOut
-            raise BodyTimedOut from None
+            raise
         if message["type"] == "http.request":
             self.seen += len(message.get("body", b""))
             self.more = bool(message.get("more_body", False))
@@ -144,7 +204,7 @@ class _Body:
         if more:
             try:
                 complete = await self._discard(bound)
-            except (TimeoutError, BodyTimedOut):
+            except BodyTimedOut:
                 complete = False
         message = f"request body over {self.limit} bytes"
         await self._respond(413, "payload_too_large", message, close=not complete)
@@ -157,8 +217,7 @@ class _Body:
         if self.deadline is None:
             self.deadline = asyncio.get_running_loop().time() + self.limits.timeout
         while self.seen <= bound:
-            async with asyncio.timeout_at(self.deadline):
-                message = await self._receive()
+            message = await self.limits.watch.read(self, self._receive)
             if message["type"] != "http.request":
                 return False
             self.seen += len(message.get("body", b""))
