@@ -20,27 +20,28 @@ What this does, once the server has started (``GcPolicy.start``):
    pause follows the process's recent allocation, not its size.
 3. **Compact rarely, at a quiet moment.** Reference counting still frees frozen objects, but
    a frozen object that later becomes *cyclic* garbage (a closed socket's task and coroutine
-   referring to each other, say) is out of the collector's reach while frozen. So when the
-   frozen population has grown ``growth`` times over what the last complete collection left
-   (the live heap then), the policy unfreezes and runs one complete collection, which frees
-   that garbage and freezes the rest again. It waits ``min_interval`` after the previous one
-   (a process filling with sockets after a restart does not compact at every doubling) and,
-   once due, for a quiet tick: one in which the collector ran at most ``quiet_collections``
-   times (its young collections follow the allocation rate). After ``max_defer`` it compacts
-   anyway. Frozen garbage is thereby bounded by about ``growth - 1`` times the live heap, plus
-   what a leak adds in ``min_interval + max_defer``; the cost is one pause over the whole heap,
-   at most once per ``min_interval`` (about 1.5 s with 10,000 sockets, at a quiet moment).
+   referring to each other, say) is out of the collector's reach while frozen. So every
+   ``interval`` (an hour), and sooner when the process's resident memory has grown ``growth``
+   times (2x) since the last time but not before ``min_interval`` (10 min), the policy
+   unfreezes and runs one complete collection, which frees that garbage and freezes the rest
+   again. Once due, it waits for a quiet tick, one in which the collector ran at most
+   ``quiet_collections`` times (young collections follow the allocation rate), for up to
+   ``max_defer`` (5 min), then compacts anyway. Frozen garbage is thereby at most what leaks in
+   an ``interval`` (plus ``max_defer``), and never more than about doubles the memory; the cost
+   is one pause over the whole heap (about 1.5 s with 10,000 sockets) once an hour, at a quiet
+   moment.
 
-Freezing moves objects between the collector's lists and costs nothing per object;
-``gc.freeze``/``gc.unfreeze`` are O(1). ``CompactionSchedule`` holds the decisions (no I/O, no
-clock of its own); ``GcPolicy`` applies them to the ``gc`` module from a one-second tick on the
-event loop. ``Settings.gc_freeze`` (``CHATBRIDGE_GC_FREEZE``, default on) turns it off: the
-process then runs CPython's collector unchanged.
+The policy never counts the frozen objects while serving: ``gc.get_freeze_count()`` walks the
+whole permanent generation (40 ms for 2 M objects), so the growth it watches is the resident
+memory (``/proc/self/statm``, microseconds). Freezing itself moves the collector's lists, not
+objects: ``gc.freeze``/``gc.unfreeze`` are O(1). ``CompactionSchedule`` holds the decisions
+(no I/O, no clock of its own); ``GcPolicy`` applies them to the ``gc`` module from a one-second
+tick on the event loop. ``Settings.gc_freeze`` (``CHATBRIDGE_GC_FREEZE``, default on) turns it
+off: the process then runs CPython's collector unchanged.
 
-Observed at ``GET /metrics`` (``GcMetrics``): ``chatbridge_gc_frozen_objects``,
-``chatbridge_gc_full_collections_total`` and ``…_seconds_total``,
-``chatbridge_gc_longest_full_collection_seconds``, ``chatbridge_gc_compactions_total`` and
-``…_seconds_total``.
+Observed at ``GET /metrics`` (``GcMetrics``): ``chatbridge_gc_full_collections_total`` and
+``…_seconds_total``, ``chatbridge_gc_longest_full_collection_seconds``,
+``chatbridge_gc_freezes_total``, ``chatbridge_gc_compactions_total`` and ``…_seconds_total``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,14 +65,26 @@ log = logging.getLogger("chatbridge.gc")
 TICK_SECONDS = 1.0
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else the most it has had."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class CompactionRule:
     """When frozen garbage is worth a complete collection (see the module docstring)."""
 
+    interval: float = 3600.0
+    """Seconds between compactions: frozen garbage is at most what leaks in this time."""
     growth: float = 2.0
-    """Compact when the frozen population is this many times what the last one left."""
+    """Sooner (after ``min_interval``) when resident memory is this many times what it was."""
     min_interval: float = 600.0
-    """Seconds from the start or the previous compaction before the next may run."""
+    """Seconds from the start or the previous compaction before a growth-driven one."""
     quiet_collections: int = 2
     """A tick in which the collector ran at most this many times is a quiet moment."""
     max_defer: float = 300.0
@@ -77,29 +92,31 @@ class CompactionRule:
 
 
 class CompactionSchedule:
-    """Decides when to compact. Times are the caller's clock (seconds); no I/O here."""
+    """Decides when to compact. Times and memory are the caller's (seconds, bytes); no I/O."""
 
-    def __init__(self, rule: CompactionRule, *, now: float, frozen: int) -> None:
+    def __init__(self, rule: CompactionRule, *, now: float, memory: int) -> None:
         self.rule = rule
-        self.baseline = frozen
-        """Frozen objects right after the start or the last compaction (the live heap)."""
+        self.baseline = memory
+        """Resident memory right after the start or the last compaction."""
         self.last = now
         self.due_since: float | None = None
 
-    def due(self, *, now: float, frozen: int, collections: int) -> bool:
-        """Whether to compact now, given the frozen population and how many collections ran
+    def due(self, *, now: float, memory: int, collections: int) -> bool:
+        """Whether to compact now, given the resident memory and how many collections ran
         since the previous tick (how busy the process is)."""
         rule = self.rule
-        if now - self.last < rule.min_interval or frozen < self.baseline * rule.growth:
+        age = now - self.last
+        grown = age >= rule.min_interval and memory >= self.baseline * rule.growth
+        if age < rule.interval and not grown:
             self.due_since = None
             return False
         if self.due_since is None:
             self.due_since = now
         return collections <= rule.quiet_collections or now - self.due_since >= rule.max_defer
 
-    def compacted(self, *, now: float, frozen: int) -> None:
-        """A compaction ran and left ``frozen`` objects frozen."""
-        self.baseline = frozen
+    def compacted(self, *, now: float, memory: int) -> None:
+        """A compaction ran; ``memory`` is the resident memory after it."""
+        self.baseline = memory
         self.last = now
         self.due_since = None
 
@@ -127,7 +144,8 @@ class GcPolicy:
     Args:
         rule: when to compact.
         tick_seconds: how often to look whether a compaction is due.
-        clock: monotonic seconds (tests pass a fake one and call ``tick`` themselves).
+        clock: monotonic seconds; ``memory``: resident bytes (tests pass fakes of both and
+            call ``tick`` themselves).
     """
 
     def __init__(
@@ -136,10 +154,12 @@ class GcPolicy:
         *,
         tick_seconds: float = TICK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        memory: Callable[[], int] = resident_bytes,
     ) -> None:
         self.rule = rule or CompactionRule()
         self.tick_seconds = tick_seconds
         self.clock = clock
+        self.memory = memory
         self.stats = GcStats()
         self.schedule: CompactionSchedule | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,14 +178,16 @@ class GcPolicy:
         if self.schedule is not None:
             return
         self._loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         self._freeze_all()
-        self.schedule = CompactionSchedule(
-            self.rule, now=self.clock(), frozen=gc.get_freeze_count()
-        )
+        self.schedule = CompactionSchedule(self.rule, now=self.clock(), memory=self.memory())
         gc.callbacks.append(self._on_collection)
         if tick:
             self._task = self._loop.create_task(self._run(), name="gc-policy")
-        log.info("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
+        log.info(
+            "garbage collector: what start-up left alive frozen in %.3f s",
+            time.perf_counter() - started,
+        )
 
     async def stop(self) -> None:
         """Stop following the collector and unfreeze: the process is CPython's default again."""
@@ -199,8 +221,7 @@ class GcPolicy:
             return False
         seen = self.stats.young_collections + self.stats.full_collections
         busy, self._collections_seen = seen - self._collections_seen, seen
-        now = self.clock()
-        if not schedule.due(now=now, frozen=gc.get_freeze_count(), collections=busy):
+        if not schedule.due(now=self.clock(), memory=self.memory(), collections=busy):
             return False
         self.compact()
         return True
@@ -208,7 +229,7 @@ class GcPolicy:
     def compact(self) -> None:
         """Unfreeze, collect everything, freeze again: frees the frozen cyclic garbage. One
         pause over the whole heap."""
-        before = gc.get_freeze_count()
+        before = self.memory()
         started = time.perf_counter()
         garbage = self._freeze_all(unfreeze=True)
         elapsed = time.perf_counter() - started
@@ -216,16 +237,16 @@ class GcPolicy:
         s.compactions += 1
         s.compaction_seconds += elapsed
         s.compacted_garbage += garbage
-        frozen = gc.get_freeze_count()
+        after = self.memory()
         if self.schedule is not None:
-            self.schedule.compacted(now=self.clock(), frozen=frozen)
+            self.schedule.compacted(now=self.clock(), memory=after)
         log.info(
-            "garbage collector compacted in %.3f s: %d objects were frozen, %d unreachable "
-            "freed, %d frozen again",
+            "garbage collector compacted in %.3f s: %d unreachable objects freed, "
+            "resident memory %.0f MB before, %.0f MB after",
             elapsed,
-            before,
             garbage,
-            frozen,
+            before / 2**20,
+            after / 2**20,
         )
 
     # -- the collector's side ---------------------------------------------------------------
@@ -285,7 +306,8 @@ class GcPolicy:
 
 
 class GcMetrics(Collector):
-    """The policy's figures at ``GET /metrics``, read at scrape time."""
+    """The policy's figures at ``GET /metrics``, read at scrape time (never a count of the
+    frozen objects: that walks them all)."""
 
     def __init__(self, policy: GcPolicy) -> None:
         self.policy = policy
@@ -302,11 +324,6 @@ class GcMetrics(Collector):
         def value(v: float) -> float | None:
             return v if read else None
 
-        yield GaugeMetricFamily(
-            "chatbridge_gc_frozen_objects",
-            "Objects in the permanent generation (frozen out of the collector's walks)",
-            value=value(gc.get_freeze_count()),
-        )
         yield CounterMetricFamily(
             "chatbridge_gc_full_collections",
             "Full (generation 2) collections CPython ran, compactions not counted",
@@ -321,6 +338,11 @@ class GcMetrics(Collector):
             "chatbridge_gc_longest_full_collection_seconds",
             "The longest of those full collections",
             value=value(s.longest_full_seconds),
+        )
+        yield CounterMetricFamily(
+            "chatbridge_gc_freezes",
+            "Times the survivors of a full collection were frozen",
+            value=value(s.freezes),
         )
         yield CounterMetricFamily(
             "chatbridge_gc_compactions",

@@ -14,46 +14,62 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from chatbridge.cli import gc_policy
 from chatbridge.config import Settings
-from chatbridge.gc_policy import CompactionRule, CompactionSchedule, GcMetrics, GcPolicy
+from chatbridge.gc_policy import (
+    CompactionRule,
+    CompactionSchedule,
+    GcMetrics,
+    GcPolicy,
+    resident_bytes,
+)
 
-RULE = CompactionRule(growth=2.0, min_interval=600, quiet_collections=2, max_defer=300)
+RULE = CompactionRule(
+    interval=3600, growth=2.0, min_interval=600, quiet_collections=2, max_defer=300
+)
+MB = 2**20
 
 
 # ---------------------------------------------------------------------- the schedule
 
 
-def test_no_compaction_before_the_heap_has_grown_or_the_interval_has_passed() -> None:
-    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
-    # grown enough, but too soon after the start
-    assert not schedule.due(now=599, frozen=5000, collections=0)
-    # long enough, not grown enough
-    assert not schedule.due(now=10_000, frozen=1999, collections=0)
-    assert schedule.due(now=10_000, frozen=2000, collections=0)
+def test_a_compaction_is_due_every_interval() -> None:
+    schedule = CompactionSchedule(RULE, now=0, memory=100 * MB)
+    assert not schedule.due(now=3599, memory=100 * MB, collections=0)
+    assert schedule.due(now=3600, memory=100 * MB, collections=0)
+
+
+def test_memory_growth_brings_it_forward_but_not_before_the_minimum_interval() -> None:
+    schedule = CompactionSchedule(RULE, now=0, memory=100 * MB)
+    assert not schedule.due(now=599, memory=500 * MB, collections=0)  # too soon
+    assert not schedule.due(now=600, memory=199 * MB, collections=0)  # not grown enough
+    assert schedule.due(now=600, memory=200 * MB, collections=0)
 
 
 def test_a_due_compaction_waits_for_a_quiet_tick_then_runs_anyway() -> None:
-    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
-    assert not schedule.due(now=600, frozen=2000, collections=50)  # busy: wait
-    assert not schedule.due(now=899, frozen=2000, collections=3)
-    assert schedule.due(now=899.5, frozen=2000, collections=2)  # quiet enough
-    assert schedule.due(now=900, frozen=2000, collections=50)  # waited max_defer: anyway
+    schedule = CompactionSchedule(RULE, now=0, memory=100 * MB)
+    assert not schedule.due(now=3600, memory=100 * MB, collections=50)  # busy: wait
+    assert not schedule.due(now=3899, memory=100 * MB, collections=3)
+    assert schedule.due(now=3899.5, memory=100 * MB, collections=2)  # quiet enough
+    assert schedule.due(now=3900, memory=100 * MB, collections=50)  # waited max_defer: anyway
 
 
 def test_the_wait_for_a_quiet_tick_starts_again_when_no_longer_due() -> None:
-    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
-    assert not schedule.due(now=600, frozen=2000, collections=50)
-    assert not schedule.due(now=700, frozen=1500, collections=50)  # garbage freed itself
-    assert not schedule.due(now=950, frozen=2000, collections=50)  # due again since 950
-    assert schedule.due(now=1250, frozen=2000, collections=50)
+    schedule = CompactionSchedule(RULE, now=0, memory=100 * MB)
+    assert not schedule.due(now=600, memory=200 * MB, collections=50)
+    assert not schedule.due(now=700, memory=150 * MB, collections=50)  # memory went back
+    assert not schedule.due(now=950, memory=200 * MB, collections=50)  # due again since 950
+    assert schedule.due(now=1250, memory=200 * MB, collections=50)
 
 
-def test_a_compaction_sets_the_new_baseline_and_interval() -> None:
-    schedule = CompactionSchedule(RULE, now=0, frozen=1000)
-    assert schedule.due(now=600, frozen=4000, collections=0)
-    schedule.compacted(now=600, frozen=3000)  # 3,000 of the 4,000 were alive
-    assert not schedule.due(now=1199, frozen=6000, collections=0)  # too soon
-    assert not schedule.due(now=1200, frozen=5999, collections=0)  # under 2 x 3,000
-    assert schedule.due(now=1200, frozen=6000, collections=0)
+def test_a_compaction_starts_the_interval_again_from_the_memory_it_left() -> None:
+    schedule = CompactionSchedule(RULE, now=0, memory=100 * MB)
+    assert schedule.due(now=600, memory=400 * MB, collections=0)
+    schedule.compacted(now=600, memory=300 * MB)
+    assert not schedule.due(now=1199, memory=600 * MB, collections=0)  # too soon
+    assert not schedule.due(now=1200, memory=599 * MB, collections=0)  # under 2 x 300 MB
+    assert schedule.due(now=1200, memory=600 * MB, collections=0)
+    schedule.compacted(now=1200, memory=300 * MB)
+    assert not schedule.due(now=4799, memory=300 * MB, collections=0)
+    assert schedule.due(now=4800, memory=300 * MB, collections=0)
 
 
 # ------------------------------------------------------------- the real collector
@@ -105,9 +121,9 @@ async def clock() -> FakeClock:
 
 @pytest.fixture
 async def policy(clock: FakeClock) -> AsyncIterator[GcPolicy]:
-    # any growth is enough; quiet or not, the compaction runs once 60 s have passed
-    rule = CompactionRule(growth=1.0, min_interval=60, quiet_collections=10**9, max_defer=0)
-    the_policy = GcPolicy(rule, clock=clock)
+    # every 60 s of the fake clock, busy or not; the resident memory is of no account
+    rule = CompactionRule(interval=60, growth=1e9, quiet_collections=10**9, max_defer=0)
+    the_policy = GcPolicy(rule, clock=clock, memory=lambda: 100 * MB)
     try:
         yield the_policy
     finally:
@@ -146,7 +162,7 @@ async def test_frozen_cyclic_garbage_is_freed_by_the_next_compaction(
     assert all(r() is not None for r in refs)
 
     clock.now = 59
-    assert not policy.tick()  # not before min_interval
+    assert not policy.tick()  # not before the interval
     assert all(r() is not None for r in refs)
     clock.now = 60
     assert policy.tick()
@@ -202,12 +218,19 @@ async def test_the_tick_runs_on_the_event_loop_until_stopped() -> None:
 # ------------------------------------------------------------------ wiring and figures
 
 
+def test_resident_memory_follows_what_the_process_holds() -> None:
+    before = resident_bytes()
+    held = bytearray(64 * MB)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page: resident now
+    assert resident_bytes() >= before + 32 * MB
+
+
 def test_serve_installs_the_policy_unless_turned_off() -> None:
     assert gc_policy(Settings(gc_freeze=False)) is None
     registry = CollectorRegistry()
     installed = gc_policy(Settings(), registry)
     assert isinstance(installed, GcPolicy)
-    assert b"chatbridge_gc_frozen_objects" in generate_latest(registry)
+    assert b"chatbridge_gc_compactions_total" in generate_latest(registry)
 
 
 async def test_the_figures_are_exported(policy: GcPolicy) -> None:
@@ -217,8 +240,8 @@ async def test_the_figures_are_exported(policy: GcPolicy) -> None:
     gc.collect()
     text = generate_latest(registry).decode()
     for name in (
-        "chatbridge_gc_frozen_objects",
         "chatbridge_gc_full_collections_total 1.0",
+        "chatbridge_gc_freezes_total",
         "chatbridge_gc_full_collection_seconds_total",
         "chatbridge_gc_longest_full_collection_seconds",
         "chatbridge_gc_compactions_total 0.0",
