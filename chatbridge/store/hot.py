@@ -148,6 +148,12 @@ class PgHot:
         await self._conn.executemany(sql, rows)
 
 
+async def _no_reset(_conn: Any) -> None:
+    """Instead of asyncpg's reset query on every release (``RESET ALL``, ``UNLISTEN *``,
+    advisory unlocks …: a server round trip per transaction): the hot path's connections only
+    ever run whole transactions, never ``SET``, ``LISTEN`` or locks that could outlive one."""
+
+
 class PgPool:
     """The hot path's own asyncpg pool, opened on first use (inside the running loop).
 
@@ -179,6 +185,7 @@ class PgPool:
                     max_size=self._size,
                     timeout=self._timeout,
                     max_inactive_connection_lifetime=300,
+                    reset=_no_reset,
                 )
         return self._pool
 
