@@ -619,8 +619,7 @@ class AgentHub:
                 self._spawn(old.close(1000, "replaced by a newer connection"))
         if resume_from is not None:
             trust_mark = agent.last_ack is None
-            others = [other for other in agent.links if not other.closed.is_set()]
-            resume_on(link, self._turns.values(), agent.agent_id, resume_from, trust_mark, others)
+            resume_on(link, self._turns.values(), agent.agent_id, resume_from, trust_mark)
         agent.links.append(link)
         agent.last_seen = time.time()
         self._attached.set()  # wakes wait_connected(); a fresh event for the next attach

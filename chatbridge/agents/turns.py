@@ -145,22 +145,20 @@ def open_turn(turns: Mapping[str, PendingTurn], agent_id: str, key: str) -> Pend
 
 
 def resume_on(
-    link: Link,
-    turns: Iterable[PendingTurn],
-    agent_id: str,
-    resume_from: int,
-    trust_mark: bool,
-    open_links: Sequence[Link] = (),
+    link: Link, turns: Iterable[PendingTurn], agent_id: str, resume_from: int, trust_mark: bool
 ) -> None:
     """Count the turns the agent already has as sent on ``link``, its new connection.
 
-    The agent answers those on the new link, so ``drive()`` does not send them again.
+    The agent answers those on the new link, so ``drive()`` does not send them again. Only
+    turns that went out on a connection of the same name (``link_id``; None for an unnamed
+    one) are resumed: the agent sends again the answers kept for that connection, not for
+    its others, which may lead to another replica or have been given up. A turn that went
+    out under another name is sent again (``drive()``, once its link is closed), which the
+    agent answers from the answer it kept.
 
     Args:
         resume_from: the highest seq the agent saw (its ``hello``).
         trust_mark: the agent never acked, so ``resume_from`` is all we know.
-        open_links: the agent's other connections still open here; a turn sent on one of
-            them stays there.
     """
     # ``resume_from`` is the highest seq the agent saw, but seq (the turn id) does not go out
     # in order: a conversation's next turn waits for its previous one while later turns of
@@ -172,7 +170,8 @@ def resume_on(
         if (
             turn.req.agent_id == agent_id
             and turn.sent_at is not None
-            and not any(turn.sent_on is other for other in open_links)
+            and turn.sent_on is not None
+            and turn.sent_on.link_id == link.link_id
             and turn.req.seq <= resume_from
             and (turn.acked or trust_mark)
         ):

@@ -1,6 +1,9 @@
-"""The hub's decisions without I/O: stream assembly, outcomes, percentiles, frame size."""
+"""The hub's decisions without I/O: stream assembly, outcomes, percentiles, frame size,
+which turns a resumed connection already has."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from hypothesis import given
@@ -13,7 +16,10 @@ from chatbridge.agents.hub import (
     outcome_of,
     percentile,
 )
+from chatbridge.agents.links import Link
+from chatbridge.agents.turns import PendingTurn, resume_on
 from chatbridge.protocol import AgentComplete, AgentMessage, ErrorMessage, Handoff, NoReply
+from tests.agents.hub_helpers import turn_request
 
 
 @given(st.lists(st.text(), max_size=30), st.randoms())
@@ -71,3 +77,37 @@ def test_frame_size_counts_utf8_bytes() -> None:
     assert frame_too_large("é" * 600, 1024)  # 1200 bytes
     assert not frame_too_large("é" * 500, 1024)
     assert frame_too_large(b"x" * 1025, 1024)
+
+
+def _link(link_id: str | None) -> Link:
+    async def send(text: str) -> None: ...
+
+    async def close(code: int, reason: str) -> None: ...
+
+    return Link("agent1", send, close, close_timeout=1.0, link_id=link_id)
+
+
+async def test_a_resumed_connection_takes_only_the_turns_sent_under_its_name() -> None:
+    """An agent resuming connection ``a`` has the answers it kept for ``a``'s turns; a turn
+    that went out on ``b`` (or on an unnamed connection) must be sent again, or nobody would
+    answer it: the agent keeps ``b``'s answers for ``b``."""
+    loop = asyncio.get_running_loop()
+    old_a, old_b, unnamed = _link("a"), _link("b"), _link(None)
+    turns = {}
+    for key, seq, link in (("t_a", 1, old_a), ("t_b", 2, old_b), ("t_n", 3, unnamed)):
+        turn = PendingTurn(turn_request("agent1", key, seq=seq), loop.create_future())
+        turn.sent_on, turn.sent_at = link, 1.0
+        turns[key] = turn
+    new_a = _link("a")
+    resume_on(new_a, turns.values(), "agent1", resume_from=3, trust_mark=True)
+    assert {k: t.sent_on for k, t in turns.items()} == {
+        "t_a": new_a, "t_b": old_b, "t_n": unnamed,
+    }  # fmt: skip
+    new_unnamed = _link(None)
+    resume_on(new_unnamed, turns.values(), "agent1", resume_from=3, trust_mark=True)
+    assert turns["t_n"].sent_on is new_unnamed
+    # above resume_from, or not trusted without an ack: sent again whatever the name
+    later = _link("b")
+    resume_on(later, turns.values(), "agent1", resume_from=1, trust_mark=True)
+    resume_on(later, turns.values(), "agent1", resume_from=3, trust_mark=False)
+    assert turns["t_b"].sent_on is old_b

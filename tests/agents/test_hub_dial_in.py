@@ -151,6 +151,31 @@ async def test_resume_skips_turns_the_agent_has(hub: AgentHub, bridge_url: str) 
     await second.close()
 
 
+@pytest.mark.parametrize("same_name", [True, False])
+async def test_resume_under_another_connection_name_sends_the_turn_again(
+    hub: AgentHub, bridge_url: str, same_name: bool
+) -> None:
+    """The agent answers from memory only on the connection a turn came on (by name); one
+    that comes back under another name (another ``dial_in``, another process) gets the turn
+    again even at or below ``resume_from``, so its kept answer is not stranded."""
+    first, _ = await hello(bridge_url, hello_frame(metadata={"link_id": "a"}))
+    task = asyncio.create_task(hub.run_turn(turn_request("agent1", "t_n", seq=5)))
+    sent = await recv_frame(first)
+    await first.send(json.dumps({"type": "ack", "seq": 5}))
+    await round_trip(first)
+    await first.close()
+
+    name = "a" if same_name else "b"
+    second, _ = await hello(bridge_url, hello_frame(resume_from=5, metadata={"link_id": name}))
+    if same_name:
+        await round_trip(second)  # no resend of seq 5 came before the pong
+    else:
+        assert await recv_frame(second) == sent
+    await second.send(json.dumps({"type": "agent_message", "message_id": "t_n", "content": "n"}))
+    assert (await task).content == "n"
+    await second.close()
+
+
 async def test_resume_resends_newer_turns(hub: AgentHub, bridge_url: str) -> None:
     first, _ = await hello(bridge_url, hello_frame())
     task = asyncio.create_task(hub.run_turn(turn_request("agent1", "t_b", seq=6)))
