@@ -7,7 +7,9 @@ Two ways to meet a bridge:
   connection drops. No inbound port needed on the agent's side. With ``connections=n`` it
   keeps n connections, which a load balancer spreads over the bridge's replicas (each runs
   turns on its own); each is named in its ``hello`` (``metadata.link_id``), so a replica
-  still holding the old connection of a re-opened one closes it.
+  still holding the old connection of a re-opened one closes it. The names are the agent's
+  for its lifetime (``dial_in`` called again reuses those no running call holds), so an
+  answer kept across a stop and a new ``dial_in`` goes out on the connection that resumes.
 - ``serve(host, port)`` / ``serving(...)``: the agent is a WebSocket server the bridge dials
   (ws-dial-out).
 
@@ -143,7 +145,9 @@ class Agent:
         self._webhook_answers: OrderedDict[TurnKey, list[dict[str, Any]]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: set[Peer] = set()
-        self._dial_peers: dict[str, Peer] = {}  # link id -> its current connection
+        self._dial_peers: dict[str, Peer] = {}  # link id -> its current (or last) connection
+        self._link_prefix = os.urandom(6).hex()
+        self._link_slots: set[int] = set()  # numbers of the names running dial-ins hold
         self._modes = 0
         self.last_seq: int | None = None
         """Highest ``seq`` seen; sent as ``resume_from`` when dialing in again."""
@@ -238,7 +242,8 @@ class Agent:
 
     async def _dial_in_link(self, url: str, token: str, stop: asyncio.Event) -> None:
         """Keep one named connection to the bridge until ``stop`` is set (see ``dial_in``)."""
-        link_id = os.urandom(8).hex()
+        slot = self._take_link_slot()
+        link_id = f"{self._link_prefix}-{slot}"
         attempt = 0
         self._modes += 1
         try:
@@ -277,8 +282,23 @@ class Agent:
                         await stop.wait()
         finally:
             self._modes -= 1
-            self._dial_peers.pop(link_id, None)
+            self._link_slots.discard(slot)
             await self._cancel_turns_if_idle()
+
+    def _take_link_slot(self) -> int:
+        """The lowest connection number no running ``dial_in`` holds, now held.
+
+        A connection's name is this agent's prefix and that number, so a later ``dial_in``
+        resumes the connections of an earlier one under the same names: the bridge counts
+        the turns that went out on them as the agent's, and the agent sends the answers it
+        kept for them (``_resend_unconfirmed``). The last connection of each name stays in
+        ``_dial_peers`` for that.
+        """
+        slot = 0
+        while slot in self._link_slots:
+            slot += 1
+        self._link_slots.add(slot)
+        return slot
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 8765, *, stop: asyncio.Event | None = None

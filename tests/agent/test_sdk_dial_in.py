@@ -80,6 +80,41 @@ async def test_answer_finished_while_disconnected_arrives_after_reconnect(
     assert calls == ["t_w"]
 
 
+async def test_answer_finished_between_two_dial_ins_goes_out_on_the_next(
+    fake_bridge: FakeBridge,
+) -> None:
+    """``dial_in`` stopped while a turn runs, then called again: the new connection has the
+    old one's name (the bridge resumes it and does not send the turn again) and carries the
+    answer kept in between."""
+    agent = fast_agent()
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    @agent.on_message
+    async def slow(turn: Turn) -> str:
+        calls.append(turn.id)
+        started.set()
+        await release.wait()
+        finished.set()  # the SDK keeps the answer in this same step
+        return "kept"
+
+    # Serving too keeps the handler running while no dial-in runs (as Agent.run does).
+    async with agent.serving("127.0.0.1", 0):
+        async with dialing_in(agent, fake_bridge.url):
+            first, hello_1 = await fake_bridge.accept()
+            await send(first, user_message("t_k", seq=1))
+            await started.wait()
+        release.set()
+        await finished.wait()
+        async with dialing_in(agent, fake_bridge.url):
+            second, hello_2 = await fake_bridge.accept()
+            assert hello_2["resume_from"] == 1
+            assert hello_2["metadata"]["link_id"] == hello_1["metadata"]["link_id"]
+            reply = await recv(second)
+    assert (reply["message_id"], reply["content"]) == ("t_k", "kept")
+    assert calls == ["t_k"]
+
+
 async def test_recent_answers_are_sent_again_after_a_drop(fake_bridge: FakeBridge) -> None:
     agent = fast_agent()
 
