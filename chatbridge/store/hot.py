@@ -225,6 +225,10 @@ class GroupCommit(Generic[I, R]):
     An outage fails every caller at once instead (each retries by its own rules). A caller
     that gave up (cancelled) before its batch began is skipped; once begun, its work is
     written like the rest.
+
+    ``concurrency``: how many batches may be in flight at once. One on SQLite (one writer).
+    On PostgreSQL a commit waits for the server's log flush: with more than one flusher the
+    next batch starts while the last one commits, instead of queueing behind it.
     """
 
     def __init__(
@@ -235,6 +239,7 @@ class GroupCommit(Generic[I, R]):
         is_outage: Callable[[BaseException], bool],
         many: Callable[[Any, list[I]], Awaitable[list[R]]] | None = None,
         max_batch: int = 256,
+        concurrency: int = 1,
     ) -> None:
         self._tx = tx
         self._one = one
@@ -242,31 +247,43 @@ class GroupCommit(Generic[I, R]):
         self._is_outage = is_outage
         self._max = max_batch
         self._queue: list[tuple[I, asyncio.Future[R]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._concurrency = concurrency
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._starting = 0  # flushers created that have not taken their first batch yet
         self.batches = 0
         self.items = 0
 
     async def submit(self, item: I) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush())
+        if self._starting == 0 and len(self._flushers) < self._concurrency:
+            # a new flusher takes its batch on the next turn of the event loop: whatever is
+            # submitted until then goes with this item
+            self._starting += 1
+            self._flushers.add(asyncio.ensure_future(self._flush()))
         return await future
 
     async def _flush(self) -> None:
+        self._starting -= 1
+        me = asyncio.current_task()
         try:
             while self._queue:
                 batch = [(i, f) for i, f in self._queue[: self._max] if not f.done()]
                 del self._queue[: self._max]
                 if batch:
                     await self._write(batch)
-        finally:
-            self._flusher = None
-            # cancelled (the store closing): nobody will write what is left
+        except asyncio.CancelledError:
+            # the store is closing: nobody will write what is left
             for _, future in self._queue:
                 if not future.done():
                     future.set_exception(ConnectionError("store closed before the write"))
             self._queue.clear()
+            raise
+        finally:
+            # at once, not in a done callback: an item submitted between this flusher's last
+            # look at the queue and such a callback would find no flusher starting for it
+            if me is not None:
+                self._flushers.discard(me)
 
     async def _write(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
         self.batches += 1

@@ -21,12 +21,25 @@ class Store(RoutingStore, ConversationStore, TurnStore, OutboxStore, WebchatStor
     def __init__(self, url: str, *, echo: bool = False) -> None:
         super().__init__(url, echo=echo)
         # The per-message writes, each group-committed (see ``hot.GroupCommit``).
+        n = 1 if self.is_sqlite else 3
         self._ingests = GroupCommit(
-            self._hot_tx, self._ingest_one, many=self._ingest_many, is_outage=is_outage
+            self._hot_tx,
+            self._ingest_one,
+            many=self._ingest_many,
+            is_outage=is_outage,
+            concurrency=n,
         )
         self._completions = GroupCommit(
-            self._hot_tx, self._complete_one, many=self._complete_many, is_outage=is_outage
+            self._hot_tx,
+            self._complete_one,
+            many=self._complete_many,
+            is_outage=is_outage,
+            concurrency=n,
         )
         self._finishes = GroupCommit(
-            self._hot_tx, self._finish_one, many=self._finish_many, is_outage=is_outage
+            self._hot_tx,
+            self._finish_one,
+            many=self._finish_many,
+            is_outage=is_outage,
+            concurrency=n,
         )
