@@ -4,7 +4,6 @@ collection, and its compaction frees the cyclic garbage that freezing kept."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import weakref
 from collections.abc import AsyncIterator
@@ -98,14 +97,6 @@ def frozen(obj: object) -> bool:
     )
 
 
-async def next_loop_turn() -> None:
-    """Return after the callbacks already scheduled on the loop have run (the policy freezes
-    a full collection's survivors from a callback it schedules as that collection ends)."""
-    turn = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(turn.set_result, None)
-    await turn
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -134,31 +125,37 @@ async def policy(clock: FakeClock) -> AsyncIterator[GcPolicy]:
 async def test_it_freezes_what_start_up_left_alive(policy: GcPolicy) -> None:
     warm = [object() for _ in range(10)]
     assert not frozen(warm)
-    policy.start(tick=False)
+    policy.start(run=False)
     assert frozen(warm)
     assert gc.get_freeze_count() > 0
 
 
-async def test_it_freezes_what_survives_a_full_collection(policy: GcPolicy) -> None:
-    policy.start(tick=False)
-    later = [object() for _ in range(10)]  # made after the start: not frozen yet
-    assert not frozen(later)
-    gc.collect()  # a full collection, as CPython would run on its own schedule
-    await next_loop_turn()
-    assert frozen(later)
-    assert policy.stats.full_collections >= 1
+async def test_a_sweep_frees_young_cycles_and_freezes_what_is_alive(policy: GcPolicy) -> None:
+    policy.start(run=False)
+    gc.disable()  # no automatic collection in between (one could age the cycles past a sweep)
+    try:
+        alive = [object() for _ in range(10)]  # made after the start: not frozen yet
+        nodes, refs = cycles(100)
+        del nodes  # garbage before the sweep: it must be freed, not frozen
+        assert not frozen(alive)
+    finally:
+        gc.enable()
+    policy.sweep()
+    assert frozen(alive)
+    assert all(r() is None for r in refs)
+    assert policy.stats.pauses["sweep"].count == 1
 
 
 async def test_frozen_cyclic_garbage_is_freed_by_the_next_compaction(
     policy: GcPolicy, clock: FakeClock
 ) -> None:
-    policy.start(tick=False)
+    policy.start(run=False)
     nodes, refs = cycles(1000)
-    gc.collect()
-    await next_loop_turn()
+    policy.sweep()
     assert frozen(nodes[0])
-    del nodes  # cyclic garbage now, and frozen: no ordinary collection reaches it
+    del nodes  # cyclic garbage now, and frozen: no collection reaches it
     gc.collect()
+    policy.sweep()
     assert all(r() is not None for r in refs)
 
     clock.now = 59
@@ -167,7 +164,7 @@ async def test_frozen_cyclic_garbage_is_freed_by_the_next_compaction(
     clock.now = 60
     assert policy.tick()
     assert all(r() is None for r in refs)
-    assert policy.stats.compactions == 1
+    assert policy.stats.pauses["compaction"].count == 1
     assert policy.stats.compacted_garbage >= 2000
 
 
@@ -176,12 +173,11 @@ async def test_frozen_garbage_does_not_accumulate_over_many_rounds(
 ) -> None:
     """Round after round, sockets' worth of cycles are made, frozen and dropped: each
     compaction gives them back, so the frozen population stays where it started."""
-    policy.start(tick=False)
+    policy.start(run=False)
     start = gc.get_freeze_count()
     for _ in range(5):
         nodes, refs = cycles(5000)
-        gc.collect()
-        await next_loop_turn()
+        policy.sweep()
         assert gc.get_freeze_count() >= start + 10_000  # frozen with the rest
         del nodes
         clock.now += 60
@@ -191,22 +187,31 @@ async def test_frozen_garbage_does_not_accumulate_over_many_rounds(
         # what is left frozen is what was frozen before the round (plus a little the test
         # itself keeps), not the 10,000 dropped objects
         assert gc.get_freeze_count() < start + 5000
-    assert policy.stats.compactions == 5
+    assert policy.stats.pauses["compaction"].count == 5
+
+
+async def test_cpythons_own_collections_are_counted_and_timed(policy: GcPolicy) -> None:
+    policy.start(run=False)
+    gc.collect(0)
+    gc.collect()
+    pauses = policy.stats.pauses
+    assert pauses["young"].count == 1 and pauses["full"].count == 1
+    assert pauses["full"].seconds >= pauses["full"].longest > 0
 
 
 async def test_stop_unfreezes_and_stops_following_the_collector(policy: GcPolicy) -> None:
-    policy.start(tick=False)
+    policy.start(run=False)
     assert gc.get_freeze_count() > 0
     await policy.stop()
     assert gc.get_freeze_count() == 0
-    seen = policy.stats.full_collections
+    seen = policy.stats.pauses["full"].count
     gc.collect()
-    assert policy.stats.full_collections == seen
+    assert policy.stats.pauses["full"].count == seen
     assert policy._on_collection not in gc.callbacks
 
 
-async def test_the_tick_runs_on_the_event_loop_until_stopped() -> None:
-    the_policy = GcPolicy(tick_seconds=3600)
+async def test_its_task_runs_on_the_event_loop_until_stopped() -> None:
+    the_policy = GcPolicy(sweep_seconds=3600)
     the_policy.start()
     try:
         assert the_policy._task is not None and not the_policy._task.done()
@@ -230,21 +235,21 @@ def test_serve_installs_the_policy_unless_turned_off() -> None:
     registry = CollectorRegistry()
     installed = gc_policy(Settings(), registry)
     assert isinstance(installed, GcPolicy)
-    assert b"chatbridge_gc_compactions_total" in generate_latest(registry)
+    assert b"chatbridge_gc_collections_total" in generate_latest(registry)
 
 
 async def test_the_figures_are_exported(policy: GcPolicy) -> None:
     registry = CollectorRegistry()
     registry.register(GcMetrics(policy))
-    policy.start(tick=False)
+    policy.start(run=False)
     gc.collect()
+    policy.sweep()
     text = generate_latest(registry).decode()
-    for name in (
-        "chatbridge_gc_full_collections_total 1.0",
-        "chatbridge_gc_freezes_total",
-        "chatbridge_gc_full_collection_seconds_total",
-        "chatbridge_gc_longest_full_collection_seconds",
-        "chatbridge_gc_compactions_total 0.0",
-        "chatbridge_gc_compaction_seconds_total",
+    for line in (
+        'chatbridge_gc_collections_total{kind="full"} 1.0',
+        'chatbridge_gc_collections_total{kind="sweep"} 1.0',
+        'chatbridge_gc_collections_total{kind="compaction"} 0.0',
+        'chatbridge_gc_collection_seconds_total{kind="young"}',
+        'chatbridge_gc_longest_collection_seconds{kind="sweep"}',
     ):
-        assert name in text
+        assert line in text
