@@ -54,6 +54,9 @@ async def dial_out_forever(
                 open_timeout=OPEN_TIMEOUT,
                 close_timeout=close_timeout(settings),
                 user_agent_header="chatbridge",
+                # No permessage-deflate: frames are small JSON, and compressing and
+                # inflating every one cost more CPU (both ends) than it saved on the wire.
+                compression=None,
             ) as ws:
                 up_since = time.monotonic()
                 log.info(
