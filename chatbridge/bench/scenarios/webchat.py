@@ -110,6 +110,9 @@ class WebchatStack(Stack):
             "CHATBRIDGE_INBOX_AGENT_MAPPINGS": json.dumps(mapping),
             "CHATBRIDGE_ADMIN_KEY": ADMIN_KEY,
             **rate_limit_env(),
+            # every open widget socket counts against uvicorn's concurrency limit (2,000 by
+            # default): room for all of them and the load besides
+            "CHATBRIDGE_LIMIT_CONCURRENCY": str(self.ctx.conversations + 1000),
         }
         bridge = self.spawn(
             "bridge", ["-m", "chatbridge", "serve", "--port", str(bridge_port)], env
