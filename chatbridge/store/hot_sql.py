@@ -7,6 +7,7 @@ statements bypass SQLAlchemy, and ``turns`` for how claiming works.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -382,3 +383,35 @@ class PgBatchSql:
 
 
 PG_BATCH = PgBatchSql()
+
+
+# ---------------------------------------------------------------- web chat history
+_WEBCHAT_CONV = "(SELECT id FROM conversations WHERE channel = 'webchat' AND channel_key = $1)"
+WEBCHAT_ANCHOR = (
+    f"SELECT created_at, id FROM messages WHERE id = $2 AND conversation_id = {_WEBCHAT_CONV}"
+)
+
+
+@functools.cache
+def webchat_history(dialect: str, since: bool, anchor: bool) -> str:
+    """A web chat session's messages, oldest first ($1 the session's uid, $2 the limit; then
+    $3 ``since``; then the anchor's time minus the lookback, its time and its id)."""
+    where = [f"conversation_id = {_WEBCHAT_CONV}", "direction IN ('in', 'out')"]
+    n = 2
+    if since:
+        n += 1
+        where.append(f"created_at > ${n}")
+    if anchor:
+        where.append(
+            f"(created_at > ${n + 1} OR created_at > ${n + 2}"
+            f" OR (created_at = ${n + 2} AND id > ${n + 3}))"
+        )
+    sql = (
+        f"SELECT {MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)}"
+        " ORDER BY created_at, id LIMIT $2"
+    )
+    return sqlite_sql(sql) if dialect == "sqlite" else sql
+
+
+def webchat_anchor(dialect: str) -> str:
+    return sqlite_sql(WEBCHAT_ANCHOR) if dialect == "sqlite" else WEBCHAT_ANCHOR

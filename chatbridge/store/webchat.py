@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase, _message
 from chatbridge.store.records import MessageRecord
@@ -219,38 +220,21 @@ class WebchatStore(StoreBase):
         another replica, under load) can sort before a cursor taken meanwhile. Callers using
         it drop the ids they already have.
         """
-        m = t.messages
-        conv = (
-            select(t.conversations.c.id)
-            .where(and_(t.conversations.c.channel == WEBCHAT, t.conversations.c.channel_key == uid))
-            .scalar_subquery()
-        )
-        query = (
-            select(m)
-            .where(m.c.conversation_id == conv, m.c.direction.in_(("in", "out")))
-            .order_by(m.c.created_at, m.c.id)
-            .limit(limit)
-        )
-        if since is not None:
-            query = query.where(m.c.created_at > since)
-        async with self._tx() as conn:
+        # Raw statements (``hot``): a live widget socket reads this for every message of its
+        # session, and building the SQLAlchemy query each time showed in the stream profile.
+        dialect = self.dialect
+        async with self._hot_tx() as tx:
+            anchor = None
             if after:
-                anchor = (
-                    await conn.execute(
-                        select(m.c.created_at, m.c.id).where(
-                            m.c.id == after, m.c.conversation_id == conv
-                        )
-                    )
-                ).one_or_none()
-                if anchor is not None:
-                    query = query.where(
-                        or_(
-                            m.c.created_at > anchor.created_at - lookback,
-                            tuple_(m.c.created_at, m.c.id) > tuple_(anchor.created_at, anchor.id),
-                        )
-                    )
-            rows = (await conn.execute(query)).all()
-        return [_message(r) for r in rows]
+                anchor = await tx.fetchrow(hot_sql.webchat_anchor(dialect), (uid, after))
+            args: list[Any] = [uid, limit]
+            if since is not None:
+                args.append(since)
+            if anchor is not None:
+                args += [anchor[0] - lookback, anchor[0], anchor[1]]
+            sql = hot_sql.webchat_history(dialect, since is not None, anchor is not None)
+            rows = await tx.fetch(sql, args)
+        return [hot_sql.message(r) for r in rows]
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
         async with self._tx() as conn:

@@ -84,7 +84,9 @@ async def whatsapp_stack(
     app = create_fake_whatsapp(evolution_instances={"shop": "open"}, waha_engine=waha_engine)
     async with (
         serve_app(app) as fake_url,
-        running_stack(database_url, behaviour="delay", delay=0.3) as stack,
+        # typing from the turn's start (the setting's 0), and an agent that thinks 0.3 s: the
+        # tests see each provider's typing calls
+        running_stack(database_url, behaviour="delay", delay=0.3, typing_delay_seconds=0) as stack,
     ):
         await stack.bridge.save_mapping(
             InboxMapping(

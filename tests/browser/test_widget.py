@@ -117,6 +117,8 @@ async def test_streamed_reply_grows_chunk_by_chunk(site: str, stack: Stack, widg
     assert await stored_texts(stack, widget, "out") == [final]
 
 
+# typing from the turn's start, so it shows for the whole of the slow answer's 1.5 s
+@pytest.mark.parametrize("bridge_settings", [{"typing_delay_seconds": 0}])
 async def test_typing_indicator_while_the_agent_works(
     site: str, stack: Stack, widget: Widget
 ) -> None:
