@@ -408,12 +408,6 @@ class StoreBase:
             "created_at": now,
         }
 
-    async def _conversations_of(self, conn: Conn, rows: Any) -> dict[str, ConversationRecord]:
-        """The conversations of claimed rows, by id (one query)."""
-        ids = list({r.conversation_id for r in rows})
-        result = await conn.execute(self._stmts.conversations_by_id, {"b_ids": ids})
-        return {r.id: _conv(r) for r in result.all()}
-
     async def _insert_deliveries(self, conn: Conn, rows: list[dict[str, Any]]) -> list[int]:
         """Insert deliveries (one multi-row INSERT under the hood); ids come back in list order,
         which is the order they leave in."""

@@ -18,30 +18,9 @@ from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
-    ConversationRecord,
     DeadLetter,
     DeliverySpec,
 )
-
-
-def _claimed(r: Any, conversation: ConversationRecord) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        id=r.id,
-        conversation_id=r.conversation_id,
-        turn_id=r.turn_id,
-        message_id=r.message_id,
-        kind=r.kind,
-        text=r.text,
-        payload=r.payload or {},
-        attempts=r.attempts,
-        max_attempts=r.max_attempts,
-        idempotency_key=r.idempotency_key,
-        uncertain=bool(r.uncertain),
-        conversation=conversation,
-        send_started_at=r.send_started_at,
-        receipt_at=r.receipt_at,
-        receipt_external_id=r.receipt_external_id,
-    )
 
 
 @dataclass(slots=True)
