@@ -55,6 +55,31 @@ class _Duplicate(Exception):
         self.reason = reason
 
 
+def delivery_row(
+    conversation_id: str, turn_id: int | None, message_id: str | None, spec: DeliverySpec
+) -> tuple[Any, ...]:
+    """An outbox row as the hot statements take it (``delivery_insert``, ``PG_BATCH``): the
+    conversation, turn, message, kind, text, payload, attempts allowed, idempotency key."""
+    return (
+        conversation_id,
+        turn_id,
+        message_id,
+        spec.kind,
+        spec.text,
+        dumps(spec.payload),
+        spec.max_attempts,
+        new_id("d"),
+    )
+
+
+def delivers(spec: DeliverySpec, *, to_bot: bool, no_typing: bool) -> bool:
+    """Whether a finished turn writes ``spec``: in a human's conversation only the typing
+    indicator is switched off, and not even that when typing never showed."""
+    if spec.kind == "typing_off":
+        return not no_typing
+    return to_bot
+
+
 def _conv(row: Any) -> ConversationRecord:
     return ConversationRecord(
         id=row.id,
@@ -370,17 +395,7 @@ class StoreBase:
         which is the order they leave in)."""
         row = await tx.fetchrow(
             self._sql.delivery_insert,
-            (
-                conversation_id,
-                turn_id,
-                message_id,
-                spec.kind,
-                spec.text,
-                dumps(spec.payload),
-                spec.max_attempts,
-                now,
-                new_id("d"),
-            ),
+            (*delivery_row(conversation_id, turn_id, message_id, spec), now),
         )
         return int(row[0])
 

@@ -31,9 +31,30 @@ from chatbridge.store.records import (
 )
 
 
-def _attachments_json(msg: InboundMessage) -> str:
-    return dumps(
-        [{"url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in msg.attachments]
+def _inbound_row(
+    msg: InboundMessage, message_id: str, conversation_id: str, turn_id: int | None
+) -> tuple[Any, ...]:
+    """A customer's message as a ``messages`` row (``message_insert_new``,
+    ``PG_BATCH.messages``); its dedupe key is the channel's message id."""
+    external = msg.external_message_id
+    return (
+        message_id,
+        conversation_id,
+        "in",
+        "contact",
+        msg.text,
+        msg.content_type,
+        dumps(
+            [
+                {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
+                for a in msg.attachments
+            ]
+        ),
+        f"{msg.channel}:{external}" if external else None,
+        external,
+        turn_id,
+        dumps({"context": msg.context, **msg.metadata}),
+        msg.received_at,
     )
 
 
@@ -129,23 +150,8 @@ class ConversationStore(StoreBase):
                 (conv.id, route.agent_id, route.id, now, item.response_mode, dumps([message_id])),
             )
             turn_id = turn_row[0]
-        dedupe_key = f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None
         inserted = await tx.fetchrow(
-            q.message_insert_new,
-            (
-                message_id,
-                conv.id,
-                "in",
-                "contact",
-                msg.text,
-                msg.content_type,
-                _attachments_json(msg),
-                dedupe_key,
-                msg.external_message_id,
-                turn_id,
-                dumps({"context": msg.context, **msg.metadata}),
-                msg.received_at,
-            ),
+            q.message_insert_new, _inbound_row(msg, message_id, conv.id, turn_id)
         )
         if inserted is None:
             # Seen before: abort the whole transaction (receipt, upserts, turn included).
@@ -278,25 +284,10 @@ class ConversationStore(StoreBase):
             columns = list(zip(*turn_rows, strict=True))
             rows = await tx.fetch(q.turns, (*[list(c) for c in columns], now))
             turn_ids = {r[1]: r[0] for r in rows}
-        messages = []
-        for _, it, conv, message_id, _ in planned:
-            msg = it.msg
-            messages.append(
-                (
-                    message_id,
-                    conv.id,
-                    "in",
-                    "contact",
-                    msg.text,
-                    msg.content_type,
-                    _attachments_json(msg),
-                    f"{msg.channel}:{msg.external_message_id}" if msg.external_message_id else None,
-                    msg.external_message_id,
-                    turn_ids.get(conv.id),
-                    dumps({"context": msg.context, **msg.metadata}),
-                    msg.received_at,
-                )
-            )
+        messages = [
+            _inbound_row(it.msg, message_id, conv.id, turn_ids.get(conv.id))
+            for _, it, conv, message_id, _ in planned
+        ]
         columns = list(zip(*messages, strict=True))
         inserted = await tx.fetch(q.messages, [list(c) for c in columns])
         if len(inserted) != len(messages):

@@ -133,12 +133,12 @@ def build(dialect: str) -> HotSql:
         message_insert=(
             "INSERT INTO messages (id, conversation_id, direction, author, text, content_type,"
             " attachments, dedupe_key, external_id, turn_id, meta, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ),
         delivery_insert=(
             "INSERT INTO deliveries (conversation_id, turn_id, message_id, kind, text, payload,"
             " state, attempts, max_attempts, next_attempt_at, idempotency_key, uncertain,"
-            " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, FALSE, $8)"
+            " created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $9, $8, FALSE, $9)"
             " RETURNING id"
         ),
         claim_turns=_claim(

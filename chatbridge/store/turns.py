@@ -35,7 +35,7 @@ from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
-from chatbridge.store.base import StoreBase
+from chatbridge.store.base import StoreBase, delivers, delivery_row
 from chatbridge.store.hot import GroupCommit, HotTx, dumps, list_param, loads
 from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
@@ -43,6 +43,27 @@ from chatbridge.store.records import (
     CompletedTurn,
     DeliverySpec,
 )
+
+
+def _reply_row(
+    c: _Completion, reply_id: str, conversation_id: str, delivered: bool, now: float
+) -> tuple[Any, ...]:
+    """A turn's reply as a ``messages`` row (``message_insert``, ``PG_BATCH.messages``): a
+    note when a human owns the conversation."""
+    return (
+        reply_id,
+        conversation_id,
+        "out" if delivered else "note",
+        "agent",
+        c.reply_text or "",
+        "text",
+        dumps(c.reply_attachments),
+        None,
+        None,
+        c.turn_id,
+        dumps(c.reply_meta),
+        now,
+    )
 
 
 @dataclass(slots=True)
@@ -296,21 +317,7 @@ class TurnStore(StoreBase):
         # not been picked up yet (a fast agent), drop the pair instead of sending both.
         no_typing = not c.typing or await tx.run(q.typing_skip, (c.turn_id, now)) > 0
         if reply_id is not None:
-            await tx.run(
-                q.message_insert,
-                (
-                    reply_id,
-                    conversation_id,
-                    "out" if deliver else "note",
-                    "agent",
-                    c.reply_text or "",
-                    "text",
-                    dumps(c.reply_attachments),
-                    c.turn_id,
-                    dumps(c.reply_meta),
-                    now,
-                ),
-            )
+            await tx.run(q.message_insert, _reply_row(c, reply_id, conversation_id, deliver, now))
         ids = [
             await self._insert_delivery_hot(
                 tx,
@@ -321,7 +328,7 @@ class TurnStore(StoreBase):
                 now,
             )
             for s in c.deliveries
-            if (deliver or s.kind == "typing_off") and not (no_typing and s.kind == "typing_off")
+            if delivers(s, to_bot=deliver, no_typing=no_typing)
         ]
         if c.handoff and deliver:
             await self._set_owner_hot(tx, conversation_id, "human", now)
@@ -365,20 +372,7 @@ class TurnStore(StoreBase):
         if typed:
             unseen_typing = {r[0] for r in await tx.fetch(q.typing_skips, (typed, now))}
         messages = [
-            (
-                reply,
-                conversation_id,
-                "out" if owner == "bot" else "note",
-                "agent",
-                c.reply_text or "",
-                "text",
-                dumps(c.reply_attachments),
-                None,
-                None,
-                c.turn_id,
-                dumps(c.reply_meta),
-                now,
-            )
+            _reply_row(c, reply, conversation_id, owner == "bot", now)
             for c, reply, conversation_id, owner in done
             if reply is not None
         ]
@@ -387,26 +381,14 @@ class TurnStore(StoreBase):
         rows: list[tuple[Any, ...]] = []
         keys: dict[int, list[str]] = {}
         for c, reply, conversation_id, owner in done:
-            deliver = owner == "bot"
+            no_typing = not c.typing or c.turn_id in unseen_typing
             for spec in c.deliveries:
-                if not (deliver or spec.kind == "typing_off"):
-                    continue
-                if spec.kind == "typing_off" and (not c.typing or c.turn_id in unseen_typing):
-                    continue
-                key = new_id("d")
-                keys.setdefault(c.turn_id, []).append(key)
-                rows.append(
-                    (
-                        conversation_id,
-                        c.turn_id,
-                        reply if spec.kind == "message" else None,
-                        spec.kind,
-                        spec.text,
-                        dumps(spec.payload),
-                        spec.max_attempts,
-                        key,
+                if delivers(spec, to_bot=owner == "bot", no_typing=no_typing):
+                    row = delivery_row(
+                        conversation_id, c.turn_id, reply if spec.kind == "message" else None, spec
                     )
-                )
+                    keys.setdefault(c.turn_id, []).append(row[-1])
+                    rows.append(row)
         ids: dict[str, int] = {}
         if rows:
             columns = [list(col) for col in zip(*rows, strict=True)]
