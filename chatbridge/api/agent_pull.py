@@ -17,19 +17,17 @@ requests count against its per-agent rate limits, so a stranger sending a real a
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from chatbridge.agents.pull import LeaseExpired, UnknownTurn
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import error_responses
-from chatbridge.api.forward import HEADER, forwarded, to_holder
+from chatbridge.api.forward import forwarded, to_holder, to_replica
 from chatbridge.api.ratelimit import client_ip
-from chatbridge.cluster import ClusterUnavailable
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.workers import iso
@@ -102,10 +100,6 @@ async def _agent(
     return bridge, agent_id, agent.transport
 
 
-# Headers that describe one hop, not the request (as ``chatbridge.api.forward`` passes them).
-_HOP = {"host", "content-length", "connection", "transfer-encoding", HEADER}
-
-
 async def _to_turn_owner(
     request: Request, bridge: Bridge, agent_id: str, turn_id: str
 ) -> Response | None:
@@ -120,31 +114,13 @@ async def _to_turn_owner(
     owner = row.get("lease_owner") if row is not None and row.get("state") == "leased" else None
     if not owner or owner == cluster.replica_id:
         return None
-    query = request.url.query
-    payload = {
-        "agent_id": agent_id,
-        "method": request.method,
-        "path": request.url.path + (f"?{query}" if query else ""),
-        "headers": [[k, v] for k, v in request.headers.items() if k.lower() not in _HOP],
-        "body": base64.b64encode(await request.body()).decode("ascii"),
-    }
-    try:
-        answer = await cluster.call(owner, "http", payload, timeout=15.0)
-    except ClusterUnavailable:
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "agent_holder_unreachable",
-                    "message": f"the replica running {turn_id} did not answer; try again",
-                }
-            },
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-    return Response(
-        content=base64.b64decode(answer["body"]),
-        status_code=int(answer["status"]),
-        headers={k: v for k, v in answer["headers"] if k.lower() not in _HOP},
+    return await to_replica(
+        request,
+        cluster,
+        owner,
+        agent_id,
+        timeout=15.0,
+        unreachable=f"the replica running {turn_id} did not answer; try again",
     )
 
 

@@ -72,25 +72,41 @@ async def to_holder(request: Request, bridge: Bridge, agent_id: str) -> Response
             return None  # Redis is away: serve here (the poll fallback keeps things moving)
     if holder == cluster.replica_id:
         return None
-    body = await request.body()
+    wait = float(request.query_params.get("wait") or 0) if request.method == "GET" else 0.0
+    return await to_replica(
+        request,
+        cluster,
+        holder,
+        agent_id,
+        timeout=min(wait, bridge.settings.pull_max_wait) + 15.0,
+        unreachable=f"the replica holding agent {agent_id!r} did not answer; try again",
+    )
+
+
+async def to_replica(
+    request: Request,
+    cluster: Cluster,
+    replica: str,
+    agent_id: str,
+    *,
+    timeout: float,
+    unreachable: str,
+) -> Response:
+    """Pass the whole request to ``replica`` over Redis and return its answer unchanged (a 503
+    with ``Retry-After`` and ``unreachable`` when it does not answer)."""
     query = request.url.query
     payload = {
         "agent_id": agent_id,
         "method": request.method,
         "path": request.url.path + (f"?{query}" if query else ""),
         "headers": [[k, v] for k, v in request.headers.items() if k.lower() not in _HOP],
-        "body": base64.b64encode(body).decode("ascii"),
+        "body": base64.b64encode(await request.body()).decode("ascii"),
     }
-    wait = float(request.query_params.get("wait") or 0) if request.method == "GET" else 0.0
-    timeout = min(wait, bridge.settings.pull_max_wait) + 15.0
     try:
-        answer = await cluster.call(holder, "http", payload, timeout=timeout)
+        answer = await cluster.call(replica, "http", payload, timeout=timeout)
     except ClusterUnavailable as exc:
-        log.warning("could not pass %s for %s to %s: %s", request.url.path, agent_id, holder, exc)
-        return _unavailable(
-            "agent_holder_unreachable",
-            f"the replica holding agent {agent_id!r} did not answer; try again",
-        )
+        log.warning("could not pass %s for %s to %s: %s", request.url.path, agent_id, replica, exc)
+        return _unavailable("agent_holder_unreachable", unreachable)
     return Response(
         content=base64.b64decode(answer["body"]),
         status_code=int(answer["status"]),
