@@ -95,7 +95,7 @@ class _StoppablePool(ConnectionPool):
     async def get_connection(self, *args: Any, **options: Any) -> Any:
         if self.stopped:
             raise RedisConnectionError("the cluster connection is stopped")
-        return await super().get_connection(*args, **options)
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
 
 
 class ClusterUnavailable(Exception):
@@ -388,7 +388,7 @@ class Cluster:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, raw: Any) -> None:
         try:

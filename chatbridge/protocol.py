@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -370,21 +370,7 @@ def _parse(obj: dict[str, Any], adapter: TypeAdapter[Any], known: frozenset[str]
         raise ProtocolError("invalid_message", f"invalid {kind} message") from exc
 
 
-def parse_agent_frame(
-    data: str | bytes | bytearray | dict[str, Any],
-) -> (
-    AgentMessage
-    | AgentStreaming
-    | AgentComplete
-    | Typing
-    | Handoff
-    | NoReply
-    | ErrorMessage
-    | Ack
-    | Ping
-    | Pong
-    | Hello
-):
+def parse_agent_frame(data: str | bytes | bytearray | dict[str, Any]) -> AgentFrame:
     """Read one agent → bridge message.
 
     Args:
@@ -403,13 +389,13 @@ def parse_agent_frame(
             obj = {**obj, "type": "agent_message"}
         else:
             raise ProtocolError("invalid_message", "message has no type")
-    result: Any = _parse(obj, _AGENT_ADAPTER, AGENT_TYPES)
-    return result
+    return cast(
+        AgentFrame,
+        _parse(obj, _AGENT_ADAPTER, AGENT_TYPES),
+    )
 
 
-def parse_bridge_frame(
-    data: str | bytes | bytearray | dict[str, Any],
-) -> UserMessage | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent:
+def parse_bridge_frame(data: str | bytes | bytearray | dict[str, Any]) -> BridgeFrame:
     """Read one bridge → agent message (the agent SDK's side of ``parse_agent_frame``).
 
     Raises:
@@ -418,8 +404,10 @@ def parse_bridge_frame(
     obj = decode_frame(data)
     if "type" not in obj:
         raise ProtocolError("invalid_message", "message has no type")
-    result: Any = _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES)
-    return result
+    return cast(
+        BridgeFrame,
+        _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES),
+    )
 
 
 def error_frame(

@@ -28,8 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatbridge.agent.identity import TurnKey, turn_key
-from chatbridge.agents.webhook import SIGNATURE_HEADER, verify
 from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
+from chatbridge.transports.webhook import SIGNATURE_HEADER, verify
 
 if TYPE_CHECKING:
     from chatbridge.agent.app import Agent

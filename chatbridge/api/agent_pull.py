@@ -2,7 +2,7 @@
 
 An agent behind a firewall long-polls for turns (each comes with a lease) and posts its
 answer — any agent → bridge frame of protocol v1 — naming the lease. The turns themselves are
-offered by ``chatbridge.agents.pull.PullBroker``; see there for leases and re-offers.
+offered by ``chatbridge.transports.pull.PullBroker``; see there for leases and re-offers.
 
 With several replicas, an http-pull agent's turns are offered by the replica holding its
 lease, and its polls and replies are passed there (``chatbridge.api.forward``). An
@@ -23,15 +23,15 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from chatbridge.agents.pull import LeaseExpired, UnknownTurn
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import error_responses
 from chatbridge.api.forward import forwarded, to_holder, to_replica
-from chatbridge.api.ratelimit import client_ip
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.workers import iso
 from chatbridge.protocol import ProtocolError
+from chatbridge.ratelimit import client_ip
+from chatbridge.transports.pull import LeaseExpired, UnknownTurn
 
 router = APIRouter(tags=["agents"])
 

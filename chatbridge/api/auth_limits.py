@@ -26,8 +26,8 @@ from typing import Literal
 
 from starlette.requests import HTTPConnection
 
-from chatbridge.api.ratelimit import RateLimited, RateLimiter
 from chatbridge.config import Settings
+from chatbridge.ratelimit import RateLimited, RateLimiter
 
 Credential = Literal["admin", "dial_in", "pull", "action_api"]
 

@@ -36,9 +36,9 @@ from chatbridge.api.console_auth import (
     revoke_session,
     session_nonce,
 )
-from chatbridge.api.ratelimit import RateLimited, RateLimiter, client_ip
 from chatbridge.config import Settings
 from chatbridge.errors import BadInput
+from chatbridge.ratelimit import RateLimited, RateLimiter, client_ip
 
 log = logging.getLogger("chatbridge.console")
 

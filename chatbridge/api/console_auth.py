@@ -33,8 +33,8 @@ import time
 
 from starlette.requests import HTTPConnection
 
-from chatbridge.api.ratelimit import RateLimiter
 from chatbridge.config import Settings
+from chatbridge.ratelimit import RateLimiter
 
 log = logging.getLogger("chatbridge.console")
 

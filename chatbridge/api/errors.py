@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from chatbridge.api.ratelimit import RateLimited
 from chatbridge.errors import BadInput
+from chatbridge.ratelimit import RateLimited
 
 log = logging.getLogger("chatbridge.api")
 

@@ -22,10 +22,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.console_auth import console_session_ok, direct_local
 from chatbridge.api.errors import error_responses, unstorable_reason
-from chatbridge.api.ratelimit import client_ip
 from chatbridge.config import SECRET_OPTIONS, InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.ratelimit import client_ip
 from chatbridge.store.records import AgentRecord, Route
 
 router = APIRouter()
@@ -46,7 +46,8 @@ class MappingBody(InboxMapping):
 
 
 def get_bridge(request: Request) -> Bridge:
-    return request.app.state.bridge
+    bridge: Bridge = request.app.state.bridge
+    return bridge
 
 
 _bearer = HTTPBearer(

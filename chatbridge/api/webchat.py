@@ -21,9 +21,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from chatbridge.api.errors import error_responses
 from chatbridge.api.origins import origin_allowed
-from chatbridge.api.ratelimit import RateLimited, client_ip
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.ratelimit import RateLimited, client_ip
 from chatbridge.store.webchat import WebchatSession
 from chatbridge.webchat.live import Subscriber
 from chatbridge.webchat.service import SESSION_ID, WebchatService, iso, message_view

@@ -48,18 +48,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from chatbridge.agents.base import AgentOutcome
-from chatbridge.agents.pull import Offer, PullBroker
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import BodyTooLarge
 from chatbridge.api.forward import forwarded, to_holder
-from chatbridge.api.ratelimit import RateLimited, client_ip
 from chatbridge.api.webchat import _service
 from chatbridge.config import WEAK_WEB_CHAT_KEYS, Settings, check_secret
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.ratelimit import RateLimited, client_ip
 from chatbridge.store.records import DeliverySpec, MessageRecord
 from chatbridge.store.webchat import WEBCHAT, WebchatSession
+from chatbridge.transports.base import AgentOutcome
+from chatbridge.transports.pull import Offer, PullBroker
 from chatbridge.webchat.service import SESSION_ID, WebchatService
 
 log = logging.getLogger("chatbridge.webchat_compat")

@@ -1,16 +1,52 @@
-"""The channel adapter extension point, and an in-memory fake for tests.
+"""The channel extension point, and an in-memory fake for tests.
 
-An adapter only translates: ``send`` turns a neutral ``OutboundAction`` into the channel's API
-call. Parsing inbound webhooks is a plain function in each channel's module.
+A channel translates both ways and nothing else: ``parse`` turns one webhook request (its
+signature checked, our own echoes screened) into neutral inbound events, ``send`` turns a
+neutral ``OutboundAction`` into the channel's API call, and ``capabilities`` says honestly what
+the channel can show (typing, read receipts, ...). The pipeline never learns a channel's JSON.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from chatbridge.errors import BadInput
-from chatbridge.models import OutboundAction, SendResult
+from chatbridge.models import InboundMessage, OutboundAction, ParsedWebhook, SendResult
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a channel can show a customer. The pipeline reads these instead of channel names:
+    a typing indicator is queued only where ``typing`` is true, and so on. Honest values: a
+    channel that would silently drop an action says ``False``."""
+
+    typing: bool = False
+    read_receipts: bool = False
+    media: bool = False
+    interactive: bool = False
+    templates: bool = False
+    streaming: bool = False
+
+
+@dataclass(slots=True)
+class InboundRequest:
+    """One webhook request as a channel sees it, before anything in it is trusted.
+
+    ``headers`` has lower-case names (the first of each); ``path`` holds the route's path
+    parameters (``{"inbox": "7"}``); ``client`` is the caller's address after the trusted-proxy
+    rules.
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    path: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    client: str | None = None
+    received_at: float = field(default_factory=time.time)
 
 
 def load_object(body: bytes) -> dict[str, Any]:
@@ -30,6 +66,8 @@ def load_object(body: bytes) -> dict[str, Any]:
 
 @runtime_checkable
 class ChannelAdapter(Protocol):
+    """The outbound half of ``Channel`` (what the delivery workers call)."""
+
     name: str
 
     async def send(self, action: OutboundAction) -> SendResult:
@@ -74,3 +112,28 @@ class MemoryChannel:
 
     async def aclose(self) -> None:
         return None
+
+
+@runtime_checkable
+class Channel(ChannelAdapter, Protocol):
+    """A channel, inbound and outbound: the one contract every channel implements.
+
+    ``parse`` checks the request (signature, replay window) and returns the neutral events it
+    holds (Meta batches several messages in one request), with the channel's echoes of our
+    own replies already turned into ``DeliveryReceipt`` / ``Ignored``.
+    """
+
+    capabilities: Capabilities
+
+    async def parse(self, request: InboundRequest) -> list[ParsedWebhook]:
+        """The events in ``request``.
+
+        Raises:
+            BadInput: 400 malformed, 401 bad signature or outside the replay window, 404 the
+                channel is off or the inbox unknown, 415 not JSON.
+        """
+        ...
+
+    def stored(self, message: InboundMessage) -> None:
+        """Called once an inbound message is durably stored (WhatsApp marks it read)."""
+        ...

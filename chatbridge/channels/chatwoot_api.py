@@ -15,10 +15,10 @@ import json
 from typing import Any
 
 from chatbridge import __version__
+from chatbridge.backoff import parse_retry_after
 from chatbridge.channels.http1 import Http1Pool, Response
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import OutboundAction, SendResult
-from chatbridge.pipeline.backoff import parse_retry_after
 
 __all__ = ["CHANNEL", "ChatwootAdapter", "conversation_path"]
 

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from chatbridge.backoff import backoff_delay
 from chatbridge.comms.settings import CommsSettings
 from chatbridge.errors import ChatbridgeError
-from chatbridge.pipeline.backoff import backoff_delay
 from chatbridge.store import Store
 
 log = logging.getLogger("chatbridge.comms.transcription")

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from chatbridge.agents.base import AgentStatus
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.cluster import Cluster
 from chatbridge.comms.service import link_inbound, load_settings
@@ -47,6 +46,7 @@ from chatbridge.store.records import (
     Route,
 )
 from chatbridge.store.routing import AgentSpec
+from chatbridge.transports.base import AgentStatus
 
 log = logging.getLogger("chatbridge.bridge")
 
@@ -101,8 +101,8 @@ class Bridge:
                 settings.chatwoot_api_access_token,
                 timeout=settings.chatwoot_timeout_seconds,
             )
-        from chatbridge.api.ratelimit import RateLimiter
         from chatbridge.channels.webchat import WebchatChannel
+        from chatbridge.ratelimit import RateLimiter
         from chatbridge.webchat.live import LiveHub
 
         self.webchat_live = LiveHub()
@@ -113,7 +113,7 @@ class Bridge:
         self.channels.setdefault("whatsapp", WhatsAppChannel(self.comms_settings, store=self.store))
         self.rate_limiter = RateLimiter(settings)
         self._conv_keys: OrderedDict[str, str] = OrderedDict()  # conversation id → channel key
-        from chatbridge.agents.hub import AgentHub
+        from chatbridge.transports.hub import AgentHub
 
         self.hub = AgentHub(
             settings,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatbridge.agents.base import AgentOutcome
 from chatbridge.store.records import ConversationRecord, DeliverySpec, Route, TurnDecision
+from chatbridge.transports.base import AgentOutcome
 
 TYPING_ATTEMPTS = 3
 

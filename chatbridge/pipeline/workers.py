@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatbridge import clock
-from chatbridge.agents.base import AgentOutcome, TurnRequest
+from chatbridge.backoff import backoff_delay
 from chatbridge.errors import (
     AgentElsewhere,
     AgentTimeout,
@@ -25,19 +25,19 @@ from chatbridge.errors import (
     RetryableDelivery,
 )
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
-from chatbridge.pipeline.backoff import backoff_delay
 from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
 from chatbridge.store.outage import hold_on, is_outage
 from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, CompletedTurn, Route
+from chatbridge.transports.base import AgentOutcome, TurnRequest
 
 if TYPE_CHECKING:
-    from chatbridge.agents.hub import AgentHub
     from chatbridge.channels.base import ChannelAdapter
     from chatbridge.config import Settings
     from chatbridge.metrics import Metrics
     from chatbridge.pipeline.breaker import CircuitBreaker
     from chatbridge.pipeline.leases import HeldWork, SendMarks
     from chatbridge.store import Store
+    from chatbridge.transports.hub import AgentHub
 
 log = logging.getLogger("chatbridge.workers")
 

@@ -247,7 +247,7 @@ class WebchatStore(StoreBase):
         """The id of the newest message of session ``uid`` (a live socket's first cursor)."""
         m = t.messages
         async with self._tx() as conn:
-            return (
+            last: str | None = (
                 await conn.execute(
                     select(m.c.id)
                     .select_from(
@@ -262,6 +262,7 @@ class WebchatStore(StoreBase):
                     .limit(1)
                 )
             ).scalar_one_or_none()
+            return last
 
     async def message_by_dedupe_key(self, key: str) -> MessageRecord | None:
         async with self._tx() as conn:

@@ -19,8 +19,8 @@ from chatbridge.api.console_auth import (
     revoke_session,
     session_nonce,
 )
-from chatbridge.api.ratelimit import RateLimiter
 from chatbridge.config import Settings
+from chatbridge.ratelimit import RateLimiter
 from tests.e2e.harness import Stack, running_stack
 
 ADMIN_KEY = "access-admin-key-0123"

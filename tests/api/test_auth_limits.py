@@ -14,8 +14,8 @@ from websockets.exceptions import InvalidStatus
 
 from chatbridge.api import create_app
 from chatbridge.api.auth_limits import AuthFailures, address_key
-from chatbridge.api.ratelimit import RateLimited, RateLimiter
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.ratelimit import RateLimited, RateLimiter
 from tests.e2e.harness import Stack, running_stack
 
 ADMIN_KEY = "limits-admin-key-0123"

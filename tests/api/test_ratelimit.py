@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from chatbridge.api.ratelimit import RateLimited, RateLimiter
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.ratelimit import RateLimited, RateLimiter
 from tests.e2e.harness import running_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -25,9 +25,9 @@ import pytest_asyncio
 from limits import parse
 from sqlalchemy import update
 
-from chatbridge.agents.base import AgentOutcome
 from chatbridge.config import Settings
 from chatbridge.store import tables as t
+from chatbridge.transports.base import AgentOutcome
 from tests.api.conftest import module_database_url
 from tests.api.live import snapshot
 from tests.e2e.harness import Stack, running_stack, wait_until

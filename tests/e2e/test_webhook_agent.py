@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from chatbridge.agents.webhook import SIGNATURE_HEADER, sign, verify
 from chatbridge.config import AgentConfig
 from chatbridge.testing.servers import serve_app
+from chatbridge.transports.webhook import SIGNATURE_HEADER, sign, verify
 from tests.e2e.harness import running_stack, wait_until
 
 SECRET = "hook-secret"

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from chatbridge.agents.base import AgentOutcome, TurnRequest
 from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.models import InboundMessage, OutboundAction, SendResult
 from chatbridge.pipeline.bridge import Bridge
@@ -23,6 +22,7 @@ from chatbridge.store import Store
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
 from chatbridge.testing.clock import FakeClock
+from chatbridge.transports.base import AgentOutcome, TurnRequest
 
 CHANNEL = "memory"  # not a typing channel: the only deliveries are the ones a test makes
 FALLBACK = "Back soon!"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatbridge.agents.base import AgentOutcome
-from chatbridge.pipeline.backoff import backoff_delay, parse_retry_after
+from chatbridge.backoff import backoff_delay, parse_retry_after
 from chatbridge.pipeline.breaker import CircuitBreaker
 from chatbridge.pipeline.decisions import decide_owner, decide_turn, plan_outcome
 from chatbridge.store.records import ConversationRecord, Route
+from chatbridge.transports.base import AgentOutcome
 
 
 def route(**kw: object) -> Route:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from chatbridge.agents.base import AgentOutcome
 from chatbridge.errors import AgentTimeout, PermanentDelivery, RetryableDelivery
 from chatbridge.store import Store
 from chatbridge.store.records import DeliverySpec
 from chatbridge.testing.clock import FakeClock
+from chatbridge.transports.base import AgentOutcome
 from tests.pipeline.burst_rig import (
     FALLBACK,
     LEASE,

@@ -64,7 +64,7 @@ from chatbridge.agent.pull.decisions import (
     backoff_delay,
 )
 from chatbridge.agent.pull.handlers import adapt_handler, load_handler
-from chatbridge.pipeline.backoff import parse_retry_after
+from chatbridge.backoff import parse_retry_after
 
 __all__ = [
     "OPTIONS",

@@ -28,8 +28,8 @@ from chatbridge.agent.pull.decisions import (
     error_code,
 )
 from chatbridge.agent.turn import Handoff, MessageHandler, NoReply, Turn, TurnError
+from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import ChatbridgeError, ConfigError
-from chatbridge.pipeline.backoff import parse_retry_after
 from chatbridge.protocol import ProtocolError, UserMessage, error_frame, parse_bridge_frame
 
 log = logging.getLogger("chatbridge.agent.pull")

@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
-from chatbridge.pipeline.backoff import parse_retry_after
 
 
 class GatewayError(Exception):

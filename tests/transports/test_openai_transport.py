@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from chatbridge.agents.base import AgentOutcome, TurnRequest
-from chatbridge.agents.openai import OpenAICaller, chat_messages
 from chatbridge.errors import AgentTimeout, AgentUnavailable
 from chatbridge.store.records import MessageRecord
 from chatbridge.testing.fake_openai import Answer, FakeOpenAI, create_fake_openai
 from chatbridge.testing.servers import bind_socket, serve_app
+from chatbridge.transports.base import AgentOutcome, TurnRequest
+from chatbridge.transports.openai import OpenAICaller, chat_messages
 from tests.e2e.drain import within
 from tests.e2e.harness import wait_until
 

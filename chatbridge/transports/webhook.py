@@ -36,14 +36,14 @@ from typing import Any
 
 import httpx
 
-from chatbridge.agents.base import AgentOutcome, TurnRequest
-from chatbridge.agents.http import RETRYABLE, describe, retry_pause
-from chatbridge.agents.log import log_event
-from chatbridge.agents.pull import LeaseExpired, PullBroker, UnknownTurn
+from chatbridge.backoff import parse_retry_after
 from chatbridge.channels.signatures import sha256_signature
 from chatbridge.errors import AgentUnavailable
-from chatbridge.pipeline.backoff import parse_retry_after
 from chatbridge.protocol import ProtocolError, utc_now_iso
+from chatbridge.transports.base import AgentOutcome, TurnRequest
+from chatbridge.transports.http import RETRYABLE, describe, retry_pause
+from chatbridge.transports.log import log_event
+from chatbridge.transports.pull import LeaseExpired, PullBroker, UnknownTurn
 
 SIGNATURE_HEADER = "X-Chatbridge-Signature"
 MAX_REPLY_BYTES = 1024 * 1024

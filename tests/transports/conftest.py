@@ -8,10 +8,10 @@ import pytest
 from fastapi import FastAPI, WebSocket
 from websockets.asyncio.server import serve
 
-from chatbridge.agents.hub import AgentHub
 from chatbridge.config import Settings
 from chatbridge.metrics import Metrics
-from tests.agents.hub_helpers import FRAME_LIMIT, FakeAgent, Recorder, serve_app, verify_token
+from chatbridge.transports.hub import AgentHub
+from tests.transports.hub_helpers import FRAME_LIMIT, FakeAgent, Recorder, serve_app, verify_token
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """Log lines about agents and their turns, in one format for the whole ``agents`` package.
 
 Every line reads ``event agent_id=… turn=… key=value`` and carries the same keys in
-``extra``. The logger is ``chatbridge.agents``, shared with ``dial_out``.
+``extra``. The logger is ``chatbridge.transports``, shared with ``dial_out``.
 """
 
 from __future__ import annotations
 
 import logging
 
-log = logging.getLogger("chatbridge.agents")
+log = logging.getLogger("chatbridge.transports")
 
 
 def log_event(

@@ -33,12 +33,12 @@ from typing import Any
 
 import httpx
 
-from chatbridge.agents.base import AgentOutcome, ChunkCallback, TurnRequest
-from chatbridge.agents.http import RETRYABLE, describe, retry_pause
-from chatbridge.agents.log import log_event
+from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentTimeout, AgentUnavailable
-from chatbridge.pipeline.backoff import parse_retry_after
 from chatbridge.store.records import MessageRecord
+from chatbridge.transports.base import AgentOutcome, ChunkCallback, TurnRequest
+from chatbridge.transports.http import RETRYABLE, describe, retry_pause
+from chatbridge.transports.log import log_event
 
 History = Callable[[str, int], Awaitable[list[MessageRecord]]]
 

@@ -20,8 +20,8 @@ from typing import Literal, Protocol
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbridge.agents.log import log_event
 from chatbridge.protocol import Hello, ProtocolError, dumps, parse_agent_frame
+from chatbridge.transports.log import log_event
 
 HELLO_TIMEOUT = 10.0
 """Seconds an agent has, after the upgrade, to send its ``hello``."""

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from chatbridge.cluster import Cluster, ClusterUnavailable
 from chatbridge.errors import AgentElsewhere
 
-log = logging.getLogger("chatbridge.agents")
+log = logging.getLogger("chatbridge.transports")
 
 LEASED = ("http-pull",)
 """Transports whose turns one replica at a time runs: it holds the agent's lease and offers

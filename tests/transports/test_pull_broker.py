@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from chatbridge.agents.base import TurnRequest
-from chatbridge.agents.pull import LeaseExpired, PullBroker, PullPolicy, UnknownTurn
 from chatbridge.errors import AgentTimeout, AgentUnavailable
 from chatbridge.protocol import ProtocolError
+from chatbridge.transports.base import TurnRequest
+from chatbridge.transports.pull import LeaseExpired, PullBroker, PullPolicy, UnknownTurn
 
 
 def request(n: int, *, agent: str = "a1", deadline: float = 5.0) -> TurnRequest:

@@ -12,10 +12,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from chatbridge.agent import Agent, HelloRejected, Turn
-from chatbridge.agents.hub import AgentHub
 from chatbridge.metrics import Metrics
 from chatbridge.testing.mock_agent import build_mock_agent
-from tests.agents.hub_helpers import (
+from chatbridge.transports.hub import AgentHub
+from tests.transports.hub_helpers import (
     FRAME_LIMIT,
     connected_gauge,
     recv_frame,

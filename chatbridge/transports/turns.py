@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
-from chatbridge.agents.base import AgentOutcome, TurnRequest
-from chatbridge.agents.links import Link, LinkClosed
-from chatbridge.agents.log import log_event
 from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
 from chatbridge.protocol import AgentComplete, AgentMessage, ErrorMessage, Handoff, NoReply
+from chatbridge.transports.base import AgentOutcome, TurnRequest
+from chatbridge.transports.links import Link, LinkClosed
+from chatbridge.transports.log import log_event
 
 # ----------------------------------------------------------------------------------------------
 # decisions without I/O

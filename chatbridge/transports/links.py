@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
-from chatbridge.agents.log import log_event
 from chatbridge.protocol import DEAD_AFTER_INTERVALS, dumps, utc_now_iso
+from chatbridge.transports.log import log_event
 
 
 class LinkClosed(Exception):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import time
 
-from chatbridge.agents.base import TurnRequest
-from chatbridge.agents.log import log_event
-from chatbridge.pipeline.backoff import backoff_delay
+from chatbridge.backoff import backoff_delay
+from chatbridge.transports.base import TurnRequest
+from chatbridge.transports.log import log_event
 
 # Statuses that say "not now" rather than "no": the same call may succeed later.
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}

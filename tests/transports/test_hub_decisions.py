@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatbridge.agents.hub import (
+from chatbridge.protocol import AgentComplete, AgentMessage, ErrorMessage, Handoff, NoReply
+from chatbridge.transports.hub import (
     StreamGap,
     assemble_stream,
     frame_too_large,
     outcome_of,
     percentile,
 )
-from chatbridge.agents.links import Link
-from chatbridge.agents.turns import PendingTurn, resume_on
-from chatbridge.protocol import AgentComplete, AgentMessage, ErrorMessage, Handoff, NoReply
-from tests.agents.hub_helpers import turn_request
+from chatbridge.transports.links import Link
+from chatbridge.transports.turns import PendingTurn, resume_on
+from tests.transports.hub_helpers import turn_request
 
 
 @given(st.lists(st.text(), max_size=30), st.randoms())

@@ -16,9 +16,9 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.server import ServerConnection
 
-from chatbridge.agents.base import TurnRequest
 from chatbridge.metrics import Metrics
 from chatbridge.protocol import UserMessage
+from chatbridge.transports.base import TurnRequest
 
 TOKENS = {"agent1": "secret", "agent2": "other-secret"}
 FRAME_LIMIT = 4096

@@ -1,7 +1,7 @@
 """What the pipeline asks of agent transports, in neutral terms.
 
 The pipeline hands a ``TurnRequest`` (a ready ``user_message`` frame) to the ``AgentHub``
-(``chatbridge.agents.hub``), which owns every agent connection (dial-out and dial-in) and
+(``chatbridge.transports.hub``), which owns every agent connection (dial-out and dial-in) and
 returns one ``AgentOutcome`` per turn, or raises ``AgentUnavailable`` / ``AgentTimeout``.
 """
 

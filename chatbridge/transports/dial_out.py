@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 from chatbridge.config import Settings
 from chatbridge.protocol import reconnect_delay
 
-log = logging.getLogger("chatbridge.agents")
+log = logging.getLogger("chatbridge.transports")
 
 OPEN_TIMEOUT = 10.0
 """Seconds allowed for TCP + TLS + the WebSocket handshake."""

@@ -42,35 +42,6 @@ import httpx
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
 
-from chatbridge.agents import dial_in, links
-from chatbridge.agents.base import (
-    AgentOutcome,
-    AgentStatus,
-    ChunkCallback,
-    ProactiveCallback,
-    TurnRequest,
-    TypingCallback,
-)
-from chatbridge.agents.dial_out import close_timeout, dial_out_forever
-from chatbridge.agents.links import Link, LinkClosed, frame_too_large
-from chatbridge.agents.log import log_event
-from chatbridge.agents.openai import History, OpenAICaller
-from chatbridge.agents.placement import LEASED, Placement
-from chatbridge.agents.pull import PullBroker, PullPolicy
-from chatbridge.agents.turns import (
-    ConversationSlots,
-    PendingTurn,
-    StreamGap,
-    assemble_stream,
-    consume_exception,
-    drive,
-    open_turn,
-    outcome_of,
-    percentile,
-    resume_on,
-    settle,
-)
-from chatbridge.agents.webhook import WebhookCaller
 from chatbridge.cluster import Cluster
 from chatbridge.config import Settings, Transport
 from chatbridge.errors import AgentError, AgentUnavailable, ConfigError
@@ -93,6 +64,35 @@ from chatbridge.protocol import (
     parse_agent_frame,
     utc_now_iso,
 )
+from chatbridge.transports import dial_in, links
+from chatbridge.transports.base import (
+    AgentOutcome,
+    AgentStatus,
+    ChunkCallback,
+    ProactiveCallback,
+    TurnRequest,
+    TypingCallback,
+)
+from chatbridge.transports.dial_out import close_timeout, dial_out_forever
+from chatbridge.transports.links import Link, LinkClosed, frame_too_large
+from chatbridge.transports.log import log_event
+from chatbridge.transports.openai import History, OpenAICaller
+from chatbridge.transports.placement import LEASED, Placement
+from chatbridge.transports.pull import PullBroker, PullPolicy
+from chatbridge.transports.turns import (
+    ConversationSlots,
+    PendingTurn,
+    StreamGap,
+    assemble_stream,
+    consume_exception,
+    drive,
+    open_turn,
+    outcome_of,
+    percentile,
+    resume_on,
+    settle,
+)
+from chatbridge.transports.webhook import WebhookCaller
 
 # ``Link``, ``LinkClosed`` and the decisions lived here before ``links`` and ``turns`` were
 # split out; they stay importable from here.

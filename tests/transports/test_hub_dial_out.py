@@ -12,11 +12,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chatbridge.agent import Agent, Turn
-from chatbridge.agents.hub import AgentHub
 from chatbridge.errors import AgentTimeout, AgentUnavailable, ConfigError
 from chatbridge.metrics import Metrics
 from chatbridge.testing.mock_agent import build_mock_agent
-from tests.agents.hub_helpers import (
+from chatbridge.transports.hub import AgentHub
+from tests.transports.hub_helpers import (
     FRAME_LIMIT,
     FakeAgent,
     Recorder,

@@ -29,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatbridge.agents.base import AgentOutcome, ChunkCallback, TurnRequest, TypingCallback
-from chatbridge.agents.turns import outcome_of
 from chatbridge.errors import AgentTimeout, AgentUnavailable
 from chatbridge.protocol import (
     AgentComplete,
@@ -42,6 +40,8 @@ from chatbridge.protocol import (
     Typing,
     parse_agent_frame,
 )
+from chatbridge.transports.base import AgentOutcome, ChunkCallback, TurnRequest, TypingCallback
+from chatbridge.transports.turns import outcome_of
 
 
 class LeaseExpired(Exception):
