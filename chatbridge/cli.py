@@ -181,7 +181,7 @@ def refuse_open_webhooks(settings: Settings) -> None:
     and exit (2) when they would be served on a public address. The app checks again at
     start-up with the settings stored through the API."""
     from chatbridge.api.exposure import chatwoot_configured, exposure_problem, open_webhooks
-    from chatbridge.comms.settings import CommsSettings
+    from chatbridge.crm.settings import CommsSettings
 
     found = open_webhooks(settings, CommsSettings(), chatwoot_in_use=chatwoot_configured(settings))
     problem = exposure_problem(settings, found)

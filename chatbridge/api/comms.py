@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.api.management import admin, get_bridge
-from chatbridge.comms.phones import normalize
-from chatbridge.comms.settings import SECRETS, CommsSettings
-from chatbridge.comms.transcription import provider_status
+from chatbridge.crm.phones import normalize
+from chatbridge.crm.settings import SECRETS, CommsSettings
+from chatbridge.crm.transcription import provider_status
 from chatbridge.errors import BadInput
 from chatbridge.ids import new_id
 from chatbridge.pipeline.bridge import Bridge

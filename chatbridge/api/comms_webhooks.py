@@ -29,7 +29,7 @@ from chatbridge.api.webhooks import check_storable_json, require_json_content_ty
 from chatbridge.channels.whatsapp import ROUTE_NAMES, WhatsAppChannel, parse_webhook
 from chatbridge.channels.whatsapp.base import ProviderCheck
 from chatbridge.channels.whatsapp.meta import verify_subscription
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput
 from chatbridge.models import Ignored, InboundMessage, ParsedWebhook
 from chatbridge.pipeline.bridge import Bridge

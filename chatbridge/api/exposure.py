@@ -20,8 +20,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from chatbridge.comms.settings import CommsSettings
 from chatbridge.config import Settings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import ConfigError
 
 log = logging.getLogger("chatbridge.api.exposure")

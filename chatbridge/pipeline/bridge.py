@@ -17,10 +17,10 @@ from typing import Any
 
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.cluster import Cluster
-from chatbridge.comms.service import link_inbound, load_settings
-from chatbridge.comms.settings import CommsSettings
-from chatbridge.comms.transcription import TranscriptionWorker
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.crm.linking import link_inbound, load_settings
+from chatbridge.crm.settings import CommsSettings
+from chatbridge.crm.transcription import TranscriptionWorker
 from chatbridge.errors import UnknownInbox
 from chatbridge.metrics import Metrics
 from chatbridge.models import (

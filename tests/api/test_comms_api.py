@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from chatbridge.store import tables as t
 from chatbridge.testing.servers import serve_app
-from tests.comms.fake_transcriber import create_fake_transcriber
+from tests.crm.fake_transcriber import create_fake_transcriber
 from tests.e2e.harness import Stack, running_stack, wait_until
 
 AUTH = {"Authorization": "Bearer test-admin-key-0123"}

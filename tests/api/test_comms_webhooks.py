@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 
 from chatbridge.channels.whatsapp import WhatsAppChannel
 from chatbridge.channels.whatsapp.signatures import evolution_jwt, sign_meta, sign_waha
-from chatbridge.comms.settings import CommsSettings
 from chatbridge.config import AgentConfig, InboxMapping
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
 from chatbridge.testing.fake_whatsapp import (

@@ -26,8 +26,8 @@ from chatbridge.api.exposure import exposure_problem, is_loopback, open_webhooks
 from chatbridge.channels.signatures import sign_chatwoot
 from chatbridge.channels.whatsapp.signatures import encode_jwt_hs256, evolution_jwt
 from chatbridge.channels.whatsapp.signatures import verify_jwt_hs256 as verify_jwt
-from chatbridge.comms.settings import CommsSettings
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadSignature, ConfigError
 from chatbridge.store import tables as t
 from chatbridge.testing.mock_chatwoot import TriggerRequest

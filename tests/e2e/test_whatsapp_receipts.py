@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import select
 
 from chatbridge.api import create_app
-from chatbridge.comms.settings import CommsSettings
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec

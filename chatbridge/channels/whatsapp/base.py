@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatbridge.channels.whatsapp import lookups
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
 from chatbridge.models import (
     Attachment,

@@ -43,7 +43,7 @@ from chatbridge.channels.whatsapp.inbound import (
     sent_message,
 )
 from chatbridge.channels.whatsapp.signatures import verify_evolution
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import Attachment, Ignored, ParsedWebhook, StatusUpdate
 
 NAME = "evolution"

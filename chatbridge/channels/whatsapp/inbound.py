@@ -17,7 +17,7 @@ from chatbridge.channels.whatsapp.ids import (
     jid_kind,
     phone_digits,
 )
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput
 from chatbridge.models import (
     Attachment,

@@ -34,7 +34,7 @@ from chatbridge.channels.whatsapp.inbound import (
     require_str,
 )
 from chatbridge.channels.whatsapp.signatures import verify_meta
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
 from chatbridge.models import Attachment, Ignored, ParsedWebhook, StatusUpdate
 

@@ -29,7 +29,7 @@ from chatbridge.channels.whatsapp.inbound import (
     invalid,
     require_str,
 )
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import Attachment, ParsedWebhook
 
 NAME = "mock"

@@ -15,7 +15,7 @@ from chatbridge.channels.whatsapp.signatures import (
     sign_waha,
     verify_jwt_hs256,
 )
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput, BadSignature, PermanentDelivery
 from chatbridge.models import (
     DeliveryReceipt,

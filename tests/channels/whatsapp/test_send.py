@@ -11,7 +11,7 @@ import pytest
 
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.channels.whatsapp import WhatsAppChannel
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, RecordedRequest, create_fake_whatsapp

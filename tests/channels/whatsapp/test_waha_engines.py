@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from chatbridge.channels.whatsapp import parse_webhook
 from chatbridge.channels.whatsapp.waha import sent_id
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput
 from chatbridge.models import DeliveryReceipt, Ignored, InboundMessage, OwnerSignal
 from chatbridge.testing.fake_whatsapp import (

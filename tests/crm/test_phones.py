@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatbridge.comms.phones import InvalidPhone, normalize, try_normalize
+from chatbridge.crm.phones import InvalidPhone, normalize, try_normalize
 
 REGIONS = ["US", "GB", "IN", "DE", "BR", "FR", "AU", "JP", "NG", "MX"]
 

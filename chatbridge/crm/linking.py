@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chatbridge.comms.phones import try_normalize
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.phones import try_normalize
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import InboundMessage
 from chatbridge.store import Store
 
-log = logging.getLogger("chatbridge.comms")
+log = logging.getLogger("chatbridge.crm")
 
 
 async def load_settings(store: Store, base: CommsSettings | None = None) -> CommsSettings:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from chatbridge.comms.settings import CommsSettings
-from chatbridge.comms.transcription import (
+from chatbridge.crm.settings import CommsSettings
+from chatbridge.crm.transcription import (
     LocalTranscriber,
     PermanentTranscription,
     Recording,
@@ -21,7 +21,7 @@ from chatbridge.comms.transcription import (
 )
 from chatbridge.store import Store
 from chatbridge.testing.servers import serve_app
-from tests.comms.fake_transcriber import create_fake_transcriber
+from tests.crm.fake_transcriber import create_fake_transcriber
 
 
 @pytest.fixture

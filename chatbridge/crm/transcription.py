@@ -32,11 +32,11 @@ from typing import Any, Protocol
 import aiohttp
 
 from chatbridge.backoff import backoff_delay
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import ChatbridgeError
 from chatbridge.store import Store
 
-log = logging.getLogger("chatbridge.comms.transcription")
+log = logging.getLogger("chatbridge.crm.transcription")
 
 MAX_ATTEMPTS = 5
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024

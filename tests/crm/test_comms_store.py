@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from chatbridge.comms.service import inbound_phone, link_inbound, load_settings
-from chatbridge.comms.settings import CommsSettings
+from chatbridge.crm.linking import inbound_phone, link_inbound, load_settings
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
 from chatbridge.store import tables as t
