@@ -191,6 +191,26 @@ class InboxMapping(BaseModel):
     )
 
 
+class HttpInbox(BaseModel):
+    """One inbox of the generic ``http`` channel (``docs/channels/http.md``): the secret both
+    directions are signed with, and where the bridge POSTs replies, typing and handoffs."""
+
+    secret: str = Field(
+        min_length=MIN_SECRET_CHARS,
+        max_length=1000,
+        pattern=_PRINTABLE,
+        description="HMAC-SHA256 key of X-Chatbridge-Signature, both ways; write-only",
+        repr=False,
+    )
+    callback_url: str = Field(max_length=2000, pattern=_URL)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str) -> str:
+        _check_http_url(value, "callback_url")
+        return value
+
+
 def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -390,6 +410,16 @@ class Settings(BaseSettings):
     # Chatwoot's). Replicas of one deployment must use the same prefix.
     redis_prefix: str = Field(default="chatbridge", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
+    # --- the generic http channel (chatbridge/channels/http.py, docs/channels/http.md) -----
+    http_inboxes: dict[int, HttpInbox] = Field(
+        default_factory=dict,
+        description='{"<inbox id>": {"secret": "...", "callback_url": "https://..."}}; the '
+        'inbox\'s agent comes from a mapping with "channel": "http"',
+    )
+    # Signed requests whose timestamp is further than this from the bridge's clock are refused.
+    http_signature_max_age_seconds: float = Field(default=300.0, gt=0, le=86400)
+    http_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
     # --- rate limits (limits' string notation, per the key named) -------------------------
     rate_limit_enabled: bool = True
     rate_limit_session_create: str = "30/minute"  # per IP
@@ -440,6 +470,14 @@ class Settings(BaseSettings):
                 parse(value)
             except ValueError:
                 raise ValueError(f"not a limit like '10/minute': {value!r}") from None
+        return value
+
+    @field_validator("http_inboxes")
+    @classmethod
+    def _http_inbox_ids(cls, value: dict[int, HttpInbox]) -> dict[int, HttpInbox]:
+        for inbox_id in value:
+            if not 0 <= inbox_id <= 2**31 - 1:
+                raise ValueError(f"http_inboxes: inbox id {inbox_id} is out of range")
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,568 @@
+"""The generic ``http`` channel: any app or site that is not Chatwoot or WhatsApp.
+
+Inbound, the app POSTs one JSON object per request to ``/webhook/http/{inbox}``, signed with
+the inbox's secret::
+
+    X-Chatbridge-Timestamp: <unix seconds>
+    X-Chatbridge-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
+
+and the body is one of::
+
+    {"type": "message", "conversation_id", "message_id", "text",
+     "author"?, "contact"?, "attachments"?, "metadata"?}
+    {"type": "handoff", "conversation_id", "to": "human" | "bot", "event_id"?}
+    {"type": "event", "event", "conversation_id"?, "contact"?, "data"?, "event_id"?}
+
+Outbound, replies, typing on/off and handoffs go to the inbox's ``callback_url`` as JSON POSTs
+signed the same way (``sign`` and ``verify`` here serve both ends) and carrying the delivery's
+idempotency key (``Idempotency-Key`` header and ``idempotency_key`` field). A retry repeats
+the key and the receiver dedupes on it, so re-sending is harmless and ``already_sent`` is
+always ``False``.
+
+The app's ids are namespaced by inbox in the store (``"<inbox>:<id>"``): two apps may both
+have a conversation ``"42"``. ``docs/channels/http.md`` is the reference for app authors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol
+
+import httpx
+
+from chatbridge import __version__
+from chatbridge.backoff import parse_retry_after
+from chatbridge.channels.base import Capabilities, InboundRequest, load_object
+from chatbridge.channels.signatures import find_header
+from chatbridge.config import HttpInbox, Settings
+from chatbridge.errors import BadInput, BadSignature, PermanentDelivery, RetryableDelivery
+from chatbridge.models import (
+    Attachment,
+    ContactInfo,
+    ConversationEvent,
+    Ignored,
+    InboundMessage,
+    OutboundAction,
+    OwnerSignal,
+    ParsedWebhook,
+    SendResult,
+)
+
+__all__ = [
+    "CHANNEL",
+    "IDEMPOTENCY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "HttpChannel",
+    "build",
+    "callback_body",
+    "parse_payload",
+    "sign",
+    "verify",
+]
+
+CHANNEL = "http"
+TIMESTAMP_HEADER = "X-Chatbridge-Timestamp"
+SIGNATURE_HEADER = "X-Chatbridge-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+USER_AGENT = f"chatbridge/{__version__}"
+
+# The store keeps channel keys and external ids in 200 characters, and ours are
+# "<inbox>:<id>" (up to 11 characters of prefix).
+MAX_ID_CHARS = 150
+MAX_EVENT_CHARS = 100
+MAX_ATTACHMENTS = 50
+_CONTACT_LIMITS = {"name": 300, "email": 300, "phone": 40}
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+_SIGNATURE_RE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,20}")
+_MAX_INBOX_ID = 2**31 - 1
+
+# Compact, UTF-8 kept as is, NaN refused; built once (``json.dumps`` with options is not).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+# --------------------------------------------------------------------------------------
+# Signatures (both directions)
+# --------------------------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes, timestamp: str) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``."""
+    mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+    mac.update(timestamp.encode("ascii"))
+    mac.update(b".")
+    mac.update(body)
+    return "sha256=" + mac.hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: float | None = None) -> dict[str, str]:
+    """The two signature headers for ``body`` (sent now, or at ``timestamp``).
+
+    Args:
+        secret: the inbox's secret.
+        body: the exact bytes that will be sent.
+        timestamp: Unix seconds; defaults to now.
+    """
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: signature(secret, body, stamp)}
+
+
+def verify(
+    secret: str,
+    body: bytes,
+    timestamp: str | None,
+    signature_header: str | None,
+    *,
+    max_age: float | None,
+    now: float | None = None,
+) -> None:
+    """Check that ``body`` was signed with ``secret`` within ``max_age`` seconds of ``now``.
+
+    Args:
+        secret: the inbox's secret.
+        body: the raw request body, exactly as received.
+        timestamp: the ``X-Chatbridge-Timestamp`` header (None when absent).
+        signature_header: the ``X-Chatbridge-Signature`` header (None when absent).
+        max_age: the replay window in seconds; None turns it off.
+        now: the current Unix time; defaults to ``time.time()``.
+
+    Raises:
+        BadSignature: a header is missing or malformed, the signature does not match, or the
+            timestamp is outside the window. The message names which.
+    """
+    if timestamp is None:
+        raise BadSignature(f"missing {TIMESTAMP_HEADER} header")
+    if signature_header is None:
+        raise BadSignature(f"missing {SIGNATURE_HEADER} header")
+    timestamp = timestamp.strip()
+    if not _TIMESTAMP_RE.fullmatch(timestamp):
+        raise BadSignature(f"malformed {TIMESTAMP_HEADER} header (expected Unix seconds)")
+    match = _SIGNATURE_RE.fullmatch(signature_header.strip())
+    if match is None:
+        raise BadSignature(f"malformed {SIGNATURE_HEADER} header (expected sha256=<64 hex>)")
+    expected = signature(secret, body, timestamp)[7:].encode("ascii")
+    if not hmac.compare_digest(expected, match.group(1).lower().encode("ascii")):
+        raise BadSignature(f"{SIGNATURE_HEADER} does not match the body and timestamp")
+    # After the signature: "outside the window" then only describes an authentic request
+    # (replayed, delayed, or a clock out of sync), which is what the app's author needs to know.
+    if max_age is not None:
+        current = time.time() if now is None else now
+        if abs(current - int(timestamp)) > max_age:
+            raise BadSignature(
+                f"{TIMESTAMP_HEADER} is more than {max_age:g} s from the bridge's clock "
+                "(a replayed or delayed request, or a clock out of sync)"
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Inbound bodies (pure)
+# --------------------------------------------------------------------------------------
+
+
+def _invalid(path: str, message: str) -> NoReturn:
+    raise BadInput("invalid_payload", f"{path} {message}", details={"field": path})
+
+
+def _str(
+    obj: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    required: bool = False,
+    max_length: int | None = None,
+    printable: bool = False,
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            _invalid(path, "is required (a string)")
+        return None
+    if not isinstance(value, str):
+        _invalid(path, "must be a string")
+    if max_length is not None and len(value) > max_length:
+        _invalid(path, f"is longer than {max_length} characters")
+    if printable and not _PRINTABLE.fullmatch(value):
+        _invalid(path, "must be non-empty printable text")
+    return value
+
+
+def _id(obj: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
+    return _str(obj, key, path, required=required, max_length=MAX_ID_CHARS, printable=True)
+
+
+def _obj(obj: Mapping[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _invalid(path, "must be an object")
+    return value
+
+
+def _contact(payload: Mapping[str, Any], inbox_id: int) -> ContactInfo | None:
+    raw = _obj(payload, "contact", "contact")
+    if raw is None:
+        return None
+    contact_id = _id(raw, "id", "contact.id", required=False)
+    # cut to what the store holds: a long name is no reason to refuse a customer's message
+    fields: dict[str, str | None] = {}
+    for key, limit in _CONTACT_LIMITS.items():
+        value = _str(raw, key, f"contact.{key}")
+        fields[key] = None if value is None else value[:limit]
+    return ContactInfo(
+        external_id=None if contact_id is None else f"{inbox_id}:{contact_id}",
+        name=fields["name"],
+        email=fields["email"],
+        phone=fields["phone"],
+        metadata=_obj(raw, "metadata", "contact.metadata") or {},
+    )
+
+
+def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
+    raw = payload.get("attachments")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        _invalid("attachments", "must be a list")
+    if len(raw) > MAX_ATTACHMENTS:
+        _invalid("attachments", f"has more than {MAX_ATTACHMENTS} items")
+    result: list[Attachment] = []
+    for index, item in enumerate(raw):
+        path = f"attachments[{index}]"
+        if not isinstance(item, dict):
+            _invalid(path, "must be an object")
+        url = _str(item, "url", f"{path}.url", required=True, max_length=2000)
+        assert url is not None
+        if not url.startswith(("http://", "https://")):
+            _invalid(f"{path}.url", "must be an http:// or https:// URL")
+        size = item.get("size")
+        if size is not None and (
+            not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 2**53
+        ):
+            _invalid(f"{path}.size", "must be a non-negative integer")
+        result.append(
+            Attachment(
+                url=url,
+                mime=_str(item, "mime", f"{path}.mime", max_length=200),
+                size=size,
+                name=_str(item, "name", f"{path}.name", max_length=300),
+            )
+        )
+    return result
+
+
+def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> ParsedWebhook:
+    conversation_id = _id(payload, "conversation_id", "conversation_id")
+    message_id = _id(payload, "message_id", "message_id")
+    text = _str(payload, "text", "text", required=True)
+    assert conversation_id is not None and message_id is not None and text is not None
+    attachments = _attachments(payload)
+    if not text and not attachments:
+        _invalid("text", "must not be empty (unless attachments are given)")
+    author = payload.get("author", "customer")
+    channel_key = f"{inbox_id}:{conversation_id}"
+    external_id = f"{inbox_id}:{message_id}"
+    contact = _contact(payload, inbox_id)
+    metadata = _obj(payload, "metadata", "metadata") or {}
+    if author == "customer":
+        return InboundMessage(
+            channel=CHANNEL,
+            inbox_id=inbox_id,
+            channel_key=channel_key,
+            text=text,
+            external_message_id=external_id,
+            attachments=attachments,
+            contact=contact,
+            context={
+                "channel": CHANNEL,
+                "external_conversation_id": conversation_id,
+                "additional_attributes": metadata,
+            },
+            metadata={"message_id": message_id},
+            received_at=received_at,
+        )
+    if author == "human":
+        # One of the app's own people wrote in the conversation: they take it over.
+        return OwnerSignal(
+            channel=CHANNEL,
+            inbox_id=inbox_id,
+            channel_key=channel_key,
+            reason="human_message",
+            owner="human",
+            text=text,
+            external_message_id=external_id,
+            author_name=contact.name if contact else None,
+        )
+    if author == "bot":
+        # The app mirrors its whole chat log, our replies included: never a turn.
+        return Ignored("own_reply")
+    _invalid("author", "must be 'customer', 'human' or 'bot'")
+
+
+def _handoff(payload: Mapping[str, Any], inbox_id: int) -> OwnerSignal:
+    conversation_id = _id(payload, "conversation_id", "conversation_id")
+    event_id = _id(payload, "event_id", "event_id", required=False)
+    to = payload.get("to")
+    if to != "human" and to != "bot":
+        _invalid("to", "must be 'human' or 'bot'")
+    return OwnerSignal(
+        channel=CHANNEL,
+        inbox_id=inbox_id,
+        channel_key=f"{inbox_id}:{conversation_id}",
+        reason=f"handoff_to_{to}",
+        owner=to,
+        delivery_id=None if event_id is None else f"{inbox_id}:{event_id}",
+    )
+
+
+def _event(payload: Mapping[str, Any], inbox_id: int) -> ConversationEvent:
+    name = _str(payload, "event", "event", required=True, max_length=MAX_EVENT_CHARS)
+    if not name or not _PRINTABLE.fullmatch(name):
+        _invalid("event", "must be non-empty printable text")
+    conversation_id = _id(payload, "conversation_id", "conversation_id", required=False)
+    event_id = _id(payload, "event_id", "event_id", required=False)
+    return ConversationEvent(
+        channel=CHANNEL,
+        inbox_id=inbox_id,
+        event=name,
+        channel_key=None if conversation_id is None else f"{inbox_id}:{conversation_id}",
+        contact=_contact(payload, inbox_id),
+        data=_obj(payload, "data", "data") or {},
+        delivery_id=None if event_id is None else f"{inbox_id}:{event_id}",
+    )
+
+
+def parse_payload(body: bytes, inbox_id: int, *, received_at: float | None = None) -> ParsedWebhook:
+    """The neutral event in one (already authenticated) request body of inbox ``inbox_id``.
+
+    Raises:
+        BadInput: ``invalid_json`` (not a JSON object) or ``invalid_payload``, whose message
+            and ``details["field"]`` name the offending field.
+    """
+    payload = load_object(body)
+    kind = payload.get("type")
+    if kind == "message":
+        return _message(payload, inbox_id, time.time() if received_at is None else received_at)
+    if kind == "handoff":
+        return _handoff(payload, inbox_id)
+    if kind == "event":
+        return _event(payload, inbox_id)
+    _invalid("type", "must be 'message', 'handoff' or 'event'")
+
+
+def _inbox_id(raw: str | None) -> int | None:
+    if raw is None or not raw.isdecimal() or not raw.isascii() or len(raw) > 10:
+        return None
+    number = int(raw)
+    return number if number <= _MAX_INBOX_ID else None
+
+
+# --------------------------------------------------------------------------------------
+# Outbound bodies (pure)
+# --------------------------------------------------------------------------------------
+
+
+def callback_body(action: OutboundAction) -> dict[str, Any]:
+    """What the callback URL receives for ``action`` (see ``docs/channels/http.md``).
+
+    Raises:
+        PermanentDelivery: an action kind this channel does not know.
+    """
+    conversation = action.conversation
+    # "<inbox>:<the app's id>" in the store; the app gets its own id back
+    _, _, conversation_id = conversation.channel_key.partition(":")
+    body: dict[str, Any] = {
+        "type": "message",
+        "idempotency_key": action.idempotency_key,
+        "inbox_id": conversation.inbox_id,
+        "conversation_id": conversation_id,
+    }
+    kind = action.kind
+    if kind == "message":
+        body["text"] = action.text or ""
+        if action.attachments:
+            body["attachments"] = [
+                {k: v for k, v in (("url", a.url), ("mime", a.mime), ("name", a.name)) if v}
+                for a in action.attachments
+            ]
+        if action.metadata:
+            body["metadata"] = action.metadata
+    elif kind == "typing_on" or kind == "typing_off":
+        body["type"] = "typing"
+        body["on"] = kind == "typing_on"
+    elif kind == "handoff":
+        body["type"] = "handoff"
+        body["to"] = "human"
+    else:
+        raise PermanentDelivery(f"http channel cannot perform action kind {kind!r}")
+    return body
+
+
+def _reply_id(response: httpx.Response) -> str | None:
+    """The receiver's id for the message, when it answers ``{"message_id": ...}``."""
+    if not response.content or "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        return None
+    value = data.get("message_id") if isinstance(data, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+
+
+# --------------------------------------------------------------------------------------
+# The channel
+# --------------------------------------------------------------------------------------
+
+
+class HttpChannel:
+    """The generic signed-JSON channel (``Channel`` contract): one ``httpx.AsyncClient`` for
+    every inbox's callback, created on first send and closed by ``aclose``."""
+
+    name = CHANNEL
+    capabilities = Capabilities(typing=True, media=True)
+
+    def __init__(
+        self,
+        inboxes: Mapping[int, HttpInbox],
+        *,
+        max_age: float | None = 300.0,
+        timeout: float = 10.0,
+    ) -> None:
+        """
+        Args:
+            inboxes: inbox id → its secret and callback URL.
+            max_age: the replay window of inbound requests, in seconds (None: none).
+            timeout: total seconds per callback POST.
+        """
+        self._inboxes = dict(inboxes)
+        self._max_age = max_age
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- inbound
+    async def parse(self, request: InboundRequest) -> list[ParsedWebhook]:
+        """Authenticate ``request`` with its inbox's secret and read the event it holds.
+
+        Raises:
+            BadInput: 404 the inbox is not configured, 401 bad or missing signature or a
+                timestamp outside the window, 400 a malformed body (the field is named).
+        """
+        raw_inbox = request.path.get("inbox")
+        inbox_id = _inbox_id(raw_inbox)
+        inbox = None if inbox_id is None else self._inboxes.get(inbox_id)
+        if inbox is None or inbox_id is None:
+            raise BadInput(
+                "unknown_inbox",
+                f"http inbox {raw_inbox!r} is not configured (CHATBRIDGE_HTTP_INBOXES)",
+                status_code=404,
+                details={"channel": CHANNEL, "inbox_id": raw_inbox},
+            )
+        headers = request.headers
+        verify(
+            inbox.secret,
+            request.body,
+            find_header(headers, "x-chatbridge-timestamp"),
+            find_header(headers, "x-chatbridge-signature"),
+            max_age=self._max_age,
+            now=request.received_at,
+        )
+        return [parse_payload(request.body, inbox_id, received_at=request.received_at)]
+
+    def stored(self, message: InboundMessage) -> None:
+        """Nothing to do: the app learns the outcome from the reply at its callback."""
+
+    # ---------------------------------------------------------------- outbound
+    def _http(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise RuntimeError("HttpChannel is closed")
+        client = self._client
+        if client is None:
+            client = self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            )
+        return client
+
+    async def send(self, action: OutboundAction) -> SendResult:
+        """POST ``action`` to its inbox's callback URL, signed, with its idempotency key.
+
+        Raises:
+            RetryableDelivery: connect error, timeout, 408, 429 or 5xx (``retry_after`` from
+                ``Retry-After`` when sent).
+            PermanentDelivery: any other non-2xx (redirects are not followed), an inbox no
+                longer configured, or an unknown action kind.
+        """
+        inbox_id = action.conversation.inbox_id
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is None:
+            raise PermanentDelivery(f"http inbox {inbox_id} is not configured")
+        body = _encode(callback_body(action)).encode()
+        headers = sign(inbox.secret, body)
+        headers["Content-Type"] = "application/json"
+        headers[IDEMPOTENCY_HEADER] = action.idempotency_key
+        what = f"http callback {action.kind}"
+        try:
+            response = await self._http().post(inbox.callback_url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetryableDelivery(f"{what}: timed out") from exc
+        except httpx.TransportError as exc:
+            raise RetryableDelivery(
+                f"{what}: cannot reach {_origin(inbox.callback_url)} ({type(exc).__name__})"
+            ) from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult(external_id=_reply_id(response))
+        excerpt = " ".join(response.text.split())[:200].replace(inbox.secret, "***")
+        message = f"{what}: HTTP {status}: {excerpt}"
+        if status in (408, 429) or status >= 500:
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            raise RetryableDelivery(message, retry_after=wait)
+        raise PermanentDelivery(message)
+
+    async def already_sent(self, action: OutboundAction) -> bool | None:
+        """Always ``False``: a repeated POST carries the same idempotency key, and receivers
+        dedupe on it (the documented contract), so sending again is harmless."""
+        return False
+
+    async def aclose(self) -> None:
+        """Close the client; later sends raise ``RuntimeError``. Idempotent."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what an error message may show of a callback URL
+    (its path or query may hold a token)."""
+    parts = httpx.URL(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.host}{port}"
+
+
+class _Context(Protocol):
+    """What ``build`` reads of the registry's ``ChannelContext``."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+def build(context: _Context) -> HttpChannel:
+    """The channel as the registry builds it, from ``Settings.http_inboxes``."""
+    settings = context.settings
+    return HttpChannel(
+        settings.http_inboxes,
+        max_age=settings.http_signature_max_age_seconds,
+        timeout=settings.http_timeout_seconds,
+    )
