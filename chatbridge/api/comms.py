@@ -26,7 +26,7 @@ from chatbridge.crm.transcription import provider_status
 from chatbridge.errors import BadInput
 from chatbridge.ids import new_id
 from chatbridge.pipeline.bridge import Bridge
-from chatbridge.store.comms import ThreadFilter
+from chatbridge.store.crm import ThreadFilter
 from chatbridge.store.records import DeliverySpec
 
 router = APIRouter(prefix="/api/comms", tags=["comms"], dependencies=admin)

@@ -5,17 +5,26 @@ See ``turns`` for why Chatbridge keeps its own outbox and leases, and how claimi
 
 from __future__ import annotations
 
-from chatbridge.store.comms import CommsStore
 from chatbridge.store.conversations import ConversationStore
+from chatbridge.store.crm import CrmStore
 from chatbridge.store.hot import GroupCommit
 from chatbridge.store.outage import is_outage
 from chatbridge.store.outbox import OutboxStore
 from chatbridge.store.routing import RoutingStore
+from chatbridge.store.transcriptions import TranscriptionStore
 from chatbridge.store.turns import TurnStore
 from chatbridge.store.webchat import WebchatStore
 
 
-class Store(RoutingStore, ConversationStore, TurnStore, OutboxStore, WebchatStore, CommsStore):
+class Store(
+    RoutingStore,
+    ConversationStore,
+    TurnStore,
+    OutboxStore,
+    WebchatStore,
+    CrmStore,
+    TranscriptionStore,
+):
     """Async access to the database. One instance per process; ``migrate()`` before use."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:

@@ -13,7 +13,7 @@ from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
 from chatbridge.store import tables as t
-from chatbridge.store.comms import ThreadFilter
+from chatbridge.store.crm import ThreadFilter
 from chatbridge.store.records import Route, TurnDecision
 
 ROUTE = Route(
