@@ -1,4 +1,4 @@
-"""The channel extension point, and an in-memory fake for tests.
+"""The channel extension point (its in-memory fake is ``chatbridge.channels.memory``).
 
 A channel translates both ways and nothing else: ``parse`` turns one webhook request (its
 signature checked, our own echoes screened) into neutral inbound events, ``send`` turns a
@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from chatbridge.errors import BadInput
 from chatbridge.models import InboundMessage, OutboundAction, ParsedWebhook, SendResult
+
+if TYPE_CHECKING:
+    from chatbridge.config import Settings
+    from chatbridge.crm.settings import CommsSettings
+    from chatbridge.metrics import Metrics
+    from chatbridge.store import Store
+    from chatbridge.webchat.live import LiveHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +100,6 @@ class ChannelAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MemoryChannel:
-    """Fake adapter: records every action; a test can make it fail with ``fail_next``."""
-
-    def __init__(self, name: str = "memory") -> None:
-        self.name = name
-        self.actions: list[OutboundAction] = []
-        self.fail_next: list[Exception] = []
-
-    async def send(self, action: OutboundAction) -> SendResult:
-        if self.fail_next:
-            raise self.fail_next.pop(0)
-        self.actions.append(action)
-        return SendResult(external_id=str(len(self.actions)))
-
-    async def already_sent(self, action: OutboundAction) -> bool | None:
-        return any(a.idempotency_key == action.idempotency_key for a in self.actions)
-
-    async def aclose(self) -> None:
-        return None
-
-
 @runtime_checkable
 class Channel(ChannelAdapter, Protocol):
     """A channel, inbound and outbound: the one contract every channel implements.
@@ -137,3 +123,19 @@ class Channel(ChannelAdapter, Protocol):
     def stored(self, message: InboundMessage) -> None:
         """Called once an inbound message is durably stored (WhatsApp marks it read)."""
         ...
+
+
+@dataclass(slots=True)
+class ChannelContext:
+    """What a channel is built from (``build(context) -> Channel`` in each channel module,
+    found through ``chatbridge.channels.registry``): the bridge's pieces a channel may use.
+
+    ``comms_settings`` returns the WhatsApp/CRM settings in force; it is called on every use,
+    so a change made through the API applies at once.
+    """
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    live: LiveHub
+    comms_settings: Callable[[], CommsSettings]

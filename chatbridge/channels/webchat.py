@@ -1,26 +1,155 @@
-"""The web chat channel adapter: "sending" is telling the visitor's open widgets.
+"""The web chat channel: a visitor's message in, "sending" is telling their open widgets.
 
-A reply to a web chat visitor is already in the database when its delivery runs (the
-``messages`` row written with the turn's outcome), and the widget reads its history from
-there. So ``send`` only wakes the session's live sockets and long-polls; typing and handoff
-are live-only events. A widget that is closed at that moment reads the reply from its
-history when it comes back — nothing is lost by a send that reached nobody.
+Inbound: a visitor's message arrives through the web chat APIs (``chatbridge.api.webchat``
+and the drop-in action API), which open or resume the session; this channel checks the
+message (ids, text) and turns it into the neutral ``InboundMessage`` of the session's
+conversation (deduplicated by the client's message id). ``parse`` does the same for a JSON
+body ``{"session_id", "text", "client_message_id"}`` of an existing, active session.
+
+Outbound: a reply to a web chat visitor is already in the database when its delivery runs
+(the ``messages`` row written with the turn's outcome), and the widget reads its history
+from there. So ``send`` only wakes the session's live sockets and long-polls; typing and
+handoff are live-only events. A widget that is closed at that moment reads the reply from
+its history when it comes back: nothing is lost by a send that reached nobody. The bridge
+itself sends nothing a visitor could echo back, so there are no echoes to screen.
 """
 
 from __future__ import annotations
 
-from chatbridge.models import OutboundAction, SendResult
+import re
+from typing import TYPE_CHECKING, Any
+
+from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest, load_object
+from chatbridge.errors import BadInput
+from chatbridge.models import (
+    ContactInfo,
+    InboundMessage,
+    OutboundAction,
+    ParsedWebhook,
+    SendResult,
+)
 from chatbridge.webchat.live import LiveHub
 
+if TYPE_CHECKING:
+    from chatbridge.store import Store
+    from chatbridge.store.webchat import WebchatSession
+
+CHANNEL = "webchat"
 HANDOFF_NOTICE = "You are being connected to a person. Please wait a moment."
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_MAX_CHARS = 10_000
+
+
+def check_session_id(session_id: str) -> None:
+    """Raises: BadInput ``invalid_session_id``."""
+    if not SESSION_ID.match(session_id):
+        raise BadInput(
+            "invalid_session_id",
+            "session_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+        )
+
+
+def check_client_message_id(client_message_id: str | None) -> None:
+    """Raises: BadInput ``invalid_client_message_id``."""
+    if client_message_id is not None and not CLIENT_ID.match(client_message_id):
+        raise BadInput(
+            "invalid_client_message_id",
+            "client_message_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+        )
+
+
+def check_text(text: str, limit: int) -> str:
+    """The visitor's text without NULs and outer blanks.
+
+    Raises:
+        BadInput: ``empty_message`` (400), ``message_too_long`` (413).
+    """
+    text = text.replace("\x00", "").strip()
+    if not text:
+        raise BadInput("empty_message", "the message is empty")
+    if len(text) > limit:
+        raise BadInput(
+            "message_too_long",
+            f"the message is longer than {limit} characters",
+            status_code=413,
+            details={"max_chars": limit, "length": len(text)},
+        )
+    return text
 
 
 class WebchatChannel:
-    name = "webchat"
+    """The ``Channel`` for ``"webchat"``. ``store`` is needed by ``parse`` only (it looks the
+    session up); ``session_timeout`` says when a session stops being active."""
 
-    def __init__(self, live: LiveHub) -> None:
+    name = CHANNEL
+    capabilities = Capabilities(typing=True, streaming=True)
+    signed = False  # the session id is the visitor's credential; nothing is signed
+
+    def __init__(
+        self,
+        live: LiveHub,
+        *,
+        store: Store | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        session_timeout: float | None = None,
+    ) -> None:
         self.live = live
+        self.store = store
+        self.max_chars = max_chars
+        self.session_timeout = session_timeout
 
+    # ------------------------------------------------------------------ inbound
+    def message(
+        self,
+        session: WebchatSession,
+        text: str,
+        *,
+        client_message_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> InboundMessage:
+        """The neutral message a visitor's (checked) ``text`` in ``session`` is."""
+        meta: dict[str, Any] = {"session_id": session.id, **(extra or {})}
+        if client_message_id:
+            meta["client_message_id"] = client_message_id
+        return InboundMessage(
+            channel=CHANNEL,
+            inbox_id=session.inbox_id,
+            channel_key=session.uid,
+            text=text,
+            external_message_id=(
+                f"{session.uid}:{client_message_id}" if client_message_id else None
+            ),
+            contact=ContactInfo(external_id=session.uid, metadata={"session_id": session.id}),
+            context={"channel": "web_widget", "session_id": session.id, "uid": session.uid},
+            metadata=meta,
+        )
+
+    async def parse(self, request: InboundRequest) -> list[ParsedWebhook]:
+        payload = load_object(request.body)
+        session_id = payload.get("session_id")
+        text = payload.get("text")
+        client_message_id = payload.get("client_message_id")
+        if not isinstance(session_id, str):
+            raise BadInput("invalid_session_id", "session_id must be a string")
+        if not isinstance(text, str):
+            raise BadInput("invalid_payload", "text must be a string")
+        if client_message_id is not None and not isinstance(client_message_id, str):
+            raise BadInput("invalid_client_message_id", "client_message_id must be a string")
+        check_session_id(session_id)
+        check_client_message_id(client_message_id)
+        text = check_text(text, self.max_chars)
+        if self.store is None:
+            raise BadInput("unknown_session", f"no session {session_id}", status_code=404)
+        session = await self.store.get_session(session_id, timeout=self.session_timeout)
+        if session is None:
+            raise BadInput("unknown_session", f"no session {session_id}", status_code=404)
+        return [self.message(session, text, client_message_id=client_message_id)]
+
+    def stored(self, message: InboundMessage) -> None:
+        self.live.news(message.channel_key)  # the visitor's other tabs show it at once
+
+    # ------------------------------------------------------------------ outbound
     async def send(self, action: OutboundAction) -> SendResult:
         uid = action.conversation.channel_key
         match action.kind:
@@ -37,3 +166,14 @@ class WebchatChannel:
 
     async def aclose(self) -> None:
         return None
+
+
+def build(context: ChannelContext) -> WebchatChannel:
+    """The registry's entry point (``"webchat"``)."""
+    s = context.settings
+    return WebchatChannel(
+        context.live,
+        store=context.store,
+        max_chars=s.webchat_max_message_chars,
+        session_timeout=s.webchat_session_timeout,
+    )

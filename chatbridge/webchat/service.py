@@ -1,30 +1,37 @@
 """What both web chat APIs (the native one and the drop-in action API) do with a visitor.
 
-Open or resume a session, store a visitor's message as an inbound message of the ``webchat``
-channel (deduplicated by the client's message id), read a session's history after a cursor
-and wait for news. Routing, turns, handoff and replies are the core bridge's, unchanged.
+Open or resume a session, hand a visitor's message to the ``webchat`` channel (which checks
+it and makes it the neutral inbound message, see ``chatbridge.channels.webchat``) and store
+it, read a session's history after a cursor and wait for news. Routing, turns, handoff and
+replies are the core bridge's, unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chatbridge.channels.webchat import (
+    CLIENT_ID,
+    SESSION_ID,
+    WebchatChannel,
+    check_client_message_id,
+    check_session_id,
+    check_text,
+)
 from chatbridge.errors import BadInput, UnknownInbox
-from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store.records import MessageRecord
 from chatbridge.store.webchat import WEBCHAT, WebchatSession
 
 if TYPE_CHECKING:
     from chatbridge.pipeline.bridge import Bridge
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+__all__ = ["CLIENT_ID", "SESSION_ID", "Posted", "WebchatService", "iso", "message_view"]
+
 ROLES = {"contact": "user", "agent": "agent", "human": "human", "system": "system"}
 
 
@@ -69,35 +76,31 @@ class WebchatService:
         self.store = bridge.store
         self.live = bridge.webchat_live
         self.settings = bridge.settings
+        channel = bridge.channels.get(WEBCHAT)
+        self.channel = (
+            channel
+            if isinstance(channel, WebchatChannel)
+            else WebchatChannel(
+                self.live,
+                store=self.store,
+                max_chars=self.settings.webchat_max_message_chars,
+                session_timeout=self.settings.webchat_session_timeout,
+            )
+        )
 
     @property
     def timeout(self) -> float:
         return self.settings.webchat_session_timeout
 
     def check_session_id(self, session_id: str) -> None:
-        if not SESSION_ID.match(session_id):
-            raise BadInput(
-                "invalid_session_id",
-                "session_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
-            )
+        check_session_id(session_id)
 
     def check_inbox(self, inbox_id: int) -> None:
         if self.b.route_for(WEBCHAT, inbox_id) is None:
             raise UnknownInbox(WEBCHAT, inbox_id)
 
     def check_text(self, text: str) -> str:
-        text = text.replace("\x00", "").strip()
-        if not text:
-            raise BadInput("empty_message", "the message is empty")
-        limit = self.settings.webchat_max_message_chars
-        if len(text) > limit:
-            raise BadInput(
-                "message_too_long",
-                f"the message is longer than {limit} characters",
-                status_code=413,
-                details={"max_chars": limit, "length": len(text)},
-            )
-        return text
+        return check_text(text, self.settings.webchat_max_message_chars)
 
     async def open(
         self,
@@ -139,12 +142,8 @@ class WebchatService:
 
         ``inbox_id`` is used only for a session that does not exist at all.
         """
-        self.check_session_id(session_id)
-        if client_message_id is not None and not CLIENT_ID.match(client_message_id):
-            raise BadInput(
-                "invalid_client_message_id",
-                "client_message_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
-            )
+        check_session_id(session_id)
+        check_client_message_id(client_message_id)
         text = self.check_text(text)
         existing = await self.store.get_session(session_id)
         if existing is not None:
@@ -154,20 +153,8 @@ class WebchatService:
         else:
             raise BadInput("unknown_session", f"no session {session_id}", status_code=404)
         session, created = await self.open(session_id, inbox_id=inbox, ip=ip)
-        meta: dict[str, Any] = {"session_id": session.id, **(extra or {})}
-        if client_message_id:
-            meta["client_message_id"] = client_message_id
-        inbound = InboundMessage(
-            channel=WEBCHAT,
-            inbox_id=session.inbox_id,
-            channel_key=session.uid,
-            text=text,
-            external_message_id=(
-                f"{session.uid}:{client_message_id}" if client_message_id else None
-            ),
-            contact=ContactInfo(external_id=session.uid, metadata={"session_id": session.id}),
-            context={"channel": "web_widget", "session_id": session.id, "uid": session.uid},
-            metadata=meta,
+        inbound = self.channel.message(
+            session, text, client_message_id=client_message_id, extra=extra
         )
         accepted = await self.b.accept(inbound)
         message: MessageRecord | None = None
@@ -187,10 +174,10 @@ class WebchatService:
                 attachments=[],
                 external_id=inbound.external_message_id,
                 created_at=inbound.received_at,
-                meta={"context": inbound.context, **meta},
+                meta={"context": inbound.context, **inbound.metadata},
                 turn_id=accepted.turn_id,
             )
-        self.live.news(session.uid)
+        self.channel.stored(inbound)
         return Posted(
             status=accepted.status,
             message=message,

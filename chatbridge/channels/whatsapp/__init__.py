@@ -1,12 +1,14 @@
 """The WhatsApp channel ("whatsapp"): mock, WAHA, Evolution API v2 and Meta Cloud API providers
-behind one ``ChannelAdapter`` (see ``base``)."""
+behind one ``Channel`` (see ``base``)."""
 
 from chatbridge.channels.whatsapp.base import (
     CHANNEL,
     ROUTE_NAMES,
     ProviderCheck,
     WhatsAppChannel,
+    build,
     parse_webhook,
+    require_provider,
 )
 from chatbridge.channels.whatsapp.ids import ChatAddress
 
@@ -16,5 +18,7 @@ __all__ = [
     "ChatAddress",
     "ProviderCheck",
     "WhatsAppChannel",
+    "build",
     "parse_webhook",
+    "require_provider",
 ]

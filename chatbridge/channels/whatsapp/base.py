@@ -28,15 +28,18 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest
+from chatbridge.channels.echoes import SentTexts
 from chatbridge.channels.whatsapp import lookups
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
 from chatbridge.crm.settings import CommsSettings
-from chatbridge.errors import PermanentDelivery
+from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import (
     Attachment,
     DeliveryReceipt,
     Ignored,
+    InboundMessage,
     OutboundAction,
     OwnerSignal,
     ParsedWebhook,
@@ -173,8 +176,39 @@ def parse_webhook(
     return parse(headers, body, settings)
 
 
+def require_provider(settings: CommsSettings, name: str) -> None:
+    """Refuse (404, nothing stored) unless ``name`` is the provider chosen in the settings.
+
+    With no provider chosen (the default) WhatsApp is off; the mock provider, which checks no
+    credentials, is open only when an operator (or the demo) picked it.
+
+    Raises:
+        BadInput: ``whatsapp_not_configured`` or ``provider_not_active`` (404).
+    """
+    if settings.provider == "none":
+        raise BadInput(
+            "whatsapp_not_configured",
+            "WhatsApp is off: no provider is configured (set CHATBRIDGE_COMMS_PROVIDER or "
+            "PATCH /api/comms/settings)",
+            status_code=404,
+        )
+    if name != settings.provider:
+        raise BadInput(
+            "provider_not_active",
+            f"the configured WhatsApp provider is {settings.provider!r}, not {name!r}",
+            status_code=404,
+        )
+
+
 class WhatsAppChannel:
-    """The ``ChannelAdapter`` for channel ``"whatsapp"``.
+    """The ``Channel`` for channel ``"whatsapp"``.
+
+    Inbound, ``parse`` checks that the request's provider (the ``provider`` path parameter,
+    as in ``/api/comms/webhooks/{provider}``, else the configured one) is the one in use,
+    lets that provider check the request's authenticity and parse it, and screens the echoes
+    of our own sends (``screen``). Loop safety lives here: message ids our sends returned,
+    the store's record of them, and the texts being sent (an echo can come back before the
+    send call returns its id).
 
     Args:
         settings_source: returns the current ``CommsSettings`` (called on every use).
@@ -185,6 +219,10 @@ class WhatsAppChannel:
     """
 
     name = CHANNEL
+    # Typing, read receipts and media (by URL) work on every provider; interactive messages
+    # and templates are not sent (a template is what Meta needs outside its 24 h window).
+    capabilities = Capabilities(typing=True, read_receipts=True, media=True)
+    signed = True  # each provider's own check (HMAC, secret header, JWT) when configured
 
     def __init__(
         self,
@@ -198,6 +236,7 @@ class WhatsAppChannel:
         self.http = GatewayHttp(timeout=timeout)
         self.mock_outbox = Outbox()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self.sent_texts = SentTexts()
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ providers
@@ -232,6 +271,28 @@ class WhatsAppChannel:
             return False
         return await lookups.sent_by_bridge(self.store, candidates)
 
+    # ------------------------------------------------------------------ inbound
+    async def parse(self, request: InboundRequest) -> list[ParsedWebhook]:
+        """Check and parse one gateway webhook (Meta batches several messages in one).
+
+        Raises:
+            BadInput: 404 WhatsApp off or another provider in use, 401 not authentic, 400
+                malformed.
+        """
+        settings = self.settings_source()
+        route_name = request.path.get("provider")
+        name = settings.provider if route_name is None else ROUTE_NAMES.get(route_name)
+        if name is None:
+            raise BadInput("not_found", f"no WhatsApp provider {route_name!r}", status_code=404)
+        require_provider(settings, name)
+        parsed = parse_webhook(name, request.headers, request.body, settings)
+        return [await self.screen(item) for item in parsed]
+
+    def stored(self, message: InboundMessage) -> None:
+        """A customer's message is stored: mark it read (in the background, if enabled)."""
+        if message.external_message_id:
+            self.send_read_receipt(message.channel_key, message.external_message_id)
+
     async def screen(self, parsed: ParsedWebhook) -> ParsedWebhook:
         """Drop the echo of a message the bridge sent (it would look like a human's reply).
 
@@ -241,9 +302,11 @@ class WhatsAppChannel:
         receipt that can no longer mean a human took over. Any other goes on as parsed, to be
         matched to a send of ours that a crash cut off.
         """
-        if isinstance(parsed, OwnerSignal) and parsed.external_message_id:
-            if await self.is_own_message(parsed.external_message_id):
+        if isinstance(parsed, OwnerSignal):
+            if parsed.external_message_id and await self.is_own_message(parsed.external_message_id):
                 return Ignored("own_message")
+            if parsed.text is not None and self.sent_texts.is_echo(parsed.channel_key, parsed.text):
+                return Ignored("own_reply")
         if (
             isinstance(parsed, DeliveryReceipt)
             and parsed.idempotency_key is None
@@ -253,6 +316,10 @@ class WhatsAppChannel:
             if self.store is not None and await lookups.sent_by_bridge(self.store, forms):
                 return Ignored("own_message")
             if parsed.otherwise is not None and any(c in self._sent_ids for c in forms):
+                return replace(parsed, otherwise=None)
+        if isinstance(parsed, DeliveryReceipt) and parsed.otherwise is not None:
+            signal = parsed.otherwise
+            if signal.text is not None and self.sent_texts.is_echo(signal.channel_key, signal.text):
                 return replace(parsed, otherwise=None)
         return parsed
 
@@ -271,7 +338,12 @@ class WhatsAppChannel:
         if action.kind == "message":
             if chat.provider == "meta_cloud":
                 await self._check_window(action.conversation.id)
-            first = await self._send_message(provider, chat, action)
+            text = self.sent_texts.sending(action)
+            try:
+                first = await self._send_message(provider, chat, action)
+            finally:
+                if text is not None:
+                    self.sent_texts.sent(action.conversation.channel_key, text)
             return SendResult(external_id=first)
         if action.kind in ("typing_on", "typing_off"):
             last_id = None
@@ -343,6 +415,11 @@ class WhatsAppChannel:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.http.aclose()
+
+
+def build(context: ChannelContext) -> WhatsAppChannel:
+    """The registry's entry point (``"whatsapp"``): settings read on every use."""
+    return WhatsAppChannel(context.comms_settings, store=context.store)
 
 
 def own_id_forms(external_id: str) -> list[str]:
