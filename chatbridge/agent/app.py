@@ -24,11 +24,9 @@ never get each other's answers.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -39,17 +37,19 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from chatbridge.agent.identity import TurnKey, turn_key
-from chatbridge.agent.peer import Peer
-from chatbridge.agent.turn import (
-    Event,
-    EventHandler,
-    Handoff,
-    MessageHandler,
-    NoReply,
-    Turn,
-    TurnError,
+from chatbridge.agent.answers import WholeAnswers
+from chatbridge.agent.frames import (
+    call_handler,
+    chunk_frame,
+    complete_frame,
+    failure_frame,
+    metadata,
+    reply_frame,
 )
+from chatbridge.agent.identity import TurnKey, turn_key
+from chatbridge.agent.kept import KeptAnswer, KeptAnswers
+from chatbridge.agent.peer import Peer
+from chatbridge.agent.turn import Event, EventHandler, Handlers, MessageHandler, Turn
 from chatbridge.errors import ChatbridgeError
 from chatbridge.protocol import (
     DEAD_AFTER_INTERVALS,
@@ -73,6 +73,9 @@ log = logging.getLogger("chatbridge.agent")
 HELLO_TIMEOUT = 10.0
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+_WEBHOOK_EXTRA = (
+    "an http-webhook agent needs Starlette and uvicorn: pip install 'chatbridge[webhook]'"
+)
 
 H = TypeVar("H", bound=MessageHandler)
 E = TypeVar("E", bound=EventHandler)
@@ -95,16 +98,6 @@ class _Running:
     """A turn whose handler is still running; ``peer`` is where the bridge last sent it."""
 
     peer: Peer
-
-
-@dataclass(eq=False, slots=True)
-class _Answer:
-    """The frames that answered a turn, kept to answer a repeated turn without re-running."""
-
-    frames: list[dict[str, Any]]
-    peer: Peer
-    delivered: bool = False
-    sent_at: float = 0.0
 
 
 class Agent:
@@ -138,11 +131,11 @@ class Agent:
         self.reconnect_max_delay = reconnect_max_delay
         self.answer_cache_size = answer_cache_size
         self.capabilities = list(capabilities)
-        self._message_handler: MessageHandler | None = None
-        self._event_handler: EventHandler | None = None
+        self.handlers = Handlers()
+        self.answers = WholeAnswers(agent_id, self.handlers, answer_cache_size)
+        """Turns answered whole (http-webhook), kept for repeats."""
         self._running: dict[TurnKey, _Running] = {}
-        self._answers: OrderedDict[TurnKey, _Answer] = OrderedDict()
-        self._webhook_answers: OrderedDict[TurnKey, list[dict[str, Any]]] = OrderedDict()
+        self._kept = KeptAnswers(answer_cache_size)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers: set[Peer] = set()
         self._dial_peers: dict[str, Peer] = {}  # link id -> its current (or last) connection
@@ -156,13 +149,13 @@ class Agent:
 
     def on_message(self, handler: H) -> H:
         """Register the turn handler (decorator). See ``chatbridge.agent.turn`` for results."""
-        self._message_handler = handler
+        self.handlers.message = handler
         return handler
 
     def on_event(self, handler: E) -> E:
         """Register a ``conversation_event`` handler (decorator); returned text is sent to the
         conversation as a proactive ``agent_message``."""
-        self._event_handler = handler
+        self.handlers.event = handler
         return handler
 
     # -- running -------------------------------------------------------------------------------
@@ -370,25 +363,10 @@ class Agent:
             await asyncio.gather(reader, stopper, return_exceptions=True)
 
     async def _resend_unconfirmed(self, peer: Peer, previous: Peer | None) -> None:
-        """After a new ``hello_ok``, send again answers the bridge may not have.
-
-        The bridge does not re-send turns at or below ``resume_from``, so the agent covers the
-        answers that could have been lost: those never sent, and those sent on the previous
-        connection in the window a dying connection can stay unnoticed. Answers the bridge
-        already had are dropped there. Only the answers to turns that came on this named
-        connection: another one may lead to another replica.
-        """
-        window = DEAD_AFTER_INTERVALS * peer.heartbeat_interval
-        for answer in list(self._answers.values()):
-            if not answer.peer.dial_in or answer.peer.link_id != peer.link_id:
-                continue
-            recent = (
-                answer.peer is previous
-                and previous.closed_at is not None
-                and answer.sent_at >= previous.closed_at - window
-            )
-            if not answer.delivered or recent:
-                await self._send_answer(peer, answer)
+        """After a new ``hello_ok``, send again the answers the bridge may not have
+        (``KeptAnswers.to_resend``)."""
+        for answer in self._kept.to_resend(peer, previous):
+            await self._send_answer(peer, answer)
 
     async def _on_connection(self, ws: ServerConnection) -> None:
         await self._run_peer(Peer(ws, dial_in=False, heartbeat_interval=self.heartbeat_interval))
@@ -440,7 +418,7 @@ class Agent:
             case Ping():
                 await peer.send({"type": "pong"})
             case ConversationEvent():
-                if self._event_handler is not None:
+                if self.handlers.event is not None:
                     self._spawn(self._run_event(peer, Event.from_message(frame, obj)))
             case ErrorMessage():
                 log.warning("bridge reported error %s: %s", frame.error_code, frame.error_details)
@@ -454,9 +432,8 @@ class Agent:
                 self.last_seq = message.seq
         key = turn_key(message)
         ids = (message.message_id, message.conversation_id)
-        answer = self._answers.get(key)
+        answer = self._kept.get(key)
         if answer is not None:
-            self._answers.move_to_end(key)
             log.info("turn %s (conversation %s) received again, sending the kept answer", *ids)
             await self._send_answer(peer, answer)
             return
@@ -465,7 +442,7 @@ class Agent:
             log.info("turn %s (conversation %s) received again while running", *ids)
             running.peer = peer  # answer where the bridge asked last
             return
-        if self._message_handler is None:
+        if self.handlers.message is None:
             details = {"message": "this agent has no on_message handler"}
             await peer.send(error_frame("no_handler", message_id=ids[0], details=details))
             return
@@ -476,26 +453,24 @@ class Agent:
 
     async def _run_turn(self, turn: Turn, key: TurnKey, running: _Running) -> None:
         started = time.monotonic()
-        handler = self._message_handler
+        handler = self.handlers.message
         assert handler is not None
         try:
-            result: Any = handler(turn)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await call_handler(handler, turn)
             if isinstance(result, AsyncIterator):
                 live, kept = await self._stream(turn, running, result, started)
             else:
-                live = kept = [self._reply_frame(turn, result, started)]
+                live = kept = [reply_frame(turn, result, metadata(self.agent_id, started))]
         except asyncio.CancelledError:
             self._running.pop(key, None)
             raise
         except Exception as exc:
-            live = kept = [self._failure_frame(turn, exc)]
+            live = kept = [failure_frame(turn, exc)]
         self._running.pop(key, None)
-        answer = self._remember(key, kept, running.peer)
+        answer = self._kept.keep(key, kept, running.peer)
         target = self._target(running)
         if target is not None and await self._send_frames(target, live):
-            answer.peer, answer.delivered, answer.sent_at = target, True, time.monotonic()
+            answer.sent_on(target)
         # Otherwise the answer waits: a dialing-in agent sends it after its next hello_ok; a
         # served agent sends it when the bridge reconnects and sends the turn again.
 
@@ -511,70 +486,15 @@ class Agent:
         whole = True
         first = running.peer
         async for chunk in chunks:
-            frame = self._chunk_frame(turn, len(parts), chunk)
+            frame = chunk_frame(turn, len(parts), chunk)
             parts.append(frame["content"])
             target = self._target(running)
             sent = target is not None and await target.send(frame)
             if not sent or target is not first:
                 whole = False
-        complete: dict[str, Any] = {
-            "type": "agent_complete",
-            "message_id": turn.id,
-            "conversation_id": turn.conversation_id,
-            "metadata": self._metadata(started),
-        }
-        kept = [{**complete, "content": "".join(parts)}]
-        return ([complete] if whole else kept), kept
-
-    @staticmethod
-    def _chunk_frame(turn: Turn, index: int, chunk: Any) -> dict[str, Any]:
-        return {
-            "type": "agent_streaming",
-            "message_id": turn.id,
-            "conversation_id": turn.conversation_id,
-            "stream_index": index,
-            "content": chunk if isinstance(chunk, str) else str(chunk),
-        }
-
-    @staticmethod
-    def _failure_frame(turn: Turn, exc: Exception) -> dict[str, Any]:
-        """``error_message`` for a handler that raised: its ``TurnError`` code, else
-        ``handler_error`` (logged with the traceback)."""
-        if isinstance(exc, TurnError):
-            details = exc.details if exc.details is not None else {"message": str(exc)}
-            return error_frame(exc.code, message_id=turn.id, details=details)
-        log.exception("handler failed on turn %s", turn.id, exc_info=exc)
-        details = {"type": type(exc).__name__, "message": str(exc)[:500]}
-        return error_frame("handler_error", message_id=turn.id, details=details)
-
-    def _reply_frame(self, turn: Turn, result: Any, started: float) -> dict[str, Any]:
-        base = {"message_id": turn.id, "conversation_id": turn.conversation_id}
-        meta = self._metadata(started)
-        match result:
-            case str():
-                return {"type": "agent_message", **base, "content": result, "metadata": meta}
-            case None | NoReply():
-                return {"type": "no_reply", **base, "metadata": meta}
-            case Handoff(reason=reason, content=content):
-                frame = {"type": "handoff", **base, "metadata": meta}
-                if reason is not None:
-                    frame["reason"] = reason
-                if content is not None:
-                    frame["content"] = content
-                return frame
-        raise TypeError(
-            f"handler returned {type(result).__name__}; expected str, Handoff, NoReply or None"
-        )
-
-    def _metadata(self, started: float) -> dict[str, Any]:
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        return {"agent_id": self.agent_id, "processing_time_ms": elapsed_ms}
-
-    def _remember(self, key: TurnKey, frames: list[dict[str, Any]], peer: Peer) -> _Answer:
-        answer = self._answers[key] = _Answer(frames, peer)
-        while len(self._answers) > self.answer_cache_size:
-            self._answers.popitem(last=False)
-        return answer
+        meta = metadata(self.agent_id, started)
+        kept = [complete_frame(turn, meta, "".join(parts))]
+        return ([complete_frame(turn, meta, None)] if whole else kept), kept
 
     def _target(self, running: _Running) -> Peer | None:
         """Where the answer goes now: the connection the turn came on, else that named
@@ -587,9 +507,9 @@ class Agent:
             return current
         return None
 
-    async def _send_answer(self, peer: Peer, answer: _Answer) -> None:
+    async def _send_answer(self, peer: Peer, answer: KeptAnswer) -> None:
         if await self._send_frames(peer, answer.frames):
-            answer.peer, answer.delivered, answer.sent_at = peer, True, time.monotonic()
+            answer.sent_on(peer)
 
     @staticmethod
     async def _send_frames(peer: Peer, frames: list[dict[str, Any]]) -> bool:
@@ -603,8 +523,12 @@ class Agent:
     async def serve_webhook(
         self, host: str, port: int, *, secret: str | None, path: str = "/"
     ) -> None:
-        """Answer http-webhook turns at ``http://host:port{path}`` until cancelled."""
-        import uvicorn
+        """Answer http-webhook turns at ``http://host:port{path}`` until cancelled (needs
+        ``pip install 'chatbridge[webhook]'``)."""
+        try:
+            import uvicorn
+        except ImportError as exc:
+            raise ImportError(_WEBHOOK_EXTRA) from exc
 
         config = uvicorn.Config(
             self.webhook_app(secret, path=path), host=host, port=port, log_config=None
@@ -613,79 +537,26 @@ class Agent:
 
     def webhook_app(self, secret: str | None, *, path: str = "/") -> Any:
         """An ASGI app answering the bridge's http-webhook turns (see ``agent.webhook``)."""
-        from chatbridge.agent.webhook import webhook_app
-
-        return webhook_app(self, secret, path=path)
+        try:
+            from chatbridge.agent.webhook import webhook_app
+        except ImportError as exc:
+            raise ImportError(_WEBHOOK_EXTRA) from exc
+        return webhook_app(self.answers, secret, path=path)
 
     async def answer(self, message: UserMessage, raw: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run one turn and return the frames that answer it: one ending frame, or a streaming
-        handler's chunks then ``agent_complete`` (with the full text). Kept: the same turn
-        again gets the same frames without running the handler twice."""
-        key = turn_key(message)
-        kept = self._webhook_answers.get(key)
-        if kept is not None:
-            self._webhook_answers.move_to_end(key)
-            return kept
-        turn = Turn.from_message(message, raw)
-        started = time.monotonic()
-        handler = self._message_handler
-        frames: list[dict[str, Any]]
-        try:
-            if handler is None:
-                raise TurnError("no_handler", "this agent has no on_message handler")
-            result: Any = handler(turn)
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, AsyncIterator):
-                frames = []
-                async for chunk in result:
-                    frames.append(self._chunk_frame(turn, len(frames), chunk))
-                whole = "".join(f["content"] for f in frames)
-                frames.append(
-                    {
-                        "type": "agent_complete",
-                        "message_id": turn.id,
-                        "conversation_id": turn.conversation_id,
-                        "content": whole,
-                        "metadata": self._metadata(started),
-                    }
-                )
-            else:
-                frames = [self._reply_frame(turn, result, started)]
-        except Exception as exc:
-            frames = [self._failure_frame(turn, exc)]
-        self._webhook_answers[key] = frames
-        while len(self._webhook_answers) > self.answer_cache_size:
-            self._webhook_answers.popitem(last=False)
-        return frames
+        """Run one turn and return all the frames that answer it (``agent.answers``)."""
+        return await self.answers.answer(message, raw)
 
     async def handle_event_quietly(self, message: ConversationEvent, raw: dict[str, Any]) -> None:
         """Run the ``on_event`` handler where no connection can carry its answer back."""
-        handler = self._event_handler
-        if handler is None:
-            return
-        event = Event.from_message(message, raw)
-        try:
-            result: Any = handler(event)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception:
-            log.exception("event handler failed on %s", event.event)
-            return
-        if isinstance(result, str) and result:
-            log.warning(
-                "event %s: an http-webhook agent cannot answer an event; text dropped",
-                event.event,
-            )
+        await self.answers.handle_event(message, raw)
 
     async def _run_event(self, peer: Peer, event: Event) -> None:
-        handler = self._event_handler
+        handler = self.handlers.event
         if handler is None:
             return
         try:
-            result: Any = handler(event)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await call_handler(handler, event)
         except Exception:
             log.exception("event handler failed on %s", event.event)
             return

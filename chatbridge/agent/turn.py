@@ -98,3 +98,12 @@ MessageHandler = Callable[
 ]
 """An ``on_message`` handler: sync or async, or an async generator of text chunks."""
 EventHandler = Callable[[Event], Awaitable[str | None] | str | None]
+
+
+@dataclass(slots=True)
+class Handlers:
+    """The handlers an agent registered (``on_message``, ``on_event``), shared by every way it
+    meets a bridge: the WebSocket links, http-webhook answers and the pull client."""
+
+    message: MessageHandler | None = None
+    event: EventHandler | None = None

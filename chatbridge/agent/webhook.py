@@ -1,18 +1,20 @@
 """An SDK agent as an http-webhook endpoint: the bridge POSTs each turn, the answer is the body.
 
-``webhook_app(agent, secret)`` is a small ASGI app (Starlette, which FastAPI already brings)
-with one ``POST`` route. For each ``user_message`` it checks ``X-Chatbridge-Signature``, runs
-the agent's ``on_message`` handler and answers with the turn's frames: ``agent_message`` (or
-``handoff`` / ``no_reply`` / ``error_message``), or, for a handler that yields chunks, the
-``agent_streaming`` frames followed by ``agent_complete`` in one JSON list. The chunks then
-arrive at the bridge together, not one by one: an agent that must stream live should dial in
-or be dialed instead.
+``webhook_app(answers, secret)`` (or ``Agent.webhook_app(secret)``) is a small ASGI app with
+one ``POST`` route; it needs Starlette (``pip install 'chatbridge[webhook]'``), which the rest
+of the SDK does not. For each ``user_message`` it checks ``X-Chatbridge-Signature``
+(``chatbridge.signing``), runs the agent's ``on_message`` handler and answers with the turn's
+frames: ``agent_message`` (or ``handoff`` / ``no_reply`` / ``error_message``), or, for a
+handler that yields chunks, the ``agent_streaming`` frames followed by ``agent_complete`` in
+one JSON list. The chunks then arrive at the bridge together, not one by one: an agent that
+must stream live should dial in or be dialed instead.
 
 A turn the bridge sends again (it retried after a timeout or a 5xx) is answered from the
-agent's kept answers, not run twice (turns are told apart by ``agent.identity.turn_key``, so
-another bridge's ``t_1`` is a different turn); a repeat that arrives while the first run is
-still going waits for it. ``conversation_event`` POSTs are acknowledged (204) and passed to the
-``on_event`` handler, whose text, if any, cannot be sent back on this transport and is logged.
+agent's kept answers (``agent.answers``), not run twice (turns are told apart by
+``agent.identity.turn_key``, so another bridge's ``t_1`` is a different turn); a repeat that
+arrives while the first run is still going waits for it. ``conversation_event`` POSTs are
+acknowledged (204) and passed to the ``on_event`` handler, whose text, if any, cannot be sent
+back on this transport and is logged.
 """
 
 from __future__ import annotations
@@ -20,27 +22,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatbridge.agent.answers import WholeAnswers
 from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
-from chatbridge.transports.webhook import SIGNATURE_HEADER, verify
-
-if TYPE_CHECKING:
-    from chatbridge.agent.app import Agent
+from chatbridge.signing import SIGNATURE_HEADER, verify
 
 log = logging.getLogger("chatbridge.agent.webhook")
 
 
 def webhook_app(
-    agent: Agent, secret: str | None, *, path: str = "/", max_body_bytes: int = 1024 * 1024
+    answers: WholeAnswers,
+    secret: str | None,
+    *,
+    path: str = "/",
+    max_body_bytes: int = 1024 * 1024,
 ) -> Starlette:
-    """The ASGI app that answers the bridge's turns for ``agent`` at ``path``.
+    """The ASGI app that answers the bridge's turns with ``answers`` (an agent's) at ``path``.
 
     With ``secret`` (the route's ``agent_config.secret``) an unsigned or badly signed request
     gets 401 and runs nothing; without it, signatures are not checked (say so in your set-up).
@@ -59,14 +63,14 @@ def webhook_app(
         except (ValueError, ProtocolError) as exc:
             return _error(400, "invalid_message", str(exc))
         if isinstance(frame, ConversationEvent):
-            await agent.handle_event_quietly(frame, data)
+            await answers.handle_event(frame, data)
             return Response(status_code=204)
         if not isinstance(frame, UserMessage):
             return Response(status_code=204)
         key = turn_key(frame)  # never message_id alone: it counts per bridge database
         pending = running.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(agent.answer(frame, data))
+            pending = asyncio.ensure_future(answers.answer(frame, data))
             running[key] = pending
             pending.add_done_callback(lambda _f: running.pop(key, None))
         frames = await asyncio.shield(pending)

@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 
 from chatbridge.backoff import parse_retry_after
-from chatbridge.channels.signatures import sha256_signature
 from chatbridge.errors import AgentUnavailable
 from chatbridge.protocol import ProtocolError, utc_now_iso
+from chatbridge.signing import sha256_signature
 from chatbridge.transports.base import AgentOutcome, TurnRequest
 from chatbridge.transports.http import RETRYABLE, describe, retry_pause
 from chatbridge.transports.log import log_event

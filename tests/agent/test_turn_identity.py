@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from chatbridge.agent import Agent, Turn
 from chatbridge.agent.identity import turn_key
 from chatbridge.protocol import UserMessage
-from chatbridge.transports.webhook import SIGNATURE_HEADER, sign
+from chatbridge.signing import SIGNATURE_HEADER, sign
 from tests.agent.sdk_helpers import recv, send
 
 SECRET = "identity-secret"

@@ -12,8 +12,8 @@ import httpx
 from chatbridge.agent import Agent
 from chatbridge.agent.turn import Handoff, Turn, TurnError
 from chatbridge.config import AgentConfig
+from chatbridge.signing import SIGNATURE_HEADER, sign
 from chatbridge.testing.servers import serve_app
-from chatbridge.transports.webhook import SIGNATURE_HEADER, sign
 from tests.e2e.harness import running_stack
 
 SECRET = "sdk-secret"

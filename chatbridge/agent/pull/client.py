@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
 import time
@@ -15,6 +14,13 @@ from urllib.parse import quote
 import httpx
 
 from chatbridge.agent.app import Agent
+from chatbridge.agent.frames import (
+    call_handler,
+    chunk_frame,
+    complete_frame,
+    metadata,
+    reply_frame,
+)
 from chatbridge.agent.identity import turn_key
 from chatbridge.agent.pull.config import PullConfig
 from chatbridge.agent.pull.decisions import (
@@ -72,7 +78,7 @@ class PullClient:
         if not isinstance(agent, Agent):
             handler, agent = agent, Agent(config.agent_id or "pull-agent")
             agent.on_message(handler)
-        if agent._message_handler is None:
+        if agent.handlers.message is None:
             raise ConfigError("the agent has no on_message handler")
         self.config = config
         self.agent = agent
@@ -205,12 +211,9 @@ class PullClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(self, turn: Turn) -> Any:
-        handler = self.agent._message_handler
+        handler = self.agent.handlers.message
         assert handler is not None
-        result: Any = handler(turn)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await call_handler(handler, turn)
 
     async def _pause(self, started: float) -> None:
         """Sleep what is left of the poll interval since ``started``."""
@@ -277,7 +280,7 @@ class PullClient:
             if isinstance(result, AsyncIterator):
                 frames = [await self._stream_native(turn, entry, result, started)]
             else:
-                frames = [self.agent._reply_frame(turn, result, started)]
+                frames = [reply_frame(turn, result, metadata(self.agent.agent_id, started))]
         except asyncio.CancelledError:
             self._ledger.forget(entry)
             raise
@@ -303,22 +306,10 @@ class PullClient:
         async for chunk in chunks:
             text = chunk if isinstance(chunk, str) else str(chunk)
             if live:
-                frame = {
-                    "type": "agent_streaming",
-                    "message_id": turn.id,
-                    "conversation_id": turn.conversation_id,
-                    "stream_index": len(parts),
-                    "content": text,
-                }
-                live = await self._reply(entry, frame) == "chunk"
+                live = await self._reply(entry, chunk_frame(turn, len(parts), text)) == "chunk"
             parts.append(text)
-        return {
-            "type": "agent_complete",
-            "message_id": turn.id,
-            "conversation_id": turn.conversation_id,
-            "content": "".join(parts),
-            "metadata": self.agent._metadata(started),
-        }
+        meta = metadata(self.agent.agent_id, started)
+        return complete_frame(turn, meta, "".join(parts))
 
     async def _post_native(self, entry: TurnEntry) -> None:
         try:

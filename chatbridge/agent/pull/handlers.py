@@ -92,7 +92,7 @@ def load_handler(spec: str) -> MessageHandler:
             raise ConfigError(f"--handler {spec}: {module_name!r} has no attribute {attr!r}")
         target = getattr(target, part)
     if isinstance(target, Agent):
-        handler = target._message_handler
+        handler = target.handlers.message
         if handler is None:
             raise ConfigError(f"--handler {spec}: the agent has no on_message handler")
         return handler

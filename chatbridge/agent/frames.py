@@ -1,0 +1,98 @@
+"""The frames that answer a turn, built from what a handler returned (no I/O).
+
+Every way an agent meets a bridge (a WebSocket, http-webhook, http-pull) answers with the
+same protocol v1 frames: ``agent_message``, ``handoff``, ``no_reply`` or ``error_message`` for
+a handler that returned or raised, ``agent_streaming`` chunks then ``agent_complete`` for one
+that yielded. The transports differ only in when the frames go out.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chatbridge.agent.turn import Handoff, NoReply, Turn, TurnError
+from chatbridge.protocol import error_frame
+
+log = logging.getLogger("chatbridge.agent")
+
+A = TypeVar("A")
+
+
+async def call_handler(handler: Callable[[A], Any], argument: A) -> Any:
+    """Call a sync or async handler and return its result (an async iterator for a
+    handler that streams)."""
+    result: Any = handler(argument)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def metadata(agent_id: str, started: float) -> dict[str, Any]:
+    """The ``metadata`` of an answer: who answered and how long the handler took."""
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    return {"agent_id": agent_id, "processing_time_ms": elapsed_ms}
+
+
+def reply_frame(turn: Turn, result: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The frame that ends ``turn`` for a handler's (non-streaming) result.
+
+    Raises:
+        TypeError: the handler returned something other than text, ``Handoff``, ``NoReply``
+            or ``None``.
+    """
+    base = {"message_id": turn.id, "conversation_id": turn.conversation_id}
+    match result:
+        case str():
+            return {"type": "agent_message", **base, "content": result, "metadata": meta}
+        case None | NoReply():
+            return {"type": "no_reply", **base, "metadata": meta}
+        case Handoff(reason=reason, content=content):
+            frame = {"type": "handoff", **base, "metadata": meta}
+            if reason is not None:
+                frame["reason"] = reason
+            if content is not None:
+                frame["content"] = content
+            return frame
+    raise TypeError(
+        f"handler returned {type(result).__name__}; expected str, Handoff, NoReply or None"
+    )
+
+
+def chunk_frame(turn: Turn, index: int, chunk: Any) -> dict[str, Any]:
+    """``agent_streaming`` for the ``index``-th chunk a streaming handler yielded."""
+    return {
+        "type": "agent_streaming",
+        "message_id": turn.id,
+        "conversation_id": turn.conversation_id,
+        "stream_index": index,
+        "content": chunk if isinstance(chunk, str) else str(chunk),
+    }
+
+
+def complete_frame(turn: Turn, meta: dict[str, Any], content: str | None) -> dict[str, Any]:
+    """``agent_complete`` closing a stream; ``content`` (the whole text) makes it stand alone
+    when chunks may have been lost, ``None`` leaves the joining of chunks to the bridge."""
+    frame: dict[str, Any] = {
+        "type": "agent_complete",
+        "message_id": turn.id,
+        "conversation_id": turn.conversation_id,
+    }
+    if content is not None:
+        frame["content"] = content
+    frame["metadata"] = meta
+    return frame
+
+
+def failure_frame(turn: Turn, exc: Exception) -> dict[str, Any]:
+    """``error_message`` for a handler that raised: its ``TurnError`` code, else
+    ``handler_error`` (logged with the traceback)."""
+    if isinstance(exc, TurnError):
+        details = exc.details if exc.details is not None else {"message": str(exc)}
+        return error_frame(exc.code, message_id=turn.id, details=details)
+    log.exception("handler failed on turn %s", turn.id, exc_info=exc)
+    details = {"type": type(exc).__name__, "message": str(exc)[:500]}
+    return error_frame("handler_error", message_id=turn.id, details=details)
