@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from chatbridge.channels.base import Channel, ChannelContext
+from chatbridge.channels.base import Channel, ChannelAdapter, ChannelContext
 from chatbridge.errors import ChatbridgeError
 
 log = logging.getLogger("chatbridge.channels")
@@ -74,14 +74,15 @@ def build_channels(
     context: ChannelContext,
     names: Iterable[str] = DEFAULT_CHANNELS,
     *,
-    given: dict[str, Channel] | None = None,
-) -> dict[str, Channel]:
-    """The channels ``names`` (those in ``given`` are kept as they are).
+    given: Mapping[str, ChannelAdapter] | None = None,
+) -> dict[str, ChannelAdapter]:
+    """The channels ``names``; those in ``given`` are kept as they are (a test's fakes may
+    be outbound-only ``ChannelAdapter`` values).
 
     A default channel whose module is not there (an optional one not installed) is left out
     with a log line; a channel the caller named explicitly is required.
     """
-    channels = dict(given or {})
+    channels: dict[str, ChannelAdapter] = dict(given or {})
     explicit = names is not DEFAULT_CHANNELS
     for name in names:
         if name in channels:
