@@ -71,7 +71,7 @@ class CallbackReceiver:
                 return JSONResponse({"error": "scripted"}, status_code=status, headers=extra)
             payload = json.loads(body)
             key = headers.get(IDEMPOTENCY_HEADER)
-            if key != payload.get("idempotency_key"):
+            if key is None or key != payload.get("idempotency_key"):
                 return JSONResponse({"error": "idempotency key mismatch"}, status_code=400)
             if key not in self._keys:
                 self._keys.add(key)
