@@ -7,9 +7,10 @@ environment names are accepted as they were (``CHATWOOT_BASE_URL``, ``INBOX_AGEN
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_FALLBACK_TEXT = (
     "Thanks for your message! We can't answer right now, but a member of our team "
@@ -420,6 +421,14 @@ class Settings(BaseSettings):
     http_signature_max_age_seconds: float = Field(default=300.0, gt=0, le=86400)
     http_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
+    # --- per-channel source allowlists (chatbridge/api/inbound.py) ------------------------
+    # Comma-separated client networks (CIDRs) allowed to call a channel's webhook; the client
+    # is the address after the trusted-proxy rules (proxy_headers, forwarded_allow_ips).
+    # Empty: any client. Others get 403 before their body is read.
+    chatwoot_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    whatsapp_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    http_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # --- rate limits (limits' string notation, per the key named) -------------------------
     rate_limit_enabled: bool = True
     rate_limit_session_create: str = "30/minute"  # per IP
@@ -431,6 +440,35 @@ class Settings(BaseSettings):
     # Failed authentications per client address and credential (admin key, dial-in and pull
     # tokens, action API keys); over it: 429. Independent of rate_limit_enabled; "" turns it off.
     auth_failure_limit: str = "10/minute"
+
+    @field_validator(
+        "chatwoot_allowed_networks",
+        "whatsapp_allowed_networks",
+        "http_allowed_networks",
+        mode="before",
+    )
+    @classmethod
+    def _networks(cls, value: Any, info: ValidationInfo) -> Any:
+        """A comma-separated string (or a list) of CIDRs, each checked: a typo is a clear
+        start-up error, not an allowlist that lets nobody (or everybody) in."""
+        if value is None:
+            return []
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        networks: list[str] = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{info.field_name}: {text[:100]!r} is not a network (CIDR such as "
+                    "10.0.0.0/8 or 192.168.1.5)"
+                ) from None
+        return networks
 
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod
