@@ -27,10 +27,12 @@ FailureKind = Literal["retryable", "permanent"]
 
 @dataclass(frozen=True, slots=True)
 class RetryAt:
-    """Try again at ``at`` (``delay`` seconds after the decision's ``now``)."""
+    """Try again at ``at`` (``delay`` seconds after the decision's ``now``); ``error`` is
+    what this attempt recorded."""
 
     at: float
     delay: float
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,4 +95,4 @@ def decide_retry(
     if attempts >= max_attempts:
         return GiveUp(state, error, attempts)
     delay = backoff_delay(attempts, base=base, cap=cap, retry_after=retry_after, rng=rng)
-    return RetryAt(now + delay, delay)
+    return RetryAt(now + delay, delay, error)

@@ -77,7 +77,7 @@ def test_the_delay_is_jittered_below_a_doubling_capped_ceiling(
         cap=cap,
         rng=random.Random(seed),
     )
-    assert isinstance(d, RetryAt)
+    assert isinstance(d, RetryAt) and d.error == "timeout"
     assert 0.0 <= d.delay <= ceiling(attempts, base, cap)
     assert d.at == now + d.delay
 
@@ -139,7 +139,7 @@ def test_a_silly_retry_after_is_capped() -> None:
         cap=300.0,
         retry_after=10**9,
     )
-    assert d == RetryAt(10.0 + 3000.0, 3000.0)
+    assert d == RetryAt(10.0 + 3000.0, 3000.0, "HTTP 429")
 
 
 @given(attempts_st, seconds, seconds, seeds)

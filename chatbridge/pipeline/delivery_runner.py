@@ -1,0 +1,305 @@
+"""The delivery runner: one claimed delivery sent through its channel, then the deliveries of
+its conversation that follow it, one by one, in order.
+
+A failed send is settled by the retry decision (``chatbridge.retry``): retried with backoff
+(honouring the channel's ``Retry-After``), or ended — dead-lettered, or dropped for a typing
+indicator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from chatbridge import clock
+from chatbridge.errors import PermanentDelivery, RetryableDelivery
+from chatbridge.models import Attachment, ConversationRef, OutboundAction
+from chatbridge.pipeline.host import log_failure
+from chatbridge.retry import FailureKind, GiveUp, RetryDecision, decide_retry
+from chatbridge.store.outage import hold_on
+from chatbridge.store.records import ClaimedDelivery
+
+if TYPE_CHECKING:
+    from chatbridge.pipeline.host import Host
+
+log = logging.getLogger("chatbridge.workers")
+
+T = TypeVar("T")
+
+
+def to_action(d: ClaimedDelivery) -> OutboundAction:
+    conv = d.conversation
+    return OutboundAction(
+        kind=d.kind,  # type: ignore[arg-type]
+        conversation=ConversationRef(
+            id=conv.id,
+            channel=conv.channel,
+            channel_key=conv.channel_key,
+            inbox_id=conv.inbox_id,
+            metadata=conv.meta,
+        ),
+        idempotency_key=d.idempotency_key,
+        text=d.text,
+        attachments=[Attachment(**a) for a in d.payload.get("attachments", [])],
+        metadata=d.payload.get("metadata", {}),
+    )
+
+
+class DeliveryRunner:
+    """Sends one claimed delivery through its channel adapter.
+
+    A message delivery is marked "send started" (fenced, committed) right before the channel
+    is called. After a crash, only a delivery so marked whose receipt never came (the
+    channel's echo of our own message, ``Bridge.record_receipt``) is uncertain; it looks for
+    its receipt — in the store, then by asking the channel (``already_sent``) — for up to
+    ``receipt_wait_seconds`` before it is sent again.
+    """
+
+    def __init__(self, bridge: Host) -> None:
+        self.b = bridge
+
+    async def run(self, d: ClaimedDelivery) -> None:
+        """Send ``d``, then the deliveries of its conversation that follow it, one by one."""
+        b = self.b
+        current: ClaimedDelivery | None = d
+        while current is not None:
+            b.held.hold_delivery(current.id)
+            following: ClaimedDelivery | None = None
+            try:
+                following = await self._send(current)
+            except Exception as exc:
+                log_failure(f"delivery {current.id}", current.conversation_id, exc)
+                b.metrics.errors.labels("delivery_failed").inc()
+                await self._give_back(current)
+            finally:
+                b.held.drop_delivery(current.id)
+            current = following
+
+    async def _give_back(self, d: ClaimedDelivery) -> None:
+        """After an error the runner could not handle: if the send may have begun, leave the
+        lease to run out (the next claim then looks for a receipt); else retry later."""
+        b = self.b
+        s = b.settings
+        if b.held.send_started(d.id):
+            return
+        # Not ``droppable``, a typing indicator included: the same error every time (a reply
+        # the runner cannot handle) is dead-lettered, listed for an operator to look at,
+        # rather than hold its conversation's later replies back for ever.
+        decision = decide_retry(
+            attempts=d.attempts,
+            max_attempts=d.max_attempts,
+            kind="retryable",
+            error="internal error",
+            now=clock.now(),
+            base=s.retry_base_seconds,
+            cap=s.retry_max_seconds,
+        )
+        if isinstance(decision, GiveUp):
+            try:
+                await b.store.fail_delivery(
+                    d.id, s.instance_id, error=decision.reason, state=decision.state
+                )
+            except Exception:
+                log.warning("delivery %s: could not be dead-lettered; its lease will run out", d.id)
+                return
+            self._count_failure(d, decision.state, decision.error)
+            return
+        try:
+            await b.store.retry_delivery(
+                d.id, s.instance_id, next_attempt_at=decision.at, error=decision.error
+            )
+        except Exception:
+            log.warning("delivery %s: could not be given back; its lease will run out", d.id)
+            return
+        b.schedule_wake(decision.delay)
+
+    async def _persist(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        return await hold_on(op, what=what, give_up_after=self.b.settings.store_retry_seconds)
+
+    async def _send(self, d: ClaimedDelivery) -> ClaimedDelivery | None:
+        """Send one delivery; returns the conversation's next one if it was leased with it."""
+        b = self.b
+        s = b.settings
+        me = s.instance_id
+        channel = d.conversation.channel
+        adapter = b.channels.get(channel)
+        if adapter is None:
+            end = self._decide(d, "permanent", f"no adapter for {channel}")
+            assert isinstance(end, GiveUp)  # a permanent failure always ends the work
+            await self._persist(
+                lambda: b.store.fail_delivery(d.id, me, error=end.reason, state=end.state),
+                f"delivery {d.id}: dead-lettering",
+            )
+            b.wake_deliveries()
+            return None
+        action = to_action(d)
+        if d.kind == "message":
+            there, external_id = await self._receipt(d, adapter, action)
+            if there:
+                log.info("delivery %s already at %s; not sending again", d.id, channel)
+                b.metrics.deliveries.labels(channel, d.kind, "already_sent").inc()
+                return await self._finish(d, external_id)
+            if not await b.send_marks.mark(d.id):
+                log.warning("delivery %s: lease lost before sending; not sent", d.id)
+                b.metrics.errors.labels("lease_lost").inc()
+                return None
+            b.held.started(d.id)
+        b.note_sending(d)
+        started = time.perf_counter()
+        try:
+            result = await adapter.send(action)
+        except RetryableDelivery as exc:
+            await self._settle(d, self._decide(d, "retryable", str(exc), exc.retry_after))
+            return None
+        except PermanentDelivery as exc:
+            await self._settle(d, self._decide(d, "permanent", str(exc)))
+            return None
+        except Exception as exc:  # an adapter bug must not lose the delivery
+            log.exception("delivery %s: unexpected adapter error", d.id)
+            await self._settle(d, self._decide(d, "retryable", f"{type(exc).__name__}: {exc}"))
+            return None
+        finally:
+            b.note_sent(d)
+        b.metrics.delivery_seconds.labels(channel).observe(time.perf_counter() - started)
+        b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
+        return await self._finish(d, result.external_id)
+
+    async def _receipt(
+        self, d: ClaimedDelivery, adapter: Any, action: OutboundAction
+    ) -> tuple[bool, str | None]:
+        """Whether ``d`` is known to be at the channel already, and the channel's id for it.
+
+        Only a delivery with a receipt, or one whose earlier send began and never finished
+        (``uncertain``), can be there; the others are not looked up at all.
+        """
+        if d.receipt_at is not None:
+            return True, d.receipt_external_id
+        if not d.uncertain:
+            return False, None
+        b = self.b
+        channel = d.conversation.channel
+        log.info(
+            "delivery %s: an earlier send was cut off; looking for its receipt conversation=%s",
+            d.id,
+            d.conversation_id,
+        )
+        seen = await self._ask_channel(adapter, action)
+        if seen is not None:
+            return seen, None  # the channel knows (or a repeat is harmless): no waiting
+        until = (d.send_started_at or clock.now()) + b.settings.receipt_wait_seconds
+        while True:
+            receipt_at, external_id = await b.store.delivery_receipt(d.id)
+            if receipt_at is not None:
+                return True, external_id
+            remaining = until - clock.now()
+            if remaining <= 0:
+                break
+            await b.wait_for_receipt(d.idempotency_key, min(remaining, 0.25))
+        if await self._ask_channel(adapter, action):
+            return True, None
+        b.metrics.delivery_uncertain.labels(channel).inc()
+        log.warning(
+            "delivery %s: no receipt from %s within %.1fs of the cut-off send; sending again"
+            " conversation=%s",
+            d.id,
+            channel,
+            b.settings.receipt_wait_seconds,
+            d.conversation_id,
+        )
+        return False, None
+
+    @staticmethod
+    async def _ask_channel(adapter: Any, action: OutboundAction) -> bool | None:
+        try:
+            seen: bool | None = await adapter.already_sent(action)
+        except Exception:
+            log.warning("already_sent check failed", exc_info=True)
+            return None
+        return seen
+
+    async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
+        s = self.b.settings
+
+        async def finish() -> tuple[bool, ClaimedDelivery | None]:
+            result: tuple[bool, ClaimedDelivery | None] = await self.b.store.finish_delivery(
+                d.id,
+                s.instance_id,
+                external_id=external_id,
+                claim_next=d,
+                lease_seconds=s.lease_seconds,
+            )
+            return result
+
+        # The send is done: keep that knowledge through a database outage.
+        _, following = await self._persist(finish, f"delivery {d.id}: recording the send")
+        if following is not None:
+            self.b.held.hold_delivery(following.id)
+        return following
+
+    def _decide(
+        self,
+        d: ClaimedDelivery,
+        kind: FailureKind,
+        error: str,
+        retry_after: float | None = None,
+    ) -> RetryDecision:
+        """The retry decision for a failed send of ``d``: a typing indicator that cannot go
+        out is dropped (it is worthless once late), anything else dead-lettered."""
+        s = self.b.settings
+        return decide_retry(
+            attempts=d.attempts,
+            max_attempts=d.max_attempts,
+            kind=kind,
+            error=error,
+            now=clock.now(),
+            base=s.retry_base_seconds,
+            cap=s.retry_max_seconds,
+            retry_after=retry_after,
+            droppable=d.kind.startswith("typing"),
+        )
+
+    async def _settle(self, d: ClaimedDelivery, decision: RetryDecision) -> None:
+        """Write a failed send's decision: a retry (and a wake-up when it is due) or its end."""
+        b = self.b
+        me = b.settings.instance_id
+        if isinstance(decision, GiveUp):
+            end = decision
+            await self._persist(
+                lambda: b.store.fail_delivery(d.id, me, error=end.reason, state=end.state),
+                f"delivery {d.id}: dead-lettering",
+            )
+            self._count_failure(d, end.state, end.error)
+            return
+        delay = decision.delay
+        b.metrics.deliveries.labels(d.conversation.channel, d.kind, "retry").inc()
+        log.info(
+            "delivery %s (%s) attempt %d failed: %s; retry in %.2fs conversation=%s",
+            d.id,
+            d.kind,
+            d.attempts,
+            decision.error,
+            delay,
+            d.conversation_id,
+        )
+        await self._persist(
+            # the due time counts from the write: a retry held up by a database outage
+            # still waits its backoff
+            lambda: b.store.retry_delivery(
+                d.id, me, next_attempt_at=clock.now() + delay, error=decision.error
+            ),
+            f"delivery {d.id}: scheduling a retry",
+        )
+        b.schedule_wake(delay)
+
+    def _count_failure(self, d: ClaimedDelivery, state: str, error: str) -> None:
+        b = self.b
+        channel = d.conversation.channel
+        b.metrics.deliveries.labels(channel, d.kind, state).inc()
+        if state == "dead":
+            b.metrics.dead_letters.labels(channel).inc()
+            log.error(
+                "delivery %s dead-lettered: %s conversation=%s", d.id, error, d.conversation_id
+            )
+        b.wake_deliveries()
