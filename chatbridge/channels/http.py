@@ -31,15 +31,15 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import httpx
 
 from chatbridge import __version__
 from chatbridge.backoff import parse_retry_after
-from chatbridge.channels.base import Capabilities, InboundRequest, load_object
+from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest, load_object
 from chatbridge.channels.signatures import find_header
-from chatbridge.config import HttpInbox, Settings
+from chatbridge.config import HttpInbox
 from chatbridge.errors import BadInput, BadSignature, PermanentDelivery, RetryableDelivery
 from chatbridge.models import (
     Attachment,
@@ -551,14 +551,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.host}{port}"
 
 
-class _Context(Protocol):
-    """What ``build`` reads of the registry's ``ChannelContext``."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-
-def build(context: _Context) -> HttpChannel:
+def build(context: ChannelContext) -> HttpChannel:
     """The channel as the registry builds it, from ``Settings.http_inboxes``."""
     settings = context.settings
     return HttpChannel(
