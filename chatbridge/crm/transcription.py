@@ -8,8 +8,10 @@ Providers (``CommsSettings.transcription_provider``):
   ``model``, ``Authorization: Bearer``). A recording registered by URL is downloaded first.
 - ``local``: ``faster_whisper`` or ``whisper`` if one is installed, else "not installed".
 
-Jobs are queued on the ``call_logs`` row and leased (see ``store.comms``); a failed attempt is
-retried with exponential backoff up to ``MAX_ATTEMPTS``, a permanent failure ends it at once.
+Jobs are queued on the ``call_logs`` row and leased (see ``store.comms``); the worker is a
+``ClaimLoop`` like the bridge's other workers. A failed attempt is settled by the retry
+decision (``chatbridge.retry``): retried with exponential backoff up to ``MAX_ATTEMPTS``, a
+permanent failure ends it at once.
 
     TranscriptionError
     ├── RetryableTranscription     connection error, 429, 5xx: try again later
@@ -26,15 +28,17 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 
-from chatbridge.backoff import backoff_delay
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import ChatbridgeError
+from chatbridge.retry import FailureKind, RetryAt, decide_retry
 from chatbridge.store import Store
+from chatbridge.store.claim_loop import ClaimLoop
 
 log = logging.getLogger("chatbridge.crm.transcription")
 
@@ -260,11 +264,22 @@ def transcript_note(call: dict[str, Any], transcript: str) -> str:
     return f"Call transcript ({', '.join(parts)}):\n{transcript}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A claimed transcription job and the provider it runs on (the one configured when it
+    was claimed)."""
+
+    transcriber: Transcriber
+    call: dict[str, Any]
+
+
 class TranscriptionWorker:
     """Claims queued transcription jobs and runs them, one at a time per process.
 
-    ``settings`` is read before every claim, so a provider changed through the API is used
-    from the next job on. ``run_until_idle()`` is the drain-and-return mode for tests.
+    A ``ClaimLoop`` (``store.claim_loop``, the shape of every worker) around ``claim`` and
+    ``run_job``. ``settings`` is read before every claim, so a provider changed through the
+    API is used from the next job on. ``run_until_idle()`` is the drain-and-return mode for
+    tests.
     """
 
     def __init__(
@@ -283,12 +298,19 @@ class TranscriptionWorker:
         self.poll_interval = poll_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
-        self._wake = asyncio.Event()
         self._transcriber: Transcriber | None = None
         self._built_from: tuple[Any, ...] | None = None
+        self._loop: ClaimLoop[_Job] = ClaimLoop(
+            "transcriptions",
+            claim=self.claim,
+            run=self.run_job,
+            concurrency=1,
+            poll_interval=poll_interval,
+            batch=1,
+        )
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def _current(self) -> Transcriber:
         s = self.settings()
@@ -306,67 +328,68 @@ class TranscriptionWorker:
             self._built_from = key
         return self._transcriber
 
-    async def run_once(self) -> int:
-        """Claim and run the jobs due now; returns how many ran."""
+    async def claim(self, limit: int) -> list[_Job]:
+        """Lease up to ``limit`` due jobs; none while no provider is configured (the jobs
+        wait, queued, until one is)."""
         transcriber = await self._current()
         if transcriber.name == "none":
-            return 0  # jobs wait, queued, until a provider is configured
-        jobs = await self.store.claim_transcriptions(
-            self.owner, limit=1, lease_seconds=LEASE_SECONDS
+            return []
+        calls = await self.store.claim_transcriptions(
+            self.owner, limit=limit, lease_seconds=LEASE_SECONDS
         )
-        for job in jobs:
-            await self._run(transcriber, job)
-        return len(jobs)
+        return [_Job(transcriber, call) for call in calls]
 
-    async def _run(self, transcriber: Transcriber, job: dict[str, Any]) -> None:
-        call_id = job["id"]
+    async def run_job(self, job: _Job) -> None:
+        """Transcribe one claimed call; a failure is settled by the retry decision."""
+        call = job.call
+        call_id = call["id"]
         try:
-            recording = Recording(path=job["recording_path"], url=job["recording_url"])
-            text = await transcriber.transcribe(recording)
+            recording = Recording(path=call["recording_path"], url=call["recording_url"])
+            text = await job.transcriber.transcribe(recording)
         except RetryableTranscription as exc:
-            retry_at = None
-            if job["attempts"] < MAX_ATTEMPTS:
-                delay = backoff_delay(job["attempts"], base=self.retry_base, cap=self.retry_max)
-                retry_at = time.time() + delay
-            log.warning(
-                "transcription of call %s failed (retry=%s): %s", call_id, bool(retry_at), exc
-            )
-            await self.store.end_transcription_attempt(
-                call_id, self.owner, error=str(exc), retry_at=retry_at
-            )
+            await self._settle(call, "retryable", str(exc))
             return
         except Exception as exc:
-            log.warning("transcription of call %s failed for good: %s", call_id, exc)
             reason = str(exc) if isinstance(exc, TranscriptionError) else repr(exc)
-            await self.store.end_transcription_attempt(
-                call_id, self.owner, error=reason, retry_at=None
-            )
+            await self._settle(call, "permanent", reason)
             return
-        note = transcript_note(job, text)
+        note = transcript_note(call, text)
         await self.store.finish_transcription(call_id, self.owner, transcript=text, note=note)
         log.info("call %s transcribed (%d chars)", call_id, len(text))
 
+    async def _settle(self, call: dict[str, Any], kind: FailureKind, error: str) -> None:
+        decision = decide_retry(
+            attempts=call["attempts"],
+            max_attempts=MAX_ATTEMPTS,
+            kind=kind,
+            error=error,
+            now=time.time(),
+            base=self.retry_base,
+            cap=self.retry_max,
+        )
+        retry_at = decision.at if isinstance(decision, RetryAt) else None
+        if kind == "permanent":
+            log.warning("transcription of call %s failed for good: %s", call["id"], error)
+        else:
+            log.warning(
+                "transcription of call %s failed (retry=%s): %s", call["id"], bool(retry_at), error
+            )
+        # a job that ran out of attempts keeps the last error as it was (no "gave up after")
+        await self.store.end_transcription_attempt(
+            call["id"], self.owner, error=decision.error, retry_at=retry_at
+        )
+
     async def run_until_idle(self) -> int:
-        total = 0
-        while n := await self.run_once():
-            total += n
-        return total
+        """Claim and run every job due now; returns how many ran."""
+        return await self._loop.run_until_idle()
 
     async def run(self) -> None:
-        """Until cancelled: run due jobs, then sleep until woken or the poll interval passes."""
+        """Until cancelled: run due jobs, then sleep until woken or the poll interval passes.
+        On the way out the job in hand is cancelled and its lease given back."""
         try:
-            while True:
-                try:
-                    ran = await self.run_once()
-                except Exception:
-                    log.exception("transcription worker failed; retrying")
-                    ran = 0
-                if ran:
-                    continue
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            await self._loop.run()
         finally:
+            await self._loop.drain(0)
             with contextlib.suppress(Exception):
                 await self.store.release_transcriptions(self.owner)
             if self._transcriber is not None:

@@ -3,6 +3,8 @@ permanent failures and the "none" / "local" providers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.crm.transcription import (
+    MAX_ATTEMPTS,
     LocalTranscriber,
     PermanentTranscription,
     Recording,
@@ -114,3 +117,81 @@ async def test_the_local_provider_says_when_no_engine_is_installed(store: Store)
 def test_the_transcript_note_names_the_call() -> None:
     call = {"direction": "outbound", "phone": "+12025550143", "duration_seconds": 61.4}
     assert transcript_note(call, "hi") == "Call transcript (outbound, +12025550143, 1:01):\nhi"
+
+
+async def test_a_job_failing_every_time_ends_after_max_attempts(
+    store: Store, tmp_path: Path
+) -> None:
+    app = create_fake_transcriber()
+    fake = app.state.fake
+    async with serve_app(app) as url:
+        settings = CommsSettings(
+            transcription_provider="openai", transcription_base_url=f"{url}/v1/"
+        )
+        audio = tmp_path / "a.wav"
+        audio.write_bytes(b"123")
+        call = await queued(store, recording_path=str(audio))
+        w = worker(store, settings)
+        fake.fail_next = 100
+        for _ in range(500):  # each retry waits a (tiny) backoff
+            await w.run_until_idle()
+            row = await store.get_call(call)
+            assert row is not None
+            if row["transcript_status"] == "failed":
+                break
+        assert (row["transcript_status"], row["attempts"]) == ("failed", MAX_ATTEMPTS)
+        assert len(fake.requests) == MAX_ATTEMPTS
+        # the last error as it was: a job's error is shown to the user as the reason
+        assert row["transcript_error"] == "transcription: HTTP 503"
+        await w._transcriber.aclose()  # type: ignore[union-attr]
+
+
+class GatedWorker(TranscriptionWorker):
+    """Runs a job only once ``gate`` is open; ``started`` / ``finished`` say where it is."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    async def run_job(self, job: Any) -> None:
+        self.started.set()
+        await self.gate.wait()
+        await super().run_job(job)
+        self.finished.set()
+
+
+async def test_the_running_worker_runs_a_woken_job_and_gives_back_the_one_in_hand_on_stop(
+    store: Store, tmp_path: Path
+) -> None:
+    app = create_fake_transcriber()
+    async with serve_app(app) as url:
+        settings = CommsSettings(
+            transcription_provider="openai", transcription_base_url=f"{url}/v1/"
+        )
+        audio = tmp_path / "a.wav"
+        audio.write_bytes(b"1234")
+        w = GatedWorker(store, lambda: settings, owner="t", poll_interval=3600.0)
+        task = asyncio.create_task(w.run())
+        try:
+            first = await queued(store, recording_path=str(audio))
+            w.wake()  # the poll interval is an hour: only the wake-up can start it
+            await asyncio.wait_for(w.started.wait(), 10)
+            w.gate.set()
+            await asyncio.wait_for(w.finished.wait(), 10)
+            assert (await store.get_call(first))["transcript_status"] == "done"  # type: ignore[index]
+
+            w.gate.clear()
+            w.started.clear()
+            second = await queued(store, recording_path=str(audio))
+            w.wake()
+            await asyncio.wait_for(w.started.wait(), 10)
+            assert await store.claim_transcriptions("other", limit=1, lease_seconds=60) == []
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # stopped mid-job: its lease is given back at once, for another process to take
+        jobs = await store.claim_transcriptions("other", limit=1, lease_seconds=60)
+        assert [j["id"] for j in jobs] == [second]
