@@ -1,10 +1,11 @@
-"""The ``Cluster`` Redis client on its own: what it leaves behind on the server."""
+"""The ``RedisCluster`` client on its own: what it leaves behind on the server."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from chatbridge.cluster import Cluster, ClusterUnavailable
+from chatbridge.cluster import ClusterUnavailable
+from chatbridge.cluster.redis import RedisCluster
 from chatbridge.testing.cluster import RedisServer
 from tests.e2e.harness import wait_until
 
@@ -20,7 +21,7 @@ async def _connections(url: str, name: str) -> int:
 
 async def test_a_stopped_cluster_opens_no_new_connections(redis_server: RedisServer) -> None:
     """A request still running on a stopping replica must not leave a socket open behind it."""
-    cluster = Cluster(redis_server.url, "replica-a", presence_ttl=2.0, beat=0.4)
+    cluster = RedisCluster(redis_server.url, "replica-a", presence_ttl=2.0, beat=0.4)
     await cluster.start()
     assert await cluster.try_lease("agent-1")
     assert await _connections(redis_server.url, "replica-a") >= 1
@@ -43,8 +44,8 @@ async def test_a_stopped_cluster_opens_no_new_connections(redis_server: RedisSer
 async def test_links_reach_the_other_replicas_and_leave_with_their_replica(
     redis_server: RedisServer,
 ) -> None:
-    a = Cluster(redis_server.url, "replica-a", presence_ttl=2.0, beat=0.4)
-    b = Cluster(redis_server.url, "replica-b", presence_ttl=2.0, beat=0.4)
+    a = RedisCluster(redis_server.url, "replica-a", presence_ttl=2.0, beat=0.4)
+    b = RedisCluster(redis_server.url, "replica-b", presence_ttl=2.0, beat=0.4)
     heard: list[str] = []
     b.on_links(heard.append)
     await a.start()

@@ -1,4 +1,4 @@
-"""``Cluster``: what several bridge replicas tell each other through Redis.
+"""``RedisCluster``: what several bridge replicas tell each other through Redis.
 
 Distributed mode is on when ``CHATBRIDGE_REDIS_URL`` is set. The database stays the only
 durable layer (turns and deliveries are claimed with leases there, so ordering and "one turn
@@ -14,17 +14,9 @@ and disposable:
   agent's offers or runs the http-webhook turn a late reply names, and to send an event to
   an agent over another replica's link.
 - **Links** (``set_links`` / ``links_of``): which replicas have a live connection to which
-  agents (ws-dial-out: every replica dials; ws-dial-in: wherever the agent's connections
-  landed). Each replica publishes its own set when it changes and keeps it in its replica
-  record, so a dead replica's links vanish with that record after ``presence_ttl`` seconds.
-  Links do not route turns: every replica with a link claims the agent's turns from the
-  database. They say which turns a replica *without* a link should leave alone
-  (``held_elsewhere``), and where a turn goes when the link it was running on drops.
-- **Leases** (``want_lease`` / ``location``): ``<prefix>:agent:<id>`` holds the one replica
-  that offers an http-pull agent's turns (its offers live in that replica's memory; polls and
-  replies reaching another replica are passed to it, ``chatbridge.api.forward``). Keys expire
-  unless their holder renews them, so a dead replica's pull agents are free again after
-  ``presence_ttl`` seconds.
+  agents, announced by each replica and kept in its record (``links.py``).
+- **Leases** (``want_lease`` / ``location``): the one replica offering an http-pull agent's
+  turns (``leases.py``).
 - **Who is alive** (``replicas``): ``<prefix>:replica:<id>`` is refreshed every beat with a
   status snapshot, for the cluster-wide ``/agents/status``.
 
@@ -47,7 +39,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -56,31 +47,23 @@ from redis import asyncio as aioredis
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from chatbridge.cluster.base import (
+    ClusterUnavailable,
+    Handler,
+    LinksListener,
+    LocationListener,
+    Payload,
+    Service,
+    StatusProvider,
+)
+from chatbridge.cluster.calls import PendingCalls, answer
+from chatbridge.cluster.leases import DROP, RENEW, LeaseBook
+from chatbridge.cluster.links import PeerLinks
+
+__all__ = ["RedisCluster"]
+
 log = logging.getLogger("chatbridge.cluster")
 
-Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
-Service = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-LocationListener = Callable[[str, str | None], None]
-LinksListener = Callable[[str], None]
-
-# Keep our hold: renew if ours, take it back if it vanished (a Redis restart), else say who.
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return ARGV[1]
-elseif not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
-end
-return v
-"""
-_DROP = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 QUEUE_LIMIT = 10_000
 
 
@@ -98,12 +81,8 @@ class _StoppablePool(ConnectionPool):
         return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
 
 
-class ClusterUnavailable(Exception):
-    """Redis did not answer, or the replica called is not listening."""
-
-
-class Cluster:
-    """One replica's view of the others (see the module docstring).
+class RedisCluster:
+    """One replica's view of the others, through Redis (see the module docstring).
 
     Args:
         redis_url: ``redis://…``.
@@ -112,6 +91,8 @@ class Cluster:
         presence_ttl: seconds an agent location or replica record lives without renewal.
         beat: seconds between renewals (and location refreshes).
     """
+
+    distributed = True
 
     def __init__(
         self,
@@ -140,30 +121,23 @@ class Cluster:
         self._handlers: dict[str, list[Handler]] = {}
         self._services: dict[str, Service] = {}
         self._resync: list[Callable[[], None]] = []
-        self._location_listeners: list[LocationListener] = []
-        self._status: Callable[[], dict[str, Any]] = dict
+        self._status: StatusProvider = dict
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(QUEUE_LIMIT)
         self._pending_wakes: set[str] = set()
-        self._calls: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._calls = PendingCalls()
         self._tasks: list[asyncio.Task[None]] = []
         self._spawned: set[asyncio.Task[Any]] = set()
-        self._held: set[str] = set()  # agents whose location key is ours to renew
-        self._wanted: set[str] = set()  # agents whose lease we would take when free
-        self._missing: set[str] = set()  # wanted, and found free at the last beat
-        self._locations: dict[str, str] = {}
+        self._leases = LeaseBook(replica_id)
         self._links: frozenset[str] = frozenset()  # agents with a live link here
         self._links_version = 0
-        # other replicas' links: replica -> ((started_at, version), agent ids)
-        self._peer_links: dict[str, tuple[tuple[float, int], frozenset[str]]] = {}
-        self._linked_elsewhere: dict[str, list[str]] | None = None  # cache: agent -> replicas
-        self._links_listeners: list[LinksListener] = []
-        self._replicas: dict[str, dict[str, Any]] = {}
+        self._peers = PeerLinks(replica_id)  # the other replicas' links
+        self._replicas: dict[str, Payload] = {}
         self._listening = asyncio.Event()
         self._dirty = False  # a message may have been lost: resync everyone when we can
         self.connected = False
         self.started_at = time.time()
-        self._renew = self._redis.register_script(_RENEW)
-        self._drop = self._redis.register_script(_DROP)
+        self._renew = self._redis.register_script(RENEW)
+        self._drop = self._redis.register_script(DROP)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -181,15 +155,15 @@ class Cluster:
 
     async def stop(self) -> None:
         """Give up what we hold (so others take over at once) and close the connection."""
-        for agent_id in list(self._held):
+        for agent_id in list(self._leases.held):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._drop(keys=[self._agent_key(agent_id)], args=[self.replica_id]), 1
                 )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._redis.delete(self._replica_key(self.replica_id)), 1)
-        if self._held:
-            self.publish("located", {"agents": {a: None for a in self._held}})
+        if self._leases.held:
+            self.publish("located", {"agents": {a: None for a in self._leases.held}})
         if self._links:
             self.set_links(())  # the others stop leaving these agents' turns to us
         # let the publisher flush briefly
@@ -209,9 +183,7 @@ class Cluster:
     def end_calls(self) -> None:
         """Fail every call still waiting for an answer (shutting down: requests that wait on
         another replica end now, with a 503 their callers retry elsewhere)."""
-        for fut in self._calls.values():
-            if not fut.done():
-                fut.set_exception(ClusterUnavailable("this replica is shutting down"))
+        self._calls.fail_all("this replica is shutting down")
 
     async def _drain(self) -> None:
         while not self._queue.empty():
@@ -240,20 +212,20 @@ class Cluster:
     def on_location(self, listener: LocationListener) -> None:
         """``listener(agent_id, replica_or_None)`` whenever the holder of an agent's lease
         (http-pull) changes, as far as this replica knows."""
-        self._location_listeners.append(listener)
+        self._leases.on_change(listener)
 
     def on_links(self, listener: LinksListener) -> None:
         """``listener(agent_id)`` whenever the set of *other* replicas linked to the agent
         changes, as far as this replica knows."""
-        self._links_listeners.append(listener)
+        self._peers.on_change(listener)
 
-    def status_provider(self, provider: Callable[[], dict[str, Any]]) -> None:
+    def status_provider(self, provider: StatusProvider) -> None:
         """What this replica publishes about itself every beat (``replicas()``)."""
         self._status = provider
 
     # -- broadcasts ----------------------------------------------------------------------------
 
-    def publish(self, kind: str, payload: dict[str, Any]) -> None:
+    def publish(self, kind: str, payload: Payload) -> None:
         """Send ``payload`` to every other replica (in order, fire and forget)."""
         self._enqueue(self._bcast, kind, payload)
 
@@ -264,7 +236,7 @@ class Cluster:
         self._pending_wakes.add(what)
         self._enqueue(self._bcast, "wake", {"what": what})
 
-    def _enqueue(self, channel: str, kind: str, payload: dict[str, Any]) -> None:
+    def _enqueue(self, channel: str, kind: str, payload: Payload) -> None:
         data = json.dumps({"k": kind, "from": self.replica_id, "p": payload}, ensure_ascii=False)
         try:
             self._queue.put_nowait((channel, data))
@@ -298,18 +270,14 @@ class Cluster:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    async def call(
-        self, replica: str, method: str, payload: dict[str, Any], *, timeout: float
-    ) -> dict[str, Any]:
+    async def call(self, replica: str, method: str, payload: Payload, *, timeout: float) -> Payload:
         """Ask ``replica`` to run ``method`` and return its answer.
 
         Raises:
             ClusterUnavailable: Redis is down, the replica is not listening, or no answer came
                 within ``timeout`` seconds.
         """
-        call_id = os.urandom(8).hex()
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._calls[call_id] = fut
+        call_id, fut = self._calls.open()
         data = json.dumps(
             {
                 "k": "_call",
@@ -334,22 +302,11 @@ class Cluster:
             except TimeoutError as exc:
                 raise ClusterUnavailable(f"replica {replica!r} did not answer") from exc
         finally:
-            self._calls.pop(call_id, None)
+            self._calls.close(call_id)
 
-    async def _answer_call(self, msg: dict[str, Any]) -> None:
-        service = self._services.get(msg.get("m", ""))
-        try:
-            if service is None:
-                raise LookupError(f"no service {msg.get('m')!r}")
-            result: dict[str, Any] = {"ok": True, "p": await service(msg.get("p") or {})}
-        except Exception as exc:
-            log.exception("cluster: call %s failed", msg.get("m"))
-            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self._enqueue(
-            f"{self.prefix}:to:{msg['from']}",
-            "_reply",
-            {"id": msg.get("id"), **result},
-        )
+    async def _answer_call(self, msg: Payload) -> None:
+        reply = await answer(self._services, msg)
+        self._enqueue(f"{self.prefix}:to:{msg['from']}", "_reply", reply)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -398,13 +355,7 @@ class Cluster:
         kind = msg.get("k")
         sender = msg.get("from")
         if kind == "_reply":
-            payload = msg.get("p") or {}
-            fut = self._calls.get(payload.get("id", ""))
-            if fut is not None and not fut.done():
-                if payload.get("ok"):
-                    fut.set_result(payload.get("p") or {})
-                else:
-                    fut.set_exception(ClusterUnavailable(payload.get("error", "call failed")))
+            self._calls.answered(msg.get("p") or {})
             return
         if kind == "_call":
             self._spawn(self._answer_call(msg))
@@ -416,11 +367,11 @@ class Cluster:
             return
         if kind == "located":
             for agent_id, where in (msg.get("p") or {}).get("agents", {}).items():
-                self._set_location(agent_id, where)
+                self._leases.set(agent_id, where)
             return
         if kind == "links":
             payload = msg.get("p") or {}
-            self._set_peer_links(str(sender), payload.get("v"), payload.get("agents"))
+            self._peers.announced(str(sender), payload.get("v"), payload.get("agents"))
             return
         for handler in self._handlers.get(kind, ()):
             try:
@@ -463,61 +414,19 @@ class Cluster:
     def links_of(self, agent_id: str) -> list[str]:
         """The replicas with a live link to ``agent_id`` (this one first), as known here."""
         here = [self.replica_id] if agent_id in self._links else []
-        return here + self._linked_elsewhere_map().get(agent_id, [])
+        return here + self._peers.by_agent().get(agent_id, [])
 
     def linked_elsewhere(self, agent_id: str) -> list[str]:
         """The other replicas with a live link to ``agent_id``, as known here."""
-        return list(self._linked_elsewhere_map().get(agent_id, ()))
-
-    def _linked_elsewhere_map(self) -> dict[str, list[str]]:
-        if self._linked_elsewhere is None:
-            found: dict[str, list[str]] = {}
-            for replica in sorted(self._peer_links):
-                for agent_id in self._peer_links[replica][1]:
-                    found.setdefault(agent_id, []).append(replica)
-            self._linked_elsewhere = found
-        return self._linked_elsewhere
-
-    def _set_peer_links(self, replica: str, stamp: Any, agents: Any) -> None:
-        """Another replica's links as it announced them (a message, or its record)."""
-        if replica == self.replica_id or not isinstance(agents, list):
-            return
-        try:
-            version = (float(stamp[0]), int(stamp[1]))
-        except (TypeError, ValueError, IndexError, KeyError):
-            version = (0.0, 0)
-        known = self._peer_links.get(replica)
-        if known is not None and known[0] > version:
-            return  # an older record read after a newer message
-        self._replace_peer_links(replica, (version, frozenset(map(str, agents))))
-
-    def _replace_peer_links(
-        self, replica: str, entry: tuple[tuple[float, int], frozenset[str]] | None
-    ) -> None:
-        before = self._peer_links.get(replica, ((0.0, 0), frozenset()))[1]
-        if entry is None:
-            self._peer_links.pop(replica, None)
-        else:
-            self._peer_links[replica] = entry
-        after = entry[1] if entry is not None else frozenset()
-        changed = before ^ after
-        if not changed:
-            return
-        self._linked_elsewhere = None
-        for agent_id in sorted(changed):
-            for listener in self._links_listeners:
-                try:
-                    listener(agent_id)
-                except Exception:
-                    log.exception("cluster: links listener failed")
+        return list(self._peers.by_agent().get(agent_id, ()))
 
     def held_elsewhere(self) -> list[str]:
         """Agents whose turns this replica should leave to the others: an http-pull agent
         whose lease another replica holds, and an agent with a live link on another replica
         and none here. Everything else may be claimed here (http-webhook and openai agents
         need no link; an agent linked nowhere is claimed so its deadline can run out)."""
-        leased = [a for a, r in self._locations.items() if r != self.replica_id]
-        linked = [a for a in self._linked_elsewhere_map() if a not in self._links]
+        leased = self._leases.elsewhere()
+        linked = [a for a in self._peers.by_agent() if a not in self._links]
         return leased + linked
 
     # -- leases (http-pull) --------------------------------------------------------------------
@@ -531,7 +440,7 @@ class Cluster:
     def location(self, agent_id: str) -> str | None:
         """Where ``agent_id`` is served, as last known here: the holder of its lease
         (http-pull), else a replica with a link to it (this one first); None: nowhere."""
-        holder = self._locations.get(agent_id)
+        holder = self._leases.locations.get(agent_id)
         if holder is not None:
             return holder
         linked = self.links_of(agent_id)
@@ -539,55 +448,37 @@ class Cluster:
 
     def lease_holder(self, agent_id: str) -> str | None:
         """The replica holding ``agent_id``'s lease as last known here (None: nobody)."""
-        return self._locations.get(agent_id)
+        return self._leases.locations.get(agent_id)
 
     def holds(self, agent_id: str) -> bool:
-        return agent_id in self._held
+        return agent_id in self._leases.held
 
     def may_serve(self, agent_id: str) -> bool:
         """Whether this replica should offer ``agent_id``'s turns (http-pull): it holds the
         lease, or Redis is unreachable and no holder is known (degraded: serve rather than
         starve; the database still keeps each turn to one replica)."""
-        return agent_id in self._held or (not self.connected and agent_id not in self._locations)
-
-    def _set_location(self, agent_id: str, where: str | None, *, notify: bool = False) -> None:
-        old = self._locations.get(agent_id)
-        if where is None:
-            self._locations.pop(agent_id, None)
-        else:
-            self._locations[agent_id] = where
-        if where != self.replica_id and agent_id in self._held:
-            # Someone else holds it now (our lease lapsed while Redis was away): ours no
-            # longer counts.
-            self._held.discard(agent_id)
-        if old != where or notify:
-            for listener in self._location_listeners:
-                try:
-                    listener(agent_id, where)
-                except Exception:
-                    log.exception("cluster: location listener failed")
+        return agent_id in self._leases.held or (
+            not self.connected and agent_id not in self._leases.locations
+        )
 
     async def release(self, agent_id: str) -> None:
         """Give up ``agent_id``'s lease (the agent was removed or no longer wants one)."""
-        if agent_id not in self._held:
+        if agent_id not in self._leases.held:
             return
-        self._held.discard(agent_id)
-        if self._locations.get(agent_id) == self.replica_id:
-            self._set_location(agent_id, None)
+        self._leases.held.discard(agent_id)
+        if self._leases.locations.get(agent_id) == self.replica_id:
+            self._leases.set(agent_id, None)
         with contextlib.suppress(Exception):
             await self._drop(keys=[self._agent_key(agent_id)], args=[self.replica_id])
         self.publish("located", {"agents": {agent_id: None}})
 
     def want_lease(self, agent_id: str, wanted: bool = True) -> None:
         """Take ``agent_id``'s lease whenever it is free (http-pull agents)."""
-        if wanted:
-            self._wanted.add(agent_id)
-        else:
-            self._wanted.discard(agent_id)
+        self._leases.want(agent_id, wanted)
 
     async def try_lease(self, agent_id: str) -> bool:
         """Take the lease now if it is free; True if this replica holds it afterwards."""
-        if agent_id in self._held:
+        if agent_id in self._leases.held:
             return True
         try:
             got = await self._redis.set(
@@ -601,11 +492,11 @@ class Cluster:
             return False
         where = holder.decode() if isinstance(holder, bytes) else holder
         if where == self.replica_id:
-            self._held.add(agent_id)
-            self._set_location(agent_id, self.replica_id)
+            self._leases.held.add(agent_id)
+            self._leases.set(agent_id, self.replica_id)
             self.publish("located", {"agents": {agent_id: self.replica_id}})
             return True
-        self._set_location(agent_id, where)
+        self._leases.set(agent_id, where)
         return False
 
     # -- the beat ------------------------------------------------------------------------------
@@ -619,38 +510,38 @@ class Cluster:
         """Renew what we hold, take free leases we want, refresh locations and replicas."""
         try:
             ttl = int(self.presence_ttl * 1000)
-            for agent_id in list(self._held):
+            for agent_id in list(self._leases.held):
                 holder = await self._renew(
                     keys=[self._agent_key(agent_id)], args=[self.replica_id, ttl]
                 )
                 where = holder.decode() if isinstance(holder, bytes) else holder
                 if where != self.replica_id:
                     log.info("cluster: %s is now held by %s", agent_id, where)
-                    self._set_location(agent_id, where)
+                    self._leases.set(agent_id, where)
             await self._write_record()
             await self._refresh_locations()
-            for agent_id, where in list(self._locations.items()):
-                if where != self.replica_id or agent_id in self._held:
+            for agent_id, where in list(self._leases.locations.items()):
+                if where != self.replica_id or agent_id in self._leases.held:
                     continue
                 # Marked ours by an earlier life of this replica (same instance id, killed):
                 # a lease we want is ours to take back; a stale presence is cleared.
-                if agent_id in self._wanted:
-                    self._held.add(agent_id)
-                    self._set_location(agent_id, self.replica_id, notify=True)
+                if agent_id in self._leases.wanted:
+                    self._leases.held.add(agent_id)
+                    self._leases.set(agent_id, self.replica_id, notify=True)
                 else:
                     await self._drop(keys=[self._agent_key(agent_id)], args=[self.replica_id])
-                    self._set_location(agent_id, None)
-            for agent_id in sorted(self._wanted - self._held):
-                if agent_id in self._locations:
-                    self._missing.discard(agent_id)
+                    self._leases.set(agent_id, None)
+            for agent_id in sorted(self._leases.wanted - self._leases.held):
+                if agent_id in self._leases.locations:
+                    self._leases.missing.discard(agent_id)
                     continue
                 # Free two beats in a row: its holder (after a Redis restart) had a beat to
                 # take it back, so this is not a race with a live holder.
-                if agent_id in self._missing:
+                if agent_id in self._leases.missing:
                     await self.try_lease(agent_id)
-                    self._missing.discard(agent_id)
+                    self._leases.missing.discard(agent_id)
                 else:
-                    self._missing.add(agent_id)
+                    self._leases.missing.add(agent_id)
         except Exception as exc:
             log.debug("cluster: beat failed (%s)", type(exc).__name__)
 
@@ -680,16 +571,11 @@ class Cluster:
                 continue
             k = key.decode() if isinstance(key, bytes) else key
             found[k[cut:]] = value.decode() if isinstance(value, bytes) else value
-        # Ours stay ours here: this read may predate our own SET (a lease just taken).
-        # Losing one is learned from the renew script or a "located" message.
-        for agent_id in self._held:
-            found[agent_id] = self.replica_id
-        for agent_id in set(self._locations) | set(found):
-            self._set_location(agent_id, found.get(agent_id))
+        self._leases.refreshed(found)
         rkeys = [
             k async for k in self._redis.scan_iter(match=f"{self.prefix}:replica:*", count=500)
         ]
-        replicas: dict[str, dict[str, Any]] = {}
+        replicas: dict[str, Payload] = {}
         for raw in await self._redis.mget(rkeys) if rkeys else []:
             if raw is None:
                 continue
@@ -697,22 +583,18 @@ class Cluster:
                 snap = json.loads(raw)
                 replicas[snap["id"]] = snap
         self._replicas = replicas
-        for replica, snap in replicas.items():
-            self._set_peer_links(replica, snap.get("links_v"), snap.get("links"))
-        for replica in [r for r in self._peer_links if r not in replicas]:
-            # its record ran out (it died) or was deleted (it stopped): no links left
-            self._replace_peer_links(replica, None)
+        self._peers.records(replicas)
 
     async def gather(
-        self, method: str, payload: dict[str, Any], *, timeout: float = 2.0
-    ) -> dict[str, dict[str, Any]]:
+        self, method: str, payload: Payload, *, timeout: float = 2.0
+    ) -> dict[str, Payload]:
         """``call`` every live replica (this one directly); replicas that do not answer in
         time are left out."""
         replicas = await self.fresh_replicas()
         replicas.setdefault(self.replica_id, {})
         service = self._services.get(method)
 
-        async def one(replica: str) -> tuple[str, dict[str, Any] | None]:
+        async def one(replica: str) -> tuple[str, Payload | None]:
             try:
                 if replica == self.replica_id and service is not None:
                     return replica, await service(payload)
@@ -723,11 +605,11 @@ class Cluster:
         answers = await asyncio.gather(*(one(r) for r in sorted(replicas)))
         return {r: a for r, a in answers if a is not None}
 
-    def replicas(self) -> dict[str, dict[str, Any]]:
+    def replicas(self) -> dict[str, Payload]:
         """The live replicas as of the last beat: id → its last published snapshot."""
         return dict(self._replicas)
 
-    async def fresh_replicas(self) -> dict[str, dict[str, Any]]:
+    async def fresh_replicas(self) -> dict[str, Payload]:
         """Like ``replicas()`` but read from Redis now (falls back to the last beat's)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._refresh_locations(), 2)
