@@ -1,15 +1,24 @@
 """What the pipeline asks of agent transports, in neutral terms.
 
 The pipeline hands a ``TurnRequest`` (a ready ``user_message`` frame) to the ``AgentHub``
-(``chatbridge.transports.hub``), which owns every agent connection (dial-out and dial-in) and
-returns one ``AgentOutcome`` per turn, or raises ``AgentUnavailable`` / ``AgentTimeout``.
+(``chatbridge.transports.hub``), which keeps one ``AgentTransport`` per agent and returns one
+``AgentOutcome`` per turn, or raises ``AgentUnavailable`` / ``AgentTimeout``.
+
+``AgentTransport`` is the whole extension point, as httpx's ``AsyncBaseTransport`` is: run a
+turn, send an event, say whether the agent is connected and how it has been doing, close.
+One module per kind implements it (``dial_out``, ``dial_in``, ``pull``, ``webhook``,
+``openai``; ``registry`` names them), and ``mock.MockAgentTransport`` wraps a plain function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from chatbridge.transports.registry import TransportSpec
 
 OutcomeKind = Literal["reply", "no_reply", "handoff", "error"]
 
@@ -64,3 +73,122 @@ class AgentStatus:
 ProactiveCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 TypingCallback = Callable[[str, str, bool], Awaitable[None]]
 ChunkCallback = Callable[[str, str, int, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can carry at all; the contract suite checks the rest of it.
+
+    An openai model cannot decline to answer or hand a conversation over, and neither an
+    openai nor an http-pull agent can be sent an event (nothing reaches it but its turns).
+    """
+
+    no_reply: bool = True
+    handoff: bool = True
+    events: bool = True
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100) of ``values``; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+LATENCY_WINDOW = 100
+"""Answer latencies kept per agent for ``AgentStatus``' percentiles."""
+
+
+@dataclass(slots=True)
+class TurnStats:
+    """How an agent has been answering: count, recent latencies, last sign of life."""
+
+    answered: int = 0
+    last_seen: float | None = None
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def record(self, seconds: float) -> None:
+        """One turn answered after ``seconds``."""
+        self.answered += 1
+        self.latencies_ms.append(seconds * 1000)
+
+
+class AgentTransport:
+    """One agent's way to and from the bridge (see the module docstring).
+
+    Subclasses set ``spec`` and ``capabilities`` and implement ``run_turn`` and ``connected``;
+    the rest has defaults for a transport with nothing open between turns.
+    """
+
+    spec: ClassVar[TransportSpec]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(
+        self, agent_id: str, url: str | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        self.agent_id = agent_id
+        self.url = url
+        self.options: dict[str, Any] = dict(options or {})
+        """Settings beyond the URL (a webhook's secret, a model's name); the hub replaces them
+        when the agent's config changes, and a turn reads them when it starts."""
+        self.stats = TurnStats()
+        self.closed = False
+
+    @property
+    def kind(self) -> str:
+        """The transport's name (``AgentStatus.transport``)."""
+        return self.spec.kind
+
+    async def run_turn(self, req: TurnRequest) -> AgentOutcome:
+        """Run one turn on the agent and return how the agent ended it.
+
+        Raises:
+            AgentUnavailable: the agent could not be reached before ``req.deadline``.
+            AgentTimeout: it got the turn but did not answer before ``req.deadline``.
+        """
+        raise NotImplementedError
+
+    async def send_event(self, frame: dict[str, Any]) -> bool:
+        """Send a frame that expects no answer (``conversation_event``).
+
+        Returns:
+            False when it was not delivered, or this transport cannot carry events.
+        """
+        return False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the agent is reachable right now, as far as this transport can tell."""
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        """Turns sent (or being offered) and not answered yet."""
+        return 0
+
+    def status(self) -> AgentStatus:
+        """The agent's row for ``/agents/status``."""
+        latencies = list(self.stats.latencies_ms)
+        return AgentStatus(
+            agent_id=self.agent_id,
+            transport=self.kind,
+            connected=self.connected,
+            last_seen=self.stats.last_seen,
+            in_flight=self.in_flight(),
+            latency_ms_p50=percentile(latencies, 50),
+            latency_ms_p95=percentile(latencies, 95),
+            turns_answered=self.stats.answered,
+        )
+
+    def start(self) -> None:
+        """Open what the transport keeps open (a dial-out connection); called again after a
+        restart of the hub. Must not block."""
+
+    def close_link(self, link_id: str) -> None:
+        """The agent re-opened its connection ``link_id`` on another replica: drop it here."""
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        """Release everything: connections, background tasks; waiting turns fail with
+        ``AgentUnavailable`` naming ``reason``. Later turns fail the same way."""
+        self.closed = True

@@ -2,7 +2,8 @@
 
 The pieces here know Starlette's ``WebSocket`` and the handshake: ``handshake()`` accepts the
 upgrade, reads ``hello`` and checks the agent's token, and ``refuse()`` answers a refused agent.
-The ``AgentHub`` runs the protocol once the agent is known (``AgentHub.handle_dial_in``).
+Once the agent is known (``AgentHub.handle_dial_in``), its ``DialInTransport.serve()`` answers
+``hello_ok`` and runs the protocol on the connection as a link (``ws.LinkedTransport``).
 
 Wrong tokens spend the caller's failed-authentication budget (an ``AuthBudget``); an address
 that has spent it gets its upgrade refused with HTTP 429 and ``Retry-After`` before any
@@ -15,13 +16,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbridge.protocol import Hello, ProtocolError, dumps, parse_agent_frame
+from chatbridge.protocol import PROTOCOL, Hello, ProtocolError, dumps, parse_agent_frame
+from chatbridge.transports.base import Capabilities
+from chatbridge.transports.context import TransportContext
+from chatbridge.transports.links import Link, LinkClosed, close_timeout
 from chatbridge.transports.log import log_event
+from chatbridge.transports.registry import spec
+from chatbridge.transports.ws import LinkedTransport
 
 HELLO_TIMEOUT = 10.0
 """Seconds an agent has, after the upgrade, to send its ``hello``."""
@@ -210,3 +216,44 @@ async def frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
             yield text
         else:
             yield message.get("bytes") or b""
+
+
+class DialInTransport(LinkedTransport):
+    """An agent that connects to the bridge (``GET /api/ws/agent``), perhaps several times."""
+
+    spec = spec("ws-dial-in")
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        agent_id: str,
+        url: str | None,
+        options: dict[str, Any],
+        context: TransportContext,
+    ) -> None:
+        super().__init__(agent_id, url, options, context)
+
+    async def serve(self, websocket: WebSocket, hello: Hello) -> None:
+        """Answer ``hello_ok`` on an accepted connection (``handshake()``), then run the
+        protocol on it until it ends."""
+        settings = self.context.settings
+        link = Link(
+            self.agent_id,
+            websocket.send_text,
+            lambda code, reason: websocket.close(code, reason),
+            close_timeout=close_timeout(settings),
+            link_id=link_id(hello),
+        )
+        try:
+            await link.send(
+                {
+                    "type": "hello_ok",
+                    "agent_id": self.agent_id,
+                    "protocol": PROTOCOL,
+                    "heartbeat_interval": settings.heartbeat_interval,
+                }
+            )
+        except LinkClosed:
+            return
+        log_event(logging.INFO, "agent dialed in", self.agent_id, resume_from=hello.resume_from)
+        await self.serve_link(link, frames(websocket), hello.resume_from)

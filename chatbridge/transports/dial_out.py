@@ -1,9 +1,14 @@
 """ws-dial-out: the bridge keeps a WebSocket open to an agent's ``websocket_url``.
 
+``DialOutTransport`` is the agent's ``AgentTransport``: from ``start()`` it keeps a task
+running ``dial_out_forever``, and runs the protocol on each open connection as a link
+(``ws.LinkedTransport``). Every replica dials: the agent takes several connections, and the
+replicas share its turns through the database.
+
 ``dial_out_forever`` owns the connect / reconnect cycle for one agent and nothing else: each
-open connection is handed to a ``serve`` coroutine (the ``AgentHub``) that runs the protocol on
-it and returns when the connection ends. Between connections it waits with exponential backoff
-and full jitter, reset after a connection that stayed up.
+open connection is handed to a ``serve`` coroutine that runs the protocol on it and returns
+when the connection ends. Between connections it waits with exponential backoff and full
+jitter, reset after a connection that stayed up.
 """
 
 from __future__ import annotations
@@ -12,22 +17,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from chatbridge.config import Settings
 from chatbridge.protocol import reconnect_delay
+from chatbridge.transports.base import Capabilities
+from chatbridge.transports.context import TransportContext
+from chatbridge.transports.links import Link, close_timeout
+from chatbridge.transports.registry import spec
+from chatbridge.transports.ws import SHUTDOWN, LinkedTransport
+
+__all__ = ["OPEN_TIMEOUT", "DialOutTransport", "close_timeout", "dial_out_forever"]
 
 log = logging.getLogger("chatbridge.transports")
 
 OPEN_TIMEOUT = 10.0
 """Seconds allowed for TCP + TLS + the WebSocket handshake."""
-
-
-def close_timeout(settings: Settings) -> float:
-    """How long a closing handshake may take before the TCP connection is dropped."""
-    return min(5.0, settings.heartbeat_interval)
 
 
 async def dial_out_forever(
@@ -94,3 +102,39 @@ async def dial_out_forever(
             extra={"agent_id": agent_id},
         )
         await asyncio.sleep(delay)
+
+
+class DialOutTransport(LinkedTransport):
+    """An agent the bridge dials at ``url`` (``ws://`` or ``wss://``)."""
+
+    spec = spec("ws-dial-out")
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        agent_id: str,
+        url: str | None,
+        options: dict[str, Any],
+        context: TransportContext,
+    ) -> None:
+        self.spec.check_url(agent_id, url)
+        super().__init__(agent_id, url, options, context)
+        self._dialing: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.closed or (self._dialing is not None and not self._dialing.done()):
+            return
+        self._dialing = self._spawn(
+            dial_out_forever(self.agent_id, self.url or "", self.context.settings, self._serve)
+        )
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        timeout = close_timeout(self.context.settings)
+        link = Link(self.agent_id, ws.send, ws.close, close_timeout=timeout)
+        await self.serve_link(link, ws, None)
+
+    async def aclose(self, reason: str = SHUTDOWN) -> None:
+        if self._dialing is not None:
+            self._dialing.cancel()
+            self._dialing = None
+        await super().aclose(reason)

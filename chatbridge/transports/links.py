@@ -13,10 +13,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbridge.protocol import DEAD_AFTER_INTERVALS, dumps, utc_now_iso
 from chatbridge.transports.log import log_event
+
+if TYPE_CHECKING:
+    from chatbridge.config import Settings
+
+
+def close_timeout(settings: Settings) -> float:
+    """How long a closing handshake may take before the TCP connection is dropped."""
+    return min(5.0, settings.heartbeat_interval)
 
 
 class LinkClosed(Exception):

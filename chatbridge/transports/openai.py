@@ -20,6 +20,9 @@ ends as ``AgentTimeout``. Another 4xx (bad key, unknown model, bad request) ends
 an error naming the server's own message; so does a stream that breaks off after it started
 (its chunks were already shown) or an empty completion. The route's fallback or handoff
 applies, as for any agent error.
+
+``OpenAITransport`` is the agent's ``AgentTransport``; ``OpenAICaller`` does the calls. A model
+cannot decline to answer, hand over, or take an event (``Capabilities``).
 """
 
 from __future__ import annotations
@@ -29,16 +32,27 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentTimeout, AgentUnavailable
 from chatbridge.store.records import MessageRecord
-from chatbridge.transports.base import AgentOutcome, ChunkCallback, TurnRequest
+from chatbridge.transports.base import (
+    AgentOutcome,
+    AgentStatus,
+    AgentTransport,
+    Capabilities,
+    ChunkCallback,
+    TurnRequest,
+)
 from chatbridge.transports.http import RETRYABLE, describe, retry_pause
 from chatbridge.transports.log import log_event
+from chatbridge.transports.registry import spec
+
+if TYPE_CHECKING:
+    from chatbridge.transports.context import TransportContext
 
 History = Callable[[str, int], Awaitable[list[MessageRecord]]]
 
@@ -299,3 +313,72 @@ class OpenAICaller:
         if not isinstance(text, str) or not text.strip():
             raise _Refused("empty_completion", {"finish_reason": meta.get("finish_reason")})
         return AgentOutcome("reply", text, metadata=meta)
+
+
+class OpenAITransport(AgentTransport):
+    """The bridge as the agent, answering with a model at ``url`` (the API root); ``options``
+    hold ``model``, ``api_key``, ``system_prompt``, ``temperature``, ``max_tokens`` and
+    ``max_history``."""
+
+    spec = spec("openai")
+    capabilities = Capabilities(no_reply=False, handoff=False, events=False)
+
+    def __init__(
+        self,
+        agent_id: str,
+        url: str | None,
+        options: dict[str, Any],
+        context: TransportContext,
+    ) -> None:
+        self.spec.check_url(agent_id, url)
+        super().__init__(agent_id, url, options)
+        self.context = context
+        self.caller = OpenAICaller(
+            context.http,
+            context.history,
+            on_chunk=context.on_chunk,
+            default_api_key=context.settings.openai_api_key,
+            retry_base=context.settings.retry_base_seconds,
+        )
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self.caller.client = self.context.http  # a new client after a restart of the hub
+
+    async def run_turn(self, req: TurnRequest) -> AgentOutcome:
+        if self.closed:
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        started = time.monotonic()
+        try:
+            outcome = await self.caller.run_turn(req, self.url or "", self.options)
+        except asyncio.CancelledError:
+            if self.closed and task is not None and task.uncancel() == 0:
+                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
+            raise
+        finally:
+            self._running.discard(task)
+        elapsed = time.monotonic() - started
+        self.stats.record(elapsed)
+        self.context.metrics.turn_seconds.labels(self.agent_id).observe(elapsed)
+        return outcome
+
+    @property
+    def connected(self) -> bool:
+        """Nothing stays open: connected unless closed or the last call failed."""
+        return not self.closed and self.agent_id not in self.caller.last_error
+
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def status(self) -> AgentStatus:
+        self.stats.last_seen = self.caller.last_ok.get(self.agent_id)
+        return super().status()
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        """Stop the model calls still running; their turns end as ``AgentUnavailable``."""
+        self.closed = True
+        for task in list(self._running):
+            task.cancel()

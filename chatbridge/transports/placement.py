@@ -25,14 +25,10 @@ from typing import Any, TypeVar
 
 from chatbridge.cluster import Cluster, ClusterUnavailable
 from chatbridge.errors import AgentElsewhere
+from chatbridge.transports.registry import Placement as Where
 
 log = logging.getLogger("chatbridge.transports")
 
-LEASED = ("http-pull",)
-"""Transports whose turns one replica at a time runs: it holds the agent's lease and offers
-its pulls (the offers live in that replica's memory)."""
-LINKED = ("ws-dial-out", "ws-dial-in")
-"""Transports whose turns need a live link on the replica that runs them."""
 EVENT_TIMEOUT = 5.0
 """Seconds another replica gets to pass an event to the agent over its link."""
 
@@ -40,7 +36,7 @@ T = TypeVar("T")
 
 
 def elsewhere(
-    transport: str | None,
+    placement: Where | None,
     *,
     me: str,
     linked_here: bool,
@@ -50,16 +46,17 @@ def elsewhere(
     """The replica a turn of this agent should run on instead of this one; None: here.
 
     Args:
-        transport: the agent's transport here (None: not configured here; a dial-in agent
-            that never connected here).
+        placement: where the agent's transport here may run its turns (``TransportSpec``:
+            ``leased`` on the lease holder, ``linked`` where it has a link, ``anywhere``);
+            None: not configured here (a dial-in agent that never connected here).
         me: this replica's id.
         linked_here: this replica has a live link to the agent.
         lease_holder: the replica holding the agent's lease (http-pull), if any.
         linked_elsewhere: other replicas with a live link to it, as known here.
     """
-    if transport in LEASED:
+    if placement == "leased":
         return lease_holder if lease_holder not in (None, me) else None
-    if transport is not None and transport not in LINKED:
+    if placement == "anywhere":
         return None  # http-webhook, openai: any replica runs them
     if linked_here or not linked_elsewhere:
         # Linked nowhere: the turn waits here for a link (here or elsewhere) or its deadline.
@@ -72,7 +69,7 @@ class Placement:
 
     Args:
         cluster: this replica's ``Cluster``.
-        transport_of: the agent's transport here (None: unknown here).
+        placement_of: where the agent's transport here runs its turns (None: unknown here).
         linked_here: whether this replica has a live link to the agent.
     """
 
@@ -80,11 +77,11 @@ class Placement:
         self,
         cluster: Cluster,
         *,
-        transport_of: Callable[[str], str | None],
+        placement_of: Callable[[str], Where | None],
         linked_here: Callable[[str], bool],
     ) -> None:
         self.cluster = cluster
-        self._transport_of = transport_of
+        self._placement_of = placement_of
         self._linked_here = linked_here
         self._moved: dict[str, list[asyncio.Future[str]]] = {}
         cluster.on_links(self.check)
@@ -97,7 +94,7 @@ class Placement:
     def where(self, agent_id: str) -> str | None:
         """The replica a turn of ``agent_id`` should run on instead of this one; None: here."""
         return elsewhere(
-            self._transport_of(agent_id),
+            self._placement_of(agent_id),
             me=self.cluster.replica_id,
             linked_here=self._linked_here(agent_id),
             lease_holder=self.cluster.lease_holder(agent_id),

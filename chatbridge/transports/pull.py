@@ -18,6 +18,9 @@ process dies, the turn's lease expires and a new process offers it again under t
   (the route's fallback or handoff applies, and the failure is visible on the turn).
 - ``reply`` takes any agent → bridge frame for a leased offer: chunks are collected (and
   passed on for live widgets), a turn-ending frame settles the offer.
+
+``PullTransport`` is an http-pull agent's ``AgentTransport``: its turns are offers in the
+hub's one broker (``GET /api/agent/turns`` and the action API lease them).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbridge.errors import AgentTimeout, AgentUnavailable
 from chatbridge.protocol import (
@@ -40,8 +43,23 @@ from chatbridge.protocol import (
     Typing,
     parse_agent_frame,
 )
-from chatbridge.transports.base import AgentOutcome, ChunkCallback, TurnRequest, TypingCallback
+from chatbridge.transports.base import (
+    AgentOutcome,
+    AgentStatus,
+    AgentTransport,
+    Capabilities,
+    ChunkCallback,
+    TurnRequest,
+    TypingCallback,
+)
+from chatbridge.transports.registry import spec
 from chatbridge.transports.turns import outcome_of
+
+if TYPE_CHECKING:
+    from chatbridge.transports.context import TransportContext
+
+PULL_GRACE = 15.0
+"""Seconds past the longest long-poll a puller still counts as connected without polling."""
 
 
 class LeaseExpired(Exception):
@@ -308,6 +326,14 @@ class PullBroker:
             case _:
                 return "ignored"
 
+    def fail(self, agent_id: str, error: AgentUnavailable) -> None:
+        """End every open offer of ``agent_id`` with ``error`` (its transport was closed)."""
+        for offer in self.open_offers(agent_id):
+            offer.result.set_exception(error)
+        q = self._agents.get(agent_id)
+        if q is not None:
+            self._notify(q)
+
     def settle(self, offer: Offer, outcome: AgentOutcome) -> bool:
         """End a leased offer with ``outcome`` (the action API's ``outbox``)."""
         if offer.result.done():
@@ -329,3 +355,48 @@ class PullBroker:
     def in_flight(self, agent_id: str) -> int:
         q = self._agents.get(agent_id)
         return len(q.offers) if q else 0
+
+
+class PullTransport(AgentTransport):
+    """An agent that polls for its turns and posts its replies (see the module docstring)."""
+
+    spec = spec("http-pull")
+    capabilities = Capabilities(events=False)  # nothing reaches a poller but its turns
+
+    def __init__(
+        self,
+        agent_id: str,
+        url: str | None,
+        options: dict[str, Any],
+        context: TransportContext,
+    ) -> None:
+        super().__init__(agent_id, url, options)
+        self.context = context
+
+    async def run_turn(self, req: TurnRequest) -> AgentOutcome:
+        if self.closed:
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
+        return await self.context.pull.run_turn(req)
+
+    @property
+    def connected(self) -> bool:
+        """Polled lately: within the longest long-poll and a grace period."""
+        seen = self.context.pull.last_seen(self.agent_id)
+        if self.closed or seen is None:
+            return False
+        return time.time() - seen < self.context.settings.pull_max_wait + PULL_GRACE
+
+    def in_flight(self) -> int:
+        return self.context.pull.in_flight(self.agent_id)
+
+    def status(self) -> AgentStatus:
+        broker = self.context.pull
+        self.stats.last_seen = broker.last_seen(self.agent_id)
+        self.stats.answered = broker.answered(self.agent_id)
+        return super().status()
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        self.closed = True
+        self.context.pull.fail(
+            self.agent_id, AgentUnavailable(f"agent {self.agent_id!r}: {reason}")
+        )

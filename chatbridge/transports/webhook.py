@@ -23,6 +23,8 @@ ends the turn as an error (the route's fallback or handoff applies).
 The turn itself is an offer in the ``PullBroker`` leased to this transport from the start, so
 late replies, streamed chunks, typing and lease checks share the http-pull code path, and the
 database lease stays the durable layer underneath.
+
+``WebhookTransport`` is the agent's ``AgentTransport``; ``WebhookCaller`` does the calls.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import hmac
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -40,10 +42,20 @@ from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentUnavailable
 from chatbridge.protocol import ProtocolError, utc_now_iso
 from chatbridge.signing import sha256_signature
-from chatbridge.transports.base import AgentOutcome, TurnRequest
+from chatbridge.transports.base import (
+    AgentOutcome,
+    AgentStatus,
+    AgentTransport,
+    Capabilities,
+    TurnRequest,
+)
 from chatbridge.transports.http import RETRYABLE, describe, retry_pause
 from chatbridge.transports.log import log_event
 from chatbridge.transports.pull import LeaseExpired, PullBroker, UnknownTurn
+from chatbridge.transports.registry import spec
+
+if TYPE_CHECKING:
+    from chatbridge.transports.context import TransportContext
 
 SIGNATURE_HEADER = "X-Chatbridge-Signature"
 MAX_REPLY_BYTES = 1024 * 1024
@@ -215,4 +227,61 @@ class WebhookCaller:
                 error_code="webhook_refused" if not r.is_success else "invalid_webhook_reply",
                 error_details={"status": r.status_code, "problem": problem},
             ),
+        )
+
+
+class WebhookTransport(AgentTransport):
+    """An agent the bridge POSTs each turn to (see the module docstring); ``options`` may
+    hold its ``secret``."""
+
+    spec = spec("http-webhook")
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        agent_id: str,
+        url: str | None,
+        options: dict[str, Any],
+        context: TransportContext,
+    ) -> None:
+        self.spec.check_url(agent_id, url)
+        super().__init__(agent_id, url, options)
+        self.context = context
+        self.caller = WebhookCaller(
+            context.pull,
+            context.http,
+            public_url=context.public_url,
+            retry_base=context.settings.retry_base_seconds,
+        )
+
+    def start(self) -> None:
+        self.caller.client = self.context.http  # a new client after a restart of the hub
+
+    async def run_turn(self, req: TurnRequest) -> AgentOutcome:
+        if self.closed:
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
+        return await self.caller.run_turn(req, self.url or "", self.options.get("secret"))
+
+    async def send_event(self, frame: dict[str, Any]) -> bool:
+        if self.closed:
+            return False
+        return await self.caller.send_event(self.url or "", self.options.get("secret"), frame)
+
+    @property
+    def connected(self) -> bool:
+        """Nothing stays open: connected unless closed or the last call failed."""
+        return not self.closed and self.agent_id not in self.caller.last_error
+
+    def in_flight(self) -> int:
+        return self.context.pull.in_flight(self.agent_id)
+
+    def status(self) -> AgentStatus:
+        self.stats.last_seen = self.caller.last_ok.get(self.agent_id)
+        self.stats.answered = self.context.pull.answered(self.agent_id)
+        return super().status()
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        self.closed = True
+        self.context.pull.fail(
+            self.agent_id, AgentUnavailable(f"agent {self.agent_id!r}: {reason}")
         )

@@ -1,0 +1,99 @@
+"""``MockAgentTransport``: an agent that is a plain function, for tests and the demo.
+
+As httpx's ``MockTransport`` wraps a request handler, this wraps a turn handler:
+
+    async def answer(req: TurnRequest) -> str:
+        return f"Echo: {req.frame['content']}"
+
+    hub.install("agent1", MockAgentTransport(answer))
+
+The handler (sync or async) gets the ``TurnRequest`` and returns an ``AgentOutcome``, a
+string (a reply with that text) or None (``no_reply``). An exception it raises that is an
+``AgentError`` (``AgentUnavailable``, ``AgentTimeout``) reaches the caller as it is; any other
+ends the turn as an ``error`` outcome (``mock_error``). A handler still running at the turn's
+deadline ends it as ``AgentTimeout``. Events are kept in ``events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
+from chatbridge.transports.base import AgentOutcome, AgentTransport, Capabilities, TurnRequest
+from chatbridge.transports.registry import TransportSpec
+
+TurnHandler = Callable[
+    [TurnRequest], Awaitable[AgentOutcome | str | None] | AgentOutcome | str | None
+]
+
+
+class MockAgentTransport(AgentTransport):
+    """Runs each turn by calling ``handler`` (see the module docstring)."""
+
+    spec = TransportSpec("mock", "chatbridge.transports.mock:MockAgentTransport")
+    capabilities = Capabilities()
+
+    def __init__(self, handler: TurnHandler, agent_id: str = "mock-agent") -> None:
+        super().__init__(agent_id)
+        self.handler = handler
+        self.events: list[dict[str, Any]] = []
+        self._running: set[asyncio.Task[Any]] = set()
+
+    async def run_turn(self, req: TurnRequest) -> AgentOutcome:
+        if self.closed:
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout_at(_loop_time(req.deadline)):
+                answer = self.handler(req)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time") from None
+        except AgentError:
+            raise
+        except asyncio.CancelledError:
+            if self.closed and task is not None and task.uncancel() == 0:
+                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
+            raise
+        except Exception as exc:
+            answer = AgentOutcome("error", error_code="mock_error", error_details=str(exc))
+        finally:
+            self._running.discard(task)
+        self.stats.record(time.monotonic() - started)
+        self.stats.last_seen = time.time()
+        if isinstance(answer, AgentOutcome):
+            return answer
+        if answer is None:
+            return AgentOutcome("no_reply")
+        return AgentOutcome("reply", str(answer))
+
+    async def send_event(self, frame: dict[str, Any]) -> bool:
+        if self.closed:
+            return False
+        self.events.append(frame)
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return not self.closed
+
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        self.closed = True
+        for task in list(self._running):
+            task.cancel()
+
+
+def _loop_time(deadline: float) -> float:
+    """``deadline`` (``time.time()``) on the event loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.time())
