@@ -78,9 +78,10 @@ def test_make_cluster_uses_redis_only_when_configured() -> None:
     local = make_cluster(Settings(instance_id="solo"))
     assert isinstance(local, LocalCluster)
     assert (local.replica_id, local.distributed) == ("solo", False)
-    shared = make_cluster(
-        Settings(instance_id="r1", redis_url=REDIS_URL, redis_prefix="p", cluster_presence_seconds=5)
+    settings = Settings(
+        instance_id="r1", redis_url=REDIS_URL, redis_prefix="p", cluster_presence_seconds=5
     )
+    shared = make_cluster(settings)
     assert isinstance(shared, RedisCluster)
     assert (shared.replica_id, shared.distributed, shared.prefix) == ("r1", True, "p")
     assert (shared.presence_ttl, shared.beat) == (5.0, 1.0)
