@@ -15,7 +15,15 @@ from fastapi import FastAPI, WebSocket
 from fastapi.telemetry import TelemetryConfig
 
 from chatbridge import __version__
-from chatbridge.api import agent_pull, console, management, webchat, webchat_compat, webhooks
+from chatbridge.api import (
+    agent_pull,
+    console,
+    inbound,
+    management,
+    webchat,
+    webchat_compat,
+    webhooks,
+)
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.bodies import BodySizeLimit
 from chatbridge.api.comms import body_limits
@@ -102,6 +110,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
         ScopedCORS, prefixes=("/api/webchat/",), origins=settings.webchat_cors_origins
     )
     webhooks.add_routes(app)
+    inbound.add_routes(app)
     app.include_router(comms_webhooks_router)
     app.include_router(management.router)
     app.include_router(webchat.router)

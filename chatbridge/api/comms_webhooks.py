@@ -1,7 +1,9 @@
 """WhatsApp gateways in: ``POST /api/comms/webhooks/{provider}`` (mock, waha, evolution, meta),
 Meta's ``GET`` verification handshake, a provider check, and the mock provider's simulator.
 
-A webhook is verified on its raw bytes, parsed, stored and acknowledged in one go; replies go
+A webhook runs the inbound steps every webhook channel shares (``chatbridge.api.inbound``:
+source allowlist, Content-Type, the channel's parse, accept, metrics): it is verified on its
+raw bytes, parsed, stored and acknowledged in one go; replies go
 out later through the provider's API. WAHA retries even 4xx answers, so a refusal is only
 for what a retry cannot fix by itself being wrong (signature, JSON, unknown inbox). A
 duplicate (the provider's message id was seen) answers 200 with ``"status": "duplicate"``.
@@ -16,22 +18,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
-from chatbridge.api.errors import error_responses, unstorable_reason
+from chatbridge.api import inbound
+from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin
-from chatbridge.api.webhooks import check_storable_json, require_json_content_type
-from chatbridge.channels.whatsapp import ROUTE_NAMES, WhatsAppChannel, parse_webhook
+from chatbridge.channels.base import InboundRequest
+from chatbridge.channels.whatsapp import ROUTE_NAMES, WhatsAppChannel, require_provider
 from chatbridge.channels.whatsapp.base import ProviderCheck
 from chatbridge.channels.whatsapp.meta import verify_subscription
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput
-from chatbridge.models import Ignored, InboundMessage, ParsedWebhook
 from chatbridge.pipeline.bridge import Bridge
 
 log = logging.getLogger("chatbridge.api")
@@ -54,55 +56,6 @@ def _settings(channel: WhatsAppChannel) -> CommsSettings:
     return channel.settings_source()
 
 
-def _require_provider(settings: CommsSettings, name: str) -> None:
-    """Refuse (404, nothing stored) unless ``name`` is the provider chosen in the settings.
-
-    With no provider chosen (the default) WhatsApp is off; the mock provider, which checks no
-    credentials, is open only when an operator (or the demo) picked it.
-    """
-    if settings.provider == "none":
-        raise BadInput(
-            "whatsapp_not_configured",
-            "WhatsApp is off: no provider is configured (set CHATBRIDGE_COMMS_PROVIDER or "
-            "PATCH /api/comms/settings)",
-            status_code=404,
-        )
-    if name != settings.provider:
-        raise BadInput(
-            "provider_not_active",
-            f"the configured WhatsApp provider is {settings.provider!r}, not {name!r}",
-            status_code=404,
-        )
-
-
-async def _accept_all(
-    bridge: Bridge, channel: WhatsAppChannel, parsed: list[ParsedWebhook]
-) -> dict[str, Any]:
-    """Accept each model (Meta batches messages); answer one result, or all of them."""
-    results: list[dict[str, Any]] = []
-    for item in parsed:
-        item = await channel.screen(item)
-        try:
-            accepted = await bridge.accept(item)
-        except Exception as exc:
-            reason = unstorable_reason(exc)
-            if reason is None:
-                raise
-            log.warning("whatsapp webhook refused: payload cannot be stored: %s", reason)
-            raise BadInput("invalid_payload", f"payload cannot be stored: {reason}") from exc
-        bridge.metrics.webhooks.labels("whatsapp", accepted.status).inc()
-        if (
-            isinstance(item, InboundMessage)
-            and item.external_message_id
-            and accepted.status in ("accepted", "stored")
-        ):
-            channel.send_read_receipt(item.channel_key, item.external_message_id)
-        results.append(accepted.body())
-    if len(results) == 1:
-        return results[0]
-    return {"status": "batch", "results": results}
-
-
 @router.post(
     "/webhooks/{provider}",
     summary="WhatsApp gateway webhook (WAHA, Evolution API, Meta Cloud API, mock)",
@@ -119,6 +72,7 @@ async def _accept_all(
             {
                 400: "malformed JSON or payload",
                 401: "missing or bad signature / secret header / JWT",
+                403: "the client is outside CHATBRIDGE_WHATSAPP_ALLOWED_NETWORKS",
                 404: "WhatsApp is off (no provider configured), this provider is not the "
                 "configured one, or no route for the inbox",
                 413: "body too large",
@@ -128,25 +82,11 @@ async def _accept_all(
         ),
     },
 )
-async def provider_webhook(request: Request, provider: ProviderName) -> JSONResponse:
-    bridge: Bridge = request.app.state.bridge
-    channel = _channel(bridge)
-    settings = _settings(channel)
-    name = ROUTE_NAMES[provider]
-    started = time.perf_counter()
-    _require_provider(settings, name)
-    try:
-        require_json_content_type(request.headers.get("content-type"))
-        body = await request.body()
-        parsed = parse_webhook(name, request.headers, body, settings)
-        if not all(isinstance(p, Ignored) for p in parsed):
-            check_storable_json(body)
-        result = await _accept_all(bridge, channel, parsed)
-    except Exception as exc:
-        bridge.metrics.webhooks.labels("whatsapp", type(exc).__name__).inc()
-        raise
-    bridge.metrics.webhook_seconds.labels("whatsapp").observe(time.perf_counter() - started)
-    return JSONResponse(result)
+async def provider_webhook(request: Request, provider: ProviderName) -> Response:
+    # Refused before anything else, as ever (the channel's parse checks it again); then the
+    # inbound steps every webhook channel shares. A gateway reads no reply from the answer.
+    require_provider(_settings(_channel(request.app.state.bridge)), ROUTE_NAMES[provider])
+    return await inbound.receive(request, "whatsapp", {"provider": provider}, wait=False)
 
 
 @router.get(
@@ -236,11 +176,12 @@ class MockInbound(BaseModel):
 async def mock_inbound(request: Request, message: MockInbound) -> dict[str, Any]:
     bridge: Bridge = request.app.state.bridge
     channel = _channel(bridge)
-    _require_provider(_settings(channel), "mock")
+    require_provider(_settings(channel), "mock")
     body = json.dumps(message.model_dump(by_alias=True, exclude_none=True)).encode()
-    check_storable_json(body)
-    parsed = parse_webhook("mock", request.headers, body, _settings(channel))
-    return await _accept_all(bridge, channel, parsed)
+    inbound.check_storable_json(body)
+    parsed = await channel.parse(InboundRequest(body, path={"provider": "mock"}))
+    hook = inbound.InboundHook.of(request.app, "whatsapp")
+    return inbound.results_body(await inbound.accept_events(hook, parsed))
 
 
 @router.get(

@@ -7,35 +7,49 @@ read it (scripts, the mock Chatwoot); if it doesn't come in time the answer is 2
 
 Every refusal is a 4xx with the JSON error body, and a refused delivery writes nothing: the
 store keeps a webhook in one transaction, and a value it cannot hold rolls that back.
+
+The steps are the generic inbound handler's (``chatbridge.api.inbound``): source allowlist,
+Content-Type, body, the channel's parse (``ChatwootChannel.parse_delivery``: signature,
+replay window, echoes), storable check, accept, metrics. Here they run inline, with the four
+headers Chatwoot's delivery needs read in one pass: this is the bridge's hottest request.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbridge.api.errors import error_responses, unstorable_reason
-from chatbridge.channels.chatwoot import parse_delivery
-from chatbridge.channels.signatures import (
-    DELIVERY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    check_chatwoot_signature,
+from chatbridge.api.inbound import (
+    SourceAllowlist,
+    WebhookResponse,
+    check_storable_json,
+    read_body,
+    require_json_content_type,
 )
+from chatbridge.channels.chatwoot_channel import ChatwootChannel
+from chatbridge.channels.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from chatbridge.errors import BadInput
 from chatbridge.models import Ignored
 from chatbridge.pipeline.bridge import Bridge
+
+__all__ = [
+    "ChatwootHook",
+    "ChatwootRoute",
+    "WebhookResponse",
+    "add_routes",
+    "check_storable_json",
+    "read_body",
+    "receive_chatwoot",
+    "require_json_content_type",
+]
 
 log = logging.getLogger("chatbridge.api")
 
@@ -127,19 +141,15 @@ async def receive_chatwoot(
     """
     hook = ChatwootHook.of(scope["app"])
     bridge = hook.bridge
+    if hook.allowlist is not None:
+        hook.allowlist.check(scope)
     started = time.perf_counter()
     try:
         content_type, timestamp, signature, delivery_id = _chatwoot_headers(scope["headers"])
         require_json_content_type(content_type)
         body = await read_body(receive)
-        settings = bridge.settings
-        secret = settings.chatwoot_webhook_secret
-        if secret is not None:
-            # Checked here, with the replay window, so the parser need not check it again.
-            max_age = settings.chatwoot_signature_max_age_seconds
-            check_chatwoot_signature(secret, body, timestamp, signature, max_age=max_age or None)
-        parsed = parse_delivery(
-            body, delivery_id=delivery_id, default_account_id=settings.chatwoot_account_id
+        parsed = hook.channel.parse_delivery(
+            body, timestamp=timestamp, signature=signature, delivery_id=delivery_id
         )
         if not isinstance(parsed, Ignored):
             check_storable_json(body)
@@ -154,22 +164,30 @@ async def receive_chatwoot(
     except Exception as exc:
         hook.count(type(exc).__name__)
         raise
+    # (``channel.stored`` is not called: Chatwoot's does nothing)
     hook.count(accepted.status)
     hook.seconds.observe(time.perf_counter() - started)
     if accepted.turn_id is None or accepted.response_mode != "sync":
         return WebhookResponse(accepted.body())
-    reply = await bridge.wait_for_reply(accepted.turn_id, settings.max_sync_response_time)
+    reply = await bridge.wait_for_reply(accepted.turn_id, bridge.settings.max_sync_response_time)
     if reply is None:
         return WebhookResponse(accepted.body(), status_code=202)
     return WebhookResponse({**accepted.body(), "status": "replied", "reply": reply})
 
 
 class ChatwootHook:
-    """What every delivery to one app needs, looked up once: its bridge and its metrics'
-    children (``.labels(...)`` per request costs more than the increment)."""
+    """What every delivery to one app needs, looked up once: its bridge, its Chatwoot
+    channel, its source allowlist and its metrics' children (``.labels(...)`` per request
+    costs more than the increment)."""
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
+        channel = bridge.channels.get("chatwoot")
+        # A test may run the bridge with an outbound-only fake: parse with a channel of its own.
+        self.channel = (
+            channel if isinstance(channel, ChatwootChannel) else ChatwootChannel(bridge.settings)
+        )
+        self.allowlist = SourceAllowlist.of(bridge.settings, "chatwoot")
         self._received = bridge.metrics.webhooks
         self._counters: dict[str, Any] = {}
         self.seconds = bridge.metrics.webhook_seconds.labels("chatwoot")
@@ -209,123 +227,3 @@ _TIMESTAMP = TIMESTAMP_HEADER.lower().encode()
 _SIGNATURE = SIGNATURE_HEADER.lower().encode()
 _DELIVERY = DELIVERY_HEADER.lower().encode()
 _WANTED = frozenset((_CONTENT_TYPE, _TIMESTAMP, _SIGNATURE, _DELIVERY))
-
-
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body, read as ``Request.body()`` reads it, without its generator.
-
-    Raises:
-        ClientDisconnect: the client went away before the body was complete.
-    """
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.request":
-            chunk = message.get("body", b"")
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif kind == "http.disconnect":
-            raise ClientDisconnect()
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
-class WebhookResponse(JSONResponse):
-    """The webhook's JSON answer with non-ASCII characters escaped: a value echoed from the
-    payload (an unknown event's name in ``reason``) may hold a lone surrogate, which UTF-8
-    cannot encode; escaped, it still renders instead of becoming a 500."""
-
-    def render(self, content: Any) -> bytes:
-        return _ENCODER.encode(content).encode("ascii")
-
-
-def require_json_content_type(value: str | None) -> None:
-    """Refuse a body declared as anything but JSON (415); an undeclared body is read as JSON.
-
-    Raises:
-        BadInput: ``unsupported_media_type`` (415).
-    """
-    if value is None:
-        return
-    media = value.partition(";")[0].strip().lower()
-    if media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        return
-    raise BadInput(
-        "unsupported_media_type",
-        f"Content-Type must be application/json, got {value[:100]!r}",
-        status_code=415,
-    )
-
-
-# What can only appear in JSON that PostgreSQL (or any JSON parser but Python's) refuses:
-# a \u escape (NUL, lone surrogate), a raw UTF-8-encoded surrogate, or NaN / Infinity.
-_RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
-
-
-def _suspect(body: bytes) -> bool:
-    """Whether ``body`` may hold any of those: plain substring scans, about half the cost of
-    one regular expression with four alternatives (most bodies hold no backslash and no 0xED
-    byte, which skips two of the scans)."""
-    return (
-        (b"\\" in body and b"\\u" in body)
-        or b"NaN" in body
-        or b"Infinity" in body
-        or (b"\xed" in body and _RAW_SURROGATE.search(body) is not None)
-    )
-
-
-def check_storable_json(body: bytes) -> None:
-    """Refuse JSON that the store would hold on SQLite but not on PostgreSQL, or not at all.
-
-    Python's ``json`` accepts ``NaN``/``Infinity``, NUL characters and unpaired surrogates;
-    PostgreSQL refuses all three, SQLite the surrogates. Chatwoot never sends them, so they
-    are refused the same way on every store. Cheap: a payload is walked only when its bytes
-    contain something suspect.
-
-    Raises:
-        BadInput: ``invalid_json`` for NaN/Infinity, ``invalid_payload`` naming the field
-            whose text holds a NUL or an unpaired surrogate.
-    """
-    if not _suspect(body):
-        return
-
-    def constant(name: str) -> Any:
-        raise BadInput("invalid_json", f"{name} is not valid JSON")
-
-    payload = json.loads(body, parse_constant=constant)
-    todo: list[tuple[str, Any]] = [("", payload)]
-    while todo:
-        path, value = todo.pop()
-        if isinstance(value, str):
-            _check_text(value, path or "body")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                child = f"{path}.{key}" if path else str(key)
-                _check_text(key, f"a key of {path or 'the body'}")
-                todo.append((child, item))
-        elif isinstance(value, list):
-            todo.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
-
-
-def _check_text(text: str, where: str) -> None:
-    if "\x00" in text:
-        raise BadInput("invalid_payload", f"{_short(where)}: text contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(
-            "invalid_payload", f"{_short(where)}: text contains an unpaired surrogate"
-        ) from None
-
-
-def _short(where: str) -> str:
-    """The path as printable text: NULs and surrogates escaped, at most 200 characters."""
-    where = where.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    return where if len(where) <= 200 else where[:197] + "..."
