@@ -11,11 +11,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
-from pydantic import ValidationError
-from rich.console import Console
+try:
+    import typer
+    from pydantic import ValidationError
+    from rich.console import Console
 
-from chatbridge.config import Settings
+    from chatbridge.config import Settings
+except ImportError as exc:  # installed without the server extra: the agent SDK alone
+    raise SystemExit(
+        f"chatbridge: the command needs the bridge's dependencies ({exc.name} is missing).\n"
+        "Install them with: pip install 'chatbridge[server]'"
+    ) from None
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
