@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from chatbridge.store.hot import in_list, loads, sqlite_sql
+from chatbridge.store.leases import RELEASED_SQL, held_by_sql
 from chatbridge.store.records import (
     ClaimedDelivery,
     ContactRecord,
@@ -163,9 +164,9 @@ def build(dialect: str) -> HotSql:
         contacts_by_id=f"SELECT {CONTACT_COLS} FROM contacts WHERE {in_list(dialect, 'id', 1)}",
         messages_by_id=f"SELECT {MESSAGE_COLS} FROM messages WHERE {in_list(dialect, 'id', 1)}",
         turn_fence=(
-            "UPDATE turns SET state = $3, outcome = $4, finished_at = $5, lease_owner = NULL,"
-            " lease_expires_at = NULL, last_error = $6, reply_message_id = $7"
-            " WHERE id = $1 AND state = 'leased' AND lease_owner = $2"
+            f"UPDATE turns SET state = $3, outcome = $4, finished_at = $5, {RELEASED_SQL},"
+            " last_error = $6, reply_message_id = $7"
+            f" WHERE id = $1 AND {held_by_sql('$2')}"
             " RETURNING conversation_id,"
             " (SELECT owner FROM conversations c WHERE c.id = turns.conversation_id)"
         ),
@@ -185,13 +186,12 @@ def build(dialect: str) -> HotSql:
         ),
         sends_started=(
             "UPDATE deliveries SET send_started_at = $3"
-            f" WHERE {in_list(dialect, 'id', 1)} AND lease_owner = $2 AND state = 'leased'"
+            f" WHERE {in_list(dialect, 'id', 1)} AND {held_by_sql('$2')}"
             " RETURNING id"
         ),
         delivery_finish=(
-            "UPDATE deliveries SET state = 'done', done_at = $3, external_id = $4,"
-            " lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = $1 AND lease_owner = $2 AND state = 'leased' RETURNING message_id"
+            f"UPDATE deliveries SET state = 'done', done_at = $3, external_id = $4, {RELEASED_SQL}"
+            f" WHERE id = $1 AND {held_by_sql('$2')} RETURNING message_id"
         ),
         message_external_id="UPDATE messages SET external_id = $2 WHERE id = $1",
         # the conversation's oldest open delivery, if it is pending and due ($4 = now)
@@ -210,8 +210,7 @@ def build(dialect: str) -> HotSql:
             f" created_at) SELECT {cast('$1', 'text')}, {cast('$2', 'bigint')}, NULL,"
             f" 'typing_on', NULL, {cast(EMPTY_JSON, 'jsonb')}, 'pending', 0, {cast('$6', 'int')},"
             f" {cast('$4', 'float8')}, {cast('$5', 'text')}, FALSE, {cast('$4', 'float8')}"
-            " WHERE EXISTS (SELECT 1 FROM turns WHERE id = $2 AND state = 'leased'"
-            " AND lease_owner = $3)"
+            f" WHERE EXISTS (SELECT 1 FROM turns WHERE id = $2 AND {held_by_sql('$3')})"
             " AND EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND owner = 'bot')"
             " RETURNING id"
         ),
@@ -334,11 +333,10 @@ class PgBatchSql:
     )
     fences: str = (
         "UPDATE turns t SET state = u.state, outcome = u.outcome, finished_at = $7::float8,"
-        " lease_owner = NULL, lease_expires_at = NULL, last_error = u.error,"
-        " reply_message_id = u.reply"
+        f" {RELEASED_SQL}, last_error = u.error, reply_message_id = u.reply"
         " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
         " AS u(id, owner, state, outcome, error, reply)"
-        " WHERE t.id = u.id AND t.state = 'leased' AND t.lease_owner = u.owner"
+        f" WHERE t.id = u.id AND {held_by_sql('u.owner', alias='t')}"
         " RETURNING t.id, t.conversation_id,"
         " (SELECT owner FROM conversations c WHERE c.id = t.conversation_id)"
     )
@@ -360,9 +358,9 @@ class PgBatchSql:
     )
     finishes: str = (
         "UPDATE deliveries d SET state = 'done', done_at = $4::float8, external_id = u.ext,"
-        " lease_owner = NULL, lease_expires_at = NULL"
+        f" {RELEASED_SQL}"
         " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, owner, ext)"
-        " WHERE d.id = u.id AND d.lease_owner = u.owner AND d.state = 'leased'"
+        f" WHERE d.id = u.id AND {held_by_sql('u.owner', alias='d')}"
         " RETURNING d.id, d.message_id"
     )
     message_external_ids: str = (

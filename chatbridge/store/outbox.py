@@ -15,6 +15,7 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.hot import GroupCommit, HotTx, list_param
 from chatbridge.store.hot_sql import PG_BATCH
+from chatbridge.store.leases import RELEASED, fenced_update
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
@@ -366,20 +367,11 @@ class OutboxStore(StoreBase):
     ) -> bool:
         async with self._tx() as conn:
             result = await conn.execute(
-                update(t.deliveries)
-                .where(
-                    and_(
-                        t.deliveries.c.id == delivery_id,
-                        t.deliveries.c.lease_owner == owner,
-                        t.deliveries.c.state == "leased",
-                    )
-                )
-                .values(
+                fenced_update(t.deliveries, delivery_id, owner).values(
                     state="pending",
                     next_attempt_at=next_attempt_at,
                     last_error=error[:2000],
-                    lease_owner=None,
-                    lease_expires_at=None,
+                    **RELEASED,
                     # the channel answered (an error): this attempt's outcome is known
                     send_started_at=None,
                 )
@@ -392,20 +384,8 @@ class OutboxStore(StoreBase):
         """End a delivery for good: ``dead`` (listed, replayable) or ``dropped`` (typing)."""
         async with self._tx() as conn:
             result = await conn.execute(
-                update(t.deliveries)
-                .where(
-                    and_(
-                        t.deliveries.c.id == delivery_id,
-                        t.deliveries.c.lease_owner == owner,
-                        t.deliveries.c.state == "leased",
-                    )
-                )
-                .values(
-                    state=state,
-                    last_error=error[:2000],
-                    done_at=clock.now(),
-                    lease_owner=None,
-                    lease_expires_at=None,
+                fenced_update(t.deliveries, delivery_id, owner).values(
+                    state=state, last_error=error[:2000], done_at=clock.now(), **RELEASED
                 )
             )
         return bool(result.rowcount)

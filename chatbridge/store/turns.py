@@ -38,6 +38,7 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase, delivers, delivery_row
 from chatbridge.store.hot import GroupCommit, HotTx, dumps, list_param, loads
 from chatbridge.store.hot_sql import PG_BATCH
+from chatbridge.store.leases import RELEASED, fenced_update, held_by
 from chatbridge.store.records import (
     ClaimedTurn,
     CompletedTurn,
@@ -189,13 +190,7 @@ class TurnStore(StoreBase):
                     continue
                 await conn.execute(
                     update(table)
-                    .where(
-                        and_(
-                            table.c.id.in_(ids),
-                            table.c.lease_owner == owner,
-                            table.c.state == "leased",
-                        )
-                    )
+                    .where(and_(table.c.id.in_(ids), held_by(table, owner)))
                     .values(lease_expires_at=until)
                 )
 
@@ -212,18 +207,9 @@ class TurnStore(StoreBase):
             attempts = case((t.turns.c.attempts > 0, t.turns.c.attempts - 1), else_=0)
         async with self._tx() as conn:
             result = await conn.execute(
-                update(t.turns)
-                .where(
-                    and_(
-                        t.turns.c.id == turn_id,
-                        t.turns.c.lease_owner == owner,
-                        t.turns.c.state == "leased",
-                    )
-                )
-                .values(
+                fenced_update(t.turns, turn_id, owner).values(
                     state="pending",
-                    lease_owner=None,
-                    lease_expires_at=None,
+                    **RELEASED,
                     available_at=clock.now() + delay,
                     attempts=attempts,
                 )
@@ -236,30 +222,18 @@ class TurnStore(StoreBase):
         dd = t.deliveries
         async with self._tx() as conn:
             await conn.execute(
-                update(t.turns)
-                .where(and_(t.turns.c.lease_owner == owner, t.turns.c.state == "leased"))
-                .values(state="pending", lease_owner=None, lease_expires_at=None)
+                update(t.turns).where(held_by(t.turns, owner)).values(state="pending", **RELEASED)
             )
             # A delivery whose send had not begun is simply pending again.
             await conn.execute(
                 update(dd)
-                .where(
-                    and_(
-                        dd.c.lease_owner == owner,
-                        dd.c.state == "leased",
-                        dd.c.send_started_at.is_(None),
-                    )
-                )
-                .values(state="pending", lease_owner=None, lease_expires_at=None)
+                .where(and_(held_by(dd, owner), dd.c.send_started_at.is_(None)))
+                .values(state="pending", **RELEASED)
             )
             # One caught mid-send has an unknown outcome: expire the lease instead of
             # resetting it, so the next claim marks it uncertain and looks for a receipt
             # before sending again.
-            await conn.execute(
-                update(dd)
-                .where(and_(dd.c.lease_owner == owner, dd.c.state == "leased"))
-                .values(lease_expires_at=0.0)
-            )
+            await conn.execute(update(dd).where(held_by(dd, owner)).values(lease_expires_at=0.0))
 
     async def complete_turn(
         self,

@@ -565,3 +565,50 @@ async def test_completing_a_turn_with_a_handoff_hands_the_conversation_over(
     assert await store.claim_turns("w", limit=5, lease_seconds=30) == []
     counts = await store.counts()
     assert counts["turns"].get("cancelled") == 1
+
+
+async def test_every_write_to_leased_work_is_refused_once_another_process_holds_it(
+    store: Store, clock: FakeClock
+) -> None:
+    """The fence (``store.leases``) on each write a worker makes to its leased work: a process
+    whose lease ran out and was taken over writes nothing, and the new holder's work stands."""
+    route = await make_route(store)
+    res = await store.ingest(
+        inbound("A", 0), route=route, response_mode="async", decide=bot_decides
+    )
+    assert res.conversation_id
+    [turn] = await store.claim_turns("late", limit=1, lease_seconds=1)
+    await store.add_outbound(
+        res.conversation_id, text="hi", author="agent", deliveries=[DeliverySpec("message", 5)]
+    )
+    [d] = await store.claim_deliveries("late", limit=1, lease_seconds=1)
+    clock.advance(2)
+    [turn2] = await store.claim_turns("now", limit=1, lease_seconds=30)
+    [d2] = await store.claim_deliveries("now", limit=1, lease_seconds=30)
+    assert (turn2.id, d2.id) == (turn.id, d.id)
+
+    await store.renew_leases("late", 600, turn_ids=[turn.id], delivery_ids=[d.id])
+    assert not await store.release_turn(turn.id, "late", delay=60)
+    assert not await store.start_typing(turn.id, "late", turn.conversation_id)
+    assert not (
+        await store.complete_turn(
+            turn.id, "late", state="done", outcome="no_reply", reply_text=None
+        )
+    ).ok
+    assert not await store.retry_delivery(d.id, "late", next_attempt_at=clock.now(), error="x")
+    assert not await store.fail_delivery(d.id, "late", error="x")
+    assert await store.mark_sends_started([d.id], "late") == set()
+    ok, _ = await store.finish_delivery(d.id, "late", external_id="late")
+    assert not ok
+    await store.release_leases("late")
+
+    # "now" still holds both, as it claimed them: its lease, its writes
+    clock.advance(29)  # "late" renewed nothing: "now"'s 30 s lease still runs
+    assert await store.claim_turns("third", limit=1, lease_seconds=30) == []
+    assert await store.claim_deliveries("third", limit=1, lease_seconds=30) == []
+    assert await store.mark_sends_started([d.id], "now") == {d.id}
+    ok, _ = await store.finish_delivery(d.id, "now", external_id="ext-1")
+    assert ok
+    assert await store.release_turn(turn.id, "now", delay=0)
+    [turn3] = await store.claim_turns("third", limit=1, lease_seconds=30)
+    assert turn3.id == turn.id
