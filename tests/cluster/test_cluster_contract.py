@@ -75,7 +75,7 @@ async def echo(payload: Payload) -> Payload:
 
 
 def test_make_cluster_uses_redis_only_when_configured() -> None:
-    local = make_cluster(Settings(instance_id="solo"))
+    local = make_cluster(Settings(instance_id="solo", redis_url=None))
     assert isinstance(local, LocalCluster)
     assert (local.replica_id, local.distributed) == ("solo", False)
     settings = Settings(
