@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from chatbridge.agent import Agent
 from chatbridge.api import create_app
-from chatbridge.channels.base import Channel, InboundRequest
 from chatbridge.channels.http import sign
 from chatbridge.channels.http_receiver import CallbackReceiver
 from chatbridge.config import AgentConfig, HttpInbox, InboxMapping, Settings
-from chatbridge.models import Ignored, InboundMessage
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.testing.mock_agent import HANDOFF_TEXT, build_mock_agent
 from chatbridge.testing.servers import serve_app
@@ -78,35 +74,6 @@ class App:
         return await wait_until(quiet)  # type: ignore[no-any-return]
 
 
-async def _temporary_inbound(request: Request) -> JSONResponse:
-    # Stands in for the generic inbound handler (chatbridge/api/inbound.py) until it lands.
-    from chatbridge.api.webhooks import check_storable_json, require_json_content_type
-
-    bridge: Bridge = request.app.state.bridge
-    channel = bridge.channels["http"]
-    assert isinstance(channel, Channel)
-    require_json_content_type(request.headers.get("content-type"))
-    body = await request.body()
-    inbound = InboundRequest(
-        body=body, headers=dict(request.headers.items()), path=dict(request.path_params)
-    )
-    answer: dict[str, Any] = {}
-    for event in await channel.parse(inbound):
-        if not isinstance(event, Ignored):
-            check_storable_json(body)
-        accepted = await bridge.accept(event)
-        if isinstance(event, InboundMessage) and accepted.status != "duplicate":
-            channel.stored(event)
-        answer = accepted.body()
-    return JSONResponse(answer)
-
-
-def _with_inbound_route(app: FastAPI) -> None:
-    paths = {getattr(r, "path", None) for r in app.router.routes}
-    if not paths & {"/webhook/{channel}/{inbox}", "/webhook/http/{inbox}"}:
-        app.add_api_route("/webhook/http/{inbox}", _temporary_inbound, methods=["POST"])
-
-
 @asynccontextmanager
 async def running_app(
     database_url: str,
@@ -137,7 +104,6 @@ async def running_app(
             **{**FAST, "typing_delay_seconds": 60.0, **settings},
         )
         app = create_app(config)
-        _with_inbound_route(app)
         url = await exits.enter_async_context(serve_app(app))
         http = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
         bridge: Bridge = app.state.bridge
@@ -270,3 +236,14 @@ async def test_a_callback_that_always_fails_is_dead_lettered(sqlite_url: str) ->
         retried = await app.http.post(f"/dead-letters/{dead[0]['id']}/retry")
         assert retried.status_code == 200
         assert await app.wait_replies(1) == ["Echo: doomed"]
+
+
+async def test_a_client_outside_the_allowed_networks_is_a_403(sqlite_url: str) -> None:
+    async with running_app(sqlite_url, http_allowed_networks=["10.0.0.0/8"]) as app:
+        refused = await app.say("hi")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "source_not_allowed"
+        assert await app.bridge.store.counts() == {"turns": {}, "deliveries": {}}
+    async with running_app(sqlite_url, http_allowed_networks=["127.0.0.0/8"]) as app:
+        assert (await app.say("hi")).json()["status"] == "accepted"
+        assert await app.wait_replies(1) == ["Echo: hi"]
