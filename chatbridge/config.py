@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from chatbridge.transports import registry  # each transport kind's needs; imports nothing
+
 DEFAULT_FALLBACK_TEXT = (
     "Thanks for your message! We can't answer right now, but a member of our team "
     "will get back to you shortly."
@@ -132,46 +134,31 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pick_transport(self) -> AgentConfig:
-        if self.transport is None:
-            if self.websocket_url:
-                self.transport = "ws-dial-out"
-            elif self.webhook_url:
-                self.transport = "http-webhook"
-            elif self.base_url or self.model:
-                self.transport = "openai"
-            else:
-                self.transport = "ws-dial-in"
-        if self.transport == "ws-dial-out":
-            if not self.websocket_url:
-                raise ValueError("ws-dial-out needs websocket_url")
-            _check_ws_url(self.websocket_url)
-        elif self.transport == "http-webhook":
-            if not self.webhook_url:
-                raise ValueError("http-webhook needs webhook_url")
-            _check_http_url(self.webhook_url, "webhook_url")
-        elif self.transport == "openai":
-            if not self.base_url or not self.model:
-                raise ValueError("openai needs base_url and model")
-            _check_http_url(self.base_url, "base_url")
+        # What each kind needs is the transport registry's, not a list of names here.
+        kind: str | None = self.transport
+        if kind is None:
+            kind = registry.implied_kind({f for f in type(self).model_fields if getattr(self, f)})
+            self.transport = kind  # type: ignore[assignment]
+        spec = registry.spec(kind)
+        if not all(getattr(self, name) for name in spec.required):
+            raise ValueError(f"{spec.kind} needs {' and '.join(spec.required)}")
+        url = getattr(self, spec.url_field) if spec.url_field else None
+        if url and spec.url_schemes[:1] == ("ws",):
+            _check_ws_url(url)
+        elif url and spec.url_field is not None:
+            _check_http_url(url, spec.url_field)
         return self
 
     @property
     def url(self) -> str | None:
         """Where the transport reaches the agent (the ``url`` the store keeps)."""
-        if self.transport == "http-webhook":
-            return self.webhook_url
-        if self.transport == "openai":
-            return self.base_url
-        return self.websocket_url
+        field = registry.spec(self.transport).url_field if self.transport else None
+        url: str | None = getattr(self, field) if field else self.websocket_url
+        return url
 
     def options(self) -> dict[str, Any]:
         """Transport settings beyond the URL, as the store keeps them (secrets included)."""
-        if self.transport == "http-webhook":
-            keys: tuple[str, ...] = ("secret",)
-        elif self.transport == "openai":
-            keys = ("model", "api_key", "system_prompt", "temperature", "max_tokens", "max_history")
-        else:
-            return {}
+        keys = registry.spec(self.transport).option_keys if self.transport else ()
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 

@@ -31,7 +31,9 @@ from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.workers import iso
 from chatbridge.protocol import ProtocolError
 from chatbridge.ratelimit import client_ip
+from chatbridge.transports import registry as transport_registry
 from chatbridge.transports.pull import LeaseExpired, UnknownTurn
+from chatbridge.transports.registry import TransportSpec
 
 router = APIRouter(tags=["agents"])
 
@@ -63,7 +65,7 @@ async def _agent(
     agent_query: str | None,
     *,
     replying: bool = False,
-) -> tuple[Bridge, str, str]:
+) -> tuple[Bridge, str, TransportSpec]:
     bridge: Bridge = request.app.state.bridge
     agent_id = agent_header or agent_query
     token = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
@@ -89,15 +91,21 @@ async def _agent(
     else:
         await bridge.rate_limiter.hit("agent", s.rate_limit_agent, agent_id)
     agent = await bridge.store.get_agent(agent_id)
-    # A webhook agent may answer later on the reply endpoint (its turns are never pulled).
-    allowed = ("http-pull", "http-webhook") if replying else ("http-pull",)
-    if agent is None or agent.transport not in allowed:
+    # The transport's spec says whether its agent polls, or may answer on the reply endpoint
+    # (a webhook agent answering later; its turns are never pulled).
+    spec = transport_registry.SPECS.get(agent.transport) if agent is not None else None
+    if spec is None or not _may_use(spec, replying):
+        allowed = [s.kind for s in transport_registry.SPECS.values() if _may_use(s, replying)]
         raise BadInput(
             "not_pull_agent",
             f"agent {agent_id!r} is not configured with transport {' or '.join(allowed)}",
             status_code=409,
         )
-    return bridge, agent_id, agent.transport
+    return bridge, agent_id, spec
+
+
+def _may_use(spec: TransportSpec, replying: bool) -> bool:
+    return spec.posts_replies if replying else spec.polled
 
 
 async def _to_turn_owner(
@@ -196,13 +204,11 @@ async def reply_turn(
     lease: Annotated[str | None, Query(max_length=64)] = None,
     x_lease_id: Annotated[str | None, Header(alias="X-Lease-Id", max_length=64)] = None,
 ) -> ReplyOut | Response:
-    bridge, agent, transport = await _agent(
-        request, authorization, x_agent_id, agent_id, replying=True
-    )
-    if transport == "http-webhook":
-        elsewhere = await _to_turn_owner(request, bridge, agent, turn_id)
-    else:
+    bridge, agent, spec = await _agent(request, authorization, x_agent_id, agent_id, replying=True)
+    if spec.placement == "leased":  # http-pull: the replica holding the agent's lease
         elsewhere = await to_holder(request, bridge, agent)
+    else:  # http-webhook: the replica that claimed the turn
+        elsewhere = await _to_turn_owner(request, bridge, agent, turn_id)
     if elsewhere is not None:
         return elsewhere
     try:

@@ -27,6 +27,7 @@ from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.ratelimit import client_ip
 from chatbridge.store.records import AgentRecord, Route
+from chatbridge.transports import registry as transport_registry
 
 router = APIRouter()
 
@@ -204,21 +205,22 @@ def agent_config_json(agent_id: str, timeout: float, a: AgentRecord | None) -> d
     """An agent's config as the API shows it: secrets only as ``<name>_set`` flags."""
     transport = a.transport if a else None
     url = a.url if a else None
+    # The transport's spec says which field its URL is shown as and which settings it keeps.
+    spec = transport_registry.SPECS.get(transport) if transport else None
+    url_field = spec.url_field if spec is not None else None
     out: dict[str, Any] = {
         "agent_id": agent_id,
-        "websocket_url": url if transport in ("ws-dial-out", None) else None,
+        "websocket_url": url if transport is None or url_field == "websocket_url" else None,
         "timeout_seconds": timeout,
         "transport": transport,
         "token_set": bool(a and a.token_hash),
     }
     options = a.options if a else {}
-    if transport == "http-webhook":
-        out["webhook_url"] = url
-    if transport == "openai":
-        out["base_url"] = url
-        for key in ("model", "system_prompt", "temperature", "max_tokens", "max_history"):
-            if key in options:
-                out[key] = options[key]
+    if url_field is not None and url_field != "websocket_url":
+        out[url_field] = url
+    for key in spec.option_keys if spec is not None else ():
+        if key in options and key not in SECRET_OPTIONS:
+            out[key] = options[key]
     for key in SECRET_OPTIONS:
         if key in options:
             out[f"{key}_set"] = True

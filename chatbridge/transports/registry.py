@@ -77,6 +77,16 @@ SPECS: dict[str, TransportSpec] = {
             implied_by=("websocket_url",),
         ),
         TransportSpec(
+            "ws-dial-in", "chatbridge.transports.dial_in:DialInTransport", placement="linked"
+        ),
+        TransportSpec(
+            "http-pull",
+            "chatbridge.transports.pull:PullTransport",
+            placement="leased",
+            polled=True,
+            posts_replies=True,
+        ),
+        TransportSpec(
             "http-webhook",
             "chatbridge.transports.webhook:WebhookTransport",
             url_field="webhook_url",
@@ -102,20 +112,10 @@ SPECS: dict[str, TransportSpec] = {
                 "max_history",
             ),
         ),
-        TransportSpec(
-            "ws-dial-in", "chatbridge.transports.dial_in:DialInTransport", placement="linked"
-        ),
-        TransportSpec(
-            "http-pull",
-            "chatbridge.transports.pull:PullTransport",
-            placement="leased",
-            polled=True,
-            posts_replies=True,
-        ),
     )
 }
-"""Every transport kind, in the order ``AgentConfig`` tries them when none is named (the
-last, ``ws-dial-in``'s neighbour ``http-pull``, is never implied: it must be named)."""
+"""Every transport kind (the order of ``config.Transport``); ``AgentConfig`` picks the first
+whose ``implied_by`` fields it has when it names none (``http-pull`` must be named)."""
 DEFAULT_KIND = "ws-dial-in"
 """The kind of an agent whose config names no transport and implies none."""
 
