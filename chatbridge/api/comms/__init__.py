@@ -1,0 +1,22 @@
+"""The comms API (``/api/comms/…``, admin key or console session): threads — the bridge's
+conversations on every channel — with their people, notes, tasks and call logs, operator
+messages and take-over, people (the CRM side), comms settings, and call transcription.
+
+One module per concern, each with a router of its own; ``router`` puts them under the prefix
+and the admin check. Every refusal is the JSON error envelope; a refused request writes nothing.
+"""
+
+from fastapi import APIRouter
+
+from chatbridge.api.comms import calls, notes, people, settings, threads
+from chatbridge.api.comms.calls import RECORDING_MAX_BYTES, RECORDING_UPLOAD_PATH, body_limits
+from chatbridge.api.management import admin
+
+router = APIRouter(prefix="/api/comms", tags=["comms"], dependencies=admin)
+router.include_router(threads.router)
+router.include_router(notes.router)
+router.include_router(people.router)
+router.include_router(settings.router)
+router.include_router(calls.router)
+
+__all__ = ["RECORDING_MAX_BYTES", "RECORDING_UPLOAD_PATH", "body_limits", "router"]

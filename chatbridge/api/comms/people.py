@@ -1,0 +1,116 @@
+"""People (the CRM side): search, create, read, change, delete; a person's phone is stored in
+E.164 and, with auto-linking on, links the threads of that phone."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, e164, not_found, storing
+from chatbridge.api.errors import error_responses
+from chatbridge.api.management import get_bridge
+from chatbridge.errors import BadInput
+from chatbridge.pipeline.bridge import Bridge
+
+router = APIRouter()
+
+
+class PersonBody(Body):
+    name: str = Field(min_length=1, max_length=300)
+    phone: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    external_ref: str | None = Field(default=None, max_length=200)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class PersonPatch(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=300)
+    phone: str | None = Field(default=None, max_length=64)
+    email: str | None = Field(default=None, max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    external_ref: str | None = Field(default=None, max_length=200)
+    meta: dict[str, Any] | None = None
+
+
+@router.get("/people", responses=ERRORS)
+async def list_people(
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    bridge: Bridge = Depends(get_bridge),
+) -> dict[str, Any]:
+    """People by name (search: name, phone, email)."""
+    async with storing():
+        people, total = await bridge.store.list_people(q=q, limit=limit, offset=offset)
+    return {"people": people, "total": total, "limit": limit, "offset": offset}
+
+
+@router.post(
+    "/people",
+    status_code=201,
+    responses={**ERRORS, **error_responses({409: "the phone is another person's"})},
+)
+async def create_person(body: PersonBody, bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
+    """A person; the phone is stored in E.164 and, with auto-linking on, the threads of that
+    phone are linked to them."""
+    values = body.model_dump()
+    values["phone"] = e164(bridge, body.phone)
+    async with storing():
+        person, linked = await bridge.store.create_person(
+            values, auto_link=bridge.comms_settings().auto_link
+        )
+    return JSONResponse({"person": person, "linked_threads": linked}, status_code=201)
+
+
+@router.get("/people/{person_id}", responses=ERRORS)
+async def get_person(person_id: Id, bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
+    """A person with their threads, notes, tasks and calls."""
+    person = await bridge.store.get_person(person_id)
+    if person is None:
+        raise not_found("person", person_id)
+    return {"person": person}
+
+
+@router.patch(
+    "/people/{person_id}",
+    responses={**ERRORS, **error_responses({409: "the phone is another person's"})},
+)
+async def update_person(
+    person_id: Id, body: PersonPatch, bridge: Bridge = Depends(get_bridge)
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise BadInput("invalid_request", "name cannot be null", status_code=422)
+    if "meta" in changes and changes["meta"] is None:
+        changes["meta"] = {}
+    if "phone" in changes:
+        changes["phone"] = e164(bridge, changes["phone"])
+    async with storing():
+        person = await bridge.store.update_person(
+            person_id, changes, auto_link=bridge.comms_settings().auto_link
+        )
+    if person is None:
+        raise not_found("person", person_id)
+    return {"person": person}
+
+
+@router.delete("/people/{person_id}", responses=ERRORS)
+async def delete_person(person_id: Id, bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
+    """Delete a person: their threads are unlinked; notes, tasks and calls stay."""
+    if not await bridge.store.delete_person(person_id):
+        raise not_found("person", person_id)
+    return {"deleted": True, "id": person_id}
+
+
+@router.get("/people/{person_id}/calls", responses=ERRORS)
+async def person_calls(
+    person_id: Id, limit: Limit = 50, offset: Offset = 0, bridge: Bridge = Depends(get_bridge)
+) -> dict[str, Any]:
+    calls = await bridge.store.list_calls(
+        conversation_id=None, person_id=person_id, limit=limit, offset=offset
+    )
+    return {"calls": calls}
