@@ -1,18 +1,15 @@
-"""The comms store on SQLite and PostgreSQL: auto-linking threads by phone, and the durable
-transcription queue (lease, retry with a due time, fencing, release)."""
+"""Threads linked to people by phone (``crm.linking`` over the store's CRM part), on SQLite and
+PostgreSQL: the writer's phone found in any of its ids, auto-linking an inbound message's
+thread, a new person picking up their phone's threads, and the stored settings."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
-
-from sqlalchemy import update
 
 from chatbridge.crm.linking import inbound_phone, link_inbound, load_settings
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
-from chatbridge.store import tables as t
 from chatbridge.store.crm import ThreadFilter
 from chatbridge.store.records import Route, TurnDecision
 
@@ -96,56 +93,6 @@ async def test_a_new_person_picks_up_the_threads_of_their_phone(store: Store) ->
     assert (threads, total) == ([], 0)
     linked, _ = await store.list_threads(ThreadFilter(unlinked=False))
     assert [th["id"] for th in linked] == [conv]
-
-
-async def test_transcription_jobs_are_leased_retried_when_due_and_fenced(store: Store) -> None:
-    call = await store.add_call(
-        {"direction": "inbound", "recording_url": "http://127.0.0.1:9/a.mp3"}, transcribe=True
-    )
-    assert isinstance(call, dict) and call["transcript_status"] == "queued"
-    jobs = await store.claim_transcriptions("w1", limit=5, lease_seconds=30)
-    assert [j["id"] for j in jobs] == [call["id"]] and jobs[0]["attempts"] == 1
-    # leased: nobody else gets it
-    assert await store.claim_transcriptions("w2", limit=5, lease_seconds=30) == []
-    # a retry waits for its due time
-    later = time.time() + 60
-    assert await store.end_transcription_attempt(call["id"], "w1", error="503", retry_at=later)
-    assert await store.claim_transcriptions("w2", limit=5, lease_seconds=30) == []
-    assert (await store.get_call(call["id"]))["transcript_status"] == "queued"  # type: ignore[index]
-    assert (
-        await store.end_transcription_attempt(call["id"], "w1", error="x", retry_at=None) is False
-    )
-
-    assert await store.queue_transcription(call["id"]) == "busy"
-
-    # its due time comes: w2 leases it (briefly); w1's late answer is refused
-    async with store._tx() as conn:
-        await conn.execute(update(t.call_logs).values(lease_expires_at=None))
-    jobs = await store.claim_transcriptions("w2", limit=5, lease_seconds=30)
-    assert [j["attempts"] for j in jobs] == [2]
-    assert not await store.finish_transcription(call["id"], "w1", transcript="late", note=None)
-    # w2's lease expires (aged in the row; the comms store reads time.time): w3 takes over
-    async with store._tx() as conn:
-        await conn.execute(
-            update(t.call_logs).values(lease_expires_at=t.call_logs.c.lease_expires_at - 3600)
-        )
-    jobs = await store.claim_transcriptions("w3", limit=5, lease_seconds=30)
-    assert [j["id"] for j in jobs] == [call["id"]]
-    assert await store.finish_transcription(call["id"], "w3", transcript="hello", note=None)
-    done = await store.get_call(call["id"])
-    assert done is not None and (done["transcript_status"], done["transcript"]) == ("done", "hello")
-
-
-async def test_released_jobs_are_due_at_once(store: Store) -> None:
-    call = await store.add_call(
-        {"direction": "outbound", "recording_path": "/nowhere.wav"}, transcribe=True
-    )
-    assert isinstance(call, dict)
-    assert await store.claim_transcriptions("w1", limit=1, lease_seconds=300)
-    await store.release_transcriptions("w1")
-    assert [j["id"] for j in await store.claim_transcriptions("w2", limit=1, lease_seconds=5)] == [
-        call["id"]
-    ]
 
 
 async def test_stored_settings_win_over_the_environment_and_bad_ones_are_skipped(
