@@ -7,8 +7,8 @@ like WAHA (``/api/…``, ``X-Api-Key``), Evolution API v2 (``/message/…``, ``/
 body) in ``app.state.fake.requests``. Credentials, session/instance state and failures
 (``fail_next``) are set on the ``FakeWhatsApp`` object.
 
-The ``*_message`` / ``*_status`` builders return webhook payloads shaped like the contract's
-examples (the providers' documented payloads; see ``docs/whatsapp.md``).
+The webhook payload builders (``waha_message``, ``evolution_status``, ``meta_webhook``, …)
+live in ``chatbridge.testing.whatsapp_payloads`` and are importable from here too.
 
 WAHA runs one of three engines, and the fake plays the one in ``waha_engine``: WEBJS, NOWEB
 or GOWS. They fill a message's fields differently (``waha_message(engine=…)``) and answer a
@@ -24,10 +24,43 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from chatbridge.testing.whatsapp_payloads import (
+    WAHA_ENGINES,
+    WAHA_ME,
+    WahaEngine,
+    evolution_message,
+    evolution_status,
+    meta_status,
+    meta_text,
+    meta_webhook,
+    s_whatsapp,
+    waha_ack,
+    waha_message,
+)
+
+__all__ = [  # the payload builders are re-exported: tests import them from here
+    "WAHA_ENGINES",
+    "WAHA_ME",
+    "EvolutionSent",
+    "FakeWhatsApp",
+    "MetaSent",
+    "RecordedRequest",
+    "WahaEngine",
+    "WahaSent",
+    "create_fake_whatsapp",
+    "evolution_message",
+    "evolution_status",
+    "meta_status",
+    "meta_text",
+    "meta_webhook",
+    "waha_ack",
+    "waha_message",
+]
 
 
 @dataclass(slots=True)
@@ -36,11 +69,6 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-case names
     json: Any
-
-
-WahaEngine = Literal["WEBJS", "NOWEB", "GOWS"]
-WAHA_ENGINES: tuple[WahaEngine, ...] = ("WEBJS", "NOWEB", "GOWS")
-WAHA_ME = "15550001111@c.us"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +238,7 @@ def _waha(
 
 def _waha_send_result(engine: WahaEngine, sent: WahaSent) -> dict[str, Any]:
     """What ``POST /api/send*`` answers on each engine."""
-    remote = _s_whatsapp(sent.chat)
+    remote = s_whatsapp(sent.chat)
     serialized = f"true_{sent.chat}_{sent.msg_id}"
     message = {"conversation": sent.text}
     if engine == "WEBJS":  # the whatsapp-web.js Message
@@ -238,10 +266,6 @@ def _waha_send_result(engine: WahaEngine, sent: WahaSent) -> dict[str, Any]:
         "messageTimestamp": int(time.time()),
         "status": "PENDING",
     }
-
-
-def _s_whatsapp(jid: str) -> str:
-    return jid.replace("@c.us", "@s.whatsapp.net")
 
 
 # ------------------------------------------------------------------------------ Evolution
@@ -359,255 +383,3 @@ def _meta(
             "messages": [{"id": sent.wamid}],
         }
     )
-
-
-# ------------------------------------------------------------------------------ webhooks
-
-
-def waha_message(
-    text: str = "Is this in stock?",
-    *,
-    msg_id: str = "3EB0C0BD05DCA97A7C09CB",
-    chat: str = "919876543210@c.us",
-    from_me: bool = False,
-    source: str = "app",
-    event: str = "message",
-    session: str = "default",
-    push_name: str = "Asha",
-    media: dict[str, Any] | None = None,
-    participant: str | None = None,
-    remote_jid_alt: str | None = None,
-    engine: WahaEngine = "NOWEB",
-) -> dict[str, Any]:
-    """A WAHA ``message`` / ``message.any`` webhook as ``engine`` fills it (the contract §1).
-
-    ``chat`` is the chat in WAHA's form (``@c.us``, ``@lid``, ``@g.us``); ``participant`` the
-    group member who wrote. Where the engines differ:
-
-    * WEBJS: ``from`` = the sender (me when ``fromMe``; the group in groups), ``to`` = the
-      receiver (the chat when ``fromMe``, else me); no ``source``; ``_data`` is WhatsApp
-      Web's message (``id {fromMe, remote, id, _serialized}``, ``notifyName``, ``author``).
-    * NOWEB (current): ``from`` = the chat whoever wrote; ``to`` and ``participant`` only in
-      groups; ``_data`` is the Baileys message (``key {remoteJid, fromMe, id, participant,
-      remoteJidAlt}``, ``pushName``).
-    * GOWS: ``from`` = the chat; ``to`` and ``participant`` = the sender in groups, else
-      ``null``; ``_data`` is whatsmeow's (``Info {Chat, Sender, IsFromMe, IsGroup, ID,
-      PushName, Timestamp}``, ``Message``).
-    """
-    group = chat.endswith("@g.us")
-    sender = WAHA_ME if from_me else (participant if group and participant else chat)
-    serialized = f"{str(from_me).lower()}_{chat}_{msg_id}"
-    if group and sender:
-        serialized += f"_{sender}"
-    payload: dict[str, Any] = {
-        "id": serialized,
-        "timestamp": 1750699027,
-        "fromMe": from_me,
-        "body": text,
-        "hasMedia": media is not None,
-        "media": media,
-        "ack": 2,
-        "ackName": "DEVICE",
-    }
-    if engine == "WEBJS":
-        payload["from"] = chat if group or not from_me else WAHA_ME
-        payload["to"] = chat if from_me else WAHA_ME
-        raw: dict[str, Any] = {
-            "id": {"fromMe": from_me, "remote": chat, "id": msg_id, "_serialized": serialized},
-            "body": text,
-            "type": "chat",
-            "t": 1750699027,
-            "from": payload["from"],
-            "to": payload["to"],
-            "self": "out" if from_me else "in",
-            "notifyName": push_name,
-        }
-        if group and participant:
-            raw["author"] = participant
-    elif engine == "GOWS":
-        payload.update(
-            source=source,
-            **{"from": chat, "to": sender if group else None},
-            participant=sender if group else None,
-        )
-        info: dict[str, Any] = {
-            "Chat": _s_whatsapp(chat),
-            "Sender": _s_whatsapp(sender),
-            "IsFromMe": from_me,
-            "IsGroup": group,
-            "ID": msg_id,
-            "PushName": push_name,
-            "Timestamp": "2025-06-23T17:17:07Z",
-        }
-        if remote_jid_alt:
-            info["RecipientAlt" if from_me else "SenderAlt"] = remote_jid_alt
-        raw = {"Info": info, "Message": {"conversation": text}}
-    else:
-        payload.update(source=source, **{"from": chat})
-        key: dict[str, Any] = {"remoteJid": _s_whatsapp(chat), "fromMe": from_me, "id": msg_id}
-        if group:
-            payload["to"] = chat
-            payload["participant"] = sender
-            key["participant"] = _s_whatsapp(sender)
-        if remote_jid_alt:
-            key["remoteJidAlt"] = remote_jid_alt
-        raw = {"key": key, "pushName": push_name, "message": {"conversation": text}}
-    payload["_data"] = raw
-    return {
-        "id": "evt_01jyewpavw2ns6gc9j48ta562t",
-        "timestamp": 1750699027412,
-        "event": event,
-        "session": session,
-        "me": {"id": WAHA_ME, "pushName": "Shop"},
-        "engine": engine,
-        "payload": payload,
-    }
-
-
-def waha_ack(message_id: str, ack: int, *, chat: str = "919876543210@c.us") -> dict[str, Any]:
-    """A WAHA ``message.ack`` webhook for a message we sent."""
-    names = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
-    return {
-        "id": "evt_01jyewq0000000000000000000",
-        "timestamp": 1750699030000,
-        "event": "message.ack",
-        "session": "default",
-        "engine": "NOWEB",
-        "payload": {
-            "id": message_id,
-            "from": chat,
-            "participant": None,
-            "fromMe": True,
-            "ack": ack,
-            "ackName": names[ack],
-        },
-    }
-
-
-def evolution_message(
-    text: str = "Is this in stock?",
-    *,
-    msg_id: str = "3A554E20ECABF3D45BB2",
-    remote_jid: str = "919876543210@s.whatsapp.net",
-    remote_jid_alt: str | None = None,
-    from_me: bool = False,
-    instance: str = "shop",
-    push_name: str = "Asha",
-    message: dict[str, Any] | None = None,
-    message_type: str = "conversation",
-    participant: str | None = None,
-    event: str = "messages.upsert",
-) -> dict[str, Any]:
-    """An Evolution v2 ``messages.upsert`` webhook, as in the contract."""
-    key: dict[str, Any] = {"remoteJid": remote_jid, "fromMe": from_me, "id": msg_id}
-    if remote_jid_alt:
-        key.update(remoteJidAlt=remote_jid_alt, addressingMode="lid")
-    if participant:
-        key["participant"] = participant
-    return {
-        "event": event,
-        "instance": instance,
-        "data": {
-            "key": key,
-            "pushName": push_name,
-            "status": "DELIVERY_ACK",
-            "message": message if message is not None else {"conversation": text},
-            "messageType": message_type,
-            "messageTimestamp": 1717604327,
-            "instanceId": "9f3b030d-0000-0000-0000-000000000000",
-            "source": "android",
-        },
-        "destination": "https://bot.example.com/wa",
-        "date_time": "2025-06-05T13:18:47.612Z",
-        "sender": "15550001111@s.whatsapp.net",
-        "server_url": "http://localhost:8080",
-        "apikey": None,
-    }
-
-
-def evolution_status(
-    key_id: str, status: str, *, remote_jid: str = "919876543210@s.whatsapp.net"
-) -> dict[str, Any]:
-    """An Evolution v2 ``messages.update`` webhook for a message we sent."""
-    return {
-        "event": "messages.update",
-        "instance": "shop",
-        "data": {
-            "keyId": key_id,
-            "remoteJid": remote_jid,
-            "fromMe": True,
-            "participant": None,
-            "status": status,
-            "instanceId": "9f3b030d-0000-0000-0000-000000000000",
-            "messageId": "cm0000000000000000000000",
-        },
-        "date_time": "2025-06-05T13:18:50.000Z",
-        "sender": "15550001111@s.whatsapp.net",
-        "server_url": "http://localhost:8080",
-        "apikey": None,
-    }
-
-
-def meta_webhook(
-    *,
-    messages: list[dict[str, Any]] | None = None,
-    statuses: list[dict[str, Any]] | None = None,
-    contacts: list[dict[str, Any]] | None = None,
-    phone_number_id: str = "106540352242922",
-) -> dict[str, Any]:
-    """A Cloud API ``messages`` webhook holding ``messages`` and/or ``statuses``."""
-    value: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
-    }
-    if messages is not None:
-        value["contacts"] = (
-            contacts
-            if contacts is not None
-            else [{"profile": {"name": "Asha"}, "wa_id": "919876543210"}]
-        )
-        value["messages"] = messages
-    if statuses is not None:
-        value["statuses"] = statuses
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
-    }
-
-
-def meta_text(
-    text: str = "Is this in stock?",
-    *,
-    wamid: str = "wamid.HBgLMTY1MDM4AAA=",
-    sender: str = "919876543210",
-) -> dict[str, Any]:
-    """One ``messages[]`` item of type text."""
-    return {
-        "from": sender,
-        "id": wamid,
-        "timestamp": "1749416383",
-        "type": "text",
-        "text": {"body": text},
-    }
-
-
-def meta_status(wamid: str, status: str, *, recipient: str = "919876543210") -> dict[str, Any]:
-    """One ``statuses[]`` item."""
-    item: dict[str, Any] = {
-        "id": wamid,
-        "status": status,
-        "timestamp": "1749416390",
-        "recipient_id": recipient,
-    }
-    if status == "failed":
-        item["errors"] = [
-            {
-                "code": 131047,
-                "title": "Re-engagement message",
-                "error_data": {
-                    "details": "Message failed to send because more than 24 hours "
-                    "have passed since the customer last replied to this number."
-                },
-            }
-        ]
-    return item
