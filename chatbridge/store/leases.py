@@ -29,18 +29,32 @@ RELEASED: dict[str, None] = {"lease_owner": None, "lease_expires_at": None}
 RELEASED_SQL = "lease_owner = NULL, lease_expires_at = NULL"
 
 
-def held_by(table: Table, owner: str) -> ColumnElement[bool]:
-    """The fence: rows of ``table`` that are leased, to ``owner``."""
-    return and_(table.c.lease_owner == owner, table.c.state == LEASED)
+def held_by(
+    table: Table, owner: str, *, status: str = "state", leased: str = LEASED
+) -> ColumnElement[bool]:
+    """The fence: rows of ``table`` that are leased, to ``owner``.
+
+    ``status`` / ``leased``: the column that says a row is leased and its value there, for a
+    queue that names them otherwise (``call_logs``: ``transcript_status = 'running'``).
+    """
+    return and_(table.c.lease_owner == owner, table.c[status] == leased)
 
 
-def fenced_update(table: Table, row_id: int, owner: str) -> Update:
+def fenced_update(
+    table: Table,
+    row_id: int | str,
+    owner: str,
+    *,
+    status: str = "state",
+    leased: str = LEASED,
+) -> Update:
     """``UPDATE table … WHERE id = row_id`` and the row is leased to ``owner``.
 
     The caller adds ``.values(...)`` (``**RELEASED`` when the write ends the lease) and reads
     the row count: 0 means the lease is no longer ours and nothing was written.
     """
-    return update(table).where(and_(table.c.id == row_id, held_by(table, owner)))
+    fence = held_by(table, owner, status=status, leased=leased)
+    return update(table).where(and_(table.c.id == row_id, fence))
 
 
 def held_by_sql(owner: str, *, alias: str | None = None) -> str:
