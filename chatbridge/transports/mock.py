@@ -11,7 +11,8 @@ The handler (sync or async) gets the ``TurnRequest`` and returns an ``AgentOutco
 string (a reply with that text) or None (``no_reply``). An exception it raises that is an
 ``AgentError`` (``AgentUnavailable``, ``AgentTimeout``) reaches the caller as it is; any other
 ends the turn as an ``error`` outcome (``mock_error``). A handler still running at the turn's
-deadline ends it as ``AgentTimeout``. Events are kept in ``events``.
+deadline ends it as ``AgentTimeout``. Events are kept in ``events``. It counts as connected
+until closed, except after a turn the handler ended with ``AgentUnavailable``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class MockAgentTransport(AgentTransport):
         super().__init__(agent_id)
         self.handler = handler
         self.events: list[dict[str, Any]] = []
+        self._unavailable = False  # the last turn found the "agent" out of reach
         self._running: set[asyncio.Task[Any]] = set()
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
@@ -57,6 +59,9 @@ class MockAgentTransport(AgentTransport):
                     answer = await answer
         except TimeoutError:
             raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time") from None
+        except AgentUnavailable:
+            self._unavailable = True
+            raise
         except AgentError:
             raise
         except asyncio.CancelledError:
@@ -67,6 +72,7 @@ class MockAgentTransport(AgentTransport):
             answer = AgentOutcome("error", error_code="mock_error", error_details=str(exc))
         finally:
             self._running.discard(task)
+        self._unavailable = False
         self.stats.record(time.monotonic() - started)
         self.stats.last_seen = time.time()
         if isinstance(answer, AgentOutcome):
@@ -83,7 +89,8 @@ class MockAgentTransport(AgentTransport):
 
     @property
     def connected(self) -> bool:
-        return not self.closed
+        """Open, and the last turn did not find the agent out of reach."""
+        return not self.closed and not self._unavailable
 
     def in_flight(self) -> int:
         return len(self._running)

@@ -86,7 +86,7 @@ class LinkedTransport(AgentTransport):
 
     @property
     def connected(self) -> bool:
-        return self.newest_link() is not None
+        return not self.closed and self.newest_link() is not None
 
     def in_flight(self) -> int:
         return len(self._turns)
