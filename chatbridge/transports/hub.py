@@ -224,6 +224,8 @@ class AgentHub:
             if current is not None:
                 log_event(logging.INFO, "agent reconfigured", agent_id, transport=transport)
                 self._retire(current, "agent reconfigured")
+            else:
+                self.metrics.agent_connected.labels(agent_id).set(0)
             self._transports[agent_id] = current = fresh
         if self.cluster is not None:
             self.cluster.want_lease(agent_id, current.spec.placement == "leased")

@@ -80,7 +80,6 @@ class LinkedTransport(AgentTransport):
         self.last_ack: int | None = None
         self._turns: dict[str, PendingTurn] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        context.metrics.agent_connected.labels(agent_id).set(0)
 
     # -- the AgentTransport side ---------------------------------------------------------------
 
@@ -161,7 +160,6 @@ class LinkedTransport(AgentTransport):
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
-        self.context.metrics.agent_connected.labels(self.agent_id).set(0)
 
     def close_links(self, code: int, reason: str) -> None:
         """Start closing every link (in the background)."""
