@@ -30,6 +30,7 @@ from chatbridge.crm.transcription import provider_status
 from chatbridge.errors import BadInput
 from chatbridge.ids import new_id
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.store.crm.rows import NewCall
 
 router = APIRouter()
 
@@ -78,14 +79,14 @@ def _wants_transcript(bridge: Bridge, asked: bool | None, has_recording: bool) -
     return has_recording and not off if asked is None else asked
 
 
-async def _create_call(bridge: Bridge, values: dict[str, Any], transcribe: bool) -> JSONResponse:
+async def _create_call(bridge: Bridge, values: NewCall, transcribe: bool) -> JSONResponse:
     values["phone"] = e164(bridge, values.get("phone"))
     async with storing():
         call = await bridge.store.add_call(values, transcribe=transcribe)
     if call == "no_thread":
-        raise not_found("thread", str(values["conversation_id"]))
+        raise not_found("thread", str(values.get("conversation_id")))
     if call == "no_person":
-        raise not_found("person", str(values["person_id"]))
+        raise not_found("person", str(values.get("person_id")))
     if transcribe:
         bridge.transcriptions.wake()
     return JSONResponse({"call": call}, status_code=201)
@@ -99,7 +100,15 @@ async def _create_call(bridge: Bridge, values: dict[str, Any], transcribe: bool)
 async def create_call(body: CallBody, bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """Log a call (a recording by URL, if any), attached to a thread and/or a person; the
     person with the call's phone when neither is named."""
-    values = body.model_dump(exclude={"transcribe"})
+    values: NewCall = {
+        "conversation_id": body.conversation_id,
+        "person_id": body.person_id,
+        "phone": body.phone,
+        "direction": body.direction,
+        "duration_seconds": body.duration_seconds,
+        "started_at": body.started_at,
+        "recording_url": body.recording_url,
+    }
     transcribe = _wants_transcript(bridge, body.transcribe, bool(body.recording_url))
     return await _create_call(bridge, values, transcribe)
 
@@ -124,7 +133,7 @@ async def upload_call(
     bridge: Bridge = Depends(get_bridge),
 ) -> JSONResponse:
     """Log a call with its recording uploaded (multipart), saved under ``recordings_dir``."""
-    values: dict[str, Any] = {
+    values: NewCall = {
         "conversation_id": conversation_id,
         "person_id": person_id,
         "phone": phone,

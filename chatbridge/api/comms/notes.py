@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from chatbridge.api.comms.base import ERRORS, Body, Id, Time, not_found, storing
 from chatbridge.api.management import get_bridge
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.store.crm.rows import TaskChanges
 
 router = APIRouter()
 
@@ -64,7 +65,7 @@ async def update_task(
     if changes.get("title", "") is None or changes.get("done", False) is None:
         raise BadInput("invalid_request", "title and done cannot be null", status_code=422)
     async with storing():
-        task = await bridge.store.update_task(task_id, changes)
+        task = await bridge.store.update_task(task_id, cast(TaskChanges, changes))
     if task is None:
         raise not_found("task", task_id)
     return {"task": task}

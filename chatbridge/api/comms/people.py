@@ -3,7 +3,7 @@ E.164 and, with auto-linking on, links the threads of that phone."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
@@ -14,6 +14,7 @@ from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.store.crm.rows import NewPerson, PersonChanges
 
 router = APIRouter()
 
@@ -57,8 +58,14 @@ async def list_people(
 async def create_person(body: PersonBody, bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """A person; the phone is stored in E.164 and, with auto-linking on, the threads of that
     phone are linked to them."""
-    values = body.model_dump()
-    values["phone"] = e164(bridge, body.phone)
+    values: NewPerson = {
+        "name": body.name,
+        "phone": e164(bridge, body.phone),
+        "email": body.email,
+        "company": body.company,
+        "external_ref": body.external_ref,
+        "meta": body.meta,
+    }
     async with storing():
         person, linked = await bridge.store.create_person(
             values, auto_link=bridge.comms_settings().auto_link
@@ -89,9 +96,11 @@ async def update_person(
         changes["meta"] = {}
     if "phone" in changes:
         changes["phone"] = e164(bridge, changes["phone"])
+    # PersonPatch's fields are a person's, and a null name was refused above
+    typed = cast(PersonChanges, changes)
     async with storing():
         person = await bridge.store.update_person(
-            person_id, changes, auto_link=bridge.comms_settings().auto_link
+            person_id, typed, auto_link=bridge.comms_settings().auto_link
         )
     if person is None:
         raise not_found("person", person_id)

@@ -5,8 +5,6 @@ and/or a person. Its transcription job lives on the same row (see ``store.transc
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import ColumnElement, select
 
@@ -15,6 +13,7 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.crm.rows import (
     Call,
+    NewCall,
     call_row,
     person_exists,
     person_with_phone,
@@ -22,23 +21,11 @@ from chatbridge.store.crm.rows import (
     thread_person,
 )
 
-# The columns a call is logged with (the rest are the store's own).
-CALL_FIELDS = (
-    "conversation_id",
-    "person_id",
-    "phone",
-    "direction",
-    "duration_seconds",
-    "started_at",
-    "recording_url",
-    "recording_path",
-)
-
 
 class CallStore(StoreBase):
     """Call logs: log one, read one, list them."""
 
-    async def add_call(self, values: Mapping[str, Any], *, transcribe: bool) -> Call | str:
+    async def add_call(self, values: NewCall, *, transcribe: bool) -> Call | str:
         """A call log; with ``transcribe`` its transcription is queued in the same transaction.
 
         The call is attached to ``conversation_id`` and/or ``person_id``; when no person is
@@ -46,26 +33,38 @@ class CallStore(StoreBase):
         call, or ``no_thread`` / ``no_person`` when one named does not exist.
         """
         now = time.time()
-        row = {k: values.get(k) for k in CALL_FIELDS}
-        row.update(
-            id=new_id("cl"),
-            transcript_status="queued" if transcribe else "none",
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-        )
+        call_id = new_id("cl")
+        conversation_id = values.get("conversation_id")
+        person_id = values.get("person_id")
+        phone = values.get("phone")
         async with self._tx() as conn:
-            if row["conversation_id"] is not None:
-                exists, linked = await thread_person(conn, row["conversation_id"])
+            if conversation_id is not None:
+                exists, linked = await thread_person(conn, conversation_id)
                 if not exists:
                     return "no_thread"
-                row["person_id"] = row["person_id"] or linked
-            if row["person_id"] is not None and not await person_exists(conn, row["person_id"]):
+                person_id = person_id or linked
+            if person_id is not None and not await person_exists(conn, person_id):
                 return "no_person"
-            if row["person_id"] is None and row["phone"]:
-                row["person_id"] = await person_with_phone(conn, row["phone"])
-            await conn.execute(t.call_logs.insert().values(**row))
-            return (await read_calls(conn, t.call_logs.c.id == row["id"]))[0]
+            if person_id is None and phone:
+                person_id = await person_with_phone(conn, phone)
+            await conn.execute(
+                t.call_logs.insert().values(
+                    id=call_id,
+                    conversation_id=conversation_id,
+                    person_id=person_id,
+                    phone=phone,
+                    direction=values["direction"],
+                    duration_seconds=values.get("duration_seconds"),
+                    started_at=values.get("started_at"),
+                    recording_url=values.get("recording_url"),
+                    recording_path=values.get("recording_path"),
+                    transcript_status="queued" if transcribe else "none",
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return (await read_calls(conn, t.call_logs.c.id == call_id))[0]
 
     async def get_call(self, call_id: str) -> Call | None:
         """A call log with its transcription status; None if there is no such call."""

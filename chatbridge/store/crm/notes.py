@@ -5,15 +5,13 @@ is linked to at that moment, so the person's view keeps them across all their th
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import update
 
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
-from chatbridge.store.crm.rows import Note, Task, read_tasks, thread_person
+from chatbridge.store.crm.rows import Note, Task, TaskChanges, read_tasks, thread_person
 
 TASK_FIELDS = ("title", "due_at", "done")
 
@@ -58,7 +56,7 @@ class NoteStore(StoreBase):
             await conn.execute(t.tasks.insert().values(**task))
         return task
 
-    async def update_task(self, task_id: str, changes: Mapping[str, Any]) -> Task | None:
+    async def update_task(self, task_id: str, changes: TaskChanges) -> Task | None:
         """Change a task's ``title``, ``due_at`` or ``done`` (other keys are ignored); None if
         there is no such task."""
         allowed = {k: v for k, v in changes.items() if k in TASK_FIELDS}

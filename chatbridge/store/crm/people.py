@@ -5,8 +5,6 @@ the key threads are auto-linked by — and a new or changed phone links that pho
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 
@@ -17,7 +15,9 @@ from chatbridge.store.base import Conn
 from chatbridge.store.crm.links import ThreadLinkStore
 from chatbridge.store.crm.rows import (
     PERSON_FIELDS,
+    NewPerson,
     Person,
+    PersonChanges,
     PersonDetail,
     like,
     person_exists,
@@ -52,9 +52,7 @@ class PeopleStore(ThreadLinkStore):
         if other is not None:
             raise PhoneTaken(phone, str(other))
 
-    async def create_person(
-        self, values: Mapping[str, Any], *, auto_link: bool
-    ) -> tuple[Person, int]:
+    async def create_person(self, values: NewPerson, *, auto_link: bool) -> tuple[Person, int]:
         """A new person (``phone`` already E.164); with ``auto_link``, the threads of that
         phone are linked to them. Returns (person, threads linked). Raises ``PhoneTaken``."""
         now = time.time()
@@ -119,21 +117,22 @@ class PeopleStore(ThreadLinkStore):
         return [person_row(r) for r in rows], int(total)
 
     async def update_person(
-        self, person_id: str, changes: Mapping[str, Any], *, auto_link: bool
+        self, person_id: str, changes: PersonChanges, *, auto_link: bool
     ) -> Person | None:
         """Apply ``changes`` (a new phone links that phone's unlinked threads)."""
         now = time.time()
-        changes = {k: v for k, v in changes.items() if k in PERSON_FIELDS}
+        phone = changes.get("phone")
+        values = {k: v for k, v in changes.items() if k in PERSON_FIELDS}
         async with self._tx() as conn:
             if not await person_exists(conn, person_id):
                 return None
-            if changes.get("phone"):
-                await self._check_phone_free(conn, changes["phone"], person_id)
+            if phone:
+                await self._check_phone_free(conn, phone, person_id)
             await conn.execute(
-                update(t.people).where(t.people.c.id == person_id).values(**changes, updated_at=now)
+                update(t.people).where(t.people.c.id == person_id).values(**values, updated_at=now)
             )
-            if auto_link and changes.get("phone"):
-                await self._link_by_phone(conn, changes["phone"], now)
+            if auto_link and phone:
+                await self._link_by_phone(conn, phone, now)
             row = (await conn.execute(select(t.people).where(t.people.c.id == person_id))).one()
         return person_row(row)
 

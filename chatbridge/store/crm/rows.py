@@ -6,7 +6,7 @@ A row is a ``TypedDict``: a plain dict at run time, so the API serialises it wit
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Required, TypedDict
 
 from sqlalchemy import ColumnElement, Row, select
 
@@ -75,6 +75,45 @@ class Call(TypedDict):
     attempts: int
     created_at: float
     updated_at: float
+
+
+class _PersonOptional(TypedDict, total=False):
+    phone: str | None  # E.164
+    email: str | None
+    company: str | None
+    external_ref: str | None
+    meta: dict[str, Any]
+
+
+class NewPerson(_PersonOptional):
+    """What a person is created with."""
+
+    name: str
+
+
+class PersonChanges(_PersonOptional, total=False):
+    """What a change to a person may set (only the keys given change)."""
+
+    name: str
+
+
+class TaskChanges(TypedDict, total=False):
+    title: str
+    due_at: float | None
+    done: bool
+
+
+class NewCall(TypedDict, total=False):
+    """What a call is logged with."""
+
+    direction: Required[str]  # inbound | outbound
+    conversation_id: str | None
+    person_id: str | None
+    phone: str | None  # E.164
+    duration_seconds: float | None
+    started_at: float | None
+    recording_url: str | None
+    recording_path: str | None  # an uploaded recording, on local disk
 
 
 class PersonDetail(Person):
