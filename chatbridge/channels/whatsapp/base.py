@@ -222,7 +222,6 @@ class WhatsAppChannel:
     # Typing, read receipts and media (by URL) work on every provider; interactive messages
     # and templates are not sent (a template is what Meta needs outside its 24 h window).
     capabilities = Capabilities(typing=True, read_receipts=True, media=True)
-    signed = True  # each provider's own check (HMAC, secret header, JWT) when configured
 
     def __init__(
         self,
@@ -272,6 +271,12 @@ class WhatsAppChannel:
         return await lookups.sent_by_bridge(self.store, candidates)
 
     # ------------------------------------------------------------------ inbound
+    @property
+    def signed(self) -> bool:
+        """Whether webhooks are authenticated: each provider's own check (HMAC, secret
+        header, JWT) when configured; the mock provider checks nothing."""
+        return self.settings_source().provider != "mock"
+
     async def parse(self, request: InboundRequest) -> list[ParsedWebhook]:
         """Check and parse one gateway webhook (Meta batches several messages in one).
 
