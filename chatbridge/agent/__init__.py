@@ -1,5 +1,8 @@
 """The agent SDK: write a Chatbridge agent in about ten lines.
 
+It installs without the bridge (``pip install chatbridge``: websockets, httpx, pydantic) and
+imports nothing of it; answering http-webhook turns needs ``pip install 'chatbridge[webhook]'``.
+
     from chatbridge.agent import Agent, Turn
 
     agent = Agent("agent1")
