@@ -83,9 +83,13 @@ def _settings(channel: WhatsAppChannel) -> CommsSettings:
     },
 )
 async def provider_webhook(request: Request, provider: ProviderName) -> Response:
-    # Refused before anything else, as ever (the channel's parse checks it again); then the
-    # inbound steps every webhook channel shares. A gateway reads no reply from the answer.
-    require_provider(_settings(_channel(request.app.state.bridge)), ROUTE_NAMES[provider])
+    # The source allowlist first, then a provider not in use is refused before its body is
+    # read, as ever (the channel's parse checks it again); then the inbound steps every
+    # webhook channel shares. A gateway reads no reply from the answer.
+    hook = inbound.InboundHook.of(request.app, "whatsapp")
+    if hook.allowlist is not None:
+        hook.allowlist.check(request.scope)
+    require_provider(_settings(_channel(hook.bridge)), ROUTE_NAMES[provider])
     return await inbound.receive(request, "whatsapp", {"provider": provider}, wait=False)
 
 
