@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -47,6 +47,7 @@ from chatbridge.testing.whatsapp_payloads import (
 from tests.e2e.harness import Stack, running_stack
 
 SECRET = "contract-secret-0123"
+HTTP_SECRET = "contract-http-secret-0123"
 PHONE_NUMBER_ID = "106540352242922"
 
 
@@ -223,6 +224,30 @@ class MemoryCase(Case):
         return json.dumps({"conversation": "c1", "id": external_id, "from_me": True}).encode()
 
 
+class HttpCase(Case):
+    """The generic ``http`` channel (chatbridge/channels/http.py), its callbacks received by
+    the in-package ``CallbackReceiver``."""
+
+    malformed = b'{"type": "message", "conversation_id": 5}'
+
+    def message(self, msg_id: int, text: str) -> tuple[bytes, dict[str, str]]:
+        payload = {"type": "message", "conversation_id": "c1", "message_id": f"m{msg_id}"}
+        return json.dumps({**payload, "text": text}).encode(), {}
+
+    def sign(self, body: bytes) -> dict[str, str]:
+        from chatbridge.channels.http import sign
+
+        return sign(HTTP_SECRET, body)
+
+    def conversation_key(self) -> str:
+        return "1:c1"
+
+    async def echo_of(self, action: OutboundAction, external_id: str | None) -> bytes:
+        # an app that mirrors its whole log sends the bridge's own reply back as "bot"
+        payload = {"type": "message", "conversation_id": "c1", "message_id": "echo-1"}
+        return json.dumps({**payload, "text": action.text, "author": "bot"}).encode()
+
+
 class WebchatCase(Case):
     """The web chat's messages come through its own API, not a webhook: the suite runs its
     channel's ``parse`` and the bridge's ``accept`` in-process, as that API does."""
@@ -260,6 +285,7 @@ CASES = {
     "whatsapp-mock": MockWhatsAppCase("whatsapp-mock", "whatsapp", url="/webhook/whatsapp"),
     "webchat": WebchatCase("webchat", "webchat"),
     "memory": MemoryCase("memory", "memory", url="/webhook/memory/1"),
+    "http": HttpCase("http", "http", url="/webhook/http/1"),
 }
 PROVIDERS = {
     "whatsapp-waha": "waha",
@@ -277,8 +303,8 @@ def _available(name: str) -> bool:
     return True
 
 
-# Parametrised from the registry: a channel whose module is there runs (``http`` once
-# chatbridge/channels/http.py exists; its case lives in tests/channels/test_http*).
+# Parametrised from the registry: a channel whose module is there runs (an optional one
+# that is not installed drops out).
 CASE_IDS = [c for c in CASES if _available(CASES[c].channel)]
 
 
@@ -286,8 +312,10 @@ CASE_IDS = [c for c in CASES if _available(CASES[c].channel)]
 async def prepared(case_id: str, database_url: str) -> AsyncIterator[Case]:
     case = CASES[case_id]
     fake_app = create_fake_whatsapp(evolution_instances={"shop": "open"})
+    receiver = _receiver()
     async with (
         serve_app(fake_app) as fake_url,
+        serve_app(receiver.app) if receiver else nullcontext("http://127.0.0.1:9") as receiver_url,
         running_stack(
             database_url,
             behaviour="delay",
@@ -295,9 +323,11 @@ async def prepared(case_id: str, database_url: str) -> AsyncIterator[Case]:
             secret=SECRET,
             webchat=True,
             typing_delay_seconds=0,
+            http_inboxes={"1": {"secret": HTTP_SECRET, "callback_url": receiver_url}},
         ) as stack,
     ):
         case.stack, case.fake = stack, fake_app.state.fake
+        case.extra["receiver"] = receiver
         bridge = stack.bridge
         if case.channel != "chatwoot" and case.channel != "webchat":
             await bridge.save_mapping(
@@ -338,6 +368,14 @@ async def prepared(case_id: str, database_url: str) -> AsyncIterator[Case]:
         yield case
 
 
+def _receiver() -> Any:
+    try:
+        from chatbridge.channels.http_receiver import CallbackReceiver
+    except ModuleNotFoundError:  # the http channel is not installed
+        return None
+    return CallbackReceiver(HTTP_SECRET)
+
+
 async def _post_message(case: Case, msg_id: int, text: str) -> tuple[int, dict[str, Any]]:
     body, headers = case.message(msg_id, text)
     return await case.post(body, {**headers, **case.sign(body)})
@@ -373,7 +411,7 @@ async def case(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator
 
 def test_every_registered_channel_is_in_the_suite() -> None:
     covered = {c.channel for c in CASES.values()}
-    missing = {n for n in CHANNELS if n not in covered and n != "http"}
+    missing = {n for n in CHANNELS if n not in covered}
     assert not missing, f"channels without a case in the behaviour suite: {missing}"
     assert WEBHOOK_CHANNELS <= set(CHANNELS)
 
@@ -474,6 +512,9 @@ def _fake_saw_typing(case: Case) -> bool:
         channel = case.adapter
         assert isinstance(channel, MemoryChannel)
         return any(a.kind == "typing_on" for a in channel.actions)
+    if case.channel == "http":
+        receiver = case.extra["receiver"]
+        return any("typing" in json.dumps(c) for c in receiver.received)
     if case.channel == "webchat":
         return True  # a live-only event: published to the session's (here: no) sockets
     assert case.fake is not None
