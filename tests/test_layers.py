@@ -74,12 +74,6 @@ KNOWN_VIOLATIONS = {
     # Settings validate transport kinds with transports/registry.py (a table of kinds that
     # imports nothing at run time); the table belongs on the settings floor.
     ("chatbridge.config", "chatbridge.transports.registry"),
-    # The web chat's live sockets (webchat/live.py) belong beside its channel, which the
-    # pipeline already uses: channels/ and pipeline/ reach up for them.
-    ("chatbridge.channels.base", "chatbridge.webchat.live"),
-    ("chatbridge.channels.webchat", "chatbridge.webchat.live"),
-    ("chatbridge.pipeline.agent_events", "chatbridge.webchat.live"),
-    ("chatbridge.pipeline.bridge", "chatbridge.webchat.live"),
     # The fakes start child processes (Redis, bridge replicas) with the bench's helpers;
     # ChildProcess belongs in testing/ (the bench may import testing).
     ("chatbridge.testing.cluster", "chatbridge.bench.processes"),

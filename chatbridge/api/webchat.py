@@ -21,11 +21,11 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from chatbridge.api.errors import error_responses
 from chatbridge.api.origins import origin_allowed
+from chatbridge.channels.webchat_live import Subscriber
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.ratelimit import RateLimited, client_ip
 from chatbridge.store.webchat import WebchatSession
-from chatbridge.webchat.live import Subscriber
 from chatbridge.webchat.service import SESSION_ID, WebchatService, iso, message_view
 
 log = logging.getLogger("chatbridge.webchat")

@@ -18,11 +18,11 @@ from chatbridge.errors import BadInput
 from chatbridge.models import InboundMessage, OutboundAction, ParsedWebhook, SendResult
 
 if TYPE_CHECKING:
+    from chatbridge.channels.webchat_live import LiveHub
     from chatbridge.config import Settings
     from chatbridge.crm.settings import CommsSettings
     from chatbridge.metrics import Metrics
     from chatbridge.store import Store
-    from chatbridge.webchat.live import LiveHub
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest, load_object
+from chatbridge.channels.webchat_live import LiveHub
 from chatbridge.errors import BadInput
 from chatbridge.models import (
     ContactInfo,
@@ -28,7 +29,6 @@ from chatbridge.models import (
     ParsedWebhook,
     SendResult,
 )
-from chatbridge.webchat.live import LiveHub
 
 if TYPE_CHECKING:
     from chatbridge.store import Store

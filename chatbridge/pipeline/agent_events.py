@@ -16,11 +16,11 @@ from chatbridge.store.records import ConversationRecord, DeliverySpec, Route
 
 if TYPE_CHECKING:
     from chatbridge.channels.base import ChannelAdapter
+    from chatbridge.channels.webchat_live import LiveHub
     from chatbridge.config import Settings
     from chatbridge.metrics import Metrics
     from chatbridge.store import Store
     from chatbridge.transports.hub import AgentHub
-    from chatbridge.webchat.live import LiveHub
 
 log = logging.getLogger("chatbridge.bridge")
 

@@ -56,8 +56,8 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         self.metrics = metrics or Metrics()
         self.store = store or Store(settings.database_url)
         self.metrics.watch_store(self.store.stats)
+        from chatbridge.channels.webchat_live import LiveHub
         from chatbridge.ratelimit import RateLimiter
-        from chatbridge.webchat.live import LiveHub
 
         self.webchat_live = LiveHub()
         self._comms_settings = CommsSettings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chatbridge.webchat.live import MAX_PENDING, LiveHub
+from chatbridge.channels.webchat_live import MAX_PENDING, LiveHub
 from tests.api.test_webchat_native import idle_for, live_socket, new_session
 from tests.e2e.harness import running_stack, wait_until
 
