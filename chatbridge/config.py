@@ -22,14 +22,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from chatbridge.transports import registry  # each transport kind's needs; imports nothing
+from chatbridge import transport_kinds  # each transport kind's needs, as plain data
+from chatbridge.transport_kinds import Transport as Transport  # re-exported: hub, API
 
 DEFAULT_FALLBACK_TEXT = (
     "Thanks for your message! We can't answer right now, but a member of our team "
     "will get back to you shortly."
 )
 
-Transport = Literal["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"]
 ReplyMode = Literal["async", "sync"]
 OnFailure = Literal["fallback", "handoff"]
 
@@ -134,12 +134,14 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pick_transport(self) -> AgentConfig:
-        # What each kind needs is the transport registry's, not a list of names here.
+        # What each kind needs is in transport_kinds, not a list of names here.
         kind: str | None = self.transport
         if kind is None:
-            kind = registry.implied_kind({f for f in type(self).model_fields if getattr(self, f)})
+            kind = transport_kinds.implied_kind(
+                {f for f in type(self).model_fields if getattr(self, f)}
+            )
             self.transport = kind  # type: ignore[assignment]
-        spec = registry.spec(kind)
+        spec = transport_kinds.spec(kind)
         if not all(getattr(self, name) for name in spec.required):
             raise ValueError(f"{spec.kind} needs {' and '.join(spec.required)}")
         url = getattr(self, spec.url_field) if spec.url_field else None
@@ -152,13 +154,13 @@ class AgentConfig(BaseModel):
     @property
     def url(self) -> str | None:
         """Where the transport reaches the agent (the ``url`` the store keeps)."""
-        field = registry.spec(self.transport).url_field if self.transport else None
+        field = transport_kinds.spec(self.transport).url_field if self.transport else None
         url: str | None = getattr(self, field) if field else self.websocket_url
         return url
 
     def options(self) -> dict[str, Any]:
         """Transport settings beyond the URL, as the store keeps them (secrets included)."""
-        keys = registry.spec(self.transport).option_keys if self.transport else ()
+        keys = transport_kinds.spec(self.transport).option_keys if self.transport else ()
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
