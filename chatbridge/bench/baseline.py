@@ -14,8 +14,8 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from chatbridge.bench.processes import free_port
 from chatbridge.bench.scenarios.chatwoot import ChatwootStack, webhook_templates
+from chatbridge.testing.processes import free_port
 
 
 def create_baseline_app() -> FastAPI:

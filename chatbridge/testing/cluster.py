@@ -17,9 +17,9 @@ Each piece has its module (``redis_server.py``, ``balancer.py``, ports and SIGKI
 ``processes.py``); this one holds the replicas and imports the rest, so tests import all
 of them from here. Ports that must survive a restart come from ``restartable_ports``.
 
-Children are ``chatbridge.bench.processes.ChildProcess`` objects: their own session (a Ctrl-C in
-the terminal reaches only the parent) and, on Linux, SIGTERM from the kernel when the parent
-dies, so nothing outlives a crashed test run.
+Children are ``chatbridge.testing.processes.ChildProcess`` objects: their own session (a
+Ctrl-C in the terminal reaches only the parent) and, on Linux, SIGTERM from the kernel when
+the parent dies, so nothing outlives a crashed test run.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from types import TracebackType
 import httpx
 
 import chatbridge
-from chatbridge.bench.processes import ChildProcess, child_env
 from chatbridge.testing.balancer import Backend, BalancerMode, TcpBalancer
-from chatbridge.testing.processes import restartable_ports, sigkill
+from chatbridge.testing.processes import ChildProcess, child_env, restartable_ports, sigkill
 from chatbridge.testing.redis_server import RedisServer
 
 __all__ = [

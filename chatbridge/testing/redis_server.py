@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from chatbridge.bench.processes import ChildProcess, child_env
-from chatbridge.testing.processes import restartable_ports, sigkill
+from chatbridge.testing.processes import ChildProcess, child_env, restartable_ports, sigkill
 
 __all__ = ["RedisServer"]
 

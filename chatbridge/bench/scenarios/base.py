@@ -29,9 +29,9 @@ import aiohttp
 from yarl import URL
 
 from chatbridge.bench.accounting import Reply
-from chatbridge.bench.processes import ChildProcess, child_env, free_port, port_open
 from chatbridge.bench.redis_server import redis_ping, redis_server_args, redis_server_program
 from chatbridge.bench.replicas import Replica
+from chatbridge.testing.processes import ChildProcess, child_env, free_port, port_open
 
 
 def stored_or_duplicate(status: int, body: bytes) -> bool:

@@ -14,9 +14,9 @@ import aiohttp
 from yarl import URL
 
 from chatbridge.bench.accounting import marker
-from chatbridge.bench.processes import free_port
 from chatbridge.bench.scenarios.base import Request, Stack
 from chatbridge.bench.scenarios.chatwoot import API_TOKEN
+from chatbridge.testing.processes import free_port
 
 
 class ChannelCapacityStack(Stack):

@@ -22,12 +22,12 @@ from yarl import URL
 
 from chatbridge.bench.accounting import Reply, marker
 from chatbridge.bench.channel import INBOX_ID
-from chatbridge.bench.processes import ChildProcess, free_port, free_ports, port_open
 from chatbridge.bench.redis_server import display_url
 from chatbridge.bench.replicas import Replica, plan_replicas, replica_env, scrape_replica
 from chatbridge.bench.scenarios.base import Request, Stack, StackContext, stored_or_duplicate
 from chatbridge.channels.signatures import DELIVERY_HEADER, sign_chatwoot
 from chatbridge.testing.chatwoot_state import MockChatwoot, TriggerRequest
+from chatbridge.testing.processes import ChildProcess, free_port, free_ports, port_open
 
 AGENT_ID = "bench-agent"
 API_TOKEN = "bench-api-token"

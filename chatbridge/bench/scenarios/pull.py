@@ -15,7 +15,6 @@ import json
 import aiohttp
 
 from chatbridge.bench.channel import INBOX_ID
-from chatbridge.bench.processes import free_port
 from chatbridge.bench.replicas import Replica
 from chatbridge.bench.scenarios.chatwoot import (
     ADMIN_KEY,
@@ -26,6 +25,7 @@ from chatbridge.bench.scenarios.chatwoot import (
     webhook_templates,
 )
 from chatbridge.bench.scenarios.webchat import answers, rate_limit_env, wait_for_agent
+from chatbridge.testing.processes import free_port
 
 AGENT_TOKEN = "bench-pull-token"
 POLLERS = 4

@@ -24,10 +24,10 @@ import aiohttp
 from yarl import URL
 
 from chatbridge.bench.accounting import Reply
-from chatbridge.bench.processes import ChildProcess, free_port, port_open
 from chatbridge.bench.replicas import Replica
 from chatbridge.bench.scenarios.base import Request, Stack, StackContext, stored_or_duplicate
 from chatbridge.bench.widgets import raise_open_files_limit
+from chatbridge.testing.processes import ChildProcess, free_port, port_open
 
 AGENT_ID = "bench-agent"
 ADMIN_KEY = "bench-admin-key-0123"
