@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 
 from chatbridge.errors import BadSignature
+from chatbridge.signing import sha256_signature as sha256_signature  # WhatsApp's Meta scheme
 
 TIMESTAMP_HEADER = "X-Chatwoot-Timestamp"
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
@@ -44,12 +45,6 @@ def find_header(headers: Mapping[str, str], name: str) -> str | None:
         if isinstance(key, str) and key.lower() == wanted:
             return candidate
     return None
-
-
-def sha256_signature(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256(secret, body)>``: Meta's ``X-Hub-Signature-256`` and our own
-    ``X-Chatbridge-Signature`` to http-webhook agents."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 @functools.lru_cache(maxsize=8)

@@ -30,7 +30,6 @@ database lease stays the durable layer underneath.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -41,7 +40,7 @@ import httpx
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentUnavailable
 from chatbridge.protocol import ProtocolError, utc_now_iso
-from chatbridge.signing import sha256_signature
+from chatbridge.signing import SIGNATURE_HEADER, sign
 from chatbridge.transports.base import (
     AgentOutcome,
     AgentStatus,
@@ -57,18 +56,7 @@ from chatbridge.transports.registry import spec
 if TYPE_CHECKING:
     from chatbridge.transports.context import TransportContext
 
-SIGNATURE_HEADER = "X-Chatbridge-Signature"
 MAX_REPLY_BYTES = 1024 * 1024
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Chatbridge-Signature`` value of ``body``: ``sha256=<hex>`` (Meta's scheme)."""
-    return sha256_signature(secret, body)
-
-
-def verify(secret: str, body: bytes, header: str | None) -> bool:
-    """Whether ``header`` is the signature of ``body`` (for agents written in Python)."""
-    return header is not None and hmac.compare_digest(sign(secret, body), header.strip())
 
 
 class WebhookCaller:

@@ -15,8 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from chatbridge.config import AgentConfig
+from chatbridge.signing import SIGNATURE_HEADER, sign, verify
 from chatbridge.testing.servers import serve_app
-from chatbridge.transports.webhook import SIGNATURE_HEADER, sign, verify
 from tests.e2e.harness import running_stack, wait_until
 
 SECRET = "hook-secret"
