@@ -114,7 +114,7 @@ async def _to_turn_owner(
     """The answer of the replica running this http-webhook turn, when it is not this one;
     None to serve the reply here (no cluster, the turn runs here, or it runs nowhere)."""
     cluster = bridge.cluster
-    if cluster is None or forwarded(request):
+    if not cluster.distributed or forwarded(request):
         return None
     if bridge.hub.pull.find(agent_id, turn_id) is not None:
         return None  # it runs here

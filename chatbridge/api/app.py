@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.state.metrics = the_bridge.metrics
     app.state.webchat_pending = webchat.PendingSockets(settings.webchat_max_pending_sockets)
     app.state.agent_pending = webchat.PendingSockets(settings.agent_max_pending_sockets)
-    if the_bridge.cluster is not None:
+    if the_bridge.cluster.distributed:
         from chatbridge.api.forward import serve_forwarded
 
         serve_forwarded(app, the_bridge.cluster)

@@ -58,7 +58,7 @@ def _unavailable(code: str, message: str) -> JSONResponse:
 async def to_holder(request: Request, bridge: Bridge, agent_id: str) -> Response | None:
     """The holder's answer when another replica holds ``agent_id``; None to serve it here."""
     cluster = bridge.cluster
-    if cluster is None or cluster.holds(agent_id):
+    if cluster.holds(agent_id):
         return None
     if forwarded(request):
         # Passed to us as the holder, but the lease moved meanwhile: the caller tries again.

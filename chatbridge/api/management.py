@@ -160,7 +160,7 @@ async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     }
     if stuck is not None:
         body["reason"] = stuck
-    if bridge.cluster is not None:
+    if bridge.cluster.distributed:
         body["redis"] = await bridge.cluster.ping()
         body["replica"] = bridge.cluster.replica_id
         body["replicas"] = len(bridge.cluster.replicas())
@@ -173,7 +173,7 @@ async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
 async def agents_status(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     """Every agent and how it is reached. With several replicas: the whole cluster's view
     (``replica`` holds the agent; ``replicas`` lists every live replica)."""
-    if bridge.cluster is None:
+    if not bridge.cluster.distributed:
         return {"agents": bridge.agents_status()}
     answers = await bridge.cluster.gather("agents", {})
     replicas = bridge.cluster.replicas()

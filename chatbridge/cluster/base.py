@@ -30,10 +30,7 @@ and lets per-message code skip building a broadcast nobody will receive.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from chatbridge.cluster.redis import RedisCluster
+from typing import Any, Protocol
 
 __all__ = [
     "Cluster",
@@ -61,23 +58,6 @@ class ClusterUnavailable(Exception):
 
 class Cluster(Protocol):
     """One replica's view of the others (see the module docstring)."""
-
-    def __new__(
-        cls,
-        redis_url: str,
-        replica_id: str,
-        *,
-        prefix: str = "chatbridge",
-        presence_ttl: float = 10.0,
-        beat: float = 2.0,
-    ) -> RedisCluster:
-        # Transitional: ``Cluster(redis_url, ...)`` was the Redis class before it became this
-        # protocol. It builds a ``RedisCluster`` until its last caller uses ``make_cluster``.
-        from chatbridge.cluster.redis import RedisCluster
-
-        return RedisCluster(
-            redis_url, replica_id, prefix=prefix, presence_ttl=presence_ttl, beat=beat
-        )
 
     @property
     def replica_id(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from chatbridge.channels.base import Capabilities, ChannelAdapter, ChannelContext
 from chatbridge.channels.registry import build_channels
-from chatbridge.cluster import Cluster
+from chatbridge.cluster import Cluster, make_cluster
 from chatbridge.config import Settings
 from chatbridge.crm.linking import load_settings
 from chatbridge.crm.settings import CommsSettings
@@ -118,23 +118,18 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self.started = False
-        self.cluster: Cluster | None = None
-        if settings.redis_url:
-            self.cluster = Cluster(
-                settings.redis_url,
-                settings.instance_id,
-                prefix=settings.redis_prefix,
-                presence_ttl=settings.cluster_presence_seconds,
-                beat=max(0.2, settings.cluster_presence_seconds / 5),
-            )
-            self._join_cluster(self.cluster)
+        self.cluster: Cluster = make_cluster(settings)
+        # read on every message: whether wake-ups and sync answers go to other replicas too
+        self._distributed = self.cluster.distributed
+        self._join_cluster(self.cluster)
 
     # ------------------------------------------------------------------ cluster
     def _join_cluster(self, cluster: Cluster) -> None:
         """Wire what other replicas must hear about (see ``chatbridge.cluster``)."""
         self.hub.join(cluster)
         live = self.webchat_live
-        live.relay = lambda uid, frame: cluster.publish("live", {"uid": uid, "frame": frame})
+        if cluster.distributed:  # else a live frame would be built for no one
+            live.relay = lambda uid, frame: cluster.publish("live", {"uid": uid, "frame": frame})
 
         def relayed(p: dict[str, Any]) -> None:
             live.publish(p["uid"], p["frame"], relay=False)
@@ -192,8 +187,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             if self.settings.auto_migrate:
                 await self.store.migrate()
             await self._seed_mappings(self.settings.inbox_agent_mappings)
-        if self.cluster is not None:
-            await self.cluster.start()
+        await self.cluster.start()
         self._comms_settings = await load_settings(self.store, self._comms_settings)
         await self.reload_routes()
         await self.ensure_webchat_compat_route()
@@ -218,8 +212,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         """End what holds HTTP requests open (web chat long-polls and sockets, agent
         long-polls), so the server's graceful shutdown does not wait out their timeouts."""
         self.hub.pull.end_polls()
-        if self.cluster is not None:
-            self.cluster.end_calls()
+        self.cluster.end_calls()
         with contextlib.suppress(Exception):
             await self.webchat_live.stop()
 
@@ -237,9 +230,8 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         with contextlib.suppress(Exception):
             await self.store.release_leases(self.settings.instance_id)
         await self.hub.stop()
-        if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                await self.cluster.stop()
+        with contextlib.suppress(Exception):
+            await self.cluster.stop()
         with contextlib.suppress(Exception):
             await self.rate_limiter.aclose()
         for adapter in self.channels.values():
@@ -254,8 +246,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
 
     def set_comms_settings(self, settings: CommsSettings) -> None:
         self._comms_settings = settings
-        if self.cluster is not None:
-            self.cluster.publish("comms_settings", {})
+        self.cluster.publish("comms_settings", {})
 
     @property
     def workers_running(self) -> bool:
@@ -298,7 +289,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
                 continue
             try:
                 await self.reload_routes()
-                if self.cluster is not None:
+                if self._distributed:
                     self.sync_agents()
                 seen = {s.agent_id: s.last_seen for s in self.hub.status() if s.last_seen}
                 await self.store.touch_agents(seen)
@@ -325,12 +316,12 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
     # ------------------------------------------------------------------ wake-ups
     def wake_turns(self) -> None:
         self._turns.wake()
-        if self.cluster is not None:
+        if self._distributed:
             self.cluster.wake("turns")
 
     def wake_deliveries(self) -> None:
         self._deliveries.wake()
-        if self.cluster is not None:
+        if self._distributed:
             self.cluster.wake("deliveries")
 
     async def hand_back(self, turn: ClaimedTurn, replica: str) -> None:
@@ -353,7 +344,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             self.settings.instance_id,
             limit=limit,
             lease_seconds=self.settings.lease_seconds,
-            skip_agents=self.cluster.held_elsewhere() if self.cluster is not None else (),
+            skip_agents=self.cluster.held_elsewhere(),
         )
         # A turn a live task here is still running (its lease ran out while the store was
         # away, and this claim took it again) must not run twice.
@@ -394,7 +385,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
     def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None:
         """Answer this turn's sync callers, here and (with a cluster) on every replica."""
         self._resolve_local(turn_id, outcome, text)
-        if self.cluster is not None:
+        if self._distributed:
             self.cluster.publish("turn_done", {"turn": turn_id, "outcome": outcome, "text": text})
 
     def _resolve_local(self, turn_id: int, outcome: str, text: str | None) -> None:

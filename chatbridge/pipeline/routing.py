@@ -36,7 +36,7 @@ class Routing:
     settings: Settings
     store: Store
     hub: AgentHub
-    cluster: Cluster | None
+    cluster: Cluster
     started: bool
     _routes: dict[tuple[str, int], Route]
     _routes_by_id: dict[int, Route]
@@ -125,15 +125,13 @@ class Routing:
         await self.reload_routes()
         if self.started and (created or overwrite):
             self.sync_agents()  # from the stored row: it holds the secrets a save may omit
-        if self.cluster is not None:
-            self.cluster.publish("routes", {})
+        self.cluster.publish("routes", {})
         return route, created
 
     async def delete_mapping(self, channel: str, inbox_id: int) -> bool:
         deleted = await self.store.delete_route(channel, inbox_id)
         await self.reload_routes()
-        if self.cluster is not None:
-            self.cluster.publish("routes", {})
+        self.cluster.publish("routes", {})
         return deleted
 
     async def reload_routes(self) -> None:
@@ -204,7 +202,7 @@ class Routing:
         local = self.hub.status()
         status: dict[str, AgentStatus] = {s.agent_id: s for s in local}
         per_replica: dict[str, list[dict[str, Any]]] = {}
-        if self.cluster is not None:
+        if self.cluster.distributed:
             snapshots = dict(snapshots if snapshots is not None else self.cluster.replicas())
             snapshots[self.cluster.replica_id] = {"agents": [asdict(a) for a in local]}
             for replica_id, snap in sorted(snapshots.items()):
@@ -227,7 +225,7 @@ class Routing:
                 breaker=breaker.state(now) if breaker else "closed",
                 consecutive_failures=breaker.failures if breaker else 0,
             )
-            if self.cluster is not None:
+            if self.cluster.distributed:
                 rows = per_replica.get(agent_id, [])
                 holder = self.cluster.location(agent_id)
                 main = next((r for r in rows if r["replica"] == holder), None)

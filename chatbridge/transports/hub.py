@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from starlette.websockets import WebSocket
 
+from chatbridge.cluster import LocalCluster
 from chatbridge.config import Settings, Transport
 from chatbridge.errors import AgentUnavailable
 from chatbridge.metrics import Metrics
@@ -112,7 +113,8 @@ class AgentHub:
         self._started = False
         self._closing = False
         self._attached = asyncio.Event()
-        self.cluster: Cluster | None = None
+        # the replicas this one shares agents with: only itself until ``join``
+        self.cluster: Cluster = LocalCluster(settings.instance_id)
         self._placement: Placement | None = None
 
     @property
@@ -131,6 +133,8 @@ class AgentHub:
         from chatbridge.transports.placement import Placement
 
         self.cluster = cluster
+        if not cluster.distributed:
+            return
         self._placement = placement = Placement(
             cluster, placement_of=self._placement_of, linked_here=self._linked_here
         )
@@ -227,8 +231,7 @@ class AgentHub:
             else:
                 self.metrics.agent_connected.labels(agent_id).set(0)
             self._transports[agent_id] = current = fresh
-        if self.cluster is not None:
-            self.cluster.want_lease(agent_id, current.spec.placement == "leased")
+        self.cluster.want_lease(agent_id, current.spec.placement == "leased")
         if self._started:
             current.start()
 
@@ -259,8 +262,8 @@ class AgentHub:
             return
         self._retire(transport, "agent was removed")
         self.metrics.agent_connected.labels(agent_id).set(0)
-        if self.cluster is not None:
-            self.cluster.want_lease(agent_id, False)
+        self.cluster.want_lease(agent_id, False)
+        if self.cluster.distributed:
             release = asyncio.ensure_future(self.cluster.release(agent_id))
             release.add_done_callback(_log_close_failure)
             self._link_changed(agent_id, False, None)

@@ -52,7 +52,6 @@ class Replica:
 
     def knows_linked(self) -> list[str]:
         """The replicas this one knows to have a link to the agent (itself first)."""
-        assert self.bridge.cluster is not None
         return self.bridge.cluster.links_of(AGENT_ID)
 
 

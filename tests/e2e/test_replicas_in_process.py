@@ -136,7 +136,7 @@ def dial_in_config(**kw: Any) -> AgentConfig:
 async def held_by(c: Cluster, agent_id: str, replica: str) -> None:
     """Wait until every replica knows ``replica`` holds ``agent_id``."""
     await wait_until(
-        lambda: all(r.bridge.cluster.location(agent_id) == replica for r in c.replicas),  # type: ignore[union-attr]
+        lambda: all(r.bridge.cluster.location(agent_id) == replica for r in c.replicas),
         timeout=10,
     )
 
@@ -294,8 +294,8 @@ async def test_a_pull_agent_polling_any_replica_gets_its_turns(database_url_pg: 
         agent_id="puller", transport="http-pull", token=AGENT_TOKEN, timeout_seconds=15
     )
     async with cluster(database_url_pg, config, n=2) as c:
-        await wait_until(lambda: c.replicas[0].bridge.cluster.location("puller") is not None)  # type: ignore[union-attr]
-        holder = c.replicas[0].bridge.cluster.location("puller")  # type: ignore[union-attr]
+        await wait_until(lambda: c.replicas[0].bridge.cluster.location("puller") is not None)
+        holder = c.replicas[0].bridge.cluster.location("puller")
         other = c.replicas[1] if holder == "r0" else c.replicas[0]
 
         # The agent reaches only the replica that does NOT hold it: every poll and reply is
