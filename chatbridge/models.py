@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
+
+JsonObject: TypeAlias = dict[str, Any]
+"""A JSON object whose shape a reader checks field by field: a channel's webhook body, an
+agent's frame, free-form ``metadata``/``context`` a peer may fill. Where the shape is fixed,
+name it (a TypedDict or a class) instead."""
 
 Owner = Literal["bot", "human"]
 ActionKind = Literal["message", "typing_on", "typing_off", "handoff"]
@@ -32,7 +37,7 @@ class ContactInfo:
     name: str | None = None
     email: str | None = None
     phone: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -54,8 +59,8 @@ class InboundMessage:
     attachments: list[Attachment] = field(default_factory=list)
     contact: ContactInfo | None = None
     external_status: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    context: JsonObject = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
     received_at: float = field(default_factory=time.time)
 
 
@@ -95,7 +100,7 @@ class ConversationEvent:
     channel_key: str | None = None
     contact: ContactInfo | None = None
     external_status: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: JsonObject = field(default_factory=dict)
     delivery_id: str | None = None
 
 
@@ -156,7 +161,7 @@ class ConversationRef:
     channel: str
     channel_key: str
     inbox_id: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -172,7 +177,7 @@ class OutboundAction:
     idempotency_key: str
     text: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
 
 
 @dataclass(slots=True)
