@@ -8,7 +8,7 @@ Providers (``CommsSettings.transcription_provider``):
   ``model``, ``Authorization: Bearer``). A recording registered by URL is downloaded first.
 - ``local``: ``faster_whisper`` or ``whisper`` if one is installed, else "not installed".
 
-Jobs are queued on the ``call_logs`` row and leased (see ``store.comms``); the worker is a
+Jobs are queued on the ``call_logs`` row and leased (see ``store.transcriptions``); the worker is a
 ``ClaimLoop`` like the bridge's other workers. A failed attempt is settled by the retry
 decision (``chatbridge.retry``): retried with exponential backoff up to ``MAX_ATTEMPTS``, a
 permanent failure ends it at once.
@@ -39,6 +39,8 @@ from chatbridge.errors import ChatbridgeError
 from chatbridge.retry import FailureKind, RetryAt, decide_retry
 from chatbridge.store import Store
 from chatbridge.store.claim_loop import ClaimLoop
+from chatbridge.store.crm.rows import Call
+from chatbridge.store.transcriptions import TranscriptionJob
 
 log = logging.getLogger("chatbridge.crm.transcription")
 
@@ -253,13 +255,13 @@ def provider_status(settings: CommsSettings) -> dict[str, Any]:
     return {"provider": "none", "available": False, "detail": "transcription is off"}
 
 
-def transcript_note(call: dict[str, Any], transcript: str) -> str:
+def transcript_note(call: Call, transcript: str) -> str:
     """The system note a transcript becomes in the thread."""
-    parts = [call.get("direction") or "call"]
-    if call.get("phone"):
-        parts.append(str(call["phone"]))
-    if call.get("duration_seconds") is not None:
-        seconds = round(float(call["duration_seconds"]))
+    parts = [call["direction"] or "call"]
+    if call["phone"]:
+        parts.append(call["phone"])
+    if call["duration_seconds"] is not None:
+        seconds = round(call["duration_seconds"])
         parts.append(f"{seconds // 60}:{seconds % 60:02d}")
     return f"Call transcript ({', '.join(parts)}):\n{transcript}"
 
@@ -270,7 +272,7 @@ class _Job:
     was claimed)."""
 
     transcriber: Transcriber
-    call: dict[str, Any]
+    call: TranscriptionJob
 
 
 class TranscriptionWorker:
@@ -357,7 +359,7 @@ class TranscriptionWorker:
         await self.store.finish_transcription(call_id, self.owner, transcript=text, note=note)
         log.info("call %s transcribed (%d chars)", call_id, len(text))
 
-    async def _settle(self, call: dict[str, Any], kind: FailureKind, error: str) -> None:
+    async def _settle(self, call: TranscriptionJob, kind: FailureKind, error: str) -> None:
         decision = decide_retry(
             attempts=call["attempts"],
             max_attempts=MAX_ATTEMPTS,

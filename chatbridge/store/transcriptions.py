@@ -2,13 +2,13 @@
 
 A job is claimable when ``queued`` and due (``lease_expires_at`` doubles as "not before" while
 queued, which is how a retry waits out its backoff) or when ``running`` under an expired lease.
-Every write after the claim is fenced by the lease: a worker that lost it changes nothing.
+Every write after the claim is fenced by the lease (``store.leases``, with ``running`` as the
+leased state): a worker that lost it changes nothing.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
@@ -16,6 +16,10 @@ from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.crm.rows import Call, call_row, read_calls
+from chatbridge.store.leases import RELEASED, fenced_update, held_by
+
+RUNNING = "running"
+"""The ``transcript_status`` of a leased job (the lease fence's ``leased`` value)."""
 
 
 class TranscriptionJob(Call):
@@ -56,11 +60,8 @@ class TranscriptionStore(StoreBase):
 
     async def claim_transcriptions(
         self, owner: str, *, limit: int, lease_seconds: float
-    ) -> list[dict[str, Any]]:
-        """Lease due transcription jobs (queued and due, or running under a dead lease).
-
-        Each is a ``TranscriptionJob``, typed as a plain dict while the worker reads it so.
-        """
+    ) -> list[TranscriptionJob]:
+        """Lease due transcription jobs (queued and due, or running under a dead lease)."""
         cl = t.call_logs
         now = time.time()
         due = or_(
@@ -68,7 +69,7 @@ class TranscriptionStore(StoreBase):
                 cl.c.transcript_status == "queued",
                 or_(cl.c.lease_expires_at.is_(None), cl.c.lease_expires_at <= now),
             ),
-            and_(cl.c.transcript_status == "running", cl.c.lease_expires_at < now),
+            and_(cl.c.transcript_status == RUNNING, cl.c.lease_expires_at < now),
         )
         candidates = (
             select(cl.c.id)
@@ -82,7 +83,7 @@ class TranscriptionStore(StoreBase):
                 update(cl)
                 .where(cl.c.id.in_(candidates.scalar_subquery()), due)
                 .values(
-                    transcript_status="running",
+                    transcript_status=RUNNING,
                     lease_owner=owner,
                     lease_expires_at=now + lease_seconds,
                     attempts=cl.c.attempts + 1,
@@ -90,7 +91,7 @@ class TranscriptionStore(StoreBase):
                 )
                 .returning(*cl.c)
             )
-            return [{**call_row(r), "lease_owner": r.lease_owner} for r in rows.all()]
+            return [TranscriptionJob(**call_row(r), lease_owner=r.lease_owner) for r in rows.all()]
 
     async def finish_transcription(
         self, call_id: str, owner: str, *, transcript: str, note: str | None
@@ -101,18 +102,12 @@ class TranscriptionStore(StoreBase):
         now = time.time()
         async with self._tx() as conn:
             done = await conn.execute(
-                update(cl)
-                .where(
-                    cl.c.id == call_id,
-                    cl.c.lease_owner == owner,
-                    cl.c.transcript_status == "running",
-                )
+                fenced_update(cl, call_id, owner, status="transcript_status", leased=RUNNING)
                 .values(
                     transcript_status="done",
                     transcript=transcript,
                     transcript_error=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
+                    **RELEASED,
                     updated_at=now,
                 )
                 .returning(cl.c.conversation_id)
@@ -140,23 +135,21 @@ class TranscriptionStore(StoreBase):
         self, call_id: str, owner: str, *, error: str, retry_at: float | None
     ) -> bool:
         """A failed attempt: queued again for ``retry_at``, or (None) ``failed`` for good."""
-        cl = t.call_logs
-        values: dict[str, Any] = {
-            "transcript_error": error[:2000],
-            "lease_owner": None,
-            "lease_expires_at": retry_at,
-            "updated_at": time.time(),
-            "transcript_status": "queued" if retry_at is not None else "failed",
-        }
+        fence = fenced_update(
+            t.call_logs, call_id, owner, status="transcript_status", leased=RUNNING
+        )
         async with self._tx() as conn:
             done = await conn.execute(
-                update(cl)
-                .where(
-                    cl.c.id == call_id,
-                    cl.c.lease_owner == owner,
-                    cl.c.transcript_status == "running",
+                fence.values(
+                    {
+                        **RELEASED,
+                        # while queued, lease_expires_at is the "not before" of the retry
+                        "lease_expires_at": retry_at,
+                        "transcript_status": "queued" if retry_at is not None else "failed",
+                        "transcript_error": error[:2000],
+                        "updated_at": time.time(),
+                    }
                 )
-                .values(**values)
             )
         return bool(done.rowcount)
 
@@ -166,6 +159,6 @@ class TranscriptionStore(StoreBase):
         async with self._tx() as conn:
             await conn.execute(
                 update(cl)
-                .where(cl.c.lease_owner == owner, cl.c.transcript_status == "running")
-                .values(transcript_status="queued", lease_owner=None, lease_expires_at=None)
+                .where(held_by(cl, owner, status="transcript_status", leased=RUNNING))
+                .values(transcript_status="queued", **RELEASED)
             )

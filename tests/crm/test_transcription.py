@@ -23,6 +23,7 @@ from chatbridge.crm.transcription import (
     transcript_note,
 )
 from chatbridge.store import Store
+from chatbridge.store.crm.rows import Call
 from chatbridge.testing.servers import serve_app
 from tests.crm.fake_transcriber import create_fake_transcriber
 
@@ -114,9 +115,32 @@ async def test_the_local_provider_says_when_no_engine_is_installed(store: Store)
     assert "not installed" in done["transcript_error"]
 
 
+def a_call(**fields: Any) -> Call:
+    call = Call(
+        id="c1",
+        conversation_id=None,
+        person_id=None,
+        phone=None,
+        direction="inbound",
+        duration_seconds=None,
+        started_at=None,
+        recording_url=None,
+        recording_path="/x.wav",
+        transcript_status="running",
+        transcript=None,
+        transcript_error=None,
+        attempts=1,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+    call.update(fields)  # type: ignore[typeddict-item]
+    return call
+
+
 def test_the_transcript_note_names_the_call() -> None:
-    call = {"direction": "outbound", "phone": "+12025550143", "duration_seconds": 61.4}
+    call = a_call(direction="outbound", phone="+12025550143", duration_seconds=61.4)
     assert transcript_note(call, "hi") == "Call transcript (outbound, +12025550143, 1:01):\nhi"
+    assert transcript_note(a_call(), "hi") == "Call transcript (inbound):\nhi"
 
 
 async def test_a_job_failing_every_time_ends_after_max_attempts(
