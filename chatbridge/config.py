@@ -7,20 +7,20 @@ environment names are accepted as they were (``CHATWOOT_BASE_URL``, ``INBOX_AGEN
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatbridge import transport_kinds  # each transport kind's needs, as plain data
 from chatbridge.transport_kinds import Transport as Transport  # re-exported: hub, API
@@ -179,26 +179,6 @@ class InboxMapping(BaseModel):
         default=False,
         description="Chatwoot agent-bot inbox: answer only while the conversation is pending",
     )
-
-
-class HttpInbox(BaseModel):
-    """One inbox of the generic ``http`` channel (``docs/channels/http.md``): the secret both
-    directions are signed with, and where the bridge POSTs replies, typing and handoffs."""
-
-    secret: str = Field(
-        min_length=MIN_SECRET_CHARS,
-        max_length=1000,
-        pattern=_PRINTABLE,
-        description="HMAC-SHA256 key of X-Chatbridge-Signature, both ways; write-only",
-        repr=False,
-    )
-    callback_url: str = Field(max_length=2000, pattern=_URL)
-
-    @field_validator("callback_url")
-    @classmethod
-    def _callback_url(cls, value: str) -> str:
-        _check_http_url(value, "callback_url")
-        return value
 
 
 def _default_instance_id() -> str:
@@ -400,23 +380,14 @@ class Settings(BaseSettings):
     # Chatwoot's). Replicas of one deployment must use the same prefix.
     redis_prefix: str = Field(default="chatbridge", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
-    # --- the generic http channel (chatbridge/channels/http.py, docs/channels/http.md) -----
-    http_inboxes: dict[int, HttpInbox] = Field(
-        default_factory=dict,
-        description='{"<inbox id>": {"secret": "...", "callback_url": "https://..."}}; the '
-        'inbox\'s agent comes from a mapping with "channel": "http"',
-    )
-    # Signed requests whose timestamp is further than this from the bridge's clock are refused.
-    http_signature_max_age_seconds: float = Field(default=300.0, gt=0, le=86400)
-    http_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-
-    # --- per-channel source allowlists (chatbridge/api/inbound.py) ------------------------
-    # Comma-separated client networks (CIDRs) allowed to call a channel's webhook; the client
-    # is the address after the trusted-proxy rules (proxy_headers, forwarded_allow_ips).
-    # Empty: any client. Others get 403 before their body is read.
-    chatwoot_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    whatsapp_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    http_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # --- each channel's own settings (chatbridge/channels/registry.py) --------------------
+    # A channel reads its settings from CHATBRIDGE_<CHANNEL>_* (the http channel's inboxes,
+    # every webhook channel's ALLOWED_NETWORKS, ...); these values, by channel name, go on
+    # top: {"http": {"inboxes": {...}}} (what a test or a caller of create_app gives).
+    # (not in the repr: they may hold secrets)
+    channel_settings: dict[str, dict[str, object]] = Field(default_factory=dict, repr=False)
+    # Each channel's settings once built from those (``registry.channel_settings``).
+    _built_channel_settings: dict[str, BaseSettings] = PrivateAttr(default_factory=dict)
 
     # --- rate limits (limits' string notation, per the key named) -------------------------
     rate_limit_enabled: bool = True
@@ -429,35 +400,6 @@ class Settings(BaseSettings):
     # Failed authentications per client address and credential (admin key, dial-in and pull
     # tokens, action API keys); over it: 429. Independent of rate_limit_enabled; "" turns it off.
     auth_failure_limit: str = "10/minute"
-
-    @field_validator(
-        "chatwoot_allowed_networks",
-        "whatsapp_allowed_networks",
-        "http_allowed_networks",
-        mode="before",
-    )
-    @classmethod
-    def _networks(cls, value: Any, info: ValidationInfo) -> Any:
-        """A comma-separated string (or a list) of CIDRs, each checked: a typo is a clear
-        start-up error, not an allowlist that lets nobody (or everybody) in."""
-        if value is None:
-            return []
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list):
-            return value
-        networks: list[str] = []
-        for item in items:
-            text = str(item).strip()
-            if not text:
-                continue
-            try:
-                networks.append(str(ipaddress.ip_network(text, strict=False)))
-            except ValueError:
-                raise ValueError(
-                    f"{info.field_name}: {text[:100]!r} is not a network (CIDR such as "
-                    "10.0.0.0/8 or 192.168.1.5)"
-                ) from None
-        return networks
 
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod
@@ -499,19 +441,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a limit like '10/minute': {value!r}") from None
         return value
 
-    @field_validator("http_inboxes")
-    @classmethod
-    def _http_inbox_ids(cls, value: dict[int, HttpInbox]) -> dict[int, HttpInbox]:
-        for inbox_id in value:
-            if not 0 <= inbox_id <= 2**31 - 1:
-                raise ValueError(f"http_inboxes: inbox id {inbox_id} is out of range")
-        return value
-
     @model_validator(mode="after")
     def _distinct_web_chat_keys(self) -> Settings:
         if self.web_chat_api_key is not None and self.web_chat_api_key == self.web_chat_admin_key:
             raise ValueError("web_chat_api_key and web_chat_admin_key must differ")
         return self
+
+    @property
+    def built_channel_settings(self) -> dict[str, BaseSettings]:
+        """Each channel's own settings, by name, as ``registry.channel_settings`` built them
+        (kept here so they are built once per ``Settings``)."""
+        return self._built_channel_settings
 
     @property
     def webchat_compat_enabled(self) -> bool:

@@ -14,7 +14,8 @@ route (or ``?mode=sync``) waits for the reply as ``POST /webhook/chatwoot`` does
 ``POST /api/comms/webhooks/{provider}`` its public path (``comms_webhooks``); both run the
 same steps, the first with Chatwoot's four headers read in one pass.
 
-A channel's allowlist is ``CHATBRIDGE_<CHANNEL>_ALLOWED_NETWORKS`` (CIDRs). The client it is
+A channel's allowlist is ``CHATBRIDGE_<CHANNEL>_ALLOWED_NETWORKS`` (CIDRs), a setting every
+channel has (``ChannelSettings.allowed_networks``, read once at start). The client it is
 checked against is the connection's peer, or, when the peer is a trusted proxy
 (``proxy_headers`` and ``forwarded_allow_ips``), the address it forwards: uvicorn resolves
 that before the request reaches the app.
@@ -38,7 +39,7 @@ from starlette.types import Receive, Scope
 
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.channels.base import Channel, InboundRequest
-from chatbridge.channels.registry import WEBHOOK_CHANNELS
+from chatbridge.channels.registry import WEBHOOK_CHANNELS, channel_settings
 from chatbridge.config import Settings
 from chatbridge.errors import BadInput
 from chatbridge.models import Ignored, InboundMessage, ParsedWebhook
@@ -71,8 +72,9 @@ class SourceAllowlist:
 
     @classmethod
     def of(cls, settings: Settings, channel: str) -> SourceAllowlist | None:
-        """``channel``'s allowlist from ``<channel>_allowed_networks``; None: anyone."""
-        networks: list[str] = getattr(settings, f"{channel}_allowed_networks", None) or []
+        """``channel``'s allowlist (its ``CHATBRIDGE_<CHANNEL>_ALLOWED_NETWORKS``); None:
+        anyone. Made once per app, not per request."""
+        networks = channel_settings(settings, channel).allowed_networks
         return cls(channel, networks) if networks else None
 
     def allows(self, client: str | None) -> bool:

@@ -4,15 +4,23 @@ A channel translates both ways and nothing else: ``parse`` turns one webhook req
 signature checked, our own echoes screened) into neutral inbound events, ``send`` turns a
 neutral ``OutboundAction`` into the channel's API call, and ``capabilities`` says honestly what
 the channel can show (typing, read receipts, ...). The pipeline never learns a channel's JSON.
+
+A channel's own settings are a ``ChannelSettings`` model read from ``CHATBRIDGE_<NAME>_*``
+(every webhook channel has ``allowed_networks``); a channel with more declares a subclass as
+``SETTINGS`` in its module, and ``ChannelContext.own`` hands it to its ``build``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, runtime_checkable
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatbridge.errors import BadInput
 from chatbridge.models import InboundMessage, OutboundAction, ParsedWebhook, SendResult
@@ -125,13 +133,59 @@ class Channel(ChannelAdapter, Protocol):
         ...
 
 
+class ChannelSettings(BaseSettings):
+    """One channel's own settings, read from ``CHATBRIDGE_<NAME>_*`` (environment and
+    ``.env``) with the values ``Settings.channel_settings[<name>]`` gives on top.
+
+    The registry builds them once per ``Settings`` (``registry.channel_settings``), with the
+    prefix made from the channel's name, so the class itself names no channel. A channel with
+    settings of its own subclasses this and names the subclass ``SETTINGS`` in its module.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # Comma-separated client networks (CIDRs) allowed to call the channel's webhook; the
+    # client is the address after the trusted-proxy rules (proxy_headers,
+    # forwarded_allow_ips). Empty: any client. Others get 403 before their body is read.
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """A comma-separated string (or a list) of CIDRs, each checked: a typo is a clear
+        start-up error, not an allowlist that lets nobody (or everybody) in."""
+        if value is None:
+            return []
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return value
+        networks: list[str] = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{text[:100]!r} is not a network (CIDR such as 10.0.0.0/8 or 192.168.1.5)"
+                ) from None
+        return networks
+
+
+Own = TypeVar("Own", bound=ChannelSettings)
+
+
 @dataclass(slots=True)
 class ChannelContext:
     """What a channel is built from (``build(context) -> Channel`` in each channel module,
     found through ``chatbridge.channels.registry``): the bridge's pieces a channel may use.
 
     ``comms_settings`` returns the WhatsApp/CRM settings in force; it is called on every use,
-    so a change made through the API applies at once.
+    so a change made through the API applies at once. ``channel_settings`` is the settings of
+    the channel being built (the registry sets it); its ``build`` reads them with ``own``.
     """
 
     settings: Settings
@@ -139,3 +193,17 @@ class ChannelContext:
     metrics: Metrics
     live: LiveHub
     comms_settings: Callable[[], CommsSettings]
+    channel_settings: ChannelSettings | None = None
+
+    def own(self, model: type[Own]) -> Own:
+        """The channel's own settings, as ``model`` (the ``SETTINGS`` of its module).
+
+        Raises:
+            TypeError: the context holds no settings of that model (a build called directly
+                with a context the registry did not make).
+        """
+        found = self.channel_settings
+        if not isinstance(found, model):
+            got = type(found).__name__
+            raise TypeError(f"the channel context holds no {model.__name__} (but {got})")
+        return found

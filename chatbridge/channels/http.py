@@ -21,6 +21,9 @@ always ``False``.
 
 The app's ids are namespaced by inbox in the store (``"<inbox>:<id>"``): two apps may both
 have a conversation ``"42"``. ``docs/channels/http.md`` is the reference for app authors.
+
+Its settings are its own (``HttpSettings``, ``CHATBRIDGE_HTTP_*``): the inboxes, the replay
+window, the callback timeout and the source allowlist.
 """
 
 from __future__ import annotations
@@ -32,14 +35,23 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import httpx
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from chatbridge import __version__
 from chatbridge.backoff import parse_retry_after
-from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest, load_object
+from chatbridge.channels.base import (
+    Capabilities,
+    ChannelContext,
+    ChannelSettings,
+    InboundRequest,
+    load_object,
+)
 from chatbridge.channels.signatures import find_header
-from chatbridge.config import HttpInbox
+from chatbridge.config import MIN_SECRET_CHARS
 from chatbridge.errors import BadInput, BadSignature, PermanentDelivery, RetryableDelivery
 from chatbridge.models import (
     Attachment,
@@ -56,9 +68,12 @@ from chatbridge.models import (
 __all__ = [
     "CHANNEL",
     "IDEMPOTENCY_HEADER",
+    "SETTINGS",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "HttpChannel",
+    "HttpInbox",
+    "HttpSettings",
     "build",
     "callback_body",
     "parse_payload",
@@ -85,6 +100,63 @@ _MAX_INBOX_ID = 2**31 - 1
 
 # Compact, UTF-8 kept as is, NaN refused; built once (``json.dumps`` with options is not).
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+# --------------------------------------------------------------------------------------
+# Settings (CHATBRIDGE_HTTP_*)
+# --------------------------------------------------------------------------------------
+
+
+class HttpInbox(BaseModel):
+    """One inbox (``docs/channels/http.md``): the secret both directions are signed with,
+    and where the bridge POSTs replies, typing and handoffs."""
+
+    secret: str = Field(
+        min_length=MIN_SECRET_CHARS,
+        max_length=1000,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="HMAC-SHA256 key of X-Chatbridge-Signature, both ways; write-only",
+        repr=False,
+    )
+    callback_url: str = Field(max_length=2000, pattern=r"^[^\x00-\x20\x7f]*$")
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("callback_url must be an http:// or https:// URL with a host")
+        return value
+
+
+class HttpSettings(ChannelSettings):
+    """The channel's settings: ``CHATBRIDGE_HTTP_INBOXES``,
+    ``CHATBRIDGE_HTTP_SIGNATURE_MAX_AGE_SECONDS``, ``CHATBRIDGE_HTTP_TIMEOUT_SECONDS`` and
+    ``CHATBRIDGE_HTTP_ALLOWED_NETWORKS`` (the registry reads them with that prefix; it is
+    named here too for a test that builds the model itself)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATBRIDGE_HTTP_")
+
+    inboxes: dict[int, HttpInbox] = Field(
+        default_factory=dict,
+        description='{"<inbox id>": {"secret": "...", "callback_url": "https://..."}}; the '
+        'inbox\'s agent comes from a mapping with "channel": "http"',
+    )
+    # Signed requests whose timestamp is further than this from the bridge's clock are refused.
+    signature_max_age_seconds: float = Field(default=300.0, gt=0, le=86400)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
+    @field_validator("inboxes")
+    @classmethod
+    def _inbox_ids(cls, value: dict[int, HttpInbox]) -> dict[int, HttpInbox]:
+        for inbox_id in value:
+            if not 0 <= inbox_id <= _MAX_INBOX_ID:
+                raise ValueError(f"inbox id {inbox_id} is out of range")
+        return value
+
+
+SETTINGS = HttpSettings
+"""The registry's settings model for this channel."""
 
 
 # --------------------------------------------------------------------------------------
@@ -552,10 +624,10 @@ def _origin(url: str) -> str:
 
 
 def build(context: ChannelContext) -> HttpChannel:
-    """The channel as the registry builds it, from ``Settings.http_inboxes``."""
-    settings = context.settings
+    """The channel as the registry builds it, from its ``HttpSettings``."""
+    settings = context.own(HttpSettings)
     return HttpChannel(
-        settings.http_inboxes,
-        max_age=settings.http_signature_max_age_seconds,
-        timeout=settings.http_timeout_seconds,
+        settings.inboxes,
+        max_age=settings.signature_max_age_seconds,
+        timeout=settings.timeout_seconds,
     )

@@ -323,7 +323,9 @@ async def prepared(case_id: str, database_url: str) -> AsyncIterator[Case]:
             secret=SECRET,
             webchat=True,
             typing_delay_seconds=0,
-            http_inboxes={"1": {"secret": HTTP_SECRET, "callback_url": receiver_url}},
+            channel_settings={
+                "http": {"inboxes": {"1": {"secret": HTTP_SECRET, "callback_url": receiver_url}}}
+            },
         ) as stack,
     ):
         case.stack, case.fake = stack, fake_app.state.fake

@@ -9,7 +9,6 @@ import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,9 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chatbridge.channels.base import Channel, InboundRequest
+from chatbridge.channels.base import Channel, ChannelContext, InboundRequest
 from chatbridge.channels.http import (
     HttpChannel,
+    HttpInbox,
+    HttpSettings,
     build,
     callback_body,
     parse_payload,
@@ -27,7 +28,8 @@ from chatbridge.channels.http import (
     verify,
 )
 from chatbridge.channels.http_receiver import CallbackReceiver
-from chatbridge.config import HttpInbox, Settings
+from chatbridge.channels.registry import channel_settings
+from chatbridge.config import Settings
 from chatbridge.errors import BadInput, BadSignature, PermanentDelivery, RetryableDelivery
 from chatbridge.models import (
     Attachment,
@@ -347,17 +349,31 @@ async def test_headers_are_found_in_any_case() -> None:
     assert len(await channel().parse(req)) == 1
 
 
-def test_build_reads_the_settings() -> None:
-    @dataclass
-    class Context:
-        settings: Settings
+def http_settings(**values: Any) -> HttpSettings:
+    """The channel's settings as the registry builds them from ``Settings``."""
+    own = channel_settings(Settings(channel_settings={"http": values}), "http")
+    assert isinstance(own, HttpSettings)
+    return own
 
+
+async def test_build_reads_the_settings() -> None:
     settings = Settings(
-        http_inboxes={"7": {"secret": SECRET, "callback_url": "https://app.example.com/cb"}},
-        http_signature_max_age_seconds=60,
+        channel_settings={
+            "http": {
+                "inboxes": {"7": {"secret": SECRET, "callback_url": "https://app.example.com/cb"}},
+                "signature_max_age_seconds": 60,
+            }
+        }
     )
-    ch = build(Context(settings))
+    own = channel_settings(settings, "http")
+    assert channel_settings(settings, "http") is own  # built once per Settings
+    context = ChannelContext(settings, None, None, None, None, own)  # type: ignore[arg-type]
+    ch = build(context)
     assert isinstance(ch, HttpChannel) and ch.name == "http"
+    # the window is the configured 60 s, not the default 300 s
+    with pytest.raises(BadSignature, match="more than 60 s"):
+        await ch.parse(request(message(), stamp=NOW - 61))
+    assert len(await ch.parse(request(message(), stamp=NOW - 59))) == 1
 
 
 @pytest.mark.parametrize(
@@ -370,13 +386,19 @@ def test_build_reads_the_settings() -> None:
     ],
 )
 def test_inbox_settings_are_validated(inbox: dict[str, str], problem: str) -> None:
-    with pytest.raises(ValidationError, match=problem):
-        Settings(http_inboxes={"7": inbox})
+    with pytest.raises(ValidationError, match=problem) as caught:
+        http_settings(inboxes={"7": inbox})
+    # located as the flat setting (CHATBRIDGE_HTTP_INBOXES), as the CLI reports it
+    assert all(e["loc"][:2] == ("http_inboxes", "7") for e in caught.value.errors())
 
 
 def test_the_secret_is_not_in_the_settings_repr() -> None:
-    settings = Settings(http_inboxes={"7": {"secret": SECRET, "callback_url": "https://x.y/cb"}})
+    inboxes = {"7": {"secret": SECRET, "callback_url": "https://x.y/cb"}}
+    settings = Settings(channel_settings={"http": {"inboxes": inboxes}})
+    own = channel_settings(settings, "http")
     assert SECRET not in repr(settings)
+    assert SECRET not in repr(own)
+    assert SECRET not in repr(HttpInbox(secret=SECRET, callback_url="https://x.y/cb"))
 
 
 # --------------------------------------------------------------------------- sends

@@ -16,6 +16,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from chatbridge.api import create_app
+from chatbridge.channels.registry import channel_settings
 from chatbridge.channels.signatures import sign_chatwoot
 from chatbridge.config import Settings
 from chatbridge.store import tables as t
@@ -23,6 +25,11 @@ from chatbridge.testing.chatwoot_state import TriggerRequest
 from tests.e2e.harness import Stack, running_stack
 
 SECRET = "allowlist-secret-0123"
+
+
+def allowed(channel: str, networks: str) -> dict[str, Any]:
+    """The ``running_stack`` keyword that sets ``CHATBRIDGE_<CHANNEL>_ALLOWED_NETWORKS``."""
+    return {"channel_settings": {channel: {"allowed_networks": networks}}}
 
 
 async def _post(stack: Stack, text: str, headers: dict[str, str] | None = None) -> Any:
@@ -41,7 +48,7 @@ async def _stored(stack: Stack) -> int:
 
 async def test_a_client_inside_the_networks_is_served(sqlite_url: str) -> None:
     async with running_stack(
-        sqlite_url, secret=SECRET, chatwoot_allowed_networks="10.0.0.0/8, 127.0.0.0/8"
+        sqlite_url, secret=SECRET, **allowed("chatwoot", "10.0.0.0/8, 127.0.0.0/8")
     ) as s:
         r = await _post(s, "hello")
         assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
@@ -51,9 +58,7 @@ async def test_a_client_inside_the_networks_is_served(sqlite_url: str) -> None:
 async def test_a_client_outside_the_networks_gets_403_and_nothing_is_stored(
     sqlite_url: str,
 ) -> None:
-    async with running_stack(
-        sqlite_url, secret=SECRET, chatwoot_allowed_networks="10.0.0.0/8"
-    ) as s:
+    async with running_stack(sqlite_url, secret=SECRET, **allowed("chatwoot", "10.0.0.0/8")) as s:
         r = await _post(s, "hello")
         assert r.status_code == 403, r.text
         error = r.json()["error"]
@@ -71,7 +76,7 @@ async def test_the_address_a_trusted_proxy_forwards_is_the_client(sqlite_url: st
     async with running_stack(
         sqlite_url,
         secret=SECRET,
-        chatwoot_allowed_networks="10.1.0.0/16",
+        **allowed("chatwoot", "10.1.0.0/16"),
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
     ) as s:
@@ -87,7 +92,7 @@ async def test_an_untrusted_proxy_cannot_forward_its_way_in(sqlite_url: str) -> 
     async with running_stack(
         sqlite_url,
         secret=SECRET,
-        chatwoot_allowed_networks="10.1.0.0/16",
+        **allowed("chatwoot", "10.1.0.0/16"),
         proxy_headers=True,
         forwarded_allow_ips="10.200.0.1",  # not us: our X-Forwarded-For is not believed
     ) as s:
@@ -98,9 +103,7 @@ async def test_an_untrusted_proxy_cannot_forward_its_way_in(sqlite_url: str) -> 
 
 
 async def test_the_whatsapp_webhook_has_its_own_allowlist(sqlite_url: str) -> None:
-    async with running_stack(
-        sqlite_url, secret=SECRET, whatsapp_allowed_networks="10.0.0.0/8"
-    ) as s:
+    async with running_stack(sqlite_url, secret=SECRET, **allowed("whatsapp", "10.0.0.0/8")) as s:
         r = await s.http.post(
             "/api/comms/webhooks/waha",
             content=b"{}",
@@ -114,12 +117,35 @@ async def test_the_whatsapp_webhook_has_its_own_allowlist(sqlite_url: str) -> No
 
 @pytest.mark.parametrize("value", ["10.0.0.0/33", "not-a-network", "10.0.0.0/8, 300.1.1.1"])
 def test_a_bad_network_is_a_clear_configuration_error(value: str) -> None:
-    with pytest.raises(ValidationError, match=r"chatwoot_allowed_networks.*is not a network"):
-        Settings(chatwoot_allowed_networks=value)  # type: ignore[arg-type]
+    settings = Settings(channel_settings={"chatwoot": {"allowed_networks": value}})
+    with pytest.raises(ValidationError, match=r"chatwoot_allowed_networks\s.*is not a network"):
+        channel_settings(settings, "chatwoot")
 
 
 def test_networks_are_read_from_a_comma_separated_environment_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CHATBRIDGE_HTTP_ALLOWED_NETWORKS", "192.168.1.5, fd00::/8")
-    assert Settings().http_allowed_networks == ["192.168.1.5/32", "fd00::/8"]
+    assert channel_settings(Settings(), "http").allowed_networks == ["192.168.1.5/32", "fd00::/8"]
+
+
+@pytest.mark.parametrize("channel", ["chatwoot", "whatsapp", "http", "memory"])
+def test_every_webhook_channel_reads_its_own_allowlist(
+    channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"CHATBRIDGE_{channel.upper()}_ALLOWED_NETWORKS", "10.0.0.0/8")
+    assert channel_settings(Settings(), channel).allowed_networks == ["10.0.0.0/8"]
+    other = "chatwoot" if channel != "chatwoot" else "http"
+    assert channel_settings(Settings(), other).allowed_networks == []
+
+
+async def test_a_bad_network_in_the_environment_stops_the_start(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATBRIDGE_WHATSAPP_ALLOWED_NETWORKS", "10.0.0.0/8, nope")
+    monkeypatch.setenv("CHATBRIDGE_HTTP_INBOXES", '{"7": {"secret": "short"}}')
+    with pytest.raises(ValidationError) as caught:
+        create_app(Settings(database_url=sqlite_url))
+    # every bad value at once, each named as the setting it is
+    where = {e["loc"][0] for e in caught.value.errors()}
+    assert where == {"whatsapp_allowed_networks", "http_inboxes"}, caught.value

@@ -16,9 +16,9 @@ import httpx
 
 from chatbridge.agent import Agent
 from chatbridge.api import create_app
-from chatbridge.channels.http import sign
+from chatbridge.channels.http import HttpInbox, sign
 from chatbridge.channels.http_receiver import CallbackReceiver
-from chatbridge.config import AgentConfig, HttpInbox, InboxMapping, Settings
+from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.testing.mock_agent import HANDOFF_TEXT, build_mock_agent
 from chatbridge.testing.servers import serve_app
@@ -80,6 +80,7 @@ async def running_app(
     *,
     agent: Agent | None = None,
     on_failure: str = "fallback",
+    allowed_networks: list[str] | None = None,
     **settings: Any,
 ) -> AsyncIterator[App]:
     agent = agent or build_mock_agent("echo", agent_id="agent1")
@@ -89,7 +90,14 @@ async def running_app(
         port = await exits.enter_async_context(agent.serving("127.0.0.1", 0))
         config = Settings(
             database_url=database_url,
-            http_inboxes={INBOX: HttpInbox(secret=SECRET, callback_url=f"{callback}/chatbridge")},
+            channel_settings={
+                "http": {
+                    "inboxes": {
+                        INBOX: HttpInbox(secret=SECRET, callback_url=f"{callback}/chatbridge")
+                    },
+                    "allowed_networks": allowed_networks or [],
+                }
+            },
             inbox_agent_mappings=[
                 InboxMapping(
                     channel="http",
@@ -239,11 +247,11 @@ async def test_a_callback_that_always_fails_is_dead_lettered(sqlite_url: str) ->
 
 
 async def test_a_client_outside_the_allowed_networks_is_a_403(sqlite_url: str) -> None:
-    async with running_app(sqlite_url, http_allowed_networks=["10.0.0.0/8"]) as app:
+    async with running_app(sqlite_url, allowed_networks=["10.0.0.0/8"]) as app:
         refused = await app.say("hi")
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "source_not_allowed"
         assert await app.bridge.store.counts() == {"turns": {}, "deliveries": {}}
-    async with running_app(sqlite_url, http_allowed_networks=["127.0.0.0/8"]) as app:
+    async with running_app(sqlite_url, allowed_networks=["127.0.0.0/8"]) as app:
         assert (await app.say("hi")).json()["status"] == "accepted"
         assert await app.wait_replies(1) == ["Echo: hi"]
