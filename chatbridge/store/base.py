@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar, cast
 
-from sqlalchemy import and_, case, create_engine, event, func, make_url, select, text, update
+from sqlalchemy import Table, and_, case, create_engine, event, func, make_url, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -24,7 +25,7 @@ from chatbridge.errors import StoreError
 from chatbridge.ids import new_id
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
-from chatbridge.store.hot import HotTx, PgPool, SqliteHot, dumps
+from chatbridge.store.hot import HotTx, PgPool, Row, SqliteHot, dumps
 from chatbridge.store.records import (
     AgentRecord,
     ConversationRecord,
@@ -36,6 +37,9 @@ from chatbridge.store.records import (
 from chatbridge.store.statements import build as build_statements
 from chatbridge.store.statements import dialect_insert
 from chatbridge.store.stats import StoreStats
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger("chatbridge.store")
 # pg_advisory_lock key held while a replica migrates and seeds (any constant of our own)
@@ -55,9 +59,31 @@ class _Duplicate(Exception):
         self.reason = reason
 
 
+DeliveryRow = tuple[str, int | None, str | None, str, str | None, str, int, str]
+"""``delivery_row``'s columns; the last is the idempotency key."""
+
+
+class DeliveryValues(TypedDict):
+    """One outbox row as ``Statements.deliveries_insert`` takes it (``_delivery_values``)."""
+
+    conversation_id: str
+    turn_id: int | None
+    message_id: str | None
+    kind: str
+    text: str | None
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    max_attempts: int
+    next_attempt_at: float
+    idempotency_key: str
+    uncertain: bool
+    created_at: float
+
+
 def delivery_row(
     conversation_id: str, turn_id: int | None, message_id: str | None, spec: DeliverySpec
-) -> tuple[Any, ...]:
+) -> DeliveryRow:
     """An outbox row as the hot statements take it (``delivery_insert``, ``PG_BATCH``): the
     conversation, turn, message, kind, text, payload, attempts allowed, idempotency key."""
     return (
@@ -225,7 +251,7 @@ class StoreBase:
     @staticmethod
     def _setup_sqlite(sync_engine: Engine, *, writer: bool) -> None:
         @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
@@ -299,11 +325,11 @@ class StoreBase:
                 if self._inline_conn is None:
                     self._inline_conn = self._inline.connect()
                 conn = self._inline_conn
-                raw = conn.connection.dbapi_connection
+                raw = cast("sqlite3.Connection | None", conn.connection.dbapi_connection)
                 if raw is None:  # pragma: no cover - SQLAlchemy invalidated it
                     conn.close()
                     self._inline_conn = conn = self._inline.connect()
-                    raw = conn.connection.dbapi_connection
+                    raw = cast("sqlite3.Connection", conn.connection.dbapi_connection)
                 self._begin_sqlite(raw)
                 try:
                     yield InlineConnection(conn, SqliteHot(raw, self.stats))
@@ -316,14 +342,14 @@ class StoreBase:
             async with self.engine.begin() as pooled:
                 yield pooled
 
-    def _begin_sqlite(self, raw: Any) -> None:
+    def _begin_sqlite(self, raw: sqlite3.Connection) -> None:
         if raw.in_transaction:  # left open by a failed COMMIT: start clean
             raw.execute("ROLLBACK")
         raw.execute("BEGIN IMMEDIATE")
         self.stats.transactions += 1
 
     @staticmethod
-    def _end_sqlite(conn: Connection, raw: Any, *, commit: bool) -> None:
+    def _end_sqlite(conn: Connection, raw: sqlite3.Connection, *, commit: bool) -> None:
         """End the transaction ``_tx`` began. If SQLAlchemy ran a statement in it, its own
         (logical) transaction is ended too; its DBAPI commit ends ours."""
         try:
@@ -355,7 +381,7 @@ class StoreBase:
             async with self._pg.transaction(self.stats) as tx:
                 yield tx
 
-    def _insert(self, table: Any) -> Any:
+    def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """INSERT with the dialect's ``ON CONFLICT`` support."""
         return dialect_insert("sqlite" if self.is_sqlite else "postgresql")(table)
 
@@ -397,7 +423,7 @@ class StoreBase:
             self._sql.delivery_insert,
             (*delivery_row(conversation_id, turn_id, message_id, spec), now),
         )
-        return int(row[0])
+        return int(cast(Row, row)[0])  # INSERT … RETURNING: always one row
 
     @staticmethod
     def _delivery_values(
@@ -406,7 +432,7 @@ class StoreBase:
         message_id: str | None,
         spec: DeliverySpec,
         now: float,
-    ) -> dict[str, Any]:
+    ) -> DeliveryValues:
         return {
             "conversation_id": conversation_id,
             "turn_id": turn_id,
@@ -423,7 +449,7 @@ class StoreBase:
             "created_at": now,
         }
 
-    async def _insert_deliveries(self, conn: Conn, rows: list[dict[str, Any]]) -> list[int]:
+    async def _insert_deliveries(self, conn: Conn, rows: list[DeliveryValues]) -> list[int]:
         """Insert deliveries (one multi-row INSERT under the hood); ids come back in list order,
         which is the order they leave in."""
         if not rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, select
 
@@ -21,7 +21,7 @@ from chatbridge.store.base import (
     _Duplicate,
     _message,
 )
-from chatbridge.store.hot import GroupCommit, HotTx, dumps
+from chatbridge.store.hot import GroupCommit, HotTx, Row, dumps
 from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ConversationRecord,
@@ -123,7 +123,7 @@ class ConversationStore(StoreBase):
                     now,
                 ),
             )
-            contact_id = str(row[0])
+            contact_id = str(cast(Row, row)[0])  # an upsert RETURNING: one row
         conv = hot_sql.conversation(
             await tx.fetchrow(
                 q.conversation_upsert,
@@ -149,7 +149,7 @@ class ConversationStore(StoreBase):
                 q.turn_insert,
                 (conv.id, route.agent_id, route.id, now, item.response_mode, dumps([message_id])),
             )
-            turn_id = turn_row[0]
+            turn_id = cast(Row, turn_row)[0]  # INSERT … RETURNING: one row
         inserted = await tx.fetchrow(
             q.message_insert_new, _inbound_row(msg, message_id, conv.id, turn_id)
         )

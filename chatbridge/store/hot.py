@@ -26,11 +26,15 @@ import asyncio
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatbridge.store.stats import StoreStats
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("chatbridge.store")
 
@@ -53,11 +57,11 @@ def in_list(dialect: str, column: str, n: int, *, negate: bool = False) -> str:
     return f"{column} {op} (SELECT value FROM json_each(${n}))"
 
 
-def list_param(dialect: str, values: Sequence[Any]) -> Any:
+def list_param(dialect: str, values: Sequence[object]) -> list[object] | str:
     return list(values) if dialect == "postgresql" else json.dumps(list(values))
 
 
-def dumps(value: Any) -> str:
+def dumps(value: object) -> str:
     """A JSON column's value as both drivers take it (text)."""
     return json.dumps(value, separators=(",", ":"))
 
@@ -69,18 +73,25 @@ def loads(value: Any) -> Any:
     return json.loads(value)
 
 
+class Row(Protocol):
+    """A result row as both drivers give it (``sqlite3.Row``, ``asyncpg.Record``): a column
+    by position or by name. Its values are whatever the column holds."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+
 class HotTx(Protocol):
     """One transaction on the hot path (``SqliteHot`` or ``PgHot``)."""
 
     dialect: str
 
-    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
+    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Row]: ...
 
-    async def fetchrow(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
+    async def fetchrow(self, sql: str, args: Sequence[object] = ()) -> Row | None: ...
 
-    async def run(self, sql: str, args: Sequence[Any] = ()) -> int: ...
+    async def run(self, sql: str, args: Sequence[object] = ()) -> int: ...
 
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
 
 class SqliteHot:
@@ -90,26 +101,26 @@ class SqliteHot:
     __slots__ = ("_db", "_stats")
     dialect = "sqlite"
 
-    def __init__(self, db: Any, stats: StoreStats) -> None:
+    def __init__(self, db: sqlite3.Connection, stats: StoreStats) -> None:
         self._db = db
         self._stats = stats
 
-    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
         self._stats.statements += 1
-        rows: list[Any] = self._db.execute(sql, args).fetchall()
+        rows: list[Row] = self._db.execute(sql, args).fetchall()
         return rows
 
-    async def fetchrow(self, sql: str, args: Sequence[Any] = ()) -> Any:
+    async def fetchrow(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         self._stats.statements += 1
         rows = self._db.execute(sql, args).fetchall()  # to the end: RETURNING rows included
         return rows[0] if rows else None
 
-    async def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+    async def run(self, sql: str, args: Sequence[object] = ()) -> int:
         self._stats.statements += 1
         count: int = self._db.execute(sql, args).rowcount
         return count
 
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self._stats.statements += 1
         self._db.executemany(sql, rows)
 
@@ -120,35 +131,36 @@ class PgHot:
     __slots__ = ("_conn", "_stats")
     dialect = "postgresql"
 
-    def __init__(self, conn: Any, stats: StoreStats) -> None:
+    def __init__(self, conn: asyncpg.Connection, stats: StoreStats) -> None:
         self._conn = conn
         self._stats = stats
 
-    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    async def fetch(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
         self._stats.statements += 1
         self._stats.round_trips += 1
-        rows: list[Any] = await self._conn.fetch(sql, *args)
+        rows: list[Row] = await self._conn.fetch(sql, *args)
         return rows
 
-    async def fetchrow(self, sql: str, args: Sequence[Any] = ()) -> Any:
+    async def fetchrow(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         self._stats.statements += 1
         self._stats.round_trips += 1
-        return await self._conn.fetchrow(sql, *args)
+        row: Row | None = await self._conn.fetchrow(sql, *args)
+        return row
 
-    async def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+    async def run(self, sql: str, args: Sequence[object] = ()) -> int:
         self._stats.statements += 1
         self._stats.round_trips += 1
         status: str = await self._conn.execute(sql, *args)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    async def many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         self._stats.statements += 1
         self._stats.round_trips += 1  # asyncpg pipelines an executemany
         await self._conn.executemany(sql, rows)
 
 
-async def _no_reset(_conn: Any) -> None:
+async def _no_reset(_conn: asyncpg.Connection) -> None:
     """Instead of asyncpg's reset query on every release (``RESET ALL``, ``UNLISTEN *``,
     advisory unlocks …: a server round trip per transaction): the hot path's connections only
     ever run whole transactions, never ``SET``, ``LISTEN`` or locks that could outlive one."""
@@ -167,10 +179,10 @@ class PgPool:
         self._dsn = dsn
         self._size = size
         self._timeout = connect_timeout
-        self._pool: Any = None
+        self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def _get(self) -> Any:
+    async def _get(self) -> asyncpg.Pool:
         if self._pool is not None:
             return self._pool
         if self._opening is None:
@@ -208,7 +220,7 @@ class PgPool:
             pool.terminate()
 
 
-Tx = Callable[[], AbstractAsyncContextManager[Any]]
+Tx = Callable[[], AbstractAsyncContextManager[HotTx]]
 
 
 class GroupCommit(Generic[I, R]):
@@ -234,10 +246,10 @@ class GroupCommit(Generic[I, R]):
     def __init__(
         self,
         tx: Tx,
-        one: Callable[[Any, I], Awaitable[R]],
+        one: Callable[[HotTx, I], Awaitable[R]],
         *,
         is_outage: Callable[[BaseException], bool],
-        many: Callable[[Any, list[I]], Awaitable[list[R]]] | None = None,
+        many: Callable[[HotTx, list[I]], Awaitable[list[R]]] | None = None,
         max_batch: int = 256,
         concurrency: int = 1,
     ) -> None:

@@ -11,25 +11,34 @@ in a SET clause.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.sql import Executable
 
 from chatbridge.store import tables as t
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 
 @dataclass(frozen=True, slots=True)
 class Statements:
-    receipt: Any
-    conversation_upsert: Any
-    message_insert_new: Any
-    conversation_owner: Any
-    deliveries_insert: Any
-    delivery_receipt: Any
+    receipt: Executable
+    conversation_upsert: Executable
+    message_insert_new: Executable
+    conversation_owner: Executable
+    deliveries_insert: Executable
+    delivery_receipt: Executable
 
 
-def dialect_insert(dialect: str) -> Any:
+Upsert = Callable[[Table], "sqlite.Insert | postgresql.Insert"]
+"""A dialect's ``insert``: both have ``on_conflict_do_nothing``/``on_conflict_do_update``."""
+
+
+def dialect_insert(dialect: str) -> Upsert:
     """The dialect's ``insert`` (the one with ``ON CONFLICT``); same API on both."""
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -39,9 +48,9 @@ def dialect_insert(dialect: str) -> Any:
 def build(dialect: str) -> Statements:
     upsert = dialect_insert(dialect)
 
-    convs: Any = upsert(t.conversations)
+    convs = upsert(t.conversations)
     cc = t.conversations.c
-    convs = convs.on_conflict_do_update(
+    conversation_upsert = convs.on_conflict_do_update(
         index_elements=["channel", "channel_key"],
         set_={
             "last_activity_at": convs.excluded.last_activity_at,
@@ -53,7 +62,7 @@ def build(dialect: str) -> Statements:
     dd, mm = t.deliveries, t.messages
     return Statements(
         receipt=upsert(t.inbound_receipts).on_conflict_do_nothing(),
-        conversation_upsert=convs,
+        conversation_upsert=conversation_upsert,
         message_insert_new=upsert(mm).on_conflict_do_nothing(index_elements=["dedupe_key"]),
         conversation_owner=select(cc.owner).where(cc.id == bindparam("b_id")),
         deliveries_insert=insert(dd).returning(dd.c.id, sort_by_parameter_order=True),

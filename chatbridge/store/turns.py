@@ -35,7 +35,7 @@ from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
-from chatbridge.store.base import StoreBase, delivers, delivery_row
+from chatbridge.store.base import DeliveryRow, StoreBase, delivers, delivery_row
 from chatbridge.store.hot import GroupCommit, HotTx, dumps, list_param, loads
 from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.leases import RELEASED, fenced_update, held_by
@@ -352,7 +352,7 @@ class TurnStore(StoreBase):
         ]
         if messages:
             await tx.fetch(q.messages, [list(col) for col in zip(*messages, strict=True)])
-        rows: list[tuple[Any, ...]] = []
+        rows: list[DeliveryRow] = []
         keys: dict[int, list[str]] = {}
         for c, reply, conversation_id, owner in done:
             no_typing = not c.typing or c.turn_id in unseen_typing
