@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -30,10 +30,13 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaMode
 
 from chatbridge.errors import ChatbridgeError
+from chatbridge.models import JsonObject
 
 # Jitter from a generator of our own: the global ``random`` state belongs to the application
 # (and to test tools such as Hypothesis, which treat a change to it as a bug).
 _JITTER = random.Random()
+
+_F = TypeVar("_F")
 
 PROTOCOL = "chatbridge/1"
 
@@ -49,7 +52,7 @@ class ProtocolError(ChatbridgeError):
     ``invalid_message`` (a known type whose fields are wrong).
     """
 
-    def __init__(self, code: str, message: str, *, details: Any = None) -> None:
+    def __init__(self, code: str, message: str, *, details: object = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -61,7 +64,7 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _timestamp(value: Any) -> Any:
+def _timestamp(value: object) -> object:
     """Accept ``datetime`` (naive = UTC) or epoch seconds where the wire wants an ISO string."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -89,7 +92,7 @@ class Frame(_Model):
 
     message_id: str | None = None
     timestamp: Timestamp | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ class HistoryMessage(_Model):
     id: str | None = None
     content: str | None = None
     created_at: Timestamp | None = None
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    attachments: list[JsonObject] = Field(default_factory=list)
 
 
 class Sender(_Model):
@@ -126,7 +129,7 @@ class TurnContext(_Model):
     channel: str | None = None
     created_at: Timestamp | None = None
     external_conversation_id: str | None = None
-    additional_attributes: dict[str, Any] = Field(default_factory=dict)
+    additional_attributes: JsonObject = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +214,7 @@ class ConversationEvent(Frame):
     owner: str | None = None
     reason: str | None = None
     sender: Sender | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ class AgentMessage(Frame):
     type: Literal["agent_message"] = "agent_message"
     conversation_id: str | None = None
     content: str | None = None
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    attachments: list[JsonObject] = Field(default_factory=list)
 
 
 class AgentStreaming(Frame):
@@ -245,7 +248,7 @@ class AgentComplete(Frame):
     message_id: str
     conversation_id: str | None = None
     content: str | None = None
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
+    attachments: list[JsonObject] = Field(default_factory=list)
 
 
 class Typing(Frame):
@@ -330,7 +333,7 @@ TURN_ENDING_TYPES = frozenset(
 """The first of these naming a turn ends it."""
 
 
-def decode_frame(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
+def decode_frame(data: str | bytes | bytearray | JsonObject) -> JsonObject:
     """Decode a frame into a JSON object without checking its type or fields.
 
     Raises:
@@ -347,14 +350,14 @@ def decode_frame(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, An
     return obj
 
 
-def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+def _validation_details(exc: ValidationError) -> list[JsonObject]:
     return [
         {"loc": [str(part) for part in err["loc"]], "msg": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
 
 
-def _parse(obj: dict[str, Any], adapter: TypeAdapter[Any], known: frozenset[str]) -> Any:
+def _parse(obj: JsonObject, adapter: TypeAdapter[_F], known: frozenset[str]) -> _F:
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in known:
         raise ProtocolError(
@@ -370,7 +373,7 @@ def _parse(obj: dict[str, Any], adapter: TypeAdapter[Any], known: frozenset[str]
         raise ProtocolError("invalid_message", f"invalid {kind} message") from exc
 
 
-def parse_agent_frame(data: str | bytes | bytearray | dict[str, Any]) -> AgentFrame:
+def parse_agent_frame(data: str | bytes | bytearray | JsonObject) -> AgentFrame:
     """Read one agent → bridge message.
 
     Args:
@@ -389,13 +392,10 @@ def parse_agent_frame(data: str | bytes | bytearray | dict[str, Any]) -> AgentFr
             obj = {**obj, "type": "agent_message"}
         else:
             raise ProtocolError("invalid_message", "message has no type")
-    return cast(
-        AgentFrame,
-        _parse(obj, _AGENT_ADAPTER, AGENT_TYPES),
-    )
+    return _parse(obj, _AGENT_ADAPTER, AGENT_TYPES)
 
 
-def parse_bridge_frame(data: str | bytes | bytearray | dict[str, Any]) -> BridgeFrame:
+def parse_bridge_frame(data: str | bytes | bytearray | JsonObject) -> BridgeFrame:
     """Read one bridge → agent message (the agent SDK's side of ``parse_agent_frame``).
 
     Raises:
@@ -404,17 +404,14 @@ def parse_bridge_frame(data: str | bytes | bytearray | dict[str, Any]) -> Bridge
     obj = decode_frame(data)
     if "type" not in obj:
         raise ProtocolError("invalid_message", "message has no type")
-    return cast(
-        BridgeFrame,
-        _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES),
-    )
+    return _parse(obj, _BRIDGE_ADAPTER, BRIDGE_TYPES)
 
 
 def error_frame(
-    error_code: str, *, message_id: str | None = None, details: Any = None
-) -> dict[str, Any]:
+    error_code: str, *, message_id: str | None = None, details: object = None
+) -> JsonObject:
     """An ``error_message`` ready to send (``message_id`` only when it names a turn)."""
-    frame: dict[str, Any] = {"type": "error_message", "error_code": error_code}
+    frame: JsonObject = {"type": "error_message", "error_code": error_code}
     if message_id is not None:
         frame["message_id"] = message_id
     if details is not None:
@@ -422,7 +419,7 @@ def error_frame(
     return frame
 
 
-def dumps(frame: dict[str, Any]) -> str:
+def dumps(frame: JsonObject) -> str:
     """Serialise a frame compactly, keeping non-ASCII text readable (and smaller)."""
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
@@ -450,7 +447,7 @@ _DIRECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
 }  # fmt: skip
 
 
-def protocol_json_schema() -> dict[str, Any]:
+def protocol_json_schema() -> JsonObject:
     """One JSON Schema (draft 2020-12) document for every message in both directions.
 
     ``$defs`` holds one schema per message model; ``BridgeToAgent`` and ``AgentToBridge`` are
@@ -461,7 +458,7 @@ def protocol_json_schema() -> dict[str, Any]:
         for name, models in _DIRECTIONS.items()
     ]
     keys, schema = TypeAdapter.json_schemas(inputs, ref_template="#/$defs/{model}")
-    defs: dict[str, Any] = dict(schema.get("$defs", {}))
+    defs: JsonObject = dict(schema.get("$defs", {}))
     for (name, _mode), direction_schema in keys.items():
         defs[name] = {"description": _DIRECTION_DOCS[name], **direction_schema}
     return {
