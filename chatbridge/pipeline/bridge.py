@@ -372,15 +372,6 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             self.held.hold_delivery(d.id)
         return claimed
 
-    # Loop safety is each channel's (``Channel.parse`` screens echoes of our own sends;
-    # Chatwoot and WhatsApp note their texts around each send, see ``channels.echoes``).
-    # The delivery worker still announces each send; nothing here needs it.
-    def note_sending(self, d: ClaimedDelivery) -> None:
-        return None
-
-    def note_sent(self, d: ClaimedDelivery) -> None:
-        return None
-
     # ------------------------------------------------------------------ sync replies
     def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None:
         """Answer this turn's sync callers, here and (with a cluster) on every replica."""

@@ -146,7 +146,6 @@ class DeliveryRunner:
                 b.metrics.errors.labels("lease_lost").inc()
                 return None
             b.held.started(d.id)
-        b.note_sending(d)
         started = time.perf_counter()
         try:
             result = await adapter.send(action)
@@ -160,8 +159,6 @@ class DeliveryRunner:
             log.exception("delivery %s: unexpected adapter error", d.id)
             await self._settle(d, self._decide(d, "retryable", f"{type(exc).__name__}: {exc}"))
             return None
-        finally:
-            b.note_sent(d)
         b.metrics.delivery_seconds.labels(channel).observe(time.perf_counter() - started)
         b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
         return await self._finish(d, result.external_id)

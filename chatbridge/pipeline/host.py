@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from chatbridge.pipeline.breaker import CircuitBreaker
     from chatbridge.pipeline.leases import HeldWork, SendMarks
     from chatbridge.store import Store
-    from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, Route
+    from chatbridge.store.records import ClaimedTurn, Route
     from chatbridge.transports.hub import AgentHub
 
 log = logging.getLogger("chatbridge.workers")
@@ -45,8 +45,6 @@ class Host(Protocol):
     async def notify_agent_owner(
         self, agent_id: str, conversation_id: str, owner: str, reason: str
     ) -> None: ...
-    def note_sending(self, d: ClaimedDelivery) -> None: ...
-    def note_sent(self, d: ClaimedDelivery) -> None: ...
     async def wait_for_receipt(self, idempotency_key: str, timeout: float) -> None: ...
 
 
