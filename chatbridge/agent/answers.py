@@ -13,7 +13,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
 
 from chatbridge.agent.frames import (
     call_handler,
@@ -25,6 +24,7 @@ from chatbridge.agent.frames import (
 )
 from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.agent.turn import Event, Handlers, Turn, TurnError
+from chatbridge.models import JsonObject
 from chatbridge.protocol import ConversationEvent, UserMessage
 
 log = logging.getLogger("chatbridge.agent")
@@ -43,9 +43,9 @@ class WholeAnswers:
         self.agent_id = agent_id
         self.handlers = handlers
         self.cache_size = cache_size
-        self._kept: OrderedDict[TurnKey, list[dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[TurnKey, list[JsonObject]] = OrderedDict()
 
-    async def answer(self, message: UserMessage, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    async def answer(self, message: UserMessage, raw: JsonObject) -> list[JsonObject]:
         """Run one turn and return the frames that answer it: one ending frame, or a streaming
         handler's chunks then ``agent_complete`` (with the full text). Kept: the same turn
         again gets the same frames without running the handler twice."""
@@ -57,7 +57,7 @@ class WholeAnswers:
         turn = Turn.from_message(message, raw)
         started = time.monotonic()
         handler = self.handlers.message
-        frames: list[dict[str, Any]]
+        frames: list[JsonObject]
         try:
             if handler is None:
                 raise TurnError("no_handler", "this agent has no on_message handler")
@@ -77,7 +77,7 @@ class WholeAnswers:
             self._kept.popitem(last=False)
         return frames
 
-    async def handle_event(self, message: ConversationEvent, raw: dict[str, Any]) -> None:
+    async def handle_event(self, message: ConversationEvent, raw: JsonObject) -> None:
         """Run the ``on_event`` handler where no connection can carry its answer back."""
         handler = self.handlers.event
         if handler is None:

@@ -51,6 +51,7 @@ from chatbridge.agent.kept import KeptAnswer, KeptAnswers
 from chatbridge.agent.peer import Peer
 from chatbridge.agent.turn import Event, EventHandler, Handlers, MessageHandler, Turn
 from chatbridge.errors import ChatbridgeError
+from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     DEAD_AFTER_INTERVALS,
     PROTOCOL,
@@ -136,7 +137,7 @@ class Agent:
         """Turns answered whole (http-webhook), kept for repeats."""
         self._running: dict[TurnKey, _Running] = {}
         self._kept = KeptAnswers(answer_cache_size)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._peers: set[Peer] = set()
         self._dial_peers: dict[str, Peer] = {}  # link id -> its current (or last) connection
         self._link_prefix = os.urandom(6).hex()
@@ -326,7 +327,7 @@ class Agent:
     # -- connections ---------------------------------------------------------------------------
 
     async def _hello(self, ws: ClientConnection, token: str, link_id: str) -> HelloOk:
-        hello: dict[str, Any] = {
+        hello: JsonObject = {
             "type": "hello",
             "agent_id": self.agent_id,
             "token": token,
@@ -425,7 +426,7 @@ class Agent:
             case _:
                 pass  # pong; hello_ok / hello_error only matter during the handshake
 
-    async def _on_user_message(self, peer: Peer, message: UserMessage, raw: dict[str, Any]) -> None:
+    async def _on_user_message(self, peer: Peer, message: UserMessage, raw: JsonObject) -> None:
         if message.seq is not None:
             await peer.send({"type": "ack", "seq": message.seq})
             if self.last_seq is None or message.seq > self.last_seq:
@@ -476,7 +477,7 @@ class Agent:
 
     async def _stream(
         self, turn: Turn, running: _Running, chunks: AsyncIterator[Any], started: float
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[JsonObject], list[JsonObject]]:
         """Send chunks as they come; return the live and the kept closing frames.
 
         The kept ``agent_complete`` carries the full text, so a resend needs no chunks. The live
@@ -512,7 +513,7 @@ class Agent:
             answer.sent_on(peer)
 
     @staticmethod
-    async def _send_frames(peer: Peer, frames: list[dict[str, Any]]) -> bool:
+    async def _send_frames(peer: Peer, frames: list[JsonObject]) -> bool:
         for frame in frames:
             if not await peer.send(frame):
                 return False
@@ -543,11 +544,11 @@ class Agent:
             raise ImportError(_WEBHOOK_EXTRA) from exc
         return webhook_app(self.answers, secret, path=path)
 
-    async def answer(self, message: UserMessage, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    async def answer(self, message: UserMessage, raw: JsonObject) -> list[JsonObject]:
         """Run one turn and return all the frames that answer it (``agent.answers``)."""
         return await self.answers.answer(message, raw)
 
-    async def handle_event_quietly(self, message: ConversationEvent, raw: dict[str, Any]) -> None:
+    async def handle_event_quietly(self, message: ConversationEvent, raw: JsonObject) -> None:
         """Run the ``on_event`` handler where no connection can carry its answer back."""
         await self.answers.handle_event(message, raw)
 

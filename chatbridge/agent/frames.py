@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from chatbridge.agent.turn import Handoff, NoReply, Turn, TurnError
+from chatbridge.models import JsonObject
 from chatbridge.protocol import error_frame
 
 log = logging.getLogger("chatbridge.agent")
@@ -31,13 +32,13 @@ async def call_handler(handler: Callable[[A], Any], argument: A) -> Any:
     return result
 
 
-def metadata(agent_id: str, started: float) -> dict[str, Any]:
+def metadata(agent_id: str, started: float) -> JsonObject:
     """The ``metadata`` of an answer: who answered and how long the handler took."""
     elapsed_ms = int((time.monotonic() - started) * 1000)
     return {"agent_id": agent_id, "processing_time_ms": elapsed_ms}
 
 
-def reply_frame(turn: Turn, result: Any, meta: dict[str, Any]) -> dict[str, Any]:
+def reply_frame(turn: Turn, result: Any, meta: JsonObject) -> JsonObject:
     """The frame that ends ``turn`` for a handler's (non-streaming) result.
 
     Raises:
@@ -62,7 +63,7 @@ def reply_frame(turn: Turn, result: Any, meta: dict[str, Any]) -> dict[str, Any]
     )
 
 
-def chunk_frame(turn: Turn, index: int, chunk: Any) -> dict[str, Any]:
+def chunk_frame(turn: Turn, index: int, chunk: Any) -> JsonObject:
     """``agent_streaming`` for the ``index``-th chunk a streaming handler yielded."""
     return {
         "type": "agent_streaming",
@@ -73,10 +74,10 @@ def chunk_frame(turn: Turn, index: int, chunk: Any) -> dict[str, Any]:
     }
 
 
-def complete_frame(turn: Turn, meta: dict[str, Any], content: str | None) -> dict[str, Any]:
+def complete_frame(turn: Turn, meta: JsonObject, content: str | None) -> JsonObject:
     """``agent_complete`` closing a stream; ``content`` (the whole text) makes it stand alone
     when chunks may have been lost, ``None`` leaves the joining of chunks to the bridge."""
-    frame: dict[str, Any] = {
+    frame: JsonObject = {
         "type": "agent_complete",
         "message_id": turn.id,
         "conversation_id": turn.conversation_id,
@@ -87,7 +88,7 @@ def complete_frame(turn: Turn, meta: dict[str, Any], content: str | None) -> dic
     return frame
 
 
-def failure_frame(turn: Turn, exc: Exception) -> dict[str, Any]:
+def failure_frame(turn: Turn, exc: Exception) -> JsonObject:
     """``error_message`` for a handler that raised: its ``TurnError`` code, else
     ``handler_error`` (logged with the traceback)."""
     if isinstance(exc, TurnError):

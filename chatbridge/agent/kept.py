@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from chatbridge.agent.identity import TurnKey
 from chatbridge.agent.peer import Peer
+from chatbridge.models import JsonObject
 from chatbridge.protocol import DEAD_AFTER_INTERVALS
 
 
@@ -21,7 +21,7 @@ from chatbridge.protocol import DEAD_AFTER_INTERVALS
 class KeptAnswer:
     """The frames that answered a turn, kept to answer a repeated turn without re-running."""
 
-    frames: list[dict[str, Any]]
+    frames: list[JsonObject]
     peer: Peer
     delivered: bool = False
     sent_at: float = 0.0
@@ -45,7 +45,7 @@ class KeptAnswers:
             self._by_turn.move_to_end(key)
         return answer
 
-    def keep(self, key: TurnKey, frames: list[dict[str, Any]], peer: Peer) -> KeptAnswer:
+    def keep(self, key: TurnKey, frames: list[JsonObject], peer: Peer) -> KeptAnswer:
         """Keep the answer of turn ``key``, which came on ``peer``."""
         answer = self._by_turn[key] = KeptAnswer(frames, peer)
         while len(self._by_turn) > self.size:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from contextlib import suppress
-from typing import Any
 
 from websockets.asyncio.connection import Connection
 
+from chatbridge.models import JsonObject
 from chatbridge.protocol import dumps
 
 
@@ -37,7 +37,7 @@ class Peer:
         self.last_rx = time.monotonic()
         self.closed_at: float | None = None
 
-    async def send(self, frame: dict[str, Any]) -> bool:
+    async def send(self, frame: JsonObject) -> bool:
         """Send one frame; False if the connection is closed or the send failed."""
         if not self.open:
             return False

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbridge.errors import ChatbridgeError
+from chatbridge.models import JsonObject
 from chatbridge.protocol import ConversationEvent, UserMessage
 
 
@@ -29,15 +30,15 @@ class Turn:
     seq: int | None
     conversation_id: str
     content: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    sender: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
+    messages: list[JsonObject] = field(default_factory=list)
+    sender: JsonObject | None = None
+    context: JsonObject | None = None
     channel: str | None = None
     inbox_id: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: JsonObject = field(default_factory=dict)
 
     @classmethod
-    def from_message(cls, message: UserMessage, raw: dict[str, Any]) -> Turn:
+    def from_message(cls, message: UserMessage, raw: JsonObject) -> Turn:
         """Build a turn from a parsed ``user_message`` and the object it came from."""
         return cls(
             id=message.message_id,
@@ -60,11 +61,11 @@ class Event:
 
     event: str
     conversation_id: str | None
-    data: dict[str, Any]
-    raw: dict[str, Any]
+    data: JsonObject
+    raw: JsonObject
 
     @classmethod
-    def from_message(cls, message: ConversationEvent, raw: dict[str, Any]) -> Event:
+    def from_message(cls, message: ConversationEvent, raw: JsonObject) -> Event:
         """Build an event from a parsed ``conversation_event`` and the object it came from."""
         return cls(message.event, message.conversation_id, dict(message.data), raw)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +30,7 @@ from starlette.routing import Route
 
 from chatbridge.agent.answers import WholeAnswers
 from chatbridge.agent.identity import TurnKey, turn_key
+from chatbridge.models import JsonObject
 from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
 from chatbridge.signing import SIGNATURE_HEADER, verify
 
@@ -49,7 +49,7 @@ def webhook_app(
     With ``secret`` (the route's ``agent_config.secret``) an unsigned or badly signed request
     gets 401 and runs nothing; without it, signatures are not checked (say so in your set-up).
     """
-    running: dict[TurnKey, asyncio.Future[list[dict[str, Any]]]] = {}
+    running: dict[TurnKey, asyncio.Future[list[JsonObject]]] = {}
 
     async def turn(request: Request) -> Response:
         raw = await request.body()

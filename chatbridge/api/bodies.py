@@ -80,7 +80,7 @@ class _ArrivalWatch:
 
     def __init__(self, tick: float) -> None:
         self.tick = tick
-        self._waiting: dict[asyncio.Task[Any], _Body] = {}  # by the task that waits
+        self._waiting: dict[asyncio.Task[object], _Body] = {}  # by the task that waits
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
 

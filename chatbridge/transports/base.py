@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from chatbridge.models import JsonObject
 from chatbridge.transports.registry import TransportSpec
 
 OutcomeKind = Literal["reply", "no_reply", "handoff", "error"]
@@ -35,7 +36,7 @@ class TurnRequest:
     seq: int
     agent_id: str
     conversation_id: str
-    frame: dict[str, Any]
+    frame: JsonObject
     deadline: float
 
 
@@ -46,8 +47,8 @@ class AgentOutcome:
 
     kind: OutcomeKind
     content: str | None = None
-    attachments: list[dict[str, Any]] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    attachments: list[JsonObject] = field(default_factory=list)
+    metadata: JsonObject = field(default_factory=dict)
     reason: str | None = None
     error_code: str | None = None
     error_details: Any = None
@@ -70,7 +71,7 @@ class AgentStatus:
 #   on_proactive(agent_id, frame)  -- agent_message / handoff with conversation_id, no message_id
 #   on_typing(agent_id, conversation_id, on)
 #   on_chunk(turn_key, conversation_id, stream_index, content)  -- streamed text as it arrives
-ProactiveCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+ProactiveCallback = Callable[[str, JsonObject], Awaitable[None]]
 TypingCallback = Callable[[str, str, bool], Awaitable[None]]
 ChunkCallback = Callable[[str, str, int, str], Awaitable[None]]
 
@@ -126,11 +127,11 @@ class AgentTransport:
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
-        self, agent_id: str, url: str | None = None, options: dict[str, Any] | None = None
+        self, agent_id: str, url: str | None = None, options: JsonObject | None = None
     ) -> None:
         self.agent_id = agent_id
         self.url = url
-        self.options: dict[str, Any] = dict(options or {})
+        self.options: JsonObject = dict(options or {})
         """Settings beyond the URL (a webhook's secret, a model's name); the hub replaces them
         when the agent's config changes, and a turn reads them when it starts."""
         self.stats = TurnStats()
@@ -150,7 +151,7 @@ class AgentTransport:
         """
         raise NotImplementedError
 
-    async def send_event(self, frame: dict[str, Any]) -> bool:
+    async def send_event(self, frame: JsonObject) -> bool:
         """Send a frame that expects no answer (``conversation_event``).
 
         Returns:

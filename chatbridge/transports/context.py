@@ -18,6 +18,7 @@ import httpx
 
 from chatbridge.config import Settings
 from chatbridge.metrics import Metrics
+from chatbridge.models import JsonObject
 from chatbridge.transports.base import ChunkCallback, ProactiveCallback, TypingCallback
 from chatbridge.transports.pull import PullBroker, PullPolicy
 from chatbridge.transports.turns import ConversationSlots
@@ -30,7 +31,7 @@ async def no_history(conversation_id: str, limit: int) -> list[Any]:
     return []
 
 
-async def _ignore_proactive(agent_id: str, frame: dict[str, Any]) -> None:
+async def _ignore_proactive(agent_id: str, frame: JsonObject) -> None:
     return None
 
 

@@ -16,11 +16,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from chatbridge.models import JsonObject
 from chatbridge.protocol import PROTOCOL, Hello, ProtocolError, dumps, parse_agent_frame
 from chatbridge.transports.base import Capabilities
 from chatbridge.transports.context import TransportContext
@@ -228,7 +229,7 @@ class DialInTransport(LinkedTransport):
         self,
         agent_id: str,
         url: str | None,
-        options: dict[str, Any],
+        options: JsonObject,
         context: TransportContext,
     ) -> None:
         super().__init__(agent_id, url, options, context)

@@ -17,12 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from chatbridge.config import Settings
+from chatbridge.models import JsonObject
 from chatbridge.protocol import reconnect_delay
 from chatbridge.transports.base import Capabilities
 from chatbridge.transports.context import TransportContext
@@ -114,7 +114,7 @@ class DialOutTransport(LinkedTransport):
         self,
         agent_id: str,
         url: str | None,
-        options: dict[str, Any],
+        options: JsonObject,
         context: TransportContext,
     ) -> None:
         self.spec.check_url(agent_id, url)

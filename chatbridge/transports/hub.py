@@ -33,6 +33,7 @@ from chatbridge.cluster import LocalCluster
 from chatbridge.config import Settings, Transport
 from chatbridge.errors import AgentUnavailable
 from chatbridge.metrics import Metrics
+from chatbridge.models import JsonObject
 from chatbridge.transports import dial_in, registry
 from chatbridge.transports.base import (
     AgentOutcome,
@@ -210,7 +211,7 @@ class AgentHub:
         agent_id: str,
         transport: TransportName,
         url: str | None = None,
-        options: dict[str, Any] | None = None,
+        options: JsonObject | None = None,
     ) -> None:
         """Register or update an agent.
 
@@ -246,7 +247,7 @@ class AgentHub:
             transport.start()
 
     def _build(
-        self, agent_id: str, kind: str, url: str | None, options: dict[str, Any] | None
+        self, agent_id: str, kind: str, url: str | None, options: JsonObject | None
     ) -> AgentTransport:
         cls = registry.load(kind)
         return cls(agent_id, url, dict(options or {}), self.context)  # type: ignore[call-arg]
@@ -315,7 +316,7 @@ class AgentHub:
             return await transport.run_turn(req)
         return await self._placement.run(req.agent_id, transport.run_turn(req))
 
-    async def send_event(self, agent_id: str, frame: dict[str, Any]) -> bool:
+    async def send_event(self, agent_id: str, frame: JsonObject) -> bool:
         """Send a frame that expects no answer (e.g. ``conversation_event``).
 
         With several replicas, an agent with no link here gets it over another replica's.
@@ -329,7 +330,7 @@ class AgentHub:
             return await self._placement.send_event_elsewhere(agent_id, frame)
         return False
 
-    async def _send_event_here(self, agent_id: str, frame: dict[str, Any]) -> bool:
+    async def _send_event_here(self, agent_id: str, frame: JsonObject) -> bool:
         transport = self._transports.get(agent_id)
         return transport is not None and await transport.send_event(frame)
 

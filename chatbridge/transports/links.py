@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from chatbridge.models import JsonObject
 from chatbridge.protocol import DEAD_AFTER_INTERVALS, dumps, utc_now_iso
 from chatbridge.transports.log import log_event
 
@@ -58,7 +59,7 @@ class Link:
         self._close_started = False
         self._lock = asyncio.Lock()
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    async def send(self, frame: JsonObject) -> None:
         """Send one frame.
 
         Raises:

@@ -21,9 +21,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
+from chatbridge.models import JsonObject
 from chatbridge.transports.base import AgentOutcome, AgentTransport, Capabilities, TurnRequest
 from chatbridge.transports.registry import TransportSpec
 
@@ -41,9 +41,9 @@ class MockAgentTransport(AgentTransport):
     def __init__(self, handler: TurnHandler, agent_id: str = "mock-agent") -> None:
         super().__init__(agent_id)
         self.handler = handler
-        self.events: list[dict[str, Any]] = []
+        self.events: list[JsonObject] = []
         self._unavailable = False  # the last turn found the "agent" out of reach
-        self._running: set[asyncio.Task[Any]] = set()
+        self._running: set[asyncio.Task[object]] = set()
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
         if self.closed:
@@ -81,7 +81,7 @@ class MockAgentTransport(AgentTransport):
             return AgentOutcome("no_reply")
         return AgentOutcome("reply", str(answer))
 
-    async def send_event(self, frame: dict[str, Any]) -> bool:
+    async def send_event(self, frame: JsonObject) -> bool:
         if self.closed:
             return False
         self.events.append(frame)

@@ -32,12 +32,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentTimeout, AgentUnavailable
+from chatbridge.models import JsonObject
 from chatbridge.store.records import MessageRecord
 from chatbridge.transports.base import (
     AgentOutcome,
@@ -72,21 +73,21 @@ class _Progress:
         self.sent = False
         self.problem: str | None = None  # the last retryable failure
 
-    async def trace(self, event: str, info: dict[str, Any]) -> None:
+    async def trace(self, event: str, info: JsonObject) -> None:
         """httpx's ``trace`` extension: called as the request goes out."""
         if event.endswith(".send_request_headers.started"):
             self.sent = True
 
 
 class _Refused(Exception):
-    def __init__(self, code: str, details: dict[str, Any]) -> None:
+    def __init__(self, code: str, details: JsonObject) -> None:
         super().__init__(code)
         self.code = code
         self.details = details
 
 
 def chat_messages(
-    frame: dict[str, Any], history: list[MessageRecord], system_prompt: str | None
+    frame: JsonObject, history: list[MessageRecord], system_prompt: str | None
 ) -> list[dict[str, str]]:
     """The ``messages`` of the completion request for one turn (see the module docstring)."""
     out: list[dict[str, str]] = []
@@ -143,9 +144,7 @@ class OpenAICaller:
         self.last_ok: dict[str, float] = {}
         self.last_error: dict[str, str] = {}
 
-    async def run_turn(
-        self, req: TurnRequest, base_url: str, options: dict[str, Any]
-    ) -> AgentOutcome:
+    async def run_turn(self, req: TurnRequest, base_url: str, options: JsonObject) -> AgentOutcome:
         remaining = req.deadline - time.time()
         if remaining <= 0:
             raise AgentUnavailable("the turn's deadline had passed before the model was called")
@@ -164,7 +163,7 @@ class OpenAICaller:
             raise AgentTimeout("the model did not answer before the deadline") from None
 
     async def _run(
-        self, req: TurnRequest, base_url: str, options: dict[str, Any], progress: _Progress
+        self, req: TurnRequest, base_url: str, options: JsonObject, progress: _Progress
     ) -> AgentOutcome:
         limit = int(options.get("max_history", 20))
         earlier = await self._history(req.conversation_id, limit + 10) if limit else []
@@ -172,7 +171,7 @@ class OpenAICaller:
         if limit and len(messages) > limit + 1:
             head = messages[:1] if messages[0]["role"] == "system" else []
             messages = head + messages[len(head) :][-(limit + 1) :]
-        body: dict[str, Any] = {"model": options.get("model"), "messages": messages, "stream": True}
+        body: JsonObject = {"model": options.get("model"), "messages": messages, "stream": True}
         for name in ("temperature", "max_tokens"):
             if options.get(name) is not None:
                 body[name] = options[name]
@@ -225,12 +224,12 @@ class OpenAICaller:
         self,
         req: TurnRequest,
         url: str,
-        body: dict[str, Any],
+        body: JsonObject,
         headers: dict[str, str],
         progress: _Progress,
     ) -> AgentOutcome:
         chunks: list[str] = []
-        meta: dict[str, Any] = {"model": body["model"]}
+        meta: JsonObject = {"model": body["model"]}
         try:
             async with self.client.stream(
                 "POST",
@@ -277,7 +276,7 @@ class OpenAICaller:
         return AgentOutcome("reply", text, metadata=meta, streamed_chunks=len(chunks))
 
     @staticmethod
-    def _delta(data: str, meta: dict[str, Any]) -> str:
+    def _delta(data: str, meta: JsonObject) -> str:
         try:
             event = json.loads(data)
         except ValueError:
@@ -299,7 +298,7 @@ class OpenAICaller:
         return content if isinstance(content, str) else ""
 
     @staticmethod
-    def _whole(r: httpx.Response, meta: dict[str, Any]) -> AgentOutcome:
+    def _whole(r: httpx.Response, meta: JsonObject) -> AgentOutcome:
         try:
             data = r.json()
             first = data["choices"][0]
@@ -327,7 +326,7 @@ class OpenAITransport(AgentTransport):
         self,
         agent_id: str,
         url: str | None,
-        options: dict[str, Any],
+        options: JsonObject,
         context: TransportContext,
     ) -> None:
         self.spec.check_url(agent_id, url)
@@ -340,7 +339,7 @@ class OpenAITransport(AgentTransport):
             default_api_key=context.settings.openai_api_key,
             retry_base=context.settings.retry_base_seconds,
         )
-        self._running: set[asyncio.Task[Any]] = set()
+        self._running: set[asyncio.Task[object]] = set()
 
     def start(self) -> None:
         self.caller.client = self.context.http  # a new client after a restart of the hub

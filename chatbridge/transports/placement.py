@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from chatbridge.cluster import Cluster, ClusterUnavailable
 from chatbridge.errors import AgentElsewhere
+from chatbridge.models import JsonObject
 from chatbridge.transports.registry import Placement as Where
 
 log = logging.getLogger("chatbridge.transports")
@@ -155,7 +156,7 @@ class Placement:
     def on_link_taken(self, close: Callable[[str, str], None]) -> None:
         """``close(agent_id, link_id)`` when another replica got that connection."""
 
-        def handler(payload: dict[str, Any]) -> None:
+        def handler(payload: JsonObject) -> None:
             agent_id, link_id = payload.get("agent_id"), payload.get("link_id")
             if isinstance(agent_id, str) and isinstance(link_id, str):
                 close(agent_id, link_id)
@@ -164,15 +165,15 @@ class Placement:
 
     # -- events over another replica's link ----------------------------------------------------
 
-    def serve_events(self, send_here: Callable[[str, dict[str, Any]], Awaitable[bool]]) -> None:
+    def serve_events(self, send_here: Callable[[str, JsonObject], Awaitable[bool]]) -> None:
         """Let other replicas send an event to an agent over this replica's link."""
 
-        async def service(payload: dict[str, Any]) -> dict[str, Any]:
+        async def service(payload: JsonObject) -> JsonObject:
             return {"sent": await send_here(str(payload.get("agent_id")), payload["frame"])}
 
         self.cluster.serve("agent_event", service)
 
-    async def send_event_elsewhere(self, agent_id: str, frame: dict[str, Any]) -> bool:
+    async def send_event_elsewhere(self, agent_id: str, frame: JsonObject) -> bool:
         """Send ``frame`` over another replica's link to the agent; False if none could."""
         for replica in self.cluster.linked_elsewhere(agent_id):
             try:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chatbridge.errors import AgentTimeout, AgentUnavailable
+from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     AgentComplete,
     AgentMessage,
@@ -284,7 +285,7 @@ class PullBroker:
         ]
 
     async def reply(
-        self, agent_id: str, turn_key: str, lease_id: str | None, data: dict[str, Any]
+        self, agent_id: str, turn_key: str, lease_id: str | None, data: JsonObject
     ) -> str:
         """Apply one agent → bridge frame to a leased turn. Returns what happened.
 
@@ -367,7 +368,7 @@ class PullTransport(AgentTransport):
         self,
         agent_id: str,
         url: str | None,
-        options: dict[str, Any],
+        options: JsonObject,
         context: TransportContext,
     ) -> None:
         super().__init__(agent_id, url, options)

@@ -23,9 +23,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable
-from typing import Any
+from typing import TypeVar
 
 from chatbridge.errors import AgentError, AgentUnavailable
+from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     Ack,
     AgentComplete,
@@ -58,6 +59,8 @@ from chatbridge.transports.turns import (
     settle,
 )
 
+_T = TypeVar("_T")
+
 SHUTDOWN = "bridge shutting down"
 """``aclose()``'s default reason; links closed for it get 1001 (going away), others 1000."""
 STOP_TIMEOUT = 5.0
@@ -71,7 +74,7 @@ class LinkedTransport(AgentTransport):
         self,
         agent_id: str,
         url: str | None,
-        options: dict[str, Any] | None,
+        options: JsonObject | None,
         context: TransportContext,
     ) -> None:
         super().__init__(agent_id, url, options)
@@ -79,7 +82,7 @@ class LinkedTransport(AgentTransport):
         self.links: list[Link] = []  # open links here, oldest first
         self.last_ack: int | None = None
         self._turns: dict[str, PendingTurn] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[object]] = set()
 
     # -- the AgentTransport side ---------------------------------------------------------------
 
@@ -127,7 +130,7 @@ class LinkedTransport(AgentTransport):
         settle(result, outcome)
         return outcome
 
-    async def send_event(self, frame: dict[str, Any]) -> bool:
+    async def send_event(self, frame: JsonObject) -> bool:
         link = self.newest_link()
         if link is None:
             return False
@@ -263,7 +266,7 @@ class LinkedTransport(AgentTransport):
             frame = parse_agent_frame(data)
         except ProtocolError as exc:
             log_event(logging.INFO, "bad frame from agent", aid, code=exc.code)
-            details: dict[str, Any] = {"message": exc.message}
+            details: JsonObject = {"message": exc.message}
             if exc.details is not None:
                 details["errors"] = exc.details
             await link.send(error_frame(exc.code, details=details))
@@ -358,8 +361,8 @@ class LinkedTransport(AgentTransport):
         except Exception:
             log_event(logging.ERROR, "agent callback failed", self.agent_id, exc_info=True)
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[_T]) -> asyncio.Task[_T]:
+        task: asyncio.Task[_T] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task

@@ -36,6 +36,7 @@ from chatbridge.agent.pull.decisions import (
 from chatbridge.agent.turn import Handoff, MessageHandler, NoReply, Turn, TurnError
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import ChatbridgeError, ConfigError
+from chatbridge.models import JsonObject
 from chatbridge.protocol import ProtocolError, UserMessage, error_frame, parse_bridge_frame
 
 log = logging.getLogger("chatbridge.agent.pull")
@@ -88,7 +89,7 @@ class PullClient:
         self._seen = SeenMessages()
         self._unsent: dict[MessageKey, str] = {}  # action answers the bridge never took
         self._sessions: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._busy = 0
         self._slot_free = asyncio.Event()
         self.answered = 0
@@ -152,7 +153,7 @@ class PullClient:
                 self._http = None
 
     async def _shutdown(
-        self, poller: asyncio.Task[None], stopper: asyncio.Task[Any], *, drain: float
+        self, poller: asyncio.Task[None], stopper: asyncio.Task[object], *, drain: float
     ) -> None:
         for task in (poller, stopper):
             task.cancel()
@@ -165,12 +166,12 @@ class PullClient:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, coro: Awaitable[Any], *, slot: bool = False) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Awaitable[object], *, slot: bool = False) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         self._busy += slot
 
-        def done(t: asyncio.Task[Any]) -> None:
+        def done(t: asyncio.Task[object]) -> None:
             self._tasks.discard(t)
             self._busy -= slot
             self._slot_free.set()
@@ -298,7 +299,7 @@ class PullClient:
 
     async def _stream_native(
         self, turn: Turn, entry: TurnEntry, chunks: AsyncIterator[Any], started: float
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """Post chunks as they come (until one is refused); return the closing frame, which
         carries the whole text so that it stands alone if chunks were lost."""
         parts: list[str] = []
@@ -319,7 +320,7 @@ class PullClient:
         finally:
             entry.posting = False
 
-    async def _reply(self, entry: TurnEntry, frame: dict[str, Any]) -> str:
+    async def _reply(self, entry: TurnEntry, frame: JsonObject) -> str:
         """Post one frame for ``entry`` under its newest lease; returns the bridge's status or
         the error code."""
         ids = (entry.turn_id, entry.conversation_id)
@@ -384,7 +385,7 @@ class PullClient:
             )
             self._spawn(self._post_outbox(key, self._unsent.pop(key)))
 
-    async def _run_action(self, key: MessageKey, message: dict[str, Any]) -> None:
+    async def _run_action(self, key: MessageKey, message: JsonObject) -> None:
         session_id = key[0]
         async with self._session(session_id):
             await self._free_slot()
@@ -473,7 +474,7 @@ def _inbox_messages(response: httpx.Response) -> list[Any]:
     return []
 
 
-def _action_turn(message: dict[str, Any]) -> Turn:
+def _action_turn(message: JsonObject) -> Turn:
     """An action API message as a ``Turn`` (its session is the conversation)."""
     session_id, text = message["session_id"], message["message"]
     uid = message.get("uid") or session_id

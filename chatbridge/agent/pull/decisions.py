@@ -12,6 +12,7 @@ from typing import Any, Literal
 import httpx
 
 from chatbridge.agent.identity import TurnKey
+from chatbridge.models import JsonObject
 
 # Jitter from a generator of our own: the global ``random`` state belongs to the application
 # (and to test tools such as Hypothesis, which treat a change to it as a bug).
@@ -48,7 +49,7 @@ class TurnEntry:
     conversation_id: str
     lease: str
     fingerprint: str = ""  # what the turn holds (``agent.identity.turn_key``)
-    frames: list[dict[str, Any]] | None = None  # None while the handler runs
+    frames: list[JsonObject] | None = None  # None while the handler runs
     posting: bool = False
 
     @property
@@ -91,7 +92,7 @@ class TurnLedger:
         self._answered.move_to_end(key)
         return "repost", entry
 
-    def answered(self, entry: TurnEntry, frames: list[dict[str, Any]]) -> None:
+    def answered(self, entry: TurnEntry, frames: list[JsonObject]) -> None:
         """The handler is done: keep its answer; the caller posts it (``posting`` is set)."""
         entry.frames, entry.posting = frames, True
         self._running.pop(entry.key, None)
