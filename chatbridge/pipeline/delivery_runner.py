@@ -54,11 +54,15 @@ class DeliveryRunner:
     is called. After a crash, only a delivery so marked whose receipt never came (the
     channel's echo of our own message, ``Bridge.record_receipt``) is uncertain; it looks for
     its receipt — in the store, then by asking the channel (``already_sent``) — for up to
-    ``receipt_wait_seconds`` before it is sent again.
+    ``receipt_wait_seconds`` before it is sent again. The wait counts from the cut-off send,
+    or from this runner's start if that is later: an echo refused while the bridge was down
+    comes back with the channel's next retry, only once the bridge is up again.
     """
 
     def __init__(self, bridge: Host) -> None:
         self.b = bridge
+        self.since = clock.now()
+        """When this runner (its process) began to hear echoes."""
 
     async def run(self, d: ClaimedDelivery) -> None:
         """Send ``d``, then the deliveries of its conversation that follow it, one by one."""
@@ -185,7 +189,10 @@ class DeliveryRunner:
         seen = await self._ask_channel(adapter, action)
         if seen is not None:
             return seen, None  # the channel knows (or a repeat is harmless): no waiting
-        until = (d.send_started_at or clock.now()) + b.settings.receipt_wait_seconds
+        # Counted from the send, the wait could have passed while this process was not yet
+        # up: a restart slower than the wait would resend before the echo's retry arrives.
+        began = max(d.send_started_at or clock.now(), self.since)
+        until = began + b.settings.receipt_wait_seconds
         while True:
             receipt_at, external_id = await b.store.delivery_receipt(d.id)
             if receipt_at is not None:
@@ -198,11 +205,11 @@ class DeliveryRunner:
             return True, None
         b.metrics.delivery_uncertain.labels(channel).inc()
         log.warning(
-            "delivery %s: no receipt from %s within %.1fs of the cut-off send; sending again"
+            "delivery %s: no receipt from %s %.1fs after the cut-off send began; sending again"
             " conversation=%s",
             d.id,
             channel,
-            b.settings.receipt_wait_seconds,
+            clock.now() - (d.send_started_at or began),
             d.conversation_id,
         )
         return False, None
