@@ -438,6 +438,13 @@ class MockChatwoot:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settle_background(self) -> None:
+        """Wait until the background webhooks begun so far (an echo with its retries, a
+        status change) have ended, delivered or given up; later ones are not waited for."""
+        begun = list(self._tasks)
+        if begun:
+            await asyncio.gather(*begun, return_exceptions=True)
+
     async def drain(self) -> None:
         """Wait until every background webhook (e.g. after ``toggle_status``) was sent."""
         while self._tasks:

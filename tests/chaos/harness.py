@@ -375,6 +375,31 @@ def outcome(mock: MockChatwoot, customers: Customers) -> Outcome:
     return count_outcome(customers.messages, received_replies(mock), answer=echo_text)
 
 
+def echo_trails(mock: MockChatwoot, texts: Sequence[str], since: float) -> list[str]:
+    """For each reply text that arrived more than once: when each copy was posted and what
+    became of its echo's attempts (``+s:status``, seconds since ``since``), to tell whether
+    the first copy's echo — its receipt — was refused while the bridge was down, lost, or
+    answered too late for the bridge to see it."""
+    posts: dict[str, list[dict[str, Any]]] = {}
+    for m in mock.received_messages:
+        posts.setdefault(m["content"], []).append(m)
+    attempts: dict[int, list[str]] = {}
+    for h in mock.webhook_history:
+        if h["event"] == "message_created" and h["message_id"] is not None:
+            outcome = h["status_code"] or str(h["error"]).partition(":")[0]
+            attempts.setdefault(h["message_id"], []).append(
+                f"+{h['sent_at'] - since:.1f}:{outcome}"
+            )
+    lines = []
+    for text in texts:
+        for copy in posts.get(text, []):
+            echoes = " ".join(attempts.get(copy["id"], [])) or "none"
+            lines.append(
+                f"{text!r} posted at +{copy['received_at'] - since:.1f}s; its echo: {echoes}"
+            )
+    return lines
+
+
 # ---------------------------------------------------------------------------------- agent
 
 

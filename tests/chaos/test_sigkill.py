@@ -12,7 +12,10 @@ bridge is (again) ready, it is SIGKILLed (no shutdown code runs) and started aga
 the same port and database. Kills land wherever the work is: webhooks half-stored, turns with
 the agent, replies posted to Chatwoot but not yet marked sent, echoes in flight to a dead
 process. Webhooks that got no answer while it was down are retried like Chatwoot's (same
-delivery id), or given up and not counted.
+delivery id), or given up and not counted. A kill comes only once Chatwoot has finished
+retrying the echoes the previous one refused (usually already the case): the design promises
+exactly one reply across a crash when one of those retries finds the bridge up again; a
+second crash that refuses the last retry too leaves a cut-off send without any receipt.
 
 Afterwards every acknowledged message must have exactly one reply at the mock Chatwoot, in
 order per conversation, within ``ANSWERED_WITHIN`` seconds of the last restart.
@@ -28,11 +31,13 @@ from pathlib import Path
 import pytest
 
 from chatbridge.testing.cluster import ReplicaSet, TcpBalancer
+from chatbridge.testing.mock_agent import echo_text
 from tests.chaos.harness import (
     KILL_LEASE_SECONDS,
     Customers,
     bridge_env,
     echo_agent,
+    echo_trails,
     fresh_pg_database,
     outcome,
     report,
@@ -84,14 +89,21 @@ async def _run(backend: str, db_url: str, workdir: Path) -> None:
             try:
                 customers.start()
                 for k in range(KILLS):
-                    await asyncio.sleep(rng.uniform(*BETWEEN_KILLS))  # when the crash comes
+                    # The echoes the last crash refused get Chatwoot's retries before the
+                    # next crash: the deployment covers a crash within that window, not a
+                    # second one that refuses their last try as well.
+                    await asyncio.gather(
+                        asyncio.sleep(rng.uniform(*BETWEEN_KILLS)),  # when the crash comes
+                        mock.settle_background(),
+                    )
                     killed_at = time.time()
                     await bridge.kill()
                     await bridge.start()
+                    t0 = customers.started_at
                     timeline.append(
-                        f"SIGKILL {k + 1} at t+{killed_at - customers.started_at:.1f}s "
+                        f"SIGKILL {k + 1} at t+{killed_at - t0:.1f}s "
                         f"(acknowledged {customers.acknowledged}), ready again "
-                        f"{time.time() - killed_at:.1f}s later"
+                        f"{time.time() - killed_at:.1f}s later (t+{time.time() - t0:.1f}s)"
                     )
                 restarted_at = time.time()
                 await asyncio.sleep(LOAD_AFTER)  # customers keep writing: the scenario
@@ -107,6 +119,7 @@ async def _run(backend: str, db_url: str, workdir: Path) -> None:
                 f"webhooks retried (same delivery id): {retried}; every acknowledged message "
                 f"answered {_after(answered_at, restarted_at)} after the last restart",
                 f"turns and deliveries by state at the end: {counts}",
+                *echo_trails(mock, [echo_text(t) for t in result.duplicated], customers.started_at),
             ]
             report(f"SIGKILL x{KILLS} under load on {backend}", result, lines, bridges)
             assert bridge.starts == KILLS + 1
