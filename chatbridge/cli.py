@@ -38,8 +38,12 @@ console = Console(stderr=True)
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env/.env plus CLI overrides; a clear message instead of a traceback."""
+    from chatbridge.channels import registry
+
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        registry.load_settings(settings)  # each channel's own settings (CHATBRIDGE_<NAME>_*)
+        return settings
     except ValidationError as exc:
         console.print("[red]Invalid configuration:[/red]")
         for err in exc.errors():

@@ -132,3 +132,20 @@ def test_serve_fd_checks_the_sockets_address_for_open_webhooks(
     with bind_socket("0.0.0.0") as public:
         said = _refused(public.fileno())
     assert "refusing to serve on 0.0.0.0" in said
+
+
+def test_a_bad_channel_setting_is_named_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a channel's own settings (here the http channel's) are checked with the bridge's, and a
+    # bad one is named in one line, as a bad CHATBRIDGE_* setting is: exit 2, no traceback
+    monkeypatch.setenv(
+        "CHATBRIDGE_HTTP_INBOXES",
+        '{"7": {"secret": "short", "callback_url": "http://127.0.0.1:9/replies"}}',
+    )
+    monkeypatch.setenv("CHATBRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/none/s.db")
+    result = CliRunner().invoke(app, ["serve", "--port", "9"])
+    assert result.exit_code == 2, result.output
+    assert "Invalid configuration" in result.output
+    assert "http_inboxes.7.secret" in result.output
+    assert "Traceback" not in result.output
