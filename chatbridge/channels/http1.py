@@ -246,8 +246,12 @@ class Http1Pool:
         self._open: set[_Connection] = set()
         self._closed = False
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+    ) -> Response:
         """Send ``method path`` (``body``, if any, as ``application/json``); the response.
+
+        ``timeout`` replaces the pool's for this request.
 
         Raises:
             TimeoutError, OSError, BadResponse: see the module docstring.
@@ -262,7 +266,7 @@ class Http1Pool:
             length = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
             request = b"".join((start, self._fixed, length, body))
         loop = self.loop
-        deadline = loop.time() + self._timeout
+        deadline = loop.time() + (self._timeout if timeout is None else timeout)
         if self._in_use < self._limit and not self._slot_waiters:
             self._in_use += 1  # the usual case: no await, no timer
         else:

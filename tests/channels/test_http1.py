@@ -196,10 +196,14 @@ async def test_waiting_for_a_connection_counts_in_the_timeout() -> None:
     async with Origin(lambda index: None if index == 0 else OK) as origin:
         pool = pool_for(origin, timeout=0.1, limit=1)
         try:
-            hung = asyncio.create_task(pool.request("GET", "/hangs"))
+            # The hung request's own deadline is far later, so it still holds the only
+            # connection when the waiting request's 0.1 s run out (with the same deadline it
+            # would give its slot back first, and the waiting one could go through in time).
+            hung = asyncio.create_task(pool.request("GET", "/hangs", timeout=0.5))
             await origin.arrived.wait()  # the only connection is taken
             with pytest.raises(TimeoutError):
                 await pool.request("GET", "/waits")
+            assert not hung.done()
             with pytest.raises(TimeoutError):
                 await hung
             # Both slots came back: a request goes through.
