@@ -193,8 +193,9 @@ def test_the_registry_views_follow_its_entries(toy: None) -> None:
     assert "toy" in WEBHOOK_CHANNELS and "toy" in DEFAULT_CHANNELS
     assert "webchat" in DEFAULT_CHANNELS and "webchat" not in WEBHOOK_CHANNELS
     assert "memory" in WEBHOOK_CHANNELS and "memory" not in DEFAULT_CHANNELS
-    assert set(DEFAULT_CHANNELS) == {"chatwoot", "webchat", "whatsapp", "http", "toy"}
-    assert len(WEBHOOK_CHANNELS) == len(list(WEBHOOK_CHANNELS)) == 5
+    # the shipped ones are there too (a channel added later needs no change here)
+    assert {"chatwoot", "webchat", "whatsapp", "http", "toy"} <= set(DEFAULT_CHANNELS)
+    assert len(WEBHOOK_CHANNELS) == len(list(WEBHOOK_CHANNELS))
     assert registry.settings_model("toy") is ToySettings
     assert registry.settings_model("chatwoot") is ChannelSettings
 
