@@ -129,6 +129,7 @@ class AgentTransport:
     def __init__(
         self, agent_id: str, url: str | None = None, options: JsonObject | None = None
     ) -> None:
+        self.spec.check_url(agent_id, url)  # ConfigError: a URL this transport cannot use
         self.agent_id = agent_id
         self.url = url
         self.options: JsonObject = dict(options or {})

@@ -21,10 +21,8 @@ from typing import Literal, Protocol
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbridge.models import JsonObject
 from chatbridge.protocol import PROTOCOL, Hello, ProtocolError, dumps, parse_agent_frame
 from chatbridge.transports.base import Capabilities
-from chatbridge.transports.context import TransportContext
 from chatbridge.transports.links import Link, LinkClosed, close_timeout
 from chatbridge.transports.log import log_event
 from chatbridge.transports.registry import spec
@@ -224,15 +222,6 @@ class DialInTransport(LinkedTransport):
 
     spec = spec("ws-dial-in")
     capabilities = Capabilities()
-
-    def __init__(
-        self,
-        agent_id: str,
-        url: str | None,
-        options: JsonObject,
-        context: TransportContext,
-    ) -> None:
-        super().__init__(agent_id, url, options, context)
 
     async def serve(self, websocket: WebSocket, hello: Hello) -> None:
         """Answer ``hello_ok`` on an accepted connection (``handshake()``), then run the

@@ -117,7 +117,6 @@ class DialOutTransport(LinkedTransport):
         options: JsonObject,
         context: TransportContext,
     ) -> None:
-        self.spec.check_url(agent_id, url)
         super().__init__(agent_id, url, options, context)
         self._dialing: asyncio.Task[None] | None = None
 

@@ -329,7 +329,6 @@ class OpenAITransport(AgentTransport):
         options: JsonObject,
         context: TransportContext,
     ) -> None:
-        self.spec.check_url(agent_id, url)
         super().__init__(agent_id, url, options)
         self.context = context
         self.caller = OpenAICaller(

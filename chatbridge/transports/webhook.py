@@ -232,7 +232,6 @@ class WebhookTransport(AgentTransport):
         options: dict[str, Any],
         context: TransportContext,
     ) -> None:
-        self.spec.check_url(agent_id, url)
         super().__init__(agent_id, url, options)
         self.context = context
         self.caller = WebhookCaller(
