@@ -12,6 +12,7 @@
     │   └── AgentReportedError      the agent answered error_message
     └── DeliveryError               sending to a channel failed
         ├── RetryableDelivery       connect error, 429, 5xx: try again later
+        │                           (``outcome_unknown``: the request may have landed)
         └── PermanentDelivery       other 4xx: dead-letter now
 
 Library errors are translated at the edge with ``raise OurError(...) from exc``.
@@ -106,9 +107,21 @@ class DeliveryError(ChatbridgeError):
 
 
 class RetryableDelivery(DeliveryError):
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    """The send failed in a way that may pass later.
+
+    ``outcome_unknown`` says whether the far side may have the message all the same: the
+    request was (or may have been) written and no answer came — a timeout after sending,
+    the connection dropped before the response. A connect error, a refused connection or an
+    error answer (429, 5xx) is a known non-delivery (False). An unknown outcome is retried
+    like a send cut off by a crash: the next attempt looks for the channel's receipt first.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
 
 
 class PermanentDelivery(DeliveryError):

@@ -11,6 +11,7 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -59,6 +60,21 @@ def _message_id(body: bytes) -> str | None:
         return None
     message_id = data.get("id") if isinstance(data, dict) else None
     return None if message_id is None else str(message_id)
+
+
+def _may_have_landed(exc: BaseException) -> bool:
+    """Whether a ``Http1Pool`` request that failed with ``exc`` may have reached Chatwoot.
+
+    The pool waits for a free connection and connects under ``asyncio.timeout``, whose
+    ``TimeoutError`` is caused by the cancellation it made: the request was not written. The
+    wait for the response times out with a bare ``TimeoutError``: Chatwoot may have the
+    request (and create the message after we gave up). A connection lost before the full
+    response (``ConnectionError``, ``BadResponse``) may have carried the request too; a
+    refused connection, a failed name lookup or TLS handshake (other ``OSError``) did not.
+    """
+    if isinstance(exc, TimeoutError):
+        return not isinstance(exc.__cause__, asyncio.CancelledError)
+    return isinstance(exc, ConnectionError) and not isinstance(exc, ConnectionRefusedError)
 
 
 def conversation_path(channel_key: str) -> str:
@@ -134,16 +150,20 @@ class ChatwootAdapter:
 
         Raises:
             RetryableDelivery: Chatwoot could not be reached, or answered 429, 5xx or 422
-                "Too many messages".
+                "Too many messages"; ``outcome_unknown`` when the request was written and
+                no answer came (``_may_have_landed``).
             PermanentDelivery: any other non-2xx.
         """
         try:
             response = await self._http().request("POST", path, _encode(body).encode())
         except TimeoutError as exc:
-            raise RetryableDelivery(f"chatwoot {what}: timed out") from exc
+            raise RetryableDelivery(
+                f"chatwoot {what}: timed out", outcome_unknown=_may_have_landed(exc)
+            ) from exc
         except (OSError, ValueError) as exc:  # BadResponse is an OSError
             raise RetryableDelivery(
-                f"chatwoot {what}: cannot reach {self.base_url} ({type(exc).__name__})"
+                f"chatwoot {what}: cannot reach {self.base_url} ({type(exc).__name__})",
+                outcome_unknown=_may_have_landed(exc),
             ) from exc
         if not 200 <= response.status < 300:
             self._raise_for_status(response, what)
@@ -195,7 +215,9 @@ class ChatwootAdapter:
         Raises:
             RetryableDelivery: connect error, timeout, 429 (``retry_after`` from
                 ``Retry-After`` when present; Chatwoot sends none), 5xx, or 422
-                "Too many messages" (``retry_after=60``).
+                "Too many messages" (``retry_after=60``). A timeout or a lost connection
+                after the request was written is ``outcome_unknown``: the message may be
+                there, and the next attempt looks for its receipt first.
             PermanentDelivery: any other 4xx, or a malformed ``channel_key``.
         """
         path = conversation_path(action.conversation.channel_key)

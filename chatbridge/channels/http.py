@@ -571,7 +571,9 @@ class HttpChannel:
 
         Raises:
             RetryableDelivery: connect error, timeout, 408, 429 or 5xx (``retry_after`` from
-                ``Retry-After`` when sent).
+                ``Retry-After`` when sent); ``outcome_unknown`` when the request may have
+                been written and no answer came (a read or write timeout, a dropped
+                connection).
             PermanentDelivery: any other non-2xx (redirects are not followed), an inbox no
                 longer configured, or an unknown action kind.
         """
@@ -587,10 +589,13 @@ class HttpChannel:
         try:
             response = await self._http().post(inbox.callback_url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
-            raise RetryableDelivery(f"{what}: timed out") from exc
+            raise RetryableDelivery(
+                f"{what}: timed out", outcome_unknown=not isinstance(exc, _NOT_SENT)
+            ) from exc
         except httpx.TransportError as exc:
             raise RetryableDelivery(
-                f"{what}: cannot reach {_origin(inbox.callback_url)} ({type(exc).__name__})"
+                f"{what}: cannot reach {_origin(inbox.callback_url)} ({type(exc).__name__})",
+                outcome_unknown=not isinstance(exc, _NOT_SENT),
             ) from exc
         status = response.status_code
         if 200 <= status < 300:
@@ -613,6 +618,17 @@ class HttpChannel:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+# Failures before any byte of the request left: the receiver cannot have it.
+_NOT_SENT = (
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ConnectError,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+    httpx.LocalProtocolError,
+)
 
 
 def _origin(url: str) -> str:

@@ -51,12 +51,14 @@ class DeliveryRunner:
     """Sends one claimed delivery through its channel adapter.
 
     A message delivery is marked "send started" (fenced, committed) right before the channel
-    is called. After a crash, only a delivery so marked whose receipt never came (the
-    channel's echo of our own message, ``Bridge.record_receipt``) is uncertain; it looks for
-    its receipt — in the store, then by asking the channel (``already_sent``) — for up to
-    ``receipt_wait_seconds`` before it is sent again. The wait counts from the cut-off send,
-    or from this runner's start if that is later: an echo refused while the bridge was down
-    comes back with the channel's next retry, only once the bridge is up again.
+    is called. After a crash, or after a send that got no answer (``RetryableDelivery`` with
+    ``outcome_unknown``: a timeout once the request was written), only a delivery so marked
+    whose receipt never came (the channel's echo of our own message,
+    ``Bridge.record_receipt``) is uncertain; it looks for its receipt — in the store, then by
+    asking the channel (``already_sent``) — for up to ``receipt_wait_seconds`` before it is
+    sent again. The wait counts from the cut-off send, or from this runner's start if that is
+    later: an echo refused while the bridge was down comes back with the channel's next
+    retry, only once the bridge is up again.
     """
 
     def __init__(self, bridge: Host) -> None:
@@ -82,11 +84,12 @@ class DeliveryRunner:
             current = following
 
     async def _give_back(self, d: ClaimedDelivery) -> None:
-        """After an error the runner could not handle: if the send may have begun, leave the
-        lease to run out (the next claim then looks for a receipt); else retry later."""
+        """After an error the runner could not handle: if the send may have begun (this
+        attempt's, or an earlier one whose outcome is still unknown), leave the lease to run
+        out (the next claim then looks for a receipt); else retry later."""
         b = self.b
         s = b.settings
-        if b.held.send_started(d.id):
+        if d.uncertain or b.held.send_started(d.id):
             return
         # Not ``droppable``, a typing indicator included: the same error every time (a reply
         # the runner cannot handle) is dead-lettered, listed for an operator to look at,
@@ -154,7 +157,9 @@ class DeliveryRunner:
         try:
             result = await adapter.send(action)
         except RetryableDelivery as exc:
-            await self._settle(d, self._decide(d, "retryable", str(exc), exc.retry_after))
+            # A marked send that got no answer may have landed: its retry stays uncertain.
+            unknown = exc.outcome_unknown and b.held.send_started(d.id)
+            await self._settle(d, self._decide(d, "retryable", str(exc), exc.retry_after), unknown)
             return None
         except PermanentDelivery as exc:
             await self._settle(d, self._decide(d, "permanent", str(exc)))
@@ -264,14 +269,23 @@ class DeliveryRunner:
             droppable=d.kind.startswith("typing"),
         )
 
-    async def _settle(self, d: ClaimedDelivery, decision: RetryDecision) -> None:
-        """Write a failed send's decision: a retry (and a wake-up when it is due) or its end."""
+    async def _settle(
+        self, d: ClaimedDelivery, decision: RetryDecision, outcome_unknown: bool = False
+    ) -> None:
+        """Write a failed send's decision: a retry (and a wake-up when it is due) or its end.
+
+        ``outcome_unknown``: the send may have reached the channel (no answer came); the
+        delivery stays uncertain, so its next attempt looks for a receipt before sending,
+        exactly as after a crash mid-send.
+        """
         b = self.b
         me = b.settings.instance_id
         if isinstance(decision, GiveUp):
             end = decision
             await self._persist(
-                lambda: b.store.fail_delivery(d.id, me, error=end.reason, state=end.state),
+                lambda: b.store.fail_delivery(
+                    d.id, me, error=end.reason, state=end.state, outcome_unknown=outcome_unknown
+                ),
                 f"delivery {d.id}: dead-lettering",
             )
             self._count_failure(d, end.state, end.error)
@@ -291,7 +305,11 @@ class DeliveryRunner:
             # the due time counts from the write: a retry held up by a database outage
             # still waits its backoff
             lambda: b.store.retry_delivery(
-                d.id, me, next_attempt_at=clock.now() + delay, error=decision.error
+                d.id,
+                me,
+                next_attempt_at=clock.now() + delay,
+                error=decision.error,
+                outcome_unknown=outcome_unknown,
             ),
             f"delivery {d.id}: scheduling a retry",
         )

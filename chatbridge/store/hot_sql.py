@@ -36,6 +36,10 @@ MESSAGE_COLS = (
 CONTACT_COLS = "id, channel, external_id, name, email, phone"
 
 _OPEN = "('pending', 'leased')"
+# A delivery being leased is uncertain when a send of it began and its outcome is unknown:
+# a lease that ran out mid-send, or a pending one given back so (``retry_delivery``).
+_STILL_UNCERTAIN = "(uncertain AND send_started_at IS NOT NULL)"
+_UNCERTAIN = "(send_started_at IS NOT NULL AND (state = 'leased' OR uncertain))"
 EMPTY_JSON = "'{}'"
 
 
@@ -175,13 +179,14 @@ def build(dialect: str) -> HotSql:
             " AND kind = 'typing_on' AND state = 'pending' AND attempts = 0"
         ),
         # SET expressions see the old row: was it leased by a process that died after its
-        # send had started? Then the far side may have it already (see ``claims``).
+        # send had started, or given back after a send that got no answer (``uncertain``,
+        # ``retry_delivery``)? Then the far side may have it already (see ``claims``).
         claim_deliveries=_claim(
             dialect,
             "deliveries",
             "next_attempt_at",
             DELIVERY_COLS,
-            ", uncertain = (state = 'leased' AND send_started_at IS NOT NULL)",
+            f", uncertain = {_UNCERTAIN}",
             False,
         ),
         sends_started=(
@@ -197,7 +202,7 @@ def build(dialect: str) -> HotSql:
         # the conversation's oldest open delivery, if it is pending and due ($4 = now)
         lease_next=(
             "UPDATE deliveries SET state = 'leased', lease_owner = $2, lease_expires_at = $3,"
-            " attempts = attempts + 1, uncertain = FALSE"
+            f" attempts = attempts + 1, uncertain = {_STILL_UNCERTAIN}"
             " WHERE id = (SELECT id FROM deliveries WHERE conversation_id = $1"
             f" AND state IN {_OPEN} ORDER BY id LIMIT 1)"
             " AND state = 'pending' AND next_attempt_at <= $4"
@@ -373,7 +378,8 @@ class PgBatchSql:
         " FROM deliveries WHERE conversation_id = ANY($1::text[])"
         f" AND state IN {_OPEN} ORDER BY conversation_id, id)"
         " UPDATE deliveries d SET state = 'leased', lease_owner = $2,"
-        " lease_expires_at = $3::float8, attempts = d.attempts + 1, uncertain = FALSE"
+        " lease_expires_at = $3::float8, attempts = d.attempts + 1,"
+        " uncertain = (d.uncertain AND d.send_started_at IS NOT NULL)"
         " FROM h WHERE d.id = h.id AND h.state = 'pending' AND h.next_attempt_at <= $4::float8"
         " AND d.state = 'pending'"
         f" RETURNING {', '.join('d.' + c.strip() for c in DELIVERY_COLS.split(','))}"

@@ -363,8 +363,23 @@ class OutboxStore(StoreBase):
         return row.receipt_at, row.receipt_external_id
 
     async def retry_delivery(
-        self, delivery_id: int, owner: str, *, next_attempt_at: float, error: str
+        self,
+        delivery_id: int,
+        owner: str,
+        *,
+        next_attempt_at: float,
+        error: str,
+        outcome_unknown: bool = False,
     ) -> bool:
+        """Make a delivery pending again after a failed attempt (fenced).
+
+        With ``outcome_unknown`` (the send was marked started and no answer came: a timeout
+        after the request was written) the delivery stays uncertain, as after a crash: the
+        next claim looks for its receipt before sending again. ``send_started_at`` is moved
+        to now, when the attempt was cut off, since the far side may still take the request
+        in after that: the receipt wait counts from there. Otherwise the channel answered
+        (an error) or was never reached: this attempt's outcome is known.
+        """
         async with self._tx() as conn:
             result = await conn.execute(
                 fenced_update(t.deliveries, delivery_id, owner).values(
@@ -372,20 +387,33 @@ class OutboxStore(StoreBase):
                     next_attempt_at=next_attempt_at,
                     last_error=error[:2000],
                     **RELEASED,
-                    # the channel answered (an error): this attempt's outcome is known
-                    send_started_at=None,
+                    uncertain=outcome_unknown,
+                    send_started_at=clock.now() if outcome_unknown else None,
                 )
             )
         return bool(result.rowcount)
 
     async def fail_delivery(
-        self, delivery_id: int, owner: str, *, error: str, state: str = "dead"
+        self,
+        delivery_id: int,
+        owner: str,
+        *,
+        error: str,
+        state: str = "dead",
+        outcome_unknown: bool = False,
     ) -> bool:
-        """End a delivery for good: ``dead`` (listed, replayable) or ``dropped`` (typing)."""
+        """End a delivery for good: ``dead`` (listed, replayable) or ``dropped`` (typing).
+
+        ``outcome_unknown``: the last attempt may have landed; a replay of the dead letter
+        then looks for its receipt before sending (``send_started_at`` is kept)."""
         async with self._tx() as conn:
             result = await conn.execute(
                 fenced_update(t.deliveries, delivery_id, owner).values(
-                    state=state, last_error=error[:2000], done_at=clock.now(), **RELEASED
+                    state=state,
+                    last_error=error[:2000],
+                    done_at=clock.now(),
+                    **RELEASED,
+                    uncertain=outcome_unknown,
                 )
             )
         return bool(result.rowcount)

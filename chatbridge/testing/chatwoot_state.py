@@ -47,7 +47,16 @@ class Faults(BaseModel):
 
     ``fail_next`` status codes are used first, one per call; then each call fails with 429 at
     ``rate_429`` and with 500 at ``rate_500``. ``delay_ms`` delays a ``delay_rate`` share of
-    calls. A failed call changes nothing.
+    calls (before they are carried out). A failed call changes nothing.
+
+    Two faults make a caller time out on a message creation that still happens, as a
+    Chatwoot under load does (it finishes a request whose client has left). Each list holds
+    milliseconds, one per message creation, used in order:
+
+    - ``slow_messages``: the message is stored that much later (its ``message_created``
+      echo follows as usual);
+    - ``slow_answers``: the message is stored and echoed at once (Chatwoot commits and
+      enqueues the webhook before it answers), but the answer comes that much later.
     """
 
     rate_429: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -55,6 +64,8 @@ class Faults(BaseModel):
     delay_ms: int = Field(default=0, ge=0, le=600_000)
     delay_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     fail_next: list[int] = Field(default_factory=list)
+    slow_messages: list[int] = Field(default_factory=list)
+    slow_answers: list[int] = Field(default_factory=list)
     seed: int | None = None
 
 
@@ -132,6 +143,8 @@ class MockChatwoot:
         self._sent: dict[str, tuple[str, dict[str, Any], int | None, dict[str, Any] | None]] = {}
         self._next_message_id = 1
         self._next_contact_id = 1
+        self.creating = 0
+        """Message creations being handled (a slow one included)."""
         self.set_faults(self._initial_faults)
 
     def set_faults(self, faults: Faults) -> None:
@@ -475,6 +488,12 @@ class MockChatwoot:
         if faults.delay_ms and self._rng.random() < faults.delay_rate:
             delay = faults.delay_ms / 1000
         return status, delay
+
+    def creation_delays(self) -> tuple[float, float]:
+        """Seconds to wait before storing the next message created through the API, and
+        after it before answering (``Faults.slow_messages``, ``Faults.slow_answers``)."""
+        before, after = self.faults.slow_messages, self.faults.slow_answers
+        return (before.pop(0) / 1000 if before else 0.0, after.pop(0) / 1000 if after else 0.0)
 
     def check_token(self, given: str | None) -> bool:
         if self.api_token is None:

@@ -136,7 +136,17 @@ def _api_router() -> APIRouter:
         conv = _conversation_or_404(mock, conversation_id)
         if body.get("message_type", "outgoing") not in ("outgoing", "incoming", "template"):
             raise _Refusal(_error(422, "message_type is not valid"))
-        return mock.post_message(conv, body)
+        before, after = mock.creation_delays()
+        mock.creating += 1
+        try:
+            if before:
+                await asyncio.sleep(before)  # a slow Chatwoot: the caller may give up first
+            created = mock.post_message(conv, body)
+            if after:
+                await asyncio.sleep(after)  # stored and echoed already; only the answer is late
+        finally:
+            mock.creating -= 1
+        return created
 
     @router.get("/messages")
     async def list_messages(

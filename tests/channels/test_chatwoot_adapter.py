@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from chatbridge import __version__
 from chatbridge.channels.base import ChannelAdapter
 from chatbridge.channels.chatwoot import ChatwootAdapter, conversation_path
-from chatbridge.channels.chatwoot_api import _message_id
+from chatbridge.channels.chatwoot_api import _may_have_landed, _message_id
+from chatbridge.channels.http1 import Http1Pool
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.testing.mock_chatwoot import (
@@ -145,6 +147,7 @@ async def test_429_is_retryable_without_retry_after(chatwoot: Chatwoot) -> None:
         await chatwoot.adapter.send(action())
     assert info.value.retry_after is None
     assert "429" in str(info.value)
+    assert not info.value.outcome_unknown  # Chatwoot answered: it has nothing
     assert chatwoot.mock.received_messages == []
 
     # The next call goes through.
@@ -155,8 +158,9 @@ async def test_429_is_retryable_without_retry_after(chatwoot: Chatwoot) -> None:
 async def test_500_is_retryable(chatwoot: Chatwoot) -> None:
     chatwoot.mock.set_faults(Faults(fail_next=[500, 503]))
     for kind in ("message", "typing_on"):
-        with pytest.raises(RetryableDelivery):
+        with pytest.raises(RetryableDelivery) as info:
             await chatwoot.adapter.send(action(kind))
+        assert not info.value.outcome_unknown
     assert chatwoot.mock.actions == []
 
 
@@ -208,6 +212,7 @@ async def test_connection_refused_is_retryable() -> None:
     finally:
         await adapter.aclose()
     assert TOKEN not in str(info.value)
+    assert not info.value.outcome_unknown  # nothing was written: a known non-delivery
 
 
 async def test_timeout_is_retryable(chatwoot: Chatwoot) -> None:
@@ -219,6 +224,54 @@ async def test_timeout_is_retryable(chatwoot: Chatwoot) -> None:
     finally:
         await adapter.aclose()
     assert "timed out" in str(info.value)
+
+
+async def test_a_timeout_after_chatwoot_stored_the_message_may_have_landed(
+    chatwoot: Chatwoot,
+) -> None:
+    """Chatwoot stores the message and answers after the adapter's timeout: the error says
+    the outcome is unknown, so the retry looks for the message before posting it again."""
+    chatwoot.mock.set_faults(Faults(slow_answers=[1000]))
+    adapter = ChatwootAdapter(chatwoot.url, TOKEN, timeout=0.2)
+    try:
+        with pytest.raises(RetryableDelivery) as info:
+            await adapter.send(action())
+    finally:
+        await adapter.aclose()
+    assert "timed out" in str(info.value)
+    assert info.value.outcome_unknown
+    assert [m["echo_id"] for m in chatwoot.mock.received_messages] == ["dlv_1"]
+
+
+async def test_a_connection_dropped_before_the_answer_may_have_landed() -> None:
+    async with Origin(lambda _: lambda writer: writer.close()) as origin:
+        adapter = ChatwootAdapter(origin.url, TOKEN)
+        try:
+            with pytest.raises(RetryableDelivery) as info:
+                await adapter.send(action())
+        finally:
+            await adapter.aclose()
+    assert info.value.outcome_unknown
+    assert len(origin.requests) == 1  # the request was there
+
+
+async def test_a_request_that_never_got_a_connection_did_not_land() -> None:
+    """The wait for a free connection ran out: nothing was written, a known non-delivery
+    (as a connect timeout is). (A timeout on the answer is the test above.)"""
+    async with Origin(lambda _: None) as origin:  # no answer: the first request hangs
+        pool = Http1Pool(origin.url, headers={}, timeout=30.0, limit=1)
+        hung = asyncio.create_task(pool.request("POST", "/first", b"{}"))
+        try:
+            await asyncio.wait_for(origin.arrived.wait(), 10)
+            with pytest.raises(TimeoutError) as waiting:
+                await pool.request("POST", "/second", b"{}", timeout=0.05)
+            assert not hung.done()  # it held the only connection all along
+        finally:
+            hung.cancel()
+            await asyncio.gather(hung, return_exceptions=True)
+            await pool.aclose()
+    assert not _may_have_landed(waiting.value)
+    assert len(origin.requests) == 1  # the second request was never written
 
 
 async def test_retry_after_header_is_honoured() -> None:

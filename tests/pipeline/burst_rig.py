@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.errors import RetryableDelivery
 from chatbridge.models import InboundMessage, OutboundAction, SendResult
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store import Store
@@ -36,8 +37,9 @@ MAX_ATTEMPTS = 3
 class FakeChannel:
     """The channel adapter: records each message sent, fails the next ones from
     ``failures``, holds a send in flight while ``hold`` is unset, answers ``already_sent``
-    with ``already``. Typing indicators (every turn ends with a ``typing_off``) are only
-    counted."""
+    with ``already``. The next ``lost_answers`` sends land (they are in ``sent``) and then
+    fail as a timeout after the request was written does. Typing indicators (every turn ends
+    with a ``typing_off``) are only counted."""
 
     name = CHANNEL
 
@@ -50,6 +52,7 @@ class FakeChannel:
         self.already: bool | None = None
         self.asked: list[str] = []  # idempotency keys ``already_sent`` was asked about
         self.typing: list[str] = []
+        self.lost_answers = 0
 
     async def send(self, action: OutboundAction) -> SendResult:
         if action.kind != "message":
@@ -62,6 +65,9 @@ class FakeChannel:
         if self.hold is not None:
             await self.hold.wait()
         self.sent.append(action)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise RetryableDelivery("timed out", outcome_unknown=True)
         return SendResult(external_id=f"ext-{len(self.sent)}")
 
     async def already_sent(self, action: OutboundAction) -> bool | None:

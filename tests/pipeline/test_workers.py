@@ -14,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -492,3 +493,104 @@ async def test_a_receipt_during_the_wait_finishes_the_uncertain_send_without_sen
     row = await delivery(bridge.store, delivery_id)
     assert (row.state, row.external_id) == ("done", "ext-77")
     assert channel.calls == []
+
+
+async def test_a_runner_started_after_a_cut_off_sends_wait_still_waits_for_its_echo(
+    database_url: str, clock: FakeClock
+) -> None:
+    """The bridge was down for longer than the whole receipt wait: counted from the cut-off
+    send alone, the wait would be over before this process could hear the echo. It counts
+    from this process's start instead, so the echo's next retry is still awaited."""
+    async with burst_bridge(database_url, clock) as (bridge, agent, _):
+        conversation_id = await quiet_conversation(bridge, agent, "A")
+        delivery_id = await cut_off_send(bridge, clock, conversation_id)
+        started_at = (await delivery(bridge.store, delivery_id)).send_started_at
+    clock.advance(RECEIPT_WAIT + 5)  # down past the cut-off send's deadline
+    assert clock.now() > started_at + RECEIPT_WAIT
+
+    async with burst_bridge(database_url, clock, instance_id="next") as (nxt, _, channel):
+        channel.already = None  # the channel cannot tell
+        burst = asyncio.create_task(nxt.run_until_idle())
+        key = await asyncio.wait_for(nxt.receipt_waits.get(), WAIT)
+        clock.advance(RECEIPT_WAIT - 1)
+        assert await asyncio.wait_for(nxt.receipt_waits.get(), WAIT) == key  # still waiting
+        assert channel.calls == []
+        assert await nxt.record_receipt(key, "ext-9")  # the echo, retried by the channel
+        await asyncio.wait_for(burst, WAIT)
+
+        row = await delivery(nxt.store, delivery_id)
+        assert (row.state, row.external_id) == ("done", "ext-9")
+        assert channel.calls == []
+
+
+# ------------------------------------------------------------- sends that got no answer
+
+
+async def _lost_answer(bridge: BurstBridge, channel: FakeChannel) -> Any:
+    """A reply whose send landed at the channel and then timed out; returns its row."""
+    channel.lost_answers = 1
+    await say(bridge, "A", "hi")
+    await bridge.run_until_idle()
+    [row] = await messages(bridge.store)
+    assert (row.state, row.last_error) == ("pending", "timed out")
+    assert channel.texts() == ["Echo: hi"]  # it is there all the same
+    return row
+
+
+async def test_a_send_that_timed_out_is_not_sent_again_when_the_channel_has_it(
+    rig: Rig, clock: FakeClock
+) -> None:
+    bridge, _agent, channel = rig
+    row = await _lost_answer(bridge, channel)
+    assert row.uncertain and row.send_started_at == clock.now()  # counted from the cut-off
+    channel.already = True
+
+    clock.advance(row.next_attempt_at - clock.now() + 0.001)
+    await bridge.run_until_idle()
+    row = await delivery(bridge.store, row.id)
+    assert (row.state, row.attempts) == ("done", 2)
+    assert channel.asked == [row.idempotency_key]  # the receipt check ran before any send
+    assert channel.calls == ["Echo: hi"]  # and nothing was sent twice
+
+
+async def test_a_send_that_timed_out_waits_for_its_echo_before_sending_again(
+    rig: Rig, clock: FakeClock
+) -> None:
+    bridge, _agent, channel = rig
+    row = await _lost_answer(bridge, channel)
+    channel.already = None  # the channel cannot tell: its echo decides
+
+    clock.advance(row.next_attempt_at - clock.now() + 0.001)
+    burst = asyncio.create_task(bridge.run_until_idle())
+    key = await asyncio.wait_for(bridge.receipt_waits.get(), WAIT)
+    assert channel.asked == [key] and channel.calls == ["Echo: hi"]
+    assert await bridge.record_receipt(key, "ext-1")  # the echo of the send that timed out
+    await asyncio.wait_for(burst, WAIT)
+
+    row = await delivery(bridge.store, row.id)
+    assert (row.state, row.external_id) == ("done", "ext-1")
+    assert channel.calls == ["Echo: hi"]
+
+
+async def test_a_send_that_timed_out_without_an_echo_is_sent_again_after_the_wait(
+    rig: Rig, clock: FakeClock
+) -> None:
+    """No receipt within the wait (counted from when the send was cut off): sent again, as
+    after a crash — the wait bounds how long a reply that never landed is held back."""
+    bridge, _agent, channel = rig
+    row = await _lost_answer(bridge, channel)
+    cut_off = row.send_started_at
+    channel.already = None
+
+    clock.advance(row.next_attempt_at - clock.now() + 0.001)
+    burst = asyncio.create_task(bridge.run_until_idle())
+    key = await asyncio.wait_for(bridge.receipt_waits.get(), WAIT)
+    clock.advance(cut_off + RECEIPT_WAIT - clock.now() - 1)
+    assert await asyncio.wait_for(bridge.receipt_waits.get(), WAIT) == key  # still waiting
+    assert channel.calls == ["Echo: hi"]
+    clock.advance(1.001)
+    await asyncio.wait_for(burst, WAIT)
+
+    assert channel.asked == [key, key]
+    assert channel.calls == ["Echo: hi", "Echo: hi"]
+    assert (await delivery(bridge.store, row.id)).state == "done"

@@ -2,7 +2,8 @@
 
 Connect errors, timeouts, 408, 429 and 5xx are ``RetryableDelivery`` (with ``Retry-After``
 when the gateway sent one); any other non-2xx is ``PermanentDelivery`` with the gateway's
-own words (secrets masked).
+own words (secrets masked). A timeout or a lost connection once the request may have been
+written is ``outcome_unknown``: the gateway may have sent the message all the same.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from chatbridge.errors import PermanentDelivery, RetryableDelivery
 class GatewayError(Exception):
     """A gateway call that did not succeed, before it is mapped to a delivery error.
 
-    ``status`` is the HTTP status, or ``None`` when the gateway could not be reached.
+    ``status`` is the HTTP status, or ``None`` when the gateway could not be reached;
+    ``outcome_unknown`` when no answer came but the request may have reached it.
     """
 
-    def __init__(self, message: str, *, status: int | None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
 
     @property
     def retryable(self) -> bool:
@@ -34,8 +44,26 @@ class GatewayError(Exception):
 
     def to_delivery(self) -> RetryableDelivery | PermanentDelivery:
         if self.retryable:
-            return RetryableDelivery(str(self), retry_after=self.retry_after)
+            return RetryableDelivery(
+                str(self), retry_after=self.retry_after, outcome_unknown=self.outcome_unknown
+            )
         return PermanentDelivery(str(self))
+
+
+# aiohttp's failures before the request is written: connecting (refused, name lookup, TLS,
+# the connect timeout, the wait for a pooled connection) and a URL it cannot use.
+_NOT_SENT = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.InvalidURL,
+    aiohttp.NonHttpUrlClientError,
+)
+
+
+def _may_have_landed(exc: BaseException) -> bool:
+    """Whether a call that failed with ``exc`` may have reached the gateway: any failure but
+    the ones before the request was written (a read timeout, the server disconnecting)."""
+    return not isinstance(exc, _NOT_SENT)
 
 
 class GatewayHttp:
@@ -84,11 +112,15 @@ class GatewayHttp:
                 status = response.status
                 wait = parse_retry_after(response.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise GatewayError(f"{what}: timed out", status=None) from exc
+            raise GatewayError(
+                f"{what}: timed out", status=None, outcome_unknown=_may_have_landed(exc)
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             host = url.split("/")[2] if url.count("/") >= 2 else url
             raise GatewayError(
-                f"{what}: cannot reach {host} ({type(exc).__name__})", status=None
+                f"{what}: cannot reach {host} ({type(exc).__name__})",
+                status=None,
+                outcome_unknown=_may_have_landed(exc),
             ) from exc
         if not 200 <= status < 300:
             text = " ".join(content.decode("utf-8", "replace").split())[:300]
