@@ -11,13 +11,12 @@ Chatwoot calls ``conversation.id`` in webhooks and what its API paths use.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from chatbridge import __version__
 from chatbridge.backoff import parse_retry_after
-from chatbridge.channels.http1 import Http1Pool, Response
+from chatbridge.channels.http1 import ConnectTimeout, Http1Pool, Response
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import OutboundAction, SendResult
 
@@ -65,15 +64,15 @@ def _message_id(body: bytes) -> str | None:
 def _may_have_landed(exc: BaseException) -> bool:
     """Whether a ``Http1Pool`` request that failed with ``exc`` may have reached Chatwoot.
 
-    The pool waits for a free connection and connects under ``asyncio.timeout``, whose
-    ``TimeoutError`` is caused by the cancellation it made: the request was not written. The
-    wait for the response times out with a bare ``TimeoutError``: Chatwoot may have the
-    request (and create the message after we gave up). A connection lost before the full
+    The pool says ``ConnectTimeout`` when the time ran out before the request was written
+    (waiting for a free connection, connecting); a plain ``TimeoutError`` came while waiting
+    for the response: Chatwoot may have the request (and create the message after we gave
+    up). A connection lost before the full
     response (``ConnectionError``, ``BadResponse``) may have carried the request too; a
     refused connection, a failed name lookup or TLS handshake (other ``OSError``) did not.
     """
     if isinstance(exc, TimeoutError):
-        return not isinstance(exc.__cause__, asyncio.CancelledError)
+        return not isinstance(exc, ConnectTimeout)
     return isinstance(exc, ConnectionError) and not isinstance(exc, ConnectionRefusedError)
 
 

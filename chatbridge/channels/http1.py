@@ -20,7 +20,8 @@ What it does:
 What it does not do: redirects (a ``3xx`` is returned like any other status), proxies,
 compression (it asks for ``identity``), pipelining, request bodies other than JSON bytes.
 
-Errors: ``TimeoutError`` when the timeout runs out; ``OSError`` (``ConnectionError``,
+Errors: ``TimeoutError`` when the timeout runs out (``ConnectTimeout`` if that was before the
+request was written: the origin cannot have it); ``OSError`` (``ConnectionError``,
 ``ssl.SSLError``, refused, reset) when the connection fails before a full response;
 ``BadResponse``, also a ``ConnectionError``, when the bytes are not an HTTP/1.x response.
 """
@@ -37,6 +38,12 @@ import httptools
 from yarl import URL
 
 __all__ = ["BadResponse", "Http1Pool", "Response"]
+
+
+class ConnectTimeout(TimeoutError):
+    """The timeout ran out before the request was written (waiting for a free connection, or
+    connecting): the origin cannot have it. A plain ``TimeoutError`` means it ran out while
+    waiting for the response, when the origin may have the request."""
 
 
 class BadResponse(ConnectionError):
@@ -270,13 +277,19 @@ class Http1Pool:
         if self._in_use < self._limit and not self._slot_waiters:
             self._in_use += 1  # the usual case: no await, no timer
         else:
-            async with asyncio.timeout_at(deadline):
-                await self._wait_for_slot()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wait_for_slot()
+            except TimeoutError:
+                raise ConnectTimeout("no free connection before the timeout") from None
         try:
             conn = self._idle_connection()
             if conn is None:
-                async with asyncio.timeout_at(deadline):
-                    conn = await self._connect()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await self._connect()
+                except TimeoutError:
+                    raise ConnectTimeout("not connected before the timeout") from None
             waiter = conn.send(request)
             # One timer on the response instead of a cancel scope around the whole call.
             timer = loop.call_at(deadline, conn.time_out)
