@@ -90,6 +90,9 @@ class ChannelAdapter(Protocol):
 
         Raises:
             RetryableDelivery: connect error, timeout, 429 or 5xx (with ``retry_after`` if known).
+                ``outcome_unknown=True`` when the request may have reached the channel (a
+                timeout on the answer, a connection dropped before it): the delivery is then
+                retried only after ``already_sent`` / the receipt wait.
             PermanentDelivery: any other refusal; the delivery is dead-lettered.
         """
         ...
