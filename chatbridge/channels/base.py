@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +78,61 @@ def load_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadInput("invalid_json", "body must be a JSON object")
     return payload
+
+
+def field_error(path: str, message: str) -> NoReturn:
+    """Refuse a payload for one field: 400 ``invalid_payload`` naming it (``details.field``).
+
+    Raises:
+        BadInput: always.
+    """
+    raise BadInput("invalid_payload", f"{path} {message}", details={"field": path})
+
+
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+
+
+def text_field(
+    obj: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    required: bool = False,
+    max_length: int | None = None,
+    printable: bool = False,
+) -> str | None:
+    """``obj[key]`` as a string (``None`` when absent and not ``required``).
+
+    Raises:
+        BadInput: ``field_error`` at ``path``: missing, not a string, too long, or (with
+            ``printable``) empty or holding control characters.
+    """
+    value = obj.get(key)
+    if value is None:
+        if required:
+            field_error(path, "is required (a string)")
+        return None
+    if not isinstance(value, str):
+        field_error(path, "must be a string")
+    if max_length is not None and len(value) > max_length:
+        field_error(path, f"is longer than {max_length} characters")
+    if printable and not _PRINTABLE.fullmatch(value):
+        field_error(path, "must be non-empty printable text")
+    return value
+
+
+def object_field(obj: Mapping[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    """``obj[key]`` as a JSON object (``None`` when absent).
+
+    Raises:
+        BadInput: ``field_error`` at ``path`` when it is something else.
+    """
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        field_error(path, "must be an object")
+    return value
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,7 +48,10 @@ from chatbridge.channels.base import (
     ChannelContext,
     ChannelSettings,
     InboundRequest,
+    field_error,
     load_object,
+    object_field,
+    text_field,
 )
 from chatbridge.channels.signatures import find_header
 from chatbridge.config import MIN_SECRET_CHARS
@@ -93,7 +96,6 @@ MAX_ID_CHARS = 150
 MAX_EVENT_CHARS = 100
 MAX_ATTACHMENTS = 50
 _CONTACT_LIMITS = {"name": 300, "email": 300, "phone": 40}
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _SIGNATURE_RE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,20}")
 _MAX_INBOX_ID = 2**31 - 1
@@ -237,62 +239,26 @@ def verify(
 # --------------------------------------------------------------------------------------
 
 
-def _invalid(path: str, message: str) -> NoReturn:
-    raise BadInput("invalid_payload", f"{path} {message}", details={"field": path})
-
-
-def _str(
-    obj: Mapping[str, Any],
-    key: str,
-    path: str,
-    *,
-    required: bool = False,
-    max_length: int | None = None,
-    printable: bool = False,
-) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            _invalid(path, "is required (a string)")
-        return None
-    if not isinstance(value, str):
-        _invalid(path, "must be a string")
-    if max_length is not None and len(value) > max_length:
-        _invalid(path, f"is longer than {max_length} characters")
-    if printable and not _PRINTABLE.fullmatch(value):
-        _invalid(path, "must be non-empty printable text")
-    return value
-
-
 def _id(obj: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-    return _str(obj, key, path, required=required, max_length=MAX_ID_CHARS, printable=True)
-
-
-def _obj(obj: Mapping[str, Any], key: str, path: str) -> dict[str, Any] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        _invalid(path, "must be an object")
-    return value
+    return text_field(obj, key, path, required=required, max_length=MAX_ID_CHARS, printable=True)
 
 
 def _contact(payload: Mapping[str, Any], inbox_id: int) -> ContactInfo | None:
-    raw = _obj(payload, "contact", "contact")
+    raw = object_field(payload, "contact", "contact")
     if raw is None:
         return None
     contact_id = _id(raw, "id", "contact.id", required=False)
     # cut to what the store holds: a long name is no reason to refuse a customer's message
     fields: dict[str, str | None] = {}
     for key, limit in _CONTACT_LIMITS.items():
-        value = _str(raw, key, f"contact.{key}")
+        value = text_field(raw, key, f"contact.{key}")
         fields[key] = None if value is None else value[:limit]
     return ContactInfo(
         external_id=None if contact_id is None else f"{inbox_id}:{contact_id}",
         name=fields["name"],
         email=fields["email"],
         phone=fields["phone"],
-        metadata=_obj(raw, "metadata", "contact.metadata") or {},
+        metadata=object_field(raw, "metadata", "contact.metadata") or {},
     )
 
 
@@ -301,29 +267,29 @@ def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        _invalid("attachments", "must be a list")
+        field_error("attachments", "must be a list")
     if len(raw) > MAX_ATTACHMENTS:
-        _invalid("attachments", f"has more than {MAX_ATTACHMENTS} items")
+        field_error("attachments", f"has more than {MAX_ATTACHMENTS} items")
     result: list[Attachment] = []
     for index, item in enumerate(raw):
         path = f"attachments[{index}]"
         if not isinstance(item, dict):
-            _invalid(path, "must be an object")
-        url = _str(item, "url", f"{path}.url", required=True, max_length=2000)
+            field_error(path, "must be an object")
+        url = text_field(item, "url", f"{path}.url", required=True, max_length=2000)
         assert url is not None
         if not url.startswith(("http://", "https://")):
-            _invalid(f"{path}.url", "must be an http:// or https:// URL")
+            field_error(f"{path}.url", "must be an http:// or https:// URL")
         size = item.get("size")
         if size is not None and (
             not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= 2**53
         ):
-            _invalid(f"{path}.size", "must be a non-negative integer")
+            field_error(f"{path}.size", "must be a non-negative integer")
         result.append(
             Attachment(
                 url=url,
-                mime=_str(item, "mime", f"{path}.mime", max_length=200),
+                mime=text_field(item, "mime", f"{path}.mime", max_length=200),
                 size=size,
-                name=_str(item, "name", f"{path}.name", max_length=300),
+                name=text_field(item, "name", f"{path}.name", max_length=300),
             )
         )
     return result
@@ -332,16 +298,16 @@ def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
 def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> ParsedWebhook:
     conversation_id = _id(payload, "conversation_id", "conversation_id")
     message_id = _id(payload, "message_id", "message_id")
-    text = _str(payload, "text", "text", required=True)
+    text = text_field(payload, "text", "text", required=True)
     assert conversation_id is not None and message_id is not None and text is not None
     attachments = _attachments(payload)
     if not text and not attachments:
-        _invalid("text", "must not be empty (unless attachments are given)")
+        field_error("text", "must not be empty (unless attachments are given)")
     author = payload.get("author", "customer")
     channel_key = f"{inbox_id}:{conversation_id}"
     external_id = f"{inbox_id}:{message_id}"
     contact = _contact(payload, inbox_id)
-    metadata = _obj(payload, "metadata", "metadata") or {}
+    metadata = object_field(payload, "metadata", "metadata") or {}
     if author == "customer":
         return InboundMessage(
             channel=CHANNEL,
@@ -374,7 +340,7 @@ def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> P
     if author == "bot":
         # The app mirrors its whole chat log, our replies included: never a turn.
         return Ignored("own_reply")
-    _invalid("author", "must be 'customer', 'human' or 'bot'")
+    field_error("author", "must be 'customer', 'human' or 'bot'")
 
 
 def _handoff(payload: Mapping[str, Any], inbox_id: int) -> OwnerSignal:
@@ -382,7 +348,7 @@ def _handoff(payload: Mapping[str, Any], inbox_id: int) -> OwnerSignal:
     event_id = _id(payload, "event_id", "event_id", required=False)
     to = payload.get("to")
     if to != "human" and to != "bot":
-        _invalid("to", "must be 'human' or 'bot'")
+        field_error("to", "must be 'human' or 'bot'")
     return OwnerSignal(
         channel=CHANNEL,
         inbox_id=inbox_id,
@@ -394,9 +360,11 @@ def _handoff(payload: Mapping[str, Any], inbox_id: int) -> OwnerSignal:
 
 
 def _event(payload: Mapping[str, Any], inbox_id: int) -> ConversationEvent:
-    name = _str(payload, "event", "event", required=True, max_length=MAX_EVENT_CHARS)
-    if not name or not _PRINTABLE.fullmatch(name):
-        _invalid("event", "must be non-empty printable text")
+    name = text_field(
+        payload, "event", "event", required=True, max_length=MAX_EVENT_CHARS, printable=True
+    )
+    if name is None:  # (required: text_field has refused it already)
+        field_error("event", "is required (a string)")
     conversation_id = _id(payload, "conversation_id", "conversation_id", required=False)
     event_id = _id(payload, "event_id", "event_id", required=False)
     return ConversationEvent(
@@ -405,7 +373,7 @@ def _event(payload: Mapping[str, Any], inbox_id: int) -> ConversationEvent:
         event=name,
         channel_key=None if conversation_id is None else f"{inbox_id}:{conversation_id}",
         contact=_contact(payload, inbox_id),
-        data=_obj(payload, "data", "data") or {},
+        data=object_field(payload, "data", "data") or {},
         delivery_id=None if event_id is None else f"{inbox_id}:{event_id}",
     )
 
@@ -425,7 +393,7 @@ def parse_payload(body: bytes, inbox_id: int, *, received_at: float | None = Non
         return _handoff(payload, inbox_id)
     if kind == "event":
         return _event(payload, inbox_id)
-    _invalid("type", "must be 'message', 'handoff' or 'event'")
+    field_error("type", "must be 'message', 'handoff' or 'event'")
 
 
 def _inbox_id(raw: str | None) -> int | None:
