@@ -12,12 +12,15 @@ One module per kind implements it (``dial_out``, ``dial_in``, ``pull``, ``webhoo
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from chatbridge.errors import AgentUnavailable
 from chatbridge.models import JsonObject
 from chatbridge.transports.registry import TransportSpec
 
@@ -194,3 +197,44 @@ class AgentTransport:
         """Release everything: connections, background tasks; waiting turns fail with
         ``AgentUnavailable`` naming ``reason``. Later turns fail the same way."""
         self.closed = True
+
+
+class LocalTurns(AgentTransport):
+    """A transport whose turns run as this process's own tasks (openai, mock): it counts
+    them, and closing it cancels them; a turn cut off that way ends as ``AgentUnavailable``."""
+
+    def __init__(
+        self, agent_id: str, url: str | None = None, options: JsonObject | None = None
+    ) -> None:
+        super().__init__(agent_id, url, options)
+        self._running: set[asyncio.Task[object]] = set()
+
+    @asynccontextmanager
+    async def running_turn(self) -> AsyncIterator[None]:
+        """Around one turn's work in ``run_turn``.
+
+        Raises:
+            AgentUnavailable: the transport is closed, or was closed during the turn.
+        """
+        if self.closed:
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self.closed and task is not None and task.uncancel() == 0:
+                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
+            raise
+        finally:
+            self._running.discard(task)
+
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def aclose(self, reason: str = "bridge shutting down") -> None:
+        """Stop the turns still running; they end as ``AgentUnavailable``."""
+        self.closed = True
+        for task in list(self._running):
+            task.cancel()

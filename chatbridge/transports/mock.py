@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
 from chatbridge.models import JsonObject
-from chatbridge.transports.base import AgentOutcome, AgentTransport, Capabilities, TurnRequest
+from chatbridge.transports.base import AgentOutcome, Capabilities, LocalTurns, TurnRequest
 from chatbridge.transports.registry import TransportSpec
 
 TurnHandler = Callable[
@@ -32,7 +32,7 @@ TurnHandler = Callable[
 ]
 
 
-class MockAgentTransport(AgentTransport):
+class MockAgentTransport(LocalTurns):
     """Runs each turn by calling ``handler`` (see the module docstring)."""
 
     spec = TransportSpec("mock", "chatbridge.transports.mock:MockAgentTransport")
@@ -43,35 +43,24 @@ class MockAgentTransport(AgentTransport):
         self.handler = handler
         self.events: list[JsonObject] = []
         self._unavailable = False  # the last turn found the "agent" out of reach
-        self._running: set[asyncio.Task[object]] = set()
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
-        if self.closed:
-            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout_at(_loop_time(req.deadline)):
-                answer = self.handler(req)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-        except TimeoutError:
-            raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time") from None
-        except AgentUnavailable:
-            self._unavailable = True
-            raise
-        except AgentError:
-            raise
-        except asyncio.CancelledError:
-            if self.closed and task is not None and task.uncancel() == 0:
-                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
-            raise
-        except Exception as exc:
-            answer = AgentOutcome("error", error_code="mock_error", error_details=str(exc))
-        finally:
-            self._running.discard(task)
+        async with self.running_turn():
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout_at(_loop_time(req.deadline)):
+                    answer = self.handler(req)
+                    if inspect.isawaitable(answer):
+                        answer = await answer
+            except TimeoutError:
+                raise AgentTimeout(f"agent {req.agent_id!r} did not answer in time") from None
+            except AgentUnavailable:
+                self._unavailable = True
+                raise
+            except AgentError:
+                raise
+            except Exception as exc:
+                answer = AgentOutcome("error", error_code="mock_error", error_details=str(exc))
         self._unavailable = False
         self.stats.record(time.monotonic() - started)
         self.stats.last_seen = time.time()
@@ -91,14 +80,6 @@ class MockAgentTransport(AgentTransport):
     def connected(self) -> bool:
         """Open, and the last turn did not find the agent out of reach."""
         return not self.closed and not self._unavailable
-
-    def in_flight(self) -> int:
-        return len(self._running)
-
-    async def aclose(self, reason: str = "bridge shutting down") -> None:
-        self.closed = True
-        for task in list(self._running):
-            task.cancel()
 
 
 def _loop_time(deadline: float) -> float:

@@ -43,9 +43,9 @@ from chatbridge.store.records import MessageRecord
 from chatbridge.transports.base import (
     AgentOutcome,
     AgentStatus,
-    AgentTransport,
     Capabilities,
     ChunkCallback,
+    LocalTurns,
     TurnRequest,
 )
 from chatbridge.transports.http import RETRYABLE, describe, retry_pause
@@ -314,7 +314,7 @@ class OpenAICaller:
         return AgentOutcome("reply", text, metadata=meta)
 
 
-class OpenAITransport(AgentTransport):
+class OpenAITransport(LocalTurns):
     """The bridge as the agent, answering with a model at ``url`` (the API root); ``options``
     hold ``model``, ``api_key``, ``system_prompt``, ``temperature``, ``max_tokens`` and
     ``max_history``."""
@@ -338,26 +338,14 @@ class OpenAITransport(AgentTransport):
             default_api_key=context.settings.openai_api_key,
             retry_base=context.settings.retry_base_seconds,
         )
-        self._running: set[asyncio.Task[object]] = set()
 
     def start(self) -> None:
         self.caller.client = self.context.http  # a new client after a restart of the hub
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
-        if self.closed:
-            raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-        started = time.monotonic()
-        try:
+        async with self.running_turn():
+            started = time.monotonic()
             outcome = await self.caller.run_turn(req, self.url or "", self.options)
-        except asyncio.CancelledError:
-            if self.closed and task is not None and task.uncancel() == 0:
-                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
-            raise
-        finally:
-            self._running.discard(task)
         elapsed = time.monotonic() - started
         self.stats.record(elapsed)
         self.context.metrics.turn_seconds.labels(self.agent_id).observe(elapsed)
@@ -368,15 +356,6 @@ class OpenAITransport(AgentTransport):
         """Nothing stays open: connected unless closed or the last call failed."""
         return not self.closed and self.agent_id not in self.caller.last_error
 
-    def in_flight(self) -> int:
-        return len(self._running)
-
     def status(self) -> AgentStatus:
         self.stats.last_seen = self.caller.last_ok.get(self.agent_id)
         return super().status()
-
-    async def aclose(self, reason: str = "bridge shutting down") -> None:
-        """Stop the model calls still running; their turns end as ``AgentUnavailable``."""
-        self.closed = True
-        for task in list(self._running):
-            task.cancel()
