@@ -9,10 +9,9 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from chatbridge.api.webchat_compat.call import Call, active_session, check_session_id
+from chatbridge.api.webchat_compat.call import Call, active_session, session_and_text
 from chatbridge.api.webchat_compat.envelope import (
     Refusal,
-    clean,
     iso_to_ts,
     newer,
     pagination,
@@ -20,7 +19,6 @@ from chatbridge.api.webchat_compat.envelope import (
     php_int,
     php_time,
     success,
-    text_ok,
 )
 from chatbridge.store.records import DeliverySpec
 from chatbridge.store.webchat import WEBCHAT
@@ -86,14 +84,7 @@ async def act_inbox(call: Call) -> Response:
 
 async def act_outbox(call: Call) -> Response:
     body = await call.body()
-    session_id, text = clean(body.get("session_id")), clean(body.get("response"))
-    if session_id == "" or text == "":
-        raise Refusal(400, "Missing required fields")
-    if session_id is None:
-        raise Refusal(400, "Invalid session ID")
-    check_session_id(session_id)
-    if text is None or not text_ok(text):
-        raise Refusal(400, "Invalid response")
+    session_id, text = session_and_text(body, "response")
     session = await active_session(call, session_id)
     conversation_id = await call.svc.conversation_id(session)
     if conversation_id is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
-from chatbridge.api.webchat_compat.envelope import Refusal
+from chatbridge.api.webchat_compat.envelope import Refusal, clean, text_ok
 from chatbridge.config import Settings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.records import MessageRecord
@@ -75,6 +75,24 @@ def bearer_matches(header: str | None, key: str | None) -> bool:
 def check_session_id(session_id: str) -> None:
     if not SESSION_ID.match(session_id):
         raise Refusal(400, "Invalid session ID")
+
+
+def session_and_text(body: dict[str, Any], field: str) -> tuple[str, str]:
+    """``session_id`` and the text in ``field`` of a posted body, checked as the action API
+    checks them (the same refusals, in the same order).
+
+    Raises:
+        Refusal: 400 naming what is missing or invalid.
+    """
+    session_id, text = clean(body.get("session_id")), clean(body.get(field))
+    if session_id == "" or text == "":
+        raise Refusal(400, "Missing required fields")
+    if session_id is None:
+        raise Refusal(400, "Invalid session ID")
+    check_session_id(session_id)
+    if text is None or not text_ok(text):
+        raise Refusal(400, f"Invalid {field}")
+    return session_id, text
 
 
 async def active_session(call: Call, session_id: str) -> WebchatSession:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 
-from chatbridge.api.webchat_compat.call import Call, check_session_id, history
+from chatbridge.api.webchat_compat.call import Call, check_session_id, history, session_and_text
 from chatbridge.api.webchat_compat.envelope import (
     Refusal,
     clean,
@@ -12,21 +12,13 @@ from chatbridge.api.webchat_compat.envelope import (
     parse_since,
     php_time,
     success,
-    text_ok,
 )
 
 
 async def act_messages(call: Call) -> Response:
     s = call.settings
     body = await call.body()
-    session_id, text = clean(body.get("session_id")), clean(body.get("message"))
-    if session_id == "" or text == "":
-        raise Refusal(400, "Missing required fields")
-    if session_id is None:
-        raise Refusal(400, "Invalid session ID")
-    check_session_id(session_id)
-    if text is None or not text_ok(text):
-        raise Refusal(400, "Invalid message")
+    session_id, text = session_and_text(body, "message")
     await call.limit("webchat_message_session", s.rate_limit_messages_session, session_id)
     existing = await call.svc.store.get_session(session_id)
     if existing is not None and call.ours(existing) is None:
