@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.api.inbound import (
-    SourceAllowlist,
+    InboundHook,
     WebhookResponse,
     check_storable_json,
     read_body,
@@ -39,17 +39,6 @@ from chatbridge.channels.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, TI
 from chatbridge.errors import BadInput
 from chatbridge.models import Ignored
 from chatbridge.pipeline.bridge import Bridge
-
-__all__ = [
-    "ChatwootHook",
-    "ChatwootRoute",
-    "WebhookResponse",
-    "add_routes",
-    "check_storable_json",
-    "read_body",
-    "receive_chatwoot",
-    "require_json_content_type",
-]
 
 log = logging.getLogger("chatbridge.api")
 
@@ -139,7 +128,7 @@ async def receive_chatwoot(
     Raises:
         BadInput: (and its subclasses) a delivery to refuse; the app's handlers answer it.
     """
-    hook = ChatwootHook.of(scope["app"])
+    hook = ChatwootHook.of_app(scope["app"])
     bridge = hook.bridge
     if hook.allowlist is not None:
         hook.allowlist.check(scope)
@@ -175,38 +164,27 @@ async def receive_chatwoot(
     return WebhookResponse({**accepted.body(), "status": "replied", "reply": reply})
 
 
-class ChatwootHook:
-    """What every delivery to one app needs, looked up once: its bridge, its Chatwoot
-    channel, its source allowlist and its metrics' children (``.labels(...)`` per request
-    costs more than the increment)."""
+class ChatwootHook(InboundHook):
+    """The inbound hook of ``/webhook/chatwoot``, kept in its own attribute of the app's
+    state (one lookup per delivery) and typed with its Chatwoot channel."""
+
+    channel: ChatwootChannel
 
     def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
         channel = bridge.channels.get("chatwoot")
         # A test may run the bridge with an outbound-only fake: parse with a channel of its own.
-        self.channel = (
-            channel if isinstance(channel, ChatwootChannel) else ChatwootChannel(bridge.settings)
-        )
-        self.allowlist = SourceAllowlist.of(bridge.settings, "chatwoot")
-        self._received = bridge.metrics.webhooks
-        self._counters: dict[str, Any] = {}
-        self.seconds = bridge.metrics.webhook_seconds.labels("chatwoot")
+        if not isinstance(channel, ChatwootChannel):
+            channel = ChatwootChannel(bridge.settings)
+        super().__init__(bridge, "chatwoot", channel)
 
     @classmethod
-    def of(cls, app: Any) -> ChatwootHook:
+    def of_app(cls, app: Any) -> ChatwootHook:
         """The app's hook (made on its first delivery)."""
         state = app.state
         found: ChatwootHook | None = getattr(state, "chatwoot_hook", None)
         if found is None:
             found = state.chatwoot_hook = cls(state.bridge)
         return found
-
-    def count(self, result: str) -> None:
-        """One more delivery in ``chatbridge_webhooks_total{channel="chatwoot", result}``."""
-        counter = self._counters.get(result)
-        if counter is None:
-            counter = self._counters[result] = self._received.labels("chatwoot", result)
-        counter.inc()
 
 
 def _chatwoot_headers(
