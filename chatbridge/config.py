@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
+
 from chatbridge import transport_kinds  # each transport kind's needs, as plain data
 from chatbridge.transport_kinds import Transport as Transport  # re-exported: hub, API
 
@@ -178,6 +180,11 @@ class InboxMapping(BaseModel):
     agent_bot_mode: bool = Field(
         default=False,
         description="Chatwoot agent-bot inbox: answer only while the conversation is pending",
+    )
+    policies: RoutePolicies = Field(
+        default=DEFAULT_POLICIES,
+        description="debounce, in-flight rule, keywords, expiry, paced replies, business "
+        "hours, handoff summaries, ignore lists (README: Policies)",
     )
 
 

@@ -44,6 +44,7 @@ LAYERS = (
             "chatbridge.protocol",
             "chatbridge.models",
             "chatbridge.signing",
+            "chatbridge.policies",
         ),
     ),
     # The agent SDK: what agent authors import; nothing of the bridge.

@@ -197,6 +197,7 @@ def route_json(r: Route) -> dict[str, Any]:
         "fallback_text": r.fallback_text,
         "on_failure": r.on_failure,
         "agent_bot_mode": r.agent_bot_mode,
+        "policies": r.policies.model_dump(mode="json"),
         "updated_at": r.updated_at,
     }
 

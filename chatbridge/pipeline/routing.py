@@ -119,6 +119,7 @@ class Routing:
             fallback_text=m.fallback_text,
             on_failure=m.on_failure,
             agent_bot_mode=m.agent_bot_mode,
+            policies=m.policies,
             overwrite=overwrite,
             agent=agent,
         )

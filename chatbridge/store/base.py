@@ -23,6 +23,7 @@ from sqlalchemy.pool import StaticPool
 from chatbridge import clock
 from chatbridge.errors import StoreError
 from chatbridge.ids import new_id
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.hot import HotTx, PgPool, Row, SqliteHot, dumps
@@ -117,6 +118,8 @@ def _conv(row: Any) -> ConversationRecord:
         status=row.status,
         external_status=row.external_status,
         meta=row.meta or {},
+        last_activity_at=row.last_activity_at,
+        prev_activity_at=row.prev_activity_at,
     )
 
 
@@ -133,6 +136,7 @@ def _route(row: Any) -> Route:
         agent_bot_mode=bool(row.agent_bot_mode),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        policies=RoutePolicies.model_validate(row.policies) if row.policies else DEFAULT_POLICIES,
     )
 
 

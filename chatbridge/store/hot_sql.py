@@ -20,10 +20,13 @@ from chatbridge.store.records import (
     MessageRecord,
 )
 
-CONV_COLS = "id, channel, channel_key, inbox_id, contact_id, owner, status, external_status, meta"
+CONV_COLS = (
+    "id, channel, channel_key, inbox_id, contact_id, owner, status, external_status, meta,"
+    " last_activity_at, prev_activity_at"
+)
 TURN_COLS = (
     "id, conversation_id, agent_id, route_id, kind, attempts, response_mode, created_at,"
-    " message_ids"
+    " message_ids, fresh"
 )
 DELIVERY_COLS = (
     "id, conversation_id, turn_id, message_id, kind, text, payload, attempts, max_attempts,"
@@ -52,6 +55,12 @@ class HotSql:
     set_owner: str
     cancel_pending_turns: str
     turn_insert: str
+    turn_insert_at: str
+    open_turns: str
+    turn_merge: str
+    turn_supersede: str
+    typing_unsent: str
+    typing_shown: str
     message_insert_new: str
     message_insert: str
     delivery_insert: str
@@ -113,6 +122,7 @@ def build(dialect: str) -> HotSql:
             " status, external_status, meta, created_at, last_activity_at)"
             " VALUES ($1, $2, $3, $4, $5, 'bot', 'open', $6, '{}', $7, $7)"
             " ON CONFLICT (channel, channel_key) DO UPDATE SET"
+            " prev_activity_at = conversations.last_activity_at,"
             " last_activity_at = excluded.last_activity_at,"
             " external_status = COALESCE(excluded.external_status,"
             " conversations.external_status),"
@@ -126,8 +136,35 @@ def build(dialect: str) -> HotSql:
         ),
         turn_insert=(
             "INSERT INTO turns (conversation_id, agent_id, route_id, kind, state, attempts,"
-            " available_at, response_mode, message_ids, created_at)"
-            " VALUES ($1, $2, $3, 'message', 'pending', 0, $4, $5, $6, $4) RETURNING id"
+            " available_at, response_mode, message_ids, created_at, fresh)"
+            " VALUES ($1, $2, $3, 'message', 'pending', 0, $4, $5, $6, $4, $7) RETURNING id"
+        ),
+        turn_insert_at=(
+            "INSERT INTO turns (conversation_id, agent_id, route_id, kind, state, attempts,"
+            " available_at, response_mode, message_ids, created_at, fresh)"
+            " VALUES ($1, $2, $3, 'message', 'pending', 0, $8, $5, $6, $4, $7) RETURNING id"
+        ),
+        open_turns=(
+            "SELECT id, state, attempts, created_at, available_at, message_ids FROM turns"
+            f" WHERE conversation_id = $1 AND state IN {_OPEN} ORDER BY id"
+        ),
+        turn_merge=(
+            "UPDATE turns SET message_ids = $2, available_at = $3, fresh = (fresh OR $4)"
+            " WHERE id = $1 AND state = 'pending' AND attempts = 0 RETURNING id"
+        ),
+        turn_supersede=(
+            "UPDATE turns SET state = 'cancelled', outcome = 'superseded', finished_at = $2,"
+            f" {RELEASED_SQL} WHERE id = $1 AND state = 'leased' RETURNING message_ids, fresh"
+        ),
+        # a superseded turn's typing: an unsent typing_on is dropped; one that went out (or
+        # may have) gets its typing_off ($3 a new idempotency key)
+        typing_unsent=(
+            "UPDATE deliveries SET state = 'skipped', done_at = $2 WHERE turn_id = $1"
+            " AND kind = 'typing_on' AND state = 'pending' AND attempts = 0 RETURNING id"
+        ),
+        typing_shown=(
+            "SELECT 1 FROM deliveries WHERE turn_id = $1 AND kind = 'typing_on'"
+            " AND state <> 'skipped'"
         ),
         message_insert_new=(
             "INSERT INTO messages (id, conversation_id, direction, author, text, content_type,"
@@ -237,6 +274,8 @@ def conversation(r: Any) -> ConversationRecord:
         status=r[6],
         external_status=r[7],
         meta=loads(r[8]) or {},
+        last_activity_at=r[9],
+        prev_activity_at=r[10],
     )
 
 
@@ -311,6 +350,7 @@ class PgBatchSql:
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[])"
         " AS u(id, channel, key, inbox, contact, status)"
         " ON CONFLICT (channel, channel_key) DO UPDATE SET"
+        " prev_activity_at = conversations.last_activity_at,"
         " last_activity_at = excluded.last_activity_at,"
         " external_status = COALESCE(excluded.external_status, conversations.external_status),"
         " contact_id = COALESCE(excluded.contact_id, conversations.contact_id)"

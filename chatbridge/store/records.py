@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
+
 
 @dataclass(slots=True)
 class AgentRecord:
@@ -34,6 +36,7 @@ class Route:
     agent_bot_mode: bool
     created_at: float
     updated_at: float
+    policies: RoutePolicies = DEFAULT_POLICIES
 
 
 @dataclass(slots=True)
@@ -47,6 +50,9 @@ class ConversationRecord:
     status: str
     external_status: str | None
     meta: dict[str, Any]
+    last_activity_at: float | None = None
+    # the customer's activity before the latest message (None: the conversation is new)
+    prev_activity_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, select, update
 
 from chatbridge.config import SECRET_OPTIONS
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
     StoreBase,
@@ -112,6 +113,7 @@ class RoutingStore(StoreBase):
         fallback_text: str | None,
         on_failure: str,
         agent_bot_mode: bool,
+        policies: RoutePolicies = DEFAULT_POLICIES,
         overwrite: bool = True,
         agent: AgentSpec | None = None,
     ) -> tuple[Route, bool]:
@@ -128,6 +130,7 @@ class RoutingStore(StoreBase):
             "fallback_text": fallback_text,
             "on_failure": on_failure,
             "agent_bot_mode": agent_bot_mode,
+            "policies": policies.stored(),
             "updated_at": now,
         }
         where = and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)

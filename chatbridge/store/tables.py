@@ -66,6 +66,8 @@ conversations = Table(
     Column("meta", Json, nullable=False, default=dict),
     Column("created_at", Float, nullable=False),
     Column("last_activity_at", Float, nullable=False),
+    # migration 0006: the customer's activity before the latest message (bot session expiry)
+    Column("prev_activity_at", Float, nullable=True),
     UniqueConstraint("channel", "channel_key"),
 )
 
@@ -108,6 +110,8 @@ routes = Table(
     Column("fallback_text", Text, nullable=True),
     Column("on_failure", String(10), nullable=False, default="fallback"),
     Column("agent_bot_mode", Boolean, nullable=False, default=False),
+    # migration 0006: the route's conversation policies (``RoutePolicies``); null: defaults
+    Column("policies", Json, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("channel", "inbox_id"),
@@ -145,6 +149,8 @@ turns = Table(
     Column("available_at", Float, nullable=False),
     Column("response_mode", String(10), nullable=False, default="async"),
     Column("message_ids", Json, nullable=False, default=list),
+    # migration 0006: the agent starts a new session for this turn (the bot session expired)
+    Column("fresh", Boolean, nullable=False, default=False),
     Column("outcome", String(20), nullable=True),
     Column("reply_message_id", String(40), nullable=True),
     Column("last_error", Text, nullable=True),
