@@ -137,6 +137,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         cluster.on("live", relayed)
         cluster.on("wake", self._on_wake)
         cluster.on("turn_done", lambda p: self._resolve_local(p["turn"], p["outcome"], p["text"]))
+        cluster.on("superseded", lambda p: self._superseded_here(**p))
         cluster.on("routes", lambda p: self._reload_routes_and_agents())
         cluster.on("comms_settings", lambda p: self._reload_comms_settings())
         cluster.on_resync(self._resync)
@@ -371,6 +372,30 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         for d in claimed:
             self.held.hold_delivery(d.id)
         return claimed
+
+    # ------------------------------------------------------------------ superseded turns
+    def supersede(self, agent_id: str, turn_id: int, by_turn_id: int, conversation_id: str) -> None:
+        """A newer message superseded ``turn_id`` (its lease is already gone, so its reply
+        can no longer be written): stop waiting for its agent wherever it runs, tell the
+        agent, and give its sync callers the answer of the turn that replaced it."""
+        payload: dict[str, Any] = {
+            "agent_id": agent_id,
+            "turn_id": turn_id,
+            "by_turn_id": by_turn_id,
+            "conversation_id": conversation_id,
+        }
+        self._superseded_here(**payload)
+        if self._distributed:
+            self.cluster.publish("superseded", payload)
+
+    def _superseded_here(
+        self, agent_id: str, turn_id: int, by_turn_id: int, conversation_id: str
+    ) -> None:
+        self.metrics.turns.labels(agent_id, "superseded").inc()
+        waiters = self._waiters.pop(turn_id, [])
+        if waiters:
+            self._waiters.setdefault(by_turn_id, []).extend(waiters)
+        self.hub.cancel_turn(agent_id, f"t_{turn_id}", conversation_id, "superseded")
 
     # ------------------------------------------------------------------ sync replies
     def resolve_waiters(self, turn_id: int, outcome: str, text: str | None) -> None:

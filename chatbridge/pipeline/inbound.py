@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chatbridge import clock
 from chatbridge.crm.linking import link_inbound
 from chatbridge.errors import UnknownInbox
 from chatbridge.models import (
@@ -25,16 +26,26 @@ from chatbridge.models import (
     ParsedWebhook,
     StatusUpdate,
 )
-from chatbridge.pipeline.decisions import decide_owner, decide_turn
+from chatbridge.pipeline.admission import decide_inbound
+from chatbridge.pipeline.decisions import decide_owner
+from chatbridge.policies.keywords import matches
 from chatbridge.store.records import ConversationRecord, Route
 
 if TYPE_CHECKING:
+    from chatbridge.config import Settings
     from chatbridge.crm.settings import CommsSettings
     from chatbridge.metrics import Metrics
     from chatbridge.store import Store
     from chatbridge.transports.hub import AgentHub
 
 log = logging.getLogger("chatbridge.bridge")
+
+# an ingest's reason when a policy changed the conversation's owner: the agent is told
+POLICY_OWNER_CHANGES = {
+    "handoff_keyword": "human",
+    "outside_hours": "human",
+    "resume_keyword": "bot",
+}
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ class InboundAcceptance:
     """``Bridge``'s inbound half (a mixin: ``Bridge`` provides what is declared here)."""
 
     store: Store
+    settings: Settings
     metrics: Metrics
     hub: AgentHub
     _comms_settings: CommsSettings
@@ -70,6 +82,10 @@ class InboundAcceptance:
 
         def route_for(self, channel: str, inbox_id: int) -> Route | None: ...
         def wake_turns(self) -> None: ...
+        def wake_deliveries(self) -> None: ...
+        def supersede(
+            self, agent_id: str, turn_id: int, by_turn_id: int, conversation_id: str
+        ) -> None: ...
         async def notify_agent_owner(
             self, agent_id: str, conversation_id: str, owner: str, reason: str
         ) -> None: ...
@@ -107,14 +123,31 @@ class InboundAcceptance:
             raise UnknownInbox(parsed.channel, parsed.inbox_id)
         if isinstance(parsed, InboundMessage):
             response_mode = mode or route.reply_mode
+            msg = parsed
+            max_attempts = self.settings.delivery_max_attempts
             result = await self.store.ingest(
-                parsed,
+                msg,
                 route=route,
                 response_mode=response_mode,
-                decide=lambda conv: decide_turn(route, conv),
+                decide=lambda conv: decide_inbound(
+                    route, conv, msg, now=clock.now(), max_attempts=max_attempts
+                ),
             )
             if result.turn_id is not None:
                 self.wake_turns()
+            if result.superseded_turn_id is not None and result.turn_id is not None:
+                self.supersede(
+                    route.agent_id,
+                    result.superseded_turn_id,
+                    result.turn_id,
+                    result.conversation_id or "",
+                )
+            if result.deliveries:
+                self.wake_deliveries()
+            if result.conversation_id and result.reason in POLICY_OWNER_CHANGES:
+                owner, why = POLICY_OWNER_CHANGES[result.reason], result.reason
+                log.info("conversation %s owner → %s (%s)", result.conversation_id, owner, why)
+                await self.notify_agent_owner(route.agent_id, result.conversation_id, owner, why)
             if result.conversation_id and result.status != "duplicate":
                 await link_inbound(self.store, self._comms_settings, parsed, result.conversation_id)
             return Accepted(
@@ -132,7 +165,11 @@ class InboundAcceptance:
     async def _accept_owner_signal(self, sig: OwnerSignal, route: Route) -> Accepted:
         before = await self.store.find_conversation(sig.channel, sig.channel_key)
 
+        resume = route.policies.resume_keywords
+
         def decide(conv: ConversationRecord) -> str | None:
+            if resume and sig.owner == "human" and sig.text and matches(sig.text, resume):
+                return "bot"  # an operator's resume keyword gives it back to the bot
             return decide_owner(
                 signal_owner=sig.owner,
                 external_status=sig.external_status,

@@ -65,6 +65,7 @@ def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
         ),
         "context": context,
         "response_mode": turn.response_mode,
+        "fresh": turn.fresh,
         "deadline": iso(deadline),
         "timestamp": iso(clock.now()),
     }

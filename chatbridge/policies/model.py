@@ -70,7 +70,9 @@ class BusinessHours(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (an IANA name like Europe/Berlin)")
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name like Europe/Berlin)"
+            ) from None
         return value
 
     @field_validator("weekly")
@@ -170,9 +172,9 @@ class RoutePolicies(BaseModel):
     summary_messages: int = Field(default=10, ge=1, le=100)
     ignore: IgnoreList = Field(default_factory=IgnoreList)
 
-    _kw = field_validator(
-        "close_keywords", "handoff_keywords", "resume_keywords", mode="after"
-    )(classmethod(lambda cls, v: _keywords(v)))
+    _kw = field_validator("close_keywords", "handoff_keywords", "resume_keywords", mode="after")(
+        classmethod(lambda cls, v: _keywords(v))
+    )
 
     @model_validator(mode="after")
     def _window(self) -> RoutePolicies:
@@ -185,7 +187,8 @@ class RoutePolicies(BaseModel):
         return self.debounce_ms > 0 or self.in_flight != "queue"
 
     def is_default(self) -> bool:
-        return self == DEFAULT_POLICIES
+        # identity first: routes read from the store share the one default object
+        return self is DEFAULT_POLICIES or self == DEFAULT_POLICIES
 
     def stored(self) -> dict[str, object] | None:
         """The JSON kept on the route: only what differs from the defaults (None: none)."""

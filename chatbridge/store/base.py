@@ -100,9 +100,14 @@ def delivery_row(
 
 
 def delivers(spec: DeliverySpec, *, to_bot: bool, no_typing: bool) -> bool:
-    """Whether a finished turn writes ``spec``: in a human's conversation only the typing
-    indicator is switched off, and not even that when typing never showed."""
-    if spec.kind == "typing_off":
+    """Whether a finished turn writes ``spec``: in a human's conversation only the slow
+    agent's typing indicator is switched off, and not even that when it never showed.
+
+    A paced reply's typing pairs (payload ``part``, ``pipeline.decisions.paced_parts``) go
+    with their parts: all written in a bot's conversation, none in a human's — whether the
+    slow agent's indicator showed has nothing to do with them.
+    """
+    if spec.kind == "typing_off" and "part" not in spec.payload:
         return not no_typing
     return to_bot
 
@@ -411,6 +416,75 @@ class StoreBase:
         await tx.run(self._sql.set_owner, (conversation_id, owner))
         if owner == "human":
             await tx.run(self._sql.cancel_pending_turns, (conversation_id, now))
+
+    async def _bot_message_hot(
+        self,
+        tx: HotTx,
+        conversation_id: str,
+        turn_id: int | None,
+        spec: DeliverySpec,
+        now: float,
+        *,
+        direction: str = "out",
+        author: str = "system",
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """A message we send (or a note we leave) without an agent's turn, and its delivery:
+        an away text, a handoff summary. Returns the message id."""
+        message_id = new_id("m")
+        await tx.run(
+            self._sql.message_insert,
+            (
+                message_id,
+                conversation_id,
+                direction,
+                author,
+                spec.text or "",
+                "text",
+                "[]",
+                None,
+                None,
+                turn_id,
+                dumps(meta or {}),
+                now,
+            ),
+        )
+        await self._insert_delivery_hot(tx, conversation_id, turn_id, message_id, spec, now)
+        return message_id
+
+    async def _handoff_note_hot(
+        self,
+        tx: HotTx,
+        conversation_id: str,
+        turn_id: int | None,
+        *,
+        summary: str | None,
+        last: int,
+        why: str,
+        now: float,
+    ) -> None:
+        """Leave the human who takes over a private note: ``summary`` (the agent's own), or
+        else the last ``last`` messages of the conversation. Stored as a ``note`` message
+        (the console shows it) and queued as a ``note`` delivery (channels that show private
+        notes, such as Chatwoot, get it; others finish it without a send)."""
+        if summary is None or not summary.strip():
+            rows = await tx.fetch(self._sql.recent_exchange, (conversation_id, last))
+            who = {"contact": "Customer", "agent": "Bot", "human": "Agent", "system": "Bot"}
+            lines = [f"{who.get(r[0], r[0])}: {r[1]}" for r in reversed(rows) if r[1]]
+            summary = "\n".join(lines) or "(no messages)"
+            title = f"Handoff ({why}). The last {len(lines)} messages:"
+        else:
+            title = f"Handoff ({why}). The agent's summary:"
+        text = f"{title}\n{summary}"[:4000]
+        await self._bot_message_hot(
+            tx,
+            conversation_id,
+            turn_id,
+            DeliverySpec("note", 5, text=text),
+            now,
+            direction="note",
+            meta={"kind": "handoff_summary", "reason": why},
+        )
 
     async def _insert_delivery_hot(
         self,

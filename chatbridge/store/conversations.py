@@ -11,6 +11,8 @@ from sqlalchemy import and_, select
 from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.models import InboundMessage
+from chatbridge.policies.model import RoutePolicies
+from chatbridge.policies.window import OpenTurn, plan_window
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
@@ -21,13 +23,15 @@ from chatbridge.store.base import (
     _Duplicate,
     _message,
 )
-from chatbridge.store.hot import GroupCommit, HotTx, Row, dumps
+from chatbridge.store.hot import GroupCommit, HotTx, Row, dumps, loads
 from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.records import (
     ConversationRecord,
+    DeliverySpec,
     IngestResult,
     MessageRecord,
     Route,
+    TurnDecision,
 )
 
 
@@ -143,11 +147,25 @@ class ConversationStore(StoreBase):
             await self._set_owner_hot(tx, conv.id, decision.owner, now)
         message_id = new_id("m")
         turn_id = None
-        if decision.create_turn:
+        merged = False
+        superseded = None
+        if decision.create_turn and decision.window is not None:
+            turn_id, merged, superseded = await self._windowed_turn(
+                tx, conv.id, item, decision, message_id, now
+            )
+        elif decision.create_turn:
             # The turn first, so the message row is written once, already linked to it.
             turn_row = await tx.fetchrow(
                 q.turn_insert,
-                (conv.id, route.agent_id, route.id, now, item.response_mode, dumps([message_id])),
+                (
+                    conv.id,
+                    route.agent_id,
+                    route.id,
+                    now,
+                    item.response_mode,
+                    dumps([message_id]),
+                    decision.fresh,
+                ),
             )
             turn_id = cast(Row, turn_row)[0]  # INSERT … RETURNING: one row
         inserted = await tx.fetchrow(
@@ -156,16 +174,107 @@ class ConversationStore(StoreBase):
         if inserted is None:
             # Seen before: abort the whole transaction (receipt, upserts, turn included).
             raise _Duplicate("message_id")
+        for spec in decision.deliveries:
+            if spec.kind == "message":
+                await self._bot_message_hot(tx, conv.id, None, spec, now)
+            else:
+                await self._insert_delivery_hot(tx, conv.id, None, None, spec, now)
+        if decision.summary_messages:
+            await self._handoff_note_hot(
+                tx,
+                conv.id,
+                None,
+                summary=decision.summary,
+                last=decision.summary_messages,
+                why=decision.reason or "handoff",
+                now=now,
+            )
         if turn_id is None:
             return IngestResult(
                 status="stored",
                 conversation_id=conv.id,
                 message_id=message_id,
                 reason=decision.reason,
+                deliveries=bool(decision.deliveries or decision.summary_messages),
             )
         return IngestResult(
-            status="accepted", conversation_id=conv.id, message_id=message_id, turn_id=turn_id
+            status="accepted",
+            conversation_id=conv.id,
+            message_id=message_id,
+            turn_id=turn_id,
+            superseded_turn_id=superseded,
+            merged=merged,
         )
+
+    async def _windowed_turn(
+        self,
+        tx: HotTx,
+        conversation_id: str,
+        item: _Ingest,
+        decision: TurnDecision,
+        message_id: str,
+        now: float,
+    ) -> tuple[int, bool, int | None]:
+        """The turn of a message whose route debounces or has an in-flight rule: merged into
+        the conversation's waiting turn, or a new one — superseding the turn in flight when
+        the rule says so (``policies.window``). Returns (turn id, merged, superseded turn id).
+
+        Safe across replicas: the conversation upsert before this holds the conversation's
+        row until commit (PostgreSQL; SQLite has one writer), so messages of one
+        conversation are planned one after another. A worker claiming the waiting turn
+        meanwhile is caught by the fenced ``turn_merge`` (pending and unstarted only); the
+        message then gets a turn of its own. Superseding takes the running turn's lease
+        away in this transaction: its completion, fenced by that lease, writes nothing.
+        """
+        q = self._sql
+        policies = cast(RoutePolicies, decision.window)
+        open_turns = [
+            OpenTurn(r[0], r[1], r[2], r[3], r[4], tuple(loads(r[5]) or []))
+            for r in await tx.fetch(q.open_turns, (conversation_id,))
+        ]
+        plan = plan_window(open_turns, now=now, policies=policies, closes=decision.closes_window)
+        if plan.action == "merge":
+            target = next(t for t in open_turns if t.id == plan.turn_id)
+            ids = dumps([*target.message_ids, message_id])
+            if await tx.fetchrow(q.turn_merge, (target.id, ids, plan.available_at, decision.fresh)):
+                return target.id, True, None
+        carried: list[str] = []
+        fresh = decision.fresh
+        superseded = None
+        if plan.action == "supersede" and plan.turn_id is not None:
+            row = await tx.fetchrow(q.turn_supersede, (plan.turn_id, now))
+            if row is not None:  # else it finished first: its reply stands
+                superseded = plan.turn_id
+                carried = list(loads(row[0]) or [])
+                fresh = fresh or bool(row[1])
+                await self._close_typing_hot(tx, conversation_id, superseded, now)
+        route = item.route
+        turn_row = await tx.fetchrow(
+            q.turn_insert_at,
+            (
+                conversation_id,
+                route.agent_id,
+                route.id,
+                now,
+                item.response_mode,
+                dumps([*carried, message_id]),
+                fresh,
+                plan.available_at,
+            ),
+        )
+        return int(cast(Row, turn_row)[0]), False, superseded
+
+    async def _close_typing_hot(
+        self, tx: HotTx, conversation_id: str, turn_id: int, now: float
+    ) -> None:
+        """A superseded turn's typing indicator: dropped if it never went out, else switched
+        off (the turn that replaces it shows its own)."""
+        q = self._sql
+        await tx.run(q.typing_unsent, (turn_id, now))
+        if await tx.fetchrow(q.typing_shown, (turn_id,)) is not None:
+            await self._insert_delivery_hot(
+                tx, conversation_id, turn_id, None, DeliverySpec("typing_off", 3), now
+            )
 
     async def _ingest_many(self, tx: HotTx, items: list[_Ingest]) -> list[IngestResult]:
         """A group commit's messages. On PostgreSQL, written set-wise (``PG_BATCH``) in rounds
@@ -175,6 +284,19 @@ class ConversationStore(StoreBase):
         if tx.dialect != "postgresql":
             return [await self._ingest_one(tx, item) for item in items]
         results: list[IngestResult | None] = [None] * len(items)
+        # A route with policies may look at its conversation's turns or write more than a
+        # turn: its messages are written one at a time, in arrival order, after the rest
+        # (all messages of a conversation share its route, so none is split across paths).
+        if not all(item.route.policies.is_default() for item in items):
+            plain = [i for i, item in enumerate(items) if item.route.policies.is_default()]
+            if plain:
+                written = await self._ingest_many(tx, [items[i] for i in plain])
+                for i, result in zip(plain, written, strict=True):
+                    results[i] = result
+            for i, item in enumerate(items):
+                if results[i] is None:
+                    results[i] = await self._ingest_one(tx, item)
+            return [r for r in results if r is not None]
         rounds: list[list[int]] = []
         seen: dict[tuple[str, str], int] = {}
         for index, item in enumerate(items):

@@ -61,6 +61,7 @@ class HotSql:
     turn_supersede: str
     typing_unsent: str
     typing_shown: str
+    recent_exchange: str
     message_insert_new: str
     message_insert: str
     delivery_insert: str
@@ -161,6 +162,11 @@ def build(dialect: str) -> HotSql:
         typing_unsent=(
             "UPDATE deliveries SET state = 'skipped', done_at = $2 WHERE turn_id = $1"
             " AND kind = 'typing_on' AND state = 'pending' AND attempts = 0 RETURNING id"
+        ),
+        # the last messages the customer and the bot exchanged, newest first (summaries)
+        recent_exchange=(
+            "SELECT author, text FROM messages WHERE conversation_id = $1"
+            " AND direction IN ('in', 'out') ORDER BY created_at DESC, id DESC LIMIT $2"
         ),
         typing_shown=(
             "SELECT 1 FROM deliveries WHERE turn_id = $1 AND kind = 'typing_on'"

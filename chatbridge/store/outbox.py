@@ -13,7 +13,7 @@ from chatbridge.ids import new_id
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
-from chatbridge.store.hot import GroupCommit, HotTx, list_param
+from chatbridge.store.hot import GroupCommit, HotTx, list_param, sqlite_sql
 from chatbridge.store.hot_sql import PG_BATCH
 from chatbridge.store.leases import RELEASED, fenced_update
 from chatbridge.store.records import (
@@ -33,7 +33,19 @@ class _Finish:
     external_id: str | None
     claim_next: ClaimedDelivery | None
     lease_seconds: float
+    hold: tuple[str, float] | None = None  # (conversation, seconds): see ``finish_delivery``
 
+
+# The conversation's next delivery waits until $2 (a paced reply's part after its typing
+# indicator): only when it is pending and not already due later. Off the hot path: run only
+# for a finished ``typing_on`` that carries ``hold_ms``.
+_HOLD_NEXT = (
+    "UPDATE deliveries SET next_attempt_at = $2"
+    " WHERE id = (SELECT id FROM deliveries WHERE conversation_id = $1"
+    " AND state IN ('pending', 'leased') ORDER BY id LIMIT 1)"
+    " AND state = 'pending' AND next_attempt_at < $2"
+)
+_HOLD_NEXT_SQLITE = sqlite_sql(_HOLD_NEXT)
 
 _STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
 
@@ -128,21 +140,27 @@ class OutboxStore(StoreBase):
         """Record a provider's status for the message it knows as ``external_id``.
 
         Statuses only move forward (sent → delivered → read → played; ``failed`` wins), since
-        providers may report them out of order. Returns our message id, or None if the id is
-        not one of our sent messages.
+        providers may report them out of order. A paced reply is one message sent as several
+        parts (payload ``part``/``parts``): its status is its last part's, since the earlier
+        ones are read before it — except ``failed``, which any part reports for the whole.
+        Returns our message id, or None if the id is not one of our sent messages.
         """
         now = clock.now()
+        dd = t.deliveries
         async with self._tx() as conn:
-            message_id = (
+            found = (
                 await conn.execute(
-                    select(t.deliveries.c.message_id)
-                    .where(t.deliveries.c.external_id == external_id)
-                    .where(t.deliveries.c.message_id.is_not(None))
+                    select(dd.c.message_id, dd.c.payload)
+                    .where(dd.c.external_id == external_id)
+                    .where(dd.c.message_id.is_not(None))
                     .limit(1)
                 )
-            ).scalar_one_or_none()
-            if message_id is None:
+            ).first()
+            if found is None:
                 return None
+            message_id, payload = found[0], found[1] or {}
+            if status != "failed" and payload.get("part", 1) < payload.get("parts", 1):
+                return str(message_id)  # an earlier part: ours, but not the reply's status
             current = (
                 await conn.execute(
                     select(t.message_status.c.status).where(
@@ -175,6 +193,7 @@ class OutboxStore(StoreBase):
         external_id: str | None,
         claim_next: ClaimedDelivery | None = None,
         lease_seconds: float = 15.0,
+        hold: tuple[str, float] | None = None,
     ) -> tuple[bool, ClaimedDelivery | None]:
         """Mark a delivery done (fenced) and note the channel's id on its message; committed
         with the other sends finishing at the same moment (group commit).
@@ -182,10 +201,20 @@ class OutboxStore(StoreBase):
         With ``claim_next`` (the delivery just finished), the conversation's next delivery is
         leased in the same transaction when it is due, and returned: the worker sends it
         straight away instead of going through a global claim. Returns (finished, next).
+
+        ``hold`` (conversation id, seconds): the conversation's next delivery is not due
+        before that long from now — a paced reply's part waits while its typing indicator
+        shows. Written in the same transaction as the finish, so a crash cannot send the
+        part early, nor lose it; the caller wakes the workers when it is due.
         """
         return await self._finishes.submit(
-            _Finish(delivery_id, owner, external_id, claim_next, lease_seconds)
+            _Finish(delivery_id, owner, external_id, claim_next, lease_seconds, hold)
         )
+
+    async def _hold_next(self, tx: HotTx, hold: tuple[str, float], now: float) -> None:
+        conversation_id, seconds = hold
+        sql = _HOLD_NEXT_SQLITE if tx.dialect == "sqlite" else _HOLD_NEXT
+        await tx.run(sql, (conversation_id, now + seconds))
 
     async def _finish_one(self, tx: HotTx, f: _Finish) -> tuple[bool, ClaimedDelivery | None]:
         q = self._sql
@@ -195,6 +224,8 @@ class OutboxStore(StoreBase):
             return False, None
         if row[0] and f.external_id is not None:
             await tx.run(q.message_external_id, (row[0], f.external_id))
+        if f.hold is not None:
+            await self._hold_next(tx, f.hold, now)
         following = None
         if f.claim_next is not None:
             after = f.claim_next
@@ -236,6 +267,9 @@ class OutboxStore(StoreBase):
             await tx.run(
                 q.message_external_ids, ([m for m, _ in external], [e for _, e in external])
             )
+        for f in items:  # rare (paced replies): one statement each, before the next leases
+            if f.hold is not None and f.delivery_id in finished:
+                await self._hold_next(tx, f.hold, now)
         following: dict[str, ClaimedDelivery] = {}
         chained: dict[tuple[str, float], list[ClaimedDelivery]] = {}
         for f in items:

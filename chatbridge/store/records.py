@@ -93,6 +93,11 @@ class IngestResult:
     message_id: str | None = None
     turn_id: int | None = None
     reason: str | None = None
+    # a turn in flight that this message superseded (policy ``in_flight: supersede``): its
+    # lease is gone, so its reply will be refused; the agent may be told to stop
+    superseded_turn_id: int | None = None
+    merged: bool = False  # the message joined a turn that was already waiting
+    deliveries: bool = False  # the ingest wrote deliveries (an away text, a handoff)
 
 
 @dataclass(slots=True)
@@ -102,6 +107,17 @@ class TurnDecision:
     create_turn: bool
     owner: str
     reason: str | None = None
+    # the route's policies when the message must look at its conversation's open turns
+    # (debounce, in-flight rule: ``policies.window.plan_window``); None: a turn of its own
+    window: RoutePolicies | None = None
+    closes_window: bool = False  # an attachment or a close keyword ends the window at once
+    fresh: bool = False  # the bot's session expired: the agent starts a new one
+    # written in the ingest transaction: bot messages (an away text) and actions (handoff)
+    deliveries: list[DeliverySpec] = field(default_factory=list)
+    # a private note for the human who takes over: its text (the agent's summary), or None
+    # for the last ``summary_messages`` messages; ``summary_messages`` 0: no note
+    summary: str | None = None
+    summary_messages: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +135,8 @@ class ClaimedTurn:
     conversation: ConversationRecord
     messages: list[MessageRecord]
     contact: ContactRecord | None
+    # the agent starts a new session: the bot's session for the conversation expired
+    fresh: bool = False
 
     @property
     def key(self) -> str:

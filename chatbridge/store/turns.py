@@ -153,6 +153,7 @@ class TurnStore(StoreBase):
                         conversation=conv,
                         messages=[msgs[m] for m in message_ids[r[0]] if m in msgs],
                         contact=contacts.get(conv.contact_id) if conv.contact_id else None,
+                        fresh=bool(r[9]),
                     )
                 )
         return claimed
