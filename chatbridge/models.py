@@ -18,7 +18,7 @@ agent's frame, free-form ``metadata``/``context`` a peer may fill. Where the sha
 name it (a TypedDict or a class) instead."""
 
 Owner = Literal["bot", "human"]
-ActionKind = Literal["message", "typing_on", "typing_off", "handoff"]
+ActionKind = Literal["message", "typing_on", "typing_off", "handoff", "note"]
 
 
 @dataclass(slots=True)
@@ -166,7 +166,9 @@ class ConversationRef:
 
 @dataclass(slots=True)
 class OutboundAction:
-    """One thing to do at the channel: post a message, typing on/off, hand off to a human.
+    """One thing to do at the channel: post a message, typing on/off, hand off to a human,
+    leave the human team a private note (``note``, its text in ``text``; only channels whose
+    ``Capabilities.notes`` is true are sent one).
 
     ``idempotency_key`` is stable across retries of the same delivery (sent to Chatwoot as
     ``echo_id``).

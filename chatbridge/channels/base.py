@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 class Capabilities:
     """What a channel can show a customer. The pipeline reads these instead of channel names:
     a typing indicator is queued only where ``typing`` is true, and so on. Honest values: a
-    channel that would silently drop an action says ``False``."""
+    channel that would silently drop an action says ``False``.
+
+    ``notes``: the channel can show the human team a private note that the customer never
+    sees (a ``"note"`` action, e.g. the handoff summary: a Chatwoot private note). Where it is
+    false the delivery runner finishes a note without a send, and the channel's ``send``
+    refuses one (``PermanentDelivery``) rather than show it to the customer."""
 
     typing: bool = False
     read_receipts: bool = False
@@ -46,6 +51,7 @@ class Capabilities:
     interactive: bool = False
     templates: bool = False
     streaming: bool = False
+    notes: bool = False
 
 
 @dataclass(slots=True)

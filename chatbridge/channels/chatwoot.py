@@ -4,7 +4,8 @@ Nothing outside this module and ``chatwoot_api`` knows Chatwoot's JSON. Two halv
 
 * ``parse_webhook`` (pure, no I/O, here) turns one delivery into a neutral ``InboundMessage``,
   ``OwnerSignal``, ``ConversationEvent`` or ``Ignored``, applying the loop-safety rules of
-  the contract (own replies, private notes, templates and ``message_updated`` are dropped).
+  the contract (own replies, private notes, templates and ``message_updated`` are dropped;
+  the echo of our own reply or private note, carrying our ``source_id``, is its receipt).
 * ``ChatwootAdapter`` (in ``chatwoot_api``, re-exported here) turns an ``OutboundAction`` into
   a call to ``/api/v1/accounts/{account}/conversations/{display_id}/…`` and maps HTTP failures
   onto ``RetryableDelivery`` / ``PermanentDelivery``.
@@ -257,12 +258,44 @@ def _message_conversation(
     )
 
 
+def _private_note(
+    payload: Mapping[str, Any], message_type: str | None, delivery_id: str | None
+) -> ParsedWebhook:
+    """A private note: never a customer's message, never a human taking over.
+
+    Our own note (a ``note`` delivery, posted outgoing with ``private: true`` and
+    ``source_id`` = its idempotency key) comes back from the bot, or from a user when the
+    bridge holds a user token: its echo is the delivery's receipt, with nothing to fall back
+    on if the key is not ours. An operator's note (no ``source_id``: the dashboard sets none)
+    is dropped, as every private note was before notes were sent.
+    """
+    # Read leniently: a note is never refused (a 4xx to an agent-bot webhook makes Chatwoot
+    # open a pending conversation), it is a receipt or nothing.
+    sender = payload.get("sender")
+    sender_type = sender.get("type") if isinstance(sender, dict) else None
+    source_id = payload.get("source_id")
+    if (
+        message_type == "outgoing"
+        and sender_type in ("agent_bot", "user")
+        and isinstance(source_id, str)
+        and 0 < len(source_id) <= 100
+    ):
+        message_id = payload.get("id")
+        return DeliveryReceipt(
+            channel=CHANNEL,
+            idempotency_key=source_id,
+            external_message_id=str(message_id) if _is_int(message_id) else None,
+            delivery_id=delivery_id,
+        )
+    return Ignored("private_note", delivery_id=delivery_id)
+
+
 def _parse_message_created(
     payload: dict[str, Any], delivery_id: str | None, default_account_id: int | None
 ) -> ParsedWebhook:
     message_type = _get_str(payload, "message_type", "message_type", required=True)
     if _get_bool(payload, "private", "private"):
-        return Ignored("private_note", delivery_id=delivery_id)
+        return _private_note(payload, message_type, delivery_id)
     if message_type == "template":
         return Ignored("template", delivery_id=delivery_id)
     sender = _get_obj(payload, "sender", "sender")

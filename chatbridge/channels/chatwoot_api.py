@@ -99,6 +99,10 @@ class ChatwootAdapter:
     not supported here. ``metadata["content_type"]`` and ``metadata["content_attributes"]``
     of a message action are passed through (e.g. ``input_select`` options).
 
+    A ``note`` action is the same call with ``private: true``: a private note the team sees
+    in the conversation and the customer never does (allowed to a bot token: it is a message
+    ``create``). It carries ``source_id`` too, so its echo is its receipt.
+
     Typing uses ``toggle_typing_status``; handoff opens the conversation with
     ``toggle_status`` (with a bot token on a pending conversation Chatwoot runs its
     ``bot_handoff!``).
@@ -220,20 +224,24 @@ class ChatwootAdapter:
             PermanentDelivery: any other 4xx, or a malformed ``channel_key``.
         """
         path = conversation_path(action.conversation.channel_key)
-        if action.kind == "message":
+        if action.kind == "message" or action.kind == "note":
+            note = action.kind == "note"
             body: dict[str, Any] = {
                 "content": self._message_content(action),
                 "message_type": "outgoing",
-                "private": False,
+                # a private note: the team sees it in the conversation, the customer never
+                "private": note,
                 "echo_id": action.idempotency_key,
                 # stored by Chatwoot and sent back in the message_created webhook of our own
-                # reply: the delivery's receipt (echo_id is neither stored nor echoed)
+                # reply (or note): the delivery's receipt (echo_id is neither stored nor echoed)
                 "source_id": action.idempotency_key,
             }
-            for key in ("content_type", "content_attributes"):
-                if action.metadata.get(key) is not None:
-                    body[key] = action.metadata[key]
-            response = await self._post(f"{path}/messages", body, "send message")
+            if not note:
+                for key in ("content_type", "content_attributes"):
+                    if action.metadata.get(key) is not None:
+                        body[key] = action.metadata[key]
+            what = "send private note" if note else "send message"
+            response = await self._post(f"{path}/messages", body, what)
             return SendResult(external_id=_message_id(response.body))
         if action.kind in ("typing_on", "typing_off"):
             state = "on" if action.kind == "typing_on" else "off"
@@ -257,8 +265,9 @@ class ChatwootAdapter:
         non-message actions and whenever Chatwoot cannot tell (a bot token's 401 on the list,
         the conversation gone, the call failed, every page searched full without a match) —
         and when the message is not listed: the cut-off request may still land. Never False.
+        A private note (``note``) is looked for the same way: it carries the key too.
         """
-        if action.kind != "message":
+        if action.kind != "message" and action.kind != "note":
             return None
         try:
             path = conversation_path(action.conversation.channel_key)

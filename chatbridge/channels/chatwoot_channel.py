@@ -42,10 +42,12 @@ _DELIVERY = DELIVERY_HEADER.lower()
 
 class ChatwootChannel(ChatwootAdapter):
     """Chatwoot, both ways. Typing (``toggle_typing_status``) and interactive messages
-    (``content_attributes`` passed through) work; attachments go out as links, so ``media``
-    is false; Chatwoot has no read receipts, templates or streaming for a bot."""
+    (``content_attributes`` passed through) work; private notes (``notes``: a message created
+    with ``private: true``, which agents see and the customer never does) work with a bot's
+    token as with a user's; attachments go out as links, so ``media`` is false; Chatwoot has
+    no read receipts, templates or streaming for a bot."""
 
-    capabilities = Capabilities(typing=True, interactive=True)
+    capabilities = Capabilities(typing=True, interactive=True, notes=True)
     signed = True
 
     def __init__(self, settings: Settings) -> None:

@@ -13,11 +13,11 @@ and the body is one of::
     {"type": "handoff", "conversation_id", "to": "human" | "bot", "event_id"?}
     {"type": "event", "event", "conversation_id"?, "contact"?, "data"?, "event_id"?}
 
-Outbound, replies, typing on/off and handoffs go to the inbox's ``callback_url`` as JSON POSTs
-signed the same way (``sign`` and ``verify`` here serve both ends) and carrying the delivery's
-idempotency key (``Idempotency-Key`` header and ``idempotency_key`` field). A retry repeats
-the key and the receiver dedupes on it, so re-sending is harmless and ``already_sent`` is
-always ``False``.
+Outbound, replies, typing on/off, handoffs and private notes for the app's team (``note``,
+e.g. a handoff summary) go to the inbox's ``callback_url`` as JSON POSTs signed the same way
+(``sign`` and ``verify`` here serve both ends) and carrying the delivery's idempotency key
+(``Idempotency-Key`` header and ``idempotency_key`` field). A retry repeats the key and the
+receiver dedupes on it, so re-sending is harmless and ``already_sent`` is always ``False``.
 
 The app's ids are namespaced by inbox in the store (``"<inbox>:<id>"``): two apps may both
 have a conversation ``"42"``. ``docs/channels/http.md`` is the reference for app authors.
@@ -439,6 +439,12 @@ def callback_body(action: OutboundAction) -> dict[str, Any]:
     elif kind == "handoff":
         body["type"] = "handoff"
         body["to"] = "human"
+    elif kind == "note":
+        # for the app's team, never its customer (e.g. the handoff summary)
+        body["type"] = "note"
+        body["text"] = action.text or ""
+        if action.metadata:
+            body["metadata"] = action.metadata
     else:
         raise PermanentDelivery(f"http channel cannot perform action kind {kind!r}")
     return body
@@ -468,7 +474,9 @@ class HttpChannel:
     every inbox's callback, created on first send and closed by ``aclose``."""
 
     name = CHANNEL
-    capabilities = Capabilities(typing=True, media=True)
+    # ``notes``: the callback is the app's back end, which already takes handoffs for its
+    # team; a ``note`` callback is for that team and documented as never for the customer.
+    capabilities = Capabilities(typing=True, media=True, notes=True)
 
     def __init__(
         self,

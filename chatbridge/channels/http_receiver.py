@@ -79,8 +79,8 @@ class CallbackReceiver:
             return JSONResponse({"message_id": f"app-{len(self.received)}"})
 
     def of_type(self, kind: str, conversation_id: str | None = None) -> list[Callback]:
-        """The callbacks of ``kind`` (``message``, ``typing``, ``handoff``), optionally of one
-        conversation."""
+        """The callbacks of ``kind`` (``message``, ``typing``, ``handoff``, ``note``),
+        optionally of one conversation."""
         return [
             c
             for c in self.received

@@ -40,8 +40,9 @@ def _text_field(payload: dict[str, Any], key: str, *, required: bool) -> str | N
 class MemoryChannel:
     """Fake channel: parses the neutral body above, records every action it is asked to do.
 
-    ``capabilities`` is what it was built with (all on by default); an action its
-    capabilities rule out is refused with ``PermanentDelivery``, as an honest channel would.
+    ``capabilities`` is what it was built with (typing, read receipts and media by default;
+    ``notes`` only when asked for, as most channels have none); an action its capabilities
+    rule out is refused with ``PermanentDelivery``, as an honest channel would.
     """
 
     signed = False
@@ -98,6 +99,8 @@ class MemoryChannel:
             raise PermanentDelivery(f"{self.name} shows no typing indicator")
         if action.attachments and not self.capabilities.media:
             raise PermanentDelivery(f"{self.name} cannot send media")
+        if action.kind == "note" and not self.capabilities.notes:
+            raise PermanentDelivery(f"{self.name} shows no private notes")
         self.actions.append(action)
         return SendResult(external_id=f"memory-out-{len(self.actions)}")
 

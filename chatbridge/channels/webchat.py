@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest, load_object
 from chatbridge.channels.webchat_live import LiveHub
-from chatbridge.errors import BadInput
+from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import (
     ContactInfo,
     InboundMessage,
@@ -83,6 +83,8 @@ class WebchatChannel:
     session up); ``session_timeout`` says when a session stops being active."""
 
     name = CHANNEL
+    # no ``notes``: the widget is the visitor's; the team sees a note in the console's
+    # conversation view (the stored message), which needs no channel
     capabilities = Capabilities(typing=True, streaming=True)
     signed = False  # the session id is the visitor's credential; nothing is signed
 
@@ -151,6 +153,13 @@ class WebchatChannel:
 
     # ------------------------------------------------------------------ outbound
     async def send(self, action: OutboundAction) -> SendResult:
+        """Wake the visitor's widgets (a message), or publish typing or the handoff notice.
+
+        Raises:
+            PermanentDelivery: a private note (``notes`` is false: everything this channel
+                shows reaches the visitor; the team reads notes in the console) or an
+                unknown action kind.
+        """
         uid = action.conversation.channel_key
         match action.kind:
             case "message":
@@ -159,6 +168,12 @@ class WebchatChannel:
                 self.live.publish(uid, {"type": "typing", "on": action.kind == "typing_on"})
             case "handoff":
                 self.live.publish(uid, {"type": "system", "text": HANDOFF_NOTICE})
+            case "note":
+                raise PermanentDelivery(
+                    "webchat has no private notes: all it shows reaches the visitor"
+                )
+            case _:
+                raise PermanentDelivery(f"webchat cannot perform action kind {action.kind!r}")
         return SendResult(external_id=None)
 
     async def already_sent(self, action: OutboundAction) -> bool | None:

@@ -42,6 +42,22 @@ SIMULATED_EVENTS = frozenset(
 )
 
 
+_RAILS_FALSE = frozenset({"0", "f", "F", "false", "FALSE", "off", "OFF"})
+
+
+def rails_boolean(value: object) -> bool:
+    """``value`` as Chatwoot stores a boolean request field (``params[:x] || false`` cast by
+    ``ActiveModel::Type::Boolean``): false for nothing, ``""``, false, 0 and Rails' false
+    strings; true for anything else (``"no"`` included, as in Rails)."""
+    if value is None or value == "" or value is False:
+        return False
+    if type(value) is int:  # Rails' set holds the integer 0 only (0.0 is true)
+        return value != 0
+    if isinstance(value, str):
+        return value not in _RAILS_FALSE
+    return True
+
+
 class Faults(BaseModel):
     """Faults injected into the REST API (never into ``/mock/*``).
 
@@ -534,8 +550,26 @@ class MockChatwoot:
             }
         }
 
+    def notes(self, conversation_id: int | None = None) -> list[dict[str, Any]]:
+        """The private notes posted through the API (``received_messages`` with ``private``),
+        optionally of one conversation: what the team sees and the customer does not."""
+        return [
+            m
+            for m in self.received_messages
+            if m["private"] and (conversation_id is None or m["conversation_id"] == conversation_id)
+        ]
+
     def post_message(self, conv: MockConversation, body: dict[str, Any]) -> dict[str, Any]:
-        """Record a message posted through the API (a bot reply) and return its JSON."""
+        """Record a message posted through the API (a bot reply, or with ``private`` a private
+        note) and return its JSON.
+
+        ``private`` is read as Rails reads the boolean column (``params[:private] || false``,
+        then ``ActiveModel::Type::Boolean``): absent, null, ``""`` and ``false``/``0``/
+        ``"false"``/``"f"``/``"0"``/``"off"`` (either case) are false, anything else true. A
+        note is stored, echoed (``message_created`` with ``private: true``, from the bot or
+        the user as the token says, with the ``source_id`` sent) and left out of the
+        conversation's ``messages`` in webhooks, as Chatwoot does.
+        """
         attributes = body.get("content_attributes") or {}
         if isinstance(attributes, str):
             try:
@@ -553,7 +587,7 @@ class MockChatwoot:
             message_id=self._new_message_id(),
             content=body.get("content"),
             message_type=message_type,
-            private=bool(body.get("private", False)),
+            private=rails_boolean(body.get("private")),
             sender=None if message_type == "incoming" else sender,
             content_type=body.get("content_type") or "text",
             content_attributes=attributes if isinstance(attributes, dict) else {},
@@ -568,6 +602,7 @@ class MockChatwoot:
             "id": message["id"],
             "created_at": message["created_at"],
             "private": message["private"],
+            "source_id": message["source_id"],
             "content_type": message["content_type"],
             "content_attributes": message["content_attributes"],
         }

@@ -15,7 +15,8 @@ Endpoints:
   ``delivery_id`` re-sends that delivery's payload unchanged (a duplicate delivery).
 * ``/api/v1/accounts/{account}/conversations/{id}`` (``GET``), ``…/messages`` (``GET``,
   ``POST``), ``…/toggle_status``, ``…/toggle_typing_status`` — the REST API.
-* ``GET /mock/api/received_messages``, ``GET /mock/api/actions``, ``GET /mock/conversations``,
+* ``GET /mock/api/received_messages`` (private notes included, ``private: true``),
+  ``GET /mock/api/notes`` (those alone), ``GET /mock/api/actions``, ``GET /mock/conversations``,
   ``POST /mock/reset``, ``GET|POST /mock/faults`` — inspection and fault injection.
 
 All state lives on one ``MockChatwoot`` (``app.state.mock``). Handlers change it only in
@@ -217,6 +218,10 @@ def _mock_router() -> APIRouter:
     @router.get("/api/received_messages")
     async def received(request: Request) -> list[dict[str, Any]]:
         return _mock(request).received_messages
+
+    @router.get("/api/notes")
+    async def notes(request: Request) -> list[dict[str, Any]]:
+        return _mock(request).notes()
 
     @router.get("/api/actions")
     async def actions(request: Request) -> list[dict[str, Any]]:

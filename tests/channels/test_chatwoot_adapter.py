@@ -302,6 +302,48 @@ async def test_retry_after_header_is_honoured() -> None:
     assert retry_afters == [7.0, 0.0, None]
 
 
+async def test_note_lands_as_a_private_note_with_its_key(chatwoot: Chatwoot) -> None:
+    """A ``note`` is the message call with ``private: true`` (a bot token may make it), its
+    key as ``echo_id`` and ``source_id``; a message's interactive extras are not sent."""
+    note = action("note", text="Handoff (keyword). The last 2 messages:\n…", key="dlv_n")
+    note.metadata = {"content_type": "input_select", "content_attributes": {"items": []}}
+    result = await chatwoot.adapter.send(note)
+
+    [received] = chatwoot.mock.notes(42)
+    assert received["content"] == "Handoff (keyword). The last 2 messages:\n…"
+    assert (received["private"], received["source_id"]) == (True, "dlv_n")
+    assert received["content_type"] == "text"
+    assert result.external_id == str(received["id"])
+    [call] = chatwoot.mock.actions
+    assert call["data"] == {
+        "content": "Handoff (keyword). The last 2 messages:\n…",
+        "message_type": "outgoing",
+        "private": True,
+        "echo_id": "dlv_n",
+        "source_id": "dlv_n",
+    }
+    # the customer's side of the conversation does not show it
+    conv = chatwoot.mock.conversations[42]
+    assert [m["private"] for m in conv.messages] == [True]
+    assert chatwoot.mock.notes(43) == []
+
+
+async def test_a_note_refused_by_chatwoot_is_permanent(chatwoot: Chatwoot) -> None:
+    chatwoot.mock.set_faults(Faults(fail_next=[404]))
+    with pytest.raises(PermanentDelivery, match="send private note: HTTP 404"):
+        await chatwoot.adapter.send(action("note", text="summary"))
+    assert chatwoot.mock.notes() == []
+
+
+async def test_already_sent_finds_a_note_by_its_key(chatwoot: Chatwoot) -> None:
+    await chatwoot.adapter.send(action("note", text="summary", key="dlv_n"))
+    assert await chatwoot.adapter.already_sent(action("note", key="dlv_n")) is True
+    chatwoot.mock.allow_list_messages = True  # a user token lists messages, notes included
+    chatwoot.mock.build_event("message_created", TriggerRequest(conversation_id=42))
+    assert await chatwoot.adapter.already_sent(action("note", key="dlv_n")) is True
+    assert await chatwoot.adapter.already_sent(action("note", key="dlv_other")) is None
+
+
 async def test_owned_client_is_closed() -> None:
     adapter = ChatwootAdapter("http://127.0.0.1:1", None)
     await adapter.aclose()

@@ -20,6 +20,7 @@ from chatbridge.models import (
     Attachment,
     ContactInfo,
     ConversationEvent,
+    DeliveryReceipt,
     Ignored,
     InboundMessage,
     OwnerSignal,
@@ -286,6 +287,60 @@ def test_human_agent_reply_is_owner_signal() -> None:
 )
 def test_loop_safety_drops(overrides: dict[str, Any], reason: str) -> None:
     assert parse(message_event(**overrides)) == Ignored(reason, delivery_id=DELIVERY)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        {"id": 2, "name": "Bridge Bot", "type": "agent_bot"},
+        {"id": 7, "name": "Bridge", "type": "user"},
+    ],
+)
+def test_our_private_note_echo_is_its_receipt_never_an_owner_signal(sender: dict[str, Any]) -> None:
+    """A note we posted (bot or user token) comes back private, outgoing, with our
+    ``source_id``: a receipt with nothing to fall back on — a human's note does not take the
+    conversation over, so neither may ours if the key turned out not to be ours."""
+    echo = message_event(
+        message_type="outgoing", private=True, sender=sender, source_id="d_42", id=991
+    )
+    assert parse(echo) == DeliveryReceipt(
+        channel="chatwoot", idempotency_key="d_42", external_message_id="991", delivery_id=DELIVERY
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # an operator's note from the dashboard: no source_id
+        {"message_type": "outgoing", "sender": {"id": 4, "name": "Sam", "type": "user"}},
+        {"message_type": "outgoing", "sender": {"id": 4, "type": "user"}, "source_id": ""},
+        # a customer's message marked private, whatever source_id it has
+        {"source_id": "d_42"},
+        {"message_type": "template", "sender": None, "source_id": "d_42"},
+        # malformed senders or ids on a note are dropped, never refused (a 4xx opens a
+        # pending conversation in bot mode)
+        {"message_type": "outgoing", "sender": "Sam", "source_id": "d_42"},
+        {"message_type": "outgoing", "sender": {"type": "agent_bot"}, "source_id": 5},
+        {"message_type": "outgoing", "sender": {"type": "agent_bot"}, "source_id": "x" * 101},
+    ],
+)
+def test_other_private_notes_are_dropped_as_before(overrides: dict[str, Any]) -> None:
+    assert parse(message_event(private=True, **overrides)) == Ignored(
+        "private_note", delivery_id=DELIVERY
+    )
+
+
+def test_a_note_echo_without_a_numeric_id_is_still_a_receipt() -> None:
+    echo = message_event(
+        message_type="outgoing",
+        private=True,
+        sender={"type": "agent_bot"},
+        source_id="d_42",
+        id="abc",
+    )
+    assert parse(echo) == DeliveryReceipt(
+        channel="chatwoot", idempotency_key="d_42", external_message_id=None, delivery_id=DELIVERY
+    )
 
 
 # --- conversation events --------------------------------------------------------------------

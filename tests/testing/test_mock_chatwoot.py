@@ -15,7 +15,14 @@ from fastapi.responses import PlainTextResponse, Response
 
 from chatbridge.channels.chatwoot import parse_webhook
 from chatbridge.errors import BadSignature
-from chatbridge.models import ConversationEvent, Ignored, InboundMessage, OwnerSignal
+from chatbridge.models import (
+    ConversationEvent,
+    DeliveryReceipt,
+    Ignored,
+    InboundMessage,
+    OwnerSignal,
+)
+from chatbridge.testing.chatwoot_state import rails_boolean
 from chatbridge.testing.mock_chatwoot import (
     Faults,
     MockChatwoot,
@@ -366,10 +373,12 @@ async def test_bot_message_is_recorded_and_listed(mock: Mock) -> None:
             "id": created["id"],
             "created_at": created["created_at"],
             "private": False,
+            "source_id": None,
             "content_type": "text",
             "content_attributes": {"x": 1},
         }
     ]
+    assert (await mock.client.get("/mock/api/notes")).json() == []
 
 
 async def test_conversation_status_and_typing(mock: Mock, receiver: Receiver) -> None:
@@ -430,6 +439,81 @@ async def test_bot_replies_can_echo_as_webhooks(receiver: Receiver) -> None:
     finally:
         await m.client.aclose()
         await m.state.aclose()
+
+
+@pytest.mark.parametrize(
+    ("token_kind", "sender"),
+    [
+        ("bot", {"id": 1, "name": "Bridge Bot", "type": "agent_bot"}),
+        ("user", {"id": 7, "name": "Bridge User", "email": "bridge@example.com", "type": "user"}),
+    ],
+)
+async def test_private_note_is_recorded_echoed_and_hidden_from_the_customer(
+    receiver: Receiver, token_kind: str, sender: dict[str, Any]
+) -> None:
+    """A note is a message ``create`` (allowed to a bot token) with ``private: true``; it is
+    echoed from whoever holds the token, with our ``source_id``, and the bridge's parser
+    takes that echo for the note's receipt."""
+    m = await _mock(webhook_url=f"{receiver.url}/hook/json", api_token="tok", token_kind=token_kind)
+    try:
+        await m.state.trigger("message_created", TriggerRequest(conversation_id=3, content="hi"))
+        headers = {"api_access_token": "tok"}
+        note = {"content": "Summary", "private": True, "echo_id": "d_9", "source_id": "d_9"}
+        refused = await m.client.post(f"{API}/3/messages", json=note)
+        assert refused.status_code == 401 and m.state.notes() == []
+        created = await m.client.post(f"{API}/3/messages", json=note, headers=headers)
+        assert created.status_code == 200, created.text
+        assert (created.json()["private"], created.json()["sender"]) == (True, sender)
+        await m.state.drain()
+
+        [recorded] = (await m.client.get("/mock/api/notes")).json()
+        assert (recorded["conversation_id"], recorded["content"]) == (3, "Summary")
+        assert (recorded["private"], recorded["source_id"]) == (True, "d_9")
+        echo = m.state.webhook_history[-1]["payload"]
+        assert (echo["event"], echo["message_type"], echo["private"]) == (
+            "message_created",
+            "outgoing",
+            True,
+        )
+        assert (echo["sender"], echo["source_id"]) == (sender, "d_9")
+        # the conversation's latest message (what the customer side shows) is still theirs
+        assert [x["content"] for x in echo["conversation"]["messages"]] == ["hi"]
+        assert receiver.parse(secret=None) == DeliveryReceipt(
+            "chatwoot",
+            "d_9",
+            external_message_id=str(created.json()["id"]),
+            delivery_id=m.state.webhook_history[-1]["delivery_id"],
+        )
+    finally:
+        await m.client.aclose()
+        await m.state.aclose()
+
+
+@pytest.mark.parametrize(
+    ("value", "private"),
+    [
+        (True, True),
+        ("true", True),
+        ("no", True),  # not one of Rails' false strings
+        (1, True),
+        (0.0, True),
+        (False, False),
+        (None, False),
+        ("", False),
+        (0, False),
+        ("0", False),
+        ("f", False),
+        ("FALSE", False),
+        ("off", False),
+    ],
+)
+async def test_private_is_cast_as_rails_casts_it(mock: Mock, value: object, private: bool) -> None:
+    mock.state.conversation(3)
+    response = await mock.client.post(f"{API}/3/messages", json={"content": "x", "private": value})
+    assert response.status_code == 200
+    assert response.json()["private"] is private
+    assert len(mock.state.notes(3)) == (1 if private else 0)
+    assert rails_boolean(value) is private
 
 
 async def test_api_token_is_required_when_set() -> None:

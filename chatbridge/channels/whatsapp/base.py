@@ -221,6 +221,8 @@ class WhatsAppChannel:
     name = CHANNEL
     # Typing, read receipts and media (by URL) work on every provider; interactive messages
     # and templates are not sent (a template is what Meta needs outside its 24 h window).
+    # No ``notes``: a WhatsApp chat has no part the customer does not see (the team reads
+    # notes in the console).
     capabilities = Capabilities(typing=True, read_receipts=True, media=True)
 
     def __init__(
@@ -336,8 +338,11 @@ class WhatsAppChannel:
         Raises:
             RetryableDelivery: gateway unreachable, timed out, 408/429/5xx.
             PermanentDelivery: other refusals; a malformed channel key; for Meta, a message
-                outside the 24-hour customer service window.
+                outside the 24-hour customer service window; a private note (``notes`` is
+                false: anything sent to the chat reaches the customer).
         """
+        if action.kind == "note":
+            raise PermanentDelivery("whatsapp has no private notes: the customer would see it")
         chat = ChatAddress.parse(action.conversation.channel_key)
         provider = self.provider(chat.provider)
         if action.kind == "message":
