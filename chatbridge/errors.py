@@ -9,6 +9,7 @@
     ├── AgentError                  reaching or hearing from an agent failed
     │   ├── AgentUnavailable        no connection / circuit open   (retryable until deadline)
     │   ├── AgentTimeout            no answer before the deadline
+    │   ├── TurnCancelled           the bridge withdrew the turn (superseded): not a failure
     │   └── AgentReportedError      the agent answered error_message
     └── DeliveryError               sending to a channel failed
         ├── RetryableDelivery       connect error, 429, 5xx: try again later
@@ -81,6 +82,19 @@ class AgentUnavailable(AgentError):
 
 class AgentTimeout(AgentError):
     kind = "timeout"
+
+
+class TurnCancelled(AgentError):
+    """The bridge itself withdrew the turn while it waited (``AgentHub.cancel_turn``), e.g. a
+    newer customer message superseded it. Not the agent's fault and not a failure to retry:
+    no fallback applies, and any answer the agent still sends for it is discarded."""
+
+    kind = "cancelled"
+
+    def __init__(self, turn_key: str, reason: str = "superseded") -> None:
+        super().__init__(f"turn {turn_key!r} cancelled ({reason})")
+        self.turn_key = turn_key
+        self.reason = reason
 
 
 class AgentElsewhere(AgentError):

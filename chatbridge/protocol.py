@@ -7,9 +7,11 @@ is generated from them (``protocol_json_schema()``). Both sides use them: the br
 with ``parse_bridge_frame()``.
 
 Every message is a JSON object with a ``type``; unknown fields are ignored so either side may
-add optional fields without breaking the other. The few timing rules every transport shares
-(heartbeat, dead-connection detection, reconnect backoff) live here too, as plain values and
-functions.
+add optional fields without breaking the other. Such additions are counted in
+``PROTOCOL_REVISION`` (the wire name stays ``chatbridge/1``) and each names the revision it
+came with in its schema description ("Since 1.1"): an agent written for 1.0 keeps working.
+The few timing rules every transport shares (heartbeat, dead-connection detection, reconnect
+backoff) live here too, as plain values and functions.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ _JITTER = random.Random()
 _F = TypeVar("_F")
 
 PROTOCOL = "chatbridge/1"
+
+PROTOCOL_REVISION = "1.1"
+"""The minor revision of ``chatbridge/1`` this module speaks. 1.1 (conversation policies):
+``user_message.fresh``, the ``cancel`` frame, ``handoff.summary``. Only optional fields and a
+frame an older agent may ignore are added, so the wire name does not change."""
+
+HANDOFF_SUMMARY_MAX = 4000
+"""Longest ``handoff.summary`` kept; a longer one is cut here rather than the handoff refused."""
 
 DEAD_AFTER_INTERVALS = 3
 """No traffic at all for this many heartbeat intervals means the connection is dead."""
@@ -100,7 +110,7 @@ class Frame(_Model):
 
 
 class HistoryMessage(_Model):
-    """One customer message folded into a turn (debounce may merge several)."""
+    """One customer message folded into a turn (debounce may merge several into one turn)."""
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
@@ -140,7 +150,9 @@ class UserMessage(Frame):
     """One agent turn: the customer's message(s) and what the agent needs to answer them.
 
     ``message_id`` is the turn id the agent echoes in its answer; ``seq`` counts per agent and
-    serves ``ack`` and dial-in resume.
+    serves ``ack`` and dial-in resume. A turn may carry several customer messages
+    (``messages``, in order; ``content`` is their text newline-joined); ``fresh`` (since 1.1)
+    says the bot's session for the conversation expired and a new context starts.
     """
 
     type: Literal["user_message"] = "user_message"
@@ -150,12 +162,51 @@ class UserMessage(Frame):
     conversation_id: str
     inbox_id: int | None = None
     channel: str | None = None
-    content: str = ""
-    messages: list[HistoryMessage] = Field(default_factory=list)
+    content: str = Field(
+        "",
+        description=(
+            "Every customer message of the turn, in the order they were written, joined by "
+            "newlines (the text of `messages`)."
+        ),
+    )
+    messages: list[HistoryMessage] = Field(
+        default_factory=list,
+        description=(
+            "The customer messages this turn carries, oldest first: one, or several when "
+            "messages written in a quick burst were merged into one turn (debounce), or held "
+            "while the agent was answering. Each keeps its own id, time and attachments."
+        ),
+    )
     sender: Sender | None = None
     context: TurnContext | None = None
     response_mode: Literal["sync", "async"] = "async"
     deadline: Timestamp | None = None
+    fresh: bool = Field(
+        False,
+        description=(
+            "Since 1.1. True when the bot's session for this conversation had expired (no "
+            "activity for the route's `expire_after`): start a new context and forget what "
+            "you kept about this conversation. Absent or false: carry on as before."
+        ),
+    )
+
+
+class Cancel(Frame):
+    """Since 1.1. The bridge no longer wants an answer to the turn ``message_id``.
+
+    Sent when a newer customer message superseded the turn (``reason`` ``superseded``): the
+    bridge starts a new turn with every message instead. Stop working on it; an answer the
+    agent still sends for it is discarded by the bridge. An agent that does not know this
+    frame may ignore it (answering ``error_message`` ``unknown_type`` is harmless too).
+    """
+
+    type: Literal["cancel"] = "cancel"
+    message_id: str = Field(description="The turn (`user_message.message_id`) to stop.")
+    conversation_id: str | None = None
+    reason: str = Field(
+        "superseded",
+        description="Why: `superseded` (a newer customer message replaced the turn).",
+    )
 
 
 class Ping(Frame):
@@ -259,13 +310,31 @@ class Typing(Frame):
     on: bool = True
 
 
+def _cut_summary(value: object) -> object:
+    """An over-long summary is cut, not refused: refusing would lose the handoff itself."""
+    if isinstance(value, str) and len(value) > HANDOFF_SUMMARY_MAX:
+        return value[:HANDOFF_SUMMARY_MAX]
+    return value
+
+
 class Handoff(Frame):
-    """Hand the conversation to a human; ``content``, if any, is sent to the customer first."""
+    """Hand the conversation to a human; ``content``, if any, is sent to the customer first;
+    ``summary`` (since 1.1) is a private note for the human who takes over."""
 
     type: Literal["handoff"] = "handoff"
     conversation_id: str | None = None
     reason: str | None = None
     content: str | None = None
+    summary: Annotated[str | None, BeforeValidator(_cut_summary)] = Field(
+        None,
+        max_length=HANDOFF_SUMMARY_MAX,
+        description=(
+            "Since 1.1. A note for the human who takes over (what the customer wants, what "
+            "was tried), shown to the operator as a private note and never sent to the "
+            f"customer. At most {HANDOFF_SUMMARY_MAX} characters; the bridge cuts a longer "
+            "one. Without it the bridge may note the last messages instead (route policy)."
+        ),
+    )
 
 
 class NoReply(Frame):
@@ -294,7 +363,7 @@ class Hello(Frame):
 
 
 BridgeFrame = Annotated[
-    UserMessage | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent,
+    UserMessage | Cancel | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent,
     Field(discriminator="type"),
 ]
 """Any message the bridge sends to an agent."""
@@ -319,7 +388,7 @@ _BRIDGE_ADAPTER: TypeAdapter[BridgeFrame] = TypeAdapter(BridgeFrame)
 _AGENT_ADAPTER: TypeAdapter[AgentFrame] = TypeAdapter(AgentFrame)
 
 BRIDGE_TYPES = frozenset(
-    ("user_message", "ping", "pong", "hello_ok", "hello_error", "error_message",
+    ("user_message", "cancel", "ping", "pong", "hello_ok", "hello_error", "error_message",
      "conversation_event")
 )  # fmt: skip
 AGENT_TYPES = frozenset(
@@ -440,7 +509,7 @@ def reconnect_delay(
 
 
 _DIRECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
-    "BridgeToAgent": (UserMessage, Ping, Pong, HelloOk, HelloError, ErrorMessage,
+    "BridgeToAgent": (UserMessage, Cancel, Ping, Pong, HelloOk, HelloError, ErrorMessage,
                       ConversationEvent),
     "AgentToBridge": (AgentMessage, AgentStreaming, AgentComplete, Typing, Handoff, NoReply,
                       ErrorMessage, Ack, Ping, Pong, Hello),
@@ -466,9 +535,11 @@ def protocol_json_schema() -> JsonObject:
         "$id": "https://chatbridge.dev/schema/protocol/v1.json",
         "title": f"Chatbridge agent protocol {PROTOCOL}",
         "description": (
-            "Every message of the agent protocol. Unknown fields are ignored by both sides; "
-            "an unknown type is answered with error_message (unknown_type)."
+            f"Every message of the agent protocol, revision {PROTOCOL_REVISION}. Unknown "
+            "fields are ignored by both sides; an unknown type is answered with error_message "
+            "(unknown_type). Additions since 1.0 say 'Since 1.1' in their description."
         ),
+        "version": PROTOCOL_REVISION,
         "anyOf": [{"$ref": "#/$defs/BridgeToAgent"}, {"$ref": "#/$defs/AgentToBridge"}],
         "$defs": defs,
     }

@@ -15,11 +15,14 @@ from chatbridge.errors import ChatbridgeError
 from chatbridge.protocol import (
     AGENT_TYPES,
     BRIDGE_TYPES,
+    HANDOFF_SUMMARY_MAX,
     PROTOCOL,
+    PROTOCOL_REVISION,
     Ack,
     AgentComplete,
     AgentMessage,
     AgentStreaming,
+    Cancel,
     ConversationEvent,
     ErrorMessage,
     Handoff,
@@ -52,6 +55,9 @@ AGENT_SAMPLES: list[tuple[dict[str, Any], type]] = [
     ({"type": "typing", "conversation_id": "c_1", "on": True}, Typing),
     ({"type": "handoff", "conversation_id": "c_1", "message_id": "t_1", "reason": "angry"},
      Handoff),
+    ({"type": "handoff", "conversation_id": "c_1", "message_id": "t_1", "reason": "billing",
+      "summary": "Wants a refund for order 42; already checked the tracking number."},
+     Handoff),
     ({"type": "no_reply", "message_id": "t_1"}, NoReply),
     ({"type": "error_message", "message_id": "t_1", "error_code": "boom", "error_details": {}},
      ErrorMessage),
@@ -76,6 +82,13 @@ BRIDGE_SAMPLES: list[tuple[dict[str, Any], type]] = [
          "timestamp": "2025-01-01T00:00:00Z"},
         UserMessage,
     ),
+    ({"type": "user_message", "message_id": "t_2", "conversation_id": "c_1",
+      "content": "hi\nI have a question\nabout my order", "fresh": True,
+      "messages": [{"id": "m_1", "content": "hi"}, {"id": "m_2", "content": "I have a question"},
+                   {"id": "m_3", "content": "about my order"}]},
+     UserMessage),
+    ({"type": "cancel", "message_id": "t_1", "conversation_id": "c_1", "reason": "superseded"},
+     Cancel),
     ({"type": "ping"}, Ping),
     ({"type": "pong"}, Pong),
     ({"type": "hello_ok", "agent_id": "a", "protocol": "chatbridge/1", "heartbeat_interval": 20},
@@ -286,3 +299,74 @@ def test_reconnect_delay_grows_then_caps() -> None:
     late = [reconnect_delay(20, 0.5, 30, rng) for _ in range(200)]
     assert max(early) <= 0.5
     assert max(late) <= 30 and max(late) > 15  # full jitter over the whole capped range
+
+
+# ----------------------------------------------------------------------------------------------
+# revision 1.1: fresh, cancel, handoff summary
+
+
+def test_a_1_0_user_message_reads_as_not_fresh_and_a_1_1_one_as_fresh() -> None:
+    old = parse_bridge_frame({"type": "user_message", "message_id": "t_1", "conversation_id": "c"})
+    assert isinstance(old, UserMessage) and old.fresh is False
+    new = parse_bridge_frame(
+        {"type": "user_message", "message_id": "t_1", "conversation_id": "c", "fresh": True}
+    )
+    assert isinstance(new, UserMessage) and new.fresh is True
+
+
+def test_a_burst_merged_into_one_turn_keeps_its_messages_in_order() -> None:
+    frame = dict(BRIDGE_SAMPLES[1][0])
+    parsed = parse_bridge_frame(frame)
+    assert isinstance(parsed, UserMessage)
+    assert [m.content for m in parsed.messages] == ["hi", "I have a question", "about my order"]
+    assert parsed.content == "\n".join(m.content or "" for m in parsed.messages)
+
+
+def test_cancel_names_the_turn_and_defaults_to_superseded() -> None:
+    parsed = parse_bridge_frame({"type": "cancel", "message_id": "t_7"})
+    assert parsed == Cancel(message_id="t_7", reason="superseded")
+    with pytest.raises(ProtocolError) as err:
+        parse_bridge_frame({"type": "cancel", "conversation_id": "c_1"})  # which turn?
+    assert err.value.code == "invalid_message"
+
+
+def test_cancel_is_a_bridge_frame_an_agent_cannot_send() -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_agent_frame({"type": "cancel", "message_id": "t_1"})
+    assert err.value.code == "unknown_type"
+
+
+def test_handoff_summary_is_optional_and_an_overlong_one_is_cut_not_refused() -> None:
+    plain = parse_agent_frame({"type": "handoff", "message_id": "t_1"})
+    assert isinstance(plain, Handoff) and plain.summary is None
+    long = parse_agent_frame({"type": "handoff", "message_id": "t_1", "summary": "x" * 9000})
+    assert isinstance(long, Handoff)
+    assert long.summary == "x" * HANDOFF_SUMMARY_MAX
+
+
+def test_schema_documents_the_1_1_additions() -> None:
+    schema = protocol_json_schema()
+    defs = schema["$defs"]
+    assert schema["version"] == PROTOCOL_REVISION == "1.1"
+    assert PROTOCOL == "chatbridge/1"  # additions only: the wire name stays
+    fresh = defs["UserMessage"]["properties"]["fresh"]
+    assert (fresh["type"], fresh["default"]) == ("boolean", False)
+    assert fresh["description"].startswith("Since 1.1")
+    assert "newline" in defs["UserMessage"]["properties"]["content"]["description"]
+    assert "several" in defs["UserMessage"]["properties"]["messages"]["description"]
+    summary = defs["Handoff"]["properties"]["summary"]
+    assert summary["description"].startswith("Since 1.1")
+    assert {"type": "string", "maxLength": HANDOFF_SUMMARY_MAX} in summary["anyOf"]
+    cancel = defs["Cancel"]
+    assert "Since 1.1" in cancel["description"]
+    assert cancel["required"] == ["message_id"]
+    assert defs["BridgeToAgent"]["discriminator"]["mapping"]["cancel"] == "#/$defs/Cancel"
+    assert "cancel" not in defs["AgentToBridge"]["discriminator"]["mapping"]
+
+
+def test_schema_refuses_an_overlong_summary_and_a_cancel_without_its_turn() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(protocol_json_schema())
+    assert validator.is_valid({"type": "handoff", "summary": "s" * HANDOFF_SUMMARY_MAX})
+    assert not validator.is_valid({"type": "handoff", "summary": "s" * (HANDOFF_SUMMARY_MAX + 1)})
+    assert not validator.is_valid({"type": "cancel", "conversation_id": "c_1"})

@@ -4,7 +4,8 @@ For a bridge that asks and waits for the response (http-webhook, ``chatbridge.ag
 a streaming handler's chunks are collected and returned with ``agent_complete`` (carrying the
 full text). Answers are kept (the last ``cache_size``), so the same turn asked again gets the
 same frames without running the handler twice; turns are told apart by
-``agent.identity.turn_key``, never by ``message_id`` alone.
+``agent.identity.turn_key``, never by ``message_id`` alone. ``cancel`` marks a turn still
+running cancelled (protocol 1.1); the caller cancels its task, and nothing is kept for it.
 """
 
 from __future__ import annotations
@@ -44,17 +45,29 @@ class WholeAnswers:
         self.handlers = handlers
         self.cache_size = cache_size
         self._kept: OrderedDict[TurnKey, list[JsonObject]] = OrderedDict()
+        self._live: dict[TurnKey, Turn] = {}  # turns whose handler runs now
+
+    def cancel(self, message_id: str, conversation_id: str | None, reason: str) -> bool:
+        """Mark the running turn ``message_id`` (of ``conversation_id``, when given) cancelled.
+        Returns whether one matched."""
+        found = False
+        for (cid, mid, _), turn in self._live.items():
+            if mid == message_id and conversation_id in (None, cid):
+                turn.cancellation.set(reason)
+                found = True
+        return found
 
     async def answer(self, message: UserMessage, raw: JsonObject) -> list[JsonObject]:
         """Run one turn and return the frames that answer it: one ending frame, or a streaming
         handler's chunks then ``agent_complete`` (with the full text). Kept: the same turn
-        again gets the same frames without running the handler twice."""
+        again gets the same frames without running the handler twice. None (``[]``) for a
+        turn the bridge cancelled meanwhile."""
         key = turn_key(message)
         kept = self._kept.get(key)
         if kept is not None:
             self._kept.move_to_end(key)
             return kept
-        turn = Turn.from_message(message, raw)
+        turn = self._live[key] = Turn.from_message(message, raw)
         started = time.monotonic()
         handler = self.handlers.message
         frames: list[JsonObject]
@@ -72,6 +85,10 @@ class WholeAnswers:
                 frames = [reply_frame(turn, result, metadata(self.agent_id, started))]
         except Exception as exc:
             frames = [failure_frame(turn, exc)]
+        finally:
+            self._live.pop(key, None)
+        if turn.cancelled:
+            return []  # withdrawn by the bridge: nothing to answer, nothing to keep
         self._kept[key] = frames
         while len(self._kept) > self.cache_size:
             self._kept.popitem(last=False)

@@ -13,7 +13,10 @@ Two ways to meet a bridge:
 - ``serve(host, port)`` / ``serving(...)``: the agent is a WebSocket server the bridge dials
   (ws-dial-out).
 
-Each turn runs in its own task, so one slow answer never holds up the others. Answers are kept
+Each turn runs in its own task, so one slow answer never holds up the others. A ``cancel``
+from the bridge (protocol 1.1: a newer customer message superseded the turn) marks the turn
+cancelled (``Turn.cancelled``), cancels its task unless ``cancel_handlers=False``, and nothing
+is sent for it. Answers are kept
 (the last ``answer_cache_size``) so that a turn the bridge sends again after a reconnect is
 answered from the cache instead of running the handler twice. They are remembered by the
 turn's identity across bridges (``agent.identity.turn_key``), never by ``message_id`` alone,
@@ -55,6 +58,7 @@ from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     DEAD_AFTER_INTERVALS,
     PROTOCOL,
+    Cancel,
     ConversationEvent,
     ErrorMessage,
     HelloError,
@@ -99,6 +103,8 @@ class _Running:
     """A turn whose handler is still running; ``peer`` is where the bridge last sent it."""
 
     peer: Peer
+    turn: Turn | None = None
+    task: asyncio.Task[object] | None = None
 
 
 class Agent:
@@ -112,6 +118,8 @@ class Agent:
         reconnect_initial_delay / reconnect_max_delay: dial-in backoff bounds.
         answer_cache_size: how many answered turns are remembered for resends.
         capabilities: announced in ``hello``.
+        cancel_handlers: cancel a handler's task when the bridge cancels its turn (default);
+            False lets it run to the end (its answer is dropped all the same).
     """
 
     def __init__(
@@ -124,8 +132,10 @@ class Agent:
         reconnect_max_delay: float = 30.0,
         answer_cache_size: int = 1000,
         capabilities: Sequence[str] = ("streaming",),
+        cancel_handlers: bool = True,
     ) -> None:
         self.agent_id = agent_id
+        self.cancel_handlers = cancel_handlers
         self.heartbeat_interval = heartbeat_interval
         self.max_frame_bytes = max_frame_bytes
         self.reconnect_initial_delay = reconnect_initial_delay
@@ -416,6 +426,8 @@ class Agent:
         match frame:
             case UserMessage():
                 await self._on_user_message(peer, frame, obj)
+            case Cancel():
+                self.cancel_turn(frame.message_id, frame.conversation_id, frame.reason)
             case Ping():
                 await peer.send({"type": "pong"})
             case ConversationEvent():
@@ -447,8 +459,28 @@ class Agent:
             details = {"message": "this agent has no on_message handler"}
             await peer.send(error_frame("no_handler", message_id=ids[0], details=details))
             return
-        running = self._running[key] = _Running(peer)
-        self._spawn(self._run_turn(Turn.from_message(message, raw), key, running))
+        turn = Turn.from_message(message, raw)
+        running = self._running[key] = _Running(peer, turn)
+        running.task = self._spawn(self._run_turn(turn, key, running))
+
+    def cancel_turn(
+        self, message_id: str, conversation_id: str | None, reason: str = "superseded"
+    ) -> bool:
+        """The bridge withdrew a turn (``cancel``): mark it cancelled and, with
+        ``cancel_handlers``, cancel its handler. Turns answered whole (http-webhook) are
+        cancelled in ``agent.answers``. Returns whether a running turn matched."""
+        found = self.answers.cancel(message_id, conversation_id, reason)
+        for (cid, mid, _), running in list(self._running.items()):
+            if mid != message_id or conversation_id not in (None, cid):
+                continue
+            found = True
+            if running.turn is not None:
+                running.turn.cancellation.set(reason)
+            if self.cancel_handlers and running.task is not None:
+                running.task.cancel()
+        if found:
+            log.info("turn %s (conversation %s) cancelled: %s", message_id, conversation_id, reason)
+        return found
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -464,10 +496,15 @@ class Agent:
                 live = kept = [reply_frame(turn, result, metadata(self.agent_id, started))]
         except asyncio.CancelledError:
             self._running.pop(key, None)
+            task = asyncio.current_task()
+            if turn.cancelled and task is not None and task.uncancel() == 0:
+                return  # the bridge withdrew the turn: nothing to send
             raise
         except Exception as exc:
             live = kept = [failure_frame(turn, exc)]
         self._running.pop(key, None)
+        if turn.cancelled:
+            return  # the bridge withdrew the turn meanwhile and would discard the answer
         answer = self._kept.keep(key, kept, running.peer)
         target = self._target(running)
         if target is not None and await self._send_frames(target, live):
@@ -542,7 +579,7 @@ class Agent:
             from chatbridge.agent.webhook import webhook_app
         except ImportError as exc:
             raise ImportError(_WEBHOOK_EXTRA) from exc
-        return webhook_app(self.answers, secret, path=path)
+        return webhook_app(self.answers, secret, path=path, cancel_handlers=self.cancel_handlers)
 
     async def answer(self, message: UserMessage, raw: JsonObject) -> list[JsonObject]:
         """Run one turn and return all the frames that answer it (``agent.answers``)."""
@@ -578,10 +615,11 @@ class Agent:
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Any) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _cancel_turns_if_idle(self) -> None:
         """Once no connection mode runs any more, running handlers have nobody to answer."""

@@ -51,12 +51,14 @@ def reply_frame(turn: Turn, result: Any, meta: JsonObject) -> JsonObject:
             return {"type": "agent_message", **base, "content": result, "metadata": meta}
         case None | NoReply():
             return {"type": "no_reply", **base, "metadata": meta}
-        case Handoff(reason=reason, content=content):
+        case Handoff(reason=reason, content=content, summary=summary):
             frame = {"type": "handoff", **base, "metadata": meta}
             if reason is not None:
                 frame["reason"] = reason
             if content is not None:
                 frame["content"] = content
+            if summary is not None:
+                frame["summary"] = summary
             return frame
     raise TypeError(
         f"handler returned {type(result).__name__}; expected str, Handoff, NoReply or None"

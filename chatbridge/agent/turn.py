@@ -8,6 +8,7 @@ code ``handler_error``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,56 @@ from chatbridge.models import JsonObject
 from chatbridge.protocol import ConversationEvent, UserMessage
 
 
+class Cancellation:
+    """Whether the bridge withdrew a turn (protocol 1.1 ``cancel``), and a way to wait for it.
+
+    Set once, by the SDK, when the bridge's ``cancel`` frame for the turn arrives; a handler
+    reads it through ``Turn.cancelled`` / ``Turn.wait_cancelled()``.
+    """
+
+    __slots__ = ("_event", "reason")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        """Mark the turn cancelled (the first reason stays)."""
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> str:
+        """Return once the turn is cancelled, with the reason."""
+        await self._event.wait()
+        return self.reason or "superseded"
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One ``user_message`` from the bridge, in the shape an agent author wants.
 
-    ``id`` is the turn id (``message_id``); ``content`` is every customer message of the turn,
-    newline-joined; ``messages`` has them one by one. ``raw`` is the frame as received,
-    including fields this SDK does not know yet.
+    ``id`` is the turn id (``message_id``). A turn may carry several customer messages — a
+    burst the bridge merged into one turn (debounce), or messages held while the agent was
+    answering: ``messages`` has them one by one, oldest first (``id``, ``content``,
+    ``created_at``, ``attachments``), and ``content`` is their text newline-joined. ``raw`` is
+    the frame as received, including fields this SDK does not know yet.
+
+    Since protocol 1.1:
+
+    - ``fresh`` is True when the bot's session for this conversation had expired: start a new
+      context (forget the memory you keep per conversation).
+    - ``cancelled`` becomes True when the bridge withdraws the turn (a newer customer message
+      superseded it; ``cancel_reason`` says why). Over a WebSocket or http-webhook the SDK
+      then cancels the handler's task — it sees ``asyncio.CancelledError`` at its next
+      ``await`` — and sends nothing for the turn; whatever it returns anyway is dropped (the
+      bridge would discard it too). A handler that must not be interrupted creates its agent
+      with ``Agent(..., cancel_handlers=False)`` and checks ``turn.cancelled`` itself, or
+      ``await turn.wait_cancelled()`` beside its work. http-pull agents are not told (the
+      bridge refuses their answer for a withdrawn turn).
     """
 
     id: str
@@ -36,6 +80,22 @@ class Turn:
     channel: str | None = None
     inbox_id: int | None = None
     raw: JsonObject = field(default_factory=dict)
+    fresh: bool = False
+    cancellation: Cancellation = field(default_factory=Cancellation, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the bridge withdrew this turn (see the class docstring)."""
+        return self.cancellation.is_set()
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the bridge withdrew the turn (``superseded``); None while it has not."""
+        return self.cancellation.reason
+
+    async def wait_cancelled(self) -> str:
+        """Return, with the reason, once the bridge withdraws this turn (maybe never)."""
+        return await self.cancellation.wait()
 
     @classmethod
     def from_message(cls, message: UserMessage, raw: JsonObject) -> Turn:
@@ -51,6 +111,7 @@ class Turn:
             channel=message.channel,
             inbox_id=message.inbox_id,
             raw=raw,
+            fresh=message.fresh,
         )
 
 
@@ -72,10 +133,15 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
-    """Return this to hand the conversation to a human; ``content`` is sent first, if any."""
+    """Return this to hand the conversation to a human; ``content`` is sent first, if any.
+
+    ``summary`` (protocol 1.1) is a private note for the human who takes over — what the
+    customer wants, what was tried — at most 4000 characters (the bridge cuts a longer one).
+    """
 
     reason: str | None = None
     content: str | None = None
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,10 @@ must stream live should dial in or be dialed instead.
 A turn the bridge sends again (it retried after a timeout or a 5xx) is answered from the
 agent's kept answers (``agent.answers``), not run twice (turns are told apart by
 ``agent.identity.turn_key``, so another bridge's ``t_1`` is a different turn); a repeat that
-arrives while the first run is still going waits for it. ``conversation_event`` POSTs are
+arrives while the first run is still going waits for it. A ``cancel`` POST (protocol 1.1:
+the bridge withdrew the turn) marks the turn cancelled and, unless the agent was made with
+``cancel_handlers=False``, cancels its handler; it is answered 204, and so is the turn's own
+request if it is still open. ``conversation_event`` POSTs are
 acknowledged (204) and passed to the ``on_event`` handler, whose text, if any, cannot be sent
 back on this transport and is logged.
 """
@@ -31,7 +34,13 @@ from starlette.routing import Route
 from chatbridge.agent.answers import WholeAnswers
 from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.models import JsonObject
-from chatbridge.protocol import ConversationEvent, ProtocolError, UserMessage, parse_bridge_frame
+from chatbridge.protocol import (
+    Cancel,
+    ConversationEvent,
+    ProtocolError,
+    UserMessage,
+    parse_bridge_frame,
+)
 from chatbridge.signing import SIGNATURE_HEADER, verify
 
 log = logging.getLogger("chatbridge.agent.webhook")
@@ -43,11 +52,13 @@ def webhook_app(
     *,
     path: str = "/",
     max_body_bytes: int = 1024 * 1024,
+    cancel_handlers: bool = True,
 ) -> Starlette:
     """The ASGI app that answers the bridge's turns with ``answers`` (an agent's) at ``path``.
 
     With ``secret`` (the route's ``agent_config.secret``) an unsigned or badly signed request
     gets 401 and runs nothing; without it, signatures are not checked (say so in your set-up).
+    ``cancel_handlers``: a ``cancel`` from the bridge cancels the turn's handler.
     """
     running: dict[TurnKey, asyncio.Future[list[JsonObject]]] = {}
 
@@ -65,6 +76,13 @@ def webhook_app(
         if isinstance(frame, ConversationEvent):
             await answers.handle_event(frame, data)
             return Response(status_code=204)
+        if isinstance(frame, Cancel):
+            answers.cancel(frame.message_id, frame.conversation_id, frame.reason)
+            for (cid, mid, _), run in list(running.items()):
+                matches = mid == frame.message_id and frame.conversation_id in (None, cid)
+                if matches and cancel_handlers:
+                    run.cancel()
+            return Response(status_code=204)
         if not isinstance(frame, UserMessage):
             return Response(status_code=204)
         key = turn_key(frame)  # never message_id alone: it counts per bridge database
@@ -73,7 +91,15 @@ def webhook_app(
             pending = asyncio.ensure_future(answers.answer(frame, data))
             running[key] = pending
             pending.add_done_callback(lambda _f: running.pop(key, None))
-        frames = await asyncio.shield(pending)
+        try:
+            frames = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if pending.cancelled() and (current is None or current.cancelling() == 0):
+                return Response(status_code=204)  # the bridge cancelled the turn
+            raise
+        if not frames:
+            return Response(status_code=204)  # cancelled while it ran
         return JSONResponse(frames[0] if len(frames) == 1 else frames)
 
     return Starlette(routes=[Route(path, turn, methods=["POST"])])

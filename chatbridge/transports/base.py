@@ -2,10 +2,12 @@
 
 The pipeline hands a ``TurnRequest`` (a ready ``user_message`` frame) to the ``AgentHub``
 (``chatbridge.transports.hub``), which keeps one ``AgentTransport`` per agent and returns one
-``AgentOutcome`` per turn, or raises ``AgentUnavailable`` / ``AgentTimeout``.
+``AgentOutcome`` per turn, or raises ``AgentUnavailable`` / ``AgentTimeout`` — or
+``TurnCancelled`` when the pipeline withdrew the turn meanwhile (``cancel_turn``).
 
 ``AgentTransport`` is the whole extension point, as httpx's ``AsyncBaseTransport`` is: run a
-turn, send an event, say whether the agent is connected and how it has been doing, close.
+turn, cancel one, send an event, say whether the agent is connected and how it has been
+doing, close.
 One module per kind implements it (``dial_out``, ``dial_in``, ``pull``, ``webhook``,
 ``openai``; ``registry`` names them), and ``mock.MockAgentTransport`` wraps a plain function.
 """
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from chatbridge.errors import AgentUnavailable
+from chatbridge.errors import AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
 from chatbridge.transports.registry import TransportSpec
 
@@ -46,7 +48,8 @@ class TurnRequest:
 @dataclass(slots=True)
 class AgentOutcome:
     """How the agent ended a turn: the first of agent_message / agent_complete / no_reply /
-    handoff / error_message."""
+    handoff / error_message. ``summary`` is a handoff's note for the human (protocol 1.1),
+    None when the agent sent none."""
 
     kind: OutcomeKind
     content: str | None = None
@@ -56,6 +59,7 @@ class AgentOutcome:
     error_code: str | None = None
     error_details: Any = None
     streamed_chunks: int = 0
+    summary: str | None = None
 
 
 @dataclass(slots=True)
@@ -155,6 +159,16 @@ class AgentTransport:
         """
         raise NotImplementedError
 
+    def cancel_turn(self, turn_key: str, conversation_id: str, reason: str = "superseded") -> bool:
+        """Withdraw a turn: a ``run_turn`` waiting for it here raises ``TurnCancelled`` at once,
+        and the agent is told where the transport can tell it (protocol ``cancel``). Best
+        effort and without waiting: sending the ``cancel`` frame happens in the background.
+
+        Returns:
+            True when a turn with this key was waiting here; False for an unknown key.
+        """
+        return False
+
     async def send_event(self, frame: JsonObject) -> bool:
         """Send a frame that expects no answer (``conversation_event``).
 
@@ -201,34 +215,57 @@ class AgentTransport:
 
 class LocalTurns(AgentTransport):
     """A transport whose turns run as this process's own tasks (openai, mock): it counts
-    them, and closing it cancels them; a turn cut off that way ends as ``AgentUnavailable``."""
+    them, and closing it cancels them; a turn cut off that way ends as ``AgentUnavailable``.
+    ``cancel_turn`` cancels the one turn's task (its HTTP request with it), which then ends
+    as ``TurnCancelled``."""
 
     def __init__(
         self, agent_id: str, url: str | None = None, options: JsonObject | None = None
     ) -> None:
         super().__init__(agent_id, url, options)
         self._running: set[asyncio.Task[object]] = set()
+        self._by_key: dict[str, asyncio.Task[object]] = {}
+        self._withdrawn: dict[asyncio.Task[object], TurnCancelled] = {}
 
     @asynccontextmanager
-    async def running_turn(self) -> AsyncIterator[None]:
-        """Around one turn's work in ``run_turn``.
+    async def running_turn(self, turn_key: str | None = None) -> AsyncIterator[None]:
+        """Around one turn's work in ``run_turn``; ``turn_key`` lets ``cancel_turn`` find it.
 
         Raises:
             AgentUnavailable: the transport is closed, or was closed during the turn.
+            TurnCancelled: ``cancel_turn`` withdrew the turn during its work.
         """
         if self.closed:
             raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
+            if turn_key is not None:
+                self._by_key[turn_key] = task
         try:
             yield
         except asyncio.CancelledError:
-            if self.closed and task is not None and task.uncancel() == 0:
-                raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
-            raise
+            withdrawn = self._withdrawn.get(task) if task is not None else None
+            if task is None or not (self.closed or withdrawn) or task.uncancel() > 0:
+                raise  # cancelled by its caller (too): stay cancelled
+            if withdrawn is not None:
+                raise withdrawn from None
+            raise AgentUnavailable(f"agent {self.agent_id!r} transport closed") from None
         finally:
             self._running.discard(task)
+            if task is not None:
+                self._withdrawn.pop(task, None)
+                if turn_key is not None and self._by_key.get(turn_key) is task:
+                    del self._by_key[turn_key]
+
+    def cancel_turn(self, turn_key: str, conversation_id: str, reason: str = "superseded") -> bool:
+        task = self._by_key.get(turn_key)
+        if task is None or task.done():
+            return False
+        if task not in self._withdrawn:
+            self._withdrawn[task] = TurnCancelled(turn_key, reason)
+            task.cancel()
+        return True
 
     def in_flight(self) -> int:
         return len(self._running)
@@ -237,4 +274,5 @@ class LocalTurns(AgentTransport):
         """Stop the turns still running; they end as ``AgentUnavailable``."""
         self.closed = True
         for task in list(self._running):
-            task.cancel()
+            if task not in self._withdrawn:  # already being cancelled: it ends TurnCancelled
+                task.cancel()

@@ -1,7 +1,9 @@
 """``AgentHub``: every agent's transport, and the turns the pipeline runs on them.
 
 The pipeline calls ``run_turn()`` with a ready ``user_message`` frame and gets one
-``AgentOutcome`` back (or ``AgentUnavailable`` / ``AgentTimeout``). The hub keeps one
+``AgentOutcome`` back (or ``AgentUnavailable`` / ``AgentTimeout``); ``cancel_turn()`` withdraws
+a turn (superseded by a newer customer message) and its waiting ``run_turn`` raises
+``TurnCancelled``. The hub keeps one
 ``AgentTransport`` per agent id (``configure()`` builds it from the agent's transport kind,
 URL and options through the lazy ``registry``; ``install()`` puts in a ready one such as a
 ``MockAgentTransport``) and hands each turn, event and status question to it without knowing
@@ -308,6 +310,7 @@ class AgentHub:
             AgentUnavailable: the agent could not be reached before ``req.deadline``.
             AgentTimeout: it got the turn but did not answer in time.
             AgentElsewhere: another replica should run it (``placement``).
+            TurnCancelled: ``cancel_turn`` withdrew it meanwhile.
         """
         if self._closing:
             raise AgentUnavailable("agent hub is stopping")
@@ -315,6 +318,31 @@ class AgentHub:
         if self._placement is None:
             return await transport.run_turn(req)
         return await self._placement.run(req.agent_id, transport.run_turn(req))
+
+    def cancel_turn(
+        self, agent_id: str, turn_key: str, conversation_id: str, reason: str = "superseded"
+    ) -> None:
+        """Withdraw a turn the pipeline no longer wants answered (protocol 1.1 ``cancel``).
+
+        A ``run_turn`` for ``turn_key`` waiting in this process raises ``TurnCancelled`` at
+        once (the conversation's slot is free for the next turn). The agent is told where its
+        transport can tell it: a ``cancel`` frame over WebSocket (ws-dial-out, ws-dial-in) or
+        POSTed (http-webhook, whose request in flight is cancelled); an openai or mock turn's
+        task is cancelled; an http-pull turn is taken back, and a reply to it is refused.
+        Answers the agent still sends for it are dropped. Best effort: does not wait for the
+        frame to go out, never raises; an unknown agent or turn (done, never here, or running
+        on another replica) is a no-op.
+        """
+        transport = self._transports.get(agent_id)
+        if transport is None:
+            return
+        try:
+            found = transport.cancel_turn(turn_key, conversation_id, reason)
+        except Exception:
+            log_event(logging.ERROR, "cancelling a turn failed", agent_id, turn_key, exc_info=True)
+            return
+        if not found:
+            log_event(logging.DEBUG, "no turn to cancel here", agent_id, turn_key)
 
     async def send_event(self, agent_id: str, frame: JsonObject) -> bool:
         """Send a frame that expects no answer (e.g. ``conversation_event``).

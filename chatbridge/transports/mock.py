@@ -11,7 +11,8 @@ The handler (sync or async) gets the ``TurnRequest`` and returns an ``AgentOutco
 string (a reply with that text) or None (``no_reply``). An exception it raises that is an
 ``AgentError`` (``AgentUnavailable``, ``AgentTimeout``) reaches the caller as it is; any other
 ends the turn as an ``error`` outcome (``mock_error``). A handler still running at the turn's
-deadline ends it as ``AgentTimeout``. Events are kept in ``events``. It counts as connected
+deadline ends it as ``AgentTimeout``; one withdrawn by ``cancel_turn`` is cancelled and ends as
+``TurnCancelled``. Events are kept in ``events``. It counts as connected
 until closed, except after a turn the handler ended with ``AgentUnavailable``.
 """
 
@@ -45,7 +46,7 @@ class MockAgentTransport(LocalTurns):
         self._unavailable = False  # the last turn found the "agent" out of reach
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
-        async with self.running_turn():
+        async with self.running_turn(req.turn_key):
             started = time.monotonic()
             try:
                 async with asyncio.timeout_at(_loop_time(req.deadline)):

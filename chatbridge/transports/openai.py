@@ -343,7 +343,7 @@ class OpenAITransport(LocalTurns):
         self.caller.client = self.context.http  # a new client after a restart of the hub
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
-        async with self.running_turn():
+        async with self.running_turn(req.turn_key):
             started = time.monotonic()
             outcome = await self.caller.run_turn(req, self.url or "", self.options)
         elapsed = time.monotonic() - started

@@ -18,6 +18,11 @@ process dies, the turn's lease expires and a new process offers it again under t
   (the route's fallback or handoff applies, and the failure is visible on the turn).
 - ``reply`` takes any agent → bridge frame for a leased offer: chunks are collected (and
   passed on for live widgets), a turn-ending frame settles the offer.
+- ``withdraw`` takes an offer back, leased or not (the pipeline cancelled the turn, e.g. a
+  newer customer message superseded it): its ``run_turn`` raises ``TurnCancelled`` at once and
+  the offer is gone, so no later poll gets it and a reply to it is refused as ``UnknownTurn``
+  (404 ``unknown_turn`` on the reply endpoint). A poller is not told otherwise: nothing
+  reaches it but its turns.
 
 ``PullTransport`` is an http-pull agent's ``AgentTransport``: its turns are offers in the
 hub's one broker (``GET /api/agent/turns`` and the action API lease them).
@@ -32,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chatbridge.errors import AgentTimeout, AgentUnavailable
+from chatbridge.errors import AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     AgentComplete,
@@ -327,6 +332,21 @@ class PullBroker:
             case _:
                 return "ignored"
 
+    def withdraw(self, agent_id: str, turn_key: str, reason: str = "superseded") -> bool:
+        """Take back the open offer of ``turn_key`` (see the module docstring).
+
+        Returns:
+            True when an open offer was withdrawn; False for an unknown or ended turn.
+        """
+        q = self._agents.get(agent_id)
+        offer = q.offers.get(turn_key) if q else None
+        if q is None or offer is None or offer.result.done():
+            return False
+        offer.result.set_exception(TurnCancelled(turn_key, reason))
+        offer.lease_id = None
+        self._notify(q)
+        return True
+
     def fail(self, agent_id: str, error: AgentUnavailable) -> None:
         """End every open offer of ``agent_id`` with ``error`` (its transport was closed)."""
         for offer in self.open_offers(agent_id):
@@ -386,6 +406,9 @@ class PullTransport(AgentTransport):
         if self.closed or seen is None:
             return False
         return time.time() - seen < self.context.settings.pull_max_wait + PULL_GRACE
+
+    def cancel_turn(self, turn_key: str, conversation_id: str, reason: str = "superseded") -> bool:
+        return self.context.pull.withdraw(self.agent_id, turn_key, reason)
 
     def in_flight(self) -> int:
         return self.context.pull.in_flight(self.agent_id)

@@ -85,7 +85,12 @@ def outcome_of(
             return AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count)
         case Handoff():
             return AgentOutcome(
-                "handoff", frame.content, metadata=meta, reason=frame.reason, streamed_chunks=count
+                "handoff",
+                frame.content,
+                metadata=meta,
+                reason=frame.reason,
+                streamed_chunks=count,
+                summary=frame.summary,
             )
         case NoReply():
             return AgentOutcome("no_reply", metadata=meta, streamed_chunks=count)
@@ -116,12 +121,21 @@ class PendingTurn:
     error: AgentError | None = None
     chunks: dict[int, str] = field(default_factory=dict)
     acked: bool = False  # the agent sent ``ack`` for this turn's seq: it has the turn
+    failed: asyncio.Event = field(default_factory=asyncio.Event)  # set with ``error``
 
-    def fail(self, error: AgentError) -> None:
-        """End the turn with ``error`` (``drive()`` raises it), unless it has ended already."""
+    def fail(self, error: AgentError) -> bool:
+        """End the turn with ``error`` (``drive()`` raises it, even while the turn still
+        queues for its conversation's slot), unless it has ended already.
+
+        Returns:
+            Whether this ended it.
+        """
         if self.outcome is None and self.error is None:
             self.error = error
             self.wake.set()
+            self.failed.set()
+            return True
+        return False
 
 
 def open_turn(turns: Mapping[str, PendingTurn], agent_id: str, key: str) -> PendingTurn | None:
@@ -214,13 +228,12 @@ class ConversationSlots:
                     turn.req.turn_key,
                     conversation_id=cid,
                 )
-            try:
-                async with asyncio.timeout(max(0.0, turn.req.deadline - time.time())):
-                    await slot.lock.acquire()
-            except TimeoutError:
+            if not await _acquire(slot.lock, turn, alone=slot.users == 1):
+                if turn.error is not None:
+                    raise turn.error
                 raise AgentUnavailable(
                     f"conversation {cid!r} still busy with another turn at the deadline"
-                ) from None
+                )
             try:
                 yield
             finally:
@@ -229,6 +242,34 @@ class ConversationSlots:
             slot.users -= 1
             if slot.users == 0 and self._slots.get(cid) is slot:
                 del self._slots[cid]
+
+
+async def _acquire(lock: asyncio.Lock, turn: PendingTurn, *, alone: bool) -> bool:
+    """Take ``lock`` for ``turn`` unless the turn fails (is cancelled) or its deadline passes
+    first; False then, with the lock not taken. ``alone``: nobody else holds or waits for
+    the lock, so it is taken at once (the common case, without the race below)."""
+    if turn.error is not None:
+        return False
+    if alone:
+        await lock.acquire()
+        return True
+    acquiring = asyncio.ensure_future(lock.acquire())
+    failing = asyncio.ensure_future(turn.failed.wait())
+    got = False
+    try:
+        await asyncio.wait(
+            {acquiring, failing},
+            timeout=max(0.0, turn.req.deadline - time.time()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        got = acquiring.done() and not acquiring.cancelled() and turn.error is None
+    finally:
+        failing.cancel()
+        if not acquiring.done():
+            acquiring.cancel()  # a cancelled acquire passes the lock on to the next waiter
+        elif not got and not acquiring.cancelled():
+            lock.release()  # taken just as the turn ended or our caller was cancelled
+    return got
 
 
 async def drive(

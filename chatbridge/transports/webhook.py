@@ -20,6 +20,12 @@ A connection failure, a timeout, 408, 429 or a 5xx is retried with full-jitter b
 must treat a repeat as the same turn. Any other 4xx, or a 2xx body that is not a valid frame,
 ends the turn as an error (the route's fallback or handoff applies).
 
+``cancel_turn`` withdraws the turn (``PullBroker.withdraw``): the waiting ``run_turn`` raises
+``TurnCancelled`` at once, a POST still in flight is cancelled, a reply that comes later to
+``reply_url`` is refused (404 ``unknown_turn``), and the agent's URL gets a ``cancel`` frame
+(protocol 1.1, signed like a turn; one try, in the background) so an agent that accepted the
+turn to answer later can stop.
+
 The turn itself is an offer in the ``PullBroker`` leased to this transport from the start, so
 late replies, streamed chunks, typing and lease checks share the http-pull code path, and the
 database lease stays the durable layer underneath.
@@ -240,6 +246,7 @@ class WebhookTransport(AgentTransport):
             public_url=context.public_url,
             retry_base=context.settings.retry_base_seconds,
         )
+        self._background: set[asyncio.Future[bool]] = set()  # ``cancel`` frames on their way
 
     def start(self) -> None:
         self.caller.client = self.context.http  # a new client after a restart of the hub
@@ -248,6 +255,26 @@ class WebhookTransport(AgentTransport):
         if self.closed:
             raise AgentUnavailable(f"agent {self.agent_id!r} transport is closed")
         return await self.caller.run_turn(req, self.url or "", self.options.get("secret"))
+
+    def cancel_turn(self, turn_key: str, conversation_id: str, reason: str = "superseded") -> bool:
+        if not self.context.pull.withdraw(self.agent_id, turn_key, reason):
+            return False
+        frame = {
+            "type": "cancel",
+            "message_id": turn_key,
+            "conversation_id": conversation_id,
+            "reason": reason,
+            "timestamp": utc_now_iso(),
+        }
+        task = asyncio.ensure_future(self.send_event(frame))
+        self._background.add(task)
+        task.add_done_callback(self._cancel_sent)
+        return True
+
+    def _cancel_sent(self, task: asyncio.Future[bool]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_event(logging.INFO, "cancel frame not sent", self.agent_id, error=task.exception())
 
     async def send_event(self, frame: dict[str, Any]) -> bool:
         if self.closed:
@@ -272,3 +299,7 @@ class WebhookTransport(AgentTransport):
         self.context.pull.fail(
             self.agent_id, AgentUnavailable(f"agent {self.agent_id!r}: {reason}")
         )
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=1.0)

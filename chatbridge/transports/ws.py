@@ -12,6 +12,10 @@ one, closes the older). A turn is sent on one of them and waits for its ending f
 link dies first, the same frame (same ``message_id``) goes out again on another or the next
 link, until the deadline; the agent treats the repeat as the same turn (``turns.drive``).
 
+``cancel_turn`` ends a waiting turn at once (``TurnCancelled``) and, if the turn went out,
+sends the agent a ``cancel`` frame (protocol 1.1) on the link it went out on, else the newest;
+an answer that still comes for it is dropped like any answer to an ended turn.
+
 Frames that are not the answer to a turn go to the context's callbacks (proactive messages,
 typing, streamed chunks). They are awaited in the read loop, which keeps their order; they
 should be quick.
@@ -25,7 +29,7 @@ import time
 from collections.abc import AsyncIterable, Awaitable
 from typing import TypeVar
 
-from chatbridge.errors import AgentError, AgentUnavailable
+from chatbridge.errors import AgentError, AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     Ack,
@@ -129,6 +133,31 @@ class LinkedTransport(AgentTransport):
                 del self._turns[req.turn_key]
         settle(result, outcome)
         return outcome
+
+    def cancel_turn(self, turn_key: str, conversation_id: str, reason: str = "superseded") -> bool:
+        turn = open_turn(self._turns, self.agent_id, turn_key)
+        if turn is None or not turn.fail(TurnCancelled(turn_key, reason)):
+            return False
+        log_event(logging.INFO, "turn cancelled", self.agent_id, turn_key, reason=reason)
+        if turn.sent_at is not None:  # the agent has it (or may): tell it to stop
+            link = self._link_for(turn)
+            if link is not None:
+                frame: JsonObject = {
+                    "type": "cancel",
+                    "message_id": turn_key,
+                    "conversation_id": conversation_id,
+                    "reason": reason,
+                    "timestamp": utc_now_iso(),
+                }
+                self._spawn(self._send_quietly(link, frame))
+        return True
+
+    @staticmethod
+    async def _send_quietly(link: Link, frame: JsonObject) -> None:
+        try:
+            await link.send(frame)
+        except LinkClosed:
+            pass  # gone with the link: the agent's turn goes with it (not sent again)
 
     async def send_event(self, frame: JsonObject) -> bool:
         link = self.newest_link()
@@ -289,6 +318,8 @@ class LinkedTransport(AgentTransport):
                 await self._callback(ctx.on_proactive(aid, proactive))
             case AgentStreaming():
                 await self._on_stream_chunk(frame)
+            case ErrorMessage(error_code="unknown_type") if "cancel" in str(frame.error_details):
+                pass  # an agent older than protocol 1.1 does not know ``cancel``: fine
             case ErrorMessage():
                 log_event(logging.WARNING, "agent reported an error", aid, code=frame.error_code)
             case Typing():
