@@ -28,6 +28,7 @@ from chatbridge.agent.pull import PullClient, PullConfig
 from chatbridge.api.app import create_app
 from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.testing.mock_agent import build_mock_agent, echo_text, split_chunks
 from chatbridge.testing.mock_chatwoot import MockChatwoot, TriggerRequest, create_mock_chatwoot
 from chatbridge.testing.servers import serve_app
@@ -91,6 +92,7 @@ async def cluster(
     *,
     n: int = 2,
     webchat: bool = False,
+    policies: RoutePolicies = DEFAULT_POLICIES,
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     await _redis_up()
@@ -98,7 +100,7 @@ async def cluster(
     async with AsyncExitStack() as exits:
         mock_app = create_mock_chatwoot(api_token=TOKEN)
         chatwoot_url = await exits.enter_async_context(serve_app(mock_app))
-        mappings = [InboxMapping(inbox_id=1, agent_config=agent_config)]
+        mappings = [InboxMapping(inbox_id=1, agent_config=agent_config, policies=policies)]
         if webchat:
             mappings.append(InboxMapping(channel="webchat", inbox_id=1, agent_config=agent_config))
         replicas = []
