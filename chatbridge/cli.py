@@ -490,7 +490,7 @@ def routes(
 def bench(
     scenario: Annotated[
         str | None,
-        typer.Argument(help="chatwoot | webchat | pull | stream; omit for the full suite"),
+        typer.Argument(help="chatwoot | webchat | pull | stream | burst; omit for the full suite"),
     ] = None,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Open loop: messages per second in total")
@@ -550,6 +550,17 @@ def bench(
             "redis-server per run); with --replicas 1 the bridge uses it too"
         ),
     ] = None,
+    debounce_ms: Annotated[
+        int | None,
+        typer.Option(
+            help="burst: the debounced run's debounce_ms (default 800; 0: only the run "
+            "without debounce)"
+        ),
+    ] = None,
+    jitter_ms: Annotated[
+        float, typer.Option(help="burst: each 300 ms gap between fragments ± up to this")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="burst: seeds the customers' burst sizes")] = 14,
 ) -> None:
     """Benchmark: bridge, mock agent and mock channel as processes on loopback; prints a table.
 
@@ -580,6 +591,9 @@ def bench(
             stored=stored,
             replicas=replicas,
             redis_url=redis_url,
+            debounce_ms=debounce_ms,
+            jitter_ms=jitter_ms,
+            seed=seed,
         ),
         json_path=json_path,
         plot_path=plot,

@@ -45,6 +45,14 @@ def parse_marker(text: str | None) -> MessageKey | None:
     return int(found.group(1)), int(found.group(2))
 
 
+def parse_markers(text: str | None) -> list[MessageKey]:
+    """Every (conversation, seq) a text names, in order: a reply to a turn that merged
+    several messages names them all."""
+    if not text:
+        return []
+    return [(int(m.group(1)), int(m.group(2))) for m in _MARKER_RE.finditer(text)]
+
+
 @dataclass(slots=True)
 class Sent:
     """One message the load generator sent (or tried to).

@@ -236,7 +236,7 @@ async def run_one(
             monitor = ResourceMonitor(
                 {**pids, LOADGEN: os.getpid()},
                 sampled_only={LOADGEN},
-                groups=_server_processes(database_url),
+                groups=server_processes(database_url),
             )
 
             started = time.time()
@@ -336,7 +336,7 @@ async def _store_totals(stack: Stack, http: aiohttp.ClientSession) -> dict[str, 
         return None
 
 
-def _server_processes(database_url: str | None) -> dict[str, str]:
+def server_processes(database_url: str | None) -> dict[str, str]:
     """The ``ResourceMonitor`` groups of a run: on PostgreSQL, the backends of its database
     (their process titles name it; the run's database is its own, so they are its)."""
     if database_url is None or not database_url.startswith("postgresql"):

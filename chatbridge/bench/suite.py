@@ -14,6 +14,10 @@ The baseline is always measured in closed loop (its capacity): the report gives 
 throughput as a ratio of it. Every run must count (nothing lost, doubled or out of order) for
 the exit code to be 0.
 
+``burst`` (``chatbridge bench burst``) is a plan of its own (``burst_specs``): customers typing
+bursts of fragments and waiting for the reply, once on a route without debounce and once with
+``--debounce-ms``; run by ``burst_runner``, reported by ``burst_report``.
+
 ``--replicas N`` (N > 1) runs every bridge run of the plan as N ``chatbridge serve`` processes
 on one PostgreSQL database and one Redis (``--redis-url``, else ``CHATBRIDGE_REDIS_URL``, else a
 private ``redis-server`` per run), the webhooks round-robin over them; the reference points
@@ -32,8 +36,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from chatbridge.bench.burst_report import print_burst_report, write_burst_json
+from chatbridge.bench.burst_runner import BurstLoad, BurstResult, BurstSpec, run_burst
 from chatbridge.bench.databases import DATABASES, postgresql_available
 from chatbridge.bench.loadgen import Load
 from chatbridge.bench.redis_server import display_url, redis_available, redis_server_program
@@ -70,6 +76,13 @@ class Options:
     redis_url: str | None = None
     """``--redis-url``; with several replicas ``run_bench`` falls back to
     ``CHATBRIDGE_REDIS_URL``, then to a private ``redis-server`` (``None``)."""
+    debounce_ms: int | None = None
+    """``burst``: the debounced run's window (``None``: ``BURST_DEBOUNCE_MS``; 0: no
+    debounced run)."""
+    jitter_ms: float = 0.0
+    """``burst``: each gap between fragments is 300 ms plus or minus up to this."""
+    seed: int = 14
+    """``burst``: seeds each customer's burst sizes and pauses (both runs type the same)."""
 
     def load(self, *, conversations: int, duration: float, rate: float | None = None) -> Load:
         """A ``Load`` in the mode asked for (closed loop unless ``--rate``)."""
@@ -200,6 +213,17 @@ async def plan_full(opts: Options, run: Run) -> None:
     )
 
 
+async def _check_database(opts: Options) -> None:
+    """Raises:
+    BenchError: ``--database`` is unknown, or the PostgreSQL server does not answer."""
+    if opts.database not in DATABASES:
+        raise BenchError(f"--database must be one of {', '.join(DATABASES)}")
+    if opts.database == "postgresql":
+        problem = await postgresql_available()
+        if problem is not None:
+            raise BenchError(f"PostgreSQL is not reachable ({problem})")
+
+
 async def _with_redis(opts: Options) -> Options:
     """``opts`` with the Redis its replicas will share, checked.
 
@@ -259,8 +283,7 @@ async def run_bench(
                 f"--replicas {opts.replicas}: the {opts.scenario} scenario runs one bridge "
                 "process only (several replicas: chatwoot)"
             )
-    if opts.database not in DATABASES:
-        raise BenchError(f"--database must be one of {', '.join(DATABASES)}")
+    await _check_database(opts)
     if opts.replicas < 1:
         raise BenchError("--replicas must be 1 or more")
     if opts.replicas > 1 and opts.database != "postgresql":
@@ -268,10 +291,6 @@ async def run_bench(
             f"--replicas {opts.replicas} needs --database postgresql: the replicas share one "
             f"database, and a {opts.database} file belongs to one process"
         )
-    if opts.database == "postgresql":
-        problem = await postgresql_available()
-        if problem is not None:
-            raise BenchError(f"PostgreSQL is not reachable ({problem})")
     opts = await _with_redis(opts)
     console = console or Console(stderr=True)
     progress = _progress(console)
@@ -291,15 +310,9 @@ async def run_bench(
         await plan(opts, run)
 
 
-def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None = None) -> int:
-    """Run the benchmark, print the report, write the files; returns the exit code.
-
-    0: every run counts. 1: a run lost, doubled or reordered a message, acknowledged nothing,
-    or failed. 2: usage error. 130: interrupted (the child processes are stopped first).
-    """
-    console = Console(stderr=True)
-    results: list[RunResult] = []
-    code = 0
+def _execute(run: Callable[[], Awaitable[None]], console: Console) -> int:
+    """Run ``run`` to the end on an event loop (uvloop when installed), SIGTERM cancelling it
+    like Ctrl-C; returns 0, 2 (usage error), 130 (interrupted) or 1 (failed)."""
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
@@ -307,7 +320,7 @@ def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None
         assert current is not None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, current.cancel)
-        await run_bench(opts, results, console=console)
+        await run()
 
     loop_factory = None
     with contextlib.suppress(ImportError):
@@ -322,10 +335,26 @@ def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[yellow]interrupted: child processes stopped[/yellow]")
-        code = 130
+        return 130
     except Exception as exc:
         console.print(f"[red]benchmark failed: {type(exc).__name__}: {exc}[/red]")
-        code = 1
+        return 1
+    return 0
+
+
+def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None = None) -> int:
+    """Run the benchmark, print the report, write the files; returns the exit code.
+
+    0: every run counts. 1: a run lost, doubled or reordered a message, acknowledged nothing,
+    or failed. 2: usage error. 130: interrupted (the child processes are stopped first).
+    """
+    if opts.scenario == "burst":
+        return burst_main(opts, json_path=json_path)
+    console = Console(stderr=True)
+    results: list[RunResult] = []
+    code = _execute(lambda: run_bench(opts, results, console=console), console)
+    if code == 2:
+        return code
     if results:
         print_report(results)
         if json_path is not None:
@@ -335,5 +364,88 @@ def main(opts: Options, *, json_path: Path | None = None, plot_path: Path | None
             write_plot(results, plot_path)
             console.print(f"plot written to {plot_path}")
     if code == 0 and not all(r.valid for r in results):
+        code = 1
+    return code
+
+
+# --- the burst scenario -------------------------------------------------------------------
+
+BURST_CONVERSATIONS = 50
+BURST_DURATION = 20.0
+BURST_DEBOUNCE_MS = 800
+BURST_MAX_WAIT_MS = 5000
+QUICK_BURST_CONVERSATIONS = 5
+QUICK_BURST_DURATION = 6.0
+
+
+def burst_specs(opts: Options) -> list[BurstSpec]:
+    """The runs of ``chatbridge bench burst``: the customers without debounce, then the same
+    customers on a route with ``debounce_ms`` (unless it is 0)."""
+    quick = opts.quick
+    load = BurstLoad(
+        conversations=opts.conversations
+        or (QUICK_BURST_CONVERSATIONS if quick else BURST_CONVERSATIONS),
+        duration=opts.duration or (QUICK_BURST_DURATION if quick else BURST_DURATION),
+        jitter=opts.jitter_ms / 1000,
+        seed=opts.seed,
+        reply_timeout=opts.grace or 15.0,
+    )
+    think = opts.think_ms / 1000
+    specs = [BurstSpec("no debounce", load, opts.database, think_seconds=think)]
+    debounce = BURST_DEBOUNCE_MS if opts.debounce_ms is None else opts.debounce_ms
+    if debounce > 0:
+        specs.append(
+            BurstSpec(
+                f"debounce {debounce} ms",
+                load,
+                opts.database,
+                debounce_ms=debounce,
+                max_wait_ms=max(BURST_MAX_WAIT_MS, debounce),
+                think_seconds=think,
+            )
+        )
+    return specs
+
+
+async def run_bursts(
+    opts: Options, results: list[BurstResult], *, console: Console, show_progress: bool = True
+) -> None:
+    """Run ``burst_specs(opts)``, appending each result to ``results`` as it finishes.
+
+    Raises:
+        BenchError: the database is not available, or the options do not fit the scenario.
+    """
+    if opts.replicas != 1:
+        raise BenchError("--replicas: the burst scenario runs one bridge process")
+    if opts.debounce_ms is not None and not 0 <= opts.debounce_ms <= 60_000:
+        raise BenchError("--debounce-ms must be between 0 and 60000 (a route's limit)")
+    if not 0 <= opts.jitter_ms < 300:
+        raise BenchError("--jitter-ms must be at least 0 and below the 300 ms gap")
+    await _check_database(opts)
+    progress = _progress(console)
+    with progress if show_progress else contextlib.nullcontext():
+        for spec in burst_specs(opts):
+            task = progress.add_task("", total=spec.load.duration, label=spec.label)
+
+            def status(text: str, done: float, task: TaskID = task) -> None:
+                progress.update(task, description=text, completed=done)
+
+            results.append(await run_burst(spec, status=status))
+
+
+def burst_main(opts: Options, *, json_path: Path | None = None) -> int:
+    """``chatbridge bench burst``: run, print the report, write the JSON; the exit code as
+    ``main``'s (1: a fragment lost, doubled, or not given to the model exactly once)."""
+    console = Console(stderr=True)
+    results: list[BurstResult] = []
+    code = _execute(lambda: run_bursts(opts, results, console=console), console)
+    if code == 2:
+        return code
+    if results:
+        print_burst_report(results)
+        if json_path is not None:
+            write_burst_json(results, json_path, command=sys.argv)
+            console.print(f"raw results written to {json_path}")
+    if code == 0 and not (results and all(r.valid for r in results)):
         code = 1
     return code

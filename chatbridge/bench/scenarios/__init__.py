@@ -26,6 +26,7 @@ SCENARIOS: dict[str, str] = {
     "webchat": "chatbridge.bench.scenarios.webchat:WebchatStack",
     "pull": "chatbridge.bench.scenarios.pull:PullStack",
     "stream": "chatbridge.bench.scenarios.stream:StreamStack",
+    "burst": "chatbridge.bench.scenarios.burst:BurstStack",
     # internal: the reference points every report is compared with
     "baseline": "chatbridge.bench.baseline:BaselineStack",
     "channel-capacity": "chatbridge.bench.scenarios.channel_capacity:ChannelCapacityStack",

@@ -75,13 +75,7 @@ class ChatwootStack(Stack):
 
     async def start(self) -> None:
         agent_port, channel_port = free_port(), free_port()
-        think = self.ctx.think_seconds
-        agent_args = ["-m", "chatbridge", "mock-agent", "--agent-id", AGENT_ID]
-        agent_args += ["--host", "127.0.0.1", "--port", str(agent_port)]
-        if think > 0:
-            agent_args += ["--behaviour", "delay", "--delay", str(think)]
-        else:
-            agent_args += ["--behaviour", "echo"]
+        agent_args = self.agent_args(agent_port)
         agent = self.spawn("agent", agent_args)
         channel = self.spawn(
             "channel",
@@ -99,15 +93,16 @@ class ChatwootStack(Stack):
         self.channel_url = f"http://127.0.0.1:{channel_port}"
         self.replicas = plan_replicas(free_ports(self.ctx.replicas), uuid.uuid4().hex[:6])
         self.bridge_url = self.replicas[0].url
-        mapping = [
-            {
-                "inbox_id": INBOX_ID,
-                "agent_config": {
-                    "agent_id": AGENT_ID,
-                    "websocket_url": f"ws://127.0.0.1:{agent_port}",
-                },
-            }
-        ]
+        route: dict[str, Any] = {
+            "inbox_id": INBOX_ID,
+            "agent_config": {
+                "agent_id": AGENT_ID,
+                "websocket_url": f"ws://127.0.0.1:{agent_port}",
+            },
+        }
+        if (policies := self.route_policies()) is not None:
+            route["policies"] = policies
+        mapping = [route]
         assert self.ctx.database_url is not None
         env = {
             "CHATBRIDGE_DATABASE_URL": self.ctx.database_url,
@@ -175,6 +170,20 @@ class ChatwootStack(Stack):
                 await self._wait_for_agent_links(http, bridges, agent_connected)
 
         self._prepare(webhook_templates(self.ctx.conversations))
+
+    def agent_args(self, port: int) -> list[str]:
+        """The agent process's arguments (``-m …``), serving on ``port``: the mock agent,
+        echoing (after ``think_seconds``, when given)."""
+        args = ["-m", "chatbridge", "mock-agent", "--agent-id", AGENT_ID]
+        args += ["--host", "127.0.0.1", "--port", str(port)]
+        think = self.ctx.think_seconds
+        if think > 0:
+            return [*args, "--behaviour", "delay", "--delay", str(think)]
+        return [*args, "--behaviour", "echo"]
+
+    def route_policies(self) -> dict[str, Any] | None:
+        """The route's ``policies`` in ``INBOX_AGENT_MAPPINGS`` (``None``: the defaults)."""
+        return None
 
     def _replica_settings(self, redis_url: str | None) -> dict[str, str]:
         """The settings lines that tell the bridges apart (one replica: its command only)."""
