@@ -35,7 +35,7 @@ class AgentEvents:
     hub: AgentHub
     channels: dict[str, ChannelAdapter]
     webchat_live: LiveHub
-    _conv_keys: OrderedDict[str, str]
+    _conv_keys: OrderedDict[str, tuple[str, int]]
 
     if TYPE_CHECKING:
 
@@ -96,16 +96,25 @@ class AgentEvents:
         self.wake_deliveries()
 
     async def _channel_key(self, conversation_id: str) -> str | None:
-        key = self._conv_keys.get(conversation_id)
-        if key is None:
+        """The web chat session a streamed chunk goes to; None for other channels, and for
+        a route that supersedes turns (a preview of a reply that may yet be cancelled must
+        not reach the customer)."""
+        cached = self._conv_keys.get(conversation_id)
+        if cached is None:
             conv = await self.store.get_conversation(conversation_id)
             if conv is None:
                 return None
-            key = conv.channel_key if conv.channel == "webchat" else ""
-            self._conv_keys[conversation_id] = key
+            cached = (conv.channel_key if conv.channel == "webchat" else "", conv.inbox_id)
+            self._conv_keys[conversation_id] = cached
             while len(self._conv_keys) > 10_000:
                 self._conv_keys.popitem(last=False)
-        return key or None
+        key, inbox_id = cached
+        if not key:
+            return None
+        route = self.route_for("webchat", inbox_id)
+        if route is not None and route.policies.in_flight == "supersede":
+            return None
+        return key
 
     async def _on_chunk(
         self, turn_key: str, conversation_id: str, stream_index: int, content: str

@@ -68,7 +68,8 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         # Reads the comms settings on every use: a change through the API applies at once.
         self.channels: dict[str, ChannelAdapter] = build_channels(context, given=channels)
         self.rate_limiter = RateLimiter(settings)
-        self._conv_keys: OrderedDict[str, str] = OrderedDict()  # conversation id → channel key
+        # conversation id → (web chat channel key or "", inbox id)
+        self._conv_keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
         from chatbridge.transports.hub import AgentHub
 
         self.hub = AgentHub(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chatbridge import clock
-from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable
+from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import GiveUp, decide_retry
@@ -255,6 +255,11 @@ class TurnRunner:
                     outcome = await b.hub.run_turn(request)
                 except AgentElsewhere as exc:
                     await b.hand_back(turn, exc.replica)
+                    return
+                except TurnCancelled:
+                    # superseded by a newer message: the ingest that did it took the lease,
+                    # closed the typing and queued the turn that replaces this one
+                    log.info("turn %s superseded conversation=%s", turn.key, turn.conversation_id)
                     return
                 except (AgentUnavailable, AgentTimeout) as exc:
                     failure = exc.kind

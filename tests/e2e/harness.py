@@ -93,10 +93,11 @@ class Stack:
         return await self.mock.trigger(name, TriggerRequest(conversation_id=conv, inbox_id=1, **kw))
 
     def replies(self, conv: int | None = None) -> list[str]:
+        """What the customer saw (private notes for the team are not replies)."""
         return [
             m["content"]
             for m in self.mock.received_messages
-            if conv is None or m["conversation_id"] == conv
+            if (conv is None or m["conversation_id"] == conv) and not m.get("private")
         ]
 
     def actions(self, conv: int | None = None, kinds: tuple[str, ...] = ()) -> list[str]:

@@ -221,6 +221,10 @@ async def test_handoff_keyword_hands_over_without_a_turn_and_an_operator_gives_i
         assert len(notes) == 1
         assert "Customer: hello" in notes[0].text and "Customer: Human!" in notes[0].text
         assert "Bot: R:hello" in notes[0].text
+        # … and the team sees it in Chatwoot as a private note, the customer never does
+        await wait_until(lambda: stack.mock.notes(1))
+        assert stack.mock.notes(1)[0]["content"] == notes[0].text
+        assert notes[0].text not in stack.replies(1)
         # while a human has it, the customer's messages wait for the human
         [ack] = await burst(stack, ["are you there?"])
         assert ack["reason"] == "human_owner"
