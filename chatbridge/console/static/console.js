@@ -12,6 +12,7 @@
   const POLL_MS = 2000;
   const CHANNELS = ["chatwoot", "webchat", "whatsapp"];
   const view = document.getElementById("view");
+  const policiesUi = window.chatbridgeRoutePolicies(h); // route-policies.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -87,10 +88,11 @@
   // ------------------------------------------------------------------ API
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, details) {
       super(message);
       this.status = status;
       this.code = code;
+      this.details = details; // a 422's [{loc, msg, type}]: which field, and why
     }
   }
 
@@ -118,7 +120,7 @@
     if (!r.ok) {
       const err = (data && data.error) || {};
       const msg = typeof err === "string" ? err : err.message || (data && data.detail) || r.statusText;
-      throw new ApiError(r.status, err.code || "error", `${msg} (${r.status})`);
+      throw new ApiError(r.status, err.code || "error", `${msg} (${r.status})`, err.details);
     }
     return data;
   }
@@ -232,6 +234,21 @@
     if (["human", "operator"].includes(a)) return "human";
     if (a === "system" || a === "note") return a;
     return "agent";
+  }
+
+  /** A private note the bridge leaves the human who takes a conversation over. */
+  function isHandoffSummary(m) {
+    return m.direction === "note" && !!m.meta && m.meta.kind === "handoff_summary";
+  }
+
+  function renderHandoffSummary(m) {
+    return h(
+      "section",
+      { class: "msg handoff-summary", "data-id": m.id, "data-kind": "handoff_summary", "aria-label": "Handoff summary" },
+      h("div", { class: "summary-head" }, h("strong", {}, "Handoff summary"), h("span", { class: "muted" }, " — only your team sees this")),
+      h("div", { class: "summary-text" }, m.text ?? ""),
+      h("div", { class: "meta" }, h("span", {}, "private note, never sent"), h("span", {}, fmtTime(m.created_at))),
+    );
   }
 
   const AUTHOR_LABEL = { customer: "Customer", human: "Operator", agent: "Agent", system: "System", note: "Note" };
@@ -672,6 +689,7 @@
     }
 
     function renderMessage(m) {
+      if (isHandoffSummary(m)) return renderHandoffSummary(m);
       const who = authorOf(m);
       const kind = who === "customer" ? "in" : who === "system" || who === "note" ? "system" : `out ${who}`;
       return h(
@@ -807,14 +825,18 @@
         h(
           "table",
           { class: "grid", id: "routes" },
-          h("thead", {}, h("tr", {}, ["Channel", "Inbox", "Agent", "Transport", "Reply", "On failure", "Timeout", ""].map((c) => h("th", { scope: "col" }, c)))),
+          h("thead", {}, h("tr", {}, ["Channel", "Inbox", "Agent", "Transport", "Reply", "On failure", "Timeout", "Policies", ""].map((c) => h("th", { scope: "col" }, c)))),
           body,
         ),
       ),
     );
 
+    // where the API reports a field's error (a 422's loc) → the form's control of that name
+    const AGENT_FIELDS = ["agent_id", "transport", "websocket_url", "webhook_url", "secret", "base_url", "model", "api_key", "system_prompt", "timeout_seconds"];
+
     function field(label, control, cls) {
-      return h("label", { class: `field ${cls || ""}` }, h("span", {}, label), control);
+      const path = AGENT_FIELDS.includes(control.name) ? `agent_config.${control.name}` : control.name;
+      return h("label", { class: `field ${cls || ""}`, "data-path": path, "data-label": label }, h("span", {}, label), control);
     }
 
     function edit(m) {
@@ -848,9 +870,12 @@
         f.inbox_id.disabled = true;
       }
       const save = h("button", { type: "submit", class: "btn btn-primary" }, isNew ? "Create route" : "Save route");
+      const policies = policiesUi.editor(m.policies);
+      const problems = h("div", { class: "result bad wide form-errors", id: "route-errors", role: "alert", hidden: true });
       const form = h(
         "form",
-        { class: "form", id: "route-form", "aria-label": isNew ? "New route" : "Edit route" },
+        { class: "form", id: "route-form", "aria-label": isNew ? "New route" : "Edit route", "aria-describedby": "route-errors" },
+        problems,
         field("Channel", f.channel),
         field("Inbox id", f.inbox_id),
         field("Agent id", f.agent_id),
@@ -867,6 +892,7 @@
         field("On failure", f.on_failure),
         field("Fallback text", f.fallback_text, "wide"),
         h("label", { class: "field check" }, f.agent_bot_mode, "Chatwoot agent-bot inbox (answer only while pending)"),
+        policies.element,
         h("div", { class: "form-actions" }, save, h("button", { type: "button", class: "btn btn-ghost", onclick: () => replace(editor) }, "Cancel")),
       );
       // show the fields of the chosen transport only
@@ -877,8 +903,22 @@
       };
       f.transport.addEventListener("change", showTransportFields);
       showTransportFields();
+      // an error note goes when its field is edited; the rest stay until the next save
+      form.addEventListener("input", (e) => {
+        const holder = e.target.closest && e.target.closest(".invalid");
+        if (!holder) return;
+        holder.classList.remove("invalid");
+        for (const note of holder.querySelectorAll(".field-error")) note.remove();
+        policiesUi.unmark(e.target);
+      });
       form.addEventListener("submit", (e) => {
         e.preventDefault();
+        const typed = policies.read();
+        if (typed.errors.length) {
+          policiesUi.placeErrors(form, problems, typed.errors, "Not saved: check the policies.");
+          return;
+        }
+        policiesUi.clearErrors(form, problems);
         const t = f.transport.value;
         const extra = {};
         if (t === "http-webhook") {
@@ -905,13 +945,22 @@
             timeout_seconds: Number(f.timeout_seconds.value),
             ...extra,
           },
+          policies: typed.value,
         };
         act(save, async () => {
-          if (isNew) await api("POST", "/config/mappings", body);
-          else await api("PUT", `/config/mappings/${body.inbox_id}`, body);
+          try {
+            if (isNew) await api("POST", "/config/mappings", body);
+            else await api("PUT", `/config/mappings/${body.inbox_id}${q({ channel: body.channel })}`, body);
+          } catch (err) {
+            if (err.status !== 422 && err.status !== 400) throw err;
+            // refused: say which field and why, and keep everything the operator typed
+            policiesUi.placeErrors(form, problems, policiesUi.serverErrors(err), "The bridge refused the route.");
+            return;
+          }
           replace(editor);
           await refresh();
-        }, isNew ? "Route created." : "Route saved.");
+          toast(isNew ? "Route created." : "Route saved.");
+        });
       });
       replace(editor, form);
       f.agent_id.focus();
@@ -940,6 +989,10 @@
                 h("td", {}, m.reply_mode),
                 h("td", {}, m.on_failure, m.fallback_text ? h("div", { class: "small muted" }, m.fallback_text) : null),
                 h("td", {}, `${m.timeout_seconds} s`),
+                (() => {
+                  const parts = policiesUi.summarize(m.policies);
+                  return h("td", { class: "policies-cell" }, parts.length ? parts.join(" · ") : h("span", { class: "muted" }, "defaults"));
+                })(),
                 h(
                   "td",
                   { class: "actions" },
@@ -952,7 +1005,7 @@
                 ),
               ),
             )
-          : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No routes: nothing is answered.")),
+          : h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No routes: nothing is answered.")),
       );
     }
     return { title: "Routes", refresh };
