@@ -401,3 +401,61 @@ async def test_a_dead_letter_can_be_discarded_and_is_never_sent(sqlite_url: str)
         )
         await s.idle()
         assert s.replies(8) == []
+
+
+# --------------------------------------------------------------------------- route policies
+
+POLICIES = {
+    "debounce_ms": 1500,
+    "max_wait_ms": 8000,
+    "in_flight": "supersede",
+    "handoff_keywords": ["human"],
+    "business_hours": {
+        "timezone": "Europe/Berlin",
+        "weekly": {"mon": ["09:00-12:00", "13:00-17:30"]},
+        "holidays": ["2026-12-25"],
+        "outside": "away_handoff",
+        "away_text": "Back on Monday.",
+    },
+    "ignore": {"group_patterns": ["*@g.us"]},
+}
+BAD_POLICIES = {
+    "max_wait below debounce": ({"debounce_ms": 5000, "max_wait_ms": 100}, "max_wait_ms"),
+    "unknown zone": ({"business_hours": {"timezone": "Mars/Olympus"}}, "Mars/Olympus"),
+    "backwards range": ({"business_hours": {"weekly": {"mon": ["17:00-09:00"]}}}, "17:00-09:00"),
+    "away without text": ({"business_hours": {"outside": "away_handoff"}}, "away_text"),
+    "unknown rule": ({"in_flight": "drop"}, "in_flight"),
+    "unknown field": ({"debounce": 100}, "debounce"),
+}
+
+
+async def test_route_policies_round_trip_and_bad_ones_are_named(database_url: str) -> None:
+    async with running_stack(database_url, admin_key="test-admin-key-0123") as s:
+        put = await s.http.put(
+            "/config/mappings/2", headers=AUTH, json=mapping(2, s, policies=POLICIES)
+        )
+        assert put.status_code == 201, put.text
+        listed = (await s.http.get("/config/mappings", headers=AUTH)).json()["mappings"]
+        [route] = [m for m in listed if m["inbox_id"] == 2]
+        for key, value in POLICIES.items():
+            if key in ("business_hours", "ignore"):
+                assert value.items() <= route["policies"][key].items(), route["policies"]
+            else:
+                assert route["policies"][key] == value
+        # every policy is shown, defaults included
+        assert route["policies"]["split_replies"] is False
+        assert s.bridge.route_for("chatwoot", 2).policies.debounce_ms == 1500  # type: ignore[union-attr]
+        for name, (policies, words) in BAD_POLICIES.items():
+            r = await s.http.put(
+                "/config/mappings/2", headers=AUTH, json=mapping(2, s, policies=policies)
+            )
+            error = error_of(r, 422, "invalid_request")
+            assert words in error["message"] + json.dumps(error["details"]), (name, error)
+        # nothing of the refused bodies was kept
+        listed = (await s.http.get("/config/mappings", headers=AUTH)).json()["mappings"]
+        [route] = [m for m in listed if m["inbox_id"] == 2]
+        assert route["policies"]["debounce_ms"] == 1500
+        # back to the defaults: an empty policies object
+        put = await s.http.put("/config/mappings/2", headers=AUTH, json=mapping(2, s, policies={}))
+        assert put.status_code == 200, put.text
+        assert put.json()["mapping"]["policies"]["debounce_ms"] == 0
