@@ -2,7 +2,8 @@
 
 - ``decide_turn``: does an inbound customer message start an agent turn?
 - ``decide_owner``: who owns the conversation after a status change or a human's message?
-- ``plan_outcome``: what to write and send when a turn ends (reply, handoff, fallback …).
+- ``plan_outcome``: what to write and send when a turn ends (reply, handoff, fallback …),
+  paced as separate typed parts when the route asks for ``split_replies``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatbridge.policies.model import RoutePolicies
+from chatbridge.policies.split import split_reply, typing_ms
 from chatbridge.store.records import ConversationRecord, DeliverySpec, Route, TurnDecision
 from chatbridge.transports.base import AgentOutcome
 
@@ -71,6 +74,36 @@ class TurnPlan:
     error: str | None = None
 
 
+def paced_parts(text: str, policies: RoutePolicies, max_attempts: int) -> list[DeliverySpec]:
+    """A reply as human-paced parts (``split_replies``): for each paragraph, a typing
+    indicator held for the part's typing time, the part, and the indicator switched off.
+
+    ``typing_on`` carries ``{"hold_ms", "part"}`` (the delivery runner keeps the part back
+    that long after the indicator went out), ``typing_off`` ``{"part"}`` (which tells it
+    from the slow agent's indicator, see ``store.base.delivers``), the message
+    ``{"part", "parts"}`` (its status stands for the whole reply only when it is the last,
+    see ``OutboxStore.set_message_status``). Parts count from 1. A text without words
+    (attachments only) is one message, as without the policy.
+    """
+    parts = split_reply(text)
+    if not parts:
+        return [DeliverySpec("message", max_attempts, text=text)]
+    specs: list[DeliverySpec] = []
+    for i, part in enumerate(parts, 1):
+        specs += [
+            DeliverySpec(
+                "typing_on",
+                TYPING_ATTEMPTS,
+                payload={"hold_ms": typing_ms(part, policies), "part": i},
+            ),
+            DeliverySpec(
+                "message", max_attempts, text=part, payload={"part": i, "parts": len(parts)}
+            ),
+            DeliverySpec("typing_off", TYPING_ATTEMPTS, payload={"part": i}),
+        ]
+    return specs
+
+
 def plan_outcome(
     outcome: AgentOutcome | None,
     *,
@@ -80,24 +113,37 @@ def plan_outcome(
     failure: str | None = None,
 ) -> TurnPlan:
     """Turn an agent's answer (or a failure: ``outcome=None`` with ``failure`` set) into
-    the rows to write. Typing is always switched off, whatever happened."""
+    the rows to write. Typing is always switched off, whatever happened.
+
+    With ``split_replies`` the agent's words — its reply, and its handoff text — go out as
+    paced parts (``paced_parts``) after the slow agent's indicator is switched off; the
+    reply stays one message row with the whole text (``reply_text``). The attachments stay
+    with that row (no delivery carries a reply's attachments today; if one comes to, it is
+    the last part's: it goes once the words that introduce them are out). The fallback text is not paced: it is the bridge's own short notice, and
+    the customer has already waited for an agent that failed.
+    """
     off = DeliverySpec("typing_off", TYPING_ATTEMPTS)
+    policies = route.policies
 
     def message(text: str) -> DeliverySpec:
         return DeliverySpec("message", max_attempts, text=text)
+
+    def said(text: str) -> list[DeliverySpec]:
+        """The agent's words and the slow agent's typing_off, in the order they go out."""
+        if policies.split_replies:
+            return [off, *paced_parts(text, policies, max_attempts)]
+        return [message(text), off]
 
     if outcome is not None and outcome.kind == "reply":
         text = outcome.content or ""
         if not text.strip() and not outcome.attachments:
             return TurnPlan("done", "no_reply", None, [off])
-        return TurnPlan(
-            "done", "reply", text, [message(text), off], attachments=outcome.attachments
-        )
+        return TurnPlan("done", "reply", text, said(text), attachments=outcome.attachments)
     if outcome is not None and outcome.kind == "no_reply":
         return TurnPlan("done", "no_reply", None, [off])
     if outcome is not None and outcome.kind == "handoff":
-        specs = [message(outcome.content)] if outcome.content else []
-        specs += [off, DeliverySpec("handoff", max_attempts)]
+        specs = said(outcome.content) if outcome.content else [off]
+        specs += [DeliverySpec("handoff", max_attempts)]
         return TurnPlan("done", "handoff", outcome.content, specs, handoff=True)
     # error_message from the agent, timeout, or unreachable: the route's failure rule
     if outcome is not None:

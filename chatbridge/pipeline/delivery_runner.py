@@ -4,6 +4,12 @@ its conversation that follow it, one by one, in order.
 A failed send is settled by the retry decision (``chatbridge.retry``): retried with backoff
 (honouring the channel's ``Retry-After``), or ended — dead-lettered, or dropped for a typing
 indicator.
+
+What a channel cannot show is finished without a send (``Capabilities``): a typing indicator
+where there is none, a private note for the human team where the channel keeps none. A
+paced reply's ``typing_on`` (payload ``hold_ms``, ``pipeline.decisions.paced_parts``) holds
+the conversation's next delivery — its part — back that long once it is done, shown or not:
+the pause is written with the finish, and no lease is held while it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatbridge.workers")
 
 T = TypeVar("T")
+
+SEND_MARKED = ("message", "note")
+"""Kinds a customer (or the team) would see twice if sent twice: marked before the send,
+looked up after a cut-off one (see ``DeliveryRunner``)."""
+
+
+def shown(kind: str, capabilities: Any) -> bool:
+    """Whether a delivery of ``kind`` is sent on a channel with ``capabilities`` at all.
+
+    ``notes`` is read with ``getattr``: a ``Capabilities`` without the field keeps none.
+    """
+    if kind in ("typing_on", "typing_off"):
+        return bool(getattr(capabilities, "typing", False))
+    if kind == "note":
+        return bool(getattr(capabilities, "notes", False))
+    return True
+
+
+def hold_seconds(d: ClaimedDelivery) -> float:
+    """How long a finished ``d`` keeps its conversation's next delivery back (0: not)."""
+    if d.kind != "typing_on":
+        return 0.0
+    ms = d.payload.get("hold_ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms <= 0:
+        return 0.0
+    return float(ms) / 1000.0
 
 
 def to_action(d: ClaimedDelivery) -> OutboundAction:
@@ -141,8 +173,11 @@ class DeliveryRunner:
             )
             b.wake_deliveries()
             return None
+        if not shown(d.kind, getattr(adapter, "capabilities", None)):
+            b.metrics.deliveries.labels(channel, d.kind, "not_shown").inc()
+            return await self._finish(d, None)
         action = to_action(d)
-        if d.kind == "message":
+        if d.kind in SEND_MARKED:
             there, external_id = await self._receipt(d, adapter, action)
             if there:
                 log.info("delivery %s already at %s; not sending again", d.id, channel)
@@ -230,6 +265,8 @@ class DeliveryRunner:
 
     async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
         s = self.b.settings
+        pause = hold_seconds(d)
+        hold = (d.conversation_id, pause) if pause > 0 else None
 
         async def finish() -> tuple[bool, ClaimedDelivery | None]:
             result: tuple[bool, ClaimedDelivery | None] = await self.b.store.finish_delivery(
@@ -238,11 +275,16 @@ class DeliveryRunner:
                 external_id=external_id,
                 claim_next=d,
                 lease_seconds=s.lease_seconds,
+                hold=hold,
             )
             return result
 
         # The send is done: keep that knowledge through a database outage.
         _, following = await self._persist(finish, f"delivery {d.id}: recording the send")
+        if hold is not None:
+            # the held part is due then (a hair later: the loop's timer and the wall clock
+            # the due time is written by may differ by a little); nothing is leased meanwhile
+            self.b.schedule_wake(pause + 0.005)
         if following is not None:
             self.b.held.hold_delivery(following.id)
         return following

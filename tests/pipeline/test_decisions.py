@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from chatbridge.backoff import backoff_delay, parse_retry_after
 from chatbridge.pipeline.breaker import CircuitBreaker
 from chatbridge.pipeline.decisions import decide_owner, decide_turn, plan_outcome
-from chatbridge.store.records import ConversationRecord, Route
+from chatbridge.policies.model import RoutePolicies
+from chatbridge.store.base import delivers
+from chatbridge.store.records import ConversationRecord, DeliverySpec, Route
 from chatbridge.transports.base import AgentOutcome
 
 
@@ -227,3 +229,116 @@ def test_breaker_success_resets_the_count() -> None:
     b.record_success()
     b.record_failure(2)
     assert b.state(2) == "closed"
+
+
+# ------------------------------------------------------------------ paced replies (split)
+
+
+def paced(**kw: object) -> Route:
+    return route(
+        policies=RoutePolicies(split_replies=True, ms_per_char=10, max_typing_ms=100, **kw)
+    )
+
+
+def test_a_paced_reply_is_a_typed_part_per_paragraph() -> None:
+    text = "Hello!\n\nYour order shipped today and arrives Friday.\n\nAnything else?"
+    plan = plan_outcome(
+        AgentOutcome("reply", content=text), route=paced(), default_fallback="fb", max_attempts=5
+    )
+    assert (plan.outcome, plan.reply_text) == ("reply", text)  # one message row, whole text
+    off, *parts = plan.deliveries
+    assert (off.kind, off.payload) == ("typing_off", {})  # the slow agent's indicator first
+    assert [(d.kind, d.text, d.payload) for d in parts] == [
+        ("typing_on", None, {"hold_ms": 60, "part": 1}),
+        ("message", "Hello!", {"part": 1, "parts": 3}),
+        ("typing_off", None, {"part": 1}),
+        ("typing_on", None, {"hold_ms": 100, "part": 2}),  # 44 chars: clamped
+        ("message", "Your order shipped today and arrives Friday.", {"part": 2, "parts": 3}),
+        ("typing_off", None, {"part": 2}),
+        ("typing_on", None, {"hold_ms": 100, "part": 3}),
+        ("message", "Anything else?", {"part": 3, "parts": 3}),
+        ("typing_off", None, {"part": 3}),
+    ]
+    assert [d.max_attempts for d in parts if d.kind == "message"] == [5, 5, 5]
+
+
+def test_a_paced_handoff_types_its_text_then_hands_off() -> None:
+    plan = plan_outcome(
+        AgentOutcome("handoff", content="I'll get a colleague.\n\nOne moment."),
+        route=paced(),
+        default_fallback="fb",
+        max_attempts=5,
+    )
+    assert plan.handoff and kinds(plan) == ["typing_off"] + [
+        "typing_on",
+        "message",
+        "typing_off",
+    ] * 2 + ["handoff"]
+
+
+def test_the_fallback_is_not_paced() -> None:
+    plan = plan_outcome(
+        None, route=paced(), default_fallback="Back\n\nsoon", max_attempts=5, failure="timeout"
+    )
+    assert kinds(plan) == ["message", "typing_off"] and plan.deliveries[0].text == "Back\n\nsoon"
+
+
+def test_an_attachment_only_reply_is_one_message_when_paced() -> None:
+    plan = plan_outcome(
+        AgentOutcome("reply", content="", attachments=[{"url": "https://x.test/a.png"}]),
+        route=paced(),
+        default_fallback="fb",
+        max_attempts=5,
+    )
+    assert kinds(plan) == ["typing_off", "message"] and plan.attachments
+
+
+def test_without_the_policy_a_long_reply_is_one_message() -> None:
+    plan = plan_outcome(
+        AgentOutcome("reply", content="a\n\nb"),
+        route=route(),
+        default_fallback="fb",
+        max_attempts=5,
+    )
+    assert [(d.kind, d.text) for d in plan.deliveries] == [
+        ("message", "a\n\nb"),
+        ("typing_off", None),
+    ]
+
+
+@given(st.lists(st.text(min_size=1, max_size=30).filter(str.strip), min_size=1, max_size=14))
+def test_paced_typing_pairs_are_closed_and_parts_keep_their_order(paragraphs: list[str]) -> None:
+    text = "\n\n".join(paragraphs)
+    plan = plan_outcome(
+        AgentOutcome("reply", content=text), route=paced(), default_fallback="fb", max_attempts=5
+    )
+    parts = plan.deliveries[1:]
+    assert len(parts) % 3 == 0 and len(parts) // 3 <= 10
+    for i in range(0, len(parts), 3):
+        on, msg, off = parts[i : i + 3]
+        n = i // 3 + 1
+        assert (on.kind, msg.kind, off.kind) == ("typing_on", "message", "typing_off")
+        assert on.payload["part"] == msg.payload["part"] == off.payload["part"] == n
+        assert 0 <= on.payload["hold_ms"] <= 100
+    texts = "".join(d.text or "" for d in parts)
+    assert "".join(text.split()) == "".join(texts.split())
+
+
+@pytest.mark.parametrize(
+    ("payload", "to_bot", "no_typing", "written"),
+    [
+        ({}, True, False, True),  # the slow agent's indicator: off if it showed
+        ({}, True, True, False),
+        ({}, False, False, True),  # … even in a human's conversation
+        ({"part": 1}, True, True, True),  # a part's indicator: with its part
+        ({"part": 1}, False, False, False),  # a human's conversation: none of the parts
+    ],
+)
+def test_which_typing_off_a_finished_turn_writes(
+    payload: dict[str, int], to_bot: bool, no_typing: bool, written: bool
+) -> None:
+    spec = DeliverySpec("typing_off", 3, payload=payload)
+    assert delivers(spec, to_bot=to_bot, no_typing=no_typing) is written
+    on = DeliverySpec("typing_on", 3, payload={"hold_ms": 10, **payload})
+    if payload:
+        assert delivers(on, to_bot=to_bot, no_typing=no_typing) is to_bot
