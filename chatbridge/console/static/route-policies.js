@@ -372,7 +372,7 @@
         v.handoff_summary = c.handoff_summary.checked;
         v.summary_messages = intIn("policies.summary_messages", c.summary_messages, 1, 100);
         v.ignore = {};
-        for (const [k, , , max] of IGNORE) v.ignore[k] = listIn(`policies.ignore.${k}`, ignore[k], max, (s) => (s.length > 200 ? `"${s.slice(0, 20)}…" is too long` : null));
+        for (const [k, , , max] of IGNORE) v.ignore[k] = listIn(`policies.ignore.${k}`, ignore[k], max);
         return { value: v, errors: errors.slice() };
       }
 
