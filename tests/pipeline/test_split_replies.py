@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from chatbridge.pipeline.decisions import paced_parts
 from chatbridge.policies.model import RoutePolicies
 from chatbridge.store import Store
 from chatbridge.store import tables as t
-from chatbridge.store.records import Route, TurnDecision
+from chatbridge.store.records import DeliverySpec, Route, TurnDecision
 from chatbridge.testing.clock import FakeClock
 from chatbridge.transports.base import AgentOutcome
 from tests.e2e.harness import assert_typing_paired, running_stack
@@ -180,10 +181,13 @@ async def test_a_paced_reply_reports_its_last_part_status(store: Store) -> None:
 class TypingChannel(FakeChannel):
     """``FakeChannel`` that shows typing (or not) and notes every action with the fake time."""
 
-    def __init__(self, clock: FakeClock, *, typing: bool = True) -> None:
+    def __init__(self, clock: FakeClock, *, typing: bool = True, notes: bool = False) -> None:
         super().__init__()
         self.clock = clock
-        self.capabilities = Capabilities(typing=typing)
+        # ``notes`` read as the runner reads it (``getattr``), with or without the field
+        self.capabilities: Any = SimpleNamespace(
+            **{**dataclasses.asdict(Capabilities(typing=typing)), "notes": notes}
+        )
         self.log: list[tuple[str, str | None, float]] = []
 
     async def send(self, action: OutboundAction) -> SendResult:
@@ -295,6 +299,27 @@ async def test_a_channel_without_typing_gets_the_pauses_without_indicators(
     sends = [at for _, _, at in channel.log]
     assert sends[0] >= start + HOLDS[0]
     assert counts["deliveries"] == {"done": 9}  # the indicators finished without a send
+
+
+@pytest.mark.parametrize("notes", [True, False])
+async def test_a_note_is_sent_only_where_the_channel_keeps_notes(
+    tmp_path: Path, clock: FakeClock, notes: bool
+) -> None:
+    channel = TypingChannel(clock, notes=notes)
+    async with burst_bridge(rig_url(tmp_path), clock, channel=channel) as (bridge, agent, _):
+        agent.script.append(AgentOutcome("no_reply"))
+        conversation_id = await say(bridge, "c1", "hello")
+        await bridge.run_until_idle()
+        done = await bridge.store.add_outbound(
+            conversation_id,
+            text=None,
+            author="system",
+            deliveries=[DeliverySpec("note", 3, text="Handoff: the customer wants a refund")],
+        )
+        await bridge.run_until_idle()
+        counts = await bridge.store.counts()
+    assert done.ok and counts["deliveries"] == {"done": 1}
+    assert channel.kinds() == (["note"] if notes else [])
 
 
 # ----------------------------------------------------------------------------- real sockets
