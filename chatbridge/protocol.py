@@ -163,7 +163,7 @@ class UserMessage(Frame):
     inbox_id: int | None = None
     channel: str | None = None
     content: str = Field(
-        "",
+        default="",
         description=(
             "Every customer message of the turn, in the order they were written, joined by "
             "newlines (the text of `messages`)."
@@ -182,7 +182,7 @@ class UserMessage(Frame):
     response_mode: Literal["sync", "async"] = "async"
     deadline: Timestamp | None = None
     fresh: bool = Field(
-        False,
+        default=False,
         description=(
             "Since 1.1. True when the bot's session for this conversation had expired (no "
             "activity for the route's `expire_after`): start a new context and forget what "
@@ -204,7 +204,7 @@ class Cancel(Frame):
     message_id: str = Field(description="The turn (`user_message.message_id`) to stop.")
     conversation_id: str | None = None
     reason: str = Field(
-        "superseded",
+        default="superseded",
         description="Why: `superseded` (a newer customer message replaced the turn).",
     )
 
@@ -326,7 +326,7 @@ class Handoff(Frame):
     reason: str | None = None
     content: str | None = None
     summary: Annotated[str | None, BeforeValidator(_cut_summary)] = Field(
-        None,
+        default=None,
         max_length=HANDOFF_SUMMARY_MAX,
         description=(
             "Since 1.1. A note for the human who takes over (what the customer wants, what "

@@ -89,11 +89,14 @@ class Capabilities:
 
     An openai model cannot decline to answer or hand a conversation over, and neither an
     openai nor an http-pull agent can be sent an event (nothing reaches it but its turns).
+    ``cancel``: the agent learns that a turn was withdrawn (a ``cancel`` frame, or its request
+    cut); an http-pull agent does not, and only finds its late answer refused.
     """
 
     no_reply: bool = True
     handoff: bool = True
     events: bool = True
+    cancel: bool = True
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -382,7 +382,7 @@ class PullTransport(AgentTransport):
     """An agent that polls for its turns and posts its replies (see the module docstring)."""
 
     spec = spec("http-pull")
-    capabilities = Capabilities(events=False)  # nothing reaches a poller but its turns
+    capabilities = Capabilities(events=False, cancel=False)  # a poller gets only its turns
 
     def __init__(
         self,

@@ -12,12 +12,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from chatbridge.agent import Agent, HelloRejected, Turn
+from chatbridge.errors import TurnCancelled
 from chatbridge.metrics import Metrics
 from chatbridge.testing.mock_agent import build_mock_agent
 from chatbridge.transports.hub import AgentHub
 from tests.transports.hub_helpers import (
     FRAME_LIMIT,
     connected_gauge,
+    dropped,
     recv_frame,
     round_trip,
     turn_request,
@@ -264,3 +266,26 @@ async def test_a_connection_reopened_under_its_name_replaces_only_that_one(
     await round_trip(new)
     await other.close()
     await new.close()
+
+
+async def test_cancel_turn_sends_cancel_on_the_dial_in_connection(
+    hub: AgentHub, bridge_url: str, metrics: Metrics
+) -> None:
+    ws, _ = await hello(bridge_url, hello_frame())
+    task = asyncio.create_task(hub.run_turn(turn_request("agent1", "t_c", timeout=30)))
+    assert (await recv_frame(ws))["message_id"] == "t_c"
+    hub.cancel_turn("agent1", "t_c", "c_1", reason="superseded")
+    with pytest.raises(TurnCancelled):
+        async with asyncio.timeout(5):
+            await task
+    frame = await recv_frame(ws)
+    assert (frame["type"], frame["message_id"], frame["conversation_id"], frame["reason"]) == (
+        "cancel",
+        "t_c",
+        "c_1",
+        "superseded",
+    )
+    await ws.send(json.dumps({"type": "no_reply", "message_id": "t_c"}))
+    await round_trip(ws)
+    assert dropped(metrics, "agent1") == 1
+    await ws.close()

@@ -12,8 +12,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chatbridge.agent import Agent, Turn
-from chatbridge.errors import AgentTimeout, AgentUnavailable, ConfigError
+from chatbridge.errors import AgentTimeout, AgentUnavailable, ConfigError, TurnCancelled
 from chatbridge.metrics import Metrics
+from chatbridge.protocol import error_frame
 from chatbridge.testing.mock_agent import build_mock_agent
 from chatbridge.transports.hub import AgentHub
 from tests.transports.hub_helpers import (
@@ -341,3 +342,101 @@ async def test_stop_fails_waiting_turns(hub: AgentHub) -> None:
     await hub.stop()  # whether the turn was already waiting or comes after: it fails at once
     with pytest.raises(AgentUnavailable):
         await pending
+
+
+# -- cancel (protocol 1.1) ----------------------------------------------------------------------
+
+
+async def test_cancel_turn_ends_the_wait_sends_cancel_and_drops_the_late_answer(
+    hub: AgentHub, fake_agent: FakeAgent, metrics: Metrics
+) -> None:
+    hub.configure("a1", "ws-dial-out", fake_agent.url)
+    ws = await fake_agent.next_connection()
+    task = asyncio.create_task(hub.run_turn(turn_request("a1", "t_c", timeout=30)))
+    assert (await recv_frame(ws))["message_id"] == "t_c"
+    hub.cancel_turn("a1", "t_c", "c_1")
+    with pytest.raises(TurnCancelled):
+        async with asyncio.timeout(5):
+            await task
+    frame = await recv_frame(ws)
+    frame.pop("timestamp")
+    assert frame == {
+        "type": "cancel",
+        "message_id": "t_c",
+        "conversation_id": "c_1",
+        "reason": "superseded",
+    }
+    await ws.send(json.dumps({"type": "agent_message", "message_id": "t_c", "content": "late"}))
+    await round_trip(ws)
+    assert dropped(metrics, "a1") == 1
+    # an agent older than 1.1 answering ``cancel`` with unknown_type is no trouble
+    old_agent = {"message": "unknown message type 'cancel'"}
+    await ws.send(json.dumps(error_frame("unknown_type", details=old_agent)))
+    await round_trip(ws)
+    assert hub.is_connected("a1")
+
+
+async def test_cancelling_a_turn_queued_behind_its_conversation_ends_it_and_frees_the_slot(
+    hub: AgentHub, fake_agent: FakeAgent
+) -> None:
+    hub.configure("a1", "ws-dial-out", fake_agent.url)
+    ws = await fake_agent.next_connection()
+    first = asyncio.create_task(hub.run_turn(turn_request("a1", "t_1", seq=1, timeout=30)))
+    assert (await recv_frame(ws))["message_id"] == "t_1"
+    queued = asyncio.create_task(hub.run_turn(turn_request("a1", "t_2", seq=2, timeout=30)))
+    newest = asyncio.create_task(hub.run_turn(turn_request("a1", "t_3", seq=3, timeout=30)))
+    await round_trip(ws)  # both wait for the slot: nothing was sent for them
+    hub.cancel_turn("a1", "t_2", "c_1")  # never sent: no frame to the agent
+    with pytest.raises(TurnCancelled):
+        async with asyncio.timeout(5):
+            await queued
+    hub.cancel_turn("a1", "t_1", "c_1")  # superseded: its slot goes to t_3 at once
+    with pytest.raises(TurnCancelled):
+        async with asyncio.timeout(5):
+            await first
+    assert (await recv_frame(ws))["type"] == "cancel"
+    sent = await recv_frame(ws)
+    assert (sent["type"], sent["message_id"]) == ("user_message", "t_3")
+    await ws.send(json.dumps({"type": "agent_message", "message_id": "t_3", "content": "all"}))
+    assert (await newest).content == "all"
+
+
+async def test_cancel_turn_for_an_unknown_agent_or_turn_is_a_no_op(
+    hub: AgentHub, fake_agent: FakeAgent
+) -> None:
+    hub.cancel_turn("nobody", "t_1", "c_1")
+    hub.configure("a1", "ws-dial-out", fake_agent.url)
+    ws = await fake_agent.next_connection()
+    hub.cancel_turn("a1", "t_404", "c_1")
+    task = asyncio.create_task(hub.run_turn(turn_request("a1", "t_1")))
+    assert (await recv_frame(ws))["type"] == "user_message"  # no cancel came first
+    await ws.send(json.dumps({"type": "agent_message", "message_id": "t_1", "content": "ok"}))
+    assert (await task).content == "ok"
+
+
+async def test_cancel_reaches_the_sdk_agent_whose_handler_stops(hub: AgentHub) -> None:
+    agent = Agent("sdk")
+    started, stopped = asyncio.Event(), asyncio.Event()
+    seen: list[Turn] = []
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        seen.append(turn)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return "never"
+
+    async with dialed(hub, agent):
+        task = asyncio.create_task(hub.run_turn(turn_request("a1", "t_x", timeout=30)))
+        async with asyncio.timeout(5):
+            await started.wait()
+        hub.cancel_turn("a1", "t_x", "c_1")
+        with pytest.raises(TurnCancelled):
+            await task
+        async with asyncio.timeout(5):
+            await stopped.wait()
+    assert seen[0].cancelled and seen[0].cancel_reason == "superseded"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatbridge.errors import AgentTimeout, AgentUnavailable
+from chatbridge.errors import AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.protocol import ProtocolError
 from chatbridge.transports.base import TurnRequest
 from chatbridge.transports.pull import LeaseExpired, PullBroker, PullPolicy, UnknownTurn
@@ -127,3 +127,21 @@ async def test_concurrent_pollers_split_the_offers() -> None:
         for o in batch:
             await b.reply("a1", o.key, o.lease_id, {"type": "no_reply"})
     await asyncio.gather(*tasks)
+
+
+async def test_a_withdrawn_turn_is_never_offered_and_its_answer_is_refused() -> None:
+    b = broker()
+    leased_turn, pending_turn, kept_turn = await offered(b, request(1), request(2), request(3))
+    [lease] = b.take("a1", 1)
+    assert b.withdraw("a1", "t_1") and b.withdraw("a1", "t_2", "superseded")
+    for task in (leased_turn, pending_turn):
+        with pytest.raises(TurnCancelled):
+            await task
+    assert [o.key for o in b.take("a1", 10)] == ["t_3"]  # t_2 is not offered any more
+    with pytest.raises(UnknownTurn):
+        await b.reply("a1", "t_1", lease.lease_id, {"type": "agent_message", "content": "late"})
+    assert not b.withdraw("a1", "t_1") and not b.withdraw("a1", "t_404")
+    assert not b.withdraw("nobody", "t_3")
+    assert b.in_flight("a1") == 1
+    kept_turn.cancel()
+    await asyncio.gather(kept_turn, return_exceptions=True)

@@ -4,8 +4,9 @@ Each kind runs against a real agent over real sockets on 127.0.0.1: the agent SD
 (``chatbridge.agent``) served for ws-dial-out, dialing in for ws-dial-in, polling for
 http-pull (against a minimal turns endpoint over the transport's broker) and answering POSTs
 for http-webhook; the fake OpenAI-compatible server for openai. The agent answers by the turn's
-text: ``silent`` declines (no_reply), ``human`` hands over, ``fail`` reports an error, ``hang``
-holds the turn until the test ends, anything else is echoed.
+text: ``silent`` declines (no_reply), ``human`` hands over (with a summary), ``fail`` reports
+an error, ``hang`` holds the turn until the test ends (or the turn is cancelled), anything else
+is echoed.
 
 What a transport cannot carry at all it declares in its ``Capabilities``; the suite then
 checks that it says so and does not pretend (an openai model asked to stay silent replies).
@@ -28,7 +29,7 @@ from fastapi.responses import JSONResponse
 
 from chatbridge.agent import Agent, Event, Handoff, NoReply, PullClient, PullConfig, Turn, TurnError
 from chatbridge.config import Settings
-from chatbridge.errors import AgentTimeout, AgentUnavailable
+from chatbridge.errors import AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.metrics import Metrics
 from chatbridge.testing.fake_openai import Answer, create_fake_openai
 from chatbridge.testing.servers import serve_app
@@ -62,18 +63,26 @@ class Script:
     hanging: asyncio.Event = field(default_factory=asyncio.Event)
     events: list[dict[str, Any]] = field(default_factory=list)
     got_event: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)  # a held turn was cancelled
+    cancelled_turns: list[bool] = field(default_factory=list)  # ``turn.cancelled`` when stopped
 
     async def answer(self, content: str) -> str | NoReply | Handoff:
         match content:
             case "silent":
                 return NoReply()
             case "human":
-                return Handoff(reason="asked for a human", content="One moment.")
+                return Handoff(
+                    reason="asked for a human", content="One moment.", summary="Wants a person."
+                )
             case "fail":
                 raise TurnError("contract_error", "asked to fail")
             case "hang":
                 self.hanging.set()
-                await self.release.wait()
+                try:
+                    await self.release.wait()
+                except asyncio.CancelledError:
+                    self.stopped.set()
+                    raise
                 return "too late"
             case _:
                 return f"Echo: {content}"
@@ -83,7 +92,11 @@ class Script:
 
         @agent.on_message
         async def on_message(turn: Turn) -> str | NoReply | Handoff:
-            return await self.answer(turn.content)
+            try:
+                return await self.answer(turn.content)
+            except asyncio.CancelledError:
+                self.cancelled_turns.append(turn.cancelled)
+                raise
 
         @agent.on_event
         async def on_event(event: Event) -> None:
@@ -101,7 +114,9 @@ class Script:
             case NoReply():
                 return None
             case Handoff():
-                return AgentOutcome("handoff", answer.content, reason=answer.reason)
+                return AgentOutcome(
+                    "handoff", answer.content, reason=answer.reason, summary=answer.summary
+                )
             case _:
                 return answer
 
@@ -332,10 +347,11 @@ async def test_an_agent_that_declines_ends_the_turn_without_a_reply(harness: Har
 async def test_an_agent_can_hand_the_conversation_over(harness: Harness) -> None:
     outcome = await run(harness, "human")
     if harness.transport.capabilities.handoff:
-        assert (outcome.kind, outcome.reason, outcome.content) == (
+        assert (outcome.kind, outcome.reason, outcome.content, outcome.summary) == (
             "handoff",
             "asked for a human",
             "One moment.",
+            "Wants a person.",
         )
     else:
         assert outcome.kind == "reply"
@@ -411,3 +427,42 @@ async def test_close_ends_waiting_turns_and_releases_everything(harness: Harness
     assert transport.connected is False
     assert await transport.send_event({"type": "conversation_event", "event": "x"}) is False
     await until(lambda: transport.in_flight() == 0 and harness.released())
+
+
+async def test_a_cancelled_turn_stops_waiting_at_once_and_the_agent_stops(
+    harness: Harness,
+) -> None:
+    transport = harness.transport
+    harness.plan("hang")
+    req = turn_request(AGENT, "t_5", content="hang", timeout=30)  # far off: not a timeout
+    waiting = asyncio.create_task(transport.run_turn(req))
+    await until(lambda: harness.hang_started() and transport.in_flight() == 1)
+    assert transport.cancel_turn("t_5", "c_1", "superseded") is True
+    with pytest.raises(TurnCancelled) as cancelled:
+        async with asyncio.timeout(5):
+            await waiting
+    assert (cancelled.value.kind, cancelled.value.turn_key) == ("cancelled", "t_5")
+    assert cancelled.value.reason == "superseded"
+    await until(lambda: transport.in_flight() == 0)
+    if isinstance(transport, PullTransport):  # not told: its late answer is refused
+        assert not transport.capabilities.cancel
+        late = {"type": "agent_message", "content": "too late"}
+        with pytest.raises(UnknownTurn):
+            await transport.context.pull.reply(AGENT, "t_5", "any-lease", late)
+    elif not isinstance(transport, OpenAITransport):  # the agent's handler was stopped
+        assert transport.capabilities.cancel
+        async with asyncio.timeout(5):
+            await harness.script.stopped.wait()
+        if not isinstance(transport, MockAgentTransport):  # the SDK saw turn.cancelled
+            assert harness.script.cancelled_turns == [True]
+    assert transport.cancel_turn("t_5", "c_1") is False  # ended: nothing left to cancel
+    assert transport.status().turns_answered == 0
+    outcome = await run(harness, "after", key="t_6")  # the conversation goes on
+    assert (outcome.content or "").lower() == "echo: after"
+
+
+async def test_cancelling_an_unknown_turn_is_a_no_op(harness: Harness) -> None:
+    assert harness.transport.cancel_turn("t_404", "c_1") is False
+    outcome = await run(harness, "hello", key="t_1")
+    assert outcome.kind == "reply"
+    assert harness.transport.cancel_turn("t_1", "c_1") is False  # answered already
