@@ -4,7 +4,8 @@ Dedupe (the same message twice → one stored), loop safety (the echo of our own
 turn), signature (bad or missing → 401 where the channel signs; a channel that does not says
 so with ``signed = False``), bad input (400 JSON error, nothing stored), order (two messages →
 stored in order) and capability honesty (what a channel says it cannot do is never queued;
-what it says it can do reaches its fake).
+what it says it can do reaches its fake; a private note reaches the team where the channel
+declares ``notes``, is refused where it does not, and never reaches the customer).
 
 Each channel runs behind a whole stack on real loopback sockets (``running_stack``), with its
 fake: the mock Chatwoot, the fake WhatsApp gateways (WAHA, Evolution, Meta) and the mock
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,14 +26,14 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import select
 
-from chatbridge.channels.base import Channel, ChannelAdapter
+from chatbridge.channels.base import Capabilities, Channel, ChannelAdapter
 from chatbridge.channels.memory import MemoryChannel
 from chatbridge.channels.registry import CHANNELS, WEBHOOK_CHANNELS, ChannelUnavailable, builder
 from chatbridge.channels.signatures import sign_chatwoot
 from chatbridge.channels.whatsapp.signatures import evolution_jwt, sign_meta, sign_waha
 from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.crm.settings import CommsSettings
-from chatbridge.errors import BadInput
+from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import ConversationRef, OutboundAction
 from chatbridge.store import tables as t
 from chatbridge.testing.chatwoot_state import TriggerRequest
@@ -499,6 +500,90 @@ async def test_capabilities_are_honest(case: Case) -> None:
         ref = ConversationRef(conv.id, case.channel, conv.channel_key, conv.inbox_id)
         await channel.send(OutboundAction("typing_on", ref, idempotency_key="d_typing"))
         assert _fake_saw_typing(case), "typing declared but it did not reach the fake"
+
+
+NOTE = "Handoff (keyword). The agent's summary:\nWants a refund for order 1042."
+
+
+async def test_notes_are_honest(case: Case) -> None:
+    """A channel that declares ``notes`` shows a note to the team only: its fake records it
+    as private and the customer's side gets nothing. One that does not refuses the note
+    (``PermanentDelivery``) and sends nothing at all, rather than show it to the customer."""
+    status, _ = await _post_message(case, 1, "hello")
+    assert status == 200
+    await case.stack.idle()  # type: ignore[union-attr]
+    channel = case.adapter
+    assert isinstance(channel, Channel)
+    conv = await case.bridge.store.find_conversation(case.channel, case.conversation_key())
+    assert conv is not None
+    ref = ConversationRef(conv.id, case.channel, conv.channel_key, conv.inbox_id)
+    note = OutboundAction("note", ref, idempotency_key="d_contract_note", text=NOTE)
+    watch = _watch_customer_side(case)
+    before = watch()
+    if channel.capabilities.notes:
+        await channel.send(note)
+        assert _fake_saw_note(case, note), "notes declared but the note did not reach the team"
+    else:
+        with pytest.raises(PermanentDelivery):
+            await channel.send(note)
+        assert not _fake_saw_note(case, note)
+    assert watch() == before, "the note reached the customer's side"
+
+
+def _watch_customer_side(case: Case) -> Callable[[], object]:
+    """A snapshot function of what the customer's side of the channel has been sent."""
+    if case.channel == "chatwoot":
+        mock = case.stack.mock  # type: ignore[union-attr]
+        return lambda: [m["id"] for m in mock.received_messages if not m["private"]]
+    if case.channel == "memory":
+        channel = case.adapter
+        assert isinstance(channel, MemoryChannel)
+        return lambda: [a.idempotency_key for a in channel.actions if a.kind != "note"]
+    if case.channel == "http":
+        receiver = case.extra["receiver"]
+        return lambda: [c["idempotency_key"] for c in receiver.received if c["type"] != "note"]
+    if case.channel == "webchat":
+        sub = case.adapter.live.subscribe(case.conversation_key())  # type: ignore[attr-defined]
+        return lambda: list(sub.frames)
+    if case.name == "whatsapp-mock":
+        outbox = case.adapter.mock_outbox  # type: ignore[attr-defined]
+        return lambda: len(outbox.items)
+    fake = case.fake
+    assert fake is not None
+    return lambda: len(fake.requests)
+
+
+def _fake_saw_note(case: Case, note: OutboundAction) -> bool:
+    """Whether the team's side of the channel shows ``note`` (channels with a place for it)."""
+    if case.channel == "chatwoot":
+        return any(
+            n["content"] == note.text and n["source_id"] == note.idempotency_key
+            for n in case.stack.mock.notes()  # type: ignore[union-attr]
+        )
+    if case.channel == "http":
+        receiver = case.extra["receiver"]
+        return any(c["text"] == note.text for c in receiver.of_type("note"))
+    if case.channel == "memory":
+        channel = case.adapter
+        assert isinstance(channel, MemoryChannel)
+        return any(a.kind == "note" for a in channel.actions)
+    # no team-only place: a channel here that declares notes needs a way to see them
+    channel = case.adapter
+    assert isinstance(channel, Channel)
+    assert not channel.capabilities.notes, f"{case.name}: how does its fake show a note?"
+    return False
+
+
+async def test_the_memory_channel_shows_notes_only_when_built_to() -> None:
+    ref = ConversationRef("c_1", "memory", "c1", 1)
+    note = OutboundAction("note", ref, idempotency_key="d_note", text=NOTE)
+    plain = MemoryChannel()
+    with pytest.raises(PermanentDelivery, match="no private notes"):
+        await plain.send(note)
+    assert plain.actions == []
+    with_notes = MemoryChannel(capabilities=Capabilities(notes=True))
+    await with_notes.send(note)
+    assert with_notes.actions == [note]
 
 
 async def _deliveries(case: Case, kind: str) -> int:

@@ -430,6 +430,21 @@ def test_callback_bodies_name_the_apps_conversation_and_the_key() -> None:
     assert callback_body(action("handoff"))["to"] == "human"
 
 
+def test_a_note_is_its_own_callback_type_never_a_message() -> None:
+    """A receiver that shows ``message`` callbacks to its customer must not take a note
+    for one: a note has its own ``type`` and the docs say it is for the team only."""
+    note = action("note", text="Handoff (keyword). The last 2 messages:\n…")
+    note.metadata = {"kind": "handoff_summary"}
+    assert callback_body(note) == {
+        "type": "note",
+        "idempotency_key": "d-1",
+        "inbox_id": 7,
+        "conversation_id": "c1",
+        "text": "Handoff (keyword). The last 2 messages:\n…",
+        "metadata": {"kind": "handoff_summary"},
+    }
+
+
 async def test_a_reply_arrives_signed_with_its_idempotency_key() -> None:
     async with receiving() as (receiver, ch):
         result = await ch.send(action(text="hello"))
