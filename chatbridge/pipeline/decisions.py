@@ -72,6 +72,10 @@ class TurnPlan:
     handoff: bool = False
     attachments: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # a handoff's private note for the human (``handoff_summary``): the agent's summary, or
+    # else the last ``summary_messages`` messages; 0: no note
+    summary: str | None = None
+    summary_messages: int = 0
 
 
 def paced_parts(text: str, policies: RoutePolicies, max_attempts: int) -> list[DeliverySpec]:
@@ -119,11 +123,14 @@ def plan_outcome(
     paced parts (``paced_parts``) after the slow agent's indicator is switched off; the
     reply stays one message row with the whole text (``reply_text``). The attachments stay
     with that row (no delivery carries a reply's attachments today; if one comes to, it is
-    the last part's: it goes once the words that introduce them are out). The fallback text is not paced: it is the bridge's own short notice, and
-    the customer has already waited for an agent that failed.
+    the last part's: it goes once the words that introduce them are out). The fallback text
+    is not paced: it is the bridge's own short notice, and the customer has already waited
+    for an agent that failed. A handoff carries its private note for the human when the
+    route asks for one (``handoff_summary``).
     """
     off = DeliverySpec("typing_off", TYPING_ATTEMPTS)
     policies = route.policies
+    noted = policies.summary_messages if policies.handoff_summary else 0
 
     def message(text: str) -> DeliverySpec:
         return DeliverySpec("message", max_attempts, text=text)
@@ -144,7 +151,15 @@ def plan_outcome(
     if outcome is not None and outcome.kind == "handoff":
         specs = said(outcome.content) if outcome.content else [off]
         specs += [DeliverySpec("handoff", max_attempts)]
-        return TurnPlan("done", "handoff", outcome.content, specs, handoff=True)
+        return TurnPlan(
+            "done",
+            "handoff",
+            outcome.content,
+            specs,
+            handoff=True,
+            summary=outcome.summary,
+            summary_messages=noted,
+        )
     # error_message from the agent, timeout, or unreachable: the route's failure rule
     if outcome is not None:
         failure = f"agent_error:{outcome.error_code or 'unknown'}"
@@ -155,6 +170,7 @@ def plan_outcome(
             None,
             [off, DeliverySpec("handoff", max_attempts)],
             handoff=True,
+            summary_messages=noted,
             error=failure,
         )
     text = route.fallback_text or default_fallback

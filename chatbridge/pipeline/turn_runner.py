@@ -208,6 +208,8 @@ class TurnRunner:
             reply_meta=meta or {},
             deliveries=plan.deliveries,
             handoff=plan.handoff,
+            summary=plan.summary,
+            summary_messages=plan.summary_messages,
             error=error if error is not None else plan.error,
             typing=typing,
         )

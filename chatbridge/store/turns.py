@@ -82,6 +82,8 @@ class _Completion:
     handoff: bool
     error: str | None
     typing: bool
+    summary: str | None = None
+    summary_messages: int = 0
 
 
 class TurnStore(StoreBase):
@@ -250,6 +252,8 @@ class TurnStore(StoreBase):
         handoff: bool = False,
         error: str | None = None,
         typing: bool = True,
+        summary: str | None = None,
+        summary_messages: int = 0,
     ) -> CompletedTurn:
         """Write a turn's outcome, its reply and the reply's deliveries — one transaction,
         shared with the other turns finishing at the same moment (group commit).
@@ -259,6 +263,8 @@ class TurnStore(StoreBase):
         ``typing_off`` deliveries are written. ``typing``: whether the turn may have a
         ``typing_on`` (``start_typing``); without one, or while it has not gone out yet, a
         ``typing_off`` is not written (and the unsent ``typing_on`` is dropped with it).
+        A handoff with ``summary_messages`` leaves the human a private note (``summary``, or
+        the last messages) in the same transaction.
         """
         return await self._completions.submit(
             _Completion(
@@ -273,6 +279,8 @@ class TurnStore(StoreBase):
                 handoff,
                 error,
                 typing,
+                summary,
+                summary_messages,
             )
         )
 
@@ -307,9 +315,24 @@ class TurnStore(StoreBase):
         ]
         if c.handoff and deliver:
             await self._set_owner_hot(tx, conversation_id, "human", now)
+            await self._summary_note(tx, c, conversation_id, now)
         return CompletedTurn(
             ok=True, reply_message_id=reply_id, delivered=deliver, delivery_ids=ids
         )
+
+    async def _summary_note(
+        self, tx: HotTx, c: _Completion, conversation_id: str, now: float
+    ) -> None:
+        if c.summary_messages:
+            await self._handoff_note_hot(
+                tx,
+                conversation_id,
+                c.turn_id,
+                summary=c.summary,
+                last=c.summary_messages,
+                why="the agent handed over" if c.state == "done" else "the agent failed",
+                now=now,
+            )
 
     async def _complete_many(self, tx: HotTx, items: list[_Completion]) -> list[CompletedTurn]:
         """A group commit's turn outcomes. On PostgreSQL, four statements for all of them
@@ -371,6 +394,7 @@ class TurnStore(StoreBase):
         for c, _, conversation_id, owner in done:
             if c.handoff and owner == "bot":
                 await self._set_owner_hot(tx, conversation_id, "human", now)
+                await self._summary_note(tx, c, conversation_id, now)
         results = []
         for c, reply in zip(items, replies, strict=True):
             if c.turn_id not in fenced:

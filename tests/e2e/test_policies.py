@@ -317,3 +317,43 @@ async def test_ignored_senders_are_stored_but_never_reach_the_agent(sqlite_url: 
         await stack.wait_replies(1, conv=5)
         await stack.idle()
         assert rec.turns == [["a real question"]]
+
+
+@pytest.mark.parametrize("with_summary", [True, False])
+async def test_the_agents_handoff_leaves_the_human_its_summary(
+    database_url: str, with_summary: bool
+) -> None:
+    from chatbridge.agent import Handoff
+
+    agent = Agent("agent1", reconnect_initial_delay=0.02)
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str | Handoff:
+        if "refund" in turn.content:
+            summary = "Wants a refund for order 42; already tried support twice."
+            return Handoff(
+                content="A colleague will take it from here.",
+                summary=summary if with_summary else None,
+            )
+        return "How can I help?"
+
+    async with running_stack(
+        database_url, agent=agent, mapping=policies(handoff_summary=True, summary_messages=3)
+    ) as stack:
+        await burst(stack, ["hello"])
+        await stack.wait_replies(1)
+        await burst(stack, ["I want a refund"])
+        await stack.wait_replies(2)
+        await wait_until(lambda: stack.mock.notes(1))
+        await stack.idle()
+        [note] = stack.mock.notes(1)
+        if with_summary:
+            assert "Wants a refund for order 42" in note["content"]
+        else:
+            lines = note["content"].splitlines()[1:]
+            assert lines == [
+                "Bot: How can I help?",
+                "Customer: I want a refund",
+                "Bot: A colleague will take it from here.",
+            ], note
+        assert stack.replies(1) == ["How can I help?", "A colleague will take it from here."]
