@@ -22,9 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
-
 from chatbridge import transport_kinds  # each transport kind's needs, as plain data
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.transport_kinds import Transport as Transport  # re-exported: hub, API
 
 DEFAULT_FALLBACK_TEXT = (

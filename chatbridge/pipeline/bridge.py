@@ -334,6 +334,13 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         await self.store.release_turn(turn.id, self.settings.instance_id)
         self.wake_turns()
 
+    def wake_turns_later(self, delay: float) -> None:
+        """``wake_turns`` (here and, with a cluster, on every replica) in ``delay`` seconds."""
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0.0, delay) + 0.005, self.wake_turns)
+        self._timers.add(handle)
+        loop.call_later(max(0.0, delay) + 0.02, self._timers.discard, handle)
+
     def schedule_wake(self, delay: float, what: str = "deliveries") -> None:
         loop = asyncio.get_running_loop()
         loop_to_wake = self._turns if what == "turns" else self._deliveries

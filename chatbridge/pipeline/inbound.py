@@ -83,6 +83,7 @@ class InboundAcceptance:
         def route_for(self, channel: str, inbox_id: int) -> Route | None: ...
         def wake_turns(self) -> None: ...
         def wake_deliveries(self) -> None: ...
+        def wake_turns_later(self, delay: float) -> None: ...
         def supersede(
             self, agent_id: str, turn_id: int, by_turn_id: int, conversation_id: str
         ) -> None: ...
@@ -133,7 +134,11 @@ class InboundAcceptance:
                     route, conv, msg, now=clock.now(), max_attempts=max_attempts
                 ),
             )
-            if result.turn_id is not None:
+            if result.available_at is not None:
+                # a debounce window: its turn is claimable when it closes (a merge that
+                # pushes the window on sets a later wake-up; the early one finds nothing)
+                self.wake_turns_later(result.available_at - clock.now())
+            elif result.turn_id is not None:
                 self.wake_turns()
             if result.superseded_turn_id is not None and result.turn_id is not None:
                 self.supersede(

@@ -149,8 +149,9 @@ class ConversationStore(StoreBase):
         turn_id = None
         merged = False
         superseded = None
+        available_at = None
         if decision.create_turn and decision.window is not None:
-            turn_id, merged, superseded = await self._windowed_turn(
+            turn_id, merged, superseded, available_at = await self._windowed_turn(
                 tx, conv.id, item, decision, message_id, now
             )
         elif decision.create_turn:
@@ -204,6 +205,7 @@ class ConversationStore(StoreBase):
             turn_id=turn_id,
             superseded_turn_id=superseded,
             merged=merged,
+            available_at=available_at if available_at and available_at > now else None,
         )
 
     async def _windowed_turn(
@@ -214,10 +216,11 @@ class ConversationStore(StoreBase):
         decision: TurnDecision,
         message_id: str,
         now: float,
-    ) -> tuple[int, bool, int | None]:
+    ) -> tuple[int, bool, int | None, float]:
         """The turn of a message whose route debounces or has an in-flight rule: merged into
         the conversation's waiting turn, or a new one — superseding the turn in flight when
-        the rule says so (``policies.window``). Returns (turn id, merged, superseded turn id).
+        the rule says so (``policies.window``). Returns (turn id, merged, superseded turn
+        id, when the turn may be claimed).
 
         Safe across replicas: the conversation upsert before this holds the conversation's
         row until commit (PostgreSQL; SQLite has one writer), so messages of one
@@ -237,7 +240,7 @@ class ConversationStore(StoreBase):
             target = next(t for t in open_turns if t.id == plan.turn_id)
             ids = dumps([*target.message_ids, message_id])
             if await tx.fetchrow(q.turn_merge, (target.id, ids, plan.available_at, decision.fresh)):
-                return target.id, True, None
+                return target.id, True, None, plan.available_at
         carried: list[str] = []
         fresh = decision.fresh
         superseded = None
@@ -262,7 +265,7 @@ class ConversationStore(StoreBase):
                 plan.available_at,
             ),
         )
-        return int(cast(Row, turn_row)[0]), False, superseded
+        return int(cast(Row, turn_row)[0]), False, superseded, plan.available_at
 
     async def _close_typing_hot(
         self, tx: HotTx, conversation_id: str, turn_id: int, now: float

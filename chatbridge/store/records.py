@@ -97,6 +97,8 @@ class IngestResult:
     # lease is gone, so its reply will be refused; the agent may be told to stop
     superseded_turn_id: int | None = None
     merged: bool = False  # the message joined a turn that was already waiting
+    # when its turn may be claimed, if later than now (a debounce window): wake then
+    available_at: float | None = None
     deliveries: bool = False  # the ingest wrote deliveries (an away text, a handoff)
 
 
