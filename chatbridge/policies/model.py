@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chatbridge.policies.keywords import normalize
+
 InFlight = Literal["queue", "merge_next", "supersede"]
 Outside = Literal["bot", "away_handoff", "hold"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -30,6 +32,9 @@ def _keywords(values: list[str]) -> list[str]:
     for v in cleaned:
         if not v or len(v) > 100:
             raise ValueError("a keyword is 1 to 100 characters")
+        if not normalize(v):
+            # matching ignores punctuation and symbols: this one could never match
+            raise ValueError(f"keyword {v!r} has no letter or digit, so it can never match")
     return cleaned
 
 
@@ -109,6 +114,15 @@ class IgnoreList(BaseModel):
         max_length=100,
         description="shell-style patterns on the chat id, like *@g.us (every WhatsApp group)",
     )
+
+    @field_validator("phones")
+    @classmethod
+    def _phones(cls, value: list[str]) -> list[str]:
+        for phone in value:
+            # compared by digits: an entry without a number's digits would never match
+            if not 6 <= sum(c.isdigit() for c in phone) <= 15:
+                raise ValueError(f"{phone!r} is not a phone number (E.164, like +14155550123)")
+        return value
 
     def empty(self) -> bool:
         return not (self.contact_ids or self.phones or self.jids or self.group_patterns)
