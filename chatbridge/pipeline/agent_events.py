@@ -11,7 +11,7 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from chatbridge.pipeline.decisions import TYPING_ATTEMPTS
+from chatbridge.pipeline.decisions import TYPING_ATTEMPTS, with_attachments
 from chatbridge.store.records import ConversationRecord, DeliverySpec, Route
 
 if TYPE_CHECKING:
@@ -79,16 +79,19 @@ class AgentEvents:
             self.metrics.agent_replies_dropped.labels(agent_id).inc()
             return
         text = frame.get("content")
+        attachments = frame.get("attachments") or []
         specs: list[DeliverySpec] = []
-        if text:
+        if text or attachments:
             specs.append(DeliverySpec("message", self.settings.delivery_max_attempts, text=text))
+            specs = with_attachments(specs, attachments)
         handoff = frame.get("type") == "handoff"
         if handoff:
             specs.append(DeliverySpec("handoff", self.settings.delivery_max_attempts))
         await self.store.add_outbound(
             conv.id,
-            text=text,
+            text=text if text is not None or not attachments else "",
             author="agent",
+            attachments=attachments,
             deliveries=specs,
             handoff=handoff,
             meta={"proactive": True, "agent_id": agent_id},

@@ -78,6 +78,41 @@ class TurnPlan:
     summary_messages: int = 0
 
 
+def outbound_attachments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An agent's attachments as a message delivery carries them (``Attachment``: url,
+    mime, size, name): the protocol leaves their objects open, so fields beyond those are
+    dropped and an attachment without a ``url`` cannot be sent."""
+    out: list[dict[str, Any]] = []
+    for a in items:
+        url = a.get("url") if isinstance(a, dict) else None
+        if not isinstance(url, str) or not url:
+            continue
+        mime = a.get("mime") or a.get("mime_type") or a.get("content_type")
+        size = a.get("size")
+        name = a.get("name") or a.get("filename")
+        out.append(
+            {
+                "url": url,
+                "mime": mime if isinstance(mime, str) else None,
+                "size": size if isinstance(size, int) and not isinstance(size, bool) else None,
+                "name": name if isinstance(name, str) else None,
+            }
+        )
+    return out
+
+
+def with_attachments(
+    specs: list[DeliverySpec], attachments: list[dict[str, Any]]
+) -> list[DeliverySpec]:
+    """``specs`` with the agent's attachments on the last message (after the words that
+    introduce them)."""
+    sendable = outbound_attachments(attachments)
+    if sendable:
+        last = max(i for i, s in enumerate(specs) if s.kind == "message")
+        specs[last].payload = {**specs[last].payload, "attachments": sendable}
+    return specs
+
+
 def paced_parts(text: str, policies: RoutePolicies, max_attempts: int) -> list[DeliverySpec]:
     """A reply as human-paced parts (``split_replies``): for each paragraph, a typing
     indicator held for the part's typing time, the part, and the indicator switched off.
@@ -121,9 +156,8 @@ def plan_outcome(
 
     With ``split_replies`` the agent's words — its reply, and its handoff text — go out as
     paced parts (``paced_parts``) after the slow agent's indicator is switched off; the
-    reply stays one message row with the whole text (``reply_text``). The attachments stay
-    with that row (no delivery carries a reply's attachments today; if one comes to, it is
-    the last part's: it goes once the words that introduce them are out). The fallback text
+    reply stays one message row with the whole text (``reply_text``). The attachments go
+    with the last part, once the words that introduce them are out. The fallback text
     is not paced: it is the bridge's own short notice, and the customer has already waited
     for an agent that failed. A handoff carries its private note for the human when the
     route asks for one (``handoff_summary``).
@@ -145,7 +179,13 @@ def plan_outcome(
         text = outcome.content or ""
         if not text.strip() and not outcome.attachments:
             return TurnPlan("done", "no_reply", None, [off])
-        return TurnPlan("done", "reply", text, said(text), attachments=outcome.attachments)
+        return TurnPlan(
+            "done",
+            "reply",
+            text,
+            with_attachments(said(text), outcome.attachments),
+            attachments=outcome.attachments,
+        )
     if outcome is not None and outcome.kind == "no_reply":
         return TurnPlan("done", "no_reply", None, [off])
     if outcome is not None and outcome.kind == "handoff":

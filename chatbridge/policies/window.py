@@ -36,8 +36,9 @@ class WindowPlan:
     - ``new``: insert a turn for it, claimable at ``available_at``;
     - ``merge``: add it to unstarted turn ``turn_id`` and make that claimable at
       ``available_at``;
-    - ``supersede``: cancel leased turn ``turn_id`` (its reply will be discarded) and insert
-      one turn carrying ``carried`` (the cancelled turn's messages) before this one.
+    - ``supersede``: cancel turn ``turn_id`` — leased, or waiting to be retried — (its reply
+      will be discarded) and insert one turn carrying ``carried`` (the cancelled turn's
+      messages) before this one.
     """
 
     action: Literal["new", "merge", "supersede"]
@@ -55,7 +56,8 @@ def plan_window(
     """
     debounce = policies.debounce_ms / 1000
     cap = policies.max_wait_ms / 1000
-    leased = next((t for t in open_turns if t.state == "leased"), None)
+    # the turn being answered: leased, or given back to be retried (a supersede takes both)
+    leased = next((t for t in open_turns if t.state == "leased" or t.attempts > 0), None)
     # the newest turn no worker has started yet (a retried turn is not reopened)
     waiting = next(
         (t for t in reversed(open_turns) if t.state == "pending" and t.attempts == 0), None

@@ -12,7 +12,7 @@ from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.models import InboundMessage
 from chatbridge.policies.model import RoutePolicies
-from chatbridge.policies.window import OpenTurn, plan_window
+from chatbridge.policies.window import OpenTurn, WindowPlan, plan_window
 from chatbridge.store import hot_sql
 from chatbridge.store import tables as t
 from chatbridge.store.base import (
@@ -226,21 +226,30 @@ class ConversationStore(StoreBase):
         row until commit (PostgreSQL; SQLite has one writer), so messages of one
         conversation are planned one after another. A worker claiming the waiting turn
         meanwhile is caught by the fenced ``turn_merge`` (pending and unstarted only); the
-        message then gets a turn of its own. Superseding takes the running turn's lease
+        message is then planned again against the turn as it now is. Superseding takes the
+        running turn's lease
         away in this transaction: its completion, fenced by that lease, writes nothing.
         """
         q = self._sql
         policies = cast(RoutePolicies, decision.window)
-        open_turns = [
-            OpenTurn(r[0], r[1], r[2], r[3], r[4], tuple(loads(r[5]) or []))
-            for r in await tx.fetch(q.open_turns, (conversation_id,))
-        ]
-        plan = plan_window(open_turns, now=now, policies=policies, closes=decision.closes_window)
-        if plan.action == "merge":
+        for _ in range(3):
+            open_turns = [
+                OpenTurn(r[0], r[1], r[2], r[3], r[4], tuple(loads(r[5]) or []))
+                for r in await tx.fetch(q.open_turns, (conversation_id,))
+            ]
+            plan = plan_window(
+                open_turns, now=now, policies=policies, closes=decision.closes_window
+            )
+            if plan.action != "merge":
+                break
             target = next(t for t in open_turns if t.id == plan.turn_id)
             ids = dumps([*target.message_ids, message_id])
             if await tx.fetchrow(q.turn_merge, (target.id, ids, plan.available_at, decision.fresh)):
                 return target.id, True, None, plan.available_at
+            # a worker claimed it in between: plan again with the turn as it is now (under
+            # supersede it is then cancelled; else this message opens a window of its own)
+        else:
+            plan = WindowPlan("new", now)
         carried: list[str] = []
         fresh = decision.fresh
         superseded = None

@@ -155,7 +155,8 @@ def build(dialect: str) -> HotSql:
         ),
         turn_supersede=(
             "UPDATE turns SET state = 'cancelled', outcome = 'superseded', finished_at = $2,"
-            f" {RELEASED_SQL} WHERE id = $1 AND state = 'leased' RETURNING message_ids, fresh"
+            f" {RELEASED_SQL} WHERE id = $1 AND (state = 'leased' OR (state = 'pending'"
+            " AND attempts > 0)) RETURNING message_ids, fresh"
         ),
         # a superseded turn's typing: an unsent typing_on is dropped; one that went out (or
         # may have) gets its typing_off ($3 a new idempotency key)

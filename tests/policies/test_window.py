@@ -7,11 +7,13 @@ The simulator keeps a conversation's turns table the way the store will, and app
 - ``new`` inserts a pending turn (attempts 0, ``created_at`` now) carrying the message;
 - ``merge`` appends the message to an unstarted turn and moves its ``available_at`` —
   only if the turn is still pending with no attempt, else the write falls back;
-- ``supersede`` cancels the leased turn and inserts one pending turn carrying its messages
-  and then this one — only if the turn is still leased, else the write falls back.
+- ``supersede`` cancels the leased turn (or one given back for a retry) and inserts one
+  pending turn carrying its messages and then this one — only if the turn is still
+  leased (or waiting for its retry), else the write falls back.
 
-A fallback either plans again against the turns as they are now (``replan``) or simply
-inserts a new turn at the planned time (``new``, what ``store/conversations.py`` does).
+A fallback either plans again against the turns as they are now (``replan``, what
+``store/conversations.py`` does) or simply inserts a new turn at the planned time (``new``,
+a weaker rule the ordering properties hold for too).
 The worker claims exactly like ``store/hot_sql.py``'s claim: a conversation's oldest open
 turn, if it is pending and due, at most one leased turn per conversation. A finished reply
 is delivered only if its turn is still leased (the fence); a superseded turn's reply is
@@ -206,7 +208,8 @@ class Conversation:
         elif plan.action == "supersede":
             assert plan.turn_id is not None
             running = self.turns[plan.turn_id]
-            if running.state == "leased":
+            # the store's ``turn_supersede``: a turn running, or given back for a retry
+            if running.state == "leased" or (running.state == "pending" and running.attempts):
                 running.state = "cancelled"
                 successor = self._insert(now, plan.available_at, [*running.message_ids, message_id])
                 self.superseded.append((running.id, successor.id))
@@ -273,7 +276,8 @@ def check_plan(plan: WindowPlan, open_turns: list[OpenTurn]) -> None:
         assert all(t.id <= target.id for t in open_turns if t.state == "pending")
     else:
         assert plan.turn_id in by_id
-        assert by_id[plan.turn_id].state == "leased"
+        target = by_id[plan.turn_id]
+        assert target.state == "leased" or target.attempts > 0
         assert plan.carried == by_id[plan.turn_id].message_ids
 
 
