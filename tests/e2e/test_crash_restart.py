@@ -113,6 +113,21 @@ class SendWatch:
         return self.in_flight
 
 
+def bridge_env(
+    db_url: str, chatwoot_url: str, mapping: list[dict[str, Any]], **extra: str
+) -> dict[str, str]:
+    """The environment of a bridge child process: this one's, without our own settings,
+    plus the database, the mock Chatwoot (token ``tok``), the routes and ``extra``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CHATBRIDGE_", "CHATWOOT_"))},
+        "CHATBRIDGE_DATABASE_URL": db_url,
+        "CHATWOOT_BASE_URL": chatwoot_url,
+        "CHATWOOT_API_ACCESS_TOKEN": "tok",
+        "INBOX_AGENT_MAPPINGS": json.dumps(mapping),
+        **extra,
+    }
+
+
 class BridgeProcess:
     """``python -m chatbridge serve --fd N`` on a socket the test holds for its whole run."""
 
@@ -234,24 +249,18 @@ async def test_sigkill_under_load_loses_and_doubles_nothing(
                     },
                 }
             ]
-            env = {
-                **{
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("CHATBRIDGE_", "CHATWOOT_"))
-                },
-                "CHATBRIDGE_DATABASE_URL": db_url,
-                "CHATWOOT_BASE_URL": chatwoot_url,
-                "CHATWOOT_API_ACCESS_TOKEN": "tok",
-                "INBOX_AGENT_MAPPINGS": json.dumps(mapping),
-                "CHATBRIDGE_LEASE_SECONDS": str(LEASE_SECONDS),
-                "CHATBRIDGE_RECEIPT_WAIT_SECONDS": str(RECEIPT_WAIT_SECONDS),
-                "CHATBRIDGE_POLL_INTERVAL": "0.05",
-                "CHATBRIDGE_RETRY_BASE_SECONDS": "0.02",
-                "CHATBRIDGE_RETRY_MAX_SECONDS": "0.5",
-                "CHATBRIDGE_RECONNECT_INITIAL_DELAY": "0.05",
-                "CHATBRIDGE_LOG_LEVEL": "INFO",
-            }
+            env = bridge_env(
+                db_url,
+                chatwoot_url,
+                mapping,
+                CHATBRIDGE_LEASE_SECONDS=str(LEASE_SECONDS),
+                CHATBRIDGE_RECEIPT_WAIT_SECONDS=str(RECEIPT_WAIT_SECONDS),
+                CHATBRIDGE_POLL_INTERVAL="0.05",
+                CHATBRIDGE_RETRY_BASE_SECONDS="0.02",
+                CHATBRIDGE_RETRY_MAX_SECONDS="0.5",
+                CHATBRIDGE_RECONNECT_INITIAL_DELAY="0.05",
+                CHATBRIDGE_LOG_LEVEL="INFO",
+            )
             bridge = BridgeProcess(env, listener, tmp_path / "bridge.log")
             await bridge.start()
             acked: list[str] = []

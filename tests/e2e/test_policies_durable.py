@@ -3,8 +3,6 @@ two replicas, still makes exactly one turn and one reply, with nothing lost."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from chatbridge.policies import RoutePolicies
 from chatbridge.testing.mock_chatwoot import MockChatwoot, TriggerRequest, create_mock_chatwoot
 from chatbridge.testing.servers import bind_socket, serve_app
 from tests.e2e.harness import agent_ws_url, dialing_in, wait_until
-from tests.e2e.test_crash_restart import BridgeProcess
+from tests.e2e.test_crash_restart import BridgeProcess, bridge_env
 from tests.e2e.test_replicas_in_process import AGENT_TOKEN, cluster, dial_in_config, held_by
 
 
@@ -62,19 +60,13 @@ async def test_sigkill_inside_a_debounce_window_still_gives_one_turn(
                     "policies": RoutePolicies(debounce_ms=8000, max_wait_ms=60_000).stored(),
                 }
             ]
-            env = {
-                **{
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith(("CHATBRIDGE_", "CHATWOOT_"))
-                },
-                "CHATBRIDGE_DATABASE_URL": db_url,
-                "CHATWOOT_BASE_URL": cw_url,
-                "CHATWOOT_API_ACCESS_TOKEN": "tok",
-                "INBOX_AGENT_MAPPINGS": json.dumps(mapping),
-                "CHATBRIDGE_POLL_INTERVAL": "0.1",
-                "CHATBRIDGE_RECONNECT_INITIAL_DELAY": "0.05",
-            }
+            env = bridge_env(
+                db_url,
+                cw_url,
+                mapping,
+                CHATBRIDGE_POLL_INTERVAL="0.1",
+                CHATBRIDGE_RECONNECT_INITIAL_DELAY="0.05",
+            )
             bridge = BridgeProcess(env, listener, tmp_path / "bridge.log")
             await bridge.start()
             try:
