@@ -149,7 +149,7 @@ class ClaimedTurn:
 class DeliverySpec:
     """One outbound action to write in the outbox."""
 
-    kind: str  # message | typing_on | typing_off | handoff
+    kind: str  # message | typing_on | typing_off | handoff | note (private, for the team)
     max_attempts: int
     text: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)

@@ -168,7 +168,7 @@ deliveries = Table(
     Column("conversation_id", String(40), ForeignKey("conversations.id"), nullable=False),
     Column("turn_id", BigId, nullable=True),
     Column("message_id", String(40), nullable=True),
-    Column("kind", String(20), nullable=False),  # message | typing_on | typing_off | handoff
+    Column("kind", String(20), nullable=False),  # message | typing_on | typing_off | handoff | note
     Column("text", Text, nullable=True),
     Column("payload", Json, nullable=False, default=dict),
     # pending → leased → done | dead ; typing that keeps failing ends "dropped"
