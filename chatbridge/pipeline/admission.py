@@ -49,8 +49,8 @@ def decide_inbound(
     owner = base.owner
     expired = (
         p.expire_after_seconds is not None
-        and conv.prev_activity_at is not None
-        and now - conv.prev_activity_at > p.expire_after_seconds
+        and conv.prev_customer_at is not None
+        and now - conv.prev_customer_at > p.expire_after_seconds
     )
     if expired and owner == "human" and p.expire_returns_to_bot and not route.agent_bot_mode:
         owner = "bot"

@@ -123,8 +123,8 @@ def _conv(row: Any) -> ConversationRecord:
         status=row.status,
         external_status=row.external_status,
         meta=row.meta or {},
-        last_activity_at=row.last_activity_at,
-        prev_activity_at=row.prev_activity_at,
+        customer_at=row.customer_at,
+        prev_customer_at=row.prev_customer_at,
     )
 
 

@@ -22,7 +22,7 @@ from chatbridge.store.records import (
 
 CONV_COLS = (
     "id, channel, channel_key, inbox_id, contact_id, owner, status, external_status, meta,"
-    " last_activity_at, prev_activity_at"
+    " customer_at, prev_customer_at"
 )
 TURN_COLS = (
     "id, conversation_id, agent_id, route_id, kind, attempts, response_mode, created_at,"
@@ -120,10 +120,11 @@ def build(dialect: str) -> HotSql:
         ),
         conversation_upsert=(
             "INSERT INTO conversations (id, channel, channel_key, inbox_id, contact_id, owner,"
-            " status, external_status, meta, created_at, last_activity_at)"
-            " VALUES ($1, $2, $3, $4, $5, 'bot', 'open', $6, '{}', $7, $7)"
+            " status, external_status, meta, created_at, last_activity_at, customer_at)"
+            " VALUES ($1, $2, $3, $4, $5, 'bot', 'open', $6, '{}', $7, $7, $7)"
             " ON CONFLICT (channel, channel_key) DO UPDATE SET"
-            " prev_activity_at = conversations.last_activity_at,"
+            " prev_customer_at = conversations.customer_at,"
+            " customer_at = excluded.customer_at,"
             " last_activity_at = excluded.last_activity_at,"
             " external_status = COALESCE(excluded.external_status,"
             " conversations.external_status),"
@@ -281,8 +282,8 @@ def conversation(r: Any) -> ConversationRecord:
         status=r[6],
         external_status=r[7],
         meta=loads(r[8]) or {},
-        last_activity_at=r[9],
-        prev_activity_at=r[10],
+        customer_at=r[9],
+        prev_customer_at=r[10],
     )
 
 
@@ -351,13 +352,14 @@ class PgBatchSql:
     )
     conversations: str = (
         "INSERT INTO conversations (id, channel, channel_key, inbox_id, contact_id, owner,"
-        " status, external_status, meta, created_at, last_activity_at)"
+        " status, external_status, meta, created_at, last_activity_at, customer_at)"
         " SELECT u.id, u.channel, u.key, u.inbox, u.contact, 'bot', 'open', u.status,"
-        " '{}'::jsonb, $7::float8, $7::float8"
+        " '{}'::jsonb, $7::float8, $7::float8, $7::float8"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[])"
         " AS u(id, channel, key, inbox, contact, status)"
         " ON CONFLICT (channel, channel_key) DO UPDATE SET"
-        " prev_activity_at = conversations.last_activity_at,"
+        " prev_customer_at = conversations.customer_at,"
+        " customer_at = excluded.customer_at,"
         " last_activity_at = excluded.last_activity_at,"
         " external_status = COALESCE(excluded.external_status, conversations.external_status),"
         " contact_id = COALESCE(excluded.contact_id, conversations.contact_id)"

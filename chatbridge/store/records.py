@@ -50,9 +50,9 @@ class ConversationRecord:
     status: str
     external_status: str | None
     meta: dict[str, Any]
-    last_activity_at: float | None = None
-    # the customer's activity before the latest message (None: the conversation is new)
-    prev_activity_at: float | None = None
+    # the customer's latest message, and the one before it (None: none yet)
+    customer_at: float | None = None
+    prev_customer_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -66,8 +66,10 @@ conversations = Table(
     Column("meta", Json, nullable=False, default=dict),
     Column("created_at", Float, nullable=False),
     Column("last_activity_at", Float, nullable=False),
-    # migration 0006: the customer's activity before the latest message (bot session expiry)
-    Column("prev_activity_at", Float, nullable=True),
+    # migration 0006: the customer's latest message, and the one before it (bot expiry:
+    # other events move last_activity_at, these only a customer's message)
+    Column("customer_at", Float, nullable=True),
+    Column("prev_customer_at", Float, nullable=True),
     UniqueConstraint("channel", "channel_key"),
 )
 

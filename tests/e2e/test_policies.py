@@ -357,3 +357,26 @@ async def test_the_agents_handoff_leaves_the_human_its_summary(
                 "Bot: A colleague will take it from here.",
             ], note
         assert stack.replies(1) == ["How can I help?", "A colleague will take it from here."]
+
+
+async def test_expiry_gives_a_conversation_a_human_left_back_to_the_bot(sqlite_url: str) -> None:
+    rec = Recorder()
+    with FakeClock().installed() as clock:
+        async with running_stack(
+            sqlite_url,
+            agent=rec.agent,
+            mapping=policies(
+                expire_after_seconds=3600, expire_returns_to_bot=True, handoff_keywords=["human"]
+            ),
+        ) as stack:
+            [ack] = await burst(stack, ["human"])
+            assert ack["reason"] == "handoff_keyword"
+            clock.advance(600)
+            [ack] = await burst(stack, ["still there?"])
+            assert ack["reason"] == "human_owner"  # within the hour: the human's
+            clock.advance(7200)
+            [ack] = await burst(stack, ["new question"])
+            assert ack["status"] == "accepted", ack
+            assert await stack.wait_replies(1) == ["R:new question"]
+            conv = await stack.bridge.store.find_conversation("chatwoot", "1:1")
+            assert conv is not None and conv.owner == "bot"

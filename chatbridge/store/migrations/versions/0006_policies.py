@@ -1,9 +1,10 @@
-"""routes.policies, turns.fresh, conversations.prev_activity_at: conversation policies
+"""routes.policies, turns.fresh, conversations.customer_at/prev_customer_at: policies
 
 ``routes.policies`` holds a route's ``RoutePolicies`` (only what differs from the defaults;
 null for none). ``turns.fresh`` tells the agent to start a new session (the bot's session
-expired). ``conversations.prev_activity_at`` is the customer's activity before the latest
-message, kept by the ingest upsert so expiry costs no extra statement.
+expired). ``conversations.customer_at`` is the customer's latest message and
+``prev_customer_at`` the one before it, kept by the ingest upsert so expiry costs no extra
+statement (``last_activity_at`` moves with every event, not only the customer's).
 
 Revision ID: 0006
 Revises: 0005
@@ -33,12 +34,14 @@ def upgrade() -> None:
             sa.Column("fresh", sa.Boolean(), nullable=False, server_default=sa.false())
         )
     with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("prev_activity_at", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("customer_at", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("prev_customer_at", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.drop_column("prev_activity_at")
+        batch_op.drop_column("prev_customer_at")
+        batch_op.drop_column("customer_at")
     with op.batch_alter_table("turns", schema=None) as batch_op:
         batch_op.drop_column("fresh")
     with op.batch_alter_table("routes", schema=None) as batch_op:
