@@ -20,6 +20,7 @@ from chatbridge.channels.http import HttpInbox, sign
 from chatbridge.channels.http_receiver import CallbackReceiver
 from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.testing.mock_agent import HANDOFF_TEXT, build_mock_agent
 from chatbridge.testing.servers import serve_app
 from tests.e2e.drain import within
@@ -81,6 +82,7 @@ async def running_app(
     agent: Agent | None = None,
     on_failure: str = "fallback",
     allowed_networks: list[str] | None = None,
+    policies: RoutePolicies = DEFAULT_POLICIES,
     **settings: Any,
 ) -> AsyncIterator[App]:
     agent = agent or build_mock_agent("echo", agent_id="agent1")
@@ -106,6 +108,7 @@ async def running_app(
                         agent_id="agent1", websocket_url=f"ws://127.0.0.1:{port}"
                     ),
                     on_failure=on_failure,  # type: ignore[arg-type]
+                    policies=policies,
                 )
             ],
             instance_id="e2e-http",
@@ -255,3 +258,23 @@ async def test_a_client_outside_the_allowed_networks_is_a_403(sqlite_url: str) -
     async with running_app(sqlite_url, allowed_networks=["127.0.0.0/8"]) as app:
         assert (await app.say("hi")).json()["status"] == "accepted"
         assert await app.wait_replies(1) == ["Echo: hi"]
+
+
+async def test_policies_hold_on_the_http_channel_too(sqlite_url: str) -> None:
+    """A burst is one turn; a handoff keyword reaches the app as a handoff and a note."""
+    policies = RoutePolicies(
+        debounce_ms=2500, handoff_keywords=["human"], handoff_summary=True, summary_messages=5
+    )
+    async with running_app(sqlite_url, policies=policies) as app:
+        for text in ("hi", "my order", "is late"):
+            r = await app.say(text)
+            assert r.status_code == 200, r.text
+        assert await app.wait_replies(1) == ["Echo: hi\nmy order\nis late"]
+        r = await app.say("Human")
+        assert r.json()["reason"] == "handoff_keyword", r.text
+        await within(10, app.receiver.wait_for(lambda _: app.receiver.of_type("note", "c1")))
+        assert app.receiver.of_type("handoff", "c1")
+        [note] = app.receiver.of_type("note", "c1")
+        assert "Customer: Human" in note["text"]
+        await app.idle()
+        assert app.replies() == ["Echo: hi\nmy order\nis late"]
