@@ -99,6 +99,7 @@ def prefill_rows(
                 "available_at": at,
                 "response_mode": "async",
                 "message_ids": f'["{inbound}"]',
+                "fresh": False,
                 "outcome": "reply",
                 "reply_message_id": reply,
                 "last_error": None,
@@ -213,6 +214,8 @@ async def prefill_store(
                         "meta": "{}",
                         "created_at": now - 86_400,
                         "last_activity_at": now - 86_400,
+                        "customer_at": now - 86_400,
+                        "prev_customer_at": None,
                     }
                     for display in range(1, spread + 1)
                 ],
