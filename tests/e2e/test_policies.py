@@ -261,11 +261,14 @@ async def test_the_bot_session_expires_after_silence(sqlite_url: str) -> None:
         async with running_stack(
             sqlite_url, agent=rec.agent, mapping=policies(expire_after_seconds=3600)
         ) as stack:
+            # idle before each jump: a lease still held would run out with the clock
             await burst(stack, ["first"])
             await stack.wait_replies(1)
+            await stack.idle()
             clock.advance(600)
             await burst(stack, ["ten minutes later"])
             await stack.wait_replies(2)
+            await stack.idle()
             clock.advance(7200)
             await burst(stack, ["two hours later"])
             await stack.wait_replies(3)
@@ -371,9 +374,11 @@ async def test_expiry_gives_a_conversation_a_human_left_back_to_the_bot(sqlite_u
         ) as stack:
             [ack] = await burst(stack, ["human"])
             assert ack["reason"] == "handoff_keyword"
+            await stack.idle()  # a lease still held would run out with the clock
             clock.advance(600)
             [ack] = await burst(stack, ["still there?"])
             assert ack["reason"] == "human_owner"  # within the hour: the human's
+            await stack.idle()
             clock.advance(7200)
             [ack] = await burst(stack, ["new question"])
             assert ack["status"] == "accepted", ack

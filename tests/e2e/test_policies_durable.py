@@ -3,6 +3,7 @@ two replicas, still makes exactly one turn and one reply, with nothing lost."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,9 @@ async def test_sigkill_inside_a_debounce_window_still_gives_one_turn(
                         "websocket_url": f"ws://127.0.0.1:{agent_port}",
                         "timeout_seconds": 30,
                     },
-                    # a window far longer than a restart takes on a loaded machine
-                    "policies": RoutePolicies(debounce_ms=8000, max_wait_ms=60_000).stored(),
+                    # a window far longer than a restart takes on a loaded machine (the
+                    # test checks it did not close before the burst went on)
+                    "policies": RoutePolicies(debounce_ms=20_000, max_wait_ms=60_000).stored(),
                 }
             ]
             env = bridge_env(
@@ -77,6 +79,7 @@ async def test_sigkill_inside_a_debounce_window_still_gives_one_turn(
                     assert sent["status_code"] == 200, sent
                 await bridge.kill()  # inside the window: the turn has not run
                 assert turns == []
+                killed_at = time.monotonic()
                 await bridge.start()
                 for text in texts[2:]:  # the burst goes on into the same window
                     sent = await mock.trigger(
@@ -84,6 +87,7 @@ async def test_sigkill_inside_a_debounce_window_still_gives_one_turn(
                     )
                     assert sent["status_code"] == 200, sent
                     assert sent["response"]["status"] == "accepted", sent
+                assert time.monotonic() - killed_at < 15, "the restart outlasted the window"
                 await wait_until(lambda: mock.received_messages, timeout=60)
                 await wait_until(lambda: turns, timeout=10)
             finally:
