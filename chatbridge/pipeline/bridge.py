@@ -392,6 +392,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             "by_turn_id": by_turn_id,
             "conversation_id": conversation_id,
         }
+        self.metrics.turns.labels(agent_id, "superseded").inc()  # once, where it happened
         self._superseded_here(**payload)
         if self._distributed:
             self.cluster.publish("superseded", payload)
@@ -399,7 +400,6 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
     def _superseded_here(
         self, agent_id: str, turn_id: int, by_turn_id: int, conversation_id: str
     ) -> None:
-        self.metrics.turns.labels(agent_id, "superseded").inc()
         waiters = self._waiters.pop(turn_id, [])
         if waiters:
             self._waiters.setdefault(by_turn_id, []).extend(waiters)
