@@ -226,6 +226,8 @@ people = Table(
     Column("email", String(300), nullable=True),
     Column("company", String(300), nullable=True),
     Column("external_ref", String(200), nullable=True),  # the id in the user's own CRM
+    Column("tags", Json, nullable=False, default=list),  # broadcast segments filter on these
+    Column("opted_out_at", Float, nullable=True),  # no broadcasts (marketing) after this
     Column("meta", Json, nullable=False, default=dict),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
@@ -323,4 +325,98 @@ message_status = Table(
     Column("status", String(20), nullable=False),
     Column("external_id", String(200), nullable=True, unique=True),
     Column("updated_at", Float, nullable=False),
+)
+
+# --------------------------------------------------------------------------------------------
+# WhatsApp complete (issue 15): the media store, templates, broadcasts.
+
+# One stored file: inbound media downloaded from the provider (a durable job, leased like the
+# others: ``state`` queued | running | done | failed, ``available_at`` = not before), or a file
+# uploaded to the bridge by an operator or an agent (``origin`` upload, done at once). Bytes
+# live in the media folder under ``path``; a voice note's transcript lives on the row.
+media = Table(
+    "media",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", String(40), nullable=True, index=True),
+    Column("message_id", String(40), nullable=True, index=True),
+    Column("origin", String(10), nullable=False),  # inbound | upload
+    Column("kind", String(20), nullable=False),  # image | audio | voice | video | document | sticker
+    Column("provider", String(20), nullable=True),
+    Column("source", Json, nullable=True),  # what the provider needs to fetch it
+    Column("mime", String(200), nullable=True),
+    Column("name", String(300), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("path", Text, nullable=True),
+    Column("state", String(10), nullable=False, default="queued"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", Float, nullable=False),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # voice notes: none | queued | done | failed | skipped
+    Column("transcript_status", String(10), nullable=False, default="none"),
+    Column("transcript", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "state", "available_at"),
+)
+
+# Message templates (WhatsApp): synced from Meta's WhatsApp Business Account, or kept locally.
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("language", String(20), nullable=False),
+    Column("category", String(20), nullable=False),  # marketing | utility | authentication
+    Column("status", String(20), nullable=False),  # approved | pending | rejected | paused | local
+    Column("components", Json, nullable=False, default=list),
+    Column("source", String(10), nullable=False),  # meta | local
+    Column("external_id", String(200), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("name", "language"),
+)
+
+# A template sent to a segment of CRM people: a durable job, leased by one worker at a time.
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("template_id", String(40), ForeignKey("templates.id"), nullable=False),
+    Column("parameters", Json, nullable=False, default=dict),
+    Column("segment", Json, nullable=False, default=dict),
+    Column("rate_per_second", Float, nullable=False),
+    # queued | running | paused | done | cancelled | failed
+    Column("state", String(10), nullable=False, default="queued"),
+    Column("total", Integer, nullable=False, default=0),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "state", "lease_expires_at"),
+)
+
+# One person of a broadcast. ``state``: queued | sending (claimed for a send whose outcome is
+# not recorded yet) | sent | delivered | read | failed | skipped | uncertain.
+broadcast_recipients = Table(
+    "broadcast_recipients",
+    metadata,
+    Column("broadcast_id", String(40), ForeignKey("broadcasts.id"), primary_key=True),
+    Column("person_id", String(40), ForeignKey("people.id"), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("address", String(200), nullable=True),  # the chat key the template goes to
+    Column("state", String(10), nullable=False, default="queued"),
+    Column("reason", Text, nullable=True),
+    Column("external_id", String(200), nullable=True, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("sent_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    Index(None, "broadcast_id", "state", "seq"),
 )

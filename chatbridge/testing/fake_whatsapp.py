@@ -21,6 +21,7 @@ that echoes it; likewise ``evolution_echo()`` (Evolution's ``send.message``) and
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,29 @@ __all__ = [  # the payload builders are re-exported: tests import them from here
     "waha_ack",
     "waha_message",
 ]
+
+
+# Modules that answer more of the gateways' endpoints (media, templates, interactive messages,
+# LID lookups). Each defines ``handle(fake, request, path, headers, body, raw)`` returning a
+# ``Response``, or None when the endpoint is not its own; they are asked in this order before
+# the text/typing endpoints below. A module that does not exist is skipped.
+EXTENSIONS = (
+    "chatbridge.testing.fake_wa_media",
+    "chatbridge.testing.fake_wa_templates",
+    "chatbridge.testing.fake_wa_interactive",
+    "chatbridge.testing.fake_wa_lids",
+)
+
+
+def _extensions() -> list[Any]:
+    found = []
+    for name in EXTENSIONS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
 
 
 @dataclass(slots=True)
@@ -115,6 +139,8 @@ class FakeWhatsApp:
     meta_phone_numbers: tuple[str, ...] = ("106540352242922",)
     meta_sent: list[MetaSent] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # state of the fake's extension modules (``EXTENSIONS``), one key per module
+    ext: dict[str, Any] = field(default_factory=dict)
     # (status, headers, JSON body) answered instead of the real thing, first in first out
     fail_next: list[tuple[int, dict[str, str], Any]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -170,8 +196,9 @@ def create_fake_whatsapp(**options: Any) -> FastAPI:
     fake = FakeWhatsApp(**options)
     app = FastAPI(title="fake WhatsApp gateways")
     app.state.fake = fake
+    extensions = _extensions()
 
-    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
     async def handle(request: Request, path: str) -> Response:
         raw = await request.body()
         try:
@@ -184,6 +211,10 @@ def create_fake_whatsapp(**options: Any) -> FastAPI:
         if fake.fail_next:
             status, extra, payload = fake.fail_next.pop(0)
             return JSONResponse(payload, status_code=status, headers=extra)
+        for module in extensions:
+            answer = await module.handle(fake, request, path, headers, body, raw)
+            if answer is not None:
+                return answer
         if path.startswith("/api/"):
             return _waha(fake, request.method, path, headers, body)
         if path.startswith(("/message/", "/chat/", "/instance/")):
