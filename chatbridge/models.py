@@ -180,6 +180,10 @@ class OutboundAction:
     text: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     metadata: JsonObject = field(default_factory=dict)
+    # protocol 1.2: a stored template to send (``{name, language?, parameters}``), or choices
+    # to offer with the text (``{kind, title?, button?, options: [{id, title, description?}]}``)
+    template: JsonObject | None = None
+    interactive: JsonObject | None = None
 
 
 @dataclass(slots=True)

@@ -42,10 +42,11 @@ _F = TypeVar("_F")
 
 PROTOCOL = "chatbridge/1"
 
-PROTOCOL_REVISION = "1.1"
+PROTOCOL_REVISION = "1.2"
 """The minor revision of ``chatbridge/1`` this module speaks. 1.1 (conversation policies):
-``user_message.fresh``, the ``cancel`` frame, ``handoff.summary``. Only optional fields and a
-frame an older agent may ignore are added, so the wire name does not change."""
+``user_message.fresh``, the ``cancel`` frame, ``handoff.summary``. 1.2 (WhatsApp complete):
+``template`` and ``interactive`` on an agent's reply. Only optional fields and a frame an
+older agent may ignore are added, so the wire name does not change."""
 
 HANDOFF_SUMMARY_MAX = 4000
 """Longest ``handoff.summary`` kept; a longer one is cut here rather than the handoff refused."""
@@ -272,6 +273,59 @@ class ConversationEvent(Frame):
 # agent -> bridge
 
 
+class TemplateReply(_Model):
+    """Since 1.2. Send a stored message template (WhatsApp) instead of free text: the only
+    kind of message Meta lets a business send once the 24-hour service window is closed."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    name: str = Field(min_length=1, max_length=512, description="The template's name.")
+    language: str | None = Field(
+        default=None,
+        max_length=20,
+        description="Its language code (`en_US`); omitted: the only language it is stored in.",
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "A value for every parameter slot, keyed by the slot's name as it appears in the "
+            'template\'s text: `{{1}}` is `"1"`, `{{order_id}}` is `"order_id"`. A missing '
+            "slot is refused before anything is sent."
+        ),
+    )
+
+
+class InteractiveOption(_Model):
+    """One choice of an interactive message."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Comes back in the customer's answer (`metadata.interactive.id`).",
+    )
+    title: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=300)
+
+
+class Interactive(_Model):
+    """Since 1.2. Quick-reply buttons or a list the customer picks from. The reply's
+    `content` is the question. Sent as a WhatsApp interactive message where the provider
+    has one, as buttons in the web chat widget, and as numbered text elsewhere; the
+    customer's choice comes back as a normal `user_message` whose message `metadata`
+    carries `interactive: {id, title}`."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    kind: Literal["buttons", "list"] = "buttons"
+    title: str | None = Field(default=None, max_length=60, description="A header line.")
+    button: str | None = Field(
+        default=None, max_length=20, description="A list's button label (WhatsApp: ≤ 20 chars)."
+    )
+    options: list[InteractiveOption] = Field(min_length=1, max_length=10)
+
+
 class AgentMessage(Frame):
     """A complete reply. With ``message_id`` it answers that turn; without it, but with
     ``conversation_id``, it is a proactive message into that conversation."""
@@ -280,6 +334,12 @@ class AgentMessage(Frame):
     conversation_id: str | None = None
     content: str | None = None
     attachments: list[JsonObject] = Field(default_factory=list)
+    template: TemplateReply | None = Field(
+        default=None, description="Since 1.2. Send this stored template (WhatsApp)."
+    )
+    interactive: Interactive | None = Field(
+        default=None, description="Since 1.2. Offer these choices with the reply."
+    )
 
 
 class AgentStreaming(Frame):
@@ -300,6 +360,12 @@ class AgentComplete(Frame):
     conversation_id: str | None = None
     content: str | None = None
     attachments: list[JsonObject] = Field(default_factory=list)
+    template: TemplateReply | None = Field(
+        default=None, description="Since 1.2. Send this stored template (WhatsApp)."
+    )
+    interactive: Interactive | None = Field(
+        default=None, description="Since 1.2. Offer these choices with the reply."
+    )
 
 
 class Typing(Frame):

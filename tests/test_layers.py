@@ -62,7 +62,9 @@ LAYERS = (
     # Durable state (the database) and what replicas tell each other (Redis or nothing).
     Layer("state", ("chatbridge.store", "chatbridge.cluster"), side_by_side=True),
     # Over the store: people, phones, thread links, call transcription; the metrics.
-    Layer("records", ("chatbridge.crm", "chatbridge.metrics"), side_by_side=True),
+    Layer(
+        "records", ("chatbridge.crm", "chatbridge.metrics", "chatbridge.media"), side_by_side=True
+    ),
     # The two edges of the bridge: customer channels and agent transports.
     Layer("edges", ("chatbridge.channels", "chatbridge.transports"), side_by_side=True),
     # Inbound -> turn -> agent -> delivery.

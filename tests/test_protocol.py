@@ -347,7 +347,7 @@ def test_handoff_summary_is_optional_and_an_overlong_one_is_cut_not_refused() ->
 def test_schema_documents_the_1_1_additions() -> None:
     schema = protocol_json_schema()
     defs = schema["$defs"]
-    assert schema["version"] == PROTOCOL_REVISION == "1.1"
+    assert schema["version"] == PROTOCOL_REVISION == "1.2"
     assert PROTOCOL == "chatbridge/1"  # additions only: the wire name stays
     fresh = defs["UserMessage"]["properties"]["fresh"]
     assert (fresh["type"], fresh["default"]) == ("boolean", False)

@@ -80,10 +80,11 @@ class AgentEvents:
             return
         text = frame.get("content")
         attachments = frame.get("attachments") or []
+        extras = {k: frame[k] for k in ("template", "interactive") if frame.get(k)}
         specs: list[DeliverySpec] = []
-        if text or attachments:
+        if text or attachments or "template" in extras:
             specs.append(DeliverySpec("message", self.settings.delivery_max_attempts, text=text))
-            specs = with_attachments(specs, attachments)
+            specs = with_attachments(specs, attachments, extras)
         handoff = frame.get("type") == "handoff"
         if handoff:
             specs.append(DeliverySpec("handoff", self.settings.delivery_max_attempts))
@@ -94,7 +95,7 @@ class AgentEvents:
             attachments=attachments,
             deliveries=specs,
             handoff=handoff,
-            meta={"proactive": True, "agent_id": agent_id},
+            meta={"proactive": True, "agent_id": agent_id, **extras},
         )
         self.wake_deliveries()
 

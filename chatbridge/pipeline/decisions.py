@@ -76,6 +76,8 @@ class TurnPlan:
     # else the last ``summary_messages`` messages; 0: no note
     summary: str | None = None
     summary_messages: int = 0
+    # the reply's template / choices (protocol 1.2), kept in the reply message's meta
+    reply_meta: dict[str, Any] = field(default_factory=dict)
 
 
 def outbound_attachments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,14 +104,20 @@ def outbound_attachments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def with_attachments(
-    specs: list[DeliverySpec], attachments: list[dict[str, Any]]
+    specs: list[DeliverySpec],
+    attachments: list[dict[str, Any]],
+    extras: dict[str, Any] | None = None,
 ) -> list[DeliverySpec]:
-    """``specs`` with the agent's attachments on the last message (after the words that
-    introduce them)."""
+    """``specs`` with the agent's attachments, and its template or choices (``extras``,
+    protocol 1.2), on the last message (after the words that introduce them)."""
     sendable = outbound_attachments(attachments)
-    if sendable:
+    if sendable or extras:
         last = max(i for i, s in enumerate(specs) if s.kind == "message")
-        specs[last].payload = {**specs[last].payload, "attachments": sendable}
+        payload = dict(specs[last].payload)
+        if sendable:
+            payload["attachments"] = sendable
+        payload.update(extras or {})
+        specs[last].payload = payload
     return specs
 
 
@@ -177,14 +185,16 @@ def plan_outcome(
 
     if outcome is not None and outcome.kind == "reply":
         text = outcome.content or ""
-        if not text.strip() and not outcome.attachments:
+        extras = outcome.extras()
+        if not text.strip() and not outcome.attachments and "template" not in extras:
             return TurnPlan("done", "no_reply", None, [off])
         return TurnPlan(
             "done",
             "reply",
             text,
-            with_attachments(said(text), outcome.attachments),
+            with_attachments(said(text), outcome.attachments, extras),
             attachments=outcome.attachments,
+            reply_meta=extras,
         )
     if outcome is not None and outcome.kind == "no_reply":
         return TurnPlan("done", "no_reply", None, [off])

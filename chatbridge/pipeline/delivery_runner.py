@@ -76,6 +76,8 @@ def to_action(d: ClaimedDelivery) -> OutboundAction:
         text=d.text,
         attachments=[Attachment(**a) for a in d.payload.get("attachments", [])],
         metadata=d.payload.get("metadata", {}),
+        template=d.payload.get("template"),
+        interactive=d.payload.get("interactive"),
     )
 
 

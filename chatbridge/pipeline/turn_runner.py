@@ -205,7 +205,7 @@ class TurnRunner:
             outcome=plan.outcome,
             reply_text=plan.reply_text,
             reply_attachments=plan.attachments,
-            reply_meta=meta or {},
+            reply_meta={**(meta or {}), **plan.reply_meta},
             deliveries=plan.deliveries,
             handoff=plan.handoff,
             summary=plan.summary,

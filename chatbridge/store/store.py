@@ -5,12 +5,15 @@ See ``turns`` for why Chatbridge keeps its own outbox and leases, and how claimi
 
 from __future__ import annotations
 
+from chatbridge.store.broadcasts import BroadcastStore
 from chatbridge.store.conversations import ConversationStore
 from chatbridge.store.crm import CrmStore
 from chatbridge.store.hot import GroupCommit
+from chatbridge.store.media import MediaStore
 from chatbridge.store.outage import is_outage
 from chatbridge.store.outbox import OutboxStore
 from chatbridge.store.routing import RoutingStore
+from chatbridge.store.templates import TemplateStore
 from chatbridge.store.transcriptions import TranscriptionStore
 from chatbridge.store.turns import TurnStore
 from chatbridge.store.webchat import WebchatStore
@@ -24,6 +27,9 @@ class Store(
     WebchatStore,
     CrmStore,
     TranscriptionStore,
+    MediaStore,
+    TemplateStore,
+    BroadcastStore,
 ):
     """Async access to the database. One instance per process; ``migrate()`` before use."""
 

@@ -341,7 +341,9 @@ media = Table(
     Column("conversation_id", String(40), nullable=True, index=True),
     Column("message_id", String(40), nullable=True, index=True),
     Column("origin", String(10), nullable=False),  # inbound | upload
-    Column("kind", String(20), nullable=False),  # image | audio | voice | video | document | sticker
+    Column(
+        "kind", String(20), nullable=False
+    ),  # image | audio | voice | video | document | sticker
     Column("provider", String(20), nullable=True),
     Column("source", Json, nullable=True),  # what the provider needs to fetch it
     Column("mime", String(200), nullable=True),

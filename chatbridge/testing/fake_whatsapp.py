@@ -212,7 +212,7 @@ def create_fake_whatsapp(**options: Any) -> FastAPI:
             status, extra, payload = fake.fail_next.pop(0)
             return JSONResponse(payload, status_code=status, headers=extra)
         for module in extensions:
-            answer = await module.handle(fake, request, path, headers, body, raw)
+            answer: Response | None = await module.handle(fake, request, path, headers, body, raw)
             if answer is not None:
                 return answer
         if path.startswith("/api/"):

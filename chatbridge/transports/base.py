@@ -49,7 +49,7 @@ class TurnRequest:
 class AgentOutcome:
     """How the agent ended a turn: the first of agent_message / agent_complete / no_reply /
     handoff / error_message. ``summary`` is a handoff's note for the human (protocol 1.1),
-    None when the agent sent none."""
+    None when the agent sent none; ``template`` and ``interactive`` (1.2) come with a reply."""
 
     kind: OutcomeKind
     content: str | None = None
@@ -60,6 +60,19 @@ class AgentOutcome:
     error_details: Any = None
     streamed_chunks: int = 0
     summary: str | None = None
+    # protocol 1.2: a template to send, choices to offer (their JSON as the frame had them)
+    template: JsonObject | None = None
+    interactive: JsonObject | None = None
+
+    def extras(self) -> JsonObject:
+        """What a reply carries beyond text and attachments (``template``, ``interactive``),
+        as a message delivery's payload and the reply message's meta hold it."""
+        out: JsonObject = {}
+        if self.template:
+            out["template"] = self.template
+        if self.interactive:
+            out["interactive"] = self.interactive
+        return out
 
 
 @dataclass(slots=True)

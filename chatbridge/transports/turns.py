@@ -53,6 +53,15 @@ def assemble_stream(chunks: Mapping[int, str]) -> str:
     return "".join(chunks[i] for i in range(highest + 1))
 
 
+def _with_extras(outcome: AgentOutcome, frame: AgentMessage | AgentComplete) -> AgentOutcome:
+    """``outcome`` with the reply's template and choices (protocol 1.2), as plain JSON."""
+    if frame.template is not None:
+        outcome.template = frame.template.model_dump(mode="json", exclude_none=True)
+    if frame.interactive is not None:
+        outcome.interactive = frame.interactive.model_dump(mode="json", exclude_none=True)
+    return outcome
+
+
 def outcome_of(
     frame: AgentMessage | AgentComplete | Handoff | NoReply | ErrorMessage,
     chunks: Mapping[int, str],
@@ -66,11 +75,16 @@ def outcome_of(
     count = len(chunks)
     match frame:
         case AgentMessage():
-            return AgentOutcome(
-                "reply", frame.content, frame.attachments, meta, streamed_chunks=count
+            return _with_extras(
+                AgentOutcome(
+                    "reply", frame.content, frame.attachments, meta, streamed_chunks=count
+                ),
+                frame,
             )
         case AgentComplete(content=str(text)):
-            return AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count)
+            return _with_extras(
+                AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count), frame
+            )
         case AgentComplete():
             try:
                 text = assemble_stream(chunks)
@@ -82,7 +96,9 @@ def outcome_of(
                     error_details={"missing": gap.missing},
                     streamed_chunks=count,
                 )
-            return AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count)
+            return _with_extras(
+                AgentOutcome("reply", text, frame.attachments, meta, streamed_chunks=count), frame
+            )
         case Handoff():
             return AgentOutcome(
                 "handoff",

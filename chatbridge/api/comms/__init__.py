@@ -8,7 +8,16 @@ and the admin check. Every refusal is the JSON error envelope; a refused request
 
 from fastapi import APIRouter
 
-from chatbridge.api.comms import calls, notes, people, settings, threads
+from chatbridge.api.comms import (
+    broadcasts,
+    calls,
+    media,
+    notes,
+    people,
+    settings,
+    templates,
+    threads,
+)
 from chatbridge.api.comms.calls import RECORDING_MAX_BYTES, RECORDING_UPLOAD_PATH, body_limits
 from chatbridge.api.management import admin
 
@@ -18,5 +27,8 @@ router.include_router(notes.router)
 router.include_router(people.router)
 router.include_router(settings.router)
 router.include_router(calls.router)
+router.include_router(media.router)
+router.include_router(templates.router)
+router.include_router(broadcasts.router)
 
 __all__ = ["RECORDING_MAX_BYTES", "RECORDING_UPLOAD_PATH", "body_limits", "router"]

@@ -28,9 +28,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     json = sa.JSON().with_variant(JSONB(), "postgresql")
     with op.batch_alter_table("people", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("tags", json, nullable=False, server_default=sa.text("'[]'"))
-        )
+        batch_op.add_column(sa.Column("tags", json, nullable=False, server_default=sa.text("'[]'")))
         batch_op.add_column(sa.Column("opted_out_at", sa.Float(), nullable=True))
     op.create_table(
         "media",
