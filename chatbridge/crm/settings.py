@@ -67,6 +67,8 @@ class CommsSettings(BaseSettings):
     meta_access_token: str | None = None
     meta_app_secret: str | None = None
     meta_verify_token: str | None = None
+    # the WhatsApp Business Account whose templates are synced (CHATBRIDGE_COMMS_META_WABA_ID)
+    meta_waba_id: str | None = None
 
     # call recordings → transcripts
     transcription_provider: TranscriptionProvider = "none"

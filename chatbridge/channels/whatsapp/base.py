@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest
 from chatbridge.channels.echoes import SentTexts
-from chatbridge.channels.whatsapp import lookups
+from chatbridge.channels.whatsapp import lookups, templates
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
 from chatbridge.crm.settings import CommsSettings
@@ -344,6 +344,8 @@ class WhatsAppChannel:
         if action.kind == "note":
             raise PermanentDelivery("whatsapp has no private notes: the customer would see it")
         chat = ChatAddress.parse(action.conversation.channel_key)
+        if action.kind == "message" and action.template is not None:
+            return await templates.send_template(self, chat, action)  # no 24 h window for these
         provider = self.provider(chat.provider)
         if action.kind == "message":
             if chat.provider == "meta_cloud":

@@ -311,6 +311,12 @@ class Provider:
         body = {**self._recipient(chat), "type": kind, kind: media}
         return _sent_id(await self._post(chat, body, f"send {kind}"))
 
+    async def send_template(self, chat: ChatAddress, template: dict[str, Any]) -> str | None:
+        """Send a ``type: "template"`` message (``templates.meta_template`` builds it): the
+        only kind Meta accepts outside the 24-hour customer service window."""
+        body = {**self._recipient(chat), "type": "template", "template": template}
+        return _sent_id(await self._post(chat, body, "send template"))
+
     async def set_typing(self, chat: ChatAddress, on: bool, *, last_inbound_id: str | None) -> None:
         # Meta's indicator hangs on the customer's last message (and marks it read); it ends
         # by itself with the reply or after 25 s, so there is nothing to switch off.
