@@ -20,8 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import phonenumbers
-
+from chatbridge.crm.phones import try_normalize
 from chatbridge.errors import PermanentDelivery
 
 JidKind = Literal["user", "lid", "group", "newsletter", "broadcast", "other"]
@@ -78,32 +77,22 @@ def phone_digits(jid_or_number: str) -> str | None:
 
 
 def e164(number: str | None, default_country: str = "US") -> str | None:
-    """A phone number in E.164 (``+919876543210``), or ``None`` if it is not a valid number.
+    """A phone number in E.164 (``+919876543210``), or ``None`` if it is not a possible number.
 
     WhatsApp numbers come without ``+`` but always in international form, so a bare string
     of digits is read as international first; only if that fails is it read as a national
-    number of ``default_country``. Failing both, a *possible* international number is
-    accepted (WhatsApp has already checked it exists; fictional ranges appear in tests).
+    number of ``default_country``. The reading itself is ``crm.phones.normalize`` (possible
+    numbers accepted: WhatsApp has checked they exist, and test ranges such as +1 555…
+    appear), so the channel, auto-linking and the people API agree on every number.
     """
     if not number:
         return None
     raw = number.strip()
-    candidates = [raw] if raw.startswith("+") else [f"+{raw}", raw]
-    parsed_numbers = []
-    for candidate in candidates:
-        region = None if candidate.startswith("+") else default_country
-        try:
-            parsed_numbers.append(phonenumbers.parse(candidate, region))
-        except phonenumbers.NumberParseException:
-            continue
-    # a valid number first; else a possible international one (test ranges such as +1 555…)
-    for check in (phonenumbers.is_valid_number, phonenumbers.is_possible_number):
-        for index, parsed in enumerate(parsed_numbers):
-            if check is phonenumbers.is_possible_number and index > 0:
-                break
-            if check(parsed):
-                return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    return None
+    if raw.isdigit():
+        found = try_normalize("+" + raw, default_country)
+        if found is not None:
+            return found
+    return try_normalize(raw, default_country)
 
 
 def is_bsuid(value: str) -> bool:
