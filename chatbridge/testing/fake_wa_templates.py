@@ -33,7 +33,8 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 
 def state(fake: FakeWhatsApp) -> dict[str, Any]:
-    """The fake WABA: its id and templates (Meta's objects, in the order added)."""
+    """The fake WABA: its id, templates (Meta's objects, in the order added) and the query
+    strings of the template list requests (``list_queries``)."""
     found: dict[str, Any] = fake.ext.setdefault(KEY, {"waba_id": WABA_ID, "templates": []})
     return found
 
@@ -113,6 +114,7 @@ def _list(fake: FakeWhatsApp, waba: str, headers: dict[str, str], url: str) -> R
             "loaded due to missing permissions, or does not support this operation",
             100,
         )
+    waba_state.setdefault("list_queries", []).append(urlsplit(url).query)
     query = parse_qs(urlsplit(url).query)
     fields = query.get("fields", [",".join(DEFAULT_FIELDS)])[0].split(",")
     limit = int(query.get("limit", ["25"])[0])

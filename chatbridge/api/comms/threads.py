@@ -19,6 +19,7 @@ from chatbridge.api.comms.base import (
     not_found,
     storing,
 )
+from chatbridge.api.comms.templates import require_open_window, service_window
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
 from chatbridge.pipeline.bridge import Bridge
@@ -65,7 +66,8 @@ async def get_thread(thread_id: Id, bridge: Bridge = Depends(get_bridge)) -> dic
     thread = await bridge.store.get_thread(thread_id)
     if thread is None:
         raise not_found("thread", thread_id)
-    return {"thread": thread}
+    window = await service_window(bridge, thread_id, thread["channel"], thread["channel_key"])
+    return {"thread": {**thread, "service_window": window}}
 
 
 @router.get("/threads/{thread_id}/messages", responses=ERRORS)
@@ -86,7 +88,10 @@ async def thread_messages(
 @router.post(
     "/threads/{thread_id}/messages",
     status_code=201,
-    responses={**ERRORS, **error_responses({422: "invalid message"})},
+    responses={
+        **ERRORS,
+        **error_responses({409: "outside Meta's 24-hour window", 422: "invalid message"}),
+    },
 )
 async def send_operator_message(
     thread_id: Id, body: OperatorMessage, bridge: Bridge = Depends(get_bridge)
@@ -96,6 +101,7 @@ async def send_operator_message(
     conv = await bridge.store.get_conversation(thread_id)
     if conv is None:
         raise not_found("thread", thread_id)
+    await require_open_window(bridge, conv.id, conv.channel, conv.channel_key)  # else 409
     spec = DeliverySpec("message", bridge.settings.delivery_max_attempts, text=body.text)
     async with storing():
         done = await bridge.store.add_outbound(
