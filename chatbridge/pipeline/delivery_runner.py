@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatbridge import clock
+from chatbridge.channels.whatsapp.templates import as_text_action
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.host import log_failure
@@ -192,6 +193,8 @@ class DeliveryRunner:
             b.held.started(d.id)
         started = time.perf_counter()
         try:
+            if action.template is not None and channel != "whatsapp":
+                action = await as_text_action(b.store, action)  # no templates here: its text
             result = await adapter.send(action)
         except RetryableDelivery as exc:
             # A marked send that got no answer may have landed: its retry stays uncertain.
