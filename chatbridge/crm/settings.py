@@ -51,6 +51,9 @@ class CommsSettings(BaseSettings):
     waha_session: str = "default"
     waha_api_key: str | None = None
     waha_hmac_key: str | None = None
+    # ask WAHA for the phone behind an @lid chat that came without remoteJidAlt (channels/
+    # whatsapp/lids.py), so the thread links to the person with that phone
+    waha_lid_lookup: bool = True
 
     # Evolution API v2
     evolution_base_url: str = "http://127.0.0.1:8080"

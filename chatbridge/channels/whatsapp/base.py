@@ -33,6 +33,7 @@ from chatbridge.channels.echoes import SentTexts
 from chatbridge.channels.whatsapp import lookups, templates
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
+from chatbridge.channels.whatsapp.lids import LidDirectory
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import (
@@ -238,6 +239,7 @@ class WhatsAppChannel:
         self.mock_outbox = Outbox()
         self._sent_ids: OrderedDict[str, None] = OrderedDict()
         self.sent_texts = SentTexts()
+        self.lids = LidDirectory(self.http)  # WAHA @lid → phone, cached
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ providers
@@ -293,7 +295,8 @@ class WhatsAppChannel:
             raise BadInput("not_found", f"no WhatsApp provider {route_name!r}", status_code=404)
         require_provider(settings, name)
         parsed = parse_webhook(name, request.headers, request.body, settings)
-        return [await self.screen(item) for item in parsed]
+        # a WAHA chat named only by @lid gets its phone first (lids.py), then echoes are screened
+        return [await self.screen(await self.lids.resolve(item, settings)) for item in parsed]
 
     def stored(self, message: InboundMessage) -> None:
         """A customer's message is stored: mark it read (in the background, if enabled)."""
