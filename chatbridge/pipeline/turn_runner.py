@@ -50,6 +50,12 @@ def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
                 "content": m.text,
                 "created_at": iso(m.created_at),
                 "attachments": m.attachments,
+                # the option a customer picked from our choices (protocol 1.2)
+                **(
+                    {"metadata": {"interactive": m.meta["interactive"]}}
+                    if isinstance(m.meta.get("interactive"), dict)
+                    else {}
+                ),
             }
             for m in msgs
         ],

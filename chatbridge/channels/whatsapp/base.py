@@ -28,8 +28,10 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatbridge.channels import interactive
 from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest
 from chatbridge.channels.echoes import SentTexts
+from chatbridge.channels.whatsapp import interactive as wa_interactive
 from chatbridge.channels.whatsapp import lookups, templates
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
@@ -220,11 +222,11 @@ class WhatsAppChannel:
     """
 
     name = CHANNEL
-    # Typing, read receipts and media (by URL) work on every provider; interactive messages
-    # and templates are not sent (a template is what Meta needs outside its 24 h window).
+    # Typing, read receipts and media (by URL) work on every provider; choices (interactive)
+    # are Meta's interactive messages, numbered text elsewhere (whatsapp/interactive.py).
     # No ``notes``: a WhatsApp chat has no part the customer does not see (the team reads
     # notes in the console).
-    capabilities = Capabilities(typing=True, read_receipts=True, media=True)
+    capabilities = Capabilities(typing=True, read_receipts=True, media=True, interactive=True)
 
     def __init__(
         self,
@@ -377,12 +379,17 @@ class WhatsAppChannel:
         ids: list[str | None] = []
         attachments = [a for a in action.attachments if a.url]
         caption: str | None = text or None
+        offer = interactive.Offer.from_json(action.interactive)
+        if offer is not None:  # the words go with the choices, after any attachment
+            caption = None
         if caption and attachments and (attachments[0].mime or "").startswith("audio/"):
             ids.append(await provider.send_text(chat, caption))  # voice notes have no caption
             caption = None
         for index, attachment in enumerate(attachments):
             ids.append(await provider.send_media(chat, attachment, caption if index == 0 else None))
-        if not attachments:
+        if offer is not None:
+            ids.append(await wa_interactive.send_offer(provider, chat, text, offer))
+        elif not attachments:
             if not text.strip():
                 raise PermanentDelivery("whatsapp cannot send an empty message")
             ids.append(await provider.send_text(chat, text))

@@ -42,6 +42,7 @@ from chatbridge.channels.whatsapp.inbound import (
     require_str,
     sent_message,
 )
+from chatbridge.channels.whatsapp.interactive import evolution_choice
 from chatbridge.channels.whatsapp.signatures import verify_evolution
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import Attachment, Ignored, ParsedWebhook, StatusUpdate
@@ -110,6 +111,9 @@ def _text_and_media(message: dict[str, Any]) -> tuple[str, list[Attachment], dic
     )
     attachments: list[Attachment] = []
     extra: dict[str, Any] = {}
+    choice = evolution_choice(message)  # a tap on buttons or a list: metadata.interactive
+    if choice is not None:
+        return text or choice["title"], attachments, {"interactive": choice}
     wrapped = get_obj(get_obj(message, "documentWithCaptionMessage"), "message")
     for kind in MEDIA_TYPES:
         media = get_obj(message, kind) or get_obj(wrapped, kind)
@@ -193,7 +197,11 @@ def _upsert(settings: CommsSettings, instance: str, data: dict[str, Any]) -> Par
         message_id=message_id,
         text=text,
         contact=contact,
-        content_type="text" if message_type in ("conversation", "extendedTextMessage") else "media",
+        content_type=(
+            "text"
+            if message_type in ("conversation", "extendedTextMessage") or "interactive" in extra
+            else "media"
+        ),
         attachments=attachments,
         timestamp=data.get("messageTimestamp"),
         participant=participant,

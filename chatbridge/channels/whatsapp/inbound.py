@@ -153,6 +153,14 @@ def inbound_message(
         context.setdefault(identity["kind"], identity["value"])
     if extra:
         context.update(extra)
+    metadata = {
+        "provider": address.provider,
+        "instance": address.instance,
+        "chat_id": address.chat_id,
+        "phone": contact.phone,
+    }
+    if extra and isinstance(extra.get("interactive"), dict):
+        metadata["interactive"] = extra["interactive"]  # the option the customer tapped
     return InboundMessage(
         channel=CHANNEL,
         inbox_id=inbox_for(settings, address.instance),
@@ -163,12 +171,7 @@ def inbound_message(
         attachments=attachments or [],
         contact=contact,
         context=context,
-        metadata={
-            "provider": address.provider,
-            "instance": address.instance,
-            "chat_id": address.chat_id,
-            "phone": contact.phone,
-        },
+        metadata=metadata,
     )
 
 

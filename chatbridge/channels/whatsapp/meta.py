@@ -33,6 +33,7 @@ from chatbridge.channels.whatsapp.inbound import (
     inbound_message,
     require_str,
 )
+from chatbridge.channels.whatsapp.interactive import meta_choice
 from chatbridge.channels.whatsapp.signatures import verify_meta
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
@@ -130,10 +131,16 @@ def _content(
         extra = {"media_id": media_id, "media_auth": "Bearer"}
         return get_str(body, "caption") or "", "media", attachments, extra
     if kind == "button":
-        return get_str(body, "text") or get_str(body, "payload") or "", "text", [], {}
+        choice = meta_choice(kind, body)  # a template's quick-reply button
+        tapped: dict[str, Any] = {"interactive": choice} if choice else {}
+        return get_str(body, "text") or get_str(body, "payload") or "", "text", [], tapped
     if kind == "interactive":
         reply = get_obj(body, "button_reply") or get_obj(body, "list_reply")
-        return get_str(reply, "title") or "", "text", [], {"reply_id": get_str(reply, "id")}
+        reply_extra: dict[str, Any] = {"reply_id": get_str(reply, "id")}
+        choice = meta_choice(kind, body)  # the option tapped: metadata.interactive
+        if choice:
+            reply_extra["interactive"] = choice
+        return get_str(reply, "title") or "", "text", [], reply_extra
     if kind == "location":
         return (
             get_str(body, "name") or get_str(body, "address") or "",
@@ -316,6 +323,12 @@ class Provider:
         only kind Meta accepts outside the 24-hour customer service window."""
         body = {**self._recipient(chat), "type": "template", "template": template}
         return _sent_id(await self._post(chat, body, "send template"))
+
+    async def send_interactive(self, chat: ChatAddress, interactive: dict[str, Any]) -> str | None:
+        """Send a ``type: "interactive"`` message (reply buttons or a list, built by
+        ``interactive.meta_interactive``)."""
+        body = {**self._recipient(chat), "type": "interactive", "interactive": interactive}
+        return _sent_id(await self._post(chat, body, "send interactive"))
 
     async def set_typing(self, chat: ChatAddress, on: bool, *, last_inbound_id: str | None) -> None:
         # Meta's indicator hangs on the customer's last message (and marks it read); it ends
