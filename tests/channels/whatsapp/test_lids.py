@@ -302,6 +302,15 @@ async def test_a_lid_message_links_its_thread_to_the_person_with_that_phone(
         assert r.status_code == 201, r.text
         person = r.json()["person"]
         assert person["phone"] == E164
+        # the same number in every form a WhatsApp id takes is that person's phone (409);
+        # what is no phone is refused with the reason
+        for form in (PHONE, f"{PHONE}@c.us", f"{PHONE}:3@s.whatsapp.net", "+1 555 010 0123"):
+            r = await stack.http.post("/api/comms/people", json={"name": "Dup", "phone": form})
+            assert (r.status_code, r.json()["error"]["code"]) == (409, "phone_taken"), form
+        for bad, reason in ((LID, "only digits"), ("+1 555 0100", "not a possible")):
+            r = await stack.http.post("/api/comms/people", json={"name": "Bad", "phone": bad})
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_phone"), bad
+            assert reason in r.json()["error"]["message"]
 
         r = await stack.http.post("/api/comms/webhooks/waha", json=waha_message(chat=LID))
         assert (r.status_code, r.json()["status"]) == (200, "accepted"), r.text
