@@ -13,6 +13,7 @@
   const CHANNELS = ["chatwoot", "webchat", "whatsapp"];
   const view = document.getElementById("view");
   const policiesUi = window.chatbridgeRoutePolicies(h); // route-policies.js
+  const templatesKit = window.chatbridgeTemplates({ h, api, act, toast }); // console-templates.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -511,6 +512,7 @@
       note,
       composer,
     );
+    const templatesUi = templatesKit.attach({ base, composer, input, sendBtn, refresh: () => chatRefresh() });
 
     // ---- contact rail: fixed forms, lists re-rendered
     const person = h("div", { id: "person" });
@@ -736,6 +738,7 @@
       if (closed) return;
       thread = (detail && (detail.thread || detail)) || {};
       renderHead(thread);
+      templatesUi.update(thread); // the 24 h window: template picker, composer closed
       renderPerson(thread);
       renderList(notes, thread.notes || [], (n) => h("li", {}, h("div", {}, n.text), h("div", { class: "small muted" }, `${n.author || "operator"} · ${fmtTime(n.created_at, true)}`)), "No notes.");
       renderList(tasks, thread.tasks || [], renderTask, "No tasks.");
