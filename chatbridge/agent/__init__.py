@@ -18,7 +18,8 @@ Or over plain HTTP, polling the bridge (``chatbridge pull-agent``, ``chatbridge.
     config = PullConfig(url="http://127.0.0.1:8000", agent_id="agent1", token="secret")
     asyncio.run(run_pull_agent(config, agent))
 
-A handler may also return ``Handoff(...)``, ``NoReply()`` or ``None``, or be an async generator
+A handler may also return ``Answer(...)`` (text with choices, a WhatsApp template or
+attachments), ``Handoff(...)``, ``NoReply()`` or ``None``, or be an async generator
 of text chunks (a streamed reply). The SDK speaks protocol ``chatbridge/1``: acks, heartbeats,
 reconnects with backoff, and answers a repeated turn from its cache instead of running the
 handler twice (a turn is known by ``agent.identity.turn_key``, so two bridges that both count
@@ -27,10 +28,11 @@ handler twice (a turn is known by ``agent.identity.turn_key``, so two bridges th
 
 from chatbridge.agent.app import Agent, HelloRejected
 from chatbridge.agent.pull import PullClient, PullConfig, PullRejected, run_pull_agent
-from chatbridge.agent.turn import Event, Handoff, NoReply, Turn, TurnError
+from chatbridge.agent.turn import Answer, Event, Handoff, NoReply, Turn, TurnError
 
 __all__ = [
     "Agent",
+    "Answer",
     "Event",
     "Handoff",
     "HelloRejected",

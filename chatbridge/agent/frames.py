@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chatbridge.agent.turn import Handoff, NoReply, Turn, TurnError
+from pydantic import BaseModel
+
+from chatbridge.agent.turn import Answer, Handoff, NoReply, Turn, TurnError
 from chatbridge.models import JsonObject
-from chatbridge.protocol import error_frame
+from chatbridge.protocol import Interactive, TemplateReply, error_frame
 
 log = logging.getLogger("chatbridge.agent")
 
@@ -49,6 +51,8 @@ def reply_frame(turn: Turn, result: Any, meta: JsonObject) -> JsonObject:
     match result:
         case str():
             return {"type": "agent_message", **base, "content": result, "metadata": meta}
+        case Answer():
+            return {"type": "agent_message", **base, **answer_fields(result), "metadata": meta}
         case None | NoReply():
             return {"type": "no_reply", **base, "metadata": meta}
         case Handoff(reason=reason, content=content, summary=summary):
@@ -61,8 +65,28 @@ def reply_frame(turn: Turn, result: Any, meta: JsonObject) -> JsonObject:
                 frame["summary"] = summary
             return frame
     raise TypeError(
-        f"handler returned {type(result).__name__}; expected str, Handoff, NoReply or None"
+        f"handler returned {type(result).__name__}; expected str, Answer, Handoff, NoReply or None"
     )
+
+
+def _model_json(value: Any, model: type[BaseModel]) -> JsonObject:
+    checked = value if isinstance(value, model) else model.model_validate(value)
+    return checked.model_dump(mode="json", exclude_none=True)
+
+
+def answer_fields(answer: Answer) -> JsonObject:
+    """The ``agent_message`` fields of an ``Answer``, checked against the protocol's models
+    (a bad one raises ``pydantic.ValidationError``: the turn ends with ``handler_error``)."""
+    out: JsonObject = {}
+    if answer.content is not None:
+        out["content"] = answer.content
+    if answer.attachments:
+        out["attachments"] = [dict(a) for a in answer.attachments]
+    if answer.interactive is not None:
+        out["interactive"] = _model_json(answer.interactive, Interactive)
+    if answer.template is not None:
+        out["template"] = _model_json(answer.template, TemplateReply)
+    return out
 
 
 def chunk_frame(turn: Turn, index: int, chunk: Any) -> JsonObject:

@@ -1,7 +1,8 @@
 """What an agent's handler receives (``Turn``) and what it may return.
 
-A handler returns text (the reply), ``Handoff(...)``, ``NoReply()`` or ``None`` (no reply), or
-is an async generator yielding text chunks (a streamed reply). Raising ``TurnError`` answers
+A handler returns text (the reply), ``Answer(...)`` (text with choices, a template or
+attachments: protocol 1.2), ``Handoff(...)``, ``NoReply()`` or ``None`` (no reply), or is an
+async generator yielding text chunks (a streamed reply). Raising ``TurnError`` answers
 the turn with an ``error_message`` carrying its code; any other exception does the same with
 code ``handler_error``.
 """
@@ -93,6 +94,16 @@ class Turn:
         """Why the bridge withdrew the turn (``superseded``); None while it has not."""
         return self.cancellation.reason
 
+    @property
+    def choice(self) -> JsonObject | None:
+        """The option the customer picked from the agent's last choices (``{"id", "title"}``,
+        protocol 1.2): a tap on a button, or a typed number or title the bridge matched.
+        ``None`` when the turn's last message is no such answer."""
+        for message in reversed(self.messages):
+            picked = (message.get("metadata") or {}).get("interactive")
+            return picked if isinstance(picked, dict) else None
+        return None
+
     async def wait_cancelled(self) -> str:
         """Return, with the reason, once the bridge withdraws this turn (maybe never)."""
         return await self.cancellation.wait()
@@ -145,6 +156,30 @@ class Handoff:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """Return this for a reply with more than text (protocol 1.2):
+
+    - ``interactive``: choices for the customer — ``{"kind": "buttons" | "list", "title"?,
+      "button"?, "options": [{"id", "title", "description"?}]}`` (or a
+      ``chatbridge.protocol.Interactive``). WhatsApp (Meta) shows buttons or a list, the web
+      chat widget buttons, other channels numbered text; the customer's pick comes back in
+      the next turn as ``turn.choice`` (``{"id", "title"}``).
+    - ``template``: a stored WhatsApp template — ``{"name", "language"?, "parameters": {slot:
+      value}}`` (or a ``chatbridge.protocol.TemplateReply``); the only message Meta accepts
+      once its 24-hour window is closed.
+    - ``attachments``: ``[{"url", "mime"?, "name"?}]`` sent with the reply.
+
+    ``content`` is the text (a template needs none). Checked against the protocol when the
+    handler returns: a malformed one answers the turn with ``handler_error``.
+    """
+
+    content: str | None = None
+    interactive: JsonObject | Any = None
+    template: JsonObject | Any = None
+    attachments: list[JsonObject] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class NoReply:
     """Return this (or ``None``) to leave the turn unanswered on purpose."""
 
@@ -158,8 +193,9 @@ class TurnError(ChatbridgeError):
         self.details = details
 
 
-Reply = str | Handoff | NoReply | None
-"""What a handler returns: the reply text, a handoff, or no reply (``NoReply()`` / ``None``)."""
+Reply = str | Answer | Handoff | NoReply | None
+"""What a handler returns: the reply text, an ``Answer`` (text with choices, a template or
+attachments), a handoff, or no reply (``NoReply()`` / ``None``)."""
 MessageHandler = Callable[
     [Turn], Awaitable[Reply | AsyncIterator[str]] | AsyncIterator[str] | Reply
 ]
