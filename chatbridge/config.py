@@ -407,6 +407,18 @@ class Settings(BaseSettings):
     # tokens, action API keys); over it: 429. Independent of rate_limit_enabled; "" turns it off.
     auth_failure_limit: str = "10/minute"
 
+    # --- the media store (chatbridge/media; docs/whatsapp/media.md) ----------------------
+    # Folder of stored media (inbound downloads, uploads); replicas must share it. Unset: a
+    # "media" folder beside the SQLite database, or ./media on PostgreSQL.
+    media_dir: str | None = None
+    media_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # HMAC key of the signed media URLs (at least 16 characters); unset: a random key kept in
+    # the media folder (".signing-key"), the same for every replica sharing the folder.
+    media_signing_key: str | None = Field(default=None, min_length=16, repr=False)
+    media_url_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    # How long a message's turn waits for its media (download, voice note transcript).
+    media_wait_seconds: float = Field(default=20.0, ge=0.0, le=600.0)
+
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod
     def _empty_mappings(cls, value: Any) -> Any:

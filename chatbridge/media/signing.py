@@ -1,0 +1,105 @@
+"""Short-lived signed URLs of stored media: ``{public base}/media/{id}?exp=<unix>&sig=<hmac>``.
+
+Whoever holds such a URL may fetch that one file until ``exp``, without any credential: the
+agent gets them in its ``user_message`` attachments, the console in its message views. No
+provider credential is in them, and no provider URL is ever handed out: the bytes come from
+the bridge's own media folder.
+
+``sig`` is the hex HMAC-SHA256 of ``"{id}.{exp}"`` under the signing key:
+``CHATBRIDGE_MEDIA_SIGNING_KEY`` if set, else a random key kept in the media folder (shared
+by the replicas that share the folder). Checking is constant-time; an expired or altered URL
+is refused (403) by ``api.media``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from chatbridge.config import Settings
+from chatbridge.media.files import MediaFolder
+
+
+def public_base(settings: Settings) -> str:
+    """Where the bridge is reached from outside: ``public_url``, else host and port."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSigner:
+    """Signs and checks media URLs with one key."""
+
+    key: bytes
+    base: str
+    ttl: int
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MediaSigner:
+        if settings.media_signing_key:
+            key = settings.media_signing_key.encode()
+        else:
+            key = MediaFolder.for_settings(settings).signing_key()
+        return cls(key, public_base(settings), settings.media_url_ttl_seconds)
+
+    def signature(self, media_id: str, exp: int) -> str:
+        return hmac.new(self.key, f"{media_id}.{exp}".encode(), hashlib.sha256).hexdigest()
+
+    def path(self, media_id: str, *, now: float | None = None, ttl: int | None = None) -> str:
+        """``/media/{id}?exp=…&sig=…``, valid for ``ttl`` (default the setting) seconds."""
+        exp = int((time.time() if now is None else now) + (self.ttl if ttl is None else ttl))
+        return f"/media/{media_id}?" + urlencode({"exp": exp, "sig": self.signature(media_id, exp)})
+
+    def url(self, media_id: str, *, now: float | None = None) -> str:
+        """The absolute signed URL (what an agent is given)."""
+        return self.base + self.path(media_id, now=now)
+
+    def refusal(
+        self, media_id: str, exp: str | None, sig: str | None, *, now: float | None = None
+    ) -> str | None:
+        """Why a URL is refused (``missing``, ``expired``, ``bad signature``), or None."""
+        if not exp or not sig:
+            return "the URL has no exp or sig"
+        try:
+            when = int(exp)
+        except ValueError:
+            return "exp is not a number"
+        if not hmac.compare_digest(self.signature(media_id, when), sig.lower()):
+            return "bad signature"
+        if when < (time.time() if now is None else now):
+            return "the URL has expired"
+        return None
+
+
+def signed_attachment(signer: MediaSigner, attachment: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message's attachment as an agent sees it: ``url`` signed for a ready file
+    (url, mime, size, name, media_id, kind; a voice note's transcript), nothing of the
+    provider. An attachment without ``media_id`` is returned as it is."""
+    out = dict(attachment)
+    media_id = out.get("media_id")
+    if not media_id:
+        return out
+    out.pop("url", None)
+    if out.get("status") == "ready":
+        out["url"] = signer.url(str(media_id))
+    return out
+
+
+def sign_frame_media(frame: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A ``user_message`` frame whose stored media get signed URLs (in place; returned). A
+    frame without stored media costs one scan of its attachments and no key lookup."""
+    messages = frame.get("messages") or []
+    if not any(a.get("media_id") for m in messages for a in m.get("attachments") or []):
+        return frame
+    signer = MediaSigner.for_settings(settings)
+    for m in messages:
+        if m.get("attachments"):
+            m["attachments"] = [signed_attachment(signer, a) for a in m["attachments"]]
+    return frame
