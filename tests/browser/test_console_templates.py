@@ -153,3 +153,15 @@ async def test_template_composer_outside_the_window(
     await expect(page.locator("#chat-log")).to_contain_text(
         "Hi Asha, your table at Lucky Shrub is kept until 8 pm."
     )
+
+    # an agent's template reply has no text of its own: the bubble names the template
+    await store.add_outbound(
+        thread,
+        text="",
+        author="agent",
+        deliveries=[],
+        meta={"template": {"name": "welcome_back", "parameters": {"first_name": "Asha"}}},
+    )
+    await expect(page.locator("#chat-log")).to_contain_text(
+        "Template “welcome_back” — first_name: Asha"
+    )

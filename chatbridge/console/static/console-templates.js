@@ -1,7 +1,8 @@
 /* Message templates in the console's composer (WhatsApp).
  *
  * Loaded before console.js, which calls window.chatbridgeTemplates({h, api, act, toast}) once
- * and then .attach({...}) for each open conversation, and .update(thread) on each refresh.
+ * and then .attach({...}) for each open conversation, and .update(thread) on each refresh;
+ * .describe(message) names the template of a message that has no text (an agent's reply).
  *
  * When a Meta thread's 24-hour customer service window is closed (thread.service_window.open
  * is false) the free-text composer is disabled and says why, and the template picker opens:
@@ -192,6 +193,14 @@
       return { update };
     }
 
-    return { attach };
+    /** A message that is a template without its text (an agent's reply): what was sent. */
+    function describe(m) {
+      const tpl = m && m.meta && m.meta.template;
+      if (!tpl || !tpl.name) return "";
+      const values = Object.entries(tpl.parameters || {}).map(([k, v]) => `${k}: ${v}`);
+      return `Template “${tpl.name}”${tpl.language ? ` (${tpl.language})` : ""}${values.length ? ` — ${values.join(", ")}` : ""}`;
+    }
+
+    return { attach, describe };
   };
 })();

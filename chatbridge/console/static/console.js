@@ -697,7 +697,7 @@
       return h(
         "div",
         { class: `msg ${kind}`, "data-id": m.id, "data-author": who },
-        h("div", { class: "bubble" }, m.text ?? pick(m, "content") ?? ""),
+        h("div", { class: "bubble" }, m.text || templatesKit.describe(m) || (pick(m, "content") ?? "")),
         h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
       );
     }
