@@ -165,3 +165,18 @@ async def test_template_composer_outside_the_window(
     await expect(page.locator("#chat-log")).to_contain_text(
         "Template “welcome_back” — first_name: Asha"
     )
+
+
+async def test_settings_sync_templates(
+    operator: Operator, admin_http: httpx.AsyncClient, meta_gateway: FakeWhatsApp
+) -> None:
+    """The settings page's button syncs again: a template added at Meta shows up."""
+    add_template(meta_gateway, "spring_sale", [{"type": "BODY", "text": "Spring sale!"}])
+    await operator.log_in()
+    await operator.go("settings")
+    await operator.page.get_by_role("button", name="Sync templates from Meta").click()
+    await expect(operator.page.locator("#toasts")).to_contain_text(
+        "3 templates at Meta: 1 added, 2 updated, 0 removed."
+    )
+    names = [x["name"] for x in (await admin_http.get("/api/comms/templates")).json()["templates"]]
+    assert "spring_sale" in names

@@ -2,7 +2,8 @@
  *
  * Loaded before console.js, which calls window.chatbridgeTemplates({h, api, act, toast}) once
  * and then .attach({...}) for each open conversation, and .update(thread) on each refresh;
- * .describe(message) names the template of a message that has no text (an agent's reply).
+ * .describe(message) names the template of a message that has no text (an agent's reply);
+ * .syncButton() is the settings page's "Sync templates from Meta".
  *
  * When a Meta thread's 24-hour customer service window is closed (thread.service_window.open
  * is false) the free-text composer is disabled and says why, and the template picker opens:
@@ -201,6 +202,18 @@
       return `Template “${tpl.name}”${tpl.language ? ` (${tpl.language})` : ""}${values.length ? ` — ${values.join(", ")}` : ""}`;
     }
 
-    return { attach, describe };
+    /** Settings page: read the WhatsApp Business Account's templates from Meta again. */
+    function syncButton() {
+      const button = h("button", { type: "button", class: "btn", id: "templates-sync" }, "Sync templates from Meta");
+      button.addEventListener("click", () =>
+        act(button, async () => {
+          const out = await api("POST", "/api/comms/templates/sync", {});
+          toast(`${out.fetched} templates at Meta: ${out.added} added, ${out.updated} updated, ${out.removed} removed.`);
+        }),
+      );
+      return button;
+    }
+
+    return { attach, describe, syncButton };
   };
 })();

@@ -1179,7 +1179,7 @@
       const form = h(
         "form",
         { id: "settings-form", class: "settings", "aria-label": "Comms settings" },
-        h("div", { class: "form-actions" }, save, test),
+        h("div", { class: "form-actions" }, save, test, templatesKit.syncButton()),
         result,
         GROUPS.map(([name, match]) => {
           const mine = keys.filter(match);
