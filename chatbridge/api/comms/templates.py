@@ -42,7 +42,7 @@ from chatbridge.store.templates import TemplateRecord, TemplateTaken
 
 router = APIRouter()
 
-Name = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[a-z0-9_]+$")]
 Language = Annotated[
     str, Field(min_length=2, max_length=20, pattern=r"^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
 ]
