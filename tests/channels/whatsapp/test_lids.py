@@ -164,9 +164,10 @@ async def test_a_failed_lookup_is_none_logged_and_cached_briefly(
 
 async def test_a_slow_lookup_gives_up_after_its_timeout(waha: Waha) -> None:
     add_lid(waha.fake, LID, PHONE)
-    lids_of(waha.fake).hold = asyncio.Event()  # never set: WAHA does not answer
+    hold = lids_of(waha.fake).hold = asyncio.Event()  # not set: WAHA does not answer
     waha.channel.lids.timeout = 0.3
     parsed = await asyncio.wait_for(waha.parse(waha_message(chat=LID)), 10)
+    hold.set()
     assert isinstance(parsed, InboundMessage)
     assert parsed.channel_key == f"waha:default:{LID}" and parsed.contact is not None
     assert parsed.contact.phone is None
