@@ -89,6 +89,8 @@ class MessageIn(BaseModel):
     text: str = Field(min_length=1, max_length=1_000_000)
     client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbox_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    # the id of the option the visitor clicked among the bot's last choices (protocol 1.2)
+    choice_id: str | None = Field(default=None, min_length=1, max_length=200)
 
     _check = field_validator("text")(_text_ok)
 
@@ -111,6 +113,8 @@ class HistoryMessage(BaseModel):
     client_message_id: str | None = None
     turn_id: str | None = None
     attachments: list[dict[str, Any]] | None = None
+    # a bot message's choices {kind, title?, button?, options}; a visitor's pick {id, title}
+    interactive: dict[str, Any] | None = None
 
 
 class HistoryOut(BaseModel):
@@ -192,6 +196,7 @@ async def post_message(session_id: SessionId, body: MessageIn, request: Request)
         client_message_id=body.client_message_id,
         inbox_id=body.inbox_id,
         ip=ip,
+        choice_id=body.choice_id,
     )
     m = posted.message
     return MessageOut(
@@ -461,14 +466,19 @@ class _LiveSocket:
     async def _user_message(self, frame: dict[str, Any]) -> None:
         content = frame.get("content")
         cmid = frame.get("client_message_id")
+        choice_id = frame.get("choice_id")
         if not isinstance(content, str) or (cmid is not None and not isinstance(cmid, str)):
             raise BadInput("invalid_message", "content must be a string")
+        if choice_id is not None and (not isinstance(choice_id, str) or not choice_id):
+            raise BadInput("invalid_message", "choice_id must be a non-empty string")
         try:
             content.encode("utf-8")
         except UnicodeEncodeError:
             raise BadInput("invalid_message", "content has an unpaired surrogate") from None
         await _limit_message(self.bridge, self.ip, self.session.id)
-        posted = await self.svc.post(self.session.id, content, client_message_id=cmid, ip=self.ip)
+        posted = await self.svc.post(
+            self.session.id, content, client_message_id=cmid, ip=self.ip, choice_id=choice_id
+        )
         if posted.session.uid != self.session.uid:
             # The session had expired: the message started a new conversation; follow it.
             self.session = posted.session

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chatbridge.channels.interactive import choice_metadata, open_offer
 from chatbridge.channels.webchat import (
     CLIENT_ID,
     SESSION_ID,
@@ -58,6 +59,10 @@ def message_view(m: MessageRecord) -> dict[str, Any]:
         out["turn_id"] = f"t_{m.turn_id}"
     if m.attachments:
         out["attachments"] = m.attachments
+    picked = m.meta.get("interactive")
+    if isinstance(picked, dict):
+        # a reply's choices (the widget shows buttons), or the option a visitor picked
+        out["interactive"] = picked
     return out
 
 
@@ -137,10 +142,17 @@ class WebchatService:
         inbox_id: int | None = None,
         ip: str | None = None,
         extra: dict[str, Any] | None = None,
+        choice_id: str | None = None,
     ) -> Posted:
         """Store one visitor message (and its turn). An expired session starts afresh.
 
-        ``inbox_id`` is used only for a session that does not exist at all.
+        ``inbox_id`` is used only for a session that does not exist at all. ``choice_id`` is
+        the option of the conversation's open choices that the visitor clicked: the message
+        then carries ``metadata.interactive = {id, title}`` (protocol 1.2).
+
+        Raises:
+            BadInput: ``unknown_choice`` (400) when no open choice has that id; nothing is
+                stored then.
         """
         check_session_id(session_id)
         check_client_message_id(client_message_id)
@@ -153,6 +165,8 @@ class WebchatService:
         else:
             raise BadInput("unknown_session", f"no session {session_id}", status_code=404)
         session, created = await self.open(session_id, inbox_id=inbox, ip=ip)
+        if choice_id is not None:
+            extra = {**(extra or {}), "interactive": await self._choice(session, choice_id)}
         inbound = self.channel.message(
             session, text, client_message_id=client_message_id, extra=extra
         )
@@ -186,6 +200,17 @@ class WebchatService:
             conversation_id=accepted.conversation_id
             or (message.conversation_id if message else None),
         )
+
+    async def _choice(self, session: WebchatSession, choice_id: str) -> dict[str, str]:
+        offer = await open_offer(self.store, WEBCHAT, session.uid)
+        option = next((o for o in offer.options if o.id == choice_id), None) if offer else None
+        if option is None:
+            raise BadInput(
+                "unknown_choice",
+                f"no open choice {choice_id[:200]!r} in this conversation (the bot's last "
+                "message offers none, or other ones)",
+            )
+        return choice_metadata(option)
 
     async def history(
         self,

@@ -211,6 +211,10 @@
     ".who{font-size:11px;color:var(--_muted);margin:0 6px 2px}",
     ".meta{font-size:11px;color:var(--_muted);margin:2px 6px 0}",
     ".msg--pending .bubble{opacity:.7}",
+    ".choices{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 0}",
+    ".choice{font:inherit;font-size:13px;padding:6px 12px;border-radius:16px;cursor:pointer;",
+    "border:1px solid var(--_user-bg);background:transparent;color:var(--_user-bg)}",
+    ".choice:hover,.choice:focus-visible{background:var(--_user-bg);color:var(--_user-fg)}",
     ".msg--failed .bubble{outline:1px solid #ef4444}",
     ".msg--failed .meta{color:#ef4444}",
     ".msg--streaming .bubble::after{content:'';display:inline-block;width:7px;height:1em;",
@@ -352,6 +356,8 @@
   var queue = (load(QUEUE_KEY) || []).filter(function (item) {
     return item && typeof item.client_message_id === "string" && typeof item.text === "string";
   });
+  // longest option id the widget sends back as choice_id (the bridge takes 200 characters)
+  var CHOICE_ID_MAX = 200;
 
   function persistSession() {
     save(STORE_KEY, {
@@ -366,7 +372,9 @@
     save(
       QUEUE_KEY,
       queue.map(function (item) {
-        return { client_message_id: item.client_message_id, text: item.text, at: item.at };
+        var kept = { client_message_id: item.client_message_id, text: item.text, at: item.at };
+        if (item.choice_id) kept.choice_id = item.choice_id;
+        return kept;
       })
     );
   }
@@ -500,6 +508,8 @@
       view = makeRow(role, text, role === "system" ? null : timeOf(m.created_at));
       if (!quiet) noteUnread(role);
     }
+    clearChoices(); // a newer message closes the choices offered before it
+    if ((role === "agent" || role === "human") && m.interactive) showChoices(view, m.interactive);
     if (id) {
       view.row.setAttribute("data-id", id);
       S.byId[id] = view;
@@ -510,6 +520,38 @@
       if (role === "user") dequeue(m.client_message_id);
     }
     renderTyping();
+  }
+
+  /** The bot's choices as buttons under its message; a click sends the option's title as
+   * the visitor's message, with the option's id (``choice_id``) for the bridge. */
+  function showChoices(view, interactive) {
+    var options = interactive && Array.isArray(interactive.options) ? interactive.options : [];
+    options = options.filter(function (o) {
+      return o && typeof o.id === "string" && typeof o.title === "string" && o.id.length <= CHOICE_ID_MAX;
+    });
+    if (!options.length) return;
+    var box = document.createElement("div");
+    box.className = "choices";
+    box.setAttribute("role", "group");
+    if (typeof interactive.title === "string") box.setAttribute("aria-label", interactive.title);
+    options.forEach(function (o) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "choice";
+      button.textContent = o.title;
+      button.setAttribute("data-choice-id", o.id);
+      if (typeof o.description === "string") button.title = o.description;
+      button.addEventListener("click", function () {
+        submit(o.title, o.id);
+      });
+      box.appendChild(button);
+    });
+    view.row.appendChild(box);
+  }
+
+  function clearChoices() {
+    var boxes = el.log.querySelectorAll(".choices");
+    for (var i = 0; i < boxes.length; i++) boxes[i].remove();
   }
 
   function confirmed(view, id, createdAt) {
@@ -604,13 +646,15 @@
   }
 
   /** The visitor sends ``text``: shown at once, queued (and persisted) until acknowledged. */
-  function submit(text) {
+  function submit(text, choiceId) {
     if (!text || !text.trim()) return false;
     if (text.length > MAX_CHARS) {
       addSystem("That message is too long (at most " + MAX_CHARS + " characters).");
       return false;
     }
     var item = { client_message_id: randomId(), text: text, at: new Date().toISOString() };
+    if (choiceId) item.choice_id = choiceId;
+    clearChoices();
     queue.push(item);
     persistQueue();
     pendingView(item);
@@ -630,11 +674,13 @@
     var ws = S.ws;
     queue.forEach(function (item) {
       if (item.sentOn === ws) return; // at most once per connection; the bridge dedupes retries
-      if (sendFrame({
+      var frame = {
         type: "user_message",
         client_message_id: item.client_message_id,
         content: item.text,
-      })) {
+      };
+      if (item.choice_id) frame.choice_id = item.choice_id;
+      if (sendFrame(frame)) {
         item.sentOn = ws;
       }
     });
@@ -647,10 +693,9 @@
     if (!item || !S.polling || S.wsOpen) return;
     S.flushing = true;
     var sid = S.sessionId;
-    api("POST", "/api/webchat/sessions/" + encodeURIComponent(sid) + "/messages", {
-      text: item.text,
-      client_message_id: item.client_message_id,
-    })
+    var body = { text: item.text, client_message_id: item.client_message_id };
+    if (item.choice_id) body.choice_id = item.choice_id;
+    api("POST", "/api/webchat/sessions/" + encodeURIComponent(sid) + "/messages", body)
       .then(function (res) {
         if (res.session_id && res.session_id === S.sessionId && res.uid && res.uid !== S.uid) {
           // the session had expired: the bridge started a new one for this message
