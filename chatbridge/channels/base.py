@@ -43,7 +43,12 @@ class Capabilities:
     ``notes``: the channel can show the human team a private note that the customer never
     sees (a ``"note"`` action, e.g. the handoff summary: a Chatwoot private note). Where it is
     false the delivery runner finishes a note without a send, and the channel's ``send``
-    refuses one (``PermanentDelivery``) rather than show it to the customer."""
+    refuses one (``PermanentDelivery``) rather than show it to the customer.
+
+    ``choices``: the channel shows a reply's protocol 1.2 ``interactive`` choices itself
+    (WhatsApp: Meta's buttons, numbered text on the other gateways; web chat: buttons). Where
+    it is false the delivery runner sends them as numbered text in the reply
+    (``channels.interactive.with_numbered_choices``)."""
 
     typing: bool = False
     read_receipts: bool = False
@@ -52,6 +57,7 @@ class Capabilities:
     templates: bool = False
     streaming: bool = False
     notes: bool = False
+    choices: bool = False
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select
 
-from chatbridge.models import InboundMessage
+from chatbridge.models import InboundMessage, OutboundAction
 from chatbridge.store import tables as t
 
 if TYPE_CHECKING:
@@ -96,6 +96,15 @@ def numbered_text(text: str | None, offer: Offer) -> str:
         for n, o in enumerate(offer.options, 1)
     ]
     return "\n\n".join([*head, "\n".join(lines)])
+
+
+def with_numbered_choices(action: OutboundAction) -> OutboundAction:
+    """``action`` with its choices written into its text as a numbered list, for a channel
+    that cannot show them (``Capabilities.choices`` false); unchanged without choices."""
+    offer = Offer.from_json(action.interactive)
+    if offer is None:
+        return action
+    return replace(action, text=numbered_text(action.text, offer), interactive=None)
 
 
 def _fold(text: str) -> str:

@@ -85,7 +85,8 @@ class WebchatChannel:
     name = CHANNEL
     # no ``notes``: the widget is the visitor's; the team sees a note in the console's
     # conversation view (the stored message), which needs no channel
-    capabilities = Capabilities(typing=True, streaming=True)
+    # ``choices``: the widget reads a reply's choices from history and shows buttons
+    capabilities = Capabilities(typing=True, streaming=True, choices=True)
     signed = False  # the session id is the visitor's credential; nothing is signed
 
     def __init__(

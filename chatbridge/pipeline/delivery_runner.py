@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatbridge import clock
+from chatbridge.channels.interactive import with_numbered_choices
 from chatbridge.channels.whatsapp.templates import as_text_action
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
@@ -180,6 +181,9 @@ class DeliveryRunner:
             b.metrics.deliveries.labels(channel, d.kind, "not_shown").inc()
             return await self._finish(d, None)
         action = to_action(d)
+        capabilities = getattr(adapter, "capabilities", None)
+        if action.interactive is not None and not getattr(capabilities, "choices", False):
+            action = with_numbered_choices(action)  # choices as "1. Yes\n2. No" in the text
         if d.kind in SEND_MARKED:
             there, external_id = await self._receipt(d, adapter, action)
             if there:

@@ -36,6 +36,7 @@ from chatbridge.channels.whatsapp import lookups, templates
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
 from chatbridge.channels.whatsapp.lids import LidDirectory
+from chatbridge.channels.whatsapp.media import mark_media
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import (
@@ -226,7 +227,11 @@ class WhatsAppChannel:
     # are Meta's interactive messages, numbered text elsewhere (whatsapp/interactive.py).
     # No ``notes``: a WhatsApp chat has no part the customer does not see (the team reads
     # notes in the console).
-    capabilities = Capabilities(typing=True, read_receipts=True, media=True, interactive=True)
+    capabilities = Capabilities(
+        typing=True, read_receipts=True, media=True, interactive=True, choices=True
+    )
+    # how long a message's turn waits for its media to download (media.py; build() sets it)
+    media_hold: float = 20.0
 
     def __init__(
         self,
@@ -298,7 +303,11 @@ class WhatsAppChannel:
         require_provider(settings, name)
         parsed = parse_webhook(name, request.headers, request.body, settings)
         # a WAHA chat named only by @lid gets its phone first (lids.py), then echoes are screened
-        return [await self.screen(await self.lids.resolve(item, settings)) for item in parsed]
+        # and a message's attachments become download jobs stored with it (media.py)
+        return [
+            mark_media(await self.screen(await self.lids.resolve(item, settings)), self.media_hold)
+            for item in parsed
+        ]
 
     def stored(self, message: InboundMessage) -> None:
         """A customer's message is stored: mark it read (in the background, if enabled)."""
@@ -441,7 +450,9 @@ class WhatsAppChannel:
 
 def build(context: ChannelContext) -> WhatsAppChannel:
     """The registry's entry point (``"whatsapp"``): settings read on every use."""
-    return WhatsAppChannel(context.comms_settings, store=context.store)
+    channel = WhatsAppChannel(context.comms_settings, store=context.store)
+    channel.media_hold = context.settings.media_wait_seconds
+    return channel
 
 
 def own_id_forms(external_id: str) -> list[str]:
