@@ -20,6 +20,7 @@ from chatbridge.api import (
     console,
     inbound,
     management,
+    media,
     webchat,
     webchat_compat,
     webhooks,
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.include_router(webchat_compat.router)
     app.include_router(console.router)
     app.include_router(comms_router)
+    app.include_router(media.router)  # public: signed media URLs
     app.add_api_websocket_route("/api/ws/chat/{session_id}", webchat.webchat_socket)
 
     @app.get("/api/protocol/schema.json", tags=["agents"], summary="Agent protocol v1 JSON Schema")

@@ -217,6 +217,15 @@ def _size(n: int) -> str:
     return f"{n / MB:.1f} MiB" if n >= MB else f"{n / 1024:.0f} KiB"
 
 
+def too_large(size: int | None, max_bytes: int) -> MediaRefused:
+    """The refusal of a file over the bridge's cap (``size`` None: it was cut off at it)."""
+    what = f"{_size(size)} is" if size is not None else "the file is"
+    return MediaRefused(
+        "media_too_large",
+        f"{what} over the bridge's limit of {_size(max_bytes)} ({max_bytes} bytes)",
+    )
+
+
 def check_size(kind: Kind, size: int, max_bytes: int) -> None:
     """Refuse ``size`` bytes of ``kind`` over the bridge's cap or WhatsApp's for the kind.
 

@@ -27,8 +27,10 @@ from chatbridge.crm.transcription import TranscriptionWorker
 from chatbridge.metrics import Metrics
 from chatbridge.pipeline.agent_events import AgentEvents
 from chatbridge.pipeline.breaker import CircuitBreaker
+from chatbridge.pipeline.broadcasts import BroadcastWorker, channel_send
 from chatbridge.pipeline.inbound import Accepted, InboundAcceptance
 from chatbridge.pipeline.leases import HeldWork, SendMarks
+from chatbridge.pipeline.media_jobs import MediaWorker
 from chatbridge.pipeline.routing import Routing, hash_token
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
@@ -115,6 +117,23 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             poll_interval=max(1.0, settings.poll_interval),
             retry_base=settings.retry_base_seconds,
             retry_max=max(settings.retry_max_seconds, 1.0),
+        )
+        # inbound media downloads (and voice notes' transcripts); a settled one wakes turns
+        self.media = MediaWorker(
+            self.store,
+            settings,
+            self.comms_settings,
+            on_released=lambda turn_id: self.wake_turns(),
+            retry_base=max(settings.retry_base_seconds, 0.5),
+            retry_max=max(settings.retry_max_seconds, 1.0),
+        )
+        # template broadcasts to CRM segments (pipeline/broadcasts.py), paced and leased
+        self.broadcasts = BroadcastWorker(
+            self.store,
+            self.comms_settings,
+            channel_send(self.channels),
+            owner=settings.instance_id,
+            poll_interval=max(1.0, settings.poll_interval),
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
@@ -204,6 +223,8 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
                 asyncio.create_task(self._deliveries.run(), name="delivery-worker"),
                 asyncio.create_task(self._housekeeping(), name="housekeeping"),
                 asyncio.create_task(self.transcriptions.run(), name="transcription-worker"),
+                asyncio.create_task(self.broadcasts.run(), name="broadcast-worker"),
+                asyncio.create_task(self.media.run(), name="media-worker"),
             ]
         self.started = True
         log.info(
@@ -221,6 +242,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
     async def stop(self) -> None:
         """Stop claiming, let in-flight work finish for ``drain_seconds``, then cancel."""
         await self.begin_shutdown()
+        await self.broadcasts.stop(self.settings.drain_seconds)  # the send in flight recorded
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

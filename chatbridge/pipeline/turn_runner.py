@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbridge import clock
 from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
+from chatbridge.media.signing import sign_frame_media
 from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import GiveUp, decide_retry
@@ -253,7 +254,8 @@ class TurnRunner:
                     seq=turn.id,
                     agent_id=agent_id,
                     conversation_id=turn.conversation_id,
-                    frame=build_user_message(turn, deadline),
+                    # stored media get short-lived signed URLs (media.signing)
+                    frame=sign_frame_media(build_user_message(turn, deadline), s),
                     deadline=deadline,
                 )
                 typing = (

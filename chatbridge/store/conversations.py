@@ -25,6 +25,7 @@ from chatbridge.store.base import (
 )
 from chatbridge.store.hot import GroupCommit, HotTx, Row, dumps, loads
 from chatbridge.store.hot_sql import PG_BATCH
+from chatbridge.store.media import MEDIA_KEY, PlannedMedia, plan_media, queue_media_hot
 from chatbridge.store.records import (
     ConversationRecord,
     DeliverySpec,
@@ -36,11 +37,19 @@ from chatbridge.store.records import (
 
 
 def _inbound_row(
-    msg: InboundMessage, message_id: str, conversation_id: str, turn_id: int | None
+    msg: InboundMessage,
+    message_id: str,
+    conversation_id: str,
+    turn_id: int | None,
+    media: PlannedMedia | None = None,
 ) -> tuple[Any, ...]:
     """A customer's message as a ``messages`` row (``message_insert_new``,
-    ``PG_BATCH.messages``); its dedupe key is the channel's message id."""
+    ``PG_BATCH.messages``); its dedupe key is the channel's message id. Media to download
+    (``media``) are named by their media ids, never by the provider's URLs."""
     external = msg.external_message_id
+    meta = msg.metadata
+    if media is not None:
+        meta = {k: v for k, v in meta.items() if k != MEDIA_KEY}
     return (
         message_id,
         conversation_id,
@@ -49,7 +58,9 @@ def _inbound_row(
         msg.text,
         msg.content_type,
         dumps(
-            [
+            media.attachments
+            if media is not None
+            else [
                 {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
                 for a in msg.attachments
             ]
@@ -57,9 +68,14 @@ def _inbound_row(
         f"{msg.channel}:{external}" if external else None,
         external,
         turn_id,
-        dumps({"context": msg.context, **msg.metadata}),
+        dumps({"context": msg.context, **meta}),
         msg.received_at,
     )
+
+
+def _batchable(item: _Ingest) -> bool:
+    """Whether a message may be written set-wise: a route without policies, no media."""
+    return item.route.policies.is_default() and MEDIA_KEY not in item.msg.metadata
 
 
 @dataclass(slots=True)
@@ -169,12 +185,24 @@ class ConversationStore(StoreBase):
                 ),
             )
             turn_id = cast(Row, turn_row)[0]  # INSERT … RETURNING: one row
+        # media to download: their jobs go in this transaction (only media messages pay)
+        media = plan_media(msg.metadata[MEDIA_KEY]) if MEDIA_KEY in msg.metadata else None
         inserted = await tx.fetchrow(
-            q.message_insert_new, _inbound_row(msg, message_id, conv.id, turn_id)
+            q.message_insert_new, _inbound_row(msg, message_id, conv.id, turn_id, media)
         )
         if inserted is None:
             # Seen before: abort the whole transaction (receipt, upserts, turn included).
             raise _Duplicate("message_id")
+        if media is not None:
+            await queue_media_hot(
+                tx,
+                media,
+                conversation_id=conv.id,
+                message_id=message_id,
+                turn_id=turn_id,
+                turn_at=available_at or now,
+                now=now,
+            )
         for spec in decision.deliveries:
             if spec.kind == "message":
                 await self._bot_message_hot(tx, conv.id, None, spec, now)
@@ -299,8 +327,9 @@ class ConversationStore(StoreBase):
         # A route with policies may look at its conversation's turns or write more than a
         # turn: its messages are written one at a time, in arrival order, after the rest
         # (all messages of a conversation share its route, so none is split across paths).
-        if not all(item.route.policies.is_default() for item in items):
-            plain = [i for i, item in enumerate(items) if item.route.policies.is_default()]
+        # Media messages (download jobs to queue) go that way too: a few per burst at most.
+        if not all(_batchable(item) for item in items):
+            plain = [i for i, item in enumerate(items) if _batchable(item)]
             if plain:
                 written = await self._ingest_many(tx, [items[i] for i in plain])
                 for i, result in zip(plain, written, strict=True):
