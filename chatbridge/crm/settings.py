@@ -73,6 +73,12 @@ class CommsSettings(BaseSettings):
     # the WhatsApp Business Account whose templates are synced (CHATBRIDGE_COMMS_META_WABA_ID)
     meta_waba_id: str | None = None
 
+    # broadcasts (pipeline/broadcasts.py): the default pace, messages per second. WAHA and
+    # Evolution drive a phone's WhatsApp session, which has no published limit: keep it low
+    # (CHATBRIDGE_COMMS_BROADCAST_RATE); Meta: the number's throughput tier (80/s by default)
+    broadcast_rate: float = Field(default=1.0, gt=0, le=1000)
+    broadcast_meta_rate: float = Field(default=80.0, gt=0, le=1000)
+
     # call recordings → transcripts
     transcription_provider: TranscriptionProvider = "none"
     transcription_base_url: str = "https://api.openai.com/v1"

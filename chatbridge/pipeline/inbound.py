@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbridge import clock
 from chatbridge.channels.interactive import resolve_choice
+from chatbridge.channels.whatsapp.base import own_id_forms
 from chatbridge.crm.linking import link_inbound
 from chatbridge.errors import UnknownInbox
 from chatbridge.models import (
@@ -100,6 +101,11 @@ class InboundAcceptance:
             message_id = await self.store.set_message_status(
                 parsed.external_message_id, parsed.status, parsed.error
             )
+            if message_id is None and parsed.channel == "whatsapp":
+                # a broadcast's template has no message row: its recipient row takes it
+                forms = own_id_forms(parsed.external_message_id)
+                if await self.store.apply_broadcast_status(forms, parsed.status, parsed.error):
+                    return Accepted("stored", reason=f"broadcast:{parsed.status}")
             if message_id is None:
                 if parsed.channel_key is not None and parsed.status != "failed":
                     echo = DeliveryReceipt(

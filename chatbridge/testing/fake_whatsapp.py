@@ -93,6 +93,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-case names
     json: Any
+    at: float = field(default_factory=time.monotonic)  # when it arrived (pacing tests)
 
 
 @dataclass(frozen=True, slots=True)

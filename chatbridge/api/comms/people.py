@@ -3,6 +3,7 @@ E.164 and, with auto-linking on, links the threads of that phone."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
@@ -12,6 +13,7 @@ from pydantic import Field
 from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, e164, not_found, storing
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.crm.segments import SegmentProblem, normalize_tags
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.crm.rows import NewPerson, PersonChanges
@@ -26,6 +28,8 @@ class PersonBody(Body):
     company: str | None = Field(default=None, max_length=300)
     external_ref: str | None = Field(default=None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    opted_out: bool = False  # true: no broadcasts (stored as opted_out_at = now)
 
 
 class PersonPatch(Body):
@@ -35,18 +39,32 @@ class PersonPatch(Body):
     company: str | None = Field(default=None, max_length=300)
     external_ref: str | None = Field(default=None, max_length=200)
     meta: dict[str, Any] | None = None
+    tags: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=100)
+    opted_out: bool | None = None
+
+
+def _tags(raw: list[str]) -> list[str]:
+    try:
+        return normalize_tags(raw)
+    except SegmentProblem as exc:
+        raise BadInput("invalid_request", str(exc), status_code=422) from exc
 
 
 @router.get("/people", responses=ERRORS)
 async def list_people(
     q: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    opted_out: bool | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
     bridge: Bridge = Depends(get_bridge),
 ) -> dict[str, Any]:
-    """People by name (search: name, phone, email)."""
+    """People by name (search: name, phone, email); ``tag`` and ``opted_out`` filter."""
+    tag = _tags([tag])[0] if tag else None
     async with storing():
-        people, total = await bridge.store.list_people(q=q, limit=limit, offset=offset)
+        people, total = await bridge.store.list_people(
+            q=q, limit=limit, offset=offset, tag=tag, opted_out=opted_out
+        )
     return {"people": people, "total": total, "limit": limit, "offset": offset}
 
 
@@ -65,6 +83,8 @@ async def create_person(body: PersonBody, bridge: Bridge = Depends(get_bridge)) 
         "company": body.company,
         "external_ref": body.external_ref,
         "meta": body.meta,
+        "tags": _tags(body.tags),
+        "opted_out_at": time.time() if body.opted_out else None,
     }
     async with storing():
         person, linked = await bridge.store.create_person(
@@ -96,6 +116,16 @@ async def update_person(
         changes["meta"] = {}
     if "phone" in changes:
         changes["phone"] = e164(bridge, changes["phone"])
+    if "tags" in changes:
+        changes["tags"] = _tags(changes["tags"] or [])
+    if "opted_out" in changes:
+        wanted = changes.pop("opted_out")
+        if wanted is not None:
+            current = await bridge.store.get_person(person_id)
+            if current is None:
+                raise not_found("person", person_id)
+            # opting out again keeps the first time; opting back in clears it
+            changes["opted_out_at"] = (current["opted_out_at"] or time.time()) if wanted else None
     # PersonPatch's fields are a person's, and a null name was refused above
     typed = cast(PersonChanges, changes)
     async with storing():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, cast, delete, func, or_, select, update
 
 from chatbridge.errors import BadInput
 from chatbridge.ids import new_id
@@ -26,6 +26,12 @@ from chatbridge.store.crm.rows import (
     read_notes,
     read_tasks,
 )
+
+
+def like_quoted(tag: str) -> str:
+    """A LIKE pattern for ``"tag"`` inside a JSON list's text (wildcards escaped)."""
+    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f'%"{escaped}"%'
 
 
 class PhoneTaken(BadInput):
@@ -64,6 +70,8 @@ class PeopleStore(ThreadLinkStore):
             "company": values.get("company"),
             "external_ref": values.get("external_ref"),
             "meta": values.get("meta") or {},
+            "tags": values.get("tags") or [],
+            "opted_out_at": values.get("opted_out_at"),
             "created_at": now,
             "updated_at": now,
         }
@@ -97,11 +105,25 @@ class PeopleStore(ThreadLinkStore):
             }
 
     async def list_people(
-        self, *, q: str | None, limit: int, offset: int
+        self,
+        *,
+        q: str | None,
+        limit: int,
+        offset: int,
+        tag: str | None = None,
+        opted_out: bool | None = None,
     ) -> tuple[list[Person], int]:
-        """People by name (``q`` searches name, phone and email), and how many match in all."""
+        """People by name (``q`` searches name, phone and email; ``tag``: who has it;
+        ``opted_out``: who did / did not opt out), and how many match in all."""
         p = t.people
         stmt = select(p)
+        if opted_out is not None:
+            stmt = stmt.where(
+                p.c.opted_out_at.is_not(None) if opted_out else p.c.opted_out_at.is_(None)
+            )
+        if tag:
+            # tags are a JSON list of lower-case words: match the quoted element in its text
+            stmt = stmt.where(cast(p.c.tags, String).like(like_quoted(tag), escape="\\"))
         if q:
             pattern = like(q)
             stmt = stmt.where(

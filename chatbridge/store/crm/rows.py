@@ -14,7 +14,16 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import Conn
 
 # The columns a person is written with (the rest are the store's own).
-PERSON_FIELDS = ("name", "phone", "email", "company", "external_ref", "meta")
+PERSON_FIELDS = (
+    "name",
+    "phone",
+    "email",
+    "company",
+    "external_ref",
+    "meta",
+    "tags",
+    "opted_out_at",
+)
 
 
 class PersonRef(TypedDict):
@@ -33,6 +42,8 @@ class Person(TypedDict):
     company: str | None
     external_ref: str | None  # the id in the user's own CRM
     meta: dict[str, Any]  # the user's own JSON
+    tags: list[str]  # lower case; broadcast segments filter on them
+    opted_out_at: float | None  # no broadcasts after this
     created_at: float
     updated_at: float
 
@@ -83,6 +94,8 @@ class _PersonOptional(TypedDict, total=False):
     company: str | None
     external_ref: str | None
     meta: dict[str, Any]
+    tags: list[str]
+    opted_out_at: float | None
 
 
 class NewPerson(_PersonOptional):
@@ -140,6 +153,8 @@ def person_row(row: Row[Any]) -> Person:
         "company": row.company,
         "external_ref": row.external_ref,
         "meta": row.meta or {},
+        "tags": list(row.tags or []),
+        "opted_out_at": row.opted_out_at,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
