@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from chatbridge.channels.whatsapp import WhatsAppChannel
@@ -42,6 +43,7 @@ class Env:
     fake: FakeWhatsApp
     channel: WhatsAppChannel
     store: Store
+    url: str
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ async def env(store: Store) -> AsyncIterator[Env]:
         )
         channel = WhatsAppChannel(lambda: settings, store=store, timeout=5)
         try:
-            yield Env(app.state.fake, channel, store)
+            yield Env(app.state.fake, channel, store, url)
         finally:
             await channel.aclose()
 
@@ -232,3 +234,20 @@ async def test_the_fake_refuses_a_wrong_token_like_meta(env: Env) -> None:
     with pytest.raises(PermanentDelivery, match="HTTP 401"):
         await env.channel.send(action(META, {"name": "booking", "parameters": params}))
     assert env.fake.requests[-1].path == "/v23.0/106540352242922/messages"
+    meta_401 = {
+        "error": {
+            "message": "Invalid OAuth access token - Cannot parse access token",
+            "type": "OAuthException",
+            "code": 190,
+            "fbtrace_id": "AFakeTraceId",
+        }
+    }
+    async with httpx.AsyncClient(base_url=env.url) as gateway:
+        for method, path in (
+            ("GET", "/v23.0/102290129340398/message_templates"),
+            ("POST", "/v23.0/106540352242922/messages"),
+        ):
+            for headers in ({}, {"Authorization": "Bearer meta-token"}):
+                body = {"messaging_product": "whatsapp", "type": "template", "template": {}}
+                r = await gateway.request(method, path, headers=headers, json=body)
+                assert (r.status_code, r.json()) == (401, meta_401)
