@@ -358,30 +358,32 @@ class BroadcastStore(StoreBase):
         allowed = {"pause": ("queued", "running"), "resume": ("paused",), "cancel": _OPEN}
         target = {"pause": "paused", "resume": "queued", "cancel": "cancelled"}[action]
         now = time.time()
+        values: dict[str, Any] = {
+            "state": target,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if target == "cancelled":
+            values["finished_at"] = now
         async with self._tx() as conn:
-            row = (
-                await conn.execute(select(b.c.state).where(b.c.id == broadcast_id))
-            ).scalar_one_or_none()
-            if row is None:
-                return "missing"
-            if row not in allowed[action]:
-                return f"conflict:{row}"
-            values: dict[str, Any] = {
-                "state": target,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "updated_at": now,
-            }
+            # one conditional UPDATE: a worker's claim between a read and a write cannot slip in
+            changed = await conn.execute(
+                update(b)
+                .where(and_(b.c.id == broadcast_id, b.c.state.in_(allowed[action])))
+                .values(**values)
+            )
+            if not changed.rowcount:
+                state = (
+                    await conn.execute(select(b.c.state).where(b.c.id == broadcast_id))
+                ).scalar_one_or_none()
+                return "missing" if state is None else f"conflict:{state}"
             if target == "cancelled":
-                values["finished_at"] = now
                 await conn.execute(
                     update(br)
                     .where(and_(br.c.broadcast_id == broadcast_id, br.c.state == "queued"))
                     .values(state="skipped", reason="cancelled", updated_at=now)
                 )
-            await conn.execute(
-                update(b).where(and_(b.c.id == broadcast_id, b.c.state == row)).values(**values)
-            )
             record = await self._read_broadcast(conn, broadcast_id)
         assert record is not None
         return record
