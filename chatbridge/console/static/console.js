@@ -14,6 +14,7 @@
   const view = document.getElementById("view");
   const policiesUi = window.chatbridgeRoutePolicies(h); // route-policies.js
   const templatesKit = window.chatbridgeTemplates({ h, api, act, toast }); // console-templates.js
+  const mediaKit = window.chatbridgeMedia({ h, api }); // console-media.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -697,7 +698,8 @@
       return h(
         "div",
         { class: `msg ${kind}`, "data-id": m.id, "data-author": who },
-        h("div", { class: "bubble" }, m.text || templatesKit.describe(m) || (pick(m, "content") ?? "")),
+        h("div", { class: "bubble" }, m.text || templatesKit.describe(m) || mediaKit.describe(m) || (pick(m, "content") ?? "")),
+        mediaKit.render(m),
         h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
       );
     }
