@@ -13,26 +13,65 @@ A body that breaks a rule is refused as Meta refuses it: 400, ``(#131009) Parame
 not valid`` with the reason in ``error_data.details``; a wrong token is 401 (code 190). An
 accepted one is answered by the fake's ordinary Meta send (``fake_whatsapp._meta``) and kept
 in ``fake.ext["interactive"]["sent"]`` (the ``interactive`` objects, in order).
+
+Media out lives here too (the fake's extension list is fixed; sending media is this part's):
+
+* ``POST /{version}/{phone number id}/media``, multipart ``messaging_product=whatsapp``,
+  ``type`` and ``file`` (Bearer token) → ``{"id": "<media id>"}``; the file is kept in
+  ``fake.ext["interactive"]["uploads"][id]`` (``Upload``). A missing field is 400 (code 100).
+* a media message (``type`` image/audio/video/document/sticker) sent by ``id`` must name an
+  uploaded file (else 400, code 100), as Meta refuses an unknown media id.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
-    from fastapi import Request
-
     from chatbridge.testing.fake_whatsapp import FakeWhatsApp
 
 KEY = "interactive"
+MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file uploaded to the fake Graph API's ``/media``."""
+
+    data: bytes
+    mime: str
+    filename: str | None
 
 
 def state(fake: FakeWhatsApp) -> dict[str, Any]:
-    """``{"sent": [interactive objects Meta accepted]}``."""
-    found: dict[str, Any] = fake.ext.setdefault(KEY, {"sent": []})
+    """``{"sent": [interactive objects Meta accepted], "uploads": {media id: Upload}}``."""
+    found: dict[str, Any] = fake.ext.setdefault(KEY, {"sent": [], "uploads": {}})
     return found
+
+
+def _param_error(message: str) -> Response:
+    return JSONResponse(
+        {"error": {"message": message, "type": "OAuthException", "code": 100}}, status_code=400
+    )
+
+
+async def _upload(fake: FakeWhatsApp, request: Request) -> Response:
+    async with request.form() as form:  # closes the spooled upload
+        file = form.get("file")
+        if form.get("messaging_product") != "whatsapp":
+            return _param_error("(#100) The parameter messaging_product is required.")
+        if not isinstance(form.get("type"), str) or not form.get("type"):
+            return _param_error("(#100) The parameter type is required.")
+        if file is None or isinstance(file, str):
+            return _param_error("(#100) The parameter file is required.")
+        uploads = state(fake)["uploads"]
+        media_id = str(900_000_000_000 + len(uploads) + 1)
+        uploads[media_id] = Upload(await file.read(), str(form["type"]), file.filename)
+    return JSONResponse({"id": media_id})
 
 
 def _invalid(details: str) -> Response:
@@ -137,6 +176,31 @@ async def handle(
     """Check Meta interactive sends; None for every other request (and for an accepted one,
     which the ordinary send answers)."""
     parts = path.strip("/").split("/")
+    if (
+        len(parts) == 3
+        and parts[0].startswith("v")
+        and parts[2] in ("media", "messages")
+        and request.method == "POST"
+        and fake.meta_token
+        and headers.get("authorization") != f"Bearer {fake.meta_token}"
+    ):
+        return None  # the ordinary Meta endpoint answers 401 as Meta does
+    if len(parts) == 3 and parts[0].startswith("v") and parts[2] == "media":
+        if request.method != "POST" or parts[1] not in fake.meta_phone_numbers:
+            return None
+        return await _upload(fake, request)
+    if (
+        len(parts) == 3
+        and parts[0].startswith("v")
+        and parts[2] == "messages"
+        and isinstance(body, dict)
+        and body.get("type") in MEDIA_TYPES
+    ):
+        media = body.get(str(body["type"]))
+        media_id = media.get("id") if isinstance(media, dict) else None
+        if media_id is not None and media_id not in state(fake)["uploads"]:
+            return _param_error(f"(#100) Invalid parameter: unknown media id {media_id}")
+        return None
     if (
         len(parts) != 3
         or not parts[0].startswith("v")

@@ -32,7 +32,7 @@ from chatbridge.channels import interactive
 from chatbridge.channels.base import Capabilities, ChannelContext, InboundRequest
 from chatbridge.channels.echoes import SentTexts
 from chatbridge.channels.whatsapp import interactive as wa_interactive
-from chatbridge.channels.whatsapp import lookups, templates
+from chatbridge.channels.whatsapp import lookups, media_out, templates
 from chatbridge.channels.whatsapp.gateway import GatewayError, GatewayHttp
 from chatbridge.channels.whatsapp.ids import ChatAddress
 from chatbridge.channels.whatsapp.lids import LidDirectory
@@ -51,6 +51,7 @@ from chatbridge.models import (
 )
 
 if TYPE_CHECKING:
+    from chatbridge.config import Settings
     from chatbridge.store import Store
 
 log = logging.getLogger("chatbridge.whatsapp")
@@ -232,6 +233,8 @@ class WhatsAppChannel:
     )
     # how long a message's turn waits for its media to download (media.py; build() sets it)
     media_hold: float = 20.0
+    # the bridge's settings (media folder, public URL): stored files are sent as bytes
+    media_settings: Settings | None = None
 
     def __init__(
         self,
@@ -386,7 +389,11 @@ class WhatsAppChannel:
     ) -> str | None:
         text = action.text or ""
         ids: list[str | None] = []
-        attachments = [a for a in action.attachments if a.url]
+        # stored files read, every attachment checked against WhatsApp's limits: before the
+        # first send, so a refused reply sends nothing (media_out.py)
+        attachments = await media_out.prepare(
+            [a for a in action.attachments if a.url], self.store, self.media_settings
+        )
         caption: str | None = text or None
         offer = interactive.Offer.from_json(action.interactive)
         if offer is not None:  # the words go with the choices, after any attachment
@@ -452,6 +459,7 @@ def build(context: ChannelContext) -> WhatsAppChannel:
     """The registry's entry point (``"whatsapp"``): settings read on every use."""
     channel = WhatsAppChannel(context.comms_settings, store=context.store)
     channel.media_hold = context.settings.media_wait_seconds
+    channel.media_settings = context.settings  # where stored media are read for sending
     return channel
 
 

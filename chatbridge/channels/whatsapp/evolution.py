@@ -43,6 +43,7 @@ from chatbridge.channels.whatsapp.inbound import (
     sent_message,
 )
 from chatbridge.channels.whatsapp.interactive import evolution_choice
+from chatbridge.channels.whatsapp.media_out import StoredAttachment
 from chatbridge.channels.whatsapp.signatures import verify_evolution
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import Attachment, Ignored, ParsedWebhook, StatusUpdate
@@ -274,14 +275,16 @@ class Provider:
     ) -> str | None:
         number = number_of(chat.chat_id)
         kind = (attachment.mime or "").partition("/")[0]
+        # the bridge's own file goes as base64 (Evolution takes a URL or base64)
+        media = attachment.base64() if isinstance(attachment, StoredAttachment) else attachment.url
         if kind == "audio":
-            body: dict[str, Any] = {"number": number, "audio": attachment.url}
+            body: dict[str, Any] = {"number": number, "audio": media}
             path = f"/message/sendWhatsAppAudio/{chat.instance}"
             return _sent_id(await self._post(path, body, "sendWhatsAppAudio"))
         body = {
             "number": number,
             "mediatype": kind if kind in ("image", "video") else "document",
-            "media": attachment.url,
+            "media": media,
         }
         if attachment.mime:
             body["mimetype"] = attachment.mime

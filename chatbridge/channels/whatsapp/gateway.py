@@ -93,13 +93,15 @@ class GatewayHttp:
         headers: Mapping[str, str],
         body: Any = None,
         secrets: tuple[str | None, ...] = (),
+        form: aiohttp.FormData | None = None,
     ) -> Any:
         """Call the gateway; return its JSON answer (``None`` for an empty or non-JSON body).
+        ``form`` sends a multipart body instead of JSON (Meta's media upload).
 
         Raises:
             GatewayError: unreachable, timed out, or a non-2xx answer.
         """
-        data = None
+        data: bytes | aiohttp.FormData | None = form
         all_headers = {"Accept": "application/json", **headers}
         if body is not None:
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -19,6 +19,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
+
 from chatbridge.channels.base import load_object
 from chatbridge.channels.whatsapp.base import ProviderCheck, ProviderContext
 from chatbridge.channels.whatsapp.gateway import GatewayError
@@ -34,6 +36,7 @@ from chatbridge.channels.whatsapp.inbound import (
     require_str,
 )
 from chatbridge.channels.whatsapp.interactive import meta_choice
+from chatbridge.channels.whatsapp.media_out import StoredAttachment
 from chatbridge.channels.whatsapp.signatures import verify_meta
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
@@ -311,12 +314,39 @@ class Provider:
         kind = (attachment.mime or "").partition("/")[0]
         kind = kind if kind in ("image", "video", "audio") else "document"
         media: dict[str, Any] = {"link": attachment.url}
+        if isinstance(attachment, StoredAttachment):  # the bridge's file: uploaded, sent by id
+            media = {"id": await self.upload_media(chat, attachment)}
         if caption and kind != "audio":
             media["caption"] = caption
         if kind == "document" and attachment.name:
             media["filename"] = attachment.name
         body = {**self._recipient(chat), "type": kind, kind: media}
         return _sent_id(await self._post(chat, body, f"send {kind}"))
+
+    async def upload_media(self, chat: ChatAddress, attachment: StoredAttachment) -> str:
+        """Upload a file the bridge holds: ``POST /{phone number id}/media`` (multipart:
+        ``messaging_product``, ``type``, ``file``) → its media id (valid 30 days)."""
+        if not self._token:
+            raise PermanentDelivery("meta_cloud: no access token is set (meta_access_token)")
+        mime = attachment.mime or "application/octet-stream"
+        form = aiohttp.FormData()
+        form.add_field("messaging_product", "whatsapp")
+        form.add_field("type", mime)
+        form.add_field(
+            "file", attachment.data, filename=attachment.name or "file", content_type=mime
+        )
+        result = await self._http.send(
+            "POST",
+            f"{self._base}/{chat.instance}/media",
+            what="Meta upload media",
+            headers=self._headers,
+            form=form,
+            secrets=(self._token,),
+        )
+        media_id = result.get("id") if isinstance(result, dict) else None
+        if not isinstance(media_id, str) or not media_id:
+            raise PermanentDelivery("meta_cloud: the media upload answered no id")
+        return media_id
 
     async def send_template(self, chat: ChatAddress, template: dict[str, Any]) -> str | None:
         """Send a ``type: "template"`` message (``templates.meta_template`` builds it): the

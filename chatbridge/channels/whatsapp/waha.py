@@ -57,6 +57,7 @@ from chatbridge.channels.whatsapp.inbound import (
     require_str,
     sent_message,
 )
+from chatbridge.channels.whatsapp.media_out import StoredAttachment
 from chatbridge.channels.whatsapp.signatures import verify_waha
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.models import Attachment, Ignored, ParsedWebhook, StatusUpdate
@@ -351,6 +352,8 @@ class Provider:
     ) -> str | None:
         endpoint = _media_endpoint(attachment.mime)
         file: dict[str, Any] = {"url": attachment.url}
+        if isinstance(attachment, StoredAttachment):
+            file = {"data": attachment.base64()}  # the bridge's file: its bytes, not a link
         if attachment.mime:
             file["mimetype"] = attachment.mime
         if attachment.name:
