@@ -133,6 +133,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             self.comms_settings,
             channel_send(self.channels),
             owner=settings.instance_id,
+            lease_seconds=settings.lease_seconds,
             poll_interval=max(1.0, settings.poll_interval),
         )
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,0 +1,134 @@
+"""A 1,000-recipient broadcast, the bridge process SIGKILLed halfway and started again (as
+another instance, after the dead one's lease ran out): nobody gets the template twice, and
+everyone the fake WAHA did not get it from the first life gets it from the second.
+
+The bridge is a real child process (``python -m chatbridge serve``) sending through the real
+WhatsApp channel to the fake WAHA served here; the kill lands while it is sending at 200/s,
+so one send may be cut off between the gateway call and its record: that recipient is then
+``uncertain`` (at most one: sends go one at a time) and is not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from chatbridge.store import Store
+from chatbridge.testing.fake_whatsapp import create_fake_whatsapp
+from chatbridge.testing.servers import serve_app
+from tests.broadcasts.rig import WAHA_KEY, add_people, add_template, create, waha_settings
+from tests.e2e.harness import free_port, wait_until
+
+PEOPLE = 1000
+RATE = 200.0
+LEASE_SECONDS = 2.0
+
+
+class BridgeProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, instance: str) -> None:
+        port = free_port()
+        env = {**self.env, "CHATBRIDGE_INSTANCE_ID": instance}
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "chatbridge", "serve", "--port", str(port)),
+                env=env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        async with httpx.AsyncClient() as http:
+
+            async def ready() -> bool:
+                assert self.proc is not None and self.proc.returncode is None, self.log.read_text()
+                try:
+                    r = await http.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                except httpx.HTTPError:
+                    return False
+                return r.status_code == 200
+
+            await wait_until(ready, timeout=60)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(self.proc.wait(), 10)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def test_sigkill_halfway_then_resume_sends_everyone_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    fake_app = create_fake_whatsapp()
+    fake = fake_app.state.fake
+    async with serve_app(fake_app) as fake_url:
+        store = Store(database_url)
+        await store.migrate()
+        try:
+            await add_people(store, PEOPLE, opted_out={3})
+            settings = waha_settings(fake_url)
+            record = await create(store, settings, await add_template(store), rate=RATE)
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("CHATBRIDGE_")},
+                "CHATBRIDGE_DATABASE_URL": database_url,
+                "CHATBRIDGE_AUTO_MIGRATE": "true",
+                "CHATBRIDGE_LEASE_SECONDS": str(LEASE_SECONDS),
+                "CHATBRIDGE_POLL_INTERVAL": "0.05",
+                "CHATBRIDGE_COMMS_PROVIDER": "waha",
+                "CHATBRIDGE_COMMS_WAHA_BASE_URL": fake_url,
+                "CHATBRIDGE_COMMS_WAHA_API_KEY": WAHA_KEY,
+                "CHATBRIDGE_COMMS_WAHA_SESSION": "default",
+            }
+            bridge = BridgeProcess(env, tmp_path / "bridge.log")
+            try:
+                await bridge.start("bc-1")
+                await wait_until(lambda: len(fake.calls("/api/sendText")) >= PEOPLE // 2, 60)
+                await bridge.kill()
+                at_kill = len(fake.calls("/api/sendText"))
+                assert at_kill < PEOPLE - 1, "the kill came after the end: nothing to resume"
+                mid = await store.get_broadcast(record.id)
+                assert mid is not None and mid.state == "running"
+
+                await bridge.start("bc-2")  # another instance: takes over the dead lease
+
+                async def finished() -> bool:
+                    b = await store.get_broadcast(record.id)
+                    return b is not None and b.state == "done"
+
+                await wait_until(finished, 60)
+            finally:
+                await bridge.stop()
+
+            per_chat = Counter(c.json["chatId"] for c in fake.calls("/api/sendText"))
+            assert max(per_chat.values()) == 1, per_chat.most_common(3)
+            rows, total = await store.list_recipients(record.id, limit=200 * 6)
+            assert total == PEOPLE
+            by_state = Counter(r.state for r in rows)
+            assert by_state["skipped"] == 1 and by_state["uncertain"] <= 1, by_state
+            assert by_state["sent"] + by_state["uncertain"] == PEOPLE - 1, by_state
+            for r in rows:
+                chat = (r.address or "").rsplit(":", 1)[-1]
+                if r.state == "sent":
+                    assert per_chat[chat] == 1, r
+                elif r.state == "skipped":
+                    assert per_chat[chat] == 0, r
+            assert len(per_chat) in (PEOPLE - 1, PEOPLE - 2)  # the uncertain one: 0 or 1
+        finally:
+            await store.close()
