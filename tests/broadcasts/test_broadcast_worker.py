@@ -59,7 +59,7 @@ async def test_thousand_recipients_paced_at_the_rate_each_once(store: Store) -> 
         per_chat = Counter(c.json["chatId"] for c in calls)
         assert set(per_chat.values()) == {1}
         assert "15550000007@c.us" not in per_chat and "15550000500@c.us" not in per_chat
-        # the pace: n sends never come faster than the bucket allows (burst + rate × time)
+        # the pace: n sends never come faster than the bucket allows (burst + rate * time)
         times = [c.at for c in calls]
         for i in range(0, len(times), 50):
             for j in range(i + 1, len(times), 97):
