@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
+from chatbridge import clock
 from chatbridge.channels.whatsapp.media import PermanentDownload, RetryableDownload, download
 from chatbridge.config import Settings
 from chatbridge.crm.settings import CommsSettings
@@ -199,7 +199,7 @@ class MediaWorker:
             max_attempts=MAX_ATTEMPTS,
             kind=kind,
             error=error,
-            now=time.time(),
+            now=clock.now(),
             base=self.retry_base,
             cap=self.retry_max,
         )

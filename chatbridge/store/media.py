@@ -18,13 +18,13 @@ bridge signs a short-lived URL for them when a turn or the console reads them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sqlalchemy import and_, or_, select, update
 
+from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.store import tables as t
 from chatbridge.store.base import Conn, StoreBase
@@ -174,7 +174,7 @@ class MediaStore(StoreBase):
         conversation_id: str | None = None,
     ) -> MediaRecord:
         """Index a file written to the media folder by an upload (``done`` at once)."""
-        now = time.time()
+        now = clock.now()
         values = {
             "id": media_id or new_id("md"),
             "conversation_id": conversation_id,
@@ -223,7 +223,7 @@ class MediaStore(StoreBase):
     ) -> list[MediaRecord]:
         """Lease due download jobs: queued and due, or running under a lease that ran out."""
         m = t.media
-        now = time.time()
+        now = clock.now()
         due = or_(
             and_(m.c.state == "queued", m.c.available_at <= now),
             and_(m.c.state == RUNNING, m.c.lease_expires_at < now),
@@ -301,7 +301,7 @@ class MediaStore(StoreBase):
                         state="queued",
                         available_at=retry_at,
                         last_error=error[:2000],
-                        updated_at=time.time(),
+                        updated_at=clock.now(),
                         **RELEASED,
                     )
                 )
@@ -320,7 +320,7 @@ class MediaStore(StoreBase):
         text: str | None,
     ) -> int | bool | None:
         m, msgs = t.media, t.messages
-        now = time.time()
+        now = clock.now()
         async with self._tx() as conn:
             done = await conn.execute(
                 fenced_update(m, media_id, owner, leased=RUNNING)
@@ -395,7 +395,7 @@ class MediaStore(StoreBase):
                 return "upload"
             if row.state in ("queued", RUNNING):
                 return "busy"
-            now = time.time()
+            now = clock.now()
             await conn.execute(
                 update(m)
                 .where(m.c.id == media_id)
@@ -417,7 +417,7 @@ class MediaStore(StoreBase):
             await conn.execute(
                 update(m)
                 .where(held_by(m, owner, leased=RUNNING))
-                .values(state="queued", available_at=time.time(), **RELEASED)
+                .values(state="queued", available_at=clock.now(), **RELEASED)
             )
 
     async def media_by_ids(self, ids: Sequence[str]) -> dict[str, MediaRecord]:
