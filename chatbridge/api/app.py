@@ -16,6 +16,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from chatbridge import __version__
 from chatbridge.api import (
+    agent_media,
     agent_pull,
     console,
     inbound,
@@ -103,7 +104,10 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
-        path_limits=body_limits(settings.max_body_bytes),
+        path_limits={
+            **body_limits(settings.max_body_bytes),
+            **agent_media.body_limit(settings.max_body_bytes, settings.media_max_bytes),
+        },
         timeout=settings.body_timeout_seconds,
         discard_bytes=settings.body_discard_bytes,
     )
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.include_router(management.router)
     app.include_router(webchat.router)
     app.include_router(agent_pull.router)
+    app.include_router(agent_media.router)  # agents upload attachments (media out)
     app.include_router(webchat_compat.router)
     app.include_router(console.router)
     app.include_router(comms_router)
