@@ -1,5 +1,5 @@
 """The ``chatbridge`` command: serve · demo · migrate · mock-agent · mock-chatwoot · routes ·
-bench."""
+bench · broadcast."""
 
 from __future__ import annotations
 
@@ -34,6 +34,16 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+
+
+def _add_broadcast_commands() -> None:
+    """``chatbridge broadcast …`` (an API client, in ``chatbridge.api.broadcast_cli``)."""
+    from chatbridge.api.broadcast_cli import broadcast_app
+
+    app.add_typer(broadcast_app, name="broadcast")
+
+
+_add_broadcast_commands()
 
 
 def load_settings(**overrides: Any) -> Settings:
