@@ -14,7 +14,8 @@ What each provider does (see docs/whatsapp/interactive.md):
   "Buttons may be discontinued on Baileys mode"; v2.3.7 broke both). Taps on buttons sent
   some other way are still read (``buttonsResponseMessage``, ``listResponseMessage``,
   ``templateButtonReplyMessage``).
-* **WAHA**: numbered text (its buttons endpoints are engine-dependent and deprecated).
+* **WAHA**: numbered text (button support depends on the engine; nothing in WAHA's docs says
+  it works on WhatsApp today).
 * **mock**: numbered text, as the outbox shows it.
 
 A typed answer ("2", an option's title) is matched to the offer by
