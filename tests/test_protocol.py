@@ -370,3 +370,66 @@ def test_schema_refuses_an_overlong_summary_and_a_cancel_without_its_turn() -> N
     assert validator.is_valid({"type": "handoff", "summary": "s" * HANDOFF_SUMMARY_MAX})
     assert not validator.is_valid({"type": "handoff", "summary": "s" * (HANDOFF_SUMMARY_MAX + 1)})
     assert not validator.is_valid({"type": "cancel", "conversation_id": "c_1"})
+
+
+# ------------------------------------------------------------------------------ 1.2: choices
+
+
+def _reply(**extra: Any) -> dict[str, Any]:
+    return {"type": "agent_message", "message_id": "t_1", "content": "Which?", **extra}
+
+
+def test_choices_and_template_parse() -> None:
+    options = [{"id": f"o{i}", "title": f"Option {i}"} for i in range(10)]
+    frame = parse_agent_frame(_reply(interactive={"kind": "list", "options": options}))
+    assert isinstance(frame, AgentMessage) and frame.interactive is not None
+    assert [o.id for o in frame.interactive.options] == [f"o{i}" for i in range(10)]
+    assert frame.interactive.kind == "list"
+    template = {"name": "order_update", "parameters": {"1": 42}}
+    parsed = parse_agent_frame({"type": "agent_message", "message_id": "t", "template": template})
+    assert isinstance(parsed, AgentMessage) and parsed.template is not None
+    assert parsed.template.parameters == {"1": "42"}  # numbers read as their text
+    complete = parse_agent_frame(
+        {"type": "agent_complete", "message_id": "t", "interactive": {"options": options[:2]}}
+    )
+    assert isinstance(complete, AgentComplete) and complete.interactive is not None
+    assert complete.interactive.kind == "buttons"  # the default
+
+
+@pytest.mark.parametrize(
+    "interactive",
+    [
+        {"options": []},  # nothing to pick
+        {"options": [{"id": f"o{i}", "title": "x"} for i in range(11)]},  # more than 10
+        {"options": [{"id": "", "title": "x"}]},  # an empty id
+        {"options": [{"id": "a", "title": "x"}], "button": "b" * 21},  # a list button over 20
+        {"options": [{"id": "a", "title": "x"}], "kind": "carousel"},  # no such kind
+        {"options": [{"id": "a", "title": "x", "url": "https://x"}]},  # an unknown field
+    ],
+)
+def test_bad_choices_are_refused(interactive: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_agent_frame(_reply(interactive=interactive))
+    assert info.value.code == "invalid_message"
+
+
+def test_a_pick_reaches_the_agent_in_message_metadata() -> None:
+    """``messages[].metadata`` is open (extra allowed): 1.0 agents read it as unknown data."""
+    frame = parse_bridge_frame(
+        {
+            "type": "user_message",
+            "message_id": "t_2",
+            "conversation_id": "c_1",
+            "content": "Yes",
+            "messages": [
+                {
+                    "id": "m_1",
+                    "content": "Yes",
+                    "metadata": {"interactive": {"id": "y", "title": "Yes"}},
+                }
+            ],
+        }
+    )
+    assert isinstance(frame, UserMessage)
+    dumped = frame.messages[0].model_dump(mode="json")
+    assert dumped["metadata"] == {"interactive": {"id": "y", "title": "Yes"}}
