@@ -1,6 +1,7 @@
 /* Chatbridge operator console: a single-page app in vanilla JS (no build step).
  *
- * Pages (hash routes): #/inbox[/<thread id>], #/agents, #/routes, #/dead-letters, #/settings.
+ * Pages (hash routes): #/inbox[/<thread id>], #/agents, #/routes, #/dead-letters,
+ * #/broadcasts (console-broadcasts.js), #/settings.
  * Everything comes from the bridge's own APIs with the session cookie; changes carry the
  * CSRF token the server put in <meta name="csrf-token">. Data is only ever written into the
  * page as text (textContent / text nodes), never as HTML.
@@ -15,6 +16,7 @@
   const policiesUi = window.chatbridgeRoutePolicies(h); // route-policies.js
   const templatesKit = window.chatbridgeTemplates({ h, api, act, toast }); // console-templates.js
   const mediaKit = window.chatbridgeMedia({ h, api }); // console-media.js
+  const broadcastsKit = window.chatbridgeBroadcasts({ h, api, act, toast, replace }); // console-broadcasts.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -1259,6 +1261,7 @@
     agents: agentsPage,
     routes: routesPage,
     "dead-letters": deadLettersPage,
+    broadcasts: () => broadcastsKit.page(view),
     settings: settingsPage,
   };
 
@@ -1275,7 +1278,7 @@
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
     if (pendingG) {
       pendingG = false;
-      const to = { i: "inbox", a: "agents", r: "routes", d: "dead-letters", s: "settings" }[e.key];
+      const to = { i: "inbox", a: "agents", r: "routes", d: "dead-letters", b: "broadcasts", s: "settings" }[e.key];
       if (to) {
         e.preventDefault();
         location.hash = `#/${to}`;
