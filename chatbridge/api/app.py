@@ -30,6 +30,7 @@ from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.bodies import BodySizeLimit
 from chatbridge.api.comms import body_limits
 from chatbridge.api.comms import router as comms_router
+from chatbridge.api.comms import uploads as comms_uploads
 from chatbridge.api.comms_webhooks import router as comms_webhooks_router
 from chatbridge.api.errors import document_errors, install_error_handlers
 from chatbridge.api.exposure import chatwoot_configured, check_webhook_exposure, open_webhooks
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
         path_limits={
             **body_limits(settings.max_body_bytes),
             **agent_media.body_limit(settings.max_body_bytes, settings.media_max_bytes),
+            **comms_uploads.body_limit(settings.max_body_bytes, settings.media_max_bytes),
         },
         timeout=settings.body_timeout_seconds,
         discard_bytes=settings.body_discard_bytes,

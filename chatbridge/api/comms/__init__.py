@@ -17,6 +17,7 @@ from chatbridge.api.comms import (
     settings,
     templates,
     threads,
+    uploads,
 )
 from chatbridge.api.comms.calls import RECORDING_MAX_BYTES, RECORDING_UPLOAD_PATH, body_limits
 from chatbridge.api.management import admin
@@ -30,5 +31,6 @@ router.include_router(calls.router)
 router.include_router(media.router)
 router.include_router(templates.router)
 router.include_router(broadcasts.router)
+router.include_router(uploads.router)  # operators' attachments
 
 __all__ = ["RECORDING_MAX_BYTES", "RECORDING_UPLOAD_PATH", "body_limits", "router"]

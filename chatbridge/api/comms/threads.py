@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from chatbridge.api.comms.base import (
     ERRORS,
@@ -22,6 +22,7 @@ from chatbridge.api.comms.base import (
 from chatbridge.api.comms.templates import require_open_window, service_window
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.crm import ThreadFilter
 from chatbridge.store.records import DeliverySpec
@@ -29,8 +30,22 @@ from chatbridge.store.records import DeliverySpec
 router = APIRouter()
 
 
+class OperatorAttachment(Body):
+    # a file uploaded with POST /api/comms/uploads ("media:<id>"), or a link
+    url: str = Field(max_length=2000, pattern=r"^(media:[A-Za-z0-9_-]{1,40}|https?://\S+)$")
+    name: str | None = Field(default=None, max_length=255)
+    mime: str | None = Field(default=None, max_length=200)
+
+
 class OperatorMessage(Body):
-    text: str = Field(min_length=1, max_length=4096)
+    text: str = Field(default="", max_length=4096)
+    attachments: list[OperatorAttachment] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _something(self) -> OperatorMessage:
+        if not self.text.strip() and not self.attachments:
+            raise ValueError("a message needs text or an attachment")
+        return self
 
 
 class OwnerChange(Body):
@@ -85,6 +100,32 @@ async def thread_messages(
     return {"messages": messages}
 
 
+def _sendable(attachment: dict[str, Any]) -> dict[str, Any]:
+    return {k: attachment[k] for k in ("url", "mime", "size", "name") if k in attachment}
+
+
+async def _attachment(bridge: Bridge, a: OperatorAttachment) -> dict[str, Any]:
+    """An operator's attachment as the message keeps it; an uploaded file (``media:<id>``)
+    with its stored type, name and size, and ``media_id`` (the console shows it by a signed
+    URL). Raises 422 for a file that was never uploaded."""
+    out = a.model_dump(exclude_none=True)
+    if not a.url.startswith("media:"):
+        return out
+    media_id = a.url.removeprefix("media:")
+    row = await bridge.store.get_media(media_id)
+    if row is None or row.state != "done":
+        raise BadInput("unknown_media", f"no uploaded file {media_id!r}", status_code=422)
+    return {
+        **out,
+        "media_id": media_id,
+        "mime": a.mime or row.mime,
+        "name": a.name or row.name,
+        "size": row.size,
+        "kind": row.kind,
+        "status": "ready",
+    }
+
+
 @router.post(
     "/threads/{thread_id}/messages",
     status_code=201,
@@ -102,13 +143,21 @@ async def send_operator_message(
     if conv is None:
         raise not_found("thread", thread_id)
     await require_open_window(bridge, conv.id, conv.channel, conv.channel_key)  # else 409
-    spec = DeliverySpec("message", bridge.settings.delivery_max_attempts, text=body.text)
+    attachments = [await _attachment(bridge, a) for a in body.attachments]
+    spec = DeliverySpec(
+        "message",
+        bridge.settings.delivery_max_attempts,
+        text=body.text,
+        # the delivery carries what a channel sends (``Attachment``: url, mime, size, name)
+        payload={"attachments": [_sendable(a) for a in attachments]} if attachments else {},
+    )
     async with storing():
         done = await bridge.store.add_outbound(
             conv.id,
             text=body.text,
             author="human",
             deliveries=[spec],
+            attachments=attachments,
             respect_owner=False,
             handoff=True,  # owner → human in the same transaction
             meta={"operator": True},
