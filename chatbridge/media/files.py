@@ -24,6 +24,8 @@ from chatbridge.store import Store
 from chatbridge.store.media import MediaRecord
 
 KEY_FILE = ".signing-key"
+# key file → its key: read once per process (see ``MediaFolder.signing_key``)
+_KEYS: dict[str, bytes] = {}
 
 
 def default_media_dir(settings: Settings) -> Path:
@@ -72,20 +74,30 @@ class MediaFolder:
 
     def signing_key(self) -> bytes:
         """The folder's own random signing key, created once (the first writer wins, so
-        replicas sharing the folder agree on it)."""
+        replicas sharing the folder agree on it). Read from disk once per process: a key,
+        once written, never changes."""
         path = self.root / KEY_FILE
+        known = _KEYS.get(str(path))
+        if known is not None:
+            return known
         try:
-            return bytes.fromhex(path.read_text().strip())
+            key = bytes.fromhex(path.read_text().strip())
         except FileNotFoundError:
-            pass
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return bytes.fromhex(path.read_text().strip())
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w") as f:
-            f.write(key.hex())
+            # written whole under a temporary name, then linked into place: a link fails if
+            # another process's key is there already, and no reader sees a half-written key
+            self.root.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_bytes(32)
+            tmp = path.with_name(f"{KEY_FILE}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key.hex())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                key = bytes.fromhex(path.read_text().strip())
+            finally:
+                tmp.unlink(missing_ok=True)
+        _KEYS[str(path)] = key
         return key
 
 
