@@ -151,6 +151,9 @@ class MediaWorker:
         status, transcript, text = "none", None, None
         if stored.checked.kind == "voice":
             status, transcript = await self._transcribe(job, self.folder.root / stored.path)
+            if status == "retry":  # the provider is busy or away: the whole job again, soon
+                await self._settle(job, "retryable", f"transcription: {transcript}")
+                return
             text = transcript if status == "done" and transcript else NOT_TRANSCRIBED
         released = await self.store.finish_media(
             job.id,
@@ -176,16 +179,22 @@ class MediaWorker:
         self._released(released)
 
     async def _transcribe(self, job: MediaRecord, path: Any) -> tuple[str, str | None]:
-        """(transcript status, transcript) of a stored voice note: ``skipped`` without a
-        provider, ``failed`` when the provider failed (one attempt: the turn is waiting)."""
+        """(transcript status, transcript) of a stored voice note: ``done``; ``skipped``
+        without a provider; ``retry`` (with the error) when the provider failed for now and
+        the job has attempts left (the backoff is short next to the turn's wait); ``failed``
+        when it failed for good or for the last time."""
         transcriber = await self._voice_transcriber()
         if transcriber.name == "none":
             return "skipped", None
         try:
             text = await transcriber.transcribe(Recording(path=str(path)))
+        except RetryableTranscription as exc:
+            if job.attempts < MAX_ATTEMPTS:
+                return "retry", str(exc)
+            log.warning("media %s: voice note not transcribed: %s", job.id, exc)
+            return "failed", None
         except Exception as exc:
-            how = "for now" if isinstance(exc, RetryableTranscription) else "for good"
-            log.warning("media %s: voice note not transcribed (%s): %s", job.id, how, exc)
+            log.warning("media %s: voice note not transcribed (for good): %s", job.id, exc)
             return "failed", None
         return "done", text
 

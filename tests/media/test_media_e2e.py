@@ -171,6 +171,21 @@ async def test_voice_note_reaches_the_agent_as_its_transcript(
         assert (asked["auth"], asked["size"]) == ("Bearer sk-transcribe", len(OGG))
 
 
+async def test_voice_note_transcribed_on_the_next_attempt_when_the_provider_was_busy(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with media_rig(database_url, tmp_path, "waha") as rig:
+        rig.transcriber.fail_next = 1  # a 503 first
+        path = add_waha_file(rig.fake, OGG, "audio/ogg; codecs=opus", "v1.oga")
+        media = {"url": f"{rig.fake_url}{path}", "mimetype": "audio/ogg; codecs=opus"}
+        await rig.webhook("waha", waha_message("", msg_id="3EB0VOICE00003", media=media))
+        frame = await rig.frame()
+        assert frame["content"] == f"hello from a {len(OGG)}-byte call"
+        assert len(rig.transcriber.requests) == 2
+        rows = await rig.bridge.store.list_media(message_id=frame["messages"][0]["id"])
+        assert [(r.state, r.attempts, r.transcript_status) for r in rows] == [("done", 2, "done")]
+
+
 async def test_voice_note_without_a_transcriber_says_so(database_url: str, tmp_path: Path) -> None:
     async with media_rig(database_url, tmp_path, "waha", transcribe=False) as rig:
         path = add_waha_file(rig.fake, OGG, "audio/ogg; codecs=opus", "v.oga")
