@@ -27,6 +27,7 @@ from chatbridge.crm.transcription import TranscriptionWorker
 from chatbridge.metrics import Metrics
 from chatbridge.pipeline.agent_events import AgentEvents
 from chatbridge.pipeline.breaker import CircuitBreaker
+from chatbridge.pipeline.broadcast_reconcile import channel_reconcile
 from chatbridge.pipeline.broadcasts import BroadcastWorker, channel_send
 from chatbridge.pipeline.inbound import Accepted, InboundAcceptance
 from chatbridge.pipeline.leases import HeldWork, SendMarks
@@ -135,6 +136,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             owner=settings.instance_id,
             lease_seconds=settings.lease_seconds,
             poll_interval=max(1.0, settings.poll_interval),
+            reconcile=channel_reconcile(self.channels),
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()

@@ -294,11 +294,15 @@ class BroadcastWorker:
                 recipient.address, f"bc:{b.id}:{pid}", {**template, "parameters": filled}
             )
         except RetryableDelivery as exc:
+            if exc.outcome_unknown:  # written, no answer: it may be in the chat
+                await self._settle(b, recipient, {**template, "parameters": filled}, str(exc))
+                return None
             if recipient.attempts >= MAX_ATTEMPTS:
                 await self.store.end_send(b.id, pid, state="failed", reason=str(exc)[:500])
                 return None
             await self.store.end_send(b.id, pid, state="queued", reason=str(exc)[:500])
-            return float(min(RETRY_MAX, RETRY_BASE * 2 ** (recipient.attempts - 1)))
+            backoff = min(RETRY_MAX, RETRY_BASE * 2 ** (recipient.attempts - 1))
+            return float(exc.retry_after if exc.retry_after is not None else backoff)
         except PermanentDelivery as exc:
             await self.store.end_send(b.id, pid, state="failed", reason=str(exc)[:500])
             return None
@@ -315,27 +319,45 @@ class BroadcastWorker:
     async def _settle_cut_off(self, b: BroadcastRecord, template: dict[str, Any]) -> None:
         """Recipients left ``sending`` by a worker that stopped mid-send: asked about, or
         ``uncertain`` — never sent again without knowing."""
-        for recipient in await self.store.cut_off_sends(b.id):
-            found: str | bool | None = None
-            if self.reconcile is not None:
-                try:
-                    found = await self.reconcile(recipient, template)
-                except Exception as exc:
-                    log.warning("broadcast %s: reconcile %s: %s", b.id, recipient.person_id, exc)
-                    found = None
-            pid = recipient.person_id
-            if isinstance(found, str):
-                await self.store.end_send(b.id, pid, state="sent", external_id=found)
-            elif found is False:
-                await self.store.end_send(b.id, pid, state="queued")
-            else:
-                await self.store.end_send(
-                    b.id,
-                    pid,
-                    state="uncertain",
-                    reason="the bridge stopped during this send; the provider cannot say "
-                    "whether it went out: check the chat, then retry if it did not",
-                )
+        cut_off = await self.store.cut_off_sends(b.id)
+        if not cut_off:
+            return
+        people = await self.store.person_facts([r.person_id for r in cut_off])
+        for recipient in cut_off:
+            person = people.get(recipient.person_id)
+            filled = fill(b.parameters, person) if person is not None else "person was deleted"
+            full = {**template, "parameters": filled} if isinstance(filled, dict) else None
+            await self._settle(b, recipient, full, "the bridge stopped during this send")
+
+    async def _settle(
+        self,
+        b: BroadcastRecord,
+        recipient: Recipient,
+        template: dict[str, Any] | None,
+        why: str,
+    ) -> None:
+        """A ``sending`` recipient whose send may or may not have gone out: the provider is
+        asked (``reconcile``) where it can tell; otherwise ``uncertain``."""
+        found: str | bool | None = None
+        if self.reconcile is not None and template is not None:
+            try:
+                found = await self.reconcile(recipient, template)
+            except Exception as exc:
+                log.warning("broadcast %s: reconcile %s: %s", b.id, recipient.person_id, exc)
+                found = None
+        pid = recipient.person_id
+        if isinstance(found, str):
+            await self.store.end_send(b.id, pid, state="sent", external_id=found)
+        elif found is False:
+            await self.store.end_send(b.id, pid, state="queued", reason="not sent: " + why)
+        else:
+            await self.store.end_send(
+                b.id,
+                pid,
+                state="uncertain",
+                reason=f"{why}; the provider cannot say whether it went out: check the chat, "
+                "then retry if it did not",
+            )
 
 
 def channel_send(channels: Mapping[str, ChannelAdapter]) -> Send:

@@ -104,6 +104,7 @@ class WahaSent:
     chat: str  # as the sender named it (``@c.us``)
     msg_id: str  # the engine's own id, without ``true_<chat>_``
     text: str
+    at: float = field(default_factory=time.time)  # when it was sent (unix seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,7 @@ def create_fake_whatsapp(**options: Any) -> FastAPI:
             if answer is not None:
                 return answer
         if path.startswith("/api/"):
-            return _waha(fake, request.method, path, headers, body)
+            return _waha(fake, request.method, path, headers, body, dict(request.query_params))
         if path.startswith(("/message/", "/chat/", "/instance/")):
             return _evolution(fake, request.method, path, headers, body)
         if path.count("/") >= 2 and path.split("/")[1].startswith("v"):
@@ -231,10 +232,18 @@ def create_fake_whatsapp(**options: Any) -> FastAPI:
 
 
 def _waha(
-    fake: FakeWhatsApp, method: str, path: str, headers: dict[str, str], body: Any
+    fake: FakeWhatsApp,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: Any,
+    query: dict[str, str] | None = None,
 ) -> Response:
     if fake.waha_api_key and headers.get("x-api-key") != fake.waha_api_key:
         return _error(401, {"message": "Unauthorized", "statusCode": 401})
+    parts = path.split("/")  # "", "api", session, "chats", chat, "messages"
+    if method == "GET" and len(parts) == 6 and parts[3] == "chats" and parts[5] == "messages":
+        return _waha_chat_messages(fake, parts[2], parts[4], query or {})
     if method == "GET" and path.startswith("/api/sessions/"):
         name = path.rsplit("/", 1)[1]
         if name not in fake.waha_sessions:
@@ -266,6 +275,38 @@ def _waha(
     sent = WahaSent(str(body["session"]), chat, f"3EB0FAKE{fake.next_id():08d}", text)
     fake.waha_sent.append(sent)
     return JSONResponse(_waha_send_result(fake.waha_engine, sent), status_code=201)
+
+
+def _waha_chat_messages(
+    fake: FakeWhatsApp, session: str, chat: str, query: dict[str, str]
+) -> Response:
+    """``GET /api/{session}/chats/{chatId}/messages?limit=…``: the chat's messages the fake
+    sent, newest first, in WAHA's message shape (``id``, ``timestamp``, ``fromMe``, ``body``)."""
+    if session not in fake.waha_sessions:
+        return _error(404, {"message": "Session not found", "statusCode": 404})
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        return _error(400, {"message": "limit must be a number", "statusCode": 400})
+    if limit < 1:
+        return _error(400, {"message": "limit must be positive", "statusCode": 400})
+    mine = [m for m in fake.waha_sent if m.session == session and m.chat == chat]
+    return JSONResponse(
+        [
+            {
+                "id": f"true_{m.chat}_{m.msg_id}",
+                "timestamp": int(m.at),
+                "from": WAHA_ME,
+                "fromMe": True,
+                "body": m.text,
+                "hasMedia": False,
+                "ack": 1,
+                "ackName": "SERVER",
+                "replyTo": None,
+            }
+            for m in reversed(mine[-limit:])
+        ]
+    )
 
 
 def _waha_send_result(engine: WahaEngine, sent: WahaSent) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from chatbridge.channels.whatsapp.base import WhatsAppChannel
 from chatbridge.crm.settings import CommsSettings
+from chatbridge.pipeline.broadcast_reconcile import channel_reconcile
 from chatbridge.pipeline.broadcasts import BURST, BroadcastWorker, channel_send
 from chatbridge.store import Store
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, create_fake_whatsapp
@@ -130,3 +131,62 @@ async def test_pause_stops_and_resume_finishes(store: Store) -> None:
             task.cancel()
         per_chat = Counter(c.json["chatId"] for c in fake.calls("/api/sendText"))
         assert len(per_chat) == 40 and set(per_chat.values()) == {1}
+
+
+async def test_cut_off_sends_are_asked_about_at_waha_never_resent_blindly(store: Store) -> None:
+    ids = await add_people(store, 3)
+    async with waha(store) as (fake, settings, channel):
+        record = await create(store, settings, await add_template(store))
+        assert await store.claim_broadcast("dead", lease_seconds=30) is not None
+        # the dead worker's first send reached WAHA, its second never left the bridge
+        assert await store.start_send(record.id, ids[0], "dead")
+        landed = await channel_send({"whatsapp": channel})(
+            "waha:default:15550000000@c.us",
+            "k",
+            {
+                "name": "restock",
+                "language": "en",
+                "parameters": {"1": "Person", "2": "The red kettle"},
+            },
+        )
+        assert await store.start_send(record.id, ids[1], "dead")
+        await store.release_broadcast(record.id, "dead")  # as a lease that ran out
+        w = BroadcastWorker(
+            store,
+            lambda: settings,
+            channel_send({"whatsapp": channel}),
+            owner="w2",
+            reconcile=channel_reconcile({"whatsapp": channel}, settle_seconds=0),
+        )
+        await w.run_until_idle()
+        asked = fake.calls("/api/default/chats/")
+        assert [r.path for r in asked] == [
+            "/api/default/chats/15550000000@c.us/messages",
+            "/api/default/chats/15550000001@c.us/messages",
+        ]
+        assert asked[0].headers["x-api-key"] == WAHA_KEY
+        rows, _ = await store.list_recipients(record.id)
+        assert [r.state for r in rows] == ["sent", "sent", "sent"]
+        assert rows[0].external_id is not None and rows[0].external_id.endswith(
+            str(landed).rsplit("_", 1)[-1]
+        )
+        per_chat = Counter(c.json["chatId"] for c in fake.calls("/api/sendText"))
+        assert per_chat == {
+            "15550000000@c.us": 1,
+            "15550000001@c.us": 1,
+            "15550000002@c.us": 1,
+        }
+
+
+async def test_without_a_provider_answer_a_cut_off_send_is_uncertain(store: Store) -> None:
+    ids = await add_people(store, 2)
+    async with waha(store) as (fake, settings, channel):
+        record = await create(store, settings, await add_template(store))
+        await store.claim_broadcast("dead", lease_seconds=30)
+        assert await store.start_send(record.id, ids[0], "dead")
+        await store.release_broadcast(record.id, "dead")
+        await worker(store, settings, channel).run_until_idle()  # no reconcile: cannot tell
+        rows, _ = await store.list_recipients(record.id)
+        assert [r.state for r in rows] == ["uncertain", "sent"]
+        assert "check the chat" in (rows[0].reason or "")
+        assert [c.json["chatId"] for c in fake.calls("/api/sendText")] == ["15550000001@c.us"]

@@ -1,0 +1,98 @@
+"""Reconciling a broadcast send whose outcome is unknown: ask the provider what is in the chat.
+
+A send is unknown when the bridge stopped between marking a recipient ``sending`` and
+recording the gateway's answer (a crash, SIGKILL), or when the request was written and no
+answer came (a read timeout: ``RetryableDelivery.outcome_unknown``). Sending again could
+give the customer the template twice, so the worker asks here first:
+
+* **WAHA** keeps the chat's messages: ``GET /api/{session}/chats/{chatId}/messages?limit=100
+  &downloadMedia=false`` (``X-Api-Key``) lists them (``id``, ``timestamp`` in seconds,
+  ``fromMe``, ``body``). One of ours (``fromMe``) whose body is the template's rendered text,
+  sent no earlier than ``SKEW`` before the send began, is the cut-off send: it is recorded
+  ``sent`` with that id. None there: it did not go out, and is queued again. The question is
+  asked only ``SETTLE_SECONDS`` after the send began, so a request WAHA was still working on
+  when the bridge died has had time to land.
+* **Evolution, Meta**: not asked (``None``): the recipient becomes ``uncertain`` for the
+  operator. Evolution's message search (``POST /chat/findMessages/{instance}``) needs its
+  database saving on; Meta has no message lookup at all.
+
+Errs towards "sent": a message with the same text sent to that chat just before (another
+broadcast's) is taken for this one — the customer then gets it once, not twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from chatbridge.channels.base import ChannelAdapter
+from chatbridge.channels.whatsapp.base import WhatsAppChannel
+from chatbridge.channels.whatsapp.ids import ChatAddress
+from chatbridge.channels.whatsapp.templates import prepare, render
+from chatbridge.store.broadcasts import Recipient
+
+SETTLE_SECONDS = 20.0
+SKEW = 300.0
+LOOK_BACK = 100
+
+
+async def waha_sent(
+    channel: WhatsAppChannel,
+    recipient: Recipient,
+    template: dict[str, Any],
+    *,
+    settle_seconds: float = SETTLE_SECONDS,
+) -> str | bool | None:
+    """The WAHA id of the cut-off send if it is in the chat, False if it is not, None if
+    WAHA is not the recipient's provider."""
+    if not recipient.address:
+        return None
+    chat = ChatAddress.parse(recipient.address)
+    if chat.provider != "waha":
+        return None
+    settings = channel.settings_source()
+    record, parameters = await prepare(channel.store, template, "waha")
+    text = render(record, parameters).text
+    wait = recipient.updated_at + settle_seconds - time.time()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    base = settings.waha_base_url.rstrip("/")
+    url = (
+        f"{base}/api/{quote(chat.instance, safe='')}/chats/{quote(chat.chat_id, safe='')}"
+        f"/messages?limit={LOOK_BACK}&downloadMedia=false"
+    )
+    key = settings.waha_api_key
+    found = await channel.http.request(
+        "GET",
+        url,
+        what="WAHA chat messages",
+        headers={"X-Api-Key": key} if key else {},
+        secrets=(key,),
+    )
+    if not isinstance(found, list):
+        return None
+    since = recipient.updated_at - SKEW
+    for message in found:
+        if not isinstance(message, dict) or message.get("fromMe") is not True:
+            continue
+        stamp = message.get("timestamp")
+        if not isinstance(stamp, int | float) or stamp < since:
+            continue
+        if message.get("body") == text and isinstance(message.get("id"), str):
+            return str(message["id"])
+    return False
+
+
+def channel_reconcile(channels: Mapping[str, ChannelAdapter], **options: Any) -> Any:
+    """A ``Reconcile`` over the bridge's WhatsApp channel (None when it is not the real one)."""
+
+    async def reconcile(recipient: Recipient, template: dict[str, Any]) -> str | bool | None:
+        channel = channels.get("whatsapp")
+        if not isinstance(channel, WhatsAppChannel):
+            return None
+        return await waha_sent(channel, recipient, template, **options)
+
+    return reconcile
