@@ -218,6 +218,18 @@ async def test_refused_media_say_why_and_write_nothing(
         assert [(r.state, r.attempts, r.path) for r in rows] == [("failed", 1, None)]
         assert reason in (rows[0].last_error or "")
         assert rig.files() == []  # nothing half-written in the media folder
+        # an operator may have it downloaded again (it fails the same way: same reason)
+        r = await rig.http.post(f"/api/comms/media/{rows[0].id}/retry")
+        assert r.status_code == 200, r.text
+        assert (r.json()["state"], r.json()["attempts"]) == ("queued", 0)
+
+        async def failed_again() -> bool:
+            [row] = await rig.bridge.store.list_media(message_id=frame["messages"][0]["id"])
+            return row.state == "failed" and reason in (row.last_error or "")
+
+        await wait_until(failed_again, 10)
+        missing = await rig.http.post("/api/comms/media/md_01NOSUCHFILE000000000000000/retry")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 async def test_turn_waits_for_its_media_then_runs(database_url: str, tmp_path: Path) -> None:
