@@ -127,3 +127,11 @@ async def test_people_tags_and_opt_out_filters(store: Store) -> None:
     async with store._tx() as conn:
         n = (await conn.execute(select(func.count()).select_from(t.people))).scalar_one()
     assert n == 5
+
+
+async def test_deleting_a_recipient_person_keeps_the_counts_adding_up(store: Store) -> None:
+    ids = await add_people(store, 3)
+    record = await create(store, SETTINGS, await add_template(store))
+    assert await store.delete_person(ids[1])
+    after = await store.get_broadcast(record.id)
+    assert after is not None and after.total == 2 and after.counts == {"queued": 2}

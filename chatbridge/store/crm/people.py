@@ -160,7 +160,7 @@ class PeopleStore(ThreadLinkStore):
 
     async def delete_person(self, person_id: str) -> bool:
         """Delete a person; their threads become unlinked (not auto-linked again), their
-        notes, tasks and calls stay with the threads."""
+        notes, tasks and calls stay with the threads, their broadcast recipient rows go."""
         now = time.time()
         async with self._tx() as conn:
             if not await person_exists(conn, person_id):
@@ -174,5 +174,23 @@ class PeopleStore(ThreadLinkStore):
                 await conn.execute(
                     update(table).where(table.c.person_id == person_id).values(person_id=None)
                 )
+            # their broadcast rows go with them (a deleted person's data is deleted); each
+            # broadcast's total shrinks so its counts still add up
+            br = t.broadcast_recipients
+            gone = (
+                await conn.execute(
+                    select(br.c.broadcast_id, func.count())
+                    .where(br.c.person_id == person_id)
+                    .group_by(br.c.broadcast_id)
+                )
+            ).all()
+            if gone:
+                await conn.execute(delete(br).where(br.c.person_id == person_id))
+                for broadcast_id, n in gone:
+                    await conn.execute(
+                        update(t.broadcasts)
+                        .where(t.broadcasts.c.id == broadcast_id)
+                        .values(total=t.broadcasts.c.total - n)
+                    )
             await conn.execute(delete(t.people).where(t.people.c.id == person_id))
         return True
