@@ -143,6 +143,12 @@ async def send_operator_message(
     if conv is None:
         raise not_found("thread", thread_id)
     await require_open_window(bridge, conv.id, conv.channel, conv.channel_key)  # else 409
+    if body.attachments and conv.channel != "whatsapp":
+        raise BadInput(
+            "attachments_not_supported",
+            f"attachments are sent on WhatsApp threads only, not on {conv.channel}",
+            status_code=422,
+        )
     attachments = [await _attachment(bridge, a) for a in body.attachments]
     spec = DeliverySpec(
         "message",

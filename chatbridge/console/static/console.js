@@ -485,8 +485,33 @@
       "aria-label": "Message",
     });
     const sendBtn = h("button", { type: "submit", class: "btn btn-primary" }, "Send");
-    const composer = h("form", { class: "composer", "aria-label": "Reply" }, input, sendBtn);
+    // an attachment: uploaded when chosen (POST /api/comms/uploads), sent with the message
+    let attached = null;
+    const fileInput = h("input", { type: "file", id: "composer-file", "aria-label": "Attach a file", class: "composer-file" });
+    const attachNote = h("span", { class: "composer-attach", role: "status" });
+    const composer = h("form", { class: "composer", "aria-label": "Reply" }, input, fileInput, attachNote, sendBtn);
     const note = h("div", { class: "composer-note" });
+    fileInput.addEventListener("change", async () => {
+      const file = fileInput.files && fileInput.files[0];
+      attached = null;
+      if (!file) return;
+      attachNote.textContent = `Uploading ${file.name}…`;
+      const path = `/api/comms/uploads?thread_id=${encodeURIComponent(id)}&name=${encodeURIComponent(file.name)}`;
+      const r = await fetch(path, {
+        method: "POST",
+        headers: { Accept: "application/json", "X-CSRF-Token": CSRF, "Content-Type": file.type || "application/octet-stream" },
+        credentials: "same-origin",
+        body: file,
+      });
+      const data = await r.json().catch(() => ({}));
+      if (!r.ok) {
+        fileInput.value = "";
+        attachNote.textContent = `Not attached: ${(data.error && data.error.message) || r.status}`;
+        return;
+      }
+      attached = { url: data.url, name: data.name };
+      attachNote.textContent = `Attached: ${data.name || file.name}`;
+    });
     composer.addEventListener("submit", (e) => {
       e.preventDefault();
       send();
@@ -500,10 +525,14 @@
 
     async function send() {
       const text = input.value.trim();
-      if (!text) return;
-      const ok = await act(sendBtn, () => api("POST", `${base}/messages`, { text }));
+      if (!text && !attached) return;
+      const body = attached ? { text, attachments: [attached] } : { text };
+      const ok = await act(sendBtn, () => api("POST", `${base}/messages`, body));
       if (ok !== undefined) {
         input.value = "";
+        attached = null;
+        fileInput.value = "";
+        attachNote.textContent = "";
         await chatRefresh();
       }
     }
