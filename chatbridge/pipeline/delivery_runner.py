@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatbridge import clock
 from chatbridge.channels.interactive import with_numbered_choices
+from chatbridge.channels.media_links import with_signed_links
 from chatbridge.channels.whatsapp.templates import as_text_action
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
@@ -184,6 +185,8 @@ class DeliveryRunner:
         capabilities = getattr(adapter, "capabilities", None)
         if action.interactive is not None and not getattr(capabilities, "choices", False):
             action = with_numbered_choices(action)  # choices as "1. Yes\n2. No" in the text
+        if channel != "whatsapp":  # WhatsApp sends stored files' bytes; others get a link
+            action = with_signed_links(action, b.settings)
         if d.kind in SEND_MARKED:
             there, external_id = await self._receipt(d, adapter, action)
             if there:
