@@ -115,6 +115,7 @@ class EvolutionSent:
     remote_jid: str  # ``<digits>@s.whatsapp.net`` (or the group / LID the number named)
     msg_id: str
     text: str
+    at: float = field(default_factory=time.time)  # when it was sent (unix seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +345,42 @@ def _waha_send_result(engine: WahaEngine, sent: WahaSent) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ Evolution
 
 
+def _evolution_find_messages(fake: FakeWhatsApp, instance: str, body: dict[str, Any]) -> Response:
+    """``POST /chat/findMessages/{instance}`` ``{where: {key: {remoteJid, fromMe}}, offset, page}``:
+    the messages the fake sent (Evolution's database), newest first, ``offset`` a page."""
+    where = body.get("where", {})
+    key = where.get("key", {}) if isinstance(where, dict) else None
+    offset, page = body.get("offset", 50), body.get("page", 1)
+    if not isinstance(key, dict) or not all(isinstance(v, int) and v > 0 for v in (offset, page)):
+        return _error(400, {"status": 400, "error": "Bad Request"})
+    remote = key.get("remoteJid")
+    found = [
+        m
+        for m in reversed(fake.evolution_sent)
+        if m.instance == instance
+        and (remote is None or m.remote_jid == remote)
+        and key.get("fromMe") in (None, True)
+    ]
+    records = [
+        {
+            "id": f"db-{m.msg_id}",
+            "key": {"id": m.msg_id, "fromMe": True, "remoteJid": m.remote_jid},
+            "pushName": "",
+            "messageType": "conversation",
+            "message": {"conversation": m.text},
+            "messageTimestamp": int(m.at),
+            "instanceId": "9f3b030d-fake",
+            "source": "unknown",
+            "MessageUpdate": [],
+        }
+        for m in found[(page - 1) * offset : page * offset]
+    ]
+    pages = -(-len(found) // offset)
+    return JSONResponse(
+        {"messages": {"total": len(found), "pages": pages, "currentPage": page, "records": records}}
+    )
+
+
 def _evolution(
     fake: FakeWhatsApp, method: str, path: str, headers: dict[str, str], body: Any
 ) -> Response:
@@ -374,6 +411,8 @@ def _evolution(
         if not isinstance(body.get("readMessages"), list):
             return _error(400, {"status": 400, "response": {"message": ["readMessages"]}})
         return JSONResponse({"message": "Read messages", "read": "success"}, status_code=201)
+    if (group, action) == ("chat", "findMessages"):
+        return _evolution_find_messages(fake, instance, body)
     if not body.get("number"):
         return _error(400, {"status": 400, "response": {"message": ["number is required"]}})
     if (group, action) == ("chat", "sendPresence"):
