@@ -327,9 +327,15 @@ class ConversationStore(StoreBase):
         # A route with policies may look at its conversation's turns or write more than a
         # turn: its messages are written one at a time, in arrival order, after the rest
         # (all messages of a conversation share its route, so none is split across paths).
-        # Media messages (download jobs to queue) go that way too: a few per burst at most.
+        # Media messages (download jobs to queue) go that way too, and with them every other
+        # message of their conversation in this commit, so its order is kept.
         if not all(_batchable(item) for item in items):
-            plain = [i for i, item in enumerate(items) if _batchable(item)]
+            slow = {(it.msg.channel, it.msg.channel_key) for it in items if not _batchable(it)}
+            plain = [
+                i
+                for i, item in enumerate(items)
+                if (item.msg.channel, item.msg.channel_key) not in slow
+            ]
             if plain:
                 written = await self._ingest_many(tx, [items[i] for i in plain])
                 for i, result in zip(plain, written, strict=True):

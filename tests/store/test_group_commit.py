@@ -357,3 +357,36 @@ async def test_a_batch_of_finished_sends_is_written_as_one_transaction_each_woul
         (True, "reply 1", 1),
     ]
     assert await snapshot(store) == await snapshot(twin)
+
+
+async def test_a_media_message_keeps_its_place_among_its_conversations_messages(
+    store: Store,
+) -> None:
+    """A message with media to download is written on its own (its download job goes in its
+    transaction); the text after it in the same commit must not overtake it: the turns are
+    queued in the order the customer wrote."""
+    from chatbridge.store.media import MEDIA_KEY
+
+    route = await make_route(store)
+    first = message("m", 1)
+    first.metadata[MEDIA_KEY] = {
+        "hold": 5.0,
+        "items": [
+            {
+                "kind": "image",
+                "mime": "image/png",
+                "name": "p.png",
+                "provider": "waha",
+                "source": {"url": "http://127.0.0.1:1/p.png", "session": "default"},
+            }
+        ],
+    }
+    arrivals = [first, message("m", 2), message("other", 1), message("m", 3)]
+    results = await asyncio.gather(
+        *(store.ingest(m, route=route, response_mode="async", decide=decide) for m in arrivals)
+    )
+    assert store._ingests.items > store._ingests.batches  # written together
+    turn_ids = [r.turn_id for r in results]
+    assert all(turn_ids)
+    mine = [turn_ids[0], turn_ids[1], turn_ids[3]]
+    assert mine == sorted(mine), "a later message of the conversation got an earlier turn"
