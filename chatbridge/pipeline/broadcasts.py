@@ -243,6 +243,7 @@ class BroadcastWorker:
         template = await self._template(b)
         if template is None:
             log.error("broadcast %s: template %s is gone", b.id, b.template_id)
+            await self.store.fail_broadcast(b.id, self.owner, f"template {b.template_id} is gone")
             run.stop = True
             return
         await self._settle_cut_off(b, template)

@@ -575,6 +575,33 @@ class BroadcastStore(StoreBase):
             )
         return bool(done.rowcount)
 
+    async def fail_broadcast(self, broadcast_id: str, owner: str, error: str) -> bool:
+        """The broadcast cannot go on (its template is gone): ``failed`` with the reason, its
+        queued recipients skipped with it. Fenced by the lease."""
+        br = t.broadcast_recipients
+        now = time.time()
+        async with self._tx() as conn:
+            done = await conn.execute(
+                update(t.broadcasts)
+                .where(self._held(broadcast_id, owner))
+                .values(
+                    state="failed",
+                    last_error=error[:2000],
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            if not done.rowcount:
+                return False
+            await conn.execute(
+                update(br)
+                .where(and_(br.c.broadcast_id == broadcast_id, br.c.state == "queued"))
+                .values(state="skipped", reason=error[:500], updated_at=now)
+            )
+        return True
+
     async def release_broadcast(self, broadcast_id: str, owner: str) -> None:
         """Give the broadcast back (shutdown): still ``running``, its lease ended, so the next
         claim (here or on another replica) takes it at once."""

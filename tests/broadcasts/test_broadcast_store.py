@@ -135,3 +135,15 @@ async def test_deleting_a_recipient_person_keeps_the_counts_adding_up(store: Sto
     assert await store.delete_person(ids[1])
     after = await store.get_broadcast(record.id)
     assert after is not None and after.total == 2 and after.counts == {"queued": 2}
+
+
+async def test_a_broadcast_that_cannot_go_on_fails_with_the_reason(store: Store) -> None:
+    await add_people(store, 2)
+    record = await create(store, SETTINGS, await add_template(store))
+    assert not await store.fail_broadcast(record.id, "w", "nope")  # not leased by w
+    await store.claim_broadcast("w", lease_seconds=30)
+    assert await store.fail_broadcast(record.id, "w", "template tp_x is gone")
+    failed = await store.get_broadcast(record.id)
+    assert failed is not None and failed.state == "failed"
+    assert failed.last_error == "template tp_x is gone" and failed.counts == {"skipped": 2}
+    assert await store.claim_broadcast("w", lease_seconds=30) is None
