@@ -37,8 +37,8 @@ console = Console(stderr=True)
 
 
 def _add_broadcast_commands() -> None:
-    """``chatbridge broadcast …`` (an API client, in ``chatbridge.api.broadcast_cli``)."""
-    from chatbridge.api.broadcast_cli import broadcast_app
+    """``chatbridge broadcast …`` (an API client: ``chatbridge.broadcast_cli``)."""
+    from chatbridge.broadcast_cli import broadcast_app
 
     app.add_typer(broadcast_app, name="broadcast")
 

@@ -11,6 +11,9 @@ checked exactly as one made in the console and is sent by the bridge's own worke
 
 ``--url`` (env ``CHATBRIDGE_URL``, default ``http://127.0.0.1:8000``) and ``--admin-key``
 (env ``CHATBRIDGE_ADMIN_KEY``) say which bridge and how to authenticate.
+
+It imports no other ``chatbridge`` module (only typer, rich and httpx), so the ``chatbridge``
+command does not pay for loading the app to offer it.
 """
 
 from __future__ import annotations
