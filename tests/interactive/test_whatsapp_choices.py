@@ -263,3 +263,22 @@ def test_evolution_tap_is_metadata_interactive(
     msg = _only_message(parse_webhook("evolution", {}, json.dumps(payload).encode(), settings))
     assert (msg.text, msg.content_type) == (expected["title"], "text")
     assert msg.metadata["interactive"] == expected
+
+
+async def test_the_echo_of_numbered_text_is_not_a_human_takeover(rig: Rig) -> None:
+    """WAHA may echo our send (``fromMe``) before the send returns its id: the numbered text
+    is what it echoes, and it is known as ours, not taken for a person on the phone."""
+    from chatbridge.channels.base import InboundRequest
+    from chatbridge.models import DeliveryReceipt
+    from chatbridge.testing.fake_whatsapp import waha_message
+
+    rig.settings = rig.settings.updated({"provider": "waha"})
+    await rig.channel.send(action(WAHA, "Confirm?", YES_NO))
+    echo = waha_message(
+        "Confirm?\n\n1. Yes\n2. No", msg_id="3EB0UNKNOWN0001", from_me=True, engine="WEBJS"
+    )
+    [parsed] = await rig.channel.parse(
+        InboundRequest(json.dumps(echo).encode(), path={"provider": "waha"})
+    )
+    assert isinstance(parsed, DeliveryReceipt)
+    assert parsed.otherwise is None  # ours: never a human taking over

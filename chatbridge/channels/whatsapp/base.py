@@ -367,7 +367,8 @@ class WhatsAppChannel:
         if action.kind == "message":
             if chat.provider == "meta_cloud":
                 await self._check_window(action.conversation.id)
-            text = self.sent_texts.sending(action)
+            # the words the gateway will echo: with choices, their numbered text
+            text = self.sent_texts.sending(interactive.with_numbered_choices(action))
             try:
                 first = await self._send_message(provider, chat, action)
             finally:
