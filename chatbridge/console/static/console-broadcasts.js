@@ -87,6 +87,8 @@
       if (b.state === "queued" || b.state === "running") out.push(button("Pause", "pause", "Paused"));
       if (b.state === "paused") out.push(button("Resume", "resume", "Resumed"));
       if (OPEN.includes(b.state)) out.push(button("Cancel", "cancel", "Cancelled"));
+      // a send cut off by a crash that the provider could not settle: the operator checked
+      if (b.counts.uncertain) out.push(button("Retry uncertain", "retry-uncertain", "Queued again"));
       return out;
     }
 
