@@ -126,6 +126,9 @@ class StatusUpdate:
     # the conversation it belongs to, where the channel says (Meta: the recipient): a status
     # for an id we never recorded is then the receipt of a send that was cut off
     channel_key: str | None = None
+    # what we sent along to be echoed back (Meta's ``biz_opaque_callback_data``): a broadcast
+    # send's ``bc:<broadcast>:<person>``, which settles a send whose id was never recorded
+    callback_data: str | None = None
 
 
 @dataclass(slots=True)

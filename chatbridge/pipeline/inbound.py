@@ -104,7 +104,9 @@ class InboundAcceptance:
             if message_id is None and parsed.channel == "whatsapp":
                 # a broadcast's template has no message row: its recipient row takes it
                 forms = own_id_forms(parsed.external_message_id)
-                if await self.store.apply_broadcast_status(forms, parsed.status, parsed.error):
+                if await self.store.apply_broadcast_status(
+                    forms, parsed.status, parsed.error, callback=parsed.callback_data
+                ):
                     return Accepted("stored", reason=f"broadcast:{parsed.status}")
             if message_id is None:
                 if parsed.channel_key is not None and parsed.status != "failed":

@@ -614,16 +614,47 @@ class BroadcastStore(StoreBase):
 
     # ------------------------------------------------------------------ status webhooks
     async def apply_broadcast_status(
-        self, external_ids: list[str], status: str, error: str | None = None
+        self,
+        external_ids: list[str],
+        status: str,
+        error: str | None = None,
+        *,
+        callback: str | None = None,
     ) -> int:
         """A provider's status for one of our broadcast sends (its id in any of the forms
         given). Moves ``sent`` → ``delivered`` → ``read``; ``failed`` is taken from any sent
-        state. Returns the rows it matched (0: not a broadcast's message)."""
+        state. Returns the rows it matched (0: not a broadcast's message).
+
+        ``callback`` is what the send carried to be echoed back (Meta's
+        ``biz_opaque_callback_data``: ``bc:<broadcast>:<person>``): it settles a recipient
+        still ``sending`` or ``uncertain`` — a send whose answer never got recorded — as
+        ``sent`` with this id (or ``failed``) before the status applies.
+        """
         br = t.broadcast_recipients
         if not external_ids:
             return 0
         now = time.time()
         async with self._tx() as conn:
+            if callback is not None and callback.startswith("bc:"):
+                _, _, rest = callback.partition(":")
+                broadcast_id, _, person_id = rest.partition(":")
+                await conn.execute(
+                    update(br)
+                    .where(
+                        and_(
+                            br.c.broadcast_id == broadcast_id,
+                            br.c.person_id == person_id,
+                            br.c.state.in_(("sending", "uncertain")),
+                        )
+                    )
+                    .values(
+                        state="failed" if status == "failed" else "sent",
+                        reason=(error or "failed") if status == "failed" else None,
+                        external_id=external_ids[0],
+                        sent_at=now,
+                        updated_at=now,
+                    )
+                )
             rows = (
                 await conn.execute(
                     select(br.c.broadcast_id, br.c.person_id, br.c.state).where(

@@ -125,6 +125,7 @@ class MetaSent:
     phone_number_id: str
     recipient: str  # the digits Meta reports as ``recipient_id``
     wamid: str
+    callback_data: str | None = None  # ``biz_opaque_callback_data``, echoed in statuses
 
 
 @dataclass
@@ -185,7 +186,14 @@ class FakeWhatsApp:
     def meta_status_of(self, sent: MetaSent, status: str = "sent") -> dict[str, Any]:
         """The ``statuses[]`` webhook Meta sends for a message it accepted (no text in it)."""
         return meta_webhook(
-            statuses=[meta_status(sent.wamid, status, recipient=sent.recipient)],
+            statuses=[
+                meta_status(
+                    sent.wamid,
+                    status,
+                    recipient=sent.recipient,
+                    callback_data=sent.callback_data,
+                )
+            ],
             phone_number_id=sent.phone_number_id,
         )
 
@@ -486,7 +494,19 @@ def _meta(
     if body.get("status") == "read":
         return JSONResponse({"success": True})
     to = str(body.get("to", ""))
-    sent = MetaSent(number, to.lstrip("+"), f"wamid.FAKE{fake.next_id():08d}")
+    callback = body.get("biz_opaque_callback_data")
+    if callback is not None and (not isinstance(callback, str) or len(callback) > 512):
+        return _error(
+            400,
+            {
+                "error": {
+                    "message": "(#100) Param biz_opaque_callback_data must be a string "
+                    "of at most 512 characters",
+                    "code": 100,
+                }
+            },
+        )
+    sent = MetaSent(number, to.lstrip("+"), f"wamid.FAKE{fake.next_id():08d}", callback)
     fake.meta_sent.append(sent)
     return JSONResponse(
         {

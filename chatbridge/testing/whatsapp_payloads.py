@@ -249,14 +249,22 @@ def meta_text(
     }
 
 
-def meta_status(wamid: str, status: str, *, recipient: str = "919876543210") -> dict[str, Any]:
-    """One ``statuses[]`` item."""
+def meta_status(
+    wamid: str,
+    status: str,
+    *,
+    recipient: str = "919876543210",
+    callback_data: str | None = None,
+) -> dict[str, Any]:
+    """One ``statuses[]`` item (with the send's ``biz_opaque_callback_data``, if it had one)."""
     item: dict[str, Any] = {
         "id": wamid,
         "status": status,
         "timestamp": "1749416390",
         "recipient_id": recipient,
     }
+    if callback_data is not None:
+        item["biz_opaque_callback_data"] = callback_data
     if status == "failed":
         item["errors"] = [
             {

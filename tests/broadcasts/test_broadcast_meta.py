@@ -1,13 +1,17 @@
 """A broadcast on Meta's Cloud API (the fake Graph API, the WABA's templates synced): each
 recipient gets a ``type: "template"`` message with their own parameters (exact path, Bearer
-header and body), and Meta's ``statuses[]`` webhooks move the recipients to delivered, read
-or failed."""
+header and body, with ``biz_opaque_callback_data``), and Meta's ``statuses[]`` webhooks move
+the recipients to delivered, read or failed; a send whose id was never recorded (cut off by a
+crash) is settled by the ``biz_opaque_callback_data`` Meta echoes."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from sqlalchemy import update
+
+from chatbridge.store import tables as t
 from tests.e2e.harness import wait_until
 from tests.templates.rig import PHONE_NUMBER_ID, template_rig
 
@@ -48,7 +52,12 @@ async def test_meta_template_broadcast_and_status_webhooks(database_url: str) ->
         ]
         assert len(calls) == 3
         assert calls[0].headers["authorization"] == "Bearer meta-token"
+        recipients = (await rig.http.get(f"/api/comms/broadcasts/{b['id']}/recipients")).json()[
+            "recipients"
+        ]
+        first_person = recipients[0]["person_id"]
         assert calls[0].json == {
+            "biz_opaque_callback_data": f"bc:{b['id']}:{first_person}",
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": "+919876543210",
@@ -86,3 +95,23 @@ async def test_meta_template_broadcast_and_status_webhooks(database_url: str) ->
 
         counts = await wait_until(moved, 10)
         assert counts["sent"] == 1
+
+        # the third send as if a crash had cut it off: uncertain, its wamid never recorded;
+        # Meta's status echoes biz_opaque_callback_data, which settles it
+        third = recipients[2]["person_id"]
+        async with rig.bridge.store._tx() as conn:
+            await conn.execute(
+                update(t.broadcast_recipients)
+                .where(t.broadcast_recipients.c.person_id == third)
+                .values(state="uncertain", external_id=None, sent_at=None)
+            )
+        hook = await rig.http.post(
+            "/api/comms/webhooks/meta",
+            content=json.dumps(rig.fake.meta_status_of(sent[2], "delivered")).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert hook.status_code == 200, hook.text
+        rows = (await rig.http.get(f"/api/comms/broadcasts/{b['id']}/recipients")).json()[
+            "recipients"
+        ]
+        assert (rows[2]["state"], rows[2]["external_id"]) == ("delivered", sent[2].wamid)

@@ -247,6 +247,7 @@ def _status(instance: str, status: dict[str, Any]) -> ParsedWebhook:
         status=value,
         error=error,
         channel_key=channel_key,
+        callback_data=get_str(status, "biz_opaque_callback_data"),
     )
 
 
@@ -348,10 +349,16 @@ class Provider:
             raise PermanentDelivery("meta_cloud: the media upload answered no id")
         return media_id
 
-    async def send_template(self, chat: ChatAddress, template: dict[str, Any]) -> str | None:
+    async def send_template(
+        self, chat: ChatAddress, template: dict[str, Any], *, callback_data: str | None = None
+    ) -> str | None:
         """Send a ``type: "template"`` message (``templates.meta_template`` builds it): the
-        only kind Meta accepts outside the 24-hour customer service window."""
+        only kind Meta accepts outside the 24-hour customer service window.
+        ``callback_data`` goes as ``biz_opaque_callback_data``: Meta echoes it in the
+        message's status webhooks (a broadcast settles a cut-off send by it)."""
         body = {**self._recipient(chat), "type": "template", "template": template}
+        if callback_data:
+            body["biz_opaque_callback_data"] = callback_data[:512]
         return _sent_id(await self._post(chat, body, "send template"))
 
     async def send_interactive(self, chat: ChatAddress, interactive: dict[str, Any]) -> str | None:

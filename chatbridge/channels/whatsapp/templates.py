@@ -407,7 +407,12 @@ async def send_template(
         raise PermanentDelivery(str(exc)) from exc
     if chat.provider == "meta_cloud":
         provider = cast("MetaProvider", channel.provider("meta_cloud"))
-        sent = await provider.send_template(chat, meta_template(template, parameters))
+        key = action.idempotency_key
+        sent = await provider.send_template(
+            chat,
+            meta_template(template, parameters),
+            callback_data=key if key.startswith("bc:") else None,  # a broadcast's send
+        )
         if sent:
             channel.remember_sent(sent)
         return SendResult(external_id=sent)
