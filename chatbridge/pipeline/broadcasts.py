@@ -285,6 +285,9 @@ class BroadcastWorker:
         if person is None:
             await self.store.end_send(b.id, pid, state="failed", reason="person was deleted")
             return None
+        if person.opted_out_at is not None:  # opted out after the broadcast was created
+            await self.store.end_send(b.id, pid, state="skipped", reason="opted_out")
+            return None
         filled = fill(b.parameters, person)
         if isinstance(filled, str) or not recipient.address:
             reason = filled if isinstance(filled, str) else "no address"

@@ -190,3 +190,18 @@ async def test_without_a_provider_answer_a_cut_off_send_is_uncertain(store: Stor
         assert [r.state for r in rows] == ["uncertain", "sent"]
         assert "check the chat" in (rows[0].reason or "")
         assert [c.json["chatId"] for c in fake.calls("/api/sendText")] == ["15550000001@c.us"]
+
+
+async def test_a_person_who_opts_out_after_creation_is_skipped(store: Store) -> None:
+    ids = await add_people(store, 3)
+    async with waha(store) as (fake, settings, channel):
+        record = await create(store, settings, await add_template(store))
+        await store.update_person(ids[1], {"opted_out_at": 1.0}, auto_link=False)
+        await worker(store, settings, channel).run_until_idle()
+        rows, _ = await store.list_recipients(record.id)
+        assert [(r.state, r.reason) for r in rows] == [
+            ("sent", None),
+            ("skipped", "opted_out"),
+            ("sent", None),
+        ]
+        assert "15550000001@c.us" not in [c.json["chatId"] for c in fake.calls("/api/sendText")]
