@@ -27,6 +27,7 @@ from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import FailureKind, GiveUp, RetryDecision, decide_retry
+from chatbridge.store.conversations import OFFER_KEY
 from chatbridge.store.outage import hold_on
 from chatbridge.store.records import ClaimedDelivery
 
@@ -182,6 +183,8 @@ class DeliveryRunner:
             b.metrics.deliveries.labels(channel, d.kind, "not_shown").inc()
             return await self._finish(d, None)
         action = to_action(d)
+        if d.kind == "message":
+            await self._track_offer(d, action)
         capabilities = getattr(adapter, "capabilities", None)
         if action.interactive is not None and not getattr(capabilities, "choices", False):
             action = with_numbered_choices(action)  # choices as "1. Yes\n2. No" in the text
@@ -274,6 +277,15 @@ class DeliveryRunner:
             log.warning("already_sent check failed", exc_info=True)
             return None
         return seen
+
+    async def _track_offer(self, d: ClaimedDelivery, action: OutboundAction) -> None:
+        """Open the choices this message offers for the customer's typed answer, or close
+        the conversation's open ones: our newest message is the one answered. Costs a write
+        only for a message with choices or while choices are open."""
+        if action.interactive is not None:
+            await self.b.store.set_offer(d.conversation.id, action.interactive)
+        elif OFFER_KEY in (d.conversation.meta or {}):
+            await self.b.store.set_offer(d.conversation.id, None)
 
     async def _finish(self, d: ClaimedDelivery, external_id: str | None) -> ClaimedDelivery | None:
         s = self.b.settings

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatbridge import clock
-from chatbridge.channels.interactive import resolve_choice
 from chatbridge.channels.whatsapp.base import own_id_forms
 from chatbridge.crm.linking import link_inbound
 from chatbridge.errors import UnknownInbox
@@ -133,8 +132,6 @@ class InboundAcceptance:
             raise UnknownInbox(parsed.channel, parsed.inbox_id)
         if isinstance(parsed, InboundMessage):
             response_mode = mode or route.reply_mode
-            # a typed "2" answering our numbered choices names its option (protocol 1.2)
-            parsed = await resolve_choice(self.store, parsed)
             msg = parsed
             max_attempts = self.settings.delivery_max_attempts
             result = await self.store.ingest(

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 
 from chatbridge import clock
 from chatbridge.ids import new_id
 from chatbridge.models import InboundMessage
+from chatbridge.policies.choices import Offer, choice_metadata, could_be_choice, match_choice
 from chatbridge.policies.model import RoutePolicies
 from chatbridge.policies.window import OpenTurn, WindowPlan, plan_window
 from chatbridge.store import hot_sql
@@ -73,6 +74,25 @@ def _inbound_row(
     )
 
 
+OFFER_KEY = "offer"
+"""``conversations.meta[OFFER_KEY]``: the choices (protocol 1.2 ``interactive``) of our newest
+message, while it is the newest; set and cleared by ``ConversationStore.set_offer``."""
+
+
+def _with_choice(msg: InboundMessage, conv: ConversationRecord) -> InboundMessage:
+    """``msg`` naming the option it picks (``metadata.interactive``) when it answers the
+    conversation's open offer by number or title. The offer comes with the conversation row
+    the ingest reads anyway: a conversation without one costs a dict lookup."""
+    raw = conv.meta.get(OFFER_KEY) if conv.meta else None
+    if raw is None or "interactive" in msg.metadata or not could_be_choice(msg.text):
+        return msg
+    offer = Offer.from_json(raw)
+    option = None if offer is None else match_choice(msg.text, offer)
+    if option is None:
+        return msg
+    return replace(msg, metadata={**msg.metadata, "interactive": choice_metadata(option)})
+
+
 def _batchable(item: _Ingest) -> bool:
     """Whether a message may be written set-wise: a route without policies, no media."""
     return item.route.policies.is_default() and MEDIA_KEY not in item.msg.metadata
@@ -92,6 +112,23 @@ class ConversationStore(StoreBase):
     """Inbound messages, conversations, contacts, owner changes."""
 
     _ingests: GroupCommit[_Ingest, IngestResult]  # built by ``Store``
+
+    async def set_offer(self, conversation_id: str, offer: dict[str, Any] | None) -> None:
+        """Open (``offer``: a reply's ``interactive`` JSON) or close (None) the choices a
+        customer's typed answer is matched against (``OFFER_KEY``). Called as our messages go
+        out: only for one with choices, or while an offer is open."""
+        c = t.conversations
+        async with self._tx() as conn:
+            row = (await conn.execute(select(c.c.meta).where(c.c.id == conversation_id))).first()
+            if row is None:
+                return
+            meta = dict(row.meta or {})
+            if offer is None:
+                if meta.pop(OFFER_KEY, None) is None:
+                    return
+            else:
+                meta[OFFER_KEY] = offer
+            await conn.execute(update(c).where(c.c.id == conversation_id).values(meta=meta))
 
     async def ingest(
         self,
@@ -158,6 +195,7 @@ class ConversationStore(StoreBase):
                 ),
             )
         )
+        msg = _with_choice(msg, conv)
         decision = item.decide(conv)
         if decision.owner != conv.owner:
             await self._set_owner_hot(tx, conv.id, decision.owner, now)
@@ -454,7 +492,7 @@ class ConversationStore(StoreBase):
             rows = await tx.fetch(q.turns, (*[list(c) for c in columns], now))
             turn_ids = {r[1]: r[0] for r in rows}
         messages = [
-            _inbound_row(it.msg, message_id, conv.id, turn_ids.get(conv.id))
+            _inbound_row(_with_choice(it.msg, conv), message_id, conv.id, turn_ids.get(conv.id))
             for _, it, conv, message_id, _ in planned
         ]
         columns = list(zip(*messages, strict=True))
