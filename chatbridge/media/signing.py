@@ -71,7 +71,9 @@ class MediaSigner:
             when = int(exp)
         except ValueError:
             return "exp is not a number"
-        if not hmac.compare_digest(self.signature(media_id, when), sig.lower()):
+        # bytes, not str: compare_digest refuses non-ASCII text (a 500 instead of a 403)
+        expected = self.signature(media_id, when).encode()
+        if not hmac.compare_digest(expected, sig.lower().encode("utf-8", "replace")):
             return "bad signature"
         if when < (time.time() if now is None else now):
             return "the URL has expired"

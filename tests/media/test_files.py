@@ -84,6 +84,9 @@ def test_signed_urls_expire_and_refuse_tampering(tmp_path: Path) -> None:
     assert signer.refusal("md_2", "1900", sig, now=1000) == "bad signature"
     assert signer.refusal("md_1", "1901", sig, now=1000) == "bad signature"
     assert signer.refusal("md_1", None, sig) is not None
+    # not hex, not ASCII: refused like any wrong signature, never an error
+    assert signer.refusal("md_1", "1900", "é" * len(sig), now=1000) == "bad signature"
+    assert signer.refusal("md_1", "1900", sig + "\u00e9", now=1000) == "bad signature"
     keyed = MediaSigner.for_settings(
         Settings(media_signing_key="k" * 32, media_dir=str(tmp_path / "m"))
     )
