@@ -240,6 +240,35 @@ def build_transcriber(settings: CommsSettings) -> Transcriber:
     return NoTranscriber()
 
 
+class CachedTranscriber:
+    """The transcriber the settings name, built on first use and rebuilt (the old one
+    closed) when the transcription settings change; shared by the workers that transcribe."""
+
+    def __init__(self) -> None:
+        self._transcriber: Transcriber | None = None
+        self._built_from: tuple[Any, ...] | None = None
+
+    async def get(self, settings: CommsSettings) -> Transcriber:
+        key = (
+            settings.transcription_provider,
+            settings.transcription_base_url,
+            settings.transcription_api_key,
+            settings.transcription_model,
+        )
+        if self._transcriber is None or key != self._built_from:
+            await self.aclose()
+            self._transcriber = build_transcriber(settings)
+            self._built_from = key
+        return self._transcriber
+
+    async def aclose(self) -> None:
+        """Close the transcriber in hand (its errors ignored); the next ``get`` builds anew."""
+        if self._transcriber is not None:
+            with contextlib.suppress(Exception):
+                await self._transcriber.aclose()
+            self._transcriber = None
+
+
 def provider_status(settings: CommsSettings) -> dict[str, Any]:
     """What the console shows: the provider and whether it can run here."""
     provider = settings.transcription_provider
@@ -300,8 +329,7 @@ class TranscriptionWorker:
         self.poll_interval = poll_interval
         self.retry_base = retry_base
         self.retry_max = retry_max
-        self._transcriber: Transcriber | None = None
-        self._built_from: tuple[Any, ...] | None = None
+        self._transcriber = CachedTranscriber()
         self._loop: ClaimLoop[_Job] = ClaimLoop(
             "transcriptions",
             claim=self.claim,
@@ -315,20 +343,7 @@ class TranscriptionWorker:
         self._loop.wake()
 
     async def _current(self) -> Transcriber:
-        s = self.settings()
-        key = (
-            s.transcription_provider,
-            s.transcription_base_url,
-            s.transcription_api_key,
-            s.transcription_model,
-        )
-        if self._transcriber is None or key != self._built_from:
-            if self._transcriber is not None:
-                with contextlib.suppress(Exception):
-                    await self._transcriber.aclose()
-            self._transcriber = build_transcriber(s)
-            self._built_from = key
-        return self._transcriber
+        return await self._transcriber.get(self.settings())
 
     async def claim(self, limit: int) -> list[_Job]:
         """Lease up to ``limit`` due jobs; none while no provider is configured (the jobs
@@ -394,6 +409,4 @@ class TranscriptionWorker:
             await self._loop.drain(0)
             with contextlib.suppress(Exception):
                 await self.store.release_transcriptions(self.owner)
-            if self._transcriber is not None:
-                with contextlib.suppress(Exception):
-                    await self._transcriber.aclose()
+            await self._transcriber.aclose()

@@ -32,8 +32,12 @@ from chatbridge import clock
 from chatbridge.channels.whatsapp.media import PermanentDownload, RetryableDownload, download
 from chatbridge.config import Settings
 from chatbridge.crm.settings import CommsSettings
-from chatbridge.crm.transcription import Recording, RetryableTranscription, Transcriber
-from chatbridge.crm.transcription import build_transcriber as build_voice_transcriber
+from chatbridge.crm.transcription import (
+    CachedTranscriber,
+    Recording,
+    RetryableTranscription,
+    Transcriber,
+)
 from chatbridge.media.files import MediaFolder, write_checked
 from chatbridge.media.limits import KINDS, Kind, MediaRefused, kind_for
 from chatbridge.retry import FailureKind, RetryAt, decide_retry
@@ -77,8 +81,7 @@ class MediaWorker:
         self.retry_max = retry_max
         self.folder = MediaFolder.for_settings(settings)
         self._http: aiohttp.ClientSession | None = None
-        self._transcriber: Transcriber | None = None
-        self._built_from: tuple[Any, ...] | None = None
+        self._transcriber = CachedTranscriber()
         self._loop: ClaimLoop[MediaRecord] = ClaimLoop(
             "media",
             claim=self.claim,
@@ -97,20 +100,7 @@ class MediaWorker:
         return self._http
 
     async def _voice_transcriber(self) -> Transcriber:
-        s = self.comms()
-        key = (
-            s.transcription_provider,
-            s.transcription_base_url,
-            s.transcription_api_key,
-            s.transcription_model,
-        )
-        if self._transcriber is None or key != self._built_from:
-            if self._transcriber is not None:
-                with contextlib.suppress(Exception):
-                    await self._transcriber.aclose()
-            self._transcriber = build_voice_transcriber(s)
-            self._built_from = key
-        return self._transcriber
+        return await self._transcriber.get(self.comms())
 
     async def claim(self, limit: int) -> list[MediaRecord]:
         return await self.store.claim_media(
@@ -243,7 +233,4 @@ class MediaWorker:
         if self._http is not None:
             await self._http.close()
             self._http = None
-        if self._transcriber is not None:
-            with contextlib.suppress(Exception):
-                await self._transcriber.aclose()
-            self._transcriber = None
+        await self._transcriber.aclose()

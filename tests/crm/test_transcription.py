@@ -95,7 +95,7 @@ async def test_openai_provider_retries_then_gives_up(store: Store, tmp_path: Pat
         gone = await queued(store, recording_path=str(tmp_path / "missing.wav"))
         await w.run_until_idle()
         assert (await store.get_call(gone))["transcript_status"] == "failed"  # type: ignore[index]
-        await w._transcriber.aclose()  # type: ignore[union-attr]
+        await w._transcriber.aclose()
 
 
 @pytest.mark.skipif(local_engine() is not None, reason="a local engine is installed")
@@ -167,7 +167,7 @@ async def test_a_job_failing_every_time_ends_after_max_attempts(
         assert len(fake.requests) == MAX_ATTEMPTS
         # the last error as it was: a job's error is shown to the user as the reason
         assert row["transcript_error"] == "transcription: HTTP 503"
-        await w._transcriber.aclose()  # type: ignore[union-attr]
+        await w._transcriber.aclose()
 
 
 class GatedWorker(TranscriptionWorker):
