@@ -17,7 +17,6 @@ from sqlalchemy import select, update
 from chatbridge.channels.whatsapp import WhatsAppChannel
 from chatbridge.channels.whatsapp.signatures import evolution_jwt, sign_meta, sign_waha
 from chatbridge.config import AgentConfig, InboxMapping
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
 from chatbridge.testing.fake_whatsapp import (
@@ -34,6 +33,7 @@ from chatbridge.testing.fake_whatsapp import (
     waha_message,
 )
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 from tests.e2e.harness import Stack, running_stack, wait_until
 
 PHONE_NUMBER_ID = "106540352242922"
@@ -99,18 +99,7 @@ async def whatsapp_stack(
                 ),
             )
         )
-        settings = CommsSettings(  # type: ignore[call-arg]
-            _env_file=None,
-            waha_base_url=fake_url,
-            waha_api_key="waha-key",
-            evolution_base_url=fake_url,
-            evolution_api_key="evo-key",
-            evolution_instance="shop",
-            meta_graph_url=fake_url,
-            meta_access_token="meta-token",
-            meta_phone_number_id=PHONE_NUMBER_ID,
-            **comms,
-        )
+        settings = gateways_at(fake_url, **comms)
         stack.bridge.set_comms_settings(settings)
         yield WA(stack, app.state.fake, stack.http)
 

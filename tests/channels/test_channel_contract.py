@@ -32,7 +32,6 @@ from chatbridge.channels.registry import CHANNELS, WEBHOOK_CHANNELS, ChannelUnav
 from chatbridge.channels.signatures import sign_chatwoot
 from chatbridge.channels.whatsapp.signatures import evolution_jwt, sign_meta, sign_waha
 from chatbridge.config import AgentConfig, InboxMapping
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import BadInput, PermanentDelivery
 from chatbridge.models import ConversationRef, OutboundAction
 from chatbridge.store import tables as t
@@ -45,6 +44,7 @@ from chatbridge.testing.whatsapp_payloads import (
     meta_webhook,
     waha_message,
 )
+from tests.channels.whatsapp.rig import gateways_at
 from tests.e2e.harness import Stack, running_stack
 
 SECRET = "contract-secret-0123"
@@ -348,19 +348,11 @@ async def prepared(case_id: str, database_url: str) -> AsyncIterator[Case]:
             bridge.channels["memory"] = MemoryChannel()
         if case_id in PROVIDERS:
             bridge.set_comms_settings(
-                CommsSettings(  # type: ignore[call-arg]
-                    _env_file=None,
+                gateways_at(
+                    fake_url,
                     provider=PROVIDERS[case_id],
-                    waha_base_url=fake_url,
-                    waha_api_key="waha-key",
                     waha_hmac_key="hmac-key-0123456789",
-                    evolution_base_url=fake_url,
-                    evolution_api_key="evo-key",
-                    evolution_instance="shop",
                     evolution_jwt_key="evo-jwt-secret-0123456789",
-                    meta_graph_url=fake_url,
-                    meta_access_token="meta-token",
-                    meta_phone_number_id=PHONE_NUMBER_ID,
                     meta_app_secret="meta-app-secret-0123",
                     send_read_receipts=False,
                 )

@@ -16,10 +16,10 @@ import pytest
 
 from chatbridge.channels.http import HttpChannel, HttpInbox
 from chatbridge.channels.whatsapp import WhatsAppChannel
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import ConversationRef, OutboundAction
 from tests.channels.scripted_origin import Answer, Origin
+from tests.channels.whatsapp.rig import gateways_at
 from tests.e2e.drain import within
 
 SECRET = "an-inbox-secret-0123456789"
@@ -124,17 +124,7 @@ def wa_action(key: str) -> OutboundAction:
 @asynccontextmanager
 async def gateway(base_url: str) -> AsyncIterator[WhatsAppChannel]:
     """A WhatsApp channel whose three gateways are all at ``base_url``."""
-    settings = CommsSettings(  # type: ignore[call-arg]
-        _env_file=None,
-        waha_base_url=base_url,
-        waha_api_key="waha-key",
-        evolution_base_url=base_url,
-        evolution_api_key="evo-key",
-        evolution_instance="shop",
-        meta_graph_url=base_url,
-        meta_access_token="meta-token",
-        meta_phone_number_id="106540352242922",
-    )
+    settings = gateways_at(base_url)
     channel = WhatsAppChannel(lambda: settings, timeout=0.3)
     try:
         yield channel

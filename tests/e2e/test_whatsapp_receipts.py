@@ -28,7 +28,6 @@ from sqlalchemy import select
 
 from chatbridge.api import create_app
 from chatbridge.config import AgentConfig, InboxMapping, Settings
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store import tables as t
 from chatbridge.store.records import DeliverySpec
@@ -42,6 +41,7 @@ from chatbridge.testing.fake_whatsapp import (
     waha_message,
 )
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 from tests.e2e.drain import within
 from tests.e2e.harness import wait_until
 
@@ -246,19 +246,7 @@ async def receipt_rig(
         await bridge.start(workers=False)
         try:
             bridge.set_comms_settings(
-                CommsSettings(  # type: ignore[call-arg]
-                    _env_file=None,
-                    provider=provider.name,
-                    waha_base_url=fake_url,
-                    waha_api_key="waha-key",
-                    evolution_base_url=fake_url,
-                    evolution_api_key="evo-key",
-                    evolution_instance="shop",
-                    meta_graph_url=fake_url,
-                    meta_api_version="v21.0",
-                    meta_access_token="meta-token",
-                    meta_phone_number_id=PHONE_NUMBER_ID,
-                )
+                gateways_at(fake_url, provider=provider.name, meta_api_version="v21.0")
             )
             async with (
                 serve_app(WithoutLifespan(app)) as url,

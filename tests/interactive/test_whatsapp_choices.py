@@ -22,6 +22,7 @@ from chatbridge.testing.fake_whatsapp import (
     meta_webhook,
 )
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 
 WAHA = "waha:default:919876543210@c.us"
 EVO = "evolution:shop:919876543210@s.whatsapp.net"
@@ -36,17 +37,7 @@ YES_NO = {
 class Rig:
     def __init__(self, url: str, fake: FakeWhatsApp) -> None:
         self.fake = fake
-        self.settings = CommsSettings(  # type: ignore[call-arg]
-            _env_file=None,
-            waha_base_url=url,
-            waha_api_key="waha-key",
-            evolution_base_url=url,
-            evolution_api_key="evo-key",
-            evolution_instance="shop",
-            meta_graph_url=url,
-            meta_access_token="meta-token",
-            meta_phone_number_id="106540352242922",
-        )
+        self.settings = gateways_at(url)
         self.channel = WhatsAppChannel(lambda: self.settings, timeout=5)
 
 

@@ -22,6 +22,7 @@ from chatbridge.crm.settings import CommsSettings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, create_fake_whatsapp
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 from tests.crm.fake_transcriber import FakeTranscriber, create_fake_transcriber
 from tests.e2e.harness import FAST, wait_until
 
@@ -93,19 +94,7 @@ def comms_for(provider: str, fake_url: str, transcriber_url: str | None) -> Comm
             "transcription_base_url": f"{transcriber_url}/v1",
             "transcription_api_key": "sk-transcribe",
         }
-    return CommsSettings(  # type: ignore[call-arg]
-        _env_file=None,
-        provider=provider,
-        waha_base_url=fake_url,
-        waha_api_key="waha-key",
-        evolution_base_url=fake_url,
-        evolution_api_key="evo-key",
-        evolution_instance="shop",
-        meta_graph_url=fake_url,
-        meta_access_token="meta-token",
-        meta_phone_number_id=PHONE_NUMBER_ID,
-        **extra,
-    )
+    return gateways_at(fake_url, provider=provider, **extra)
 
 
 @asynccontextmanager

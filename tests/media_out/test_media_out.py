@@ -21,7 +21,6 @@ from chatbridge.channels.whatsapp.media_out import (
     stored_media_id,
 )
 from chatbridge.config import Settings
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
 from chatbridge.media.files import put
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
@@ -29,6 +28,7 @@ from chatbridge.store import Store
 from chatbridge.testing.fake_wa_interactive import state
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, create_fake_whatsapp
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 MB = 1024 * 1024
@@ -91,17 +91,7 @@ class Rig:
         self.fake = fake
         self.store = store
         self.settings = settings
-        comms = CommsSettings(  # type: ignore[call-arg]
-            _env_file=None,
-            waha_base_url=url,
-            waha_api_key="waha-key",
-            evolution_base_url=url,
-            evolution_api_key="evo-key",
-            evolution_instance="shop",
-            meta_graph_url=url,
-            meta_access_token="meta-token",
-            meta_phone_number_id="106540352242922",
-        )
+        comms = gateways_at(url)
         self.channel = WhatsAppChannel(lambda: comms, store=store, timeout=5)
         self.channel.media_settings = settings
 

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from chatbridge.channels.whatsapp import WhatsAppChannel
-from chatbridge.crm.settings import CommsSettings
 from chatbridge.errors import PermanentDelivery
 from chatbridge.models import ConversationRef, OutboundAction
 from chatbridge.store import Store
 from chatbridge.testing.fake_wa_templates import add_template
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, create_fake_whatsapp
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 
 META = "meta_cloud:106540352242922:919876543210"
 WAHA = "waha:default:919876543210@c.us"
@@ -50,17 +50,7 @@ class Env:
 async def env(store: Store) -> AsyncIterator[Env]:
     app = create_fake_whatsapp()
     async with serve_app(app) as url:
-        settings = CommsSettings(  # type: ignore[call-arg]
-            _env_file=None,
-            waha_base_url=url,
-            waha_api_key="waha-key",
-            evolution_base_url=url,
-            evolution_api_key="evo-key",
-            evolution_instance="shop",
-            meta_graph_url=url,
-            meta_access_token="meta-token",
-            meta_phone_number_id="106540352242922",
-        )
+        settings = gateways_at(url)
         channel = WhatsAppChannel(lambda: settings, store=store, timeout=5)
         try:
             yield Env(app.state.fake, channel, store, url)

@@ -16,6 +16,7 @@ from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, RecordedRequest, create_fake_whatsapp
 from chatbridge.testing.servers import serve_app
+from tests.channels.whatsapp.rig import gateways_at
 
 
 @dataclass
@@ -36,17 +37,7 @@ class Gateway:
 async def gw() -> AsyncIterator[Gateway]:
     app = create_fake_whatsapp()
     async with serve_app(app) as url:
-        settings = CommsSettings(  # type: ignore[call-arg]
-            _env_file=None,
-            waha_base_url=url,
-            waha_api_key="waha-key",
-            evolution_base_url=url,
-            evolution_api_key="evo-key",
-            evolution_instance="shop",
-            meta_graph_url=url,
-            meta_access_token="meta-token",
-            meta_phone_number_id="106540352242922",
-        )
+        settings = gateways_at(url)
         holder: list[Gateway] = []
         channel = WhatsAppChannel(lambda: holder[0].settings, timeout=5)
         holder.append(Gateway(url, app.state.fake, settings, channel))
