@@ -17,14 +17,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from chatbridge.api import create_app
-from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.testing.fake_whatsapp import FakeWhatsApp, create_fake_whatsapp
 from chatbridge.testing.servers import serve_app
-from tests.channels.whatsapp.rig import gateways_at
+from tests.channels.whatsapp.rig import gateways_at, hook_agent_settings
 from tests.crm.fake_transcriber import FakeTranscriber, create_fake_transcriber
-from tests.e2e.harness import FAST, wait_until
+from tests.e2e.harness import wait_until
 
 ADMIN_KEY = "media-admin-key-0123"
 AGENT_TOKEN = "media-agent-token-0123"
@@ -117,25 +116,14 @@ async def media_rig(
         serve_app(agent.app()) as hook_url,
         serve_app(stt_app) as stt_url,
     ):
-        settings = Settings(
-            database_url=database_url,
+        settings = hook_agent_settings(
+            database_url,
             instance_id="media",
             admin_key=ADMIN_KEY,
+            hook_url=hook_url,
+            token=AGENT_TOKEN,
             media_dir=str(media_dir),
-            inbox_agent_mappings=[
-                InboxMapping(
-                    channel="whatsapp",
-                    inbox_id=1,
-                    agent_config=AgentConfig(
-                        agent_id="agent1",
-                        transport="http-webhook",
-                        webhook_url=f"{hook_url}/hook",
-                        token=AGENT_TOKEN,
-                        timeout_seconds=5,
-                    ),
-                )
-            ],
-            **{**FAST, **settings_extra},
+            **settings_extra,
         )
         app = create_app(settings)
         async with serve_app(app) as url:

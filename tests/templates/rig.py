@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import update
 
 from chatbridge.api import create_app
-from chatbridge.config import AgentConfig, InboxMapping, Settings
 from chatbridge.crm.settings import CommsSettings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store import tables as t
@@ -30,7 +29,8 @@ from chatbridge.testing.fake_whatsapp import (
     meta_webhook,
 )
 from chatbridge.testing.servers import serve_app
-from tests.e2e.harness import FAST, wait_until
+from tests.channels.whatsapp.rig import hook_agent_settings
+from tests.e2e.harness import wait_until
 
 PHONE_NUMBER_ID = "106540352242922"
 ADMIN_KEY = "test-admin-key-0123"
@@ -148,24 +148,12 @@ async def template_rig(database_url: str, *, sync: bool = True) -> AsyncIterator
     add_template(fake, "order_update", ORDER_UPDATE)
     add_template(fake, "booking", BOOKING)
     async with serve_app(fake_app) as fake_url, serve_app(agent.app()) as hook_url:
-        settings = Settings(
-            database_url=database_url,
+        settings = hook_agent_settings(
+            database_url,
             instance_id="tpl",
             admin_key=ADMIN_KEY,
-            inbox_agent_mappings=[
-                InboxMapping(
-                    channel="whatsapp",
-                    inbox_id=1,
-                    agent_config=AgentConfig(
-                        agent_id="agent1",
-                        transport="http-webhook",
-                        webhook_url=f"{hook_url}/hook",
-                        token=AGENT_TOKEN,
-                        timeout_seconds=5,
-                    ),
-                )
-            ],
-            **FAST,
+            hook_url=hook_url,
+            token=AGENT_TOKEN,
         )
         app = create_app(settings)
         async with serve_app(app) as url:
