@@ -11,67 +11,20 @@ is recorded sent, one that did not is sent now. Every recipient gets it exactly 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
-import httpx
-
 from chatbridge.store import Store
 from chatbridge.testing.fake_whatsapp import create_fake_whatsapp
-from chatbridge.testing.servers import serve_app
+from chatbridge.testing.servers import bind_socket, serve_app
 from tests.broadcasts.rig import WAHA_KEY, add_people, add_template, create, waha_settings
-from tests.e2e.harness import free_port, wait_until
+from tests.e2e.harness import wait_until
+from tests.e2e.test_crash_restart import BridgeProcess
 
 PEOPLE = 1000
 RATE = 200.0
 LEASE_SECONDS = 2.0
-
-
-class BridgeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, instance: str) -> None:
-        port = free_port()
-        env = {**self.env, "CHATBRIDGE_INSTANCE_ID": instance}
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "chatbridge", "serve", "--port", str(port)),
-                env=env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        async with httpx.AsyncClient() as http:
-
-            async def ready() -> bool:
-                assert self.proc is not None and self.proc.returncode is None, self.log.read_text()
-                try:
-                    r = await http.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-                except httpx.HTTPError:
-                    return False
-                return r.status_code == 200
-
-            await wait_until(ready, timeout=60)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(self.proc.wait(), 10)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 async def test_sigkill_halfway_then_resume_sends_everyone_once(
@@ -97,9 +50,11 @@ async def test_sigkill_halfway_then_resume_sends_everyone_once(
                 "CHATBRIDGE_COMMS_WAHA_API_KEY": WAHA_KEY,
                 "CHATBRIDGE_COMMS_WAHA_SESSION": "default",
             }
-            bridge = BridgeProcess(env, tmp_path / "bridge.log")
+            listener = bind_socket()
+            listener.listen(128)
+            bridge = BridgeProcess(env, listener, tmp_path / "bridge.log")
             try:
-                await bridge.start("bc-1")
+                await bridge.start()
                 await wait_until(lambda: len(fake.calls("/api/sendText")) >= PEOPLE // 2, 60)
                 await bridge.kill()
                 at_kill = len(fake.calls("/api/sendText"))
@@ -109,7 +64,7 @@ async def test_sigkill_halfway_then_resume_sends_everyone_once(
                 cut_off = mid.counts.get("sending", 0)
                 assert cut_off <= 1, mid.counts  # one send at a time
 
-                await bridge.start("bc-2")  # another instance: takes over the dead lease
+                await bridge.start()  # another instance: takes over the dead lease
 
                 async def finished() -> bool:
                     b = await store.get_broadcast(record.id)
@@ -118,6 +73,7 @@ async def test_sigkill_halfway_then_resume_sends_everyone_once(
                 await wait_until(finished, 60)
             finally:
                 await bridge.stop()
+                listener.close()
 
             per_chat = Counter(c.json["chatId"] for c in fake.calls("/api/sendText"))
             assert max(per_chat.values()) == 1, per_chat.most_common(3)
