@@ -161,6 +161,25 @@ def _recipient(row: Any, name: str | None = None) -> Recipient:
     )
 
 
+def _person_facts(
+    row: Any, channels: frozenset[str] = frozenset(), last_contact_at: float | None = None
+) -> PersonFacts:
+    """A ``people`` row's facts (with the channels and last contact, where they were read)."""
+    return PersonFacts(
+        id=row.id,
+        name=row.name,
+        phone=row.phone,
+        email=row.email,
+        company=row.company,
+        external_ref=row.external_ref,
+        tags=tuple(row.tags or ()),
+        meta=row.meta or {},
+        opted_out_at=row.opted_out_at,
+        channels=channels,
+        last_contact_at=last_contact_at,
+    )
+
+
 class BroadcastStore(StoreBase):
     """Broadcasts: a template sent to a CRM segment, one row per recipient, leased."""
 
@@ -182,20 +201,7 @@ class BroadcastStore(StoreBase):
                 last[person_id] = max(last.get(person_id, 0.0), float(at))
         rows = await conn.execute(select(p).order_by(p.c.created_at, p.c.id))
         return [
-            PersonFacts(
-                id=r.id,
-                name=r.name,
-                phone=r.phone,
-                email=r.email,
-                company=r.company,
-                external_ref=r.external_ref,
-                tags=tuple(r.tags or ()),
-                meta=r.meta or {},
-                opted_out_at=r.opted_out_at,
-                channels=frozenset(channels.get(r.id, ())),
-                last_contact_at=last.get(r.id),
-            )
-            for r in rows.all()
+            _person_facts(r, frozenset(channels.get(r.id, ())), last.get(r.id)) for r in rows.all()
         ]
 
     async def people_facts(self) -> list[PersonFacts]:
@@ -331,20 +337,7 @@ class BroadcastStore(StoreBase):
         p = t.people
         async with self._tx() as conn:
             rows = (await conn.execute(select(p).where(p.c.id.in_(person_ids)))).all()
-        return {
-            r.id: PersonFacts(
-                id=r.id,
-                name=r.name,
-                phone=r.phone,
-                email=r.email,
-                company=r.company,
-                external_ref=r.external_ref,
-                tags=tuple(r.tags or ()),
-                meta=r.meta or {},
-                opted_out_at=r.opted_out_at,
-            )
-            for r in rows
-        }
+        return {r.id: _person_facts(r) for r in rows}
 
     # ------------------------------------------------------------------ operator actions
     async def change_broadcast(self, broadcast_id: str, action: str) -> BroadcastRecord | str:
