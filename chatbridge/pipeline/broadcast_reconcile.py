@@ -39,11 +39,35 @@ from chatbridge.channels.base import ChannelAdapter
 from chatbridge.channels.whatsapp.base import WhatsAppChannel
 from chatbridge.channels.whatsapp.ids import ChatAddress
 from chatbridge.channels.whatsapp.templates import prepare, render
+from chatbridge.crm.settings import CommsSettings
 from chatbridge.store.broadcasts import Recipient
 
 SETTLE_SECONDS = 20.0
 SKEW = 300.0
 LOOK_BACK = 100
+
+
+async def _settled_send(
+    channel: WhatsAppChannel,
+    recipient: Recipient,
+    template: dict[str, Any],
+    provider: str,
+    settle_seconds: float,
+) -> tuple[ChatAddress, CommsSettings, str] | None:
+    """The recipient's chat, the settings and the text the cut-off send carried, once
+    ``settle_seconds`` have passed since it began; None if the chat is not on ``provider``."""
+    if not recipient.address:
+        return None
+    chat = ChatAddress.parse(recipient.address)
+    if chat.provider != provider:
+        return None
+    settings = channel.settings_source()
+    record, parameters = await prepare(channel.store, template, provider)
+    text = render(record, parameters).text
+    wait = recipient.updated_at + settle_seconds - time.time()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    return chat, settings, text
 
 
 async def waha_sent(
@@ -55,17 +79,10 @@ async def waha_sent(
 ) -> str | bool | None:
     """The WAHA id of the cut-off send if it is in the chat, False if it is not, None if
     WAHA is not the recipient's provider."""
-    if not recipient.address:
+    looked = await _settled_send(channel, recipient, template, "waha", settle_seconds)
+    if looked is None:
         return None
-    chat = ChatAddress.parse(recipient.address)
-    if chat.provider != "waha":
-        return None
-    settings = channel.settings_source()
-    record, parameters = await prepare(channel.store, template, "waha")
-    text = render(record, parameters).text
-    wait = recipient.updated_at + settle_seconds - time.time()
-    if wait > 0:
-        await asyncio.sleep(wait)
+    chat, settings, text = looked
     base = settings.waha_base_url.rstrip("/")
     url = (
         f"{base}/api/{quote(chat.instance, safe='')}/chats/{quote(chat.chat_id, safe='')}"
@@ -114,17 +131,10 @@ async def evolution_sent(
 ) -> str | bool | None:
     """The Evolution id of the cut-off send if it is in the chat, False if the chat's saved
     history shows it is not, None if that cannot be told (see the module docstring)."""
-    if not recipient.address:
+    looked = await _settled_send(channel, recipient, template, "evolution", settle_seconds)
+    if looked is None:
         return None
-    chat = ChatAddress.parse(recipient.address)
-    if chat.provider != "evolution":
-        return None
-    settings = channel.settings_source()
-    record, parameters = await prepare(channel.store, template, "evolution")
-    text = render(record, parameters).text
-    wait = recipient.updated_at + settle_seconds - time.time()
-    if wait > 0:
-        await asyncio.sleep(wait)
+    chat, settings, text = looked
     key = settings.evolution_api_key
     found = await channel.http.request(
         "POST",
