@@ -24,8 +24,7 @@ async def test_create_follow_list_status_and_a_refusal(sqlite_url: str) -> None:
             result = runner.invoke(app, ["broadcast", *args, *common])
             return result.exit_code, result.output
 
-        code, text = await asyncio.to_thread(
-            cli,
+        kettles = (
             "create",
             "--template",
             template_id,
@@ -37,24 +36,10 @@ async def test_create_follow_list_status_and_a_refusal(sqlite_url: str) -> None:
             "2=Kettle",
             "--tag-any",
             "vip",
-            "--preview",
         )
+        code, text = await asyncio.to_thread(cli, *kettles, "--preview")
         assert code == 0 and '2 to send, 1 skipped {"opted_out": 1}' in text, text
-        code, text = await asyncio.to_thread(
-            cli,
-            "create",
-            "--template",
-            template_id,
-            "--name",
-            "Kettles",
-            "--param",
-            "1={person.first_name}",
-            "--param",
-            "2=Kettle",
-            "--tag-any",
-            "vip",
-            "--follow",
-        )
+        code, text = await asyncio.to_thread(cli, *kettles, "--follow")
         assert code == 0, text
         assert "done: sent 2, skipped 1" in text, text
         assert len(r.fake.calls("/api/sendText")) == 2
