@@ -220,3 +220,22 @@ async def test_the_fake_refuses_an_unknown_media_id(rig: Rig) -> None:
         assert r.status_code == 400 and "file is required" in r.json()["error"]["message"]
         r = await graph.post("/v23.0/106540352242922/media", files={"file": ("x", b"x")})
         assert r.status_code == 401
+
+
+def test_a_static_sticker_is_held_to_100_kb_an_animated_one_to_500() -> None:
+    """Meta: static stickers ≤ 100 KB, animated ≤ 500 KB; the animation bit of an extended
+    WebP's flags (``VP8X``, byte 20) tells them apart."""
+    from chatbridge.channels.whatsapp.media_out import StoredAttachment
+
+    def webp(size: int, *, animated: bool) -> StoredAttachment:
+        head = b"RIFF" + size.to_bytes(4, "little") + b"WEBP" + b"VP8X" + b"\x0a\0\0\0"
+        head += bytes([0x02 if animated else 0x00])
+        data = head + b"\0" * (size - len(head))
+        return StoredAttachment("media:md_s", "image/webp", size, "s.webp", data=data)
+
+    with pytest.raises(PermanentDelivery, match="100 KB limit for a static sticker"):
+        check_outbound(webp(200 * 1024, animated=False))
+    check_outbound(webp(200 * 1024, animated=True))
+    check_outbound(webp(90 * 1024, animated=False))
+    with pytest.raises(PermanentDelivery, match="limit for sticker"):
+        check_outbound(webp(600 * 1024, animated=True))

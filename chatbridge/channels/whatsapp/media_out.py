@@ -94,11 +94,31 @@ def check_outbound(attachment: Attachment) -> None:
             f"({HINTS[kind]})"
         )
     limit = KIND_MAX_BYTES[kind]
+    label: str = kind
+    if kind == "sticker" and isinstance(attachment, StoredAttachment):
+        if not animated_webp(attachment.data):
+            limit, label = STATIC_STICKER_MAX_BYTES, "a static sticker"
     if attachment.size is not None and attachment.size > limit:
         raise PermanentDelivery(
             f"whatsapp cannot send {name!r}: {_size(attachment.size)} is over WhatsApp's "
-            f"{_size(limit)} limit for {kind}"
+            f"{_size(limit)} limit for {label}"
         )
+
+
+# Meta: a static sticker is at most 100 KB, an animated one 500 KB (KIND_MAX_BYTES).
+STATIC_STICKER_MAX_BYTES = 100 * 1024
+
+
+def animated_webp(data: bytes) -> bool:
+    """Whether ``data`` is an animated WebP: an extended (``VP8X``) file whose flags byte
+    has the animation bit (0x02), per the WebP container specification."""
+    return (
+        len(data) >= 21
+        and data[:4] == b"RIFF"
+        and data[8:12] == b"WEBP"
+        and data[12:16] == b"VP8X"
+        and bool(data[20] & 0x02)
+    )
 
 
 def stored_media_id(url: str, public_base: str | None = None) -> str | None:
