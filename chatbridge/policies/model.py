@@ -185,10 +185,36 @@ class RoutePolicies(BaseModel):
     )
     summary_messages: int = Field(default=10, ge=1, le=100)
     ignore: IgnoreList = Field(default_factory=IgnoreList)
+    working_notice_after: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="on channels without a live status (all but the web chat): when a turn "
+        "has run this many seconds without an answer, send the customer working_notice_text "
+        "once (empty: never)",
+    )
+    working_notice_text: str = Field(
+        default="Working on it…",
+        min_length=1,
+        max_length=1000,
+        description="the one notice a slow turn sends (working_notice_after)",
+    )
+    notices_to_channel: bool = Field(
+        default=False,
+        description="an agent's system and warning notices are sent to the channel too (the "
+        "web chat and the console always show them)",
+    )
 
     _kw = field_validator("close_keywords", "handoff_keywords", "resume_keywords", mode="after")(
         classmethod(lambda cls, v: _keywords(v))
     )
+
+    @field_validator("working_notice_text")
+    @classmethod
+    def _notice_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the working notice needs words")
+        return value
 
     @model_validator(mode="after")
     def _window(self) -> RoutePolicies:

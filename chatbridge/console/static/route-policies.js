@@ -27,6 +27,9 @@
     handoff_summary: false,
     summary_messages: 10,
     ignore: { contact_ids: [], phones: [], jids: [], group_patterns: [] },
+    working_notice_after: null,
+    working_notice_text: "Working on it…",
+    notices_to_channel: false,
   });
   const WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
   const DAY_NAMES = { mon: "Monday", tue: "Tuesday", wed: "Wednesday", thu: "Thursday", fri: "Friday", sat: "Saturday", sun: "Sunday" };
@@ -121,6 +124,8 @@
     }
     if (p.handoff_summary) parts.push(`handoff summary (${p.summary_messages} messages)`);
     else if (p.summary_messages !== d.summary_messages) parts.push(`summary of ${p.summary_messages} messages`);
+    if (p.working_notice_after != null) parts.push(`“${p.working_notice_text}” after ${fmtSeconds(p.working_notice_after)}`);
+    if (p.notices_to_channel) parts.push("notices to the channel");
     const ignored = IGNORE.reduce((n, [k]) => n + (p.ignore[k] || []).length, 0);
     if (ignored) parts.push(`ignores ${ignored}`);
     return parts;
@@ -201,6 +206,9 @@
         away_text: h("textarea", { name: "away_text", rows: 2, placeholder: "We are closed; a colleague answers tomorrow from 9:00.", value: bh.away_text || "" }),
         handoff_summary: h("input", { type: "checkbox", name: "handoff_summary", checked: p.handoff_summary }),
         summary_messages: num("summary_messages", p.summary_messages),
+        working_notice_after: h("input", { name: "working_notice_after", type: "number", step: "any", value: p.working_notice_after ?? "", placeholder: "never" }),
+        working_notice_text: h("input", { name: "working_notice_text", value: p.working_notice_text, maxlength: "1000" }),
+        notices_to_channel: h("input", { type: "checkbox", name: "notices_to_channel", checked: p.notices_to_channel }),
       };
       c.outside.value = bh.outside || "bot";
       const days = {};
@@ -295,6 +303,15 @@
           check("policies.handoff_summary", "Handoff summary", c.handoff_summary, "on handoff, a private note for the human: the agent's summary or the last messages"),
           field("policies.summary_messages", "Summary messages", c.summary_messages, { hint: "how many of the last messages, without the agent's summary" }),
         ),
+        group(
+          "policies.live",
+          "Slow agents and notices",
+          field("policies.working_notice_after", "Working notice after (s)", c.working_notice_after, {
+            hint: "a turn still running this long sends one notice (not on the web chat, which shows the agent's live status); empty: never",
+          }),
+          field("policies.working_notice_text", "Working notice text", c.working_notice_text),
+          check("policies.notices_to_channel", "Notices to the channel", c.notices_to_channel, "the agent's system and warning notices reach the customer's channel too; the web chat and the console always show them"),
+        ),
         h(
           "fieldset",
           { "data-path": "policies.ignore", "data-label": "Ignore list" },
@@ -371,6 +388,14 @@
         }
         v.handoff_summary = c.handoff_summary.checked;
         v.summary_messages = intIn("policies.summary_messages", c.summary_messages, 1, 100);
+        const wait = c.working_notice_after.value.trim();
+        v.working_notice_after = wait === "" ? null : Number(wait);
+        if (wait !== "" && !(v.working_notice_after > 0 && v.working_notice_after <= 3600))
+          errors.push({ path: "policies.working_notice_after", msg: "more than 0 and at most an hour (3600), or empty for never" });
+        v.working_notice_text = c.working_notice_text.value;
+        if (!v.working_notice_text.trim()) errors.push({ path: "policies.working_notice_text", msg: "the working notice needs words" });
+        else if (v.working_notice_text.length > 1000) errors.push({ path: "policies.working_notice_text", msg: "at most 1000 characters" });
+        v.notices_to_channel = c.notices_to_channel.checked;
         v.ignore = {};
         for (const [k, , , max] of IGNORE) v.ignore[k] = listIn(`policies.ignore.${k}`, ignore[k], max);
         return { value: v, errors: errors.slice() };
