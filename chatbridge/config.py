@@ -42,6 +42,22 @@ MIN_SECRET_CHARS = 16
 """The shortest key or token the bridge accepts for a credential it checks (the admin key,
 agent tokens, the web chat action API keys, the Chatwoot webhook secret): 16 random
 characters are out of reach of guessing, and a short one is refused at start-up or on save."""
+# What a web chat visitor may upload by default: images, PDF, plain text and office documents.
+WEBCHAT_UPLOAD_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+)
 # The PHP web chat bridge's default keys: public knowledge, never accepted.
 WEAK_WEB_CHAT_KEYS = frozenset({"free0ps", "YOUR_WEB_CHAT_API_KEY"})
 
@@ -372,6 +388,16 @@ class Settings(BaseSettings):
     webchat_compat_lease_seconds: float = Field(default=120.0, gt=0)
     webchat_compat_max_offers: int = Field(default=3, ge=1)
     webchat_mark_on_read: bool = False
+    # visitor uploads (POST /api/webchat/upload, docs/webchat.md): a cap of their own and the
+    # declared types a visitor may send (the bytes must also be that type)
+    webchat_upload_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="the largest file a visitor may upload"
+    )
+    webchat_upload_types: list[str] = Field(
+        default_factory=lambda: list(WEBCHAT_UPLOAD_TYPES),
+        description="JSON list of the types (image/png, or image/* for all images) a visitor "
+        "may upload",
+    )
 
     # --- http-pull agents -------------------------------------------------------------------
     pull_lease_seconds: float = Field(default=60.0, gt=0)
@@ -439,6 +465,18 @@ class Settings(BaseSettings):
         if value in WEAK_WEB_CHAT_KEYS:
             raise ValueError(f"{info.field_name} is a published default key; choose your own")
         return value
+
+    @field_validator("webchat_upload_types")
+    @classmethod
+    def _media_types(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            mime = item.strip().lower()
+            major, slash, minor = mime.partition("/")
+            if not slash or not major or "*" in major or not (minor == "*" or "*" not in minor):
+                raise ValueError(f"not a media type like image/png or image/*: {item!r}")
+            out.append(mime)
+        return out
 
     @field_validator("agent_tokens")
     @classmethod
