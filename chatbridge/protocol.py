@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -28,11 +29,13 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic.json_schema import JsonSchemaMode
 
 from chatbridge.errors import ChatbridgeError
 from chatbridge.models import JsonObject
+from chatbridge.richdata import RichData
 
 # Jitter from a generator of our own: the global ``random`` state belongs to the application
 # (and to test tools such as Hypothesis, which treat a change to it as a bug).
@@ -42,11 +45,40 @@ _F = TypeVar("_F")
 
 PROTOCOL = "chatbridge/1"
 
-PROTOCOL_REVISION = "1.2"
+PROTOCOL_REVISION = "1.3"
 """The minor revision of ``chatbridge/1`` this module speaks. 1.1 (conversation policies):
 ``user_message.fresh``, the ``cancel`` frame, ``handoff.summary``. 1.2 (WhatsApp complete):
-``template`` and ``interactive`` on an agent's reply. Only optional fields and a frame an
-older agent may ignore are added, so the wire name does not change."""
+``template`` and ``interactive`` on an agent's reply. 1.3 (the whole envelope): status,
+progress, notice, file and session frames, files and the addressed agent on a turn, rich
+``data`` on a reply, ``agent_handoff``, and ``hello`` negotiating version and features. Only
+optional fields and frames an older agent may ignore are added (the bridge sends the new
+bridge → agent frames only to an agent that announced their feature), so the wire name does
+not change."""
+
+LEGACY_REVISION = "1.2"
+"""The revision assumed for an agent whose ``hello`` names none (it predates negotiation)."""
+
+FEATURES = frozenset(
+    ("status", "progress", "notices", "sessions", "files", "file_events", "rich_data",
+     "agent_handoff")
+)  # fmt: skip
+"""Optional features of revision 1.3 an agent may announce (``hello.features``, or its config
+options' ``features`` on the transports without a ``hello``)."""
+
+FEATURE_OF: dict[str, str] = {
+    "session_created": "sessions",
+    "session_updated": "sessions",
+    "session_expired": "sessions",
+    "system_message": "notices",
+    "warning_message": "notices",
+}
+"""The bridge → agent frame types only an agent that announced their feature receives."""
+
+STATUS_MAX = 200
+"""Longest ``status_update`` / ``progress_update`` line."""
+
+NOTICE_MAX = 2000
+"""Longest ``system_message`` / ``warning_message`` text."""
 
 HANDOFF_SUMMARY_MAX = 4000
 """Longest ``handoff.summary`` kept; a longer one is cut here rather than the handoff refused."""
@@ -143,6 +175,20 @@ class TurnContext(_Model):
     additional_attributes: JsonObject = Field(default_factory=dict)
 
 
+class FileRef(_Model):
+    """Since 1.3. A file the customer attached, as the agent may fetch it."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    file_id: str
+    file_name: str
+    file_url: str = Field(
+        description="A short-lived signed URL on the bridge serving the file's bytes."
+    )
+    mime: str
+    size: int = Field(ge=0, description="In bytes.")
+
+
 # --------------------------------------------------------------------------------------------
 # bridge -> agent
 
@@ -190,6 +236,23 @@ class UserMessage(Frame):
             "you kept about this conversation. Absent or false: carry on as before."
         ),
     )
+    files: list[FileRef] = Field(
+        default_factory=list,
+        description=(
+            "Since 1.3. The files the customer attached to this turn's messages; each "
+            "`file_url` is a short-lived signed URL serving its bytes."
+        ),
+    )
+    agent: str | None = Field(
+        default=None,
+        description=(
+            "Since 1.3. The agent id this turn is addressed to, when the route has several agents."
+        ),
+    )
+    role: str | None = Field(
+        default=None,
+        description="Since 1.3. That agent's role on the route (`guide`, `billing`, …).",
+    )
 
 
 class Cancel(Frame):
@@ -223,12 +286,27 @@ class Pong(Frame):
 
 
 class HelloOk(Frame):
-    """Dial-in handshake accepted; tells the agent the heartbeat the bridge expects."""
+    """Dial-in handshake accepted; tells the agent the heartbeat the bridge expects and (since
+    1.3) the revision and features the two sides agreed on."""
 
     type: Literal["hello_ok"] = "hello_ok"
     agent_id: str
     protocol: str = PROTOCOL
     heartbeat_interval: float
+    version: str | None = Field(
+        default=None,
+        description=(
+            "Since 1.3. The negotiated revision: the lower of the agent's `hello.version` and "
+            f"the bridge's; `{LEGACY_REVISION}` when the agent announced none."
+        ),
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Since 1.3. The features both sides know, of those the agent announced: the "
+            "bridge sends a feature's frames only when it is listed here."
+        ),
+    )
 
 
 class HelloError(Frame):
@@ -267,6 +345,53 @@ class ConversationEvent(Frame):
     reason: str | None = None
     sender: Sender | None = None
     data: JsonObject = Field(default_factory=dict)
+
+
+class _Session(Frame):
+    session_id: str = Field(min_length=1)
+    conversation_id: str | None = None
+    channel: str = Field(default="webchat", description="Where the session lives (`webchat`).")
+    reason: str | None = None
+    data: JsonObject = Field(default_factory=dict)
+
+
+class SessionCreated(_Session):
+    """Since 1.3. A visitor's web chat session started (feature `sessions`)."""
+
+    type: Literal["session_created"] = "session_created"
+
+
+class SessionUpdated(_Session):
+    """Since 1.3. A web chat session changed: its visitor, page or conversation (feature
+    `sessions`); `data` says what is new."""
+
+    type: Literal["session_updated"] = "session_updated"
+
+
+class SessionExpired(_Session):
+    """Since 1.3. A web chat session ended (feature `sessions`); `reason` says why: `idle`
+    (no activity for the session's lifetime), `ended` (the visitor or an operator ended it)."""
+
+    type: Literal["session_expired"] = "session_expired"
+
+
+class _Notice(Frame):
+    conversation_id: str = Field(min_length=1)
+    content: str = Field(min_length=1, max_length=NOTICE_MAX)
+
+
+class SystemMessage(_Notice):
+    """Since 1.3. A notice in a conversation, shown apart from the dialogue (both directions;
+    to an agent only with feature `notices`). From an agent it is kept as a message by
+    `system` and reaches the customer's channel only where the route's policy says so."""
+
+    type: Literal["system_message"] = "system_message"
+
+
+class WarningMessage(_Notice):
+    """Since 1.3. Like `system_message`, shown as a warning."""
+
+    type: Literal["warning_message"] = "warning_message"
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +465,14 @@ class AgentMessage(Frame):
     interactive: Interactive | None = Field(
         default=None, description="Since 1.2. Offer these choices with the reply."
     )
+    data: RichData | None = Field(
+        default=None,
+        description=(
+            "Since 1.3. Rich data (`cards`, `quick_replies`, `table`, `chart`, or any other "
+            "kind) the web chat renders natively; every other channel receives a readable "
+            "text fallback after `content`."
+        ),
+    )
 
 
 class AgentStreaming(Frame):
@@ -365,6 +498,14 @@ class AgentComplete(Frame):
     )
     interactive: Interactive | None = Field(
         default=None, description="Since 1.2. Offer these choices with the reply."
+    )
+    data: RichData | None = Field(
+        default=None,
+        description=(
+            "Since 1.3. Rich data (`cards`, `quick_replies`, `table`, `chart`, or any other "
+            "kind) the web chat renders natively; every other channel receives a readable "
+            "text fallback after `content`."
+        ),
     )
 
 
@@ -403,6 +544,72 @@ class Handoff(Frame):
     )
 
 
+class AgentHandoff(Frame):
+    """Since 1.3. Hand the conversation to another agent of the route (`to_agent` by id or
+    `to_role` by role, exactly one); the next turn goes to that agent. Ends the turn;
+    `content`, if any, is sent to the customer first, as the handing agent's message. Not
+    `handoff`, which hands the conversation to a human."""
+
+    type: Literal["agent_handoff"] = "agent_handoff"
+    conversation_id: str | None = None
+    to_agent: str | None = Field(default=None, min_length=1, max_length=200)
+    to_role: str | None = Field(default=None, min_length=1, max_length=200)
+    reason: str | None = None
+    content: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AgentHandoff:
+        if (self.to_agent is None) == (self.to_role is None):
+            raise ValueError("name exactly one of to_agent and to_role")
+        return self
+
+
+class StatusUpdate(Frame):
+    """Since 1.3. A short line on what the agent is doing ("Searching your orders…"), shown
+    live where the channel can (the web chat) and cleared by the reply; never stored.
+    `message_id` names the turn; `conversation_id` is enough outside one."""
+
+    type: Literal["status_update"] = "status_update"
+    conversation_id: str | None = None
+    content: str = Field(min_length=1, max_length=STATUS_MAX)
+
+
+class ProgressUpdate(Frame):
+    """Since 1.3. How far a long task is (0.0 to 1.0), with an optional line; live only, like
+    `status_update`."""
+
+    type: Literal["progress_update"] = "progress_update"
+    conversation_id: str | None = None
+    progress: float = Field(ge=0.0, le=1.0)
+    content: str | None = Field(default=None, max_length=STATUS_MAX)
+
+
+class _FileEvent(Frame):
+    conversation_id: str | None = None
+    file_id: str = Field(min_length=1)
+    content: str | None = Field(default=None, max_length=NOTICE_MAX)
+
+
+class FileProcessing(_FileEvent):
+    """Since 1.3. The agent is working on a file the customer sent (`content`: what it does);
+    live only."""
+
+    type: Literal["file_processing"] = "file_processing"
+
+
+class FileComplete(_FileEvent):
+    """Since 1.3. The agent finished with a file (`content`: a summary); live only."""
+
+    type: Literal["file_complete"] = "file_complete"
+
+
+class FileError(_FileEvent):
+    """Since 1.3. The agent could not use a file; `error` says why; live only."""
+
+    type: Literal["file_error"] = "file_error"
+    error: str | None = Field(default=None, max_length=NOTICE_MAX)
+
+
 class NoReply(Frame):
     """The agent chose not to answer this turn."""
 
@@ -426,10 +633,39 @@ class Hello(Frame):
     protocol: str = PROTOCOL
     capabilities: list[str] = Field(default_factory=list)
     resume_from: int | None = None
+    version: str | None = Field(
+        default=None,
+        max_length=20,
+        description=(
+            'Since 1.3. The revision the agent speaks ("1.3"); absent: an agent from before '
+            f"negotiation, treated as {LEGACY_REVISION}."
+        ),
+    )
+    features: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Since 1.3. The optional features the agent handles: `"
+            + "`, `".join(sorted(FEATURES))
+            + "`. `capabilities` count as well. Unknown names are ignored."
+        ),
+    )
 
 
 BridgeFrame = Annotated[
-    UserMessage | Cancel | Ping | Pong | HelloOk | HelloError | ErrorMessage | ConversationEvent,
+    UserMessage
+    | Cancel
+    | Ping
+    | Pong
+    | HelloOk
+    | HelloError
+    | ErrorMessage
+    | ConversationEvent
+    | SessionCreated
+    | SessionUpdated
+    | SessionExpired
+    | SystemMessage
+    | WarningMessage,
     Field(discriminator="type"),
 ]
 """Any message the bridge sends to an agent."""
@@ -445,7 +681,15 @@ AgentFrame = Annotated[
     | Ack
     | Ping
     | Pong
-    | Hello,
+    | Hello
+    | AgentHandoff
+    | StatusUpdate
+    | ProgressUpdate
+    | SystemMessage
+    | WarningMessage
+    | FileProcessing
+    | FileComplete
+    | FileError,
     Field(discriminator="type"),
 ]
 """Any message an agent sends to the bridge."""
@@ -455,15 +699,26 @@ _AGENT_ADAPTER: TypeAdapter[AgentFrame] = TypeAdapter(AgentFrame)
 
 BRIDGE_TYPES = frozenset(
     ("user_message", "cancel", "ping", "pong", "hello_ok", "hello_error", "error_message",
-     "conversation_event")
+     "conversation_event", "session_created", "session_updated", "session_expired",
+     "system_message", "warning_message")
 )  # fmt: skip
 AGENT_TYPES = frozenset(
     ("agent_message", "agent_streaming", "agent_complete", "typing", "handoff", "no_reply",
-     "error_message", "ack", "ping", "pong", "hello")
+     "error_message", "ack", "ping", "pong", "hello", "agent_handoff", "status_update",
+     "progress_update", "system_message", "warning_message", "file_processing",
+     "file_complete", "file_error")
 )  # fmt: skip
 
+LIVE_TYPES = frozenset(
+    ("status_update", "progress_update", "file_processing", "file_complete", "file_error")
+)
+"""Agent frames shown live and never stored (``TransportContext.on_live``)."""
+
+NOTICE_TYPES = frozenset(("system_message", "warning_message"))
+"""Notices into a conversation (``TransportContext.on_notice``)."""
+
 TURN_ENDING_TYPES = frozenset(
-    ("agent_message", "agent_complete", "no_reply", "handoff", "error_message")
+    ("agent_message", "agent_complete", "no_reply", "handoff", "error_message", "agent_handoff")
 )
 """The first of these naming a turn ends it."""
 
@@ -559,6 +814,48 @@ def dumps(frame: JsonObject) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
+def _revision(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    major, _, minor = value.strip().partition(".")
+    if not (major.isdigit() and (minor.isdigit() or not minor)):
+        return None
+    return int(major), int(minor or 0)
+
+
+def negotiate(agent_version: str | None, announced: Iterable[str]) -> tuple[str, frozenset[str]]:
+    """The revision and features a connection uses, from what the agent announced.
+
+    Args:
+        agent_version: ``hello.version``; None (or unreadable) for an agent from before
+            negotiation, which is taken to speak ``LEGACY_REVISION``.
+        announced: ``hello.features`` and ``hello.capabilities`` (or the agent config's
+            ``options.features``); names the bridge does not know are ignored.
+
+    Returns:
+        The lower of the agent's revision and ``PROTOCOL_REVISION``, and the announced
+        features the bridge knows.
+    """
+    ours = _revision(PROTOCOL_REVISION)
+    theirs = _revision(agent_version)
+    assert ours is not None
+    if theirs is None:
+        version = LEGACY_REVISION
+    elif theirs < ours:
+        version = f"{theirs[0]}.{theirs[1]}"
+    else:
+        version = PROTOCOL_REVISION
+    features = frozenset(name for name in announced if isinstance(name, str)) & FEATURES
+    return version, features
+
+
+def agent_may_receive(frame_type: str, features: Iterable[str]) -> bool:
+    """Whether a bridge → agent frame of ``frame_type`` may go to an agent with ``features``:
+    always, unless the type belongs to a feature (``FEATURE_OF``) the agent did not announce."""
+    feature = FEATURE_OF.get(frame_type)
+    return feature is None or feature in features
+
+
 def reconnect_delay(
     attempt: int, initial: float, maximum: float, rng: random.Random | None = None
 ) -> float:
@@ -576,9 +873,12 @@ def reconnect_delay(
 
 _DIRECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
     "BridgeToAgent": (UserMessage, Cancel, Ping, Pong, HelloOk, HelloError, ErrorMessage,
-                      ConversationEvent),
+                      ConversationEvent, SessionCreated, SessionUpdated, SessionExpired,
+                      SystemMessage, WarningMessage),
     "AgentToBridge": (AgentMessage, AgentStreaming, AgentComplete, Typing, Handoff, NoReply,
-                      ErrorMessage, Ack, Ping, Pong, Hello),
+                      ErrorMessage, Ack, Ping, Pong, Hello, AgentHandoff, StatusUpdate,
+                      ProgressUpdate, SystemMessage, WarningMessage, FileProcessing,
+                      FileComplete, FileError),
 }  # fmt: skip
 
 
@@ -603,7 +903,7 @@ def protocol_json_schema() -> JsonObject:
         "description": (
             f"Every message of the agent protocol, revision {PROTOCOL_REVISION}. Unknown "
             "fields are ignored by both sides; an unknown type is answered with error_message "
-            "(unknown_type). Additions since 1.0 say 'Since 1.1' in their description."
+            "(unknown_type). Additions since 1.0 say 'Since 1.x' in their description."
         ),
         "version": PROTOCOL_REVISION,
         "anyOf": [{"$ref": "#/$defs/BridgeToAgent"}, {"$ref": "#/$defs/AgentToBridge"}],

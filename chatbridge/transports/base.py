@@ -26,7 +26,7 @@ from chatbridge.errors import AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
 from chatbridge.transports.registry import TransportSpec
 
-OutcomeKind = Literal["reply", "no_reply", "handoff", "error"]
+OutcomeKind = Literal["reply", "no_reply", "handoff", "agent_handoff", "error"]
 
 
 @dataclass(slots=True)
@@ -48,8 +48,10 @@ class TurnRequest:
 @dataclass(slots=True)
 class AgentOutcome:
     """How the agent ended a turn: the first of agent_message / agent_complete / no_reply /
-    handoff / error_message. ``summary`` is a handoff's note for the human (protocol 1.1),
-    None when the agent sent none; ``template`` and ``interactive`` (1.2) come with a reply."""
+    handoff / agent_handoff / error_message. ``summary`` is a handoff's note for the human
+    (protocol 1.1), None when the agent sent none; ``template`` and ``interactive`` (1.2) and
+    ``data`` (1.3, rich data) come with a reply. An ``agent_handoff`` (1.3) names its target
+    in ``to_agent`` or ``to_role``, with ``reason`` and the ``content`` to send first."""
 
     kind: OutcomeKind
     content: str | None = None
@@ -63,15 +65,21 @@ class AgentOutcome:
     # protocol 1.2: a template to send, choices to offer (their JSON as the frame had them)
     template: JsonObject | None = None
     interactive: JsonObject | None = None
+    # protocol 1.3: rich data on a reply; the target of an agent_handoff
+    data: JsonObject | None = None
+    to_agent: str | None = None
+    to_role: str | None = None
 
     def extras(self) -> JsonObject:
-        """What a reply carries beyond text and attachments (``template``, ``interactive``),
-        as a message delivery's payload and the reply message's meta hold it."""
+        """What a reply carries beyond text and attachments (``template``, ``interactive``,
+        ``data``), as a message delivery's payload and the reply message's meta hold it."""
         out: JsonObject = {}
         if self.template:
             out["template"] = self.template
         if self.interactive:
             out["interactive"] = self.interactive
+        if self.data:
+            out["data"] = self.data
         return out
 
 

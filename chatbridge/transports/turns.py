@@ -21,7 +21,15 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
-from chatbridge.protocol import AgentComplete, AgentMessage, ErrorMessage, Handoff, NoReply
+from chatbridge.protocol import (
+    AgentComplete,
+    AgentHandoff,
+    AgentMessage,
+    ErrorMessage,
+    Handoff,
+    NoReply,
+)
+from chatbridge.richdata import dump_rich_data
 from chatbridge.transports.base import AgentOutcome, TurnRequest
 from chatbridge.transports.links import Link, LinkClosed
 from chatbridge.transports.log import log_event
@@ -54,16 +62,19 @@ def assemble_stream(chunks: Mapping[int, str]) -> str:
 
 
 def _with_extras(outcome: AgentOutcome, frame: AgentMessage | AgentComplete) -> AgentOutcome:
-    """``outcome`` with the reply's template and choices (protocol 1.2), as plain JSON."""
+    """``outcome`` with the reply's template and choices (protocol 1.2) and rich data (1.3),
+    as plain JSON."""
     if frame.template is not None:
         outcome.template = frame.template.model_dump(mode="json", exclude_none=True)
     if frame.interactive is not None:
         outcome.interactive = frame.interactive.model_dump(mode="json", exclude_none=True)
+    if frame.data is not None:
+        outcome.data = dump_rich_data(frame.data)
     return outcome
 
 
 def outcome_of(
-    frame: AgentMessage | AgentComplete | Handoff | NoReply | ErrorMessage,
+    frame: AgentMessage | AgentComplete | Handoff | AgentHandoff | NoReply | ErrorMessage,
     chunks: Mapping[int, str],
 ) -> AgentOutcome:
     """How a turn-ending frame ends its turn; ``chunks`` are the turn's streamed pieces.
@@ -107,6 +118,16 @@ def outcome_of(
                 reason=frame.reason,
                 streamed_chunks=count,
                 summary=frame.summary,
+            )
+        case AgentHandoff():
+            return AgentOutcome(
+                "agent_handoff",
+                frame.content,
+                metadata=meta,
+                reason=frame.reason,
+                streamed_chunks=count,
+                to_agent=frame.to_agent,
+                to_role=frame.to_role,
             )
         case NoReply():
             return AgentOutcome("no_reply", metadata=meta, streamed_chunks=count)
