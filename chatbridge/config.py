@@ -181,6 +181,26 @@ class AgentConfig(BaseModel):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+class RouteAgentConfig(BaseModel):
+    """One of a route's named agents (protocol 1.3 multi-agent routes; docs/multi-agent.md).
+
+    An agent id with no configuration of its own (no route's ``agent_config`` names it) is
+    a dial-in agent, as for any agent the bridge does not know.
+    """
+
+    agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
+    role: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$",
+        description="what the agent is for (guide, billing …); customers and agents address "
+        "it by this name, compared without regard to case",
+    )
+    default: bool = Field(
+        default=False, description="the agent a conversation starts on: agent_config's agent"
+    )
+
+
 class InboxMapping(BaseModel):
     """One route: which agent answers which inbox (the seed's ``INBOX_AGENT_MAPPINGS`` item)."""
 
@@ -201,6 +221,43 @@ class InboxMapping(BaseModel):
         description="debounce, in-flight rule, keywords, expiry, paced replies, business "
         "hours, handoff summaries, ignore lists (README: Policies)",
     )
+    agents: list[RouteAgentConfig] = Field(
+        default_factory=list,
+        max_length=20,
+        description="several named agents on one route (docs/multi-agent.md); agent_config's "
+        "agent is the default among them (added with role 'default' if not listed)",
+    )
+
+    @model_validator(mode="after")
+    def _check_agents(self) -> InboxMapping:
+        if not self.agents:
+            return self
+        default_id = self.agent_config.agent_id
+        ids: set[str] = set()
+        roles: set[str] = set()
+        for a in self.agents:
+            if a.agent_id in ids:
+                raise ValueError(f"agents: agent {a.agent_id!r} is listed twice")
+            if a.role.casefold() in roles:
+                raise ValueError(f"agents: role {a.role!r} is given to two agents")
+            if a.default and a.agent_id != default_id:
+                raise ValueError(
+                    f"agents: the default agent is agent_config's ({default_id!r}), "
+                    f"not {a.agent_id!r}"
+                )
+            ids.add(a.agent_id)
+            roles.add(a.role.casefold())
+        if default_id not in ids:
+            if "default" in roles:
+                raise ValueError(
+                    f"agents: agent_config's agent {default_id!r} is not listed, and the "
+                    "role 'default' it would get is taken"
+                )
+            self.agents = [RouteAgentConfig(agent_id=default_id, role="default"), *self.agents]
+        self.agents = [
+            a.model_copy(update={"default": a.agent_id == default_id}) for a in self.agents
+        ]
+        return self
 
 
 def _default_instance_id() -> str:

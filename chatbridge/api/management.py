@@ -198,6 +198,7 @@ def route_json(r: Route) -> dict[str, Any]:
         "on_failure": r.on_failure,
         "agent_bot_mode": r.agent_bot_mode,
         "policies": r.policies.model_dump(mode="json"),
+        "agents": [a.stored() for a in r.agents],
         "updated_at": r.updated_at,
     }
 

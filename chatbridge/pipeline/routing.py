@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.pipeline.breaker import CircuitBreaker
-from chatbridge.store.records import AgentRecord, ClaimedTurn, Route
+from chatbridge.store.records import AgentRecord, ClaimedTurn, Route, RouteAgent
 from chatbridge.store.routing import AgentSpec
 from chatbridge.transports.base import AgentStatus
 
@@ -122,6 +122,7 @@ class Routing:
             policies=m.policies,
             overwrite=overwrite,
             agent=agent,
+            agents=[RouteAgent(a.agent_id, a.role, a.default) for a in m.agents],
         )
         await self.reload_routes()
         if self.started and (created or overwrite):

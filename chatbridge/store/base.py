@@ -33,6 +33,7 @@ from chatbridge.store.records import (
     DeliverySpec,
     MessageRecord,
     Route,
+    RouteAgent,
     TurnDecision,
 )
 from chatbridge.store.statements import build as build_statements
@@ -142,6 +143,7 @@ def _route(row: Any) -> Route:
         created_at=row.created_at,
         updated_at=row.updated_at,
         policies=RoutePolicies.model_validate(row.policies) if row.policies else DEFAULT_POLICIES,
+        agents=tuple(RouteAgent(**a) for a in row.agents) if row.agents else (),
     )
 
 

@@ -21,9 +21,28 @@ class AgentRecord:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RouteAgent:
+    """One of a route's named agents (protocol 1.3): a guide, a billing specialist …
+
+    ``default``: the agent a conversation starts on (the route's ``agent_id``).
+    """
+
+    agent_id: str
+    role: str
+    default: bool = False
+
+    def stored(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "role": self.role, "default": self.default}
+
+
 @dataclass(slots=True)
 class Route:
-    """Which agent answers which inbox of which channel, and how."""
+    """Which agent answers which inbox of which channel, and how.
+
+    ``agents`` names the route's agents when it has several (empty: ``agent_id`` alone, as
+    before protocol 1.3); ``agent_id`` is always the default one among them.
+    """
 
     id: int
     channel: str
@@ -37,6 +56,20 @@ class Route:
     created_at: float
     updated_at: float
     policies: RoutePolicies = DEFAULT_POLICIES
+    agents: tuple[RouteAgent, ...] = ()
+
+    def agent_named(self, agent_id: str) -> RouteAgent | None:
+        """The route's agent ``agent_id`` (None: not one of its named agents)."""
+        return next((a for a in self.agents if a.agent_id == agent_id), None)
+
+    def agent_with_role(self, role: str) -> RouteAgent | None:
+        """The route's agent with ``role`` (compared without regard to case)."""
+        wanted = role.casefold()
+        return next((a for a in self.agents if a.role.casefold() == wanted), None)
+
+    def names(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` answers on this route (its default or a named agent)."""
+        return agent_id == self.agent_id or self.agent_named(agent_id) is not None
 
 
 @dataclass(slots=True)

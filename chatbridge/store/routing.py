@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, text, update
 
 from chatbridge.config import SECRET_OPTIONS
 from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
@@ -16,10 +17,25 @@ from chatbridge.store.base import (
     _agent,
     _route,
 )
+from chatbridge.store.leases import held_by_sql
 from chatbridge.store.records import (
     AgentRecord,
     Route,
+    RouteAgent,
 )
+
+CURRENT_AGENT_KEY = "agent"
+"""``conversations.meta[CURRENT_AGENT_KEY]``: the agent id a conversation's turns run on, on a
+route with several agents (set when a customer addresses one, or an agent hands over)."""
+
+# Merge one key into the JSON object in place: a concurrent writer of another key of
+# ``meta`` (``ConversationStore.set_offer``) is not undone by a read-modify-write here.
+_SET_CURRENT_AGENT = {
+    "sqlite": "json_set(COALESCE(meta, '{}'), '$.agent', :agent)",
+    "postgresql": (
+        "COALESCE(meta, '{}'::jsonb) || jsonb_build_object('agent', CAST(:agent AS text))"
+    ),
+}
 
 
 @dataclass(slots=True)
@@ -116,11 +132,13 @@ class RoutingStore(StoreBase):
         policies: RoutePolicies = DEFAULT_POLICIES,
         overwrite: bool = True,
         agent: AgentSpec | None = None,
+        agents: Sequence[RouteAgent] = (),
     ) -> tuple[Route, bool]:
         """Create or update the route of (channel, inbox). Returns (route, created).
 
         With ``agent``, the agent's row is written in the same transaction, and only when the
         route itself is written: a refused save (exists, ``overwrite=False``) changes nothing.
+        ``agents``: the route's named agents (protocol 1.3), empty for one agent.
         """
         now = time.time()
         values = {
@@ -131,6 +149,7 @@ class RoutingStore(StoreBase):
             "on_failure": on_failure,
             "agent_bot_mode": agent_bot_mode,
             "policies": policies.stored(),
+            "agents": [a.stored() for a in agents],
             "updated_at": now,
         }
         where = and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
@@ -164,5 +183,33 @@ class RoutingStore(StoreBase):
                 t.routes.delete().where(
                     and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
                 )
+            )
+        return bool(result.rowcount)
+
+    async def set_current_agent(
+        self, conversation_id: str, agent_id: str, *, turn_id: int, owner: str
+    ) -> bool:
+        """Make ``agent_id`` the agent the conversation's next turns run on
+        (``meta[CURRENT_AGENT_KEY]``), fenced by the lease ``owner`` holds on turn
+        ``turn_id``: a turn that lost its lease changes nothing. Written before the turn's
+        outcome, so the next turn (claimable the moment that outcome commits) sees it.
+
+        Returns:
+            False when the lease was lost (nothing written).
+        """
+        stmt = text(
+            f"UPDATE conversations SET meta = {_SET_CURRENT_AGENT[self.dialect]}"
+            " WHERE id = :conversation_id AND EXISTS (SELECT 1 FROM turns"
+            f" WHERE turns.id = :turn_id AND {held_by_sql(':owner', alias='turns')})"
+        )
+        async with self._tx() as conn:
+            result = await conn.execute(
+                stmt,
+                {
+                    "agent": agent_id,
+                    "conversation_id": conversation_id,
+                    "turn_id": turn_id,
+                    "owner": owner,
+                },
             )
         return bool(result.rowcount)

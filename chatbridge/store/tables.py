@@ -114,6 +114,9 @@ routes = Table(
     Column("agent_bot_mode", Boolean, nullable=False, default=False),
     # migration 0006: the route's conversation policies (``RoutePolicies``); null: defaults
     Column("policies", Json, nullable=True),
+    # migration 0008: the route's named agents ``[{"agent_id", "role", "default"}]``; empty:
+    # ``agent_id`` alone answers (see ``records.RouteAgent``)
+    Column("agents", Json, nullable=False, default=list),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("channel", "inbox_id"),
