@@ -15,7 +15,7 @@ from chatbridge.store import tables as t
 from chatbridge.store.base import StoreBase
 from chatbridge.store.hot import GroupCommit, HotTx, list_param, sqlite_sql
 from chatbridge.store.hot_sql import PG_BATCH
-from chatbridge.store.leases import RELEASED, fenced_update
+from chatbridge.store.leases import RELEASED, fenced_update, held_by
 from chatbridge.store.records import (
     ClaimedDelivery,
     CompletedTurn,
@@ -114,6 +114,77 @@ class OutboxStore(StoreBase):
                 )
                 if handoff:
                     await self._set_owner(conn, conversation_id, "human")
+        return CompletedTurn(
+            ok=True, reply_message_id=message_id, delivered=deliver, delivery_ids=ids
+        )
+
+    async def add_notice(
+        self,
+        conversation_id: str,
+        *,
+        text: str,
+        meta: dict[str, Any],
+        to_channel: bool,
+        max_attempts: int,
+        turn: tuple[int, str] | None = None,
+        key: str | None = None,
+    ) -> CompletedTurn:
+        """A notice into a conversation (author ``system``): an agent's system or warning
+        message, or the bridge's own working notice for a slow turn.
+
+        ``to_channel``: sent to the customer too (one ``message`` delivery), while a bot owns
+        the conversation; otherwise it is kept as a note the console shows. ``turn``
+        (id, owner): written only while that turn is still leased to ``owner``, so never
+        after its reply; the turn's row stays locked until this commits, so a completion
+        racing with it writes its reply after the notice. ``key``: the notice's delivery
+        idempotency key; a keyed notice is written only if it is sent, and only once (across
+        retries of the turn and replicas). ``ok`` is False when nothing was written.
+        """
+        now = clock.now()
+        c = t.conversations
+        async with self._tx() as conn:
+            if turn is not None:
+                fence = (
+                    select(t.turns.c.id)
+                    .where(t.turns.c.id == turn[0], held_by(t.turns, turn[1]))
+                    .with_for_update()
+                )
+                if (await conn.execute(fence)).first() is None:
+                    return CompletedTurn(ok=False)
+            conv_owner = (
+                await conn.execute(select(c.c.owner).where(c.c.id == conversation_id))
+            ).scalar_one_or_none()
+            if conv_owner is None:
+                return CompletedTurn(ok=False)
+            deliver = to_channel and conv_owner == "bot"
+            if key is not None:
+                dd = t.deliveries
+                used = select(dd.c.id).where(dd.c.idempotency_key == key)
+                if not deliver or (await conn.execute(used)).first() is not None:
+                    return CompletedTurn(ok=False)
+            message_id = new_id("m")
+            await conn.execute(
+                t.messages.insert().values(
+                    id=message_id,
+                    conversation_id=conversation_id,
+                    direction="out" if deliver else "note",
+                    author="system",
+                    text=text,
+                    content_type="text",
+                    attachments=[],
+                    meta=meta,
+                    created_at=now,
+                )
+            )
+            ids: list[int] = []
+            if deliver:
+                spec = DeliverySpec("message", max_attempts, text=text)
+                values = self._delivery_values(
+                    conversation_id, turn[0] if turn else None, message_id, spec, now
+                )
+                if key is not None:
+                    values["idempotency_key"] = key
+                ids = await self._insert_deliveries(conn, [values])
         return CompletedTurn(
             ok=True, reply_message_id=message_id, delivered=deliver, delivery_ids=ids
         )
