@@ -4,6 +4,8 @@
 - ``decide_owner``: who owns the conversation after a status change or a human's message?
 - ``plan_outcome``: what to write and send when a turn ends (reply, handoff, fallback …),
   paced as separate typed parts when the route asks for ``split_replies``.
+- ``pick_agent`` / ``handoff_target``: on a route with several agents, which one runs a turn,
+  and whom an ``agent_handoff`` names.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Any
 
 from chatbridge.policies.model import RoutePolicies
 from chatbridge.policies.split import split_reply, typing_ms
-from chatbridge.store.records import ConversationRecord, DeliverySpec, Route, TurnDecision
+from chatbridge.store.records import (
+    CURRENT_AGENT_KEY,
+    ConversationRecord,
+    DeliverySpec,
+    MessageRecord,
+    Route,
+    RouteAgent,
+    TurnDecision,
+)
 from chatbridge.transports.base import AgentOutcome
 
 TYPING_ATTEMPTS = 3
@@ -61,6 +71,70 @@ def decide_owner(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class AgentPick:
+    """Which agent runs a turn. ``role`` is None on a route with one agent; ``switch``: the
+    conversation's current agent must be set to ``agent_id`` (the customer addressed another
+    one, or a fresh session starts again on the default)."""
+
+    agent_id: str
+    role: str | None = None
+    switch: bool = False
+
+
+def addressed(route: Route, messages: list[MessageRecord]) -> RouteAgent | None:
+    """The agent the newest message that names one of the route's agents addresses: its
+    ``metadata.agent`` (an agent id, or else a role) or ``metadata.role``. A name that is not
+    one of the route's agents is ignored: a customer cannot steer a turn off the route."""
+    for m in reversed(messages):
+        agent, role = m.meta.get("agent"), m.meta.get("role")
+        if isinstance(agent, str) and agent:
+            found = route.agent_named(agent) or route.agent_with_role(agent)
+            if found is not None:
+                return found
+        if isinstance(role, str) and role:
+            found = route.agent_with_role(role)
+            if found is not None:
+                return found
+    return None
+
+
+def pick_agent(
+    route: Route, conv: ConversationRecord, messages: list[MessageRecord], *, fresh: bool = False
+) -> AgentPick:
+    """The agent a turn of ``conv`` runs on.
+
+    A route without named agents: its ``agent_id``, as ever (nothing else is looked at).
+    Otherwise, in this order: the agent the turn's messages address (``addressed``); the
+    conversation's current agent (``meta[CURRENT_AGENT_KEY]``, set by an earlier address
+    or an ``agent_handoff``) while it is still one of the route's agents and the bot's
+    session did not start afresh (``fresh``); the route's default agent.
+    """
+    if not route.agents:
+        return AgentPick(route.agent_id)
+    current = conv.meta.get(CURRENT_AGENT_KEY) if conv.meta else None
+    chosen = addressed(route, messages)
+    if chosen is None and isinstance(current, str) and not fresh:
+        chosen = route.agent_named(current)
+    if chosen is None:
+        chosen = route.agent_named(route.agent_id) or RouteAgent(route.agent_id, "default")
+        # back to the default: only worth a write when another agent was current
+        return AgentPick(
+            chosen.agent_id, chosen.role, switch=current not in (None, chosen.agent_id)
+        )
+    return AgentPick(chosen.agent_id, chosen.role, switch=current != chosen.agent_id)
+
+
+def handoff_target(route: Route, outcome: AgentOutcome) -> RouteAgent | None:
+    """The route's agent an ``agent_handoff`` names (``to_agent`` by id, or ``to_role``);
+    None when it names none of them (a route with one agent has no one to hand to)."""
+    if outcome.to_agent:
+        return route.agent_named(outcome.to_agent)
+    if outcome.to_role:
+        return route.agent_with_role(outcome.to_role)
+    return None
+
+
 @dataclass(slots=True)
 class TurnPlan:
     """What ``complete_turn`` writes for one ending of a turn."""
@@ -78,6 +152,8 @@ class TurnPlan:
     summary_messages: int = 0
     # the reply's template / choices (protocol 1.2), kept in the reply message's meta
     reply_meta: dict[str, Any] = field(default_factory=dict)
+    # an agent_handoff (1.3): the route's agent the conversation goes to
+    to_agent: RouteAgent | None = None
 
 
 def outbound_attachments(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,7 +262,11 @@ def plan_outcome(
     if outcome is not None and outcome.kind == "reply":
         text = outcome.content or ""
         extras = outcome.extras()
-        if not text.strip() and not outcome.attachments and "template" not in extras:
+        if (
+            not text.strip()
+            and not outcome.attachments
+            and not extras.keys() & {"template", "data"}
+        ):
             return TurnPlan("done", "no_reply", None, [off])
         return TurnPlan(
             "done",
@@ -210,8 +290,15 @@ def plan_outcome(
             summary=outcome.summary,
             summary_messages=noted,
         )
+    if outcome is not None and outcome.kind == "agent_handoff":
+        target = handoff_target(route, outcome)
+        if target is not None:
+            specs = said(outcome.content) if outcome.content else [off]
+            return TurnPlan("done", "agent_handoff", outcome.content, specs, to_agent=target)
+        named = f"agent {outcome.to_agent!r}" if outcome.to_agent else f"role {outcome.to_role!r}"
+        failure = f"agent_handoff_unknown: no {named} on this route"
     # error_message from the agent, timeout, or unreachable: the route's failure rule
-    if outcome is not None:
+    elif outcome is not None:
         failure = f"agent_error:{outcome.error_code or 'unknown'}"
     if route.on_failure == "handoff":
         return TurnPlan(

@@ -10,6 +10,10 @@ where there is none, a private note for the human team where the channel keeps n
 paced reply's ``typing_on`` (payload ``hold_ms``, ``pipeline.decisions.paced_parts``) holds
 the conversation's next delivery — its part — back that long once it is done, shown or not:
 the pause is written with the finish, and no lease is held while it runs.
+
+A reply with rich data (protocol 1.3: cards, quick replies, a table, a chart) keeps its
+``data`` on the delivery; the web chat renders it from the stored message, every other
+channel is sent ``richdata.text_fallback`` of it as the text (``with_data_text``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatbridge import clock
@@ -27,6 +32,7 @@ from chatbridge.errors import PermanentDelivery, RetryableDelivery
 from chatbridge.models import Attachment, ConversationRef, OutboundAction
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import FailureKind, GiveUp, RetryDecision, decide_retry
+from chatbridge.richdata import text_fallback
 from chatbridge.store.conversations import OFFER_KEY
 from chatbridge.store.outage import hold_on
 from chatbridge.store.records import ClaimedDelivery
@@ -63,6 +69,25 @@ def hold_seconds(d: ClaimedDelivery) -> float:
     if isinstance(ms, bool) or not isinstance(ms, int | float) or ms <= 0:
         return 0.0
     return float(ms) / 1000.0
+
+
+RICH_DATA_CHANNELS = frozenset({"webchat"})
+"""Channels that render a reply's rich data themselves; the others get its text fallback."""
+
+
+def with_data_text(action: OutboundAction, data: object, channel: str) -> OutboundAction:
+    """``action`` with its text readable on ``channel``: a message carrying rich data
+    (``data``, a JSON object) sent where it cannot be drawn gets the text fallback (the
+    reply's words, then the data as plain text). Whatever the data is, a text comes out:
+    an unknown or malformed kind degrades to text, it never fails the send."""
+    if action.kind != "message" or not isinstance(data, dict) or channel in RICH_DATA_CHANNELS:
+        return action
+    try:
+        text = text_fallback(data, action.text)
+    except Exception:  # a fallback bug must not hold the conversation's replies back
+        log.exception("rich data without a text fallback; sending the words alone")
+        return action
+    return replace(action, text=text or action.text)
 
 
 def to_action(d: ClaimedDelivery) -> OutboundAction:
@@ -182,7 +207,7 @@ class DeliveryRunner:
         if not shown(d.kind, getattr(adapter, "capabilities", None)):
             b.metrics.deliveries.labels(channel, d.kind, "not_shown").inc()
             return await self._finish(d, None)
-        action = to_action(d)
+        action = with_data_text(to_action(d), d.payload.get("data"), channel)
         if d.kind == "message":
             await self._track_offer(d, action)
         capabilities = getattr(adapter, "capabilities", None)
