@@ -80,28 +80,51 @@ class MediaSigner:
         return None
 
 
+SCHEME = "media:"
+
+
+def stored_media_id(attachment: Mapping[str, Any]) -> str | None:
+    """The media id of an attachment of a stored file: its ``media_id`` (inbound media, an
+    operator's upload) or its ``media:<id>`` url (a web chat visitor's file, an agent's
+    upload); None for a link to elsewhere."""
+    media_id = attachment.get("media_id")
+    if media_id:
+        return str(media_id)
+    url = attachment.get("url")
+    if isinstance(url, str) and url.startswith(SCHEME) and len(url) > len(SCHEME):
+        return url[len(SCHEME) :]
+    return None
+
+
 def signed_attachment(signer: MediaSigner, attachment: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored message's attachment as an agent sees it: ``url`` signed for a ready file
-    (url, mime, size, name, media_id, kind; a voice note's transcript), nothing of the
-    provider. An attachment without ``media_id`` is returned as it is."""
+    """A stored message's attachment as an agent (or the widget) sees it: ``url`` signed for
+    a ready file (url, mime, size, name, media_id, kind; a voice note's transcript), nothing
+    of the provider. An upload (``media:<id>``) is ready. An attachment of no stored file is
+    returned as it is."""
     out = dict(attachment)
-    media_id = out.get("media_id")
+    media_id = stored_media_id(out)
     if not media_id:
         return out
     out.pop("url", None)
-    if out.get("status") == "ready":
-        out["url"] = signer.url(str(media_id))
+    out["media_id"] = media_id
+    if out.get("status", "ready") == "ready":
+        out["url"] = signer.url(media_id)
     return out
 
 
 def sign_frame_media(frame: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """A ``user_message`` frame whose stored media get signed URLs (in place; returned). A
-    frame without stored media costs one scan of its attachments and no key lookup."""
+    """A ``user_message`` frame whose stored media get signed URLs (in place; returned): the
+    messages' attachments and the ``files`` refs (``file_url`` of ``media:<id>``). A frame
+    without stored media costs one scan of its attachments and no key lookup."""
     messages = frame.get("messages") or []
-    if not any(a.get("media_id") for m in messages for a in m.get("attachments") or []):
+    if not any(stored_media_id(a) for m in messages for a in m.get("attachments") or []):
         return frame
     signer = MediaSigner.for_settings(settings)
     for m in messages:
         if m.get("attachments"):
             m["attachments"] = [signed_attachment(signer, a) for a in m["attachments"]]
+    for ref in frame.get("files") or []:
+        url = ref.get("file_url")
+        if isinstance(url, str) and url.startswith(SCHEME):
+            ref["file_url"] = signer.url(url[len(SCHEME) :])
     return frame

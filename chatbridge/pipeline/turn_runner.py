@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbridge import clock
 from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
-from chatbridge.media.signing import sign_frame_media
+from chatbridge.media.signing import SCHEME, sign_frame_media, stored_media_id
 from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import GiveUp, decide_retry
@@ -31,11 +31,33 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def turn_files(turn: ClaimedTurn) -> list[dict[str, Any]]:
+    """The stored files of a turn's messages as ``user_message.files`` (protocol 1.3):
+    ``{file_id, file_name, file_url, mime, size}``, ``file_url`` still ``media:<id>`` until
+    ``sign_frame_media`` signs it. Files not (yet) stored are left out."""
+    files = []
+    for m in turn.messages:
+        for a in m.attachments:
+            media_id = stored_media_id(a)
+            if media_id and a.get("status", "ready") == "ready":
+                files.append(
+                    {
+                        "file_id": media_id,
+                        "file_name": a.get("name") or media_id,
+                        "file_url": SCHEME + media_id,
+                        "mime": a.get("mime"),
+                        "size": a.get("size"),
+                    }
+                )
+    return files
+
+
 def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
     """The ``user_message`` frame of protocol v1 for a claimed turn."""
     msgs = turn.messages
     contact = turn.contact
     context = dict(msgs[-1].meta.get("context", {})) if msgs else {}
+    files = turn_files(turn)
     return {
         "type": "user_message",
         "protocol": "chatbridge/1",
@@ -60,6 +82,7 @@ def build_user_message(turn: ClaimedTurn, deadline: float) -> dict[str, Any]:
             }
             for m in msgs
         ],
+        **({"files": files} if files else {}),
         "sender": (
             {
                 "id": contact.external_id,
