@@ -21,6 +21,12 @@ class AgentRecord:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+CURRENT_AGENT_KEY = "agent"
+"""``conversations.meta[CURRENT_AGENT_KEY]``: the agent id a conversation's turns run on, on a
+route with several agents (set when a customer addresses one, or an agent hands over; see
+``pipeline.decisions.pick_agent`` and ``Store.set_current_agent``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteAgent:
     """One of a route's named agents (protocol 1.3): a guide, a billing specialist …

@@ -19,21 +19,19 @@ from chatbridge.store.base import (
 )
 from chatbridge.store.leases import held_by_sql
 from chatbridge.store.records import (
+    CURRENT_AGENT_KEY,
     AgentRecord,
     Route,
     RouteAgent,
 )
 
-CURRENT_AGENT_KEY = "agent"
-"""``conversations.meta[CURRENT_AGENT_KEY]``: the agent id a conversation's turns run on, on a
-route with several agents (set when a customer addresses one, or an agent hands over)."""
-
 # Merge one key into the JSON object in place: a concurrent writer of another key of
 # ``meta`` (``ConversationStore.set_offer``) is not undone by a read-modify-write here.
 _SET_CURRENT_AGENT = {
-    "sqlite": "json_set(COALESCE(meta, '{}'), '$.agent', :agent)",
+    "sqlite": f"json_set(COALESCE(meta, '{{}}'), '$.{CURRENT_AGENT_KEY}', :agent)",
     "postgresql": (
-        "COALESCE(meta, '{}'::jsonb) || jsonb_build_object('agent', CAST(:agent AS text))"
+        "COALESCE(meta, '{}'::jsonb)"
+        f" || jsonb_build_object('{CURRENT_AGENT_KEY}', CAST(:agent AS text))"
     ),
 }
 

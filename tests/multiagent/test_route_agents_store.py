@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from chatbridge.models import ContactInfo, InboundMessage
 from chatbridge.store import Store
-from chatbridge.store.records import Route, RouteAgent, TurnDecision
-from chatbridge.store.routing import CURRENT_AGENT_KEY
+from chatbridge.store.records import CURRENT_AGENT_KEY, Route, RouteAgent, TurnDecision
 
 GUIDE = RouteAgent("guide", "guide", default=True)
 SPECIALIST = RouteAgent("billing-bot", "billing")
