@@ -20,11 +20,15 @@ from chatbridge.protocol import (
     PROTOCOL_REVISION,
     Ack,
     AgentComplete,
+    AgentHandoff,
     AgentMessage,
     AgentStreaming,
     Cancel,
     ConversationEvent,
     ErrorMessage,
+    FileComplete,
+    FileError,
+    FileProcessing,
     Handoff,
     Hello,
     HelloError,
@@ -32,9 +36,16 @@ from chatbridge.protocol import (
     NoReply,
     Ping,
     Pong,
+    ProgressUpdate,
     ProtocolError,
+    SessionCreated,
+    SessionExpired,
+    SessionUpdated,
+    StatusUpdate,
+    SystemMessage,
     Typing,
     UserMessage,
+    WarningMessage,
     parse_agent_frame,
     parse_bridge_frame,
     protocol_json_schema,
@@ -66,6 +77,30 @@ AGENT_SAMPLES: list[tuple[dict[str, Any], type]] = [
     ({"type": "pong", "timestamp": "2025-01-01T00:00:00Z"}, Pong),
     ({"type": "hello", "agent_id": "agent1", "token": "s", "protocol": "chatbridge/1",
       "capabilities": ["streaming"], "resume_from": 1041}, Hello),
+    ({"type": "hello", "agent_id": "agent1", "version": "1.3",
+      "features": ["status", "sessions", "notices"]}, Hello),
+    ({"type": "agent_message", "message_id": "t_1", "content": "Pick one",
+      "data": {"kind": "quick_replies", "options": [{"title": "Yes"}, {"title": "No"}]}},
+     AgentMessage),
+    ({"type": "agent_complete", "message_id": "t_1",
+      "data": {"kind": "map", "lat": 52.5, "lng": 13.4}}, AgentComplete),
+    ({"type": "agent_handoff", "message_id": "t_1", "conversation_id": "c_1",
+      "to_role": "billing", "reason": "refund", "content": "A colleague takes over."},
+     AgentHandoff),
+    ({"type": "status_update", "message_id": "t_1", "content": "Searching your orders…"},
+     StatusUpdate),
+    ({"type": "progress_update", "message_id": "t_1", "progress": 0.4, "content": "Reading"},
+     ProgressUpdate),
+    ({"type": "system_message", "conversation_id": "c_1", "content": "Order system is slow"},
+     SystemMessage),
+    ({"type": "warning_message", "conversation_id": "c_1", "message_id": "t_1",
+      "content": "Prices may have changed"}, WarningMessage),
+    ({"type": "file_processing", "message_id": "t_1", "file_id": "f_1",
+      "content": "Reading invoice.pdf"}, FileProcessing),
+    ({"type": "file_complete", "conversation_id": "c_1", "file_id": "f_1",
+      "content": "3 pages, total 42 EUR"}, FileComplete),
+    ({"type": "file_error", "message_id": "t_1", "file_id": "f_1", "error": "encrypted"},
+     FileError),
 ]  # fmt: skip
 
 BRIDGE_SAMPLES: list[tuple[dict[str, Any], type]] = [
@@ -97,6 +132,22 @@ BRIDGE_SAMPLES: list[tuple[dict[str, Any], type]] = [
     ({"type": "error_message", "error_code": "invalid_json"}, ErrorMessage),
     ({"type": "conversation_event", "conversation_id": "c_1", "event": "closed"},
      ConversationEvent),
+    ({"type": "user_message", "message_id": "t_3", "conversation_id": "c_1", "content": "see",
+      "agent": "billing-bot", "role": "billing",
+      "files": [{"file_id": "f_1", "file_name": "invoice.pdf", "mime": "application/pdf",
+                 "size": 1234, "file_url": "https://bridge/api/files/f_1?exp=1&sig=abc"}]},
+     UserMessage),
+    ({"type": "hello_ok", "agent_id": "a", "heartbeat_interval": 20, "version": "1.3",
+      "features": ["sessions"]}, HelloOk),
+    ({"type": "session_created", "session_id": "s_1", "channel": "webchat",
+      "data": {"page": "/pricing"}}, SessionCreated),
+    ({"type": "session_updated", "session_id": "s_1", "conversation_id": "c_1",
+      "data": {"name": "Ann"}}, SessionUpdated),
+    ({"type": "session_expired", "session_id": "s_1", "reason": "idle"}, SessionExpired),
+    ({"type": "system_message", "conversation_id": "c_1", "content": "Ann joined"},
+     SystemMessage),
+    ({"type": "warning_message", "conversation_id": "c_1", "content": "Visitor went offline"},
+     WarningMessage),
 ]  # fmt: skip
 
 
@@ -347,7 +398,7 @@ def test_handoff_summary_is_optional_and_an_overlong_one_is_cut_not_refused() ->
 def test_schema_documents_the_1_1_additions() -> None:
     schema = protocol_json_schema()
     defs = schema["$defs"]
-    assert schema["version"] == PROTOCOL_REVISION == "1.2"
+    assert schema["version"] == PROTOCOL_REVISION
     assert PROTOCOL == "chatbridge/1"  # additions only: the wire name stays
     fresh = defs["UserMessage"]["properties"]["fresh"]
     assert (fresh["type"], fresh["default"]) == ("boolean", False)
