@@ -241,6 +241,94 @@
     "place-items:center}",
     ".send:disabled{opacity:.45;cursor:default}",
     ".send svg{width:18px;height:18px}",
+    // notices: centred and muted (system) or amber (warning), never an agent bubble
+    ".notice{align-self:center;max-width:90%;font-size:13px;text-align:center;",
+    "padding:6px 12px;border-radius:10px;color:var(--_muted);",
+    "border:1px dashed var(--_border);overflow-wrap:anywhere;white-space:pre-wrap}",
+    ".notice--warning{color:var(--cb-warning-fg,#92400e);background:var(--cb-warning-bg,#fef3c7);",
+    "border:1px solid var(--cb-warning-border,#f59e0b)}",
+    ".notice-icon{margin-right:4px}",
+    // the agent's live status line and progress bar while it works
+    ".live{display:flex;flex-direction:column;gap:6px;margin-top:8px;padding:9px 13px;",
+    "max-width:82%;width:max-content;min-width:180px;border-radius:14px;",
+    "background:var(--_agent-bg);color:var(--_muted);font-size:13px}",
+    ".live-line{display:flex;align-items:center;gap:8px}",
+    ".spinner{width:12px;height:12px;flex:none;border-radius:50%;border:2px solid var(--_border);",
+    "border-top-color:var(--_accent);animation:cb-spin .9s linear infinite}",
+    ".bar{height:6px;border-radius:3px;background:var(--_border);overflow:hidden}",
+    ".bar-fill{display:block;height:100%;width:0;border-radius:3px;background:var(--_accent);",
+    "transition:width .25s ease}",
+    // files: the attach button, the tray of files about to be sent, files in messages
+    ".attach{width:40px;height:40px;flex:none;border:1px solid var(--_border);border-radius:12px;",
+    "background:transparent;color:var(--_muted);cursor:pointer;display:grid;place-items:center}",
+    ".attach:hover{color:var(--_fg)}",
+    ".attach svg{width:18px;height:18px}",
+    ".file-input{display:none}",
+    ".tray{display:flex;flex-direction:column;gap:6px;padding:8px 12px 0;",
+    "border-top:1px solid var(--_border)}",
+    ".tray:not([hidden])+.composer{border-top:0}",
+    ".chip{display:flex;align-items:center;gap:8px;font-size:13px;padding:6px 8px 6px 10px;",
+    "border:1px solid var(--_border);border-radius:10px}",
+    ".chip-name{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
+    ".chip-state{font-size:12px;color:var(--_muted)}",
+    ".chip .bar{width:60px;flex:none}",
+    ".chip--failed{border-color:#ef4444}",
+    ".chip--failed .chip-state{color:#ef4444;white-space:normal}",
+    ".chip-remove{border:0;background:transparent;color:var(--_muted);cursor:pointer;",
+    "font:inherit;font-size:16px;line-height:1;padding:2px 4px;border-radius:6px}",
+    ".files{display:flex;flex-direction:column;gap:6px;margin-top:4px}",
+    ".msg--user .files{align-items:flex-end}",
+    ".att-img{display:block;max-width:220px;max-height:220px;border-radius:12px;",
+    "border:1px solid var(--_border);object-fit:cover}",
+    ".att-file{display:inline-flex;align-items:center;gap:6px;padding:7px 11px;",
+    "border-radius:12px;border:1px solid var(--_border);color:var(--_fg);",
+    "text-decoration:none;font-size:13px;max-width:100%;overflow-wrap:anywhere}",
+    "a.att-file:hover{border-color:var(--_accent)}",
+    ".att-size{color:var(--_muted)}",
+    ".file-status{font-size:12px;color:var(--_muted);margin:2px 6px 0}",
+    ".file-status[data-state=error]{color:#dc2626}",
+    ".file-status[data-state=complete]{color:#15803d}",
+    // rich data under an agent's message
+    ".msg--rich{max-width:92%}",
+    ".rich{margin-top:6px;width:100%}",
+    ".cards{display:flex;gap:8px;overflow-x:auto;padding-bottom:4px;",
+    "scroll-snap-type:x mandatory}",
+    ".card{flex:0 0 220px;scroll-snap-align:start;display:flex;flex-direction:column;",
+    "border:1px solid var(--_border);border-radius:14px;overflow:hidden;background:var(--_bg)}",
+    ".card-img{width:100%;height:120px;object-fit:cover;display:block;background:var(--_agent-bg)}",
+    ".card-body{padding:10px 12px;display:flex;flex-direction:column;gap:3px}",
+    ".card-title{font-weight:650;font-size:14px;color:var(--_fg);text-decoration:none}",
+    "a.card-title:hover{text-decoration:underline}",
+    ".card-subtitle{font-size:12px;color:var(--_muted)}",
+    ".card-text{font-size:13px;white-space:pre-wrap}",
+    ".card-buttons{display:flex;flex-direction:column;border-top:1px solid var(--_border);",
+    "margin-top:auto}",
+    ".card-button{font:inherit;font-size:13px;padding:8px;text-align:center;border:0;",
+    "background:transparent;color:var(--_accent);cursor:pointer;text-decoration:none}",
+    ".card-button+.card-button{border-top:1px solid var(--_border)}",
+    ".card-button:hover{background:var(--_agent-bg)}",
+    ".card-button:disabled{color:var(--_muted);cursor:default;background:transparent}",
+    ".quick-replies{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px}",
+    ".quick-reply:disabled{opacity:.5;cursor:default;background:transparent;",
+    "color:var(--_user-bg)}",
+    ".quick-reply[aria-pressed=true]{opacity:1;background:var(--_user-bg);color:var(--_user-fg)}",
+    ".table-wrap{overflow-x:auto;border:1px solid var(--_border);border-radius:12px}",
+    ".rich-table{border-collapse:collapse;font-size:13px;width:100%}",
+    ".rich-table caption{caption-side:top;text-align:left;font-weight:600;padding:8px 10px 4px}",
+    ".rich-table th,.rich-table td{padding:6px 10px;text-align:left;",
+    "border-bottom:1px solid var(--_border);white-space:nowrap}",
+    ".rich-table th{background:var(--_agent-bg);font-weight:600}",
+    ".rich-table tr:last-child td{border-bottom:0}",
+    ".rich-table td.num{text-align:right;font-variant-numeric:tabular-nums}",
+    ".chart{border:1px solid var(--_border);border-radius:12px;padding:8px 10px;",
+    "background:var(--_bg)}",
+    ".chart-title{font-weight:600;font-size:13px;margin:0 0 4px}",
+    ".chart svg{display:block;width:100%;height:auto}",
+    ".chart text{fill:var(--_muted);font-size:10px;font-family:var(--_font)}",
+    ".legend{display:flex;flex-wrap:wrap;gap:4px 12px;font-size:12px;margin-top:4px}",
+    ".legend span{display:inline-flex;align-items:center;gap:4px}",
+    ".legend i{width:10px;height:10px;border-radius:2px;display:inline-block}",
+    "@keyframes cb-spin{to{transform:rotate(360deg)}}",
     "@keyframes cb-bounce{0%,80%,100%{transform:translateY(0);opacity:.5}",
     "40%{transform:translateY(-4px);opacity:1}}",
     "@keyframes cb-blink{50%{opacity:0}}",
@@ -259,6 +347,11 @@
     '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2.2" ' +
     'stroke-linecap="round" aria-hidden="true" focusable="false">' +
     '<path d="M6 6l12 12M18 6L6 18"/></svg>';
+  var ICON_ATTACH =
+    '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ' +
+    'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">' +
+    '<path d="M21 11.5l-8.6 8.6a5 5 0 0 1-7.1-7.1l8.6-8.6a3.3 3.3 0 0 1 4.7 4.7l-8.6 8.6' +
+    'a1.7 1.7 0 0 1-2.4-2.4l7.9-7.9"/></svg>';
   var ICON_SEND =
     '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2.2" ' +
     'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">' +
@@ -293,8 +386,17 @@
     'aria-label="Messages"></div>' +
     '<div class="typing" hidden><span class="sr">The agent is typing…</span>' +
     '<span aria-hidden="true"></span><span aria-hidden="true"></span>' +
-    '<span aria-hidden="true"></span></div></div>' +
+    '<span aria-hidden="true"></span></div>' +
+    '<div class="live" role="status" aria-live="polite" hidden>' +
+    '<div class="live-line"><span class="spinner" aria-hidden="true"></span>' +
+    '<span class="live-text"></span></div>' +
+    '<div class="bar" role="progressbar" aria-label="Progress" aria-valuemin="0" ' +
+    'aria-valuemax="100" hidden><span class="bar-fill"></span></div></div></div>' +
+    '<div class="tray" aria-label="Files to send" hidden></div>' +
     '<form class="composer" novalidate>' +
+    '<button class="attach" type="button" aria-label="Attach a file">' + ICON_ATTACH +
+    "</button>" +
+    '<input class="file-input" type="file" multiple tabindex="-1" aria-hidden="true">' +
     '<textarea rows="1" aria-label="Message" placeholder="Type a message…" ' +
     'maxlength="' + MAX_CHARS + '" enterkeyhint="send"></textarea>' +
     '<button class="send" type="submit" aria-label="Send message" disabled>' + ICON_SEND +
@@ -316,6 +418,13 @@
     form: root.querySelector(".composer"),
     input: root.querySelector("textarea"),
     send: root.querySelector(".send"),
+    live: root.querySelector(".live"),
+    liveText: root.querySelector(".live-text"),
+    liveBar: root.querySelector(".live .bar"),
+    liveFill: root.querySelector(".live .bar-fill"),
+    tray: root.querySelector(".tray"),
+    attach: root.querySelector(".attach"),
+    fileInput: root.querySelector(".file-input"),
   };
   el.title.textContent = TITLE;
 
@@ -352,10 +461,29 @@
     streams: {},
     doneTurns: {},
     typing: false,
+    // the agent's live status line / progress bar: {turn, text, progress} or null
+    live: null,
+    liveTimer: null,
+    // session lifecycle: the data the bridge keeps about this session, and the uid whose
+    // end the visitor has been shown (once)
+    sessionData: null,
+    endedUid: null,
+    // files: uploads in the tray, which message shows which file, and their status lines
+    uploadsEnabled: true,
+    uploads: [],
+    fileRows: {},
+    fileLines: {},
   };
   var queue = (load(QUEUE_KEY) || []).filter(function (item) {
-    return item && typeof item.client_message_id === "string" && typeof item.text === "string";
+    if (!item || typeof item.client_message_id !== "string" || typeof item.text !== "string") {
+      return false;
+    }
+    if (item.files != null && !Array.isArray(item.files)) item.files = null;
+    return true;
   });
+  // a status line nobody updates or clears (its frames lost with a connection) goes away
+  var LIVE_STALE_MS = 120000;
+  var UPLOAD_MAX_FILES = 5;
   // longest option id the widget sends back as choice_id (the bridge takes 200 characters)
   var CHOICE_ID_MAX = 200;
 
@@ -374,6 +502,7 @@
       queue.map(function (item) {
         var kept = { client_message_id: item.client_message_id, text: item.text, at: item.at };
         if (item.choice_id) kept.choice_id = item.choice_id;
+        if (item.files && item.files.length) kept.files = item.files;
         return kept;
       })
     );
@@ -415,7 +544,8 @@
 
   function renderTyping() {
     var streaming = Object.keys(S.streams).length > 0;
-    var show = S.typing && !streaming;
+    // the live status line says more than the dots: one or the other
+    var show = S.typing && !streaming && !S.live;
     var wasAtEnd = nearBottom();
     el.typing.hidden = !show;
     if (show && wasAtEnd) scrollToEnd(true);
@@ -430,10 +560,34 @@
   }
 
   /** A message row: role is user, agent, human or system. Text goes in with textContent. */
-  function makeRow(role, text, meta) {
+  function makeRow(role, text, meta, notice) {
     var atEnd = nearBottom();
     var row = document.createElement("div");
     el.empty.hidden = true;
+    if (role === "system" && notice) {
+      // a notice of the bridge or the agent: centred, muted (system) or amber (warning)
+      row.className = "notice notice--" + notice;
+      row.setAttribute("role", "note");
+      row.setAttribute("data-notice", notice);
+      if (notice === "warning") {
+        var icon = document.createElement("span");
+        icon.className = "notice-icon";
+        icon.setAttribute("aria-hidden", "true");
+        icon.textContent = "\u26a0";
+        var label = document.createElement("span");
+        label.className = "sr";
+        label.textContent = "Warning: ";
+        row.appendChild(icon);
+        row.appendChild(label);
+      }
+      var body = document.createElement("span");
+      body.className = "notice-text";
+      body.textContent = text;
+      row.appendChild(body);
+      el.log.appendChild(row);
+      scrollToEnd(atEnd);
+      return { row: row, bubble: body, meta: null };
+    }
     if (role === "system") {
       row.className = "system";
       row.textContent = text;
@@ -484,7 +638,12 @@
     if (!m || typeof m !== "object") return;
     var id = m.id ? String(m.id) : null;
     var role = ["user", "agent", "human", "system"].indexOf(m.role) >= 0 ? m.role : "agent";
+    if (m.author === "system") role = "system";
+    var notice = m.notice === "warning" || m.notice === "system" ? m.notice : null;
     var text = typeof m.text === "string" ? m.text : String(m.text == null ? "" : m.text);
+    var data = m.data && typeof m.data === "object" && !Array.isArray(m.data) ? m.data : null;
+    var agentSide = role === "agent" || role === "human";
+    if (agentSide && data && !text.trim()) text = richFallback(data);
     if (id) setCursor(id);
     if (id && S.byId[id]) return;
     if (role === "user" && m.client_message_id && S.byCmid[m.client_message_id]) {
@@ -503,13 +662,23 @@
         view.meta.textContent = timeOf(m.created_at);
       }
       S.typing = false;
+      clearLive(); // the reply is here: the agent's status line has done its work
     }
     if (!view) {
-      view = makeRow(role, text, role === "system" ? null : timeOf(m.created_at));
+      if (role === "system" && !notice && m.notice != null) notice = "system";
+      view = makeRow(role, text, role === "system" ? null : timeOf(m.created_at), notice);
       if (!quiet) noteUnread(role);
     }
     clearChoices(); // a newer message closes the choices offered before it
-    if ((role === "agent" || role === "human") && m.interactive) showChoices(view, m.interactive);
+    closeReplies(); // ... and the quick replies (kept on screen, disabled)
+    if (agentSide && m.interactive) showChoices(view, m.interactive);
+    if (role !== "system") {
+      var files = (Array.isArray(m.attachments) ? m.attachments : []).map(attachmentOf);
+      files = files.filter(Boolean);
+      if (files.length && !view.files) drawFiles(view, files);
+      if (agentSide && data && !view.rich) drawRich(view, data);
+      if (!text.trim() && (view.files || view.rich)) view.bubble.hidden = true;
+    }
     if (id) {
       view.row.setAttribute("data-id", id);
       S.byId[id] = view;
@@ -554,6 +723,743 @@
     for (var i = 0; i < boxes.length; i++) boxes[i].remove();
   }
 
+  // ------------------------------------------------------------------ live status -------
+  /** A status_update / progress_update of the agent's turn: one line (and bar) on screen,
+   * replaced by the next, gone with the reply (or a status_clear). */
+  function onLive(frame) {
+    var turn = frame.turn_id != null ? String(frame.turn_id) : null;
+    if (turn && S.doneTurns[turn]) return; // late news of a turn already answered
+    var same = S.live && S.live.turn === turn;
+    var live = {
+      turn: turn,
+      text: same ? S.live.text : "",
+      progress: same ? S.live.progress : null,
+    };
+    if (typeof frame.content === "string" && frame.content) live.text = frame.content;
+    if (frame.type === "progress_update") {
+      var p = Number(frame.progress);
+      if (isFinite(p)) live.progress = Math.max(0, Math.min(1, p));
+    }
+    S.live = live;
+    clearTimeout(S.liveTimer);
+    S.liveTimer = setTimeout(function () {
+      clearLive();
+    }, LIVE_STALE_MS);
+    renderLive();
+  }
+
+  /** Take the status line away (only if it is ``turn``'s, when a turn is named). */
+  function clearLive(turn) {
+    if (!S.live) return;
+    if (turn != null && S.live.turn && S.live.turn !== String(turn)) return;
+    S.live = null;
+    clearTimeout(S.liveTimer);
+    S.liveTimer = null;
+    renderLive();
+  }
+
+  function renderLive() {
+    var live = S.live;
+    var atEnd = nearBottom();
+    el.live.hidden = !live;
+    if (live) {
+      el.liveText.textContent = live.text || "Working on it…";
+      var hasBar = typeof live.progress === "number";
+      el.liveBar.hidden = !hasBar;
+      if (hasBar) {
+        var pct = Math.round(live.progress * 100);
+        el.liveFill.style.width = pct + "%";
+        el.liveBar.setAttribute("aria-valuenow", String(pct));
+        el.liveBar.setAttribute("aria-valuetext", pct + "%");
+      }
+    }
+    renderTyping();
+    if (live && atEnd) scrollToEnd(true);
+  }
+
+  // ------------------------------------------------------------------ session frames ----
+  function onSessionInfo(frame) {
+    if (typeof frame.session_id === "string" && frame.session_id) S.sessionId = frame.session_id;
+    if (typeof frame.uid === "string" && frame.uid) S.uid = frame.uid;
+    if (typeof frame.conversation_id === "string" && frame.conversation_id) {
+      S.conversationId = frame.conversation_id;
+    }
+    if (frame.data && typeof frame.data === "object") S.sessionData = frame.data;
+    persistSession();
+  }
+
+  /** The bridge ended the session: say so; the next message starts a new one (the bridge
+   * makes it for a message on an expired session, as after a 4410 close). */
+  function onSessionExpired(frame) {
+    if (typeof frame.session_id === "string" && S.sessionId && frame.session_id !== S.sessionId) {
+      return; // another session's news
+    }
+    S.typing = false;
+    clearLive();
+    clearChoices();
+    closeReplies();
+    conversationEnded(typeof frame.reason === "string" ? frame.reason : null);
+  }
+
+  var ENDED_BECAUSE = {
+    idle: "This conversation has ended after a while without messages.",
+    ended: "This conversation has ended.",
+  };
+
+  /** The "conversation has ended" notice, once per conversation (uid). */
+  function conversationEnded(reason) {
+    if (S.endedUid != null && S.endedUid === S.uid) return;
+    S.endedUid = S.uid;
+    if (!el.log.querySelector(".msg")) return; // nothing on screen has ended
+    var text = ENDED_BECAUSE[reason] || "This conversation has ended.";
+    var view = makeRow("system", text + " Send a message to start a new one.", null, "system");
+    view.row.classList.add("notice--ended");
+    renderTyping();
+  }
+
+  // ------------------------------------------------------------------ files -------------
+  /** An http(s) URL (relative ones are the bridge's), or null: never javascript:, data:… */
+  function safeUrl(url) {
+    if (typeof url !== "string" || !url) return null;
+    var u;
+    try {
+      u = new URL(url, BRIDGE + "/");
+    } catch (e) {
+      return null;
+    }
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+  }
+
+  function str(v) {
+    return typeof v === "string" && v ? v : null;
+  }
+
+  /** A message view's attachment in one shape: {id, name, mime, size, url}. */
+  function attachmentOf(a) {
+    if (!a || typeof a !== "object") return null;
+    var raw = str(a.url) || str(a.file_url) || str(a.data_url);
+    var id = str(a.file_id) || str(a.id) || (raw && /^media:/.test(raw) ? raw.slice(6) : null);
+    var url = safeUrl(raw);
+    var name = str(a.name) || str(a.file_name) || str(a.filename);
+    if (!name && url) name = decodeURIComponent(new URL(url).pathname.split("/").pop() || "");
+    return {
+      id: id,
+      name: name || "file",
+      mime: str(a.mime) || str(a.mime_type) || str(a.content_type) || "",
+      size: typeof a.size === "number" ? a.size : null,
+      url: url,
+      preview: null,
+    };
+  }
+
+  function sizeText(bytes) {
+    if (typeof bytes !== "number" || !(bytes >= 0)) return "";
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return Math.round(bytes / 102.4) / 10 + " KB";
+    return Math.round(bytes / 104857.6) / 10 + " MB";
+  }
+
+  /** Images inline, other files as download links (a file without a usable URL: its name). */
+  function drawFiles(view, files) {
+    var box = document.createElement("div");
+    box.className = "files";
+    files.forEach(function (f) {
+      var src = f.preview || f.url;
+      var item;
+      if (src && /^image\//i.test(f.mime)) {
+        item = document.createElement(f.url ? "a" : "span");
+        if (f.url) {
+          item.href = f.url;
+          item.target = "_blank";
+          item.rel = "noopener noreferrer";
+        }
+        var img = document.createElement("img");
+        img.className = "att-img";
+        img.src = src;
+        img.alt = f.name;
+        img.loading = "lazy";
+        item.appendChild(img);
+      } else {
+        item = document.createElement(f.url ? "a" : "span");
+        item.className = "att-file";
+        if (f.url) {
+          item.href = f.url;
+          item.target = "_blank";
+          item.rel = "noopener noreferrer";
+          item.setAttribute("download", f.name);
+        }
+        var icon = document.createElement("span");
+        icon.setAttribute("aria-hidden", "true");
+        icon.textContent = "\ud83d\udcce";
+        var name = document.createElement("span");
+        name.textContent = f.name;
+        item.appendChild(icon);
+        item.appendChild(name);
+        var size = sizeText(f.size);
+        if (size) {
+          var sz = document.createElement("span");
+          sz.className = "att-size";
+          sz.textContent = size;
+          item.appendChild(sz);
+        }
+      }
+      item.setAttribute("data-file-id", f.id || "");
+      box.appendChild(item);
+      if (f.id) S.fileRows[f.id] = { view: view, name: f.name };
+    });
+    view.row.insertBefore(box, view.meta || null);
+    view.files = box;
+  }
+
+  var FILE_LINES = {
+    file_processing: { state: "processing", icon: "\u23f3", text: "Working on " },
+    file_complete: { state: "complete", icon: "\u2713", text: "Done with " },
+    file_error: { state: "error", icon: "\u26a0", text: "Could not process " },
+  };
+
+  /** file_processing / file_complete / file_error: one small line under the file's message. */
+  function onFileEvent(frame) {
+    var id = str(frame.file_id);
+    if (!id) return;
+    var kind = FILE_LINES[frame.type];
+    var known = S.fileRows[id];
+    var name = known ? known.name : "your file";
+    var text =
+      (frame.type === "file_error" && (str(frame.error) || str(frame.content))) ||
+      str(frame.content) ||
+      kind.text + name + (frame.type === "file_processing" ? "…" : "");
+    var atEnd = nearBottom();
+    var line = S.fileLines[id];
+    if (!line) {
+      line = S.fileLines[id] = document.createElement("div");
+      line.className = "file-status";
+      line.setAttribute("data-file-id", id);
+      line.setAttribute("role", "status");
+      if (known) known.view.row.insertBefore(line, known.view.meta || null);
+      else {
+        line.classList.add("notice");
+        el.log.appendChild(line);
+      }
+    }
+    line.setAttribute("data-state", kind.state);
+    line.textContent = "";
+    var icon = document.createElement("span");
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = kind.icon + " ";
+    var body = document.createElement("span");
+    body.textContent = text;
+    line.appendChild(icon);
+    line.appendChild(body);
+    scrollToEnd(atEnd);
+  }
+
+  function fileIds(item) {
+    return item.files.map(function (f) {
+      return f.file_id;
+    });
+  }
+
+  function readyUploads() {
+    return S.uploads.filter(function (u) {
+      return u.state === "ready";
+    });
+  }
+
+  /** Whether the bridge takes uploads here: a session answer may say (``uploads``). */
+  function readUploads(res) {
+    var u = res && res.uploads;
+    if (typeof u === "boolean") S.uploadsEnabled = u;
+    else if (u && typeof u === "object" && typeof u.enabled === "boolean") {
+      S.uploadsEnabled = u.enabled;
+    }
+    if (!S.uploadsEnabled) clearTray();
+    renderComposer();
+  }
+
+
+  /** A file the visitor picked: a chip in the tray, uploaded at once with its progress. */
+  function addUpload(file) {
+    if (!S.uploadsEnabled) return;
+    if (S.uploads.length >= UPLOAD_MAX_FILES) {
+      addSystem("At most " + UPLOAD_MAX_FILES + " files in one message.");
+      return;
+    }
+    var up = {
+      name: file.name || "file",
+      mime: file.type || "",
+      size: file.size,
+      state: "uploading",
+      progress: 0,
+      ref: null,
+      error: null,
+      xhr: null,
+      preview: /^image\//.test(file.type || "") ? URL.createObjectURL(file) : null,
+      chip: null,
+    };
+    S.uploads.push(up);
+    drawChip(up);
+    renderComposer();
+    Promise.resolve(start())
+      .then(function () {
+        if (!S.sessionId) throw new ApiError(0, "no_session", "the chat is not connected", null);
+        return sendFile(up, file, true);
+      })
+      .catch(function (err) {
+        uploadFailed(up, (err && err.message) || "upload failed");
+      });
+  }
+
+  function uploadFailed(up, reason) {
+    if (up.state === "removed") return;
+    up.state = "failed";
+    up.error = reason;
+    drawChip(up);
+    renderComposer();
+  }
+
+  /** POST the file (multipart: ``session_id`` and ``file``); XHR for its progress events. */
+  function sendFile(up, file, mayRenew) {
+    return new Promise(function (resolve) {
+      var xhr = new XMLHttpRequest();
+      up.xhr = xhr;
+      xhr.open("POST", BRIDGE + "/api/webchat/upload");
+      xhr.upload.onprogress = function (e) {
+        if (e.lengthComputable && up.state === "uploading") {
+          up.progress = e.total ? e.loaded / e.total : 0;
+          drawChip(up);
+        }
+      };
+      xhr.onload = function () {
+        up.xhr = null;
+        var json = null;
+        try {
+          json = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+        } catch (e) {
+          json = null;
+        }
+        if (up.state === "removed") return resolve();
+        if (xhr.status >= 200 && xhr.status < 300 && json && json.file_id) {
+          up.state = "ready";
+          up.progress = 1;
+          up.ref = {
+            file_id: String(json.file_id),
+            file_name: str(json.file_name) || up.name,
+            mime: str(json.mime) || up.mime,
+            size: typeof json.size === "number" ? json.size : up.size,
+          };
+          drawChip(up);
+          renderComposer();
+          return resolve();
+        }
+        var err = (json && json.error) || {};
+        if (xhr.status === 404 && err.code === "unknown_session" && mayRenew) {
+          return resolve(
+            renewSession().then(function () {
+              return sendFile(up, file, false);
+            })
+          );
+        }
+        if (err.code === "uploads_disabled") {
+          S.uploadsEnabled = false;
+          renderComposer();
+        }
+        uploadFailed(up, err.message || "upload refused (" + xhr.status + ")");
+        resolve();
+      };
+      xhr.onerror = function () {
+        up.xhr = null;
+        uploadFailed(up, "network error");
+        resolve();
+      };
+      var form = new FormData();
+      form.append("session_id", S.sessionId);
+      form.append("file", file, up.name);
+      xhr.send(form);
+    });
+  }
+
+  function drawChip(up) {
+    var chip = up.chip;
+    if (!chip) {
+      chip = up.chip = document.createElement("div");
+      chip.className = "chip";
+      var name = document.createElement("span");
+      name.className = "chip-name";
+      name.textContent = up.name;
+      name.title = up.name;
+      var state = document.createElement("span");
+      state.className = "chip-state";
+      state.setAttribute("role", "status");
+      var bar = document.createElement("div");
+      bar.className = "bar";
+      bar.setAttribute("role", "progressbar");
+      bar.setAttribute("aria-label", "Upload of " + up.name);
+      var fill = document.createElement("span");
+      fill.className = "bar-fill";
+      bar.appendChild(fill);
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "chip-remove";
+      remove.setAttribute("aria-label", "Remove " + up.name);
+      remove.textContent = "\u00d7";
+      remove.addEventListener("click", function () {
+        removeUpload(up);
+      });
+      chip.appendChild(name);
+      chip.appendChild(bar);
+      chip.appendChild(state);
+      chip.appendChild(remove);
+      el.tray.appendChild(chip);
+      el.tray.hidden = false;
+    }
+    chip.setAttribute("data-state", up.state);
+    chip.classList.toggle("chip--failed", up.state === "failed");
+    var pct = Math.round(up.progress * 100);
+    var barEl = chip.querySelector(".bar");
+    barEl.hidden = up.state !== "uploading";
+    barEl.setAttribute("aria-valuenow", String(pct));
+    chip.querySelector(".bar-fill").style.width = pct + "%";
+    var stateText =
+      up.state === "uploading" ? pct + "%" :
+      up.state === "ready" ? sizeText(up.ref && up.ref.size) || "ready" :
+      "Not attached – " + up.error;
+    chip.querySelector(".chip-state").textContent = stateText;
+  }
+
+  function removeUpload(up) {
+    if (up.xhr) up.xhr.abort();
+    up.state = "removed";
+    if (up.chip) up.chip.remove();
+    S.uploads = S.uploads.filter(function (u) {
+      return u !== up;
+    });
+    el.tray.hidden = S.uploads.length === 0;
+    renderComposer();
+    el.input.focus();
+  }
+
+  /** After sending: the tray starts empty (previews stay with the sent message). */
+  function clearTray() {
+    S.uploads.forEach(function (u) {
+      if (u.xhr) u.xhr.abort();
+      u.state = "removed";
+    });
+    S.uploads = [];
+    el.tray.textContent = "";
+    el.tray.hidden = true;
+  }
+
+  // ------------------------------------------------------------------ rich data ---------
+  var PALETTE = ["#4f46e5", "#0891b2", "#f59e0b", "#db2777", "#16a34a", "#9333ea", "#ea580c"];
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  function node(tag, className, text) {
+    var n = document.createElement(tag);
+    if (className) n.className = className;
+    if (text != null) n.textContent = String(text);
+    return n;
+  }
+
+  function svg(tag, attrs) {
+    var n = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      n.setAttribute(k, String(attrs[k]));
+    });
+    return n;
+  }
+
+  /** What to show for data the widget cannot draw: its own text, else compact JSON. */
+  function richFallback(data) {
+    var t = str(data.text) || str(data.title) || str(data.fallback);
+    if (t) return t;
+    try {
+      return JSON.stringify(data).slice(0, 500);
+    } catch (e) {
+      return "";
+    }
+  }
+
+  /** The agent's ``data`` under its message; unknown or malformed kinds stay text. */
+  function drawRich(view, data) {
+    var box = null;
+    try {
+      if (data.kind === "cards") box = drawCards(data);
+      else if (data.kind === "quick_replies") box = drawQuickReplies(data);
+      else if (data.kind === "table") box = drawTable(data);
+      else if (data.kind === "chart") box = drawChart(data);
+    } catch (e) {
+      box = null;
+    }
+    if (!box) {
+      if (!view.bubble.textContent) view.bubble.textContent = richFallback(data);
+      return;
+    }
+    var wrap = node("div", "rich rich--" + data.kind);
+    wrap.appendChild(box);
+    view.row.classList.add("msg--rich");
+    view.row.insertBefore(wrap, view.meta || null);
+    view.rich = wrap;
+    scrollToEnd(false);
+  }
+
+  /** A button that answers with ``text`` (quick replies, card buttons without a link). */
+  function replyButton(className, title, text) {
+    var b = node("button", className, title);
+    b.type = "button";
+    b.setAttribute("data-reply", "");
+    b.addEventListener("click", function () {
+      if (b.disabled) return;
+      var group = b.closest(".rich");
+      var all = group ? group.querySelectorAll("button[data-reply]") : [b];
+      for (var i = 0; i < all.length; i++) all[i].disabled = true;
+      b.setAttribute("aria-pressed", "true");
+      submit(text);
+    });
+    return b;
+  }
+
+  /** Quick replies and card buttons of earlier messages: kept, no longer clickable. */
+  function closeReplies() {
+    var open = el.log.querySelectorAll("button[data-reply]:not(:disabled)");
+    for (var i = 0; i < open.length; i++) open[i].disabled = true;
+  }
+
+  function drawCards(data) {
+    var cards = Array.isArray(data.cards) ? data.cards.slice(0, 10) : [];
+    cards = cards.filter(function (c) {
+      return c && typeof c === "object" && str(c.title);
+    });
+    if (!cards.length) return null;
+    var list = node("div", "cards");
+    list.setAttribute("role", "list");
+    cards.forEach(function (c) {
+      var card = node("div", "card");
+      card.setAttribute("role", "listitem");
+      var image = safeUrl(c.image_url);
+      if (image) {
+        var img = node("img", "card-img");
+        img.src = image;
+        img.alt = "";
+        img.loading = "lazy";
+        card.appendChild(img);
+      }
+      var body = node("div", "card-body");
+      var link = safeUrl(c.url);
+      var title = node(link ? "a" : "div", "card-title", c.title);
+      if (link) {
+        title.href = link;
+        title.target = "_blank";
+        title.rel = "noopener noreferrer";
+      }
+      body.appendChild(title);
+      if (str(c.subtitle)) body.appendChild(node("div", "card-subtitle", c.subtitle));
+      if (str(c.text)) body.appendChild(node("div", "card-text", c.text));
+      card.appendChild(body);
+      var buttons = Array.isArray(c.buttons) ? c.buttons : [];
+      var row = node("div", "card-buttons");
+      buttons.slice(0, 5).forEach(function (b) {
+        if (!b || !str(b.title)) return;
+        var href = safeUrl(b.url);
+        if (href) {
+          var a = node("a", "card-button", b.title);
+          a.href = href;
+          a.target = "_blank";
+          a.rel = "noopener noreferrer";
+          row.appendChild(a);
+        } else if (!b.url) {
+          row.appendChild(replyButton("card-button", b.title, str(b.value) || b.title));
+        }
+      });
+      if (row.childNodes.length) card.appendChild(row);
+      list.appendChild(card);
+    });
+    return list;
+  }
+
+  function drawQuickReplies(data) {
+    var options = Array.isArray(data.options) ? data.options.slice(0, 10) : [];
+    options = options.filter(function (o) {
+      return o && str(o.title);
+    });
+    if (!options.length) return null;
+    var box = node("div", "quick-replies");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Quick replies");
+    options.forEach(function (o) {
+      box.appendChild(replyButton("choice quick-reply", o.title, str(o.value) || o.title));
+    });
+    return box;
+  }
+
+  function cellText(v) {
+    if (v == null) return "";
+    if (typeof v === "number") return v.toLocaleString();
+    return typeof v === "object" ? JSON.stringify(v) : String(v);
+  }
+
+  function drawTable(data) {
+    var columns = Array.isArray(data.columns) ? data.columns.slice(0, 20) : [];
+    var rows = Array.isArray(data.rows) ? data.rows.slice(0, 200) : [];
+    if (!columns.length) return null;
+    var wrap = node("div", "table-wrap");
+    var table = node("table", "rich-table");
+    if (str(data.caption)) table.appendChild(node("caption", null, data.caption));
+    var head = node("thead");
+    var tr = node("tr");
+    columns.forEach(function (c) {
+      var th = node("th", null, cellText(c));
+      th.scope = "col";
+      tr.appendChild(th);
+    });
+    head.appendChild(tr);
+    table.appendChild(head);
+    var body = node("tbody");
+    rows.forEach(function (r) {
+      if (!Array.isArray(r)) return;
+      var row = node("tr");
+      columns.forEach(function (_, i) {
+        var v = r[i];
+        row.appendChild(node("td", typeof v === "number" ? "num" : null, cellText(v)));
+      });
+      body.appendChild(row);
+    });
+    table.appendChild(body);
+    wrap.appendChild(table);
+    return wrap;
+  }
+
+  function finite(v) {
+    var n = Number(v);
+    return typeof v === "number" && isFinite(n) ? n : 0;
+  }
+
+  /** bar / line / pie as inline SVG; every label and value in the legend and <title>s. */
+  function drawChart(data) {
+    var type = data.chart;
+    if (type !== "bar" && type !== "line" && type !== "pie") return null;
+    var labels = (Array.isArray(data.labels) ? data.labels : []).slice(0, 50).map(cellText);
+    var series = (Array.isArray(data.series) ? data.series : []).slice(0, 8);
+    series = series.filter(function (s) {
+      return s && Array.isArray(s.values);
+    });
+    if (!labels.length || !series.length) return null;
+    var box = node("figure", "chart chart--" + type);
+    box.style.margin = "0";
+    var title = str(data.title);
+    if (title) box.appendChild(node("figcaption", "chart-title", title));
+    var W = 300;
+    var H = 170;
+    var chart = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img" });
+    chart.setAttribute("aria-label", (title ? title + ": " : "") + type + " chart");
+    var legend = node("div", "legend");
+    function key(name, color) {
+      var item = node("span");
+      var swatch = node("i");
+      swatch.style.background = color;
+      item.appendChild(swatch);
+      item.appendChild(document.createTextNode(name));
+      legend.appendChild(item);
+    }
+    function tip(shape, text) {
+      var t = svg("title");
+      t.textContent = text;
+      shape.appendChild(t);
+      return shape;
+    }
+    if (type === "pie") {
+      var values = labels.map(function (_, i) {
+        return Math.max(0, finite(series[0].values[i]));
+      });
+      var total = values.reduce(function (a, b) {
+        return a + b;
+      }, 0);
+      var cx = W / 2;
+      var cy = H / 2;
+      var r = H / 2 - 8;
+      var angle = -Math.PI / 2;
+      values.forEach(function (v, i) {
+        var color = PALETTE[i % PALETTE.length];
+        key(labels[i] + " (" + cellText(v) + ")", color);
+        if (!total || !v) return;
+        var label = labels[i] + ": " + cellText(v);
+        if (v === total) {
+          chart.appendChild(tip(svg("circle", { cx: cx, cy: cy, r: r, fill: color }), label));
+          return;
+        }
+        var next = angle + (v / total) * 2 * Math.PI;
+        var d =
+          "M" + cx + " " + cy +
+          " L" + (cx + r * Math.cos(angle)).toFixed(2) + " " + (cy + r * Math.sin(angle)).toFixed(2) +
+          " A" + r + " " + r + " 0 " + (next - angle > Math.PI ? 1 : 0) + " 1 " +
+          (cx + r * Math.cos(next)).toFixed(2) + " " + (cy + r * Math.sin(next)).toFixed(2) + " Z";
+        chart.appendChild(tip(svg("path", { d: d, fill: color, stroke: "#fff", "stroke-width": 1 }), label));
+        angle = next;
+      });
+    } else {
+      var all = [];
+      series.forEach(function (s) {
+        labels.forEach(function (_, i) {
+          all.push(finite(s.values[i]));
+        });
+      });
+      var max = Math.max.apply(null, all.concat([0]));
+      var min = Math.min.apply(null, all.concat([0]));
+      if (max === min) max = min + 1;
+      var left = 34;
+      var right = W - 6;
+      var top = 8;
+      var bottom = H - 22;
+      var y = function (v) {
+        return bottom - ((v - min) / (max - min)) * (bottom - top);
+      };
+      var slot = (right - left) / labels.length;
+      chart.appendChild(svg("line", { x1: left, x2: right, y1: y(0), y2: y(0), stroke: "#9ca3af" }));
+      [max, min !== 0 ? min : null].forEach(function (v) {
+        if (v == null) return;
+        var t = svg("text", { x: left - 4, y: y(v) + 3, "text-anchor": "end" });
+        t.textContent = cellText(v);
+        chart.appendChild(t);
+      });
+      labels.forEach(function (label, i) {
+        var t = svg("text", { x: left + slot * (i + 0.5), y: H - 8, "text-anchor": "middle" });
+        t.textContent = label.length > 10 ? label.slice(0, 9) + "…" : label;
+        chart.appendChild(t);
+      });
+      series.forEach(function (s, si) {
+        var color = PALETTE[si % PALETTE.length];
+        var name = str(s.name) || "Series " + (si + 1);
+        key(name, color);
+        if (type === "bar") {
+          var width = (slot * 0.8) / series.length;
+          labels.forEach(function (label, i) {
+            var v = finite(s.values[i]);
+            var x = left + slot * i + slot * 0.1 + width * si;
+            var y0 = y(Math.max(v, 0));
+            var h = Math.abs(y(v) - y(0));
+            var bar = svg("rect", { x: x.toFixed(2), y: y0.toFixed(2), width: width.toFixed(2),
+              height: Math.max(h, 0.5).toFixed(2), fill: color, rx: 2 });
+            chart.appendChild(tip(bar, name + ", " + label + ": " + cellText(v)));
+          });
+        } else {
+          var points = labels.map(function (_, i) {
+            return (left + slot * (i + 0.5)).toFixed(2) + "," + y(finite(s.values[i])).toFixed(2);
+          });
+          chart.appendChild(svg("polyline", { points: points.join(" "), fill: "none",
+            stroke: color, "stroke-width": 2, "stroke-linejoin": "round" }));
+          labels.forEach(function (label, i) {
+            var v = finite(s.values[i]);
+            var dot = svg("circle", { cx: (left + slot * (i + 0.5)).toFixed(2),
+              cy: y(v).toFixed(2), r: 3, fill: color });
+            chart.appendChild(tip(dot, name + ", " + label + ": " + cellText(v)));
+          });
+        }
+      });
+    }
+    box.appendChild(chart);
+    box.appendChild(legend);
+    return box;
+  }
+
   function confirmed(view, id, createdAt) {
     view.row.classList.remove("msg--pending", "msg--failed");
     view.meta.textContent = timeOf(createdAt);
@@ -588,6 +1494,7 @@
       view.row.setAttribute("data-turn", key);
       stream = S.streams[key] = { view: view, chunks: [] };
       noteUnread("agent");
+      clearLive(); // the reply is being written: no more status line
     }
     var index = typeof frame.stream_index === "number" ? frame.stream_index : stream.chunks.length;
     stream.chunks[index] = typeof frame.content === "string" ? frame.content : "";
@@ -603,6 +1510,22 @@
     view.row.classList.add("msg--pending");
     view.row.setAttribute("data-cmid", item.client_message_id);
     S.byCmid[item.client_message_id] = view;
+    if (item.files && item.files.length) {
+      drawFiles(
+        view,
+        item.files.map(function (f) {
+          return {
+            id: f.file_id,
+            name: f.file_name || "file",
+            mime: f.mime || "",
+            size: typeof f.size === "number" ? f.size : null,
+            url: null,
+            preview: (item.previews && item.previews[f.file_id]) || null,
+          };
+        })
+      );
+      if (!item.text.trim()) view.bubble.hidden = true;
+    }
     return view;
   }
 
@@ -645,16 +1568,29 @@
     dequeue(cmid);
   }
 
-  /** The visitor sends ``text``: shown at once, queued (and persisted) until acknowledged. */
-  function submit(text, choiceId) {
-    if (!text || !text.trim()) return false;
+  /** The visitor sends ``text`` (and the uploaded ``files``, refs of the upload endpoint):
+   * shown at once, queued (and persisted) until acknowledged. */
+  function submit(text, choiceId, files) {
+    text = typeof text === "string" ? text : "";
+    files = files || [];
+    if (!text.trim() && !files.length) return false;
     if (text.length > MAX_CHARS) {
       addSystem("That message is too long (at most " + MAX_CHARS + " characters).");
       return false;
     }
     var item = { client_message_id: randomId(), text: text, at: new Date().toISOString() };
     if (choiceId) item.choice_id = choiceId;
+    if (files.length) {
+      item.files = files.map(function (u) {
+        return u.ref;
+      });
+      item.previews = {};
+      files.forEach(function (u) {
+        if (u.preview) item.previews[u.ref.file_id] = u.preview;
+      });
+    }
     clearChoices();
+    closeReplies();
     queue.push(item);
     persistQueue();
     pendingView(item);
@@ -680,6 +1616,7 @@
         content: item.text,
       };
       if (item.choice_id) frame.choice_id = item.choice_id;
+      if (item.files && item.files.length) frame.files = fileIds(item);
       if (sendFrame(frame)) {
         item.sentOn = ws;
       }
@@ -695,6 +1632,7 @@
     var sid = S.sessionId;
     var body = { text: item.text, client_message_id: item.client_message_id };
     if (item.choice_id) body.choice_id = item.choice_id;
+    if (item.files && item.files.length) body.files = fileIds(item);
     api("POST", "/api/webchat/sessions/" + encodeURIComponent(sid) + "/messages", body)
       .then(function (res) {
         if (res.session_id && res.session_id === S.sessionId && res.uid && res.uid !== S.uid) {
@@ -736,9 +1674,12 @@
       var changed = res.created || res.uid !== S.uid || res.session_id !== S.sessionId;
       S.sessionId = res.session_id;
       if (changed) {
+        // the conversation on screen has ended (expired while we were away): say so once
+        if (S.uid && res.uid !== S.uid) conversationEnded(null);
         S.cursor = null;
         S.streams = {};
       }
+      readUploads(res);
       S.uid = res.uid || S.uid;
       S.conversationId = res.conversation_id || S.conversationId;
       persistSession();
@@ -869,8 +1810,9 @@
       S.ws = null;
       S.wsOpen = false;
       stopHeartbeat();
-      // a "typing off" sent while we were away would never arrive
+      // a "typing off" (or a status_clear) sent while we were away would never arrive
       S.typing = false;
+      clearLive();
       renderTyping();
       if (!opened) S.wsFailedOpens += 1;
       afterWsLoss(code);
@@ -967,6 +1909,25 @@
         break;
       case "system":
         addSystem(frame.text);
+        break;
+      case "status_update":
+      case "progress_update":
+        onLive(frame);
+        break;
+      case "status_clear":
+        clearLive(frame.turn_id);
+        break;
+      case "session_created":
+      case "session_updated":
+        onSessionInfo(frame);
+        break;
+      case "session_expired":
+        onSessionExpired(frame);
+        break;
+      case "file_processing":
+      case "file_complete":
+      case "file_error":
+        onFileEvent(frame);
         break;
       case "error":
         onServerError(frame);
@@ -1086,7 +2047,16 @@
   function autosize() {
     el.input.style.height = "auto";
     el.input.style.height = Math.min(el.input.scrollHeight + 2, 140) + "px";
-    el.send.disabled = !el.input.value.trim();
+    renderComposer();
+  }
+
+  /** Send is possible with text or a ready file, and waits for uploads still running. */
+  function renderComposer() {
+    var uploading = S.uploads.some(function (u) {
+      return u.state === "uploading";
+    });
+    el.send.disabled = uploading || (!el.input.value.trim() && !readyUploads().length);
+    el.attach.hidden = !S.uploadsEnabled;
   }
 
   el.launcher.addEventListener("click", function () {
@@ -1113,12 +2083,24 @@
   });
 
   function sendFromInput() {
-    if (submit(el.input.value)) {
+    if (S.uploads.some(function (u) { return u.state === "uploading"; })) return;
+    var ready = readyUploads();
+    if (submit(el.input.value, null, ready)) {
       el.input.value = "";
+      clearTray();
       autosize();
     }
     el.input.focus();
   }
+
+  el.attach.addEventListener("click", function () {
+    el.fileInput.click();
+  });
+  el.fileInput.addEventListener("change", function () {
+    var files = Array.prototype.slice.call(el.fileInput.files || []);
+    el.fileInput.value = "";
+    files.forEach(addUpload);
+  });
 
   // back online: try again now instead of when the backoff says
   window.addEventListener("online", function () {
@@ -1164,6 +2146,10 @@
         queued: queue.length,
         open: S.open,
         typing: S.typing,
+        live: S.live ? { turn_id: S.live.turn, text: S.live.text, progress: S.live.progress } : null,
+        session_data: S.sessionData,
+        ended: S.endedUid != null && S.endedUid === S.uid,
+        uploads_enabled: S.uploadsEnabled,
         bridge: BRIDGE,
         inbox: INBOX,
       };
