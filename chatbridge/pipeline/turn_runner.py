@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from chatbridge import clock
 from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.media.signing import SCHEME, sign_frame_media, stored_media_id
-from chatbridge.pipeline.decisions import TurnPlan, plan_outcome
+from chatbridge.pipeline.decisions import AgentPick, TurnPlan, pick_agent, plan_outcome
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import GiveUp, decide_retry
 from chatbridge.store.outage import hold_on
@@ -259,7 +259,13 @@ class TurnRunner:
         route: Route | None = b.route_by_id(turn.route_id) or b.route_for(
             turn.conversation.channel, turn.conversation.inbox_id
         )
-        agent_id = route.agent_id if route else turn.agent_id
+        # which of the route's agents: a route with one agent costs nothing here
+        pick = (
+            pick_agent(route, turn.conversation, turn.messages, fresh=turn.fresh)
+            if route
+            else AgentPick(turn.agent_id)
+        )
+        agent_id = pick.agent_id
         outcome: AgentOutcome | None = None
         failure: str | None = None
         typed = False  # whether this attempt wrote a typing_on
@@ -267,18 +273,23 @@ class TurnRunner:
         if route is None:
             failure = "route_deleted"
         else:
+            if pick.switch and not await self._make_current(turn, agent_id):
+                return
             breaker = b.breaker(agent_id)
             deadline = started + route.timeout_seconds
             if not breaker.allow(started):
                 failure = "circuit_open"
             else:
+                frame = build_user_message(turn, deadline)
+                if pick.role is not None:  # who is addressed, on a route with several agents
+                    frame["agent"], frame["role"] = agent_id, pick.role
                 request = TurnRequest(
                     turn_key=turn.key,
                     seq=turn.id,
                     agent_id=agent_id,
                     conversation_id=turn.conversation_id,
                     # stored media get short-lived signed URLs (media.signing)
-                    frame=sign_frame_media(build_user_message(turn, deadline), s),
+                    frame=sign_frame_media(frame, s),
                     deadline=deadline,
                 )
                 typing = (
@@ -321,12 +332,29 @@ class TurnRunner:
             max_attempts=s.delivery_max_attempts,
             failure=failure,
         )
+        if outcome is not None and outcome.kind == "agent_handoff" and plan.to_agent is None:
+            b.metrics.agent_errors.labels(agent_id, "agent_handoff_unknown").inc()
+            log.warning(
+                "turn %s failed (%s) conversation=%s agent=%s",
+                turn.key,
+                plan.error,
+                turn.conversation_id,
+                agent_id,
+            )
+        meta = dict(outcome.metadata) if outcome else {}
+        if outcome is not None and plan.state == "done":
+            # which agent answered (the agent's own metadata cannot claim another)
+            meta["agent_id"] = agent_id
+            if pick.role is not None:
+                meta["agent_role"] = pick.role
+        if plan.to_agent is not None and not await self._make_current(turn, plan.to_agent.agent_id):
+            return
 
         async def complete() -> CompletedTurn:
             return await self._complete(
                 turn,
                 plan,
-                meta=outcome.metadata if outcome else {},
+                meta=meta,
                 # an earlier attempt may have shown typing too
                 typing=typed or turn.attempts > 1,
             )
@@ -346,3 +374,50 @@ class TurnRunner:
         b.resolve_waiters(turn.id, plan.outcome, plan.reply_text)
         if plan.handoff:
             await b.notify_agent_owner(agent_id, turn.conversation_id, "human", "handoff")
+        if plan.to_agent is not None and outcome is not None:
+            log.info(
+                "turn %s: agent %s handed the conversation to %s conversation=%s",
+                turn.key,
+                agent_id,
+                plan.to_agent.agent_id,
+                turn.conversation_id,
+            )
+            await b.hub.send_event(
+                plan.to_agent.agent_id,
+                {
+                    "type": "conversation_event",
+                    "event": "agent_handoff",
+                    "conversation_id": turn.conversation_id,
+                    "inbox_id": turn.conversation.inbox_id,
+                    "channel": turn.conversation.channel,
+                    "reason": outcome.reason,
+                    "data": {
+                        "from_agent": agent_id,
+                        "from_role": pick.role,
+                        "to_agent": plan.to_agent.agent_id,
+                        "to_role": plan.to_agent.role,
+                        "reason": outcome.reason,
+                    },
+                },
+            )
+
+    async def _make_current(self, turn: ClaimedTurn, agent_id: str) -> bool:
+        """Make ``agent_id`` the conversation's current agent (fenced by the turn's lease),
+        before the turn's outcome is written: the next turn may be claimed the moment that
+        commits, and must run on it. False (logged): the lease is lost, drop the turn."""
+        b = self.b
+
+        async def write() -> bool:
+            return await b.store.set_current_agent(
+                turn.conversation_id, agent_id, turn_id=turn.id, owner=b.settings.instance_id
+            )
+
+        if await hold_on(
+            write,
+            what=f"turn {turn.key}: switching its conversation's agent",
+            give_up_after=b.settings.store_retry_seconds,
+        ):
+            return True
+        log.warning("turn %s: lease lost before switching agent; turn dropped", turn.key)
+        b.metrics.errors.labels("lease_lost").inc()
+        return False
