@@ -53,6 +53,12 @@ class Metrics:
             ["agent_id"],
             registry=r,
         )
+        self.agent_frames_withheld = Counter(
+            "chatbridge_agent_frames_withheld_total",
+            "Frames not sent to an agent because it did not announce their feature",
+            ["agent_id", "type"],
+            registry=r,
+        )
         self.agent_connected = Gauge(
             "chatbridge_agent_connected",
             "1 while the agent is connected",
