@@ -295,6 +295,16 @@ def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
     return result
 
 
+def _addressing(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """``metadata.agent`` / ``metadata.role``: the customer addresses one of the route's
+    agents (protocol 1.3, docs/multi-agent.md); anything but a short string is ignored."""
+    return {
+        key: value
+        for key in ("agent", "role")
+        if isinstance(value := metadata.get(key), str) and 0 < len(value) <= 200
+    }
+
+
 def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> ParsedWebhook:
     conversation_id = _id(payload, "conversation_id", "conversation_id")
     message_id = _id(payload, "message_id", "message_id")
@@ -322,7 +332,7 @@ def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> P
                 "external_conversation_id": conversation_id,
                 "additional_attributes": metadata,
             },
-            metadata={"message_id": message_id},
+            metadata={"message_id": message_id, **_addressing(metadata)},
             received_at=received_at,
         )
     if author == "human":
