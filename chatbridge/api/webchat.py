@@ -85,12 +85,32 @@ class SessionOut(BaseModel):
     idle_timeout: float
 
 
+def addressing(agent: Any, role: Any) -> dict[str, str] | None:
+    """The metadata of a visitor's message that addresses one of its route's agents
+    (protocol 1.3, docs/multi-agent.md): ``agent`` (an agent id) and ``role``, as given.
+
+    Raises:
+        BadInput: ``invalid_message`` for anything but a string of 1 to 200 characters.
+    """
+    out: dict[str, str] = {}
+    for key, value in (("agent", agent), ("role", role)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not 0 < len(value) <= 200:
+            raise BadInput("invalid_message", f"{key} must be a string of 1 to 200 characters")
+        out[key] = value
+    return out or None
+
+
 class MessageIn(BaseModel):
     text: str = Field(min_length=1, max_length=1_000_000)
     client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbox_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
     # the id of the option the visitor clicked among the bot's last choices (protocol 1.2)
     choice_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # address one of the route's agents (protocol 1.3 multi-agent routes): an id, or a role
+    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    role: str | None = Field(default=None, min_length=1, max_length=200)
 
     _check = field_validator("text")(_text_ok)
 
@@ -197,6 +217,7 @@ async def post_message(session_id: SessionId, body: MessageIn, request: Request)
         inbox_id=body.inbox_id,
         ip=ip,
         choice_id=body.choice_id,
+        extra=addressing(body.agent, body.role),
     )
     m = posted.message
     return MessageOut(
@@ -471,13 +492,19 @@ class _LiveSocket:
             raise BadInput("invalid_message", "content must be a string")
         if choice_id is not None and (not isinstance(choice_id, str) or not choice_id):
             raise BadInput("invalid_message", "choice_id must be a non-empty string")
+        extra = addressing(frame.get("agent"), frame.get("role"))
         try:
             content.encode("utf-8")
         except UnicodeEncodeError:
             raise BadInput("invalid_message", "content has an unpaired surrogate") from None
         await _limit_message(self.bridge, self.ip, self.session.id)
         posted = await self.svc.post(
-            self.session.id, content, client_message_id=cmid, ip=self.ip, choice_id=choice_id
+            self.session.id,
+            content,
+            client_message_id=cmid,
+            ip=self.ip,
+            choice_id=choice_id,
+            extra=extra,
         )
         if posted.session.uid != self.session.uid:
             # The session had expired: the message started a new conversation; follow it.
