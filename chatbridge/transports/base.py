@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from chatbridge.errors import AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
+from chatbridge.protocol import negotiate
 from chatbridge.transports.registry import TransportSpec
 
 OutcomeKind = Literal["reply", "no_reply", "handoff", "agent_handoff", "error"]
@@ -96,12 +97,28 @@ class AgentStatus:
 
 
 # Callbacks the hub calls for frames that are not the answer to a turn:
-#   on_proactive(agent_id, frame)  -- agent_message / handoff with conversation_id, no message_id
+#   on_proactive(agent_id, frame)  -- agent_message / handoff / agent_handoff with
+#                                     conversation_id, no message_id
 #   on_typing(agent_id, conversation_id, on)
 #   on_chunk(turn_key, conversation_id, stream_index, content)  -- streamed text as it arrives
+#   on_live(agent_id, frame)    -- protocol 1.3 status_update, progress_update, file_processing,
+#                                  file_complete, file_error; ``conversation_id`` always set
+#                                  (from the open turn when the agent named only message_id)
+#   on_notice(agent_id, frame)  -- protocol 1.3 system_message, warning_message
 ProactiveCallback = Callable[[str, JsonObject], Awaitable[None]]
 TypingCallback = Callable[[str, str, bool], Awaitable[None]]
 ChunkCallback = Callable[[str, str, int, str], Awaitable[None]]
+LiveCallback = Callable[[str, JsonObject], Awaitable[None]]
+NoticeCallback = Callable[[str, JsonObject], Awaitable[None]]
+
+
+def announced_features(options: JsonObject) -> frozenset[str]:
+    """The protocol 1.3 features an agent's config announces (``options.features``), of
+    those the bridge knows; nothing when the option is missing or not a list."""
+    listed = options.get("features")
+    if not isinstance(listed, list):
+        return frozenset()
+    return negotiate(None, [name for name in listed if isinstance(name, str)])[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +190,13 @@ class AgentTransport:
     def kind(self) -> str:
         """The transport's name (``AgentStatus.transport``)."""
         return self.spec.kind
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The protocol 1.3 features the agent takes (``FEATURES``): what its config's
+        ``options.features`` announce; a dial-in agent's come from its ``hello`` instead.
+        ``AgentHub.send_event`` sends a gated frame (``FEATURE_OF``) only with its feature."""
+        return announced_features(self.options)
 
     async def run_turn(self, req: TurnRequest) -> AgentOutcome:
         """Run one turn on the agent and return how the agent ended it.

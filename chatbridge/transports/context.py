@@ -2,7 +2,8 @@
 
 A transport is built from its agent's settings (``agent_id``, ``url``, ``options``) and this
 context: the bridge's settings and metrics, the callbacks for frames that are not a turn's
-answer, one HTTP client for the HTTP transports, the ``PullBroker`` that http-pull and
+answer (proactive messages, typing, streamed chunks; since protocol 1.3 live frames and
+notices), one HTTP client for the HTTP transports, the ``PullBroker`` that http-pull and
 http-webhook turns wait in, and the conversation slots that keep one turn per conversation
 on a WebSocket at a time. ``link_changed`` tells the hub that an agent's links here opened or
 closed (placement across replicas, ``wait_connected``).
@@ -19,7 +20,13 @@ import httpx
 from chatbridge.config import Settings
 from chatbridge.metrics import Metrics
 from chatbridge.models import JsonObject
-from chatbridge.transports.base import ChunkCallback, ProactiveCallback, TypingCallback
+from chatbridge.transports.base import (
+    ChunkCallback,
+    LiveCallback,
+    NoticeCallback,
+    ProactiveCallback,
+    TypingCallback,
+)
 from chatbridge.transports.pull import PullBroker, PullPolicy
 from chatbridge.transports.turns import ConversationSlots
 
@@ -36,6 +43,11 @@ async def _ignore_proactive(agent_id: str, frame: JsonObject) -> None:
 
 
 async def _ignore_typing(agent_id: str, conversation_id: str, on: bool) -> None:
+    return None
+
+
+async def ignore_frame(agent_id: str, frame: JsonObject) -> None:
+    """The default ``on_live`` / ``on_notice``: a bridge that shows nothing live drops them."""
     return None
 
 
@@ -68,6 +80,10 @@ class TransportContext:
     on_proactive: ProactiveCallback = _ignore_proactive
     on_typing: TypingCallback = _ignore_typing
     on_chunk: ChunkCallback | None = None
+    on_live: LiveCallback = ignore_frame
+    """Protocol 1.3 live frames (status, progress, file events), never stored."""
+    on_notice: NoticeCallback = ignore_frame
+    """Protocol 1.3 ``system_message`` / ``warning_message`` from an agent."""
     history: History = no_history
     http: httpx.AsyncClient = field(
         default_factory=lambda: httpx.AsyncClient(follow_redirects=False)
@@ -80,7 +96,11 @@ class TransportContext:
 
     def __post_init__(self) -> None:
         self.pull = PullBroker(
-            pull_policy(self.settings), on_chunk=self.on_chunk, on_typing=self.on_typing
+            pull_policy(self.settings),
+            on_chunk=self.on_chunk,
+            on_typing=self.on_typing,
+            on_live=self.on_live,
+            on_notice=self.on_notice,
         )
 
     @property

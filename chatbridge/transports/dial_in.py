@@ -3,7 +3,8 @@
 The pieces here know Starlette's ``WebSocket`` and the handshake: ``handshake()`` accepts the
 upgrade, reads ``hello`` and checks the agent's token, and ``refuse()`` answers a refused agent.
 Once the agent is known (``AgentHub.handle_dial_in``), its ``DialInTransport.serve()`` answers
-``hello_ok`` and runs the protocol on the connection as a link (``ws.LinkedTransport``).
+``hello_ok`` (with the negotiated revision and features, protocol 1.3) and runs the protocol on
+the connection as a link (``ws.LinkedTransport``).
 
 Wrong tokens spend the caller's failed-authentication budget (an ``AuthBudget``); an address
 that has spent it gets its upgrade refused with HTTP 429 and ``Retry-After`` before any
@@ -21,7 +22,14 @@ from typing import Literal, Protocol
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from chatbridge.protocol import PROTOCOL, Hello, ProtocolError, dumps, parse_agent_frame
+from chatbridge.protocol import (
+    PROTOCOL,
+    Hello,
+    ProtocolError,
+    dumps,
+    negotiate,
+    parse_agent_frame,
+)
 from chatbridge.transports.base import Capabilities
 from chatbridge.transports.links import Link, LinkClosed, close_timeout
 from chatbridge.transports.log import log_event
@@ -218,10 +226,20 @@ async def frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
 
 
 class DialInTransport(LinkedTransport):
-    """An agent that connects to the bridge (``GET /api/ws/agent``), perhaps several times."""
+    """An agent that connects to the bridge (``GET /api/ws/agent``), perhaps several times.
+
+    Its ``features`` are the ones negotiated with its latest ``hello`` (protocol 1.3): what it
+    announced in ``features`` or ``capabilities`` that the bridge knows. Before any ``hello``
+    it has none, whatever its config says: the agent speaks for itself.
+    """
 
     spec = spec("ws-dial-in")
     capabilities = Capabilities()
+    _negotiated: frozenset[str] = frozenset()
+
+    @property
+    def features(self) -> frozenset[str]:
+        return self._negotiated
 
     async def serve(self, websocket: WebSocket, hello: Hello) -> None:
         """Answer ``hello_ok`` on an accepted connection (``handshake()``), then run the
@@ -234,6 +252,7 @@ class DialInTransport(LinkedTransport):
             close_timeout=close_timeout(settings),
             link_id=link_id(hello),
         )
+        version, features = negotiate(hello.version, [*hello.features, *hello.capabilities])
         try:
             await link.send(
                 {
@@ -241,9 +260,19 @@ class DialInTransport(LinkedTransport):
                     "agent_id": self.agent_id,
                     "protocol": PROTOCOL,
                     "heartbeat_interval": settings.heartbeat_interval,
+                    "version": version,
+                    "features": sorted(features),
                 }
             )
         except LinkClosed:
             return
-        log_event(logging.INFO, "agent dialed in", self.agent_id, resume_from=hello.resume_from)
+        self._negotiated = features
+        log_event(
+            logging.INFO,
+            "agent dialed in",
+            self.agent_id,
+            resume_from=hello.resume_from,
+            version=version,
+            features=",".join(sorted(features)),
+        )
         await self.serve_link(link, frames(websocket), hello.resume_from)

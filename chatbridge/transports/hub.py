@@ -36,18 +36,21 @@ from chatbridge.config import Settings, Transport
 from chatbridge.errors import AgentUnavailable
 from chatbridge.metrics import Metrics
 from chatbridge.models import JsonObject
+from chatbridge.protocol import FEATURE_OF, agent_may_receive
 from chatbridge.transports import dial_in, registry
 from chatbridge.transports.base import (
     AgentOutcome,
     AgentStatus,
     AgentTransport,
     ChunkCallback,
+    LiveCallback,
+    NoticeCallback,
     ProactiveCallback,
     TurnRequest,
     TypingCallback,
     percentile,
 )
-from chatbridge.transports.context import History, TransportContext, no_history
+from chatbridge.transports.context import History, TransportContext, ignore_frame, no_history
 from chatbridge.transports.dial_in import DialInTransport
 from chatbridge.transports.links import Link, LinkClosed, frame_too_large
 from chatbridge.transports.log import log_event
@@ -86,6 +89,10 @@ class AgentHub:
         on_proactive: ``agent_message`` / ``handoff`` naming a conversation but no turn.
         on_typing: typing indicator requests.
         on_chunk: streamed text as it arrives, for live widgets.
+        on_live: protocol 1.3 live frames (status, progress, file events) with their
+            ``conversation_id``; by default dropped.
+        on_notice: protocol 1.3 ``system_message`` / ``warning_message`` from an agent; by
+            default dropped.
         history: earlier messages of a conversation (openai agents).
     """
 
@@ -98,6 +105,8 @@ class AgentHub:
         on_proactive: ProactiveCallback,
         on_typing: TypingCallback,
         on_chunk: ChunkCallback | None = None,
+        on_live: LiveCallback | None = None,
+        on_notice: NoticeCallback | None = None,
         history: History | None = None,
     ) -> None:
         self.settings = settings
@@ -109,6 +118,8 @@ class AgentHub:
             on_proactive=on_proactive,
             on_typing=on_typing,
             on_chunk=on_chunk,
+            on_live=on_live or ignore_frame,
+            on_notice=on_notice or ignore_frame,
             history=history or no_history,
             link_changed=self._link_changed,
         )
@@ -345,13 +356,23 @@ class AgentHub:
             log_event(logging.DEBUG, "no turn to cancel here", agent_id, turn_key)
 
     async def send_event(self, agent_id: str, frame: JsonObject) -> bool:
-        """Send a frame that expects no answer (e.g. ``conversation_event``).
+        """Send a frame that expects no answer (``conversation_event``; since protocol 1.3
+        ``session_*``, ``system_message``, ``warning_message``).
 
-        With several replicas, an agent with no link here gets it over another replica's.
+        A frame of a feature the agent did not announce (``FEATURE_OF``: its ``hello``, or
+        its config's ``options.features``) is not sent: it is counted
+        (``agent_frames_withheld``) and False returned. With several replicas, an agent with
+        no link here gets it over another replica's, which decides by the agent's ``hello``
+        there.
 
         Returns:
-            False if the agent is not reachable, cannot take events, or the send failed.
+            False if the agent is not reachable, cannot take events, did not announce the
+            frame's feature, or the send failed.
         """
+        transport = self._transports.get(agent_id)
+        if transport is not None and (transport.connected or transport.spec.placement != "linked"):
+            if not self._may_receive(transport, frame):
+                return False
         if await self._send_event_here(agent_id, frame):
             return True
         if self._placement is not None and not self._linked_here(agent_id):
@@ -360,7 +381,24 @@ class AgentHub:
 
     async def _send_event_here(self, agent_id: str, frame: JsonObject) -> bool:
         transport = self._transports.get(agent_id)
-        return transport is not None and await transport.send_event(frame)
+        if transport is None or not self._may_receive(transport, frame):
+            return False
+        return await transport.send_event(frame)
+
+    def _may_receive(self, transport: AgentTransport, frame: JsonObject) -> bool:
+        """Whether the agent announced the feature of ``frame``'s type (counted if not)."""
+        kind = str(frame.get("type"))
+        if agent_may_receive(kind, transport.features):
+            return True
+        self.metrics.agent_frames_withheld.labels(transport.agent_id, kind).inc()
+        log_event(
+            logging.DEBUG,
+            "frame withheld: feature not announced",
+            transport.agent_id,
+            type=kind,
+            feature=FEATURE_OF.get(kind),
+        )
+        return False
 
     # -- dial-in -------------------------------------------------------------------------------
 

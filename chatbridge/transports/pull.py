@@ -17,7 +17,8 @@ process dies, the turn's lease expires and a new process offers it again under t
   times when the agent's policy sets one; after that the turn ends as ``AgentTimeout``
   (the route's fallback or handoff applies, and the failure is visible on the turn).
 - ``reply`` takes any agent → bridge frame for a leased offer: chunks are collected (and
-  passed on for live widgets), a turn-ending frame settles the offer.
+  passed on for live widgets), live frames and notices (protocol 1.3) are passed on in the
+  turn's conversation, a turn-ending frame settles the offer.
 - ``withdraw`` takes an offer back, leased or not (the pipeline cancelled the turn, e.g. a
   newer customer message superseded it): its ``run_turn`` raises ``TurnCancelled`` at once and
   the offer is gone, so no later poll gets it and a reply to it is refused as ``UnknownTurn``
@@ -40,13 +41,22 @@ from typing import TYPE_CHECKING, Any
 from chatbridge.errors import AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.models import JsonObject
 from chatbridge.protocol import (
+    NOTICE_TYPES,
     AgentComplete,
+    AgentHandoff,
     AgentMessage,
     AgentStreaming,
     ErrorMessage,
+    FileComplete,
+    FileError,
+    FileProcessing,
     Handoff,
     NoReply,
+    ProgressUpdate,
+    StatusUpdate,
+    SystemMessage,
     Typing,
+    WarningMessage,
     parse_agent_frame,
 )
 from chatbridge.transports.base import (
@@ -55,11 +65,13 @@ from chatbridge.transports.base import (
     AgentTransport,
     Capabilities,
     ChunkCallback,
+    LiveCallback,
+    NoticeCallback,
     TurnRequest,
     TypingCallback,
 )
 from chatbridge.transports.registry import spec
-from chatbridge.transports.turns import outcome_of
+from chatbridge.transports.turns import outcome_of, placed
 
 if TYPE_CHECKING:
     from chatbridge.transports.context import TransportContext
@@ -126,10 +138,14 @@ class PullBroker:
         *,
         on_chunk: ChunkCallback | None = None,
         on_typing: TypingCallback | None = None,
+        on_live: LiveCallback | None = None,
+        on_notice: NoticeCallback | None = None,
     ) -> None:
         self._policy = policy
         self._on_chunk = on_chunk
         self._on_typing = on_typing
+        self._on_live = on_live
+        self._on_notice = on_notice
         self._agents: dict[str, _AgentQueue] = {}
         self._closing = False
         self._polls_closing = False
@@ -307,7 +323,11 @@ class PullBroker:
         if lease_id is None or offer.lease_id != lease_id or not offer.leased(now):
             raise LeaseExpired(turn_key)
         q.last_seen = now
-        frame = parse_agent_frame({"message_id": turn_key, **data})
+        conversation = offer.req.conversation_id
+        obj: JsonObject = {"message_id": turn_key, **data}
+        if obj.get("type") in NOTICE_TYPES:  # posted for a turn: into that turn's conversation
+            obj["conversation_id"] = conversation
+        frame = parse_agent_frame(obj)
         # Any frame on a live lease shows the agent is still at it: the lease starts over, so
         # a long reply that keeps streaming (or sends typing) is not offered to someone else.
         offer.lease_expires_at = max(offer.lease_expires_at, now + offer.policy.lease_seconds)
@@ -324,7 +344,27 @@ class PullBroker:
                 if self._on_typing is not None:
                     await self._on_typing(agent_id, offer.req.conversation_id, frame.on)
                 return "typing"
-            case AgentMessage() | AgentComplete() | Handoff() | NoReply() | ErrorMessage():
+            case (
+                StatusUpdate() | ProgressUpdate() | FileProcessing() | FileComplete() | FileError()
+            ):
+                live = placed(frame.model_dump(mode="json", exclude_none=True), conversation)
+                if self._on_live is not None and live is not None:
+                    await self._on_live(agent_id, live)
+                return "live"
+            case SystemMessage() | WarningMessage():
+                if self._on_notice is not None:
+                    await self._on_notice(
+                        agent_id, frame.model_dump(mode="json", exclude_none=True)
+                    )
+                return "notice"
+            case (
+                AgentMessage()
+                | AgentComplete()
+                | Handoff()
+                | AgentHandoff()
+                | NoReply()
+                | ErrorMessage()
+            ):
                 outcome = outcome_of(frame, offer.chunks)
                 offer.result.set_result(outcome)
                 q.answered += 1

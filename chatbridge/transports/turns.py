@@ -8,7 +8,8 @@
   link after a reconnect, and waits for the answer until the turn's deadline.
 - ``ConversationSlots`` keeps one turn per conversation on the wire at a time.
 - Without I/O: ``assemble_stream()`` joins streamed chunks, ``outcome_of()`` maps a
-  turn-ending frame to an ``AgentOutcome``, ``percentile()`` summarises answer latencies.
+  turn-ending frame to an ``AgentOutcome``, ``placed()`` puts a live frame (protocol 1.3) in
+  its conversation, ``percentile()`` summarises answer latencies.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from chatbridge.errors import AgentError, AgentTimeout, AgentUnavailable
+from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     AgentComplete,
     AgentHandoff,
@@ -71,6 +73,29 @@ def _with_extras(outcome: AgentOutcome, frame: AgentMessage | AgentComplete) -> 
     if frame.data is not None:
         outcome.data = dump_rich_data(frame.data)
     return outcome
+
+
+def placed(frame: JsonObject, turn_conversation: str | None) -> JsonObject | None:
+    """A live frame (``status_update``, ``progress_update``, ``file_*``) with the conversation
+    it belongs to, ready for ``on_live``.
+
+    Args:
+        frame: the frame as JSON.
+        turn_conversation: the conversation of the open turn its ``message_id`` names, if any;
+            it wins over a ``conversation_id`` the agent sent along.
+
+    Returns:
+        The frame with ``conversation_id`` set; None when it names a turn that is not open
+        (answered already: a late status would outlive the reply it announces) or names
+        neither a turn nor a conversation (nowhere to show it). Such frames are dropped.
+    """
+    if turn_conversation is not None:
+        return {**frame, "conversation_id": turn_conversation}
+    if frame.get("message_id") is not None:
+        return None
+    if isinstance(frame.get("conversation_id"), str) and frame["conversation_id"]:
+        return frame
+    return None
 
 
 def outcome_of(

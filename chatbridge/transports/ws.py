@@ -17,7 +17,8 @@ sends the agent a ``cancel`` frame (protocol 1.1) on the link it went out on, el
 an answer that still comes for it is dropped like any answer to an ended turn.
 
 Frames that are not the answer to a turn go to the context's callbacks (proactive messages,
-typing, streamed chunks). They are awaited in the read loop, which keeps their order; they
+typing, streamed chunks; since protocol 1.3 live frames, placed in the conversation of the turn
+they name, and notices). They are awaited in the read loop, which keeps their order; they
 should be quick.
 """
 
@@ -34,16 +35,24 @@ from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     Ack,
     AgentComplete,
+    AgentHandoff,
     AgentMessage,
     AgentStreaming,
     ErrorMessage,
+    FileComplete,
+    FileError,
+    FileProcessing,
     Handoff,
     Hello,
     NoReply,
     Ping,
     Pong,
+    ProgressUpdate,
     ProtocolError,
+    StatusUpdate,
+    SystemMessage,
     Typing,
+    WarningMessage,
     error_frame,
     parse_agent_frame,
     utc_now_iso,
@@ -59,6 +68,7 @@ from chatbridge.transports.turns import (
     drive,
     open_turn,
     outcome_of,
+    placed,
     resume_on,
     settle,
 )
@@ -304,12 +314,13 @@ class LinkedTransport(AgentTransport):
             case (
                 AgentMessage(message_id=str())
                 | Handoff(message_id=str())
+                | AgentHandoff(message_id=str())
                 | ErrorMessage(message_id=str())
                 | AgentComplete()
                 | NoReply()
             ):
                 self._answer(frame)
-            case AgentMessage() | Handoff():
+            case AgentMessage() | Handoff() | AgentHandoff():
                 if frame.conversation_id is None:
                     problem = f"{frame.type} needs message_id or conversation_id"
                     await link.send(error_frame("invalid_message", details={"message": problem}))
@@ -324,6 +335,13 @@ class LinkedTransport(AgentTransport):
                 log_event(logging.WARNING, "agent reported an error", aid, code=frame.error_code)
             case Typing():
                 await self._callback(ctx.on_typing(aid, frame.conversation_id, frame.on))
+            case (
+                StatusUpdate() | ProgressUpdate() | FileProcessing() | FileComplete() | FileError()
+            ):
+                await self._on_live(frame)
+            case SystemMessage() | WarningMessage():
+                notice = frame.model_dump(mode="json", exclude_none=True)
+                await self._callback(ctx.on_notice(aid, notice))
             case Ping():
                 await link.send({"type": "pong", "timestamp": utc_now_iso()})
             case Ack():
@@ -335,8 +353,23 @@ class LinkedTransport(AgentTransport):
             case Pong() | Hello():
                 pass
 
+    async def _on_live(
+        self, frame: StatusUpdate | ProgressUpdate | FileProcessing | FileComplete | FileError
+    ) -> None:
+        key = frame.message_id
+        turn = open_turn(self._turns, self.agent_id, key) if key is not None else None
+        live = placed(
+            frame.model_dump(mode="json", exclude_none=True),
+            turn.req.conversation_id if turn is not None else None,
+        )
+        if live is None:
+            log_event(logging.DEBUG, f"{frame.type} for no open turn ignored", self.agent_id, key)
+            return
+        await self._callback(self.context.on_live(self.agent_id, live))
+
     def _answer(
-        self, frame: AgentMessage | AgentComplete | Handoff | NoReply | ErrorMessage
+        self,
+        frame: AgentMessage | AgentComplete | Handoff | AgentHandoff | NoReply | ErrorMessage,
     ) -> None:
         key = frame.message_id
         turn = open_turn(self._turns, self.agent_id, key) if key is not None else None

@@ -108,6 +108,8 @@ async def test_token_in_authorization_header(hub: AgentHub, bridge_url: str) -> 
         "agent_id": "agent1",
         "protocol": "chatbridge/1",
         "heartbeat_interval": 0.5,
+        "version": "1.2",  # a hello without version: an agent from before negotiation
+        "features": [],
     }
     assert hub.is_connected("agent1")
     await ws.close()
