@@ -1,0 +1,106 @@
+"""Several named agents on one route, end to end over real sockets (SQLite and PostgreSQL):
+a guide hands a conversation to a billing specialist (``agent_handoff``), the specialist
+answers the next message, and the conversation records which agent answered each one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from chatbridge.store.records import CURRENT_AGENT_KEY
+from tests.e2e.harness import wait_until
+from tests.multiagent.rig import two_agent_stack
+
+HANDING = "Let me bring in our billing specialist."
+
+
+def guide_answer(frame: dict[str, Any]) -> dict[str, Any]:
+    """The guide: hands invoice questions to ``billing``, asks about anything "legal" to a
+    role the route does not have, and answers the rest itself."""
+    content = frame["content"].lower()
+    if "invoice" in content:
+        return {
+            "type": "agent_handoff",
+            "to_role": "billing",
+            "reason": "an invoice question",
+            "content": HANDING,
+        }
+    if "legal" in content:
+        return {"type": "agent_handoff", "to_role": "legal", "content": "Our lawyers will answer."}
+    return {"type": "agent_message", "content": f"Guide here: {frame['content']}"}
+
+
+async def test_the_guide_hands_over_and_the_specialist_answers_the_next_message(
+    database_url: str,
+) -> None:
+    async with two_agent_stack(database_url, guide_answer) as rig:
+        await rig.say("Hello")
+        assert await rig.wait_replies(1) == ["Guide here: Hello"]
+        first = rig.guide.turns[0]
+        assert (first["agent"], first["role"]) == ("guide", "guide")
+
+        await rig.say("My invoice is wrong")
+        assert (await rig.wait_replies(2))[1] == HANDING
+        # the specialist is told who handed it the conversation, and why
+        await wait_until(lambda: rig.specialist_events)
+        [event] = rig.specialist_events
+        conversation_id = first["conversation_id"]
+        assert (event.event, event.conversation_id) == ("agent_handoff", conversation_id)
+        assert event.data["from_agent"] == "guide"
+        assert event.data["to_role"] == "billing"
+        assert event.raw["reason"] == "an invoice question"
+
+        await rig.say("Invoice 42 lists two plans")
+        assert (await rig.wait_replies(3))[2] == "Billing here: Invoice 42 lists two plans"
+        [turn] = rig.specialist_turns
+        assert (turn.raw["agent"], turn.raw["role"]) == ("specialist", "billing")
+        assert len(rig.guide.turns) == 2  # the guide never saw the third message
+        await rig.idle()
+
+        # who answered each message: in the store, and in the console's thread view
+        messages = await rig.bridge.store.list_messages(conversation_id)
+        answered = [
+            (m.text, m.meta.get("agent_id"), m.meta.get("agent_role"))
+            for m in messages
+            if m.direction == "out"
+        ]
+        assert answered == [
+            ("Guide here: Hello", "guide", "guide"),
+            (HANDING, "guide", "guide"),
+            ("Billing here: Invoice 42 lists two plans", "specialist", "billing"),
+        ]
+        r = await rig.http.get(f"/api/comms/threads/{conversation_id}/messages")
+        assert r.status_code == 200, r.text
+        shown = [(m["role"], m["meta"].get("agent_id")) for m in r.json()["messages"]]
+        assert shown == [
+            ("contact", None),
+            ("agent", "guide"),
+            ("contact", None),
+            ("agent", "guide"),
+            ("contact", None),
+            ("agent", "specialist"),
+        ]
+        conv = await rig.bridge.store.get_conversation(conversation_id)
+        assert conv is not None and conv.meta[CURRENT_AGENT_KEY] == "specialist"
+
+
+async def test_a_handoff_to_an_unknown_role_fails_the_turn_and_keeps_the_agent(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="chatbridge.workers")
+    async with two_agent_stack(sqlite_url, guide_answer) as rig:
+        await rig.say("A legal question")
+        # the route's fallback, not the handing words of a handoff that went nowhere
+        assert await rig.wait_replies(1) == ["Sorry, we cannot answer right now."]
+        assert any(
+            "agent_handoff_unknown: no role 'legal' on this route" in r.getMessage()
+            for r in caplog.records
+        )
+        await rig.say("Hello again")
+        assert (await rig.wait_replies(2))[1] == "Guide here: Hello again"
+        assert rig.specialist_turns == [] and rig.specialist_events == []
+        await rig.idle()
+        conv = await rig.bridge.store.get_conversation(rig.guide.turns[0]["conversation_id"])
+        assert conv is not None and CURRENT_AGENT_KEY not in conv.meta
