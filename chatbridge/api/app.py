@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
             **body_limits(settings.max_body_bytes),
             **agent_media.body_limit(settings.max_body_bytes, settings.media_max_bytes),
             **comms_uploads.body_limit(settings.max_body_bytes, settings.media_max_bytes),
+            **webchat.upload_body_limit(settings.max_body_bytes, settings.webchat_upload_max_bytes),
         },
         timeout=settings.body_timeout_seconds,
         discard_bytes=settings.body_discard_bytes,

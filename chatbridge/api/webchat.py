@@ -14,9 +14,9 @@ from collections import OrderedDict
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, WebSocket
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from chatbridge.api.errors import error_responses
@@ -26,7 +26,8 @@ from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.ratelimit import RateLimited, client_ip
 from chatbridge.store.webchat import WebchatSession
-from chatbridge.webchat.service import SESSION_ID, WebchatService, iso, message_view
+from chatbridge.webchat.service import SESSION_ID, WebchatService, iso
+from chatbridge.webchat.uploads import MAX_FILES, check_file_ids, store_upload, upload_view
 
 log = logging.getLogger("chatbridge.webchat")
 router = APIRouter(tags=["webchat"])
@@ -103,7 +104,8 @@ def addressing(agent: Any, role: Any) -> dict[str, str] | None:
 
 
 class MessageIn(BaseModel):
-    text: str = Field(min_length=1, max_length=1_000_000)
+    # may be empty when the message carries files
+    text: str = Field(default="", max_length=1_000_000)
     client_message_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     inbox_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
     # the id of the option the visitor clicked among the bot's last choices (protocol 1.2)
@@ -111,8 +113,18 @@ class MessageIn(BaseModel):
     # address one of the route's agents (protocol 1.3 multi-agent routes): an id, or a role
     agent: str | None = Field(default=None, min_length=1, max_length=200)
     role: str | None = Field(default=None, min_length=1, max_length=200)
+    # ids of this session's uploads (POST /api/webchat/upload), sent with the message
+    files: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]] = Field(
+        default_factory=list, max_length=MAX_FILES
+    )
 
     _check = field_validator("text")(_text_ok)
+
+    @model_validator(mode="after")
+    def _text_or_files(self) -> MessageIn:
+        if not self.text and not self.files:
+            raise ValueError("a message needs text or files")
+        return self
 
 
 class MessageOut(BaseModel):
@@ -123,6 +135,13 @@ class MessageOut(BaseModel):
     uid: str
     conversation_id: str | None
     created_at: str | None
+
+
+class UploadOut(BaseModel):
+    file_id: str
+    file_name: str
+    mime: str | None
+    size: int | None
 
 
 class HistoryMessage(BaseModel):
@@ -218,6 +237,7 @@ async def post_message(session_id: SessionId, body: MessageIn, request: Request)
         ip=ip,
         choice_id=body.choice_id,
         extra=addressing(body.agent, body.role),
+        files=body.files,
     )
     m = posted.message
     return MessageOut(
@@ -257,10 +277,53 @@ async def history(
         session, after=after, wait=wait, limit=limit, gone=request.is_disconnected
     )
     return HistoryOut(
-        messages=[HistoryMessage(**message_view(m)) for m in rows],
+        messages=[HistoryMessage(**view) for view in svc.views(rows)],
         cursor=rows[-1].id if rows else after,
         typing=svc.live.typing(session.uid),
     )
+
+
+UPLOAD_PATH = "/api/webchat/upload"
+
+
+def upload_body_limit(max_body_bytes: int, upload_max_bytes: int) -> dict[str, int]:
+    """``BodySizeLimit``'s limit for the upload path: a whole file up to the web chat's cap,
+    with room for the multipart framing."""
+    return {UPLOAD_PATH: max(max_body_bytes, upload_max_bytes + 64 * 1024)}
+
+
+@router.post(
+    UPLOAD_PATH,
+    status_code=201,
+    response_model=UploadOut,
+    summary="A visitor uploads a file to send with their next message",
+    responses=error_responses(
+        {
+            400: "not a multipart body",
+            404: "unknown or expired session",
+            413: "over the web chat's size cap",
+            415: "a type visitors may not send",
+            422: "empty file, bytes that are not the declared type, or invalid fields",
+            429: "rate limited",
+        }
+    ),
+)
+async def upload(
+    request: Request,
+    session_id: Annotated[str, Form(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)],
+    file: Annotated[
+        UploadFile, File(description="the file; its name and type as the browser gives them")
+    ],
+) -> UploadOut:
+    bridge = _bridge(request)
+    await _limit_message(bridge, client_ip(request), session_id)
+    svc = _service(bridge)
+    session = await _active_session(svc, session_id)
+    data = await file.read()
+    row = await store_upload(
+        bridge.store, bridge.settings, session.id, data, file.content_type, file.filename
+    )
+    return UploadOut(**upload_view(row))
 
 
 # ---------------------------------------------------------------------------------- live
@@ -412,7 +475,7 @@ class _LiveSocket:
         for m in rows:
             if m.id in self.sent:
                 continue
-            view = message_view(m)
+            view = self.svc.view(m)
             async with self._send_lock:  # with its turn marked finished (``_send_chunk``)
                 await self._send_now({"type": "message", "message": view})
                 self.sent[m.id] = None
@@ -475,7 +538,7 @@ class _LiveSocket:
             await self.send(
                 {
                     "type": "history",
-                    "messages": [message_view(m) for m in rows],
+                    "messages": self.svc.views(rows),
                     "cursor": rows[-1].id if rows else after,
                 }
             )
@@ -485,9 +548,10 @@ class _LiveSocket:
             raise BadInput("unknown_type", f"unknown frame type {kind!r}")
 
     async def _user_message(self, frame: dict[str, Any]) -> None:
-        content = frame.get("content")
+        content = frame.get("content", "")
         cmid = frame.get("client_message_id")
         choice_id = frame.get("choice_id")
+        files = check_file_ids(frame.get("files"))
         if not isinstance(content, str) or (cmid is not None and not isinstance(cmid, str)):
             raise BadInput("invalid_message", "content must be a string")
         if choice_id is not None and (not isinstance(choice_id, str) or not choice_id):
@@ -504,6 +568,7 @@ class _LiveSocket:
             client_message_id=cmid,
             ip=self.ip,
             choice_id=choice_id,
+            files=files,
             extra=extra,
         )
         if posted.session.uid != self.session.uid:

@@ -16,6 +16,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatbridge.config import Settings
 from chatbridge.ids import new_id
@@ -120,13 +121,14 @@ async def write_checked(
     kind: Kind | None,
     max_bytes: int,
     media_id: str | None = None,
+    kind_caps: bool = True,
 ) -> Stored:
     """Check ``data`` (``limits.check_media``) and write it to the folder.
 
     Raises:
         MediaRefused: too large, a type not allowed, or bytes that are not that type.
     """
-    checked = check_media(data, mime, kind=kind, max_bytes=max_bytes)
+    checked = check_media(data, mime, kind=kind, max_bytes=max_bytes, kind_caps=kind_caps)
     media_id = media_id or new_id("md")
     path = await asyncio.to_thread(folder.write, media_id, data)
     return Stored(media_id, path, len(data), hashlib.sha256(data).hexdigest(), checked)
@@ -141,6 +143,9 @@ async def put(
     *,
     kind: Kind | None = None,
     conversation_id: str | None = None,
+    max_bytes: int | None = None,
+    kind_caps: bool = True,
+    owner: tuple[str, dict[str, Any]] | None = None,
 ) -> MediaRecord:
     """Store an uploaded file (an operator's or an agent's attachment): checked, written,
     indexed as a ``done`` media row. Serve it with ``signing.signed_url(settings, row.id)``.
@@ -150,12 +155,23 @@ async def put(
         mime: its declared type; None: recognised from the bytes.
         name: the file name shown and sent (``Content-Disposition``).
         kind: image | audio | voice | video | document | sticker; None: from the type.
+        max_bytes: the cap; None: ``CHATBRIDGE_MEDIA_MAX_BYTES``.
+        kind_caps: also WhatsApp's cap for the kind (``limits.check_media``).
+        owner: who uploaded it, kept as the row's ``provider`` and ``source`` (a web chat
+            session: ``("webchat", {"session_id": …})``).
 
     Raises:
         MediaRefused (a ``BadInput``, 413/422): too large, type not allowed, bytes mismatch.
     """
     folder = MediaFolder.for_settings(settings)
-    stored = await write_checked(folder, data, mime, kind=kind, max_bytes=settings.media_max_bytes)
+    stored = await write_checked(
+        folder,
+        data,
+        mime,
+        kind=kind,
+        max_bytes=settings.media_max_bytes if max_bytes is None else max_bytes,
+        kind_caps=kind_caps,
+    )
     try:
         return await store.insert_upload(
             media_id=stored.media_id,
@@ -166,6 +182,8 @@ async def put(
             sha256=stored.sha256,
             path=stored.path,
             conversation_id=conversation_id,
+            provider=owner[0] if owner else None,
+            source=owner[1] if owner else None,
         )
     except BaseException:
         await asyncio.to_thread(folder.remove, stored.path)

@@ -213,6 +213,28 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+# The type a recognised family is when nobody declared one (or only application/octet-stream);
+# families of several types (old Office files, MP4-like media) are not guessed.
+_FAMILY_TYPE = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "pdf": "application/pdf",
+    "text": "text/plain",
+    "zip": "application/zip",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+}
+
+
+def recognised_type(data: bytes) -> str | None:
+    """The type ``data`` is by its first bytes, where they say one type; else None."""
+    family = sniff(data)
+    return _FAMILY_TYPE.get(family) if family else None
+
+
 def _size(n: int) -> str:
     return f"{n / MB:.1f} MiB" if n >= MB else f"{n / 1024:.0f} KiB"
 
@@ -226,13 +248,14 @@ def too_large(size: int | None, max_bytes: int) -> MediaRefused:
     )
 
 
-def check_size(kind: Kind, size: int, max_bytes: int) -> None:
-    """Refuse ``size`` bytes of ``kind`` over the bridge's cap or WhatsApp's for the kind.
+def check_size(kind: Kind, size: int, max_bytes: int, *, kind_caps: bool = True) -> None:
+    """Refuse ``size`` bytes of ``kind`` over the bridge's cap or (``kind_caps``) WhatsApp's
+    for the kind.
 
     Raises:
         MediaRefused: ``media_too_large``.
     """
-    limit = min(max_bytes, KIND_MAX_BYTES[kind])
+    limit = min(max_bytes, KIND_MAX_BYTES[kind]) if kind_caps else max_bytes
     if size > limit:
         whose = "the bridge's limit" if limit == max_bytes else f"WhatsApp's limit for {kind}"
         raise MediaRefused(
@@ -241,7 +264,12 @@ def check_size(kind: Kind, size: int, max_bytes: int) -> None:
 
 
 def check_media(
-    data: bytes, declared: str | None, *, kind: Kind | None = None, max_bytes: int
+    data: bytes,
+    declared: str | None,
+    *,
+    kind: Kind | None = None,
+    max_bytes: int,
+    kind_caps: bool = True,
 ) -> Checked:
     """The one check every stored file passes: not empty, not over the caps, a type its kind
     may have, and bytes that are what that type says.
@@ -252,6 +280,8 @@ def check_media(
             None: the sniffed type is taken if the kind allows it.
         kind: the kind the provider said it is; None: from the type.
         max_bytes: the bridge's cap (``CHATBRIDGE_MEDIA_MAX_BYTES``).
+        kind_caps: also hold the file to WhatsApp's cap for its kind (False: a file that
+            stays on the bridge, such as a web chat visitor's upload).
 
     Raises:
         MediaRefused: with a message that says what is wrong.
@@ -265,7 +295,7 @@ def check_media(
             raise MediaRefused("media_type_not_allowed", "no type declared and none recognised")
         mime = sorted(_FAMILY_TYPES[family])[0]
     kind = kind or kind_for(declared)
-    check_size(kind, len(data), max_bytes)
+    check_size(kind, len(data), max_bytes, kind_caps=kind_caps)
     if mime not in ALLOWED_TYPES[kind]:
         allowed = ", ".join(sorted(ALLOWED_TYPES[kind]))
         raise MediaRefused(

@@ -172,8 +172,11 @@ class MediaStore(StoreBase):
         path: str,
         media_id: str | None = None,
         conversation_id: str | None = None,
+        provider: str | None = None,
+        source: dict[str, Any] | None = None,
     ) -> MediaRecord:
-        """Index a file written to the media folder by an upload (``done`` at once)."""
+        """Index a file written to the media folder by an upload (``done`` at once);
+        ``provider`` and ``source`` say whose upload it is, where that matters (web chat)."""
         now = clock.now()
         values = {
             "id": media_id or new_id("md"),
@@ -181,8 +184,8 @@ class MediaStore(StoreBase):
             "message_id": None,
             "origin": "upload",
             "kind": kind,
-            "provider": None,
-            "source": None,
+            "provider": provider,
+            "source": source,
             "mime": mime,
             "name": name[:300] if name else None,
             "size": size,

@@ -25,8 +25,10 @@ from chatbridge.channels.webchat import (
     check_text,
 )
 from chatbridge.errors import BadInput, UnknownInbox
+from chatbridge.media.signing import MediaSigner, signed_attachment, stored_media_id
 from chatbridge.store.records import MessageRecord
 from chatbridge.store.webchat import WEBCHAT, WebchatSession
+from chatbridge.webchat.uploads import check_file_ids, session_files
 
 if TYPE_CHECKING:
     from chatbridge.pipeline.bridge import Bridge
@@ -44,8 +46,9 @@ def new_session_id() -> str:
     return "ws_" + os.urandom(12).hex()
 
 
-def message_view(m: MessageRecord) -> dict[str, Any]:
-    """A history entry as the widget sees it."""
+def message_view(m: MessageRecord, signer: MediaSigner | None = None) -> dict[str, Any]:
+    """A history entry as the widget sees it; with ``signer``, attachments of stored files
+    (a visitor's upload, an agent's ``media:<id>``) carry a short-lived signed ``url``."""
     out: dict[str, Any] = {
         "id": m.id,
         "role": ROLES.get(m.author, m.author),
@@ -58,7 +61,9 @@ def message_view(m: MessageRecord) -> dict[str, Any]:
     if m.direction == "out" and m.turn_id is not None:
         out["turn_id"] = f"t_{m.turn_id}"
     if m.attachments:
-        out["attachments"] = m.attachments
+        out["attachments"] = (
+            [signed_attachment(signer, a) for a in m.attachments] if signer else m.attachments
+        )
     picked = m.meta.get("interactive")
     if isinstance(picked, dict):
         # a reply's choices (the widget shows buttons), or the option a visitor picked
@@ -92,6 +97,14 @@ class WebchatService:
                 session_timeout=self.settings.webchat_session_timeout,
             )
         )
+
+    def view(self, m: MessageRecord) -> dict[str, Any]:
+        """``message_view`` with stored files' URLs signed."""
+        signed = any(stored_media_id(a) for a in m.attachments)
+        return message_view(m, MediaSigner.for_settings(self.settings) if signed else None)
+
+    def views(self, rows: list[MessageRecord]) -> list[dict[str, Any]]:
+        return [self.view(m) for m in rows]
 
     @property
     def timeout(self) -> float:
@@ -143,20 +156,26 @@ class WebchatService:
         ip: str | None = None,
         extra: dict[str, Any] | None = None,
         choice_id: str | None = None,
+        files: list[str] | None = None,
     ) -> Posted:
         """Store one visitor message (and its turn). An expired session starts afresh.
 
         ``inbox_id`` is used only for a session that does not exist at all. ``choice_id`` is
         the option of the conversation's open choices that the visitor clicked: the message
-        then carries ``metadata.interactive = {id, title}`` (protocol 1.2).
+        then carries ``metadata.interactive = {id, title}`` (protocol 1.2). ``files`` are ids
+        of the session's uploads: the message's attachments (``media:<id>``); the text may be
+        empty then.
 
         Raises:
-            BadInput: ``unknown_choice`` (400) when no open choice has that id; nothing is
-                stored then.
+            BadInput: ``unknown_choice`` (400) when no open choice has that id,
+                ``unknown_file`` / ``invalid_files`` (422) for a file id that is not an upload
+                of this session; nothing is stored then.
         """
         check_session_id(session_id)
         check_client_message_id(client_message_id)
-        text = self.check_text(text)
+        file_ids = check_file_ids(files)
+        text = self.check_text(text) if text.strip() or not file_ids else ""
+        attachments = await session_files(self.store, session_id, file_ids)
         existing = await self.store.get_session(session_id)
         if existing is not None:
             inbox = existing.inbox_id
@@ -170,6 +189,7 @@ class WebchatService:
         inbound = self.channel.message(
             session, text, client_message_id=client_message_id, extra=extra
         )
+        inbound.attachments = attachments
         accepted = await self.b.accept(inbound)
         message: MessageRecord | None = None
         if accepted.status == "duplicate" and client_message_id:
@@ -185,7 +205,10 @@ class WebchatService:
                 author="contact",
                 text=text,
                 content_type="text",
-                attachments=[],
+                attachments=[
+                    {"url": a.url, "mime": a.mime, "size": a.size, "name": a.name}
+                    for a in attachments
+                ],
                 external_id=inbound.external_message_id,
                 created_at=inbound.received_at,
                 meta={"context": inbound.context, **inbound.metadata},
