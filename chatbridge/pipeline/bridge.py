@@ -31,6 +31,7 @@ from chatbridge.pipeline.broadcast_reconcile import channel_reconcile
 from chatbridge.pipeline.broadcasts import BroadcastWorker, channel_send
 from chatbridge.pipeline.inbound import Accepted, InboundAcceptance
 from chatbridge.pipeline.leases import HeldWork, SendMarks
+from chatbridge.pipeline.live_status import LiveBoard, WorkingNotices
 from chatbridge.pipeline.media_jobs import MediaWorker
 from chatbridge.pipeline.routing import Routing, hash_token
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
@@ -71,8 +72,13 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         # Reads the comms settings on every use: a change through the API applies at once.
         self.channels: dict[str, ChannelAdapter] = build_channels(context, given=channels)
         self.rate_limiter = RateLimiter(settings)
-        # conversation id → (web chat channel key or "", inbox id)
-        self._conv_keys: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # conversation id → (channel, channel key, inbox id)
+        self._conv_keys: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
+        # what agents are doing right now (protocol 1.3 live frames), and the turns running
+        # here; a slow turn's working notice (agent_events, live_status)
+        self.live_board = LiveBoard()
+        self._running: dict[str, ClaimedTurn] = {}
+        self.working_notices = WorkingNotices(self._write_working_notice)
         from chatbridge.transports.hub import AgentHub
 
         self.hub = AgentHub(
@@ -82,6 +88,8 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             on_proactive=self._on_proactive,
             on_typing=self._on_typing,
             on_chunk=self._on_chunk,
+            on_live=self._on_live,
+            on_notice=self._on_notice,
             history=self.store.recent_messages,
         )
         self._routes: dict[tuple[str, int], Route] = {}
@@ -97,10 +105,11 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         self._receipt_events: dict[str, asyncio.Event] = {}
         self.store_ok = True  # the last housekeeping round reached the store
         self.backlog: dict[str, dict[str, float]] = {}
+        self._turn_runner = TurnRunner(self)
         self._turns = ClaimLoop(
             "turns",
             claim=self._claim_turns,
-            run=TurnRunner(self).run,
+            run=self._run_turn,
             concurrency=settings.turn_concurrency,
             poll_interval=settings.poll_interval,
         )
@@ -158,6 +167,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
             live.publish(p["uid"], p["frame"], relay=False)
 
         cluster.on("live", relayed)
+        cluster.on("live_status", self.live_board.apply)
         cluster.on("wake", self._on_wake)
         cluster.on("turn_done", lambda p: self._resolve_local(p["turn"], p["outcome"], p["text"]))
         cluster.on("superseded", lambda p: self._superseded_here(**p))
@@ -253,6 +263,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         for timer in self._timers:
             timer.cancel()
         await self._turns.drain(self.settings.drain_seconds)
+        await self.working_notices.stop()
         await self._deliveries.drain(self.settings.drain_seconds)
         with contextlib.suppress(Exception):
             await self.store.release_leases(self.settings.instance_id)
@@ -372,6 +383,14 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
         handle = loop.call_later(delay, loop_to_wake.wake)
         self._timers.add(handle)
         loop.call_later(delay + 0.01, self._timers.discard, handle)
+
+    async def _run_turn(self, turn: ClaimedTurn) -> None:
+        """Run a claimed turn (``TurnRunner``), with its live status around it."""
+        self.live_begin(turn)
+        try:
+            await self._turn_runner.run(turn)
+        finally:
+            self.live_end(turn)
 
     async def _claim_turns(self, limit: int) -> list[ClaimedTurn]:
         claimed = await self.store.claim_turns(
