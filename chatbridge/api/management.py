@@ -362,6 +362,30 @@ async def discard_dead_letter(
     return {"discarded": True, "id": delivery_id}
 
 
+ConversationId = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_-]{1,40}$", description="the bridge's conversation id")
+]
+
+
+@router.get(
+    "/conversations/{conversation_id}/live",
+    tags=["management"],
+    dependencies=admin,
+    responses={**_ADMIN_ERRORS, **error_responses({404: "no such conversation"})},
+)
+async def conversation_live(
+    conversation_id: ConversationId, bridge: Bridge = Depends(get_bridge)
+) -> dict[str, Any]:
+    """What the agent is doing in the conversation right now (protocol 1.3 status and
+    progress frames): ``live`` is ``{agent_id, turn_id, content, progress, updated_at}``,
+    or null when no status came within two minutes or the turn is over. Never stored: the
+    console polls this while it shows the conversation."""
+    live = bridge.live_status(conversation_id)
+    if live is None and await bridge.store.get_conversation(conversation_id) is None:
+        raise BadInput("not_found", f"no conversation {conversation_id}", status_code=404)
+    return {"conversation_id": conversation_id, "live": live}
+
+
 @router.get(
     "/metrics",
     tags=["management"],
