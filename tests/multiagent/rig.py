@@ -121,10 +121,12 @@ async def two_agent_stack(
     guide_answer: Answer,
     *,
     agents: list[RouteAgentConfig] | None = None,
+    webchat: bool = False,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
-    """Chatwoot inbox 1 routed to the guide (default, role ``guide``) and the specialist
-    (role ``billing``), both connected when the block starts."""
+    """Chatwoot inbox 1 (and with ``webchat``, web chat inbox 1) routed to the guide (default,
+    role ``guide``) and the specialist (role ``billing``), both connected when the block
+    starts."""
     guide = ScriptedAgent(guide_answer)
     specialist, specialist_turns, specialist_events = specialist_agent()
     async with AsyncExitStack() as exits:
@@ -139,20 +141,23 @@ async def two_agent_stack(
                 RouteAgentConfig(agent_id="specialist", role="billing"),
             ]
         )
+        mappings = [
+            InboxMapping(
+                channel=channel,
+                inbox_id=1,
+                agent_config=AgentConfig(
+                    agent_id="guide", websocket_url=guide_url, timeout_seconds=5
+                ),
+                agents=route_agents,
+                fallback_text="Sorry, we cannot answer right now.",
+            )
+            for channel in ("chatwoot", "webchat")[: 2 if webchat else 1]
+        ]
         config = Settings(
             database_url=database_url,
             chatwoot_base_url=chatwoot_url,
             chatwoot_api_access_token=TOKEN,
-            inbox_agent_mappings=[
-                InboxMapping(
-                    inbox_id=1,
-                    agent_config=AgentConfig(
-                        agent_id="guide", websocket_url=guide_url, timeout_seconds=5
-                    ),
-                    agents=route_agents,
-                    fallback_text="Sorry, we cannot answer right now.",
-                )
-            ],
+            inbox_agent_mappings=mappings,
             agent_tokens={"specialist": SPECIALIST_TOKEN},
             instance_id="multiagent",
             **{**FAST, **settings},

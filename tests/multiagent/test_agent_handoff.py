@@ -104,3 +104,64 @@ async def test_a_handoff_to_an_unknown_role_fails_the_turn_and_keeps_the_agent(
         await rig.idle()
         conv = await rig.bridge.store.get_conversation(rig.guide.turns[0]["conversation_id"])
         assert conv is not None and CURRENT_AGENT_KEY not in conv.meta
+
+
+async def test_a_visitor_addresses_an_agent_by_role_or_id(sqlite_url: str) -> None:
+    async with two_agent_stack(sqlite_url, guide_answer, webchat=True) as rig:
+        session = (await rig.http.post("/api/webchat/sessions", json={"inbox_id": 1})).json()[
+            "session_id"
+        ]
+        path = f"/api/webchat/sessions/{session}/messages"
+
+        async def say(text: str, **address: str) -> str:
+            """Post a message and return the agent's answer to it."""
+            r = await rig.http.post(path, json={"text": text, **address})
+            assert r.status_code == 202, r.text
+
+            async def answered() -> str | None:
+                rows = (await rig.http.get(path)).json()["messages"]
+                return rows[-1]["text"] if rows[-1]["role"] == "agent" else None
+
+            return str(await wait_until(answered))
+
+        assert await say("Hi") == "Guide here: Hi"
+        assert await say("What do I owe?", role="Billing") == "Billing here: What do I owe?"
+        # the addressed agent stays on the conversation
+        assert await say("Thanks") == "Billing here: Thanks"
+        assert await say("Back to you", agent="guide") == "Guide here: Back to you"
+        assert [t.raw["role"] for t in rig.specialist_turns] == ["billing", "billing"]
+        assert [t["agent"] for t in rig.guide.turns] == ["guide", "guide"]
+        # an address that names no one on the route changes nothing
+        assert await say("Anyone?", role="sales") == "Guide here: Anyone?"
+
+        before = len((await rig.http.get(path)).json()["messages"])
+        for bad in ({"role": ""}, {"agent": 42}, {"role": "x" * 201}):
+            r = await rig.http.post(path, json={"text": "hello", **bad})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "invalid_request"
+        assert len((await rig.http.get(path)).json()["messages"]) == before
+
+
+async def test_a_route_without_agents_is_the_single_agent_route_it_always_was(
+    sqlite_url: str,
+) -> None:
+    """No ``agents``: the turn carries no agent / role, nothing is written to the
+    conversation's meta, and an agent_handoff has no one to go to."""
+    async with two_agent_stack(sqlite_url, guide_answer, agents=[]) as rig:
+        [route] = rig.bridge.routes()
+        assert route.agents == ()
+        await rig.say("Hello")
+        assert await rig.wait_replies(1) == ["Guide here: Hello"]
+        assert "agent" not in rig.guide.turns[0] and "role" not in rig.guide.turns[0]
+        await rig.say("My invoice is wrong")
+        assert (await rig.wait_replies(2))[1] == "Sorry, we cannot answer right now."
+        await rig.idle()
+        assert rig.specialist_turns == [] and rig.specialist_events == []
+        conversation_id = rig.guide.turns[0]["conversation_id"]
+        conv = await rig.bridge.store.get_conversation(conversation_id)
+        assert conv is not None and CURRENT_AGENT_KEY not in conv.meta
+        replies = await rig.bridge.store.list_messages(conversation_id)
+        assert [m.meta.get("agent_id") for m in replies if m.direction == "out"] == [
+            "guide",
+            None,  # the bridge's fallback is not an agent's answer
+        ]
