@@ -68,6 +68,12 @@ def message_view(m: MessageRecord, signer: MediaSigner | None = None) -> dict[st
     if isinstance(picked, dict):
         # a reply's choices (the widget shows buttons), or the option a visitor picked
         out["interactive"] = picked
+    notice = m.meta.get("notice")
+    if m.author == "system" and notice in ("system", "warning"):
+        out["notice"] = notice  # protocol 1.3: drawn apart from the agent's messages
+    data = m.meta.get("data")
+    if m.direction == "out" and isinstance(data, dict):
+        out["data"] = data  # protocol 1.3 rich data: the widget renders it
     return out
 
 
