@@ -44,6 +44,8 @@ async def hub(settings: Settings, metrics: Metrics, recorder: Recorder) -> Async
         on_proactive=recorder.on_proactive,
         on_typing=recorder.on_typing,
         on_chunk=recorder.on_chunk,
+        on_live=recorder.on_live,
+        on_notice=recorder.on_notice,
     )
     await hub.start()
     yield hub

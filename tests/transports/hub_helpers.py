@@ -31,6 +31,8 @@ class Recorder:
     proactive: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     typing: list[tuple[str, str, bool]] = field(default_factory=list)
     chunks: list[tuple[str, str, int, str]] = field(default_factory=list)
+    live: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def on_proactive(self, agent_id: str, frame: dict[str, Any]) -> None:
         self.proactive.append((agent_id, frame))
@@ -40,6 +42,12 @@ class Recorder:
 
     async def on_chunk(self, turn_key: str, conversation_id: str, index: int, text: str) -> None:
         self.chunks.append((turn_key, conversation_id, index, text))
+
+    async def on_live(self, agent_id: str, frame: dict[str, Any]) -> None:
+        self.live.append((agent_id, frame))
+
+    async def on_notice(self, agent_id: str, frame: dict[str, Any]) -> None:
+        self.notices.append((agent_id, frame))
 
 
 async def verify_token(agent_id: str, token: str) -> bool:
@@ -72,6 +80,13 @@ def turn_request(
 def dropped(metrics: Metrics, agent_id: str) -> float:
     value = metrics.registry.get_sample_value(
         "chatbridge_agent_replies_dropped_total", {"agent_id": agent_id}
+    )
+    return value or 0.0
+
+
+def withheld(metrics: Metrics, agent_id: str, kind: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "chatbridge_agent_frames_withheld_total", {"agent_id": agent_id, "type": kind}
     )
     return value or 0.0
 

@@ -145,3 +145,54 @@ async def test_a_withdrawn_turn_is_never_offered_and_its_answer_is_refused() -> 
     assert b.in_flight("a1") == 1
     kept_turn.cancel()
     await asyncio.gather(kept_turn, return_exceptions=True)
+
+
+# -- protocol 1.3: live frames and notices on a pulled (or webhook) turn ------------------------
+
+
+async def test_live_frames_and_notices_on_a_leased_turn_are_passed_on_in_its_conversation() -> None:
+    live: list[tuple[str, dict[str, object]]] = []
+    notices: list[tuple[str, dict[str, object]]] = []
+
+    async def on_live(agent_id: str, frame: dict[str, object]) -> None:
+        live.append((agent_id, frame))
+
+    async def on_notice(agent_id: str, frame: dict[str, object]) -> None:
+        notices.append((agent_id, frame))
+
+    b = broker(on_live=on_live, on_notice=on_notice)
+    [task] = await offered(b, request(1))
+    [offer] = b.take("a1", 1)
+
+    async def reply(frame: dict[str, object]) -> str:
+        return await b.reply("a1", "t_1", offer.lease_id, frame)
+
+    assert await reply({"type": "status_update", "content": "Looking"}) == "live"
+    assert await reply({"type": "progress_update", "progress": 1.0}) == "live"
+    assert await reply({"type": "file_error", "file_id": "f", "error": "too big"}) == "live"
+    # a notice posted for a turn goes into that turn's conversation, whatever it names
+    assert await reply({"type": "system_message", "content": "Note"}) == "notice"
+    assert await reply({"type": "warning_message", "conversation_id": "c_2", "content": "W"}) == (
+        "notice"
+    )
+    with pytest.raises(ProtocolError) as info:
+        await reply({"type": "progress_update", "progress": 2})
+    assert info.value.code == "invalid_message"
+    assert [(a, f["type"], f["conversation_id"], f["message_id"]) for a, f in live] == [
+        ("a1", "status_update", "c_1", "t_1"),
+        ("a1", "progress_update", "c_1", "t_1"),
+        ("a1", "file_error", "c_1", "t_1"),
+    ]
+    assert [(f["type"], f["conversation_id"], f["content"]) for _, f in notices] == [
+        ("system_message", "c_1", "Note"),
+        ("warning_message", "c_1", "W"),
+    ]
+    assert not task.done()
+    handing = {"type": "agent_handoff", "to_agent": "specialist", "reason": "tax question"}
+    assert await reply(handing) == "answered"
+    outcome = await task
+    assert (outcome.kind, outcome.to_agent, outcome.reason) == (  # type: ignore[attr-defined]
+        "agent_handoff",
+        "specialist",
+        "tax question",
+    )
