@@ -195,7 +195,7 @@
     "color:inherit;cursor:pointer;display:grid;place-items:center}",
     ".icon-btn:hover{background:rgba(255,255,255,.16)}",
     ".icon-btn svg{width:20px;height:20px}",
-    ".scroll{flex:1;overflow-y:auto;padding:16px 14px 8px;scroll-behavior:smooth;",
+    ".scroll{flex:1;overflow-y:auto;padding:16px 14px 8px;",
     "overscroll-behavior:contain}",
     ".log{display:flex;flex-direction:column;gap:8px}",
     ".empty{margin:auto 0;color:var(--_muted);font-size:14px;text-align:center;padding:24px 8px}",
@@ -285,11 +285,13 @@
     "text-decoration:none;font-size:13px;max-width:100%;overflow-wrap:anywhere}",
     "a.att-file:hover{border-color:var(--_accent)}",
     ".att-size{color:var(--_muted)}",
-    ".file-status{font-size:12px;color:var(--_muted);margin:2px 6px 0}",
+    ".file-status{display:flex;align-items:center;gap:6px;font-size:12px;color:var(--_muted);",
+    "margin:2px 6px 0}",
+    ".att-icon svg{width:14px;height:14px;display:block}",
     ".file-status[data-state=error]{color:#dc2626}",
     ".file-status[data-state=complete]{color:#15803d}",
     // rich data under an agent's message
-    ".msg--rich{max-width:92%}",
+    ".msg--rich{max-width:92%;width:92%}",
     ".rich{margin-top:6px;width:100%}",
     ".cards{display:flex;gap:8px;overflow-x:auto;padding-bottom:4px;",
     "scroll-snap-type:x mandatory}",
@@ -643,7 +645,7 @@
     var text = typeof m.text === "string" ? m.text : String(m.text == null ? "" : m.text);
     var data = m.data && typeof m.data === "object" && !Array.isArray(m.data) ? m.data : null;
     var agentSide = role === "agent" || role === "human";
-    if (agentSide && data && !text.trim()) text = richFallback(data);
+    var atEnd = nearBottom();
     if (id) setCursor(id);
     if (id && S.byId[id]) return;
     if (role === "user" && m.client_message_id && S.byCmid[m.client_message_id]) {
@@ -678,6 +680,7 @@
       if (files.length && !view.files) drawFiles(view, files);
       if (agentSide && data && !view.rich) drawRich(view, data);
       if (!text.trim() && (view.files || view.rich)) view.bubble.hidden = true;
+      scrollToEnd(atEnd); // with the files and data drawn: the whole message in view
     }
     if (id) {
       view.row.setAttribute("data-id", id);
@@ -889,8 +892,8 @@
           item.setAttribute("download", f.name);
         }
         var icon = document.createElement("span");
-        icon.setAttribute("aria-hidden", "true");
-        icon.textContent = "\ud83d\udcce";
+        icon.className = "att-icon";
+        icon.innerHTML = ICON_ATTACH; // constant markup
         var name = document.createElement("span");
         name.textContent = f.name;
         item.appendChild(icon);
@@ -912,7 +915,7 @@
   }
 
   var FILE_LINES = {
-    file_processing: { state: "processing", icon: "\u23f3", text: "Working on " },
+    file_processing: { state: "processing", icon: null, text: "Working on " },
     file_complete: { state: "complete", icon: "\u2713", text: "Done with " },
     file_error: { state: "error", icon: "\u26a0", text: "Could not process " },
   };
@@ -945,7 +948,8 @@
     line.textContent = "";
     var icon = document.createElement("span");
     icon.setAttribute("aria-hidden", "true");
-    icon.textContent = kind.icon + " ";
+    if (kind.icon) icon.textContent = kind.icon + " ";
+    else icon.className = "spinner"; // still working
     var body = document.createElement("span");
     body.textContent = text;
     line.appendChild(icon);
@@ -1199,7 +1203,6 @@
     view.row.classList.add("msg--rich");
     view.row.insertBefore(wrap, view.meta || null);
     view.rich = wrap;
-    scrollToEnd(false);
   }
 
   /** A button that answers with ``text`` (quick replies, card buttons without a link). */
