@@ -191,9 +191,12 @@ class AgentEvents:
         named = frame.get("conversation_id")
         turn = self._running.get(turn_key) if turn_key else None
         if turn is not None:
-            if named and named != turn.conversation_id:
-                return None  # a turn of one conversation, a frame naming another
             conv = turn.conversation
+            if named and named != conv.id:
+                return None  # a turn of one conversation, a frame naming another
+            route = self.route_for(conv.channel, conv.inbox_id)
+            if route is None or not route.names(agent_id):
+                return None  # another agent's turn
             return conv.id, conv.channel, conv.channel_key
         conversation_id = named
         if (
