@@ -184,8 +184,10 @@ class AgentConfig(BaseModel):
 class RouteAgentConfig(BaseModel):
     """One of a route's named agents (protocol 1.3 multi-agent routes; docs/multi-agent.md).
 
-    An agent id with no configuration of its own (no route's ``agent_config`` names it) is
-    a dial-in agent, as for any agent the bridge does not know.
+    ``agent_config`` says how to reach it, as the route's own ``agent_config`` does for the
+    default agent, and is saved with the route. Without one, the agent keeps the connection
+    details it has (another route's ``agent_config`` named it), or else it is a dial-in agent
+    (a token in ``CHATBRIDGE_AGENT_TOKENS``), as for any agent the bridge does not know.
     """
 
     agent_id: str = Field(min_length=1, max_length=200, pattern=_PRINTABLE)
@@ -199,6 +201,17 @@ class RouteAgentConfig(BaseModel):
     default: bool = Field(
         default=False, description="the agent a conversation starts on: agent_config's agent"
     )
+    agent_config: AgentConfig | None = Field(
+        default=None, description="how to reach this agent (its agent_id must be the same)"
+    )
+
+    @model_validator(mode="after")
+    def _same_agent(self) -> RouteAgentConfig:
+        if self.agent_config is not None and self.agent_config.agent_id != self.agent_id:
+            raise ValueError(
+                f"agent_config.agent_id {self.agent_config.agent_id!r} is not {self.agent_id!r}"
+            )
+        return self
 
 
 class InboxMapping(BaseModel):
@@ -244,6 +257,11 @@ class InboxMapping(BaseModel):
                 raise ValueError(
                     f"agents: the default agent is agent_config's ({default_id!r}), "
                     f"not {a.agent_id!r}"
+                )
+            if a.agent_id == default_id and a.agent_config is not None:
+                raise ValueError(
+                    f"agents: {default_id!r} is configured by the route's agent_config; "
+                    "leave its agent_config out here"
                 )
             ids.add(a.agent_id)
             roles.add(a.role.casefold())

@@ -237,6 +237,10 @@ async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
         m = route_json(r)
         a = agents.get(r.agent_id)
         m["agent_config"] = agent_config_json(r.agent_id, r.timeout_seconds, a)
+        for entry in m["agents"]:  # named agents the bridge knows how to reach
+            named = agents.get(entry["agent_id"])
+            if named is not None and named.id != r.agent_id:
+                entry["agent_config"] = agent_config_json(named.id, named.timeout_seconds, named)
         out.append(m)
     return {"mappings": out}
 

@@ -56,15 +56,15 @@ class Routing:
             mode = m.reply_mode
             if not self.settings.enable_async_responses and "reply_mode" not in m.model_fields_set:
                 mode = "sync"
-            spec = self._agent_spec(m)
-            await self.store.upsert_agent(
-                spec.agent_id,
-                transport=spec.transport,
-                url=spec.url,
-                timeout_seconds=spec.timeout_seconds,
-                token_hash=spec.token_hash,
-                options=spec.options,
-            )
+            for spec in (self._agent_spec(m), *self._named_agent_specs(m)):
+                await self.store.upsert_agent(
+                    spec.agent_id,
+                    transport=spec.transport,
+                    url=spec.url,
+                    timeout_seconds=spec.timeout_seconds,
+                    token_hash=spec.token_hash,
+                    options=spec.options,
+                )
             await self.save_mapping(m, overwrite=False, reply_mode=mode)
 
     async def ensure_webchat_compat_route(self) -> None:
@@ -94,7 +94,15 @@ class Routing:
 
     @staticmethod
     def _agent_spec(m: InboxMapping) -> AgentSpec:
-        a = m.agent_config
+        return Routing._config_spec(m.agent_config)
+
+    @staticmethod
+    def _named_agent_specs(m: InboxMapping) -> list[AgentSpec]:
+        """The agent rows of the route's named agents that come with their own config."""
+        return [Routing._config_spec(a.agent_config) for a in m.agents if a.agent_config]
+
+    @staticmethod
+    def _config_spec(a: AgentConfig) -> AgentSpec:
         return AgentSpec(
             a.agent_id,
             transport=a.transport or "ws-dial-out",
@@ -123,6 +131,7 @@ class Routing:
             overwrite=overwrite,
             agent=agent,
             agents=[RouteAgent(a.agent_id, a.role, a.default) for a in m.agents],
+            agent_specs=self._named_agent_specs(m),
         )
         await self.reload_routes()
         if self.started and (created or overwrite):

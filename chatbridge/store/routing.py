@@ -131,12 +131,14 @@ class RoutingStore(StoreBase):
         overwrite: bool = True,
         agent: AgentSpec | None = None,
         agents: Sequence[RouteAgent] = (),
+        agent_specs: Sequence[AgentSpec] = (),
     ) -> tuple[Route, bool]:
         """Create or update the route of (channel, inbox). Returns (route, created).
 
         With ``agent``, the agent's row is written in the same transaction, and only when the
         route itself is written: a refused save (exists, ``overwrite=False``) changes nothing.
-        ``agents``: the route's named agents (protocol 1.3), empty for one agent.
+        ``agents``: the route's named agents (protocol 1.3), empty for one agent;
+        ``agent_specs`` the rows of those that come with their config (written like ``agent``).
         """
         now = time.time()
         values = {
@@ -153,8 +155,10 @@ class RoutingStore(StoreBase):
         where = and_(t.routes.c.channel == channel, t.routes.c.inbox_id == inbox_id)
         async with self._tx() as conn:
             existing = (await conn.execute(select(t.routes).where(where))).one_or_none()
-            if agent is not None and (existing is None or overwrite):
-                await self._write_agent(conn, agent)
+            if existing is None or overwrite:
+                for spec in (agent, *agent_specs):
+                    if spec is not None:
+                        await self._write_agent(conn, spec)
             if existing is None:
                 await conn.execute(
                     t.routes.insert().values(

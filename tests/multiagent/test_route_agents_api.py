@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Stack, running_stack
+from tests.e2e.harness import Stack, running_stack, wait_until
 
 
 def body(stack: Stack, agents: list[dict[str, Any]], inbox_id: int = 2) -> dict[str, Any]:
@@ -37,6 +37,14 @@ INVALID = {
     "role 'default' taken": (
         [{"agent_id": "a2", "role": "default"}],
         "role 'default' it would get is taken",
+    ),
+    "config of another agent": (
+        [{"agent_id": "a2", "role": "billing", "agent_config": {"agent_id": "a3"}}],
+        "agent_config.agent_id 'a3' is not 'a2'",
+    ),
+    "the default's config twice": (
+        [{"agent_id": "agent1", "role": "guide", "agent_config": {"agent_id": "agent1"}}],
+        "'agent1' is configured by the route's agent_config",
     ),
     "empty role": ([{"agent_id": "a2", "role": ""}], "agents.0.role"),
     "no role": ([{"agent_id": "a2"}], "agents.0.role"),
@@ -84,3 +92,32 @@ async def test_agents_are_saved_shown_and_cleared(sqlite_url: str) -> None:
         ]
         r = await s.http.put("/config/mappings/2", json=body(s, []))
         assert r.status_code == 200 and r.json()["mapping"]["agents"] == []
+
+
+async def test_a_named_agent_with_its_own_config_is_saved_and_reached(sqlite_url: str) -> None:
+    async with running_stack(sqlite_url) as s:
+        helper = {
+            "agent_id": "helper",
+            "role": "billing",
+            "agent_config": {
+                "agent_id": "helper",
+                "websocket_url": f"ws://127.0.0.1:{s.agent_port}",
+                "timeout_seconds": 7,
+            },
+        }
+        # a refused save (the route exists) writes no agent row either
+        r = await s.http.post("/config/mappings", json=body(s, [helper], inbox_id=1))
+        assert r.status_code == 409, r.text
+        assert await s.bridge.store.get_agent("helper") is None
+
+        r = await s.http.post("/config/mappings", json=body(s, [helper]))
+        assert r.status_code == 201, r.text
+        stored = await s.bridge.store.get_agent("helper")
+        assert stored is not None and stored.url == f"ws://127.0.0.1:{s.agent_port}"
+        await wait_until(lambda: s.bridge.hub.is_connected("helper"))
+        [_, two] = (await s.http.get("/config/mappings")).json()["mappings"]
+        shown = {a["agent_id"]: a.get("agent_config") for a in two["agents"]}
+        assert shown["agent1"] is None  # the default's config is the route's agent_config
+        assert shown["helper"] is not None
+        assert shown["helper"]["websocket_url"] == f"ws://127.0.0.1:{s.agent_port}"
+        assert shown["helper"]["timeout_seconds"] == 7
