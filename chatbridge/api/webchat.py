@@ -24,6 +24,7 @@ from chatbridge.api.origins import origin_allowed
 from chatbridge.channels.webchat_live import Subscriber
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
+from chatbridge.pipeline.webchat_sessions import CREATED, session_frame
 from chatbridge.ratelimit import RateLimited, client_ip
 from chatbridge.store.webchat import WebchatSession
 from chatbridge.webchat.service import SESSION_ID, WebchatService, iso
@@ -578,6 +579,11 @@ class _LiveSocket:
             # The session had expired: the message started a new conversation; follow it.
             self.session = posted.session
             await self._subscribe()
+            if posted.new_session:
+                # announced to the new uid before this socket listened to it: tell it here
+                # (a second copy, if the announcement came after all, is harmless)
+                frame = session_frame(CREATED, posted.session)
+                await self.send({**frame, "uid": posted.session.uid})
             self.svc.live.news(self.session.uid)
         await self.send(
             {

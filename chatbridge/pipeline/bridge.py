@@ -34,6 +34,7 @@ from chatbridge.pipeline.leases import HeldWork, SendMarks
 from chatbridge.pipeline.live_status import LiveBoard, WorkingNotices
 from chatbridge.pipeline.media_jobs import MediaWorker
 from chatbridge.pipeline.routing import Routing, hash_token
+from chatbridge.pipeline.webchat_sessions import expire_idle_sessions
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
 from chatbridge.store.records import AgentRecord, ClaimedDelivery, ClaimedTurn, Route
@@ -331,9 +332,13 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
                     self.sync_agents()
                 seen = {s.agent_id: s.last_seen for s in self.hub.status() if s.last_seen}
                 await self.store.touch_agents(seen)
+                # web chat sessions idle past the timeout: session_expired, once (one query)
+                await expire_idle_sessions(self)
                 if time.monotonic() >= next_cleanup:
                     next_cleanup = time.monotonic() + 300
-                    await self.store.delete_expired_sessions(self.settings.webchat_session_timeout)
+                    await self.store.delete_expired_sessions(
+                        self.settings.webchat_session_timeout, announced_only=True
+                    )
             except Exception:
                 log.exception("housekeeping failed")
 

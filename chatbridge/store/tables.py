@@ -214,7 +214,11 @@ webchat_sessions = Table(
     Column("last_active", Float, nullable=False),
     Column("ip_address", String(64), nullable=True),
     Column("meta", Json, nullable=False, default=dict),
+    # migration 0009: when the session was announced expired (``session_expired``); null while
+    # it is active, or idle but not yet announced (the sweep looks for those by this index)
+    Column("expired_at", Float, nullable=True),
     Index(None, "last_active"),
+    Index(None, "expired_at", "last_active"),
 )
 
 # --- comms: people (the CRM side), identities, notes, tasks, call logs, settings -------------

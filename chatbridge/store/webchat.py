@@ -26,6 +26,10 @@ WEBCHAT = "webchat"
 
 @dataclass(slots=True)
 class WebchatSession:
+    """A session row. ``open_session`` also says what opening it changed: ``replaced`` is the
+    expired session (of the same id) it replaced that nobody was told of yet, ``meta_changed``
+    that a resume brought new metadata (both announced by ``chatbridge.webchat.sessions``)."""
+
     id: str
     uid: str
     inbox_id: int
@@ -33,6 +37,9 @@ class WebchatSession:
     last_active: float
     ip_address: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    expired_at: float | None = None
+    replaced: WebchatSession | None = None
+    meta_changed: bool = False
 
 
 @dataclass(slots=True)
@@ -51,7 +58,12 @@ def _session(row: Any) -> WebchatSession:
         last_active=row.last_active,
         ip_address=row.ip_address,
         meta=row.meta or {},
+        expired_at=row.expired_at,
     )
+
+
+def _active(row: Any, now: float, timeout: float) -> bool:
+    return row.expired_at is None and row.last_active >= now - timeout
 
 
 def new_uid() -> str:
@@ -75,6 +87,7 @@ class WebchatStore(StoreBase):
 
         Returns the session and whether it is new. An expired row is replaced in the same
         transaction (new ``uid``, so a new conversation); its messages stay in the database.
+        A resume with ``meta`` other than the stored one stores it (``meta_changed``).
         """
         for _ in range(3):
             now = time.time()
@@ -85,19 +98,28 @@ class WebchatStore(StoreBase):
                             select(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
                         )
                     ).one_or_none()
-                    if row is not None and row.last_active >= now - timeout:
-                        await conn.execute(
-                            update(t.webchat_sessions)
-                            .where(t.webchat_sessions.c.id == session_id)
-                            .values(last_active=now)
-                        )
+                    ws = t.webchat_sessions
+                    if row is not None and _active(row, now, timeout):
                         s = _session(row)
+                        values: dict[str, Any] = {"last_active": now}
+                        if meta and meta != s.meta:
+                            values["meta"] = s.meta = meta
+                            s.meta_changed = True
+                        # not if the expiry sweep marked it meanwhile: read it again
+                        done = await conn.execute(
+                            update(ws)
+                            .where(ws.c.id == session_id, ws.c.expired_at.is_(None))
+                            .values(**values)
+                        )
+                        if not done.rowcount:
+                            continue
                         s.last_active = now
                         return s, False
+                    replaced = None
                     if row is not None:
-                        await conn.execute(
-                            delete(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
-                        )
+                        await conn.execute(delete(ws).where(ws.c.id == session_id))
+                        if row.expired_at is None:  # idle, and not announced yet
+                            replaced = _session(row)
                     s = WebchatSession(
                         id=session_id,
                         uid=new_uid(),
@@ -106,6 +128,7 @@ class WebchatStore(StoreBase):
                         last_active=now,
                         ip_address=ip_address,
                         meta=meta or {},
+                        replaced=replaced,
                     )
                     await conn.execute(
                         t.webchat_sessions.insert().values(
@@ -134,7 +157,7 @@ class WebchatStore(StoreBase):
                     select(t.webchat_sessions).where(t.webchat_sessions.c.id == session_id)
                 )
             ).one_or_none()
-            if row is None or (timeout is not None and row.last_active < now - timeout):
+            if row is None or (timeout is not None and not _active(row, now, timeout)):
                 return None
             s = _session(row)
             if touch:
@@ -146,11 +169,47 @@ class WebchatStore(StoreBase):
                 s.last_active = now
         return s
 
-    async def delete_expired_sessions(self, timeout: float, *, inbox_id: int | None = None) -> int:
+    async def expire_sessions(self, timeout: float, *, limit: int = 500) -> list[WebchatSession]:
+        """Mark sessions idle longer than ``timeout`` and not yet marked as expired, and return
+        them (at most ``limit``, oldest first): each is returned once, by one replica, so its
+        ``session_expired`` is announced once. One statement on the ``(expired_at,
+        last_active)`` index."""
+        ws = t.webchat_sessions
+        now = time.time()
+        due = and_(ws.c.expired_at.is_(None), ws.c.last_active < now - timeout)
+        batch = select(ws.c.id).where(due).order_by(ws.c.last_active).limit(limit)
+        # ``due`` again outside the subquery: a row another replica (or a visitor's message)
+        # changed meanwhile is read again under its lock and skipped
+        query = update(ws).where(ws.c.id.in_(batch), due).values(expired_at=now).returning(ws)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return sorted((_session(r) for r in rows), key=lambda s: s.last_active)
+
+    async def webchat_conversations(self, uids: list[str]) -> dict[str, str]:
+        """The conversation ids of web chat sessions ``uids`` (those that have one)."""
+        if not uids:
+            return {}
+        c = t.conversations
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(c.c.channel_key, c.c.id).where(
+                        c.c.channel == WEBCHAT, c.c.channel_key.in_(uids)
+                    )
+                )
+            ).all()
+        return {r.channel_key: r.id for r in rows}
+
+    async def delete_expired_sessions(
+        self, timeout: float, *, inbox_id: int | None = None, announced_only: bool = False
+    ) -> int:
         """Forget sessions idle longer than ``timeout`` (their messages stay); with
-        ``inbox_id``, only that inbox's."""
+        ``inbox_id``, only that inbox's; with ``announced_only``, only those whose expiry was
+        announced (``expire_sessions``)."""
         ws = t.webchat_sessions
         query = delete(ws).where(ws.c.last_active < time.time() - timeout)
+        if announced_only:
+            query = query.where(ws.c.expired_at.is_not(None))
         if inbox_id is not None:
             query = query.where(ws.c.inbox_id == inbox_id)
         async with self._tx() as conn:
@@ -166,6 +225,7 @@ class WebchatStore(StoreBase):
         conds = []
         if active_within:
             conds.append(ws.c.last_active >= time.time() - active_within)
+            conds.append(ws.c.expired_at.is_(None))
         if inbox_id is not None:
             conds.append(ws.c.inbox_id == inbox_id)
         cond = and_(*conds) if conds else None

@@ -26,6 +26,7 @@ from chatbridge.channels.webchat import (
 )
 from chatbridge.errors import BadInput, UnknownInbox
 from chatbridge.media.signing import MediaSigner, signed_attachment, stored_media_id
+from chatbridge.pipeline import webchat_sessions as sessions
 from chatbridge.store.records import MessageRecord
 from chatbridge.store.webchat import WEBCHAT, WebchatSession
 from chatbridge.webchat.uploads import check_file_ids, session_files
@@ -134,19 +135,22 @@ class WebchatService:
         ip: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> tuple[WebchatSession, bool]:
-        """Create or resume a session (an unknown or expired id starts a new one)."""
+        """Create or resume a session (an unknown or expired id starts a new one); what
+        changed is announced to the widgets and agents (``webchat.sessions``)."""
         if session_id is not None:
             self.check_session_id(session_id)
         if inbox_id == self.settings.webchat_compat_inbox_id:
             await self.b.ensure_webchat_compat_route()
         self.check_inbox(inbox_id)
-        return await self.store.open_session(
+        session, created = await self.store.open_session(
             session_id or new_session_id(),
             inbox_id=inbox_id,
             timeout=self.timeout,
             ip_address=ip,
             meta=meta,
         )
+        sessions.opened(self.b, session, created)
+        return session, created
 
     async def conversation_id(self, session: WebchatSession) -> str | None:
         conv = await self.store.find_conversation(WEBCHAT, session.uid)
