@@ -982,6 +982,8 @@
             ...extra,
           },
           policies: typed.value,
+          // the route's named agents (docs/multi-agent.md) are kept; the default follows agent_id
+          agents: (m.agents || []).map((a) => ({ agent_id: a.default ? f.agent_id.value.trim() : a.agent_id, role: a.role })),
         };
         act(save, async () => {
           try {
