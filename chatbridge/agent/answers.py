@@ -6,6 +6,10 @@ full text). Answers are kept (the last ``cache_size``), so the same turn asked a
 same frames without running the handler twice; turns are told apart by
 ``agent.identity.turn_key``, never by ``message_id`` alone. ``cancel`` marks a turn still
 running cancelled (protocol 1.1); the caller cancels its task, and nothing is kept for it.
+
+What the handler sends while it works (protocol 1.3: ``turn.status(…)``, ``turn.notice(…)``,
+…) goes into the answer ahead of the frames that end the turn, in the order it was sent. It is
+not kept: a repeat of the turn gets the answer alone (a notice must not be stored twice).
 """
 
 from __future__ import annotations
@@ -24,9 +28,19 @@ from chatbridge.agent.frames import (
     reply_frame,
 )
 from chatbridge.agent.identity import TurnKey, turn_key
-from chatbridge.agent.turn import Event, Handlers, Turn, TurnError
+from chatbridge.agent.turn import Event, Handlers, Notice, Session, Turn, TurnError
 from chatbridge.models import JsonObject
-from chatbridge.protocol import ConversationEvent, UserMessage
+from chatbridge.protocol import (
+    LIVE_TYPES,
+    NOTICE_TYPES,
+    ConversationEvent,
+    SessionCreated,
+    SessionExpired,
+    SessionUpdated,
+    SystemMessage,
+    UserMessage,
+    WarningMessage,
+)
 
 log = logging.getLogger("chatbridge.agent")
 
@@ -67,32 +81,60 @@ class WholeAnswers:
         if kept is not None:
             self._kept.move_to_end(key)
             return kept
-        turn = self._live[key] = Turn.from_message(message, raw)
+        frames: list[JsonObject] = []
+
+        async def collect(frame: JsonObject) -> bool:
+            frames.append(frame)
+            return True
+
+        turn = self._live[key] = Turn.from_message(message, raw, live=collect)
         started = time.monotonic()
         handler = self.handlers.message
-        frames: list[JsonObject]
         try:
             if handler is None:
                 raise TurnError("no_handler", "this agent has no on_message handler")
             result = await call_handler(handler, turn)
             if isinstance(result, AsyncIterator):
-                frames = []
+                parts: list[str] = []
                 async for chunk in result:
-                    frames.append(chunk_frame(turn, len(frames), chunk))
-                whole = "".join(f["content"] for f in frames)
-                frames.append(complete_frame(turn, metadata(self.agent_id, started), whole))
+                    frame = chunk_frame(turn, len(parts), chunk)
+                    parts.append(frame["content"])
+                    frames.append(frame)
+                meta = metadata(self.agent_id, started)
+                frames.append(complete_frame(turn, meta, "".join(parts)))
             else:
-                frames = [reply_frame(turn, result, metadata(self.agent_id, started))]
+                frames.append(reply_frame(turn, result, metadata(self.agent_id, started)))
         except Exception as exc:
-            frames = [failure_frame(turn, exc)]
+            frames.append(failure_frame(turn, exc))
         finally:
             self._live.pop(key, None)
         if turn.cancelled:
             return []  # withdrawn by the bridge: nothing to answer, nothing to keep
-        self._kept[key] = frames
+        self._kept[key] = [f for f in frames if f["type"] not in LIVE_TYPES | NOTICE_TYPES]
         while len(self._kept) > self.cache_size:
             self._kept.popitem(last=False)
         return frames
+
+    async def handle_frame(
+        self,
+        message: SessionCreated | SessionUpdated | SessionExpired | SystemMessage | WarningMessage,
+        raw: JsonObject,
+    ) -> None:
+        """Run the ``on_session`` / ``on_notice`` handler for a frame (protocol 1.3)."""
+        if isinstance(message, SystemMessage | WarningMessage):
+            notice_handler = self.handlers.notice
+            if notice_handler is None:
+                return
+            call = call_handler(notice_handler, Notice.from_message(message, raw))
+        else:
+            session_handler = self.handlers.session
+            if session_handler is None:
+                return
+            call = call_handler(session_handler, Session.from_message(message, raw))
+        try:
+            await call
+        except Exception:
+            log.exception("%s handler failed", message.type)
 
     async def handle_event(self, message: ConversationEvent, raw: JsonObject) -> None:
         """Run the ``on_event`` handler where no connection can carry its answer back."""

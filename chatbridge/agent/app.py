@@ -13,6 +13,11 @@ Two ways to meet a bridge:
 - ``serve(host, port)`` / ``serving(...)``: the agent is a WebSocket server the bridge dials
   (ws-dial-out).
 
+A dialing-in agent's ``hello`` names the revision it speaks (1.3) and the features it wants
+(protocol 1.3: ``status``, ``progress``, ``files``, ``file_events``, ``rich_data``,
+``agent_handoff``, plus ``sessions`` / ``notices`` when it has an ``on_session`` /
+``on_notice`` handler); a bridge from before 1.3 gets no live frames from it.
+
 Each turn runs in its own task, so one slow answer never holds up the others. A ``cancel``
 from the bridge (protocol 1.1: a newer customer message superseded the turn) marks the turn
 cancelled (``Turn.cancelled``), cancels its task unless ``cancel_handlers=False``, and nothing
@@ -51,13 +56,26 @@ from chatbridge.agent.frames import (
 )
 from chatbridge.agent.identity import TurnKey, turn_key
 from chatbridge.agent.kept import KeptAnswer, KeptAnswers
+from chatbridge.agent.live import SDK_FEATURES, bridge_takes_live_frames
 from chatbridge.agent.peer import Peer
-from chatbridge.agent.turn import Event, EventHandler, Handlers, MessageHandler, Turn
+from chatbridge.agent.turn import (
+    Event,
+    EventHandler,
+    Handlers,
+    MessageHandler,
+    Notice,
+    NoticeHandler,
+    Session,
+    SessionHandler,
+    Turn,
+)
 from chatbridge.errors import ChatbridgeError
 from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     DEAD_AFTER_INTERVALS,
+    LEGACY_REVISION,
     PROTOCOL,
+    PROTOCOL_REVISION,
     Cancel,
     ConversationEvent,
     ErrorMessage,
@@ -65,7 +83,12 @@ from chatbridge.protocol import (
     HelloOk,
     Ping,
     ProtocolError,
+    SessionCreated,
+    SessionExpired,
+    SessionUpdated,
+    SystemMessage,
     UserMessage,
+    WarningMessage,
     decode_frame,
     dumps,
     error_frame,
@@ -84,6 +107,8 @@ _WEBHOOK_EXTRA = (
 
 H = TypeVar("H", bound=MessageHandler)
 E = TypeVar("E", bound=EventHandler)
+S = TypeVar("S", bound=SessionHandler)
+N = TypeVar("N", bound=NoticeHandler)
 
 
 class HelloRejected(ChatbridgeError):
@@ -118,6 +143,8 @@ class Agent:
         reconnect_initial_delay / reconnect_max_delay: dial-in backoff bounds.
         answer_cache_size: how many answered turns are remembered for resends.
         capabilities: announced in ``hello``.
+        features: the protocol 1.3 features announced in ``hello``; by default all the SDK
+            handles (see the module docstring).
         cancel_handlers: cancel a handler's task when the bridge cancels its turn (default);
             False lets it run to the end (its answer is dropped all the same).
     """
@@ -132,6 +159,7 @@ class Agent:
         reconnect_max_delay: float = 30.0,
         answer_cache_size: int = 1000,
         capabilities: Sequence[str] = ("streaming",),
+        features: Sequence[str] | None = None,
         cancel_handlers: bool = True,
     ) -> None:
         self.agent_id = agent_id
@@ -142,6 +170,7 @@ class Agent:
         self.reconnect_max_delay = reconnect_max_delay
         self.answer_cache_size = answer_cache_size
         self.capabilities = list(capabilities)
+        self._features = list(features) if features is not None else None
         self.handlers = Handlers()
         self.answers = WholeAnswers(agent_id, self.handlers, answer_cache_size)
         """Turns answered whole (http-webhook), kept for repeats."""
@@ -168,6 +197,32 @@ class Agent:
         conversation as a proactive ``agent_message``."""
         self.handlers.event = handler
         return handler
+
+    def on_session(self, handler: S) -> S:
+        """Register a handler for web chat sessions starting, changing and ending (decorator;
+        protocol 1.3, feature ``sessions``). It gets a ``Session``; what it returns is
+        ignored."""
+        self.handlers.session = handler
+        return handler
+
+    def on_notice(self, handler: N) -> N:
+        """Register a handler for notices the bridge puts into conversations (decorator;
+        protocol 1.3, feature ``notices``). It gets a ``Notice``; what it returns is
+        ignored."""
+        self.handlers.notice = handler
+        return handler
+
+    @property
+    def features(self) -> list[str]:
+        """The protocol 1.3 features this agent announces (see the module docstring)."""
+        if self._features is not None:
+            return list(self._features)
+        wanted = set(SDK_FEATURES)
+        if self.handlers.session is not None:
+            wanted.add("sessions")
+        if self.handlers.notice is not None:
+            wanted.add("notices")
+        return sorted(wanted)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -267,6 +322,7 @@ class Agent:
                             dial_in=True,
                             heartbeat_interval=ok.heartbeat_interval,
                             link_id=link_id,
+                            bridge_version=ok.version or LEGACY_REVISION,
                         )
                         started = time.monotonic()
                         await self._dial_in_session(peer, stop)
@@ -343,6 +399,8 @@ class Agent:
             "token": token,
             "protocol": PROTOCOL,
             "capabilities": self.capabilities,
+            "version": PROTOCOL_REVISION,
+            "features": self.features,
             "metadata": {"link_id": link_id},
         }
         if self.last_seq is not None:
@@ -355,7 +413,13 @@ class Agent:
             raise HelloRejected(answer.error_code, answer.message)
         if not isinstance(answer, HelloOk):
             raise ProtocolError("bad_hello", f"expected hello_ok, got {answer.type}")
-        log.info("dialed in as %s (heartbeat %gs)", self.agent_id, answer.heartbeat_interval)
+        log.info(
+            "dialed in as %s (heartbeat %gs, revision %s, features %s)",
+            self.agent_id,
+            answer.heartbeat_interval,
+            answer.version or LEGACY_REVISION,
+            ",".join(answer.features) or "none",
+        )
         return answer
 
     async def _dial_in_session(self, peer: Peer, stop: asyncio.Event) -> None:
@@ -433,6 +497,14 @@ class Agent:
             case ConversationEvent():
                 if self.handlers.event is not None:
                     self._spawn(self._run_event(peer, Event.from_message(frame, obj)))
+            case SessionCreated() | SessionUpdated() | SessionExpired():
+                if self.handlers.session is not None:
+                    session = Session.from_message(frame, obj)
+                    self._spawn(self._run_quietly(self.handlers.session, session, frame.type))
+            case SystemMessage() | WarningMessage():
+                if self.handlers.notice is not None:
+                    notice = Notice.from_message(frame, obj)
+                    self._spawn(self._run_quietly(self.handlers.notice, notice, frame.type))
             case ErrorMessage():
                 log.warning("bridge reported error %s: %s", frame.error_code, frame.error_details)
             case _:
@@ -459,8 +531,15 @@ class Agent:
             details = {"message": "this agent has no on_message handler"}
             await peer.send(error_frame("no_handler", message_id=ids[0], details=details))
             return
-        turn = Turn.from_message(message, raw)
-        running = self._running[key] = _Running(peer, turn)
+        running = self._running[key] = _Running(peer)
+
+        async def send_live(frame: JsonObject) -> bool:
+            target = self._target(running)
+            if target is None or not bridge_takes_live_frames(target.bridge_version):
+                return False
+            return await target.send(frame)
+
+        turn = running.turn = Turn.from_message(message, raw, live=send_live)
         running.task = self._spawn(self._run_turn(turn, key, running))
 
     def cancel_turn(
@@ -612,6 +691,14 @@ class Agent:
                         "metadata": {"agent_id": self.agent_id},
                     }
                 )
+
+    @staticmethod
+    async def _run_quietly(handler: Any, argument: Any, what: str) -> None:
+        """Run a handler whose result goes nowhere (``on_session``, ``on_notice``)."""
+        try:
+            await call_handler(handler, argument)
+        except Exception:
+            log.exception("%s handler failed", what)
 
     # -- tasks ---------------------------------------------------------------------------------
 

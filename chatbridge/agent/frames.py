@@ -1,9 +1,9 @@
 """The frames that answer a turn, built from what a handler returned (no I/O).
 
 Every way an agent meets a bridge (a WebSocket, http-webhook, http-pull) answers with the
-same protocol v1 frames: ``agent_message``, ``handoff``, ``no_reply`` or ``error_message`` for
-a handler that returned or raised, ``agent_streaming`` chunks then ``agent_complete`` for one
-that yielded. The transports differ only in when the frames go out.
+same protocol v1 frames: ``agent_message``, ``handoff``, ``agent_handoff`` (1.3), ``no_reply``
+or ``error_message`` for a handler that returned or raised, ``agent_streaming`` chunks then
+``agent_complete`` for one that yielded. The transports differ only in when the frames go out.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from chatbridge.agent.turn import Answer, Handoff, NoReply, Turn, TurnError
+from chatbridge.agent.turn import Answer, Handoff, HandTo, NoReply, Turn, TurnError
 from chatbridge.models import JsonObject
 from chatbridge.protocol import Interactive, TemplateReply, error_frame
+from chatbridge.richdata import dump_rich_data, parse_rich_data
 
 log = logging.getLogger("chatbridge.agent")
 
@@ -64,8 +65,20 @@ def reply_frame(turn: Turn, result: Any, meta: JsonObject) -> JsonObject:
             if summary is not None:
                 frame["summary"] = summary
             return frame
+        case HandTo():
+            frame = {"type": "agent_handoff", **base, "metadata": meta}
+            for name, value in (
+                ("to_agent", result.agent),
+                ("to_role", result.role),
+                ("reason", result.reason),
+                ("content", result.content),
+            ):
+                if value is not None:
+                    frame[name] = value
+            return frame
     raise TypeError(
-        f"handler returned {type(result).__name__}; expected str, Answer, Handoff, NoReply or None"
+        f"handler returned {type(result).__name__}; "
+        "expected str, Answer, Handoff, HandTo, NoReply or None"
     )
 
 
@@ -86,6 +99,11 @@ def answer_fields(answer: Answer) -> JsonObject:
         out["interactive"] = _model_json(answer.interactive, Interactive)
     if answer.template is not None:
         out["template"] = _model_json(answer.template, TemplateReply)
+    if answer.data is not None:
+        data = answer.data
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json", exclude_none=True)
+        out["data"] = dump_rich_data(parse_rich_data(data))
     return out
 
 

@@ -28,8 +28,12 @@ class Peer:
         dial_in: bool,
         heartbeat_interval: float,
         link_id: str | None = None,
+        bridge_version: str | None = None,
     ) -> None:
         self.ws = ws
+        self.bridge_version = bridge_version
+        """The revision the bridge's ``hello_ok`` named (protocol 1.3); None when the bridge
+        dialed (no handshake) — it then takes whatever it does not know as ``unknown_type``."""
         self.dial_in = dial_in
         self.link_id = link_id
         self.heartbeat_interval = heartbeat_interval

@@ -17,7 +17,9 @@ the bridge withdrew the turn) marks the turn cancelled and, unless the agent was
 ``cancel_handlers=False``, cancels its handler; it is answered 204, and so is the turn's own
 request if it is still open. ``conversation_event`` POSTs are
 acknowledged (204) and passed to the ``on_event`` handler, whose text, if any, cannot be sent
-back on this transport and is logged.
+back on this transport and is logged; ``session_*`` and notice POSTs (protocol 1.3, sent when
+the agent's config announces ``sessions`` / ``notices``) go to ``on_session`` / ``on_notice``.
+What a handler sends while it works (``turn.status(…)``, …) comes first in the answer's list.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from chatbridge.protocol import (
     Cancel,
     ConversationEvent,
     ProtocolError,
+    SessionCreated,
+    SessionExpired,
+    SessionUpdated,
+    SystemMessage,
     UserMessage,
+    WarningMessage,
     parse_bridge_frame,
 )
 from chatbridge.signing import SIGNATURE_HEADER, verify
@@ -75,6 +82,11 @@ def webhook_app(
             return _error(400, "invalid_message", str(exc))
         if isinstance(frame, ConversationEvent):
             await answers.handle_event(frame, data)
+            return Response(status_code=204)
+        if isinstance(
+            frame, SessionCreated | SessionUpdated | SessionExpired | SystemMessage | WarningMessage
+        ):
+            await answers.handle_frame(frame, data)
             return Response(status_code=204)
         if isinstance(frame, Cancel):
             answers.cancel(frame.message_id, frame.conversation_id, frame.reason)

@@ -8,10 +8,12 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
 from chatbridge.agent.app import Agent
 from chatbridge.agent.frames import (
@@ -33,11 +35,20 @@ from chatbridge.agent.pull.decisions import (
     describe,
     error_code,
 )
-from chatbridge.agent.turn import Handoff, MessageHandler, NoReply, Turn, TurnError
+from chatbridge.agent.turn import (
+    Answer,
+    Handoff,
+    HandTo,
+    MessageHandler,
+    NoReply,
+    Turn,
+    TurnError,
+)
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import ChatbridgeError, ConfigError
 from chatbridge.models import JsonObject
 from chatbridge.protocol import ProtocolError, UserMessage, error_frame, parse_bridge_frame
+from chatbridge.richdata import text_fallback
 
 log = logging.getLogger("chatbridge.agent.pull")
 
@@ -267,7 +278,8 @@ class PullClient:
         ids = (message.message_id, message.conversation_id)
         if decision == "run":
             log.debug("turn %s (conversation %s) taken", *ids)
-            self._spawn(self._run_native(Turn.from_message(message, frame), entry), slot=True)
+            turn = Turn.from_message(message, frame, live=partial(self._post_live, entry))
+            self._spawn(self._run_native(turn, entry), slot=True)
         elif decision == "repost":
             log.info("turn %s (conversation %s) offered again: sending the kept answer", *ids)
             self._spawn(self._post_native(entry))
@@ -319,6 +331,10 @@ class PullClient:
                     return
         finally:
             entry.posting = False
+
+    async def _post_live(self, entry: TurnEntry, frame: JsonObject) -> bool:
+        """Post a live frame or notice (protocol 1.3) for a turn whose handler runs."""
+        return await self._reply(entry, frame) in ("live", "notice")
 
     async def _reply(self, entry: TurnEntry, frame: JsonObject) -> str:
         """Post one frame for ``entry`` under its newest lease; returns the bridge's status or
@@ -412,15 +428,21 @@ class PullClient:
         match result:
             case str():
                 return result
-            case Handoff(content=content):
+            case Handoff(content=content) | HandTo(content=content):
                 log.warning(
                     "the action API cannot hand off (session %s); sent: its content", key[0]
                 )
                 return content
+            case Answer(content=content, data=data):
+                # text only here: rich data as the text every plain channel gets
+                if isinstance(data, BaseModel):
+                    data = data.model_dump(mode="json", exclude_none=True)
+                return text_fallback(data if isinstance(data, dict) else None, content) or None
             case None | NoReply():
                 return None
         log.error(
-            "handler returned %s; expected str, Handoff, NoReply or None", type(result).__name__
+            "handler returned %s; expected str, Answer, Handoff, HandTo, NoReply or None",
+            type(result).__name__,
         )
         return None
 
