@@ -155,6 +155,9 @@ class HistoryMessage(BaseModel):
     attachments: list[dict[str, Any]] | None = None
     # a bot message's choices {kind, title?, button?, options}; a visitor's pick {id, title}
     interactive: dict[str, Any] | None = None
+    # since 1.3: a notice's kind (system | warning), an agent reply's rich data
+    notice: str | None = None
+    data: dict[str, Any] | None = None
     # protocol 1.3: a notice's kind (system | warning), a reply's rich data
     notice: str | None = None
     data: dict[str, Any] | None = None
