@@ -208,8 +208,10 @@ class Routing:
         now = time.time()
         known: dict[str, dict[str, Any]] = {}
         for r in self._routes.values():
-            known.setdefault(r.agent_id, {"agent_id": r.agent_id, "inboxes": []})
-            known[r.agent_id]["inboxes"].append({"channel": r.channel, "inbox_id": r.inbox_id})
+            named = (a.agent_id for a in r.agents if a.agent_id != r.agent_id)
+            for agent_id in (r.agent_id, *named):
+                known.setdefault(agent_id, {"agent_id": agent_id, "inboxes": []})
+                known[agent_id]["inboxes"].append({"channel": r.channel, "inbox_id": r.inbox_id})
         local = self.hub.status()
         status: dict[str, AgentStatus] = {s.agent_id: s for s in local}
         per_replica: dict[str, list[dict[str, Any]]] = {}

@@ -84,6 +84,11 @@ async def test_the_guide_hands_over_and_the_specialist_answers_the_next_message(
         ]
         conv = await rig.bridge.store.get_conversation(conversation_id)
         assert conv is not None and conv.meta[CURRENT_AGENT_KEY] == "specialist"
+        # both agents are listed with the inbox they answer
+        status = {a["agent_id"]: a for a in (await rig.http.get("/agents/status")).json()["agents"]}
+        for agent_id in ("guide", "specialist"):
+            assert status[agent_id]["inboxes"] == [{"channel": "chatwoot", "inbox_id": 1}]
+            assert status[agent_id]["connected"]
 
 
 async def test_a_handoff_to_an_unknown_role_fails_the_turn_and_keeps_the_agent(
