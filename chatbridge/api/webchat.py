@@ -85,6 +85,8 @@ class SessionOut(BaseModel):
     conversation_id: str | None
     created: bool
     idle_timeout: float
+    # what the visitor may upload (POST /api/webchat/upload); off when no type is allowed
+    uploads: dict[str, Any]
 
 
 def addressing(agent: Any, role: Any) -> dict[str, str] | None:
@@ -213,6 +215,11 @@ async def open_session(body: SessionIn, request: Request) -> SessionOut:
         conversation_id=None if created else await svc.conversation_id(session),
         created=created,
         idle_timeout=svc.timeout,
+        uploads={
+            "enabled": bool(s.webchat_upload_types),
+            "max_bytes": s.webchat_upload_max_bytes,
+            "types": s.webchat_upload_types,
+        },
     )
 
 
@@ -306,7 +313,7 @@ def upload_body_limit(max_body_bytes: int, upload_max_bytes: int) -> dict[str, i
     summary="A visitor uploads a file to send with their next message",
     responses=error_responses(
         {
-            400: "not a multipart body",
+            403: "uploads are off (CHATBRIDGE_WEBCHAT_UPLOAD_TYPES is empty)",
             404: "unknown or expired session",
             413: "over the web chat's size cap",
             415: "a type visitors may not send",
@@ -323,6 +330,8 @@ async def upload(
     ],
 ) -> UploadOut:
     bridge = _bridge(request)
+    if not bridge.settings.webchat_upload_types:
+        raise BadInput("uploads_disabled", "this web chat takes no files", status_code=403)
     await _limit_message(bridge, client_ip(request), session_id)
     svc = _service(bridge)
     session = await _active_session(svc, session_id)

@@ -284,3 +284,22 @@ async def test_the_live_socket_sends_files_too(sqlite_url: str, tmp_path: Path) 
         assert mine["attachments"][0]["url"].startswith(s.url + "/media/")
         assert reply["attachments"][0]["url"].startswith(s.url + "/media/")
         assert [f["file_id"] for f in seen[0]["files"]] == [file_id]
+
+
+async def test_the_session_answer_says_what_may_be_uploaded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with webchat_stack(sqlite_url, tmp_path, webchat_upload_max_bytes=4096) as s:
+        r = await s.http.post("/api/webchat/sessions", json={"inbox_id": 1})
+        uploads = r.json()["uploads"]
+        assert uploads["enabled"] is True and uploads["max_bytes"] == 4096
+        assert "application/pdf" in uploads["types"] and "image/png" in uploads["types"]
+
+
+async def test_with_no_type_allowed_uploads_are_off(sqlite_url: str, tmp_path: Path) -> None:
+    async with webchat_stack(sqlite_url, tmp_path, webchat_upload_types=[]) as s:
+        r = await s.http.post("/api/webchat/sessions", json={"inbox_id": 1})
+        assert r.json()["uploads"]["enabled"] is False
+        refused = await upload(s, r.json()["session_id"], PNG, "image/png")
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "uploads_disabled"
+        assert await media_rows(s) == 0 and media_files(tmp_path) == []
