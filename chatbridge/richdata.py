@@ -258,7 +258,11 @@ def _other_text(data: JsonObject) -> str:
         value = data.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    compact = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    # keys sorted: a payload read back from PostgreSQL's jsonb has its keys reordered, and
+    # the same reply must read the same on every store
+    compact = json.dumps(
+        data, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True
+    )
     if len(compact) > FALLBACK_JSON_MAX:
         compact = compact[: FALLBACK_JSON_MAX - 1] + "…"
     return compact
