@@ -444,3 +444,16 @@ async def test_an_expired_session_is_shown_and_the_next_message_starts_anew(
     assert after["uid"] != before["uid"] and not after["ended"]
     await expect(ended).to_have_count(1)  # said once
     await expect(widget.bubble("user", "Hello before the break")).to_have_count(1)
+
+
+@pytest.mark.parametrize("bridge_settings", [{"webchat_upload_types": []}])
+async def test_no_attach_button_where_the_bridge_takes_no_files(
+    site: str, stack: Stack, widget: Widget
+) -> None:
+    page = widget.page
+    await page.goto(site)
+    await widget.open()
+    await widget.wait_state("s.transport === 'ws' && s.uploads_enabled === false")
+    await expect(widget.host.get_by_role("button", name="Attach a file")).to_be_hidden()
+    await widget.say("Just text then")
+    await expect(widget.bubble("agent", "Echo: Just text then")).to_be_visible()

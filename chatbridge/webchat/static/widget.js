@@ -56,6 +56,16 @@
     return out;
   }
 
+  /** ``{agent?, role?}`` with only non-empty strings of at most 200 characters. */
+  function addressOf(given) {
+    var out = {};
+    ["agent", "role"].forEach(function (k) {
+      var v = given && given[k];
+      if (typeof v === "string" && v.trim() && v.length <= 200) out[k] = v.trim();
+    });
+    return out;
+  }
+
   /** Full jitter: a random delay in [0, min(cap, base * 2^attempt)]. */
   function backoff(attempt) {
     var ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, Math.min(attempt, 16)));
@@ -472,7 +482,10 @@
     endedUid: null,
     // files: uploads in the tray, which message shows which file, and their status lines
     uploadsEnabled: true,
+    uploadMaxBytes: null,
     uploads: [],
+    // which of the route's agents the visitor addresses (data-agent / data-role, address())
+    address: addressOf({ agent: data.agent, role: data.role }),
     fileRows: {},
     fileLines: {},
   };
@@ -505,6 +518,8 @@
         var kept = { client_message_id: item.client_message_id, text: item.text, at: item.at };
         if (item.choice_id) kept.choice_id = item.choice_id;
         if (item.files && item.files.length) kept.files = item.files;
+        if (item.agent) kept.agent = item.agent;
+        if (item.role) kept.role = item.role;
         return kept;
       })
     );
@@ -976,10 +991,18 @@
     else if (u && typeof u === "object" && typeof u.enabled === "boolean") {
       S.uploadsEnabled = u.enabled;
     }
+    if (u && typeof u === "object") {
+      if (typeof u.max_bytes === "number" && u.max_bytes > 0) S.uploadMaxBytes = u.max_bytes;
+      if (Array.isArray(u.types)) {
+        // the file picker offers what the bridge takes; the bridge still checks every file
+        el.fileInput.accept = u.types.filter(function (t) {
+          return typeof t === "string";
+        }).join(",");
+      }
+    }
     if (!S.uploadsEnabled) clearTray();
     renderComposer();
   }
-
 
   /** A file the visitor picked: a chip in the tray, uploaded at once with its progress. */
   function addUpload(file) {
@@ -988,6 +1011,7 @@
       addSystem("At most " + UPLOAD_MAX_FILES + " files in one message.");
       return;
     }
+    var tooBig = S.uploadMaxBytes != null && file.size > S.uploadMaxBytes;
     var up = {
       name: file.name || "file",
       mime: file.type || "",
@@ -1003,6 +1027,11 @@
     S.uploads.push(up);
     drawChip(up);
     renderComposer();
+    if (tooBig) {
+      // no point sending it: the bridge would refuse it after the whole upload
+      uploadFailed(up, "larger than the " + sizeText(S.uploadMaxBytes) + " a file may be");
+      return;
+    }
     Promise.resolve(start())
       .then(function () {
         if (!S.sessionId) throw new ApiError(0, "no_session", "the chat is not connected", null);
@@ -1583,6 +1612,8 @@
     }
     var item = { client_message_id: randomId(), text: text, at: new Date().toISOString() };
     if (choiceId) item.choice_id = choiceId;
+    if (S.address.agent) item.agent = S.address.agent;
+    if (S.address.role) item.role = S.address.role;
     if (files.length) {
       item.files = files.map(function (u) {
         return u.ref;
@@ -1620,6 +1651,8 @@
       };
       if (item.choice_id) frame.choice_id = item.choice_id;
       if (item.files && item.files.length) frame.files = fileIds(item);
+      if (item.agent) frame.agent = item.agent;
+      if (item.role) frame.role = item.role;
       if (sendFrame(frame)) {
         item.sentOn = ws;
       }
@@ -1636,6 +1669,8 @@
     var body = { text: item.text, client_message_id: item.client_message_id };
     if (item.choice_id) body.choice_id = item.choice_id;
     if (item.files && item.files.length) body.files = fileIds(item);
+    if (item.agent) body.agent = item.agent;
+    if (item.role) body.role = item.role;
     api("POST", "/api/webchat/sessions/" + encodeURIComponent(sid) + "/messages", body)
       .then(function (res) {
         if (res.session_id && res.session_id === S.sessionId && res.uid && res.uid !== S.uid) {
@@ -2136,7 +2171,15 @@
       if (S.open) closePanel();
       else openPanel();
     },
-    send: submit,
+    send: function (text) {
+      return submit(text);
+    },
+    /** Address the next messages to one of the route's agents: {agent} or {role} ({} for
+     * whoever has the conversation). */
+    address: function (options) {
+      S.address = addressOf(options || {});
+      return { agent: S.address.agent || null, role: S.address.role || null };
+    },
     state: function () {
       var t = transport();
       return {
@@ -2153,6 +2196,7 @@
         session_data: S.sessionData,
         ended: S.endedUid != null && S.endedUid === S.uid,
         uploads_enabled: S.uploadsEnabled,
+        address: { agent: S.address.agent || null, role: S.address.role || null },
         bridge: BRIDGE,
         inbox: INBOX,
       };
