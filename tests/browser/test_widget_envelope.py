@@ -404,7 +404,7 @@ async def test_a_file_reaches_the_agent_and_its_events_show_under_it(
     answer = widget.log.locator(".msg--agent").filter(has_text=NEW_LID)
     label = answer.locator("a.att-file")
     await expect(label).to_have_text("returns-label.pdf18 KB")
-    await expect(label).to_have_attribute("href", LABEL["url"])
+    await expect(label).to_have_attribute("href", str(LABEL["url"]))
     await expect(label).to_have_attribute("download", "returns-label.pdf")
     await widget.screenshot("widget-file.png")
 
