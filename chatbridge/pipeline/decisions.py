@@ -87,15 +87,9 @@ def addressed(route: Route, messages: list[MessageRecord]) -> RouteAgent | None:
     ``metadata.agent`` (an agent id, or else a role) or ``metadata.role``. A name that is not
     one of the route's agents is ignored: a customer cannot steer a turn off the route."""
     for m in reversed(messages):
-        agent, role = m.meta.get("agent"), m.meta.get("role")
-        if isinstance(agent, str) and agent:
-            found = route.agent_named(agent) or route.agent_with_role(agent)
-            if found is not None:
-                return found
-        if isinstance(role, str) and role:
-            found = route.agent_with_role(role)
-            if found is not None:
-                return found
+        found = route.addressed_by(m.meta)
+        if found is not None:
+            return found
     return None
 
 

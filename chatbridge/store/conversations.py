@@ -206,7 +206,7 @@ class ConversationStore(StoreBase):
         available_at = None
         if decision.create_turn and decision.window is not None:
             turn_id, merged, superseded, available_at = await self._windowed_turn(
-                tx, conv.id, item, decision, message_id, now
+                tx, conv.id, item, decision, message_id, now, conv.meta
             )
         elif decision.create_turn:
             # The turn first, so the message row is written once, already linked to it.
@@ -214,7 +214,7 @@ class ConversationStore(StoreBase):
                 q.turn_insert,
                 (
                     conv.id,
-                    route.agent_id,
+                    route.queued_agent(conv.meta, item.msg.metadata),
                     route.id,
                     now,
                     item.response_mode,
@@ -282,6 +282,7 @@ class ConversationStore(StoreBase):
         decision: TurnDecision,
         message_id: str,
         now: float,
+        conv_meta: dict[str, Any] | None = None,
     ) -> tuple[int, bool, int | None, float]:
         """The turn of a message whose route debounces or has an in-flight rule: merged into
         the conversation's waiting turn, or a new one — superseding the turn in flight when
@@ -331,7 +332,7 @@ class ConversationStore(StoreBase):
             q.turn_insert_at,
             (
                 conversation_id,
-                route.agent_id,
+                route.queued_agent(conv_meta, item.msg.metadata),
                 route.id,
                 now,
                 item.response_mode,
@@ -483,8 +484,9 @@ class ConversationStore(StoreBase):
                 (i, it, conv, message_id, None if decision.create_turn else decision.reason or "")
             )
             if decision.create_turn:
+                agent_id = it.route.queued_agent(conv.meta, it.msg.metadata)
                 turn_rows.append(
-                    (conv.id, it.route.agent_id, it.route.id, it.response_mode, dumps([message_id]))
+                    (conv.id, agent_id, it.route.id, it.response_mode, dumps([message_id]))
                 )
         turn_ids: dict[str, int] = {}
         if turn_rows:

@@ -77,6 +77,34 @@ class Route:
         """Whether ``agent_id`` answers on this route (its default or a named agent)."""
         return agent_id == self.agent_id or self.agent_named(agent_id) is not None
 
+    def addressed_by(self, meta: dict[str, Any]) -> RouteAgent | None:
+        """The agent a customer's message metadata addresses: ``agent`` (an agent id, or
+        else a role) or ``role``. None when it names none of the route's agents: a customer
+        cannot steer a turn off the route."""
+        agent, role = meta.get("agent"), meta.get("role")
+        found = None
+        if isinstance(agent, str) and agent:
+            found = self.agent_named(agent) or self.agent_with_role(agent)
+        if found is None and isinstance(role, str) and role:
+            found = self.agent_with_role(role)
+        return found
+
+    def queued_agent(self, conv_meta: dict[str, Any] | None, message_meta: dict[str, Any]) -> str:
+        """The agent a new turn is queued for (``turns.agent_id``: replicas claim the turns of
+        agents they can reach by it): the agent the message addresses, else the conversation's
+        current agent, else the default. A route with one agent: its ``agent_id``, at once.
+        The turn runner decides again when it runs the turn (``pipeline.decisions.pick_agent``).
+        """
+        if not self.agents:
+            return self.agent_id
+        found = self.addressed_by(message_meta)
+        if found is not None:
+            return found.agent_id
+        current = conv_meta.get(CURRENT_AGENT_KEY) if conv_meta else None
+        if isinstance(current, str) and self.agent_named(current) is not None:
+            return current
+        return self.agent_id
+
 
 @dataclass(slots=True)
 class ConversationRecord:

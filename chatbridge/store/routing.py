@@ -192,9 +192,10 @@ class RoutingStore(StoreBase):
         self, conversation_id: str, agent_id: str, *, turn_id: int, owner: str
     ) -> bool:
         """Make ``agent_id`` the agent the conversation's next turns run on
-        (``meta[CURRENT_AGENT_KEY]``), fenced by the lease ``owner`` holds on turn
-        ``turn_id``: a turn that lost its lease changes nothing. Written before the turn's
-        outcome, so the next turn (claimable the moment that outcome commits) sees it.
+        (``meta[CURRENT_AGENT_KEY]``, and ``agent_id`` of its open turns), fenced by the lease
+        ``owner`` holds on turn ``turn_id``: a turn that lost its lease changes nothing.
+        Written before the turn's outcome, so the next turn (claimable the moment that
+        outcome commits) sees it.
 
         Returns:
             False when the lease was lost (nothing written).
@@ -214,4 +215,15 @@ class RoutingStore(StoreBase):
                     "owner": owner,
                 },
             )
-        return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            # the conversation's open turns are the agent's now: replicas claim by it
+            await conn.execute(
+                update(t.turns)
+                .where(
+                    t.turns.c.conversation_id == conversation_id,
+                    t.turns.c.state.in_(("pending", "leased")),
+                )
+                .values(agent_id=agent_id)
+            )
+        return True

@@ -32,7 +32,7 @@ async def save(store: Store, agents: list[RouteAgent]) -> tuple[Route, bool]:
     )
 
 
-def inbound(n: int) -> InboundMessage:
+def inbound(n: int, **metadata: str) -> InboundMessage:
     return InboundMessage(
         channel="chatwoot",
         inbox_id=1,
@@ -40,6 +40,7 @@ def inbound(n: int) -> InboundMessage:
         text=f"message {n}",
         external_message_id=f"1:42-{n}",
         contact=ContactInfo(external_id="contact-42", name="Ana"),
+        metadata=metadata,
     )
 
 
@@ -83,3 +84,32 @@ async def test_the_current_agent_is_set_under_the_turn_lease_only(store: Store) 
     assert not await store.set_current_agent(
         turn.conversation_id, "guide", turn_id=turn.id, owner="w1"
     )
+
+
+async def test_turns_are_queued_for_the_agent_that_will_answer_them(store: Store) -> None:
+    """``turns.agent_id`` (what replicas claim by) follows the conversation's agent: the
+    addressed one, the current one, else the default; a switch moves the open turns too."""
+    route, _ = await save(store, [GUIDE, SPECIALIST])
+    await store.ingest(inbound(1), route=route, response_mode="async", decide=bot_decides)
+    [first] = await store.claim_turns("w1", limit=1, lease_seconds=30)
+    assert first.agent_id == "guide"
+    # a message queued behind the running turn, then the running turn hands over
+    await store.ingest(inbound(2), route=route, response_mode="async", decide=bot_decides)
+    assert await store.set_current_agent(
+        first.conversation_id, "billing-bot", turn_id=first.id, owner="w1"
+    )
+    await store.complete_turn(first.id, "w1", state="done", outcome="no_reply", reply_text=None)
+    [second] = await store.claim_turns("w1", limit=1, lease_seconds=30)
+    assert second.agent_id == "billing-bot"
+    await store.complete_turn(second.id, "w1", state="done", outcome="no_reply", reply_text=None)
+    # new turns: the current agent, or the one a message addresses
+    await store.ingest(inbound(3), route=route, response_mode="async", decide=bot_decides)
+    [third] = await store.claim_turns("w1", limit=1, lease_seconds=30)
+    assert third.agent_id == "billing-bot"
+    await store.complete_turn(third.id, "w1", state="done", outcome="no_reply", reply_text=None)
+    await store.ingest(
+        inbound(4, role="GUIDE"), route=route, response_mode="async", decide=bot_decides
+    )
+    [fourth] = await store.claim_turns("w1", limit=1, lease_seconds=30)
+    assert fourth.agent_id == "guide"
+    assert fourth.messages[-1].meta["role"] == "GUIDE"  # the turn runner sees the address too
