@@ -17,6 +17,7 @@
   const templatesKit = window.chatbridgeTemplates({ h, api, act, toast }); // console-templates.js
   const mediaKit = window.chatbridgeMedia({ h, api }); // console-media.js
   const broadcastsKit = window.chatbridgeBroadcasts({ h, api, act, toast, replace }); // console-broadcasts.js
+  const liveKit = window.chatbridgeLive({ h, api }); // console-live.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -478,6 +479,7 @@
       );
     });
     const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages", id: "chat-log" });
+    const liveLine = liveKit.statusLine(id); // what the agent is doing right now
     const input = h("textarea", {
       id: "composer",
       rows: 2,
@@ -541,6 +543,7 @@
       pane,
       h("header", { class: "chat-head" }, h("div", {}, title, h("br"), sub), h("span", { class: "spacer" }), ownerBox, ownerBtn),
       log,
+      liveLine.element,
       note,
       composer,
     );
@@ -724,6 +727,8 @@
 
     function renderMessage(m) {
       if (isHandoffSummary(m)) return renderHandoffSummary(m);
+      const noticed = liveKit.notice(m);
+      if (noticed) return noticed;
       const who = authorOf(m);
       const kind = who === "customer" ? "in" : who === "system" || who === "note" ? "system" : `out ${who}`;
       return h(
@@ -731,7 +736,8 @@
         { class: `msg ${kind}`, "data-id": m.id, "data-author": who },
         h("div", { class: "bubble" }, m.text || templatesKit.describe(m) || mediaKit.describe(m) || (pick(m, "content") ?? "")),
         mediaKit.render(m),
-        h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
+        who === "agent" ? liveKit.data(m) : null,
+        h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), who === "agent" ? liveKit.agentName(m) : null, h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
       );
     }
 
@@ -767,7 +773,7 @@
 
     async function chatRefresh() {
       if (closed) return;
-      const [detail, msgs] = await Promise.all([api("GET", base), api("GET", `${base}/messages?limit=200`)]);
+      const [detail, msgs] = await Promise.all([api("GET", base), api("GET", `${base}/messages?limit=200`), liveLine.refresh()]);
       if (closed) return;
       thread = (detail && (detail.thread || detail)) || {};
       renderHead(thread);
