@@ -22,6 +22,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from chatbridge.api.auth_limits import auth_failures
+from chatbridge.api.bodies import declared_file_type, file_upload_limit
 from chatbridge.api.errors import error_responses
 from chatbridge.errors import BadInput
 from chatbridge.media.files import put
@@ -44,7 +45,7 @@ class UploadedMedia(BaseModel):
 
 def body_limit(max_body_bytes: int, media_max_bytes: int) -> dict[str, int]:
     """``BodySizeLimit``'s limit for this path: a whole file up to the media cap."""
-    return {AGENT_MEDIA_PATH: max(max_body_bytes, media_max_bytes + 64 * 1024)}
+    return file_upload_limit(AGENT_MEDIA_PATH, max_body_bytes, media_max_bytes)
 
 
 @router.post(
@@ -83,12 +84,8 @@ async def upload_agent_media(
         await failures.failed("pull", ip)
         raise BadInput("unauthorized", "bad agent id or token", status_code=401)
     await bridge.rate_limiter.hit("agent", bridge.settings.rate_limit_agent, agent_id)
+    mime = declared_file_type(content_type)
     data = await request.body()
-    mime = (content_type or "").strip() or None
-    if mime in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise BadInput(
-            "invalid_upload", "send the file itself as the body, with its own Content-Type"
-        )
     row = await put(bridge.store, bridge.settings, data, mime, name)
     return UploadedMedia(
         media_id=row.id,

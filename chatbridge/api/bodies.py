@@ -23,6 +23,35 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbridge.api.errors import BodyTooLarge, error_response
+from chatbridge.errors import BadInput
+
+FRAMING_BYTES = 64 * 1024
+"""Room past a file's cap for what wraps it (multipart boundaries and headers)."""
+
+
+def file_upload_limit(path: str, max_body_bytes: int, file_max_bytes: int) -> dict[str, int]:
+    """``path_limits`` entry of an upload endpoint: a whole file up to its cap (and its
+    framing), never less than the default body limit."""
+    return {path: max(max_body_bytes, file_max_bytes + FRAMING_BYTES)}
+
+
+def declared_file_type(content_type: str | None) -> str | None:
+    """The type of a file sent as the request body itself (``Content-Type``); None when none
+    is given (the media store then recognises it by its bytes).
+
+    Raises:
+        BadInput: ``invalid_upload`` for a form or JSON body instead of the file.
+    """
+    mime = (content_type or "").strip() or None
+    if mime is not None and mime.split(";", 1)[0].strip().lower() in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/json",
+    ):
+        raise BadInput(
+            "invalid_upload", "send the file itself as the body, with its own Content-Type"
+        )
+    return mime
 
 
 class BodyTimedOut(Exception):

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from chatbridge.api.bodies import file_upload_limit
 from chatbridge.api.errors import error_responses
 from chatbridge.api.origins import origin_allowed
 from chatbridge.channels.webchat_live import Subscriber
@@ -157,9 +158,6 @@ class HistoryMessage(BaseModel):
     attachments: list[dict[str, Any]] | None = None
     # a bot message's choices {kind, title?, button?, options}; a visitor's pick {id, title}
     interactive: dict[str, Any] | None = None
-    # since 1.3: a notice's kind (system | warning), an agent reply's rich data
-    notice: str | None = None
-    data: dict[str, Any] | None = None
     # protocol 1.3: a notice's kind (system | warning), a reply's rich data
     notice: str | None = None
     data: dict[str, Any] | None = None
@@ -303,7 +301,7 @@ UPLOAD_PATH = "/api/webchat/upload"
 def upload_body_limit(max_body_bytes: int, upload_max_bytes: int) -> dict[str, int]:
     """``BodySizeLimit``'s limit for the upload path: a whole file up to the web chat's cap,
     with room for the multipart framing."""
-    return {UPLOAD_PATH: max(max_body_bytes, upload_max_bytes + 64 * 1024)}
+    return file_upload_limit(UPLOAD_PATH, max_body_bytes, upload_max_bytes)
 
 
 @router.post(

@@ -65,12 +65,6 @@ def message_view(m: MessageRecord, signer: MediaSigner | None = None) -> dict[st
         out["attachments"] = (
             [signed_attachment(signer, a) for a in m.attachments] if signer else m.attachments
         )
-    notice = m.meta.get("notice")
-    if notice in ("system", "warning"):
-        out["notice"] = notice  # a system or warning notice (protocol 1.3), shown apart
-    data = m.meta.get("data")
-    if isinstance(data, dict):
-        out["data"] = data  # an agent reply's rich data (cards, quick replies, table, chart)
     picked = m.meta.get("interactive")
     if isinstance(picked, dict):
         # a reply's choices (the widget shows buttons), or the option a visitor picked

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
+from chatbridge.api.bodies import declared_file_type, file_upload_limit
 from chatbridge.api.comms.base import ERRORS, Id, not_found
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
-from chatbridge.errors import BadInput
 from chatbridge.media.files import put
 from chatbridge.media.signing import MediaSigner
 from chatbridge.pipeline.bridge import Bridge
@@ -30,7 +30,7 @@ UPLOAD_PATH = "/api/comms/uploads"
 
 def body_limit(max_body_bytes: int, media_max_bytes: int) -> dict[str, int]:
     """``BodySizeLimit``'s limit for this path: a whole file up to the media cap."""
-    return {UPLOAD_PATH: max(max_body_bytes, media_max_bytes + 64 * 1024)}
+    return file_upload_limit(UPLOAD_PATH, max_body_bytes, media_max_bytes)
 
 
 @router.post(
@@ -54,9 +54,7 @@ async def upload(
     conv = await bridge.store.get_conversation(thread_id)
     if conv is None:
         raise not_found("thread", thread_id)
-    mime = (content_type or "").strip() or None
-    if mime in ("application/x-www-form-urlencoded", "multipart/form-data", "application/json"):
-        raise BadInput("invalid_upload", "send the file itself as the body, with its own type")
+    mime = declared_file_type(content_type)
     row = await put(
         bridge.store, bridge.settings, await request.body(), mime, name, conversation_id=conv.id
     )
