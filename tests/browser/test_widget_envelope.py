@@ -21,9 +21,10 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from chatbridge.store import Store
 from tests.browser.envelope_agent import ScriptedAgent, ScriptedTurn
 from tests.browser.widget_site import Visit, Widget
-from tests.e2e.harness import Stack, running_stack
+from tests.e2e.harness import Stack, running_stack, wait_until
 
 SEARCHING = "Searching your orders…"
 READING = "Reading order 1042…"
@@ -444,6 +445,40 @@ async def test_an_expired_session_is_shown_and_the_next_message_starts_anew(
     assert after["uid"] != before["uid"] and not after["ended"]
     await expect(ended).to_have_count(1)  # said once
     await expect(widget.bubble("user", "Hello before the break")).to_have_count(1)
+
+
+@pytest.mark.parametrize("bridge_settings", [{"webchat_session_timeout": 2.0}])
+async def test_a_session_that_ended_while_the_visitor_was_away_is_shown_once(
+    site: str, stack: Stack, widget: Widget
+) -> None:
+    page = widget.page
+    await page.goto(site)
+    await widget.open()
+    await widget.say("Hello before the tunnel")
+    await expect(widget.bubble("agent", "Echo: Hello before the tunnel")).to_be_visible()
+    before = await widget.state()
+
+    # offline (the socket gone) while the session expires: its session_expired is missed
+    await page.context.set_offline(True)
+    await stack.bridge.webchat_live.close_all()
+    store = stack.bridge.store
+    await wait_until(lambda: _expired(store, before["session_id"]), timeout=15)
+    await page.context.set_offline(False)
+
+    # back: the bridge no longer has the session (4410 / 404); the widget makes it again
+    # and tells the visitor that the conversation on screen has ended
+    await widget.wait_state(f"s.connected && s.uid !== {before['uid']!r}")
+    ended = widget.log.locator(".notice--ended")
+    await expect(ended).to_have_text(
+        "This conversation has ended. Send a message to start a new one."
+    )
+    await widget.say("Hello after the tunnel")
+    await expect(widget.bubble("agent", "Echo: Hello after the tunnel")).to_be_visible()
+    await expect(ended).to_have_count(1)
+
+
+async def _expired(store: Store, session_id: str) -> bool:
+    return await store.get_session(session_id, timeout=2.0) is None
 
 
 @pytest.mark.parametrize("bridge_settings", [{"webchat_upload_types": []}])
