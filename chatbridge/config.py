@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatbridge import transport_kinds  # each transport kind's needs, as plain data
 from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
+from chatbridge.protocol import FEATURES
 from chatbridge.transport_kinds import Transport as Transport  # re-exported: hub, API
 
 DEFAULT_FALLBACK_TEXT = (
@@ -148,6 +149,22 @@ class AgentConfig(BaseModel):
     max_history: int = Field(
         default=20, ge=0, le=200, description="openai: earlier messages sent along"
     )
+    features: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="protocol 1.3 features the agent takes ("
+        + ", ".join(sorted(FEATURES))
+        + "): it is sent the frames of these only. A ws-dial-in agent announces its own in "
+        "its hello instead",
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - FEATURES)
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; known: {sorted(FEATURES)}")
+        return sorted(set(value))
 
     @model_validator(mode="after")
     def _pick_transport(self) -> AgentConfig:
@@ -178,7 +195,10 @@ class AgentConfig(BaseModel):
     def options(self) -> dict[str, Any]:
         """Transport settings beyond the URL, as the store keeps them (secrets included)."""
         keys = transport_kinds.spec(self.transport).option_keys if self.transport else ()
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if self.features:  # every kind (TransportContext: AgentTransport.features)
+            out["features"] = list(self.features)
+        return out
 
 
 class RouteAgentConfig(BaseModel):

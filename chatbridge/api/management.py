@@ -223,6 +223,8 @@ def agent_config_json(agent_id: str, timeout: float, a: AgentRecord | None) -> d
     for key in spec.option_keys if spec is not None else ():
         if key in options and key not in SECRET_OPTIONS:
             out[key] = options[key]
+    if options.get("features"):  # protocol 1.3, any transport
+        out["features"] = options["features"]
     for key in SECRET_OPTIONS:
         if key in options:
             out[f"{key}_set"] = True
