@@ -74,6 +74,8 @@ from chatbridge.models import JsonObject
 from chatbridge.protocol import (
     DEAD_AFTER_INTERVALS,
     LEGACY_REVISION,
+    LIVE_TYPES,
+    NOTICE_TYPES,
     PROTOCOL,
     PROTOCOL_REVISION,
     Cancel,
@@ -505,6 +507,11 @@ class Agent:
                 if self.handlers.notice is not None:
                     notice = Notice.from_message(frame, obj)
                     self._spawn(self._run_quietly(self.handlers.notice, notice, frame.type))
+            case ErrorMessage() if _refused_live_frame(frame):
+                # A bridge before 1.3 that dialed us: it does not read live frames; stop
+                # sending them on this connection.
+                peer.bridge_version = LEGACY_REVISION
+                log.info("the bridge does not read live frames (before protocol 1.3)")
             case ErrorMessage():
                 log.warning("bridge reported error %s: %s", frame.error_code, frame.error_details)
             case _:
@@ -716,6 +723,14 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refused_live_frame(frame: ErrorMessage) -> bool:
+    """Whether the bridge answered one of our live frames or notices with ``unknown_type``."""
+    details = frame.error_details
+    errors = details.get("errors") if isinstance(details, dict) else None
+    kind = errors.get("type") if isinstance(errors, dict) else None
+    return frame.error_code == "unknown_type" and kind in LIVE_TYPES | NOTICE_TYPES
 
 
 def _is_error_message(data: str | bytes) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, WebSocket
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from chatbridge.agent import Agent, Answer, FileRef, HandTo, Notice, Session, Turn
@@ -27,7 +28,7 @@ from chatbridge.testing.servers import serve_app as serve_http
 from chatbridge.transports.base import TurnRequest
 from chatbridge.transports.hub import AgentHub
 from chatbridge.transports.pull import PullBroker, PullPolicy
-from tests.agent.sdk_helpers import FakeBridge, recv, send
+from tests.agent.sdk_helpers import FakeBridge, recv, round_trip, send
 from tests.transports.hub_helpers import Recorder, serve_app, verify_token
 
 SECRET = "sdk-1-3-secret"
@@ -374,3 +375,32 @@ async def test_malformed_rich_data_answers_handler_error() -> None:
     frame = UserMessage(message_id="t_1", conversation_id="c_1")
     [reply] = await agent.answer(frame, frame.model_dump(mode="json"))
     assert (reply["type"], reply["error_code"]) == ("error_message", "handler_error")
+
+
+async def test_a_served_agent_stops_live_frames_once_an_old_bridge_refuses_one() -> None:
+    """A bridge that dials has no handshake to name its revision: the first live frame goes
+    out, and its ``unknown_type`` answer stops the rest on that connection."""
+    agent = Agent("a1")
+    go_on = asyncio.Event()
+    sent: list[bool] = []
+
+    @agent.on_message
+    async def answer(turn: Turn) -> str:
+        sent.append(await turn.status("Looking"))
+        await go_on.wait()
+        sent.append(await turn.status("Still looking"))
+        sent.append(await turn.notice("note"))
+        return "done"
+
+    async with agent.serving("127.0.0.1", 0) as port, connect(f"ws://127.0.0.1:{port}") as ws:
+        await send(ws, {"type": "user_message", "message_id": "t_1", "conversation_id": "c_1",
+                        "content": "hi"})  # fmt: skip
+        status = await recv(ws)
+        assert status["type"] == "status_update"
+        await send(ws, {"type": "error_message", "error_code": "unknown_type",
+                        "error_details": {"message": "unknown message type 'status_update'",
+                                          "errors": {"type": "status_update"}}})  # fmt: skip
+        await round_trip(ws)  # the agent has read the refusal
+        go_on.set()
+        assert (await recv(ws))["type"] == "agent_message"
+    assert sent == [True, False, False]
