@@ -66,6 +66,9 @@ class AgentEvents:
     if TYPE_CHECKING:
 
         def route_for(self, channel: str, inbox_id: int) -> Route | None: ...
+        async def agent_handoff_outside_turn(
+            self, agent_id: str, conv: ConversationRecord, frame: dict[str, Any]
+        ) -> None: ...
         def route_by_id(self, route_id: int | None) -> Route | None: ...
         def wake_deliveries(self) -> None: ...
         def shows_typing_on(self, channel: str) -> bool: ...
@@ -104,6 +107,9 @@ class AgentEvents:
                 conversation_id,
             )
             self.metrics.agent_replies_dropped.labels(agent_id).inc()
+            return
+        if frame.get("type") == "agent_handoff":  # to another agent, outside a turn (1.3)
+            await self.agent_handoff_outside_turn(agent_id, conv, frame)
             return
         text = frame.get("content")
         attachments = frame.get("attachments") or []

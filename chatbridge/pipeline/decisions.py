@@ -129,6 +129,32 @@ def handoff_target(route: Route, outcome: AgentOutcome) -> RouteAgent | None:
     return None
 
 
+def agent_handoff_event(
+    conv: ConversationRecord,
+    *,
+    from_agent: str,
+    from_role: str | None,
+    to: RouteAgent,
+    reason: str | None,
+) -> dict[str, Any]:
+    """The ``conversation_event`` that tells an agent a conversation was handed to it."""
+    return {
+        "type": "conversation_event",
+        "event": "agent_handoff",
+        "conversation_id": conv.id,
+        "inbox_id": conv.inbox_id,
+        "channel": conv.channel,
+        "reason": reason,
+        "data": {
+            "from_agent": from_agent,
+            "from_role": from_role,
+            "to_agent": to.agent_id,
+            "to_role": to.role,
+            "reason": reason,
+        },
+    }
+
+
 @dataclass(slots=True)
 class TurnPlan:
     """What ``complete_turn`` writes for one ending of a turn."""

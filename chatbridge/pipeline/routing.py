@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.pipeline.breaker import CircuitBreaker
-from chatbridge.store.records import AgentRecord, ClaimedTurn, Route, RouteAgent
+from chatbridge.pipeline.decisions import agent_handoff_event
+from chatbridge.store.records import (
+    AgentRecord,
+    ClaimedTurn,
+    ConversationRecord,
+    DeliverySpec,
+    Route,
+    RouteAgent,
+)
 from chatbridge.store.routing import AgentSpec
 from chatbridge.transports.base import AgentStatus
 
 if TYPE_CHECKING:
     from chatbridge.cluster import Cluster
     from chatbridge.config import Settings
+    from chatbridge.metrics import Metrics
     from chatbridge.store import Store
     from chatbridge.transports.hub import AgentHub
+
+
+log = logging.getLogger("chatbridge.bridge")
 
 
 def hash_token(token: str) -> str:
@@ -43,10 +56,12 @@ class Routing:
     _token_hashes: dict[str, str]
     _agent_records: list[AgentRecord]
     _breakers: dict[str, CircuitBreaker]
+    metrics: Metrics
 
     if TYPE_CHECKING:
 
         def sync_agents(self) -> None: ...
+        def wake_deliveries(self) -> None: ...
 
     async def _seed_mappings(self, mappings: list[InboxMapping]) -> None:
         """Routes from the environment are created if absent (API edits to a route are kept);
@@ -176,6 +191,65 @@ class Routing:
             agent_bot_mode=False,
             created_at=now,
             updated_at=now,
+        )
+
+    async def agent_handoff_outside_turn(
+        self, agent_id: str, conv: ConversationRecord, frame: dict[str, Any]
+    ) -> None:
+        """An ``agent_handoff`` with ``conversation_id`` and no turn: the conversation's next
+        turns go to the target (``to_agent`` / ``to_role``, one of its route's agents), its
+        ``content`` goes to the customer as the handing agent's, and the target is told. A
+        target that is none of the route's agents: logged and dropped, nothing changes."""
+        route = self.route_for(conv.channel, conv.inbox_id)
+        to_agent, to_role = frame.get("to_agent"), frame.get("to_role")
+        target: RouteAgent | None = None
+        if route is not None and isinstance(to_agent, str) and to_agent:
+            target = route.agent_named(to_agent)
+        elif route is not None and isinstance(to_role, str) and to_role:
+            target = route.agent_with_role(to_role)
+        if route is None or target is None:
+            log.warning(
+                "agent %s: agent_handoff to unknown %s dropped conversation=%s",
+                agent_id,
+                f"agent {to_agent!r}" if to_agent else f"role {to_role!r}",
+                conv.id,
+            )
+            self.metrics.agent_errors.labels(agent_id, "agent_handoff_unknown").inc()
+            return
+        await self.store.set_current_agent(conv.id, target.agent_id)
+        handing = route.agent_named(agent_id)
+        role = handing.role if handing else None
+        text = frame.get("content")
+        if isinstance(text, str) and text:
+            meta: dict[str, Any] = {"proactive": True, "agent_id": agent_id}
+            if role is not None:
+                meta["agent_role"] = role
+            await self.store.add_outbound(
+                conv.id,
+                text=text,
+                author="agent",
+                deliveries=[
+                    DeliverySpec("message", self.settings.delivery_max_attempts, text=text)
+                ],
+                meta=meta,
+            )
+            self.wake_deliveries()
+        log.info(
+            "agent %s handed conversation %s to %s (outside a turn)",
+            agent_id,
+            conv.id,
+            target.agent_id,
+        )
+        reason = frame.get("reason")
+        await self.hub.send_event(
+            target.agent_id,
+            agent_handoff_event(
+                conv,
+                from_agent=agent_id,
+                from_role=role,
+                to=target,
+                reason=reason if isinstance(reason, str) else None,
+            ),
         )
 
     def breaker(self, agent_id: str) -> CircuitBreaker:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from chatbridge import clock
 from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.media.signing import SCHEME, sign_frame_media, stored_media_id
-from chatbridge.pipeline.decisions import AgentPick, TurnPlan, pick_agent, plan_outcome
+from chatbridge.pipeline.decisions import (
+    AgentPick,
+    TurnPlan,
+    agent_handoff_event,
+    pick_agent,
+    plan_outcome,
+)
 from chatbridge.pipeline.host import log_failure
 from chatbridge.retry import GiveUp, decide_retry
 from chatbridge.store.outage import hold_on
@@ -384,21 +390,13 @@ class TurnRunner:
             )
             await b.hub.send_event(
                 plan.to_agent.agent_id,
-                {
-                    "type": "conversation_event",
-                    "event": "agent_handoff",
-                    "conversation_id": turn.conversation_id,
-                    "inbox_id": turn.conversation.inbox_id,
-                    "channel": turn.conversation.channel,
-                    "reason": outcome.reason,
-                    "data": {
-                        "from_agent": agent_id,
-                        "from_role": pick.role,
-                        "to_agent": plan.to_agent.agent_id,
-                        "to_role": plan.to_agent.role,
-                        "reason": outcome.reason,
-                    },
-                },
+                agent_handoff_event(
+                    turn.conversation,
+                    from_agent=agent_id,
+                    from_role=pick.role,
+                    to=plan.to_agent,
+                    reason=outcome.reason,
+                ),
             )
 
     async def _make_current(self, turn: ClaimedTurn, agent_id: str) -> bool:

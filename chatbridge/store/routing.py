@@ -189,21 +189,32 @@ class RoutingStore(StoreBase):
         return bool(result.rowcount)
 
     async def set_current_agent(
-        self, conversation_id: str, agent_id: str, *, turn_id: int, owner: str
+        self,
+        conversation_id: str,
+        agent_id: str,
+        *,
+        turn_id: int | None = None,
+        owner: str | None = None,
     ) -> bool:
         """Make ``agent_id`` the agent the conversation's next turns run on
         (``meta[CURRENT_AGENT_KEY]``, and ``agent_id`` of its open turns), fenced by the lease
         ``owner`` holds on turn ``turn_id``: a turn that lost its lease changes nothing.
         Written before the turn's outcome, so the next turn (claimable the moment that
-        outcome commits) sees it.
+        outcome commits) sees it. Without ``turn_id`` (an agent's handoff outside a turn),
+        unfenced.
 
         Returns:
-            False when the lease was lost (nothing written).
+            False when the lease was lost, or there is no such conversation (nothing written).
         """
+        fence = (
+            ""
+            if turn_id is None
+            else " AND EXISTS (SELECT 1 FROM turns"
+            f" WHERE turns.id = :turn_id AND {held_by_sql(':owner', alias='turns')})"
+        )
         stmt = text(
             f"UPDATE conversations SET meta = {_SET_CURRENT_AGENT[self.dialect]}"
-            " WHERE id = :conversation_id AND EXISTS (SELECT 1 FROM turns"
-            f" WHERE turns.id = :turn_id AND {held_by_sql(':owner', alias='turns')})"
+            f" WHERE id = :conversation_id{fence}"
         )
         async with self._tx() as conn:
             result = await conn.execute(

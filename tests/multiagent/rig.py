@@ -36,8 +36,15 @@ class ScriptedAgent:
         self.answer = answer
         self.turns: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.connection: ServerConnection | None = None
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send a frame of the agent's own (outside a turn) on its newest connection."""
+        assert self.connection is not None, "the bridge has not connected"
+        await self.connection.send(json.dumps(frame))
 
     async def _serve(self, ws: ServerConnection) -> None:
+        self.connection = ws
         async for raw in ws:
             frame = json.loads(raw)
             if frame.get("type") == "ping":

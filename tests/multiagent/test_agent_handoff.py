@@ -170,3 +170,45 @@ async def test_a_route_without_agents_is_the_single_agent_route_it_always_was(
             "guide",
             None,  # the bridge's fallback is not an agent's answer
         ]
+
+
+async def test_an_agent_hands_over_outside_a_turn(sqlite_url: str) -> None:
+    async with two_agent_stack(sqlite_url, guide_answer) as rig:
+        await rig.say("Hello")
+        assert await rig.wait_replies(1) == ["Guide here: Hello"]
+        conversation_id = rig.guide.turns[0]["conversation_id"]
+        # a target that is none of the route's agents: dropped, nothing is sent
+        await rig.guide.send(
+            {
+                "type": "agent_handoff",
+                "conversation_id": conversation_id,
+                "to_agent": "nobody",
+                "content": "Nobody will answer.",
+            }
+        )
+        await rig.guide.send(
+            {
+                "type": "agent_handoff",
+                "conversation_id": conversation_id,
+                "to_agent": "specialist",
+                "reason": "shift change",
+                "content": "Our specialist takes it from here.",
+            }
+        )
+        assert (await rig.wait_replies(2))[1] == "Our specialist takes it from here."
+        await wait_until(lambda: rig.specialist_events)
+        [event] = rig.specialist_events
+        assert event.event == "agent_handoff" and event.data["from_agent"] == "guide"
+        assert event.raw["reason"] == "shift change"
+        await rig.say("Are you there?")
+        assert (await rig.wait_replies(3))[2] == "Billing here: Are you there?"
+        await rig.idle()
+        assert rig.replies() == [
+            "Guide here: Hello",
+            "Our specialist takes it from here.",
+            "Billing here: Are you there?",
+        ]
+        out = [
+            m for m in await rig.bridge.store.list_messages(conversation_id) if m.direction == "out"
+        ]
+        assert [m.meta.get("agent_id") for m in out] == ["guide", "guide", "specialist"]
