@@ -207,7 +207,7 @@ async def stored_out(stack: Stack, widget: Widget) -> list[tuple[str, str]]:
 
 
 async def test_status_then_progress_then_the_reply_clears_them(
-    site: str, stack: Stack, widget: Widget, gates: Gates
+    site: str, stack: Stack, widget: Widget, gates: Gates, scripted: ScriptedAgent
 ) -> None:
     page = widget.page
     live = widget.host.locator(".live")
@@ -229,7 +229,11 @@ async def test_status_then_progress_then_the_reply_clears_them(
     await expect(bar).to_have_attribute("aria-valuenow", "40")
     assert await live.count() == 1
     state = await widget.state()
-    assert state["live"]["text"] == READING and state["live"]["progress"] == 0.4
+    assert state["live"] == {
+        "turn_id": scripted.turns[0]["message_id"],  # the turn the agent is working on
+        "text": READING,
+        "progress": 0.4,
+    }
     await widget.screenshot("widget-status.png")
 
     gates["reply"].set()
