@@ -125,7 +125,7 @@
     if (p.handoff_summary) parts.push(`handoff summary (${p.summary_messages} messages)`);
     else if (p.summary_messages !== d.summary_messages) parts.push(`summary of ${p.summary_messages} messages`);
     if (p.working_notice_after != null) parts.push(`“${p.working_notice_text}” after ${fmtSeconds(p.working_notice_after)}`);
-    if (p.notices_to_channel) parts.push("notices to the channel");
+    if (p.notices_to_channel) parts.push("notices sent to the customer");
     const ignored = IGNORE.reduce((n, [k]) => n + (p.ignore[k] || []).length, 0);
     if (ignored) parts.push(`ignores ${ignored}`);
     return parts;
@@ -310,7 +310,7 @@
             hint: "a turn still running this long sends one notice (not on the web chat, which shows the agent's live status); empty: never",
           }),
           field("policies.working_notice_text", "Working notice text", c.working_notice_text),
-          check("policies.notices_to_channel", "Notices to the channel", c.notices_to_channel, "the agent's system and warning notices reach the customer's channel too; the web chat and the console always show them"),
+          check("policies.notices_to_channel", "Send notices to the customer", c.notices_to_channel, "the agent’s system and warning notices go out on this channel too; the web chat and the console always show them"),
         ),
         h(
           "fieldset",
