@@ -46,8 +46,9 @@ _VALUE = 1000
 
 
 class _Shape(BaseModel):
-    # Unknown fields are dropped (the protocol's rule), numbers accepted where text is wanted.
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    # Unknown fields are dropped (the protocol's rule), numbers accepted where text is wanted;
+    # NaN and infinities (which Python's JSON reader lets through) are not numbers to show.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class CardButton(_Shape):
@@ -97,7 +98,7 @@ class Table(_Shape):
     """Since 1.3. Named columns and rows of cells (text, numbers or null); every row has
     exactly one cell per column."""
 
-    model_config = ConfigDict(extra="ignore")  # cells keep their numbers
+    model_config = ConfigDict(coerce_numbers_to_str=False)  # cells keep their numbers
 
     kind: Literal["table"] = "table"
     columns: list[Annotated[str, Field(max_length=_TITLE)]] = Field(min_length=1, max_length=50)
@@ -115,8 +116,6 @@ class Table(_Shape):
 
 class Series(_Shape):
     """One named series: a value per label."""
-
-    model_config = ConfigDict(extra="ignore")
 
     name: str = Field(min_length=1, max_length=_TITLE)
     values: list[float] = Field(max_length=100)

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatbridge.protocol import (
     AGENT_TYPES,
@@ -268,3 +270,28 @@ def test_the_schema_and_the_models_agree_on_malformed_rich_data(data: dict[str, 
     assert not validator.is_valid(frame)
     with pytest.raises(ProtocolError):
         parse_agent_frame(frame)
+
+
+@settings(max_examples=300)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda children: st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["kind", "cards", "options", "columns", "rows", "labels", "series",
+                             "title", "values", "name", "chart", "buttons"]),
+            children,
+            max_size=4,
+        ),
+        max_leaves=15,
+    )
+)  # fmt: skip
+def test_any_data_on_a_reply_is_read_or_refused_as_invalid_message(data: Any) -> None:
+    frame = {"type": "agent_message", "message_id": "t", "data": data}
+    try:
+        parsed = parse_agent_frame(frame)
+    except ProtocolError as exc:
+        assert exc.code == "invalid_message"
+        return
+    assert isinstance(parsed, AgentMessage)
+    assert parsed.data is None or dump_rich_data(parsed.data)["kind"] == data["kind"]
