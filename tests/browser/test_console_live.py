@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from chatbridge.policies.model import RoutePolicies
 from tests.browser.console_fixtures import ADMIN_KEY, Operator, operator, shoot
+from tests.browser.test_console_policies import chatwoot_route, open_editor
 from tests.e2e.harness import Stack, running_stack, wait_until
 from tests.live.rig import ScriptedAgent, Turn, scripted_agent
 
@@ -95,3 +97,34 @@ async def test_the_conversation_view_shows_live_status_notices_and_who_answered(
     await expect(agent.locator(".agent-name")).to_have_text("agent1")
     await expect(agent.locator(".rich-data")).to_have_text("Cards: Blue teapot · Green teapot")
     await expect(line).to_be_hidden()
+
+
+async def test_the_route_editor_sets_the_working_notice_and_notices(
+    operator: Operator, console_stack: Stack
+) -> None:
+    page = operator.page
+    await operator.log_in()
+    form = await open_editor(operator)
+    after = form.get_by_label("Working notice after (s)")
+    await expect(after).to_have_value("")
+    await expect(form.get_by_label("Working notice text")).to_have_value("Working on it…")
+    await after.fill("0")
+    await form.get_by_role("button", name="Save route").click()
+    field = form.locator('[data-path="policies.working_notice_after"]')
+    await expect(field.locator(".field-error")).to_contain_text("more than 0")
+    assert chatwoot_route(console_stack).policies == RoutePolicies()  # nothing saved
+
+    await after.fill("4.5")
+    await form.get_by_label("Working notice text").fill("One moment, I am on it.")
+    await form.get_by_role("checkbox", name="Send notices to the customer").check()
+    await expect(form.locator(".policy-summary")).to_contain_text(
+        "“One moment, I am on it.” after 4.5 s · notices sent to the customer"
+    )
+    await form.get_by_role("button", name="Save route").click()
+    row = page.locator('#routes tr[data-route="chatwoot:1"]')
+    await expect(row.locator(".policies-cell")).to_contain_text("after 4.5 s")
+    assert chatwoot_route(console_stack).policies == RoutePolicies(
+        working_notice_after=4.5,
+        working_notice_text="One moment, I am on it.",
+        notices_to_channel=True,
+    )
