@@ -828,7 +828,8 @@
   function conversationEnded(reason) {
     if (S.endedUid != null && S.endedUid === S.uid) return;
     S.endedUid = S.uid;
-    if (!el.log.querySelector(".msg")) return; // nothing on screen has ended
+    // nothing on screen has ended (a returning visitor's unsent messages are not a conversation)
+    if (!el.log.querySelector(".msg:not(.msg--pending)")) return;
     var text = ENDED_BECAUSE[reason] || "This conversation has ended.";
     var view = makeRow("system", text + " Send a message to start a new one.", null, "system");
     view.row.classList.add("notice--ended");
@@ -859,7 +860,7 @@
     var id = str(a.file_id) || str(a.id) || (raw && /^media:/.test(raw) ? raw.slice(6) : null);
     var url = safeUrl(raw);
     var name = str(a.name) || str(a.file_name) || str(a.filename);
-    if (!name && url) name = decodeURIComponent(new URL(url).pathname.split("/").pop() || "");
+    if (!name && url) name = lastSegment(url);
     return {
       id: id,
       name: name || "file",
@@ -868,6 +869,16 @@
       url: url,
       preview: null,
     };
+  }
+
+  /** A URL's last path segment, decoded when it can be (a name for a file without one). */
+  function lastSegment(url) {
+    var segment = new URL(url).pathname.split("/").pop() || "";
+    try {
+      return decodeURIComponent(segment);
+    } catch (e) {
+      return segment;
+    }
   }
 
   function sizeText(bytes) {
@@ -1034,6 +1045,7 @@
     }
     Promise.resolve(start())
       .then(function () {
+        if (up.state === "removed") return null; // taken away (or uploads are off here)
         if (!S.sessionId) throw new ApiError(0, "no_session", "the chat is not connected", null);
         return sendFile(up, file, true);
       })
@@ -1161,6 +1173,7 @@
 
   function removeUpload(up) {
     if (up.xhr) up.xhr.abort();
+    if (up.preview) URL.revokeObjectURL(up.preview);
     up.state = "removed";
     if (up.chip) up.chip.remove();
     S.uploads = S.uploads.filter(function (u) {
