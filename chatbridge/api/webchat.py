@@ -103,6 +103,10 @@ def addressing(agent: Any, role: Any) -> dict[str, str] | None:
             continue
         if not isinstance(value, str) or not 0 < len(value) <= 200:
             raise BadInput("invalid_message", f"{key} must be a string of 1 to 200 characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput("invalid_message", f"{key} has an unpaired surrogate") from None
         out[key] = value
     return out or None
 

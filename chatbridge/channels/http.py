@@ -298,11 +298,12 @@ def _attachments(payload: Mapping[str, Any]) -> list[Attachment]:
 def _addressing(metadata: Mapping[str, Any]) -> dict[str, str]:
     """``metadata.agent`` / ``metadata.role``: the customer addresses one of the route's
     agents (protocol 1.3, docs/multi-agent.md); anything but a short string is ignored."""
-    return {
-        key: value
-        for key in ("agent", "role")
-        if isinstance(value := metadata.get(key), str) and 0 < len(value) <= 200
-    }
+    out: dict[str, str] = {}
+    for key in ("agent", "role"):
+        value = metadata.get(key)
+        if isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable():
+            out[key] = value
+    return out
 
 
 def _message(payload: Mapping[str, Any], inbox_id: int, received_at: float) -> ParsedWebhook:

@@ -180,3 +180,16 @@ def test_a_handoff_to_no_one_fails_the_turn_by_the_routes_rule(on_failure: str) 
         assert (plan.outcome, plan.reply_text) == ("fallback", "Sorry, try again later.")
     else:
         assert plan.outcome == "fallback_handoff" and plan.handoff
+
+
+def test_a_web_chat_frame_addresses_with_short_strings_only() -> None:
+    from chatbridge.api.webchat import addressing
+    from chatbridge.errors import BadInput
+
+    assert addressing(None, None) is None
+    assert addressing("billing-bot", None) == {"agent": "billing-bot"}
+    assert addressing(None, "Billing") == {"role": "Billing"}
+    for agent, role in ((42, None), ("", None), (None, "x" * 201), (None, "\ud800"), ([], "r")):
+        with pytest.raises(BadInput) as refused:
+            addressing(agent, role)
+        assert refused.value.code == "invalid_message"
