@@ -129,15 +129,21 @@ async def two_agent_stack(
     *,
     agents: list[RouteAgentConfig] | None = None,
     webchat: bool = False,
+    guide_sdk: Agent | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
     """Chatwoot inbox 1 (and with ``webchat``, web chat inbox 1) routed to the guide (default,
     role ``guide``) and the specialist (role ``billing``), both connected when the block
-    starts."""
+    starts. With ``guide_sdk`` the guide is that SDK agent (served for the bridge to dial)
+    instead of the scripted one."""
     guide = ScriptedAgent(guide_answer)
     specialist, specialist_turns, specialist_events = specialist_agent()
     async with AsyncExitStack() as exits:
-        guide_url = await exits.enter_async_context(guide.serving())
+        if guide_sdk is None:
+            guide_url = await exits.enter_async_context(guide.serving())
+        else:
+            port = await exits.enter_async_context(guide_sdk.serving("127.0.0.1", 0))
+            guide_url = f"ws://127.0.0.1:{port}"
         mock_app = create_mock_chatwoot(api_token=TOKEN)
         chatwoot_url = await exits.enter_async_context(serve_app(mock_app))
         route_agents = (

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chatbridge.agent import Agent, HandTo, Turn
 from chatbridge.store.records import CURRENT_AGENT_KEY
 from tests.e2e.harness import wait_until
 from tests.multiagent.rig import two_agent_stack
@@ -212,3 +213,31 @@ async def test_an_agent_hands_over_outside_a_turn(sqlite_url: str) -> None:
             m for m in await rig.bridge.store.list_messages(conversation_id) if m.direction == "out"
         ]
         assert [m.meta.get("agent_id") for m in out] == ["guide", "guide", "specialist"]
+
+
+async def test_sdk_agents_hand_over_with_hand_to(database_url: str) -> None:
+    """The same with the SDK on both ends: the guide returns ``HandTo(role=…)``."""
+    guide = Agent("guide", reconnect_initial_delay=0.02, reconnect_max_delay=0.1)
+    seen: list[tuple[str | None, str | None]] = []
+
+    @guide.on_message
+    async def answer(turn: Turn) -> str | HandTo:
+        seen.append((turn.agent, turn.role))
+        if "invoice" in turn.content.lower():
+            return HandTo(role="billing", reason="an invoice question", content=HANDING)
+        return f"Guide here: {turn.content}"
+
+    async with two_agent_stack(database_url, guide_answer, guide_sdk=guide) as rig:
+        await rig.say("Hello")
+        await rig.say("About my invoice")
+        await rig.wait_replies(2)
+        await rig.say("It lists two plans")
+        assert await rig.wait_replies(3) == [
+            "Guide here: Hello",
+            HANDING,
+            "Billing here: It lists two plans",
+        ]
+        assert seen == [("guide", "guide"), ("guide", "guide")]
+        assert [(t.agent, t.role) for t in rig.specialist_turns] == [("specialist", "billing")]
+        await wait_until(lambda: rig.specialist_events)
+        assert rig.specialist_events[0].data["from_agent"] == "guide"
