@@ -137,6 +137,22 @@ def test_a_turn_always_runs_on_one_of_the_routes_agents(
     )
 
 
+@given(
+    current=st.one_of(st.none(), st.sampled_from(["guide", "billing-bot", "ship-bot", "x"])),
+    agent=st.one_of(st.none(), st.sampled_from(["ship-bot", "billing", "Guide", "nobody", ""])),
+    role=st.one_of(st.none(), st.sampled_from(["BILLING", "shipping", "legal", ""])),
+)
+def test_a_turn_is_queued_for_the_agent_that_runs_it(
+    current: str | None, agent: str | None, role: str | None
+) -> None:
+    """The ingest's ``Route.queued_agent`` (what replicas claim by) and the runner's
+    ``pick_agent`` agree, so a turn is claimed where its agent is."""
+    meta = {k: v for k, v in (("agent", agent), ("role", role)) if v is not None}
+    c = conv(current)
+    assert MULTI.queued_agent(c.meta, meta) == pick_agent(MULTI, c, [msg(**meta)]).agent_id
+    assert route().queued_agent(c.meta, meta) == "guide"
+
+
 def handoff(**kw: Any) -> AgentOutcome:
     return AgentOutcome("agent_handoff", kw.pop("content", None), reason="billing", **kw)
 
