@@ -26,7 +26,7 @@ import websockets
 from chatbridge.agent import Agent, Turn
 from chatbridge.agent.pull import PullClient, PullConfig
 from chatbridge.api.app import create_app
-from chatbridge.config import AgentConfig, InboxMapping, Settings
+from chatbridge.config import AgentConfig, InboxMapping, RouteAgentConfig, Settings
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.policies.model import DEFAULT_POLICIES, RoutePolicies
 from chatbridge.testing.mock_agent import build_mock_agent, echo_text, split_chunks
@@ -93,6 +93,7 @@ async def cluster(
     n: int = 2,
     webchat: bool = False,
     policies: RoutePolicies = DEFAULT_POLICIES,
+    agents: list[RouteAgentConfig] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Cluster]:
     await _redis_up()
@@ -100,7 +101,11 @@ async def cluster(
     async with AsyncExitStack() as exits:
         mock_app = create_mock_chatwoot(api_token=TOKEN)
         chatwoot_url = await exits.enter_async_context(serve_app(mock_app))
-        mappings = [InboxMapping(inbox_id=1, agent_config=agent_config, policies=policies)]
+        mappings = [
+            InboxMapping(
+                inbox_id=1, agent_config=agent_config, policies=policies, agents=agents or []
+            )
+        ]
         if webchat:
             mappings.append(InboxMapping(channel="webchat", inbox_id=1, agent_config=agent_config))
         replicas = []
