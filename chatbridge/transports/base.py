@@ -125,16 +125,21 @@ def announced_features(options: JsonObject) -> frozenset[str]:
 class Capabilities:
     """What a transport can carry at all; the contract suite checks the rest of it.
 
-    An openai model cannot decline to answer or hand a conversation over, and neither an
-    openai nor an http-pull agent can be sent an event (nothing reaches it but its turns).
+    An openai model cannot decline to answer or hand a conversation over (to a human or, since
+    protocol 1.3, to another agent), and neither an openai nor an http-pull agent can be sent
+    an event (nothing reaches it but its turns).
     ``cancel``: the agent learns that a turn was withdrawn (a ``cancel`` frame, or its request
     cut); an http-pull agent does not, and only finds its late answer refused.
+    ``live``: the agent can report while it works (protocol 1.3 status, progress and file
+    frames, notices), which reach ``TransportContext.on_live`` / ``on_notice``; an openai
+    model cannot, nor can a mock's plain function.
     """
 
     no_reply: bool = True
     handoff: bool = True
     events: bool = True
     cancel: bool = True
+    live: bool = True
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

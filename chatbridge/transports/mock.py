@@ -37,7 +37,7 @@ class MockAgentTransport(LocalTurns):
     """Runs each turn by calling ``handler`` (see the module docstring)."""
 
     spec = TransportSpec("mock", "chatbridge.transports.mock:MockAgentTransport")
-    capabilities = Capabilities()
+    capabilities = Capabilities(live=False)  # a function returns its answer, nothing before
 
     def __init__(self, handler: TurnHandler, agent_id: str = "mock-agent") -> None:
         super().__init__(agent_id)

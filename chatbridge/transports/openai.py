@@ -320,7 +320,7 @@ class OpenAITransport(LocalTurns):
     ``max_history``."""
 
     spec = spec("openai")
-    capabilities = Capabilities(no_reply=False, handoff=False, events=False)
+    capabilities = Capabilities(no_reply=False, handoff=False, events=False, live=False)
 
     def __init__(
         self,

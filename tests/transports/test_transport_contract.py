@@ -4,9 +4,10 @@ Each kind runs against a real agent over real sockets on 127.0.0.1: the agent SD
 (``chatbridge.agent``) served for ws-dial-out, dialing in for ws-dial-in, polling for
 http-pull (against a minimal turns endpoint over the transport's broker) and answering POSTs
 for http-webhook; the fake OpenAI-compatible server for openai. The agent answers by the turn's
-text: ``silent`` declines (no_reply), ``human`` hands over (with a summary), ``fail`` reports
-an error, ``hang`` holds the turn until the test ends (or the turn is cancelled), anything else
-is echoed.
+text: ``silent`` declines (no_reply), ``human`` hands over (with a summary), ``specialist``
+hands to another agent (protocol 1.3), ``work`` reports a status and a notice before it answers
+(1.3), ``fail`` reports an error, ``hang`` holds the turn until the test ends (or the turn is
+cancelled), anything else is echoed.
 
 What a transport cannot carry at all it declares in its ``Capabilities``; the suite then
 checks that it says so and does not pretend (an openai model asked to stay silent replies).
@@ -27,7 +28,17 @@ import pytest
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from chatbridge.agent import Agent, Event, Handoff, NoReply, PullClient, PullConfig, Turn, TurnError
+from chatbridge.agent import (
+    Agent,
+    Event,
+    Handoff,
+    HandTo,
+    NoReply,
+    PullClient,
+    PullConfig,
+    Turn,
+    TurnError,
+)
 from chatbridge.config import Settings
 from chatbridge.errors import AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.metrics import Metrics
@@ -65,11 +76,21 @@ class Script:
     got_event: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)  # a held turn was cancelled
     cancelled_turns: list[bool] = field(default_factory=list)  # ``turn.cancelled`` when stopped
+    live: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # what on_live got
+    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # on_notice
 
-    async def answer(self, content: str) -> str | NoReply | Handoff:
+    async def on_live(self, agent_id: str, frame: dict[str, Any]) -> None:
+        self.live.append((agent_id, frame))
+
+    async def on_notice(self, agent_id: str, frame: dict[str, Any]) -> None:
+        self.notices.append((agent_id, frame))
+
+    async def answer(self, content: str) -> str | NoReply | Handoff | HandTo:
         match content:
             case "silent":
                 return NoReply()
+            case "specialist":
+                return HandTo(role="specialist", reason="tax question", content="One moment.")
             case "human":
                 return Handoff(
                     reason="asked for a human", content="One moment.", summary="Wants a person."
@@ -91,7 +112,10 @@ class Script:
         agent = Agent(AGENT)
 
         @agent.on_message
-        async def on_message(turn: Turn) -> str | NoReply | Handoff:
+        async def on_message(turn: Turn) -> str | NoReply | Handoff | HandTo:
+            if turn.content == "work":
+                await turn.status("Working on it")
+                await turn.notice("Heads up", level="warning")
             try:
                 return await self.answer(turn.content)
             except asyncio.CancelledError:
@@ -116,6 +140,10 @@ class Script:
             case Handoff():
                 return AgentOutcome(
                     "handoff", answer.content, reason=answer.reason, summary=answer.summary
+                )
+            case HandTo():
+                return AgentOutcome(
+                    "agent_handoff", answer.content, reason=answer.reason, to_role=answer.role
                 )
             case _:
                 return answer
@@ -300,8 +328,8 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         retry_base_seconds=0.02,
         pull_max_wait=1.0,
     )
-    ctx = TransportContext(settings, Metrics())
     script = Script()
+    ctx = TransportContext(settings, Metrics(), on_live=script.on_live, on_notice=script.on_notice)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(ctx.aclose)
         h = await wire(request.param, ctx, script, stack)
@@ -355,6 +383,38 @@ async def test_an_agent_can_hand_the_conversation_over(harness: Harness) -> None
         )
     else:
         assert outcome.kind == "reply"
+
+
+async def test_an_agent_can_hand_the_conversation_to_another_agent(harness: Harness) -> None:
+    outcome = await run(harness, "specialist")
+    if harness.transport.capabilities.handoff:
+        assert (outcome.kind, outcome.to_role, outcome.to_agent) == (
+            "agent_handoff",
+            "specialist",
+            None,
+        )
+        assert (outcome.reason, outcome.content) == ("tax question", "One moment.")
+    else:
+        assert outcome.kind == "reply"
+
+
+async def test_what_the_agent_reports_while_it_works_reaches_the_bridge(harness: Harness) -> None:
+    outcome = await run(harness, "work")
+    assert outcome.kind == "reply"
+    script = harness.script
+    if not harness.transport.capabilities.live:
+        assert (script.live, script.notices) == ([], [])
+        return
+    assert script.live == [
+        (
+            AGENT,
+            {"type": "status_update", "message_id": "t_1", "conversation_id": "c_1",
+             "content": "Working on it"},
+        )
+    ]  # fmt: skip
+    assert [(a, f["type"], f["conversation_id"], f["content"]) for a, f in script.notices] == [
+        (AGENT, "warning_message", "c_1", "Heads up")
+    ]
 
 
 async def test_an_agent_error_ends_the_turn_as_an_error_outcome(harness: Harness) -> None:
