@@ -105,6 +105,7 @@ CHART = {
     "labels": ["Jan", "Feb", "Mar"],
     "series": [{"name": "Kyusu", "values": [12, 18, 9]}, {"name": "Family", "values": [5, 7, 11]}],
 }
+HAND_MIXED = "Glazes are mixed by hand; colours vary a little."
 NEW_LID = "Thanks, I can see the crack. A new lid is on its way."
 LABEL = {
     "url": "https://shop.example/labels/1042.pdf",
@@ -165,6 +166,8 @@ async def envelope_script(turn: ScriptedTurn, gates: Gates) -> None:
         await turn.reply("A card for you:", data=HOSTILE)
     elif text == "Which glaze?":
         await turn.reply("Pick a glaze:", data=GLAZES)
+        await gates.wait("glaze_notice")
+        await turn.notice("system", HAND_MIXED)  # after the reply is shown: outside the turn
     elif turn.files:
         ref = turn.files[0]
         gates["file"].set()
@@ -280,7 +283,7 @@ async def test_notices_are_drawn_apart_from_the_agent(
 
 
 async def test_rich_data_renders_and_a_quick_reply_reaches_the_agent(
-    site: str, stack: Stack, widget: Widget, scripted: ScriptedAgent
+    site: str, stack: Stack, widget: Widget, scripted: ScriptedAgent, gates: Gates
 ) -> None:
     page = widget.page
     await page.goto(site)
@@ -321,6 +324,9 @@ async def test_rich_data_renders_and_a_quick_reply_reaches_the_agent(
     await widget.say("Which glaze?")
     replies = widget.log.locator(".msg--agent .quick-reply")
     await expect(replies).to_have_text(["Celadon green", "Tenmoku", "Shino white"])
+    # a notice after them is no answer: the quick replies stay open
+    gates["glaze_notice"].set()
+    await expect(widget.log.locator(".notice--system")).to_have_text(HAND_MIXED)
     await expect(replies.nth(0)).to_be_enabled()
     await widget.screenshot("widget-rich-data.png")
 

@@ -690,7 +690,8 @@
       if (!quiet) noteUnread(role);
     }
     clearChoices(); // a newer message closes the choices offered before it
-    closeReplies(); // ... and the quick replies (kept on screen, disabled)
+    // ... and the quick replies (kept on screen, disabled); a notice is no answer to them
+    if (role !== "system") closeReplies();
     if (agentSide && m.interactive) showChoices(view, m.interactive);
     if (role !== "system") {
       var files = (Array.isArray(m.attachments) ? m.attachments : []).map(attachmentOf);
