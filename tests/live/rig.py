@@ -1,7 +1,8 @@
-"""A scripted agent for the live-status tests: a real WebSocket server the bridge dials out
-to, where each ``user_message`` runs the test's ``script(turn)``. The script sends raw
-protocol 1.3 frames (``turn.send({...})``), so the test says exactly what crossed the wire;
-``turn.gate(name)`` holds it until the test opens that gate (no sleeps)."""
+"""The scripted agent of the live-status tests: the widget tests' raw-frame agent
+(``tests/browser/envelope_agent.py``, a real WebSocket server the bridge dials out to) with
+named gates, so a script holds a turn until the test opens its gate (no sleeps). The script
+sends raw protocol 1.3 frames: the test says exactly what crossed the wire. A script that
+failed fails the test when the agent stops."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from tests.browser.envelope_agent import ScriptedAgent as EnvelopeAgent
+from tests.browser.envelope_agent import ScriptedTurn
 
 Frame = dict[str, Any]
 
@@ -33,25 +34,32 @@ class Gates:
 
 @dataclass
 class Turn:
-    frame: Frame
-    ws: ServerConnection
+    """One ``user_message`` the script answers, frame by frame."""
+
+    inner: ScriptedTurn
     gates: Gates
 
     @property
+    def frame(self) -> Frame:
+        return self.inner.frame
+
+    @property
     def key(self) -> str:
-        return str(self.frame["message_id"])
+        return self.inner.id
 
     @property
     def content(self) -> str:
-        return str(self.frame.get("content") or "")
+        return self.inner.content
 
     async def send(self, frame: Frame) -> None:
-        """A frame about this turn (``message_id`` set unless the frame names its own)."""
-        await self.ws.send(json.dumps({"message_id": self.key, **frame}))
+        """A frame about this turn (its ``message_id`` and ``conversation_id``)."""
+        await self.inner.send(frame)
 
     async def say(self, frame: Frame) -> None:
         """A frame outside the turn: the conversation's id, no ``message_id``."""
-        await self.ws.send(json.dumps({"conversation_id": self.frame["conversation_id"], **frame}))
+        await self.inner.ws.send(
+            json.dumps({"conversation_id": self.inner.conversation_id, **frame})
+        )
 
     async def gate(self, name: str, timeout: float = 20.0) -> None:
         await asyncio.wait_for(self.gates[name].wait(), timeout)
@@ -65,7 +73,12 @@ class ScriptedAgent:
     port: int
     gates: Gates
     turns: list[Turn]
-    errors: list[Frame]  # error_message frames the bridge answered with
+    envelope: EnvelopeAgent
+
+    @property
+    def errors(self) -> list[Frame]:
+        """``error_message`` frames the bridge answered with."""
+        return self.envelope.errors
 
 
 @asynccontextmanager
@@ -73,32 +86,13 @@ async def scripted_agent(script: Script) -> AsyncIterator[ScriptedAgent]:
     """Serve the agent on 127.0.0.1 while the block runs."""
     gates = Gates()
     turns: list[Turn] = []
-    errors: list[Frame] = []
-    tasks: set[asyncio.Task[None]] = set()
 
-    async def handler(ws: ServerConnection) -> None:
-        try:
-            async for raw in ws:
-                frame = json.loads(raw)
-                kind = frame.get("type")
-                if kind == "ping":
-                    await ws.send(json.dumps({"type": "pong"}))
-                elif kind == "error_message":
-                    errors.append(frame)
-                elif kind == "user_message":
-                    turn = Turn(frame, ws, gates)
-                    turns.append(turn)
-                    task = asyncio.create_task(script(turn))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-        except ConnectionClosed:
-            pass
+    async def run(inner: ScriptedTurn) -> None:
+        turn = Turn(inner, gates)
+        turns.append(turn)
+        await script(turn)
 
-    async with serve(handler, "127.0.0.1", 0) as server:
-        port = int(next(iter(server.sockets)).getsockname()[1])
-        try:
-            yield ScriptedAgent(port, gates, turns, errors)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    envelope = EnvelopeAgent(run)
+    async with envelope.serving() as port:
+        yield ScriptedAgent(port, gates, turns, envelope)
+    assert envelope.failures == [], envelope.failures
