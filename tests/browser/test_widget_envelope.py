@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from chatbridge.store import Store
 from tests.browser.envelope_agent import ScriptedAgent, ScriptedTurn
@@ -386,12 +386,29 @@ async def test_a_file_reaches_the_agent_and_its_events_show_under_it(
     await widget.host.get_by_role("button", name="Remove setup.exe").click()
     await expect(widget.host.locator(".tray")).to_be_hidden()
 
+    # a slow upload: the message waits for it (Send stays off, Enter sends nothing)
+    held = asyncio.Event()
+
+    async def slow_upload(route: Route) -> None:
+        await held.wait()
+        await route.continue_()
+
+    await page.route("**/api/webchat/upload", slow_upload)
     await widget.host.locator("input[type=file]").set_input_files(
         {"name": "lid.png", "mimeType": "image/png", "buffer": photo}
     )
+    await expect(widget.host.locator(".tray .chip[data-state=uploading]")).to_contain_text(
+        "lid.png"
+    )
+    await widget.say("The lid arrived cracked")
+    await expect(widget.send_button).to_be_disabled()
+    await expect(widget.input).to_have_value("The lid arrived cracked")
+    assert await widget.log.locator(".msg--user").count() == 0
+    held.set()
     ready = widget.host.locator(".tray .chip[data-state=ready]")
     await expect(ready).to_contain_text("lid.png")
-    await widget.say("The lid arrived cracked")
+    await expect(widget.send_button).to_be_enabled()
+    await widget.input.press("Enter")
     sent = widget.log.locator(".msg--user").filter(has_text="The lid arrived cracked")
     await expect(sent.locator("img.att-img")).to_have_attribute("alt", "lid.png")
     await expect(widget.host.locator(".tray")).to_be_hidden()
