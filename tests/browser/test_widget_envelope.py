@@ -470,6 +470,9 @@ async def test_an_expired_session_is_shown_and_the_next_message_starts_anew(
     await expect(widget.bubble("agent", "Echo: Hello after the break")).to_be_visible()
     after = await widget.state()
     assert after["uid"] != before["uid"] and not after["ended"]
+    # the new session's session_created is kept, not shown: the one note is the ending
+    assert after["session_data"]["uid"] == after["uid"]
+    await expect(widget.log.locator(".notice, .system")).to_have_count(1)
     await expect(ended).to_have_count(1)  # said once
     await expect(widget.bubble("user", "Hello before the break")).to_have_count(1)
 
