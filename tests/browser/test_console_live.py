@@ -30,6 +30,10 @@ CARDS: dict[str, Any] = {
 
 
 async def answer(turn: Turn) -> None:
+    if "choices" in turn.content:
+        quick = {"kind": "quick_replies", "options": [{"title": "Yes"}, {"title": "No"}]}
+        await turn.send({"type": "agent_message", "data": quick})
+        return
     await turn.say({"type": "system_message", "content": "The shop's assistant is in test mode."})
     await turn.say({"type": "warning_message", "content": "Deliveries to Norway are delayed."})
     await turn.send({"type": "status_update", "content": "Searching the catalogue…"})
@@ -97,6 +101,13 @@ async def test_the_conversation_view_shows_live_status_notices_and_who_answered(
     await expect(agent.locator(".agent-name")).to_have_text("agent1")
     await expect(agent.locator(".rich-data")).to_have_text("Cards: Blue teapot · Green teapot")
     await expect(line).to_be_hidden()
+
+    # a reply of rich data alone: its summary stands for the message
+    r = await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"text": "choices?"})
+    assert r.status_code in (200, 202), r.text
+    await expect(agent).to_have_count(2)
+    await expect(agent.nth(1).locator(".rich-data")).to_have_text("Quick replies: Yes · No")
+    await expect(agent.nth(1).locator(".bubble")).to_be_hidden()
 
 
 async def test_the_route_editor_sets_the_working_notice_and_notices(

@@ -92,7 +92,9 @@
     function data(m) {
       const d = m.meta && m.meta.data;
       if (!d || typeof d !== "object" || Array.isArray(d)) return null;
-      return h("div", { class: "rich-data", "data-kind": String(d.kind || "") }, describe(d));
+      const words = typeof m.text === "string" && m.text.trim() !== "";
+      // a reply of data alone: its summary is the bubble's only content, set apart all the same
+      return h("div", { class: words ? "rich-data" : "rich-data alone", "data-kind": String(d.kind || "") }, describe(d));
     }
 
     return { statusLine, notice, agentName, data };

@@ -735,6 +735,7 @@
         "div",
         { class: `msg ${kind}`, "data-id": m.id, "data-author": who },
         h("div", { class: "bubble" }, m.text || templatesKit.describe(m) || mediaKit.describe(m) || (pick(m, "content") ?? "")),
+        // a reply's rich data, summed up (the customer's channel drew it, or got it as text)
         mediaKit.render(m),
         who === "agent" ? liveKit.data(m) : null,
         h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), who === "agent" ? liveKit.agentName(m) : null, h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
