@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    ConfigDict,
-    Field,
-)
+from pydantic import ConfigDict, Field
 
 from chatbridge.models import JsonObject
 from chatbridge.protocol.base import LEGACY_REVISION, PROTOCOL, Frame, Timestamp, _Model
