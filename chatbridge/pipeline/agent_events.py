@@ -113,9 +113,10 @@ class AgentEvents:
             return
         text = frame.get("content")
         attachments = frame.get("attachments") or []
-        extras = {k: frame[k] for k in ("template", "interactive") if frame.get(k)}
+        # template, choices (1.2) and rich data (1.3) ride the message as a reply's do
+        extras = {k: frame[k] for k in ("template", "interactive", "data") if frame.get(k)}
         specs: list[DeliverySpec] = []
-        if text or attachments or "template" in extras:
+        if text or attachments or extras.keys() & {"template", "data"}:
             specs.append(DeliverySpec("message", self.settings.delivery_max_attempts, text=text))
             specs = with_attachments(specs, attachments, extras)
         handoff = frame.get("type") == "handoff"
@@ -123,7 +124,7 @@ class AgentEvents:
             specs.append(DeliverySpec("handoff", self.settings.delivery_max_attempts))
         await self.store.add_outbound(
             conv.id,
-            text=text if text is not None or not attachments else "",
+            text=text if text is not None or not (attachments or "data" in extras) else "",
             author="agent",
             attachments=attachments,
             deliveries=specs,

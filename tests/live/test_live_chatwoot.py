@@ -46,6 +46,8 @@ async def answer(turn: Turn) -> None:
         await turn.gate("slow")
     if "notice" in text:
         await turn.say({"type": "warning_message", "content": "Deliveries are late this week"})
+    if "also" in text:  # besides the reply, a message of the agent's own: quick replies
+        await turn.say({"type": "agent_message", "content": "Also:", "data": QUICK})
     if "cards" in text:
         await turn.send({"type": "agent_message", "content": "Two picks for you:", "data": CARDS})
     elif "choices" in text:
@@ -155,6 +157,11 @@ async def test_rich_data_arrives_at_chatwoot_as_readable_text(database_url: str)
         assert s.replies() == [CARDS_TEXT, QUICK_TEXT, odd]
         created = [m for m in s.mock.received_messages if not m.get("private")]
         assert [m["content"] for m in created] == [CARDS_TEXT, QUICK_TEXT, odd]
+        # outside a turn too (a proactive message with data)
+        await s.say("also this")
+        await s.wait_replies(5)
+        await s.idle()
+        assert s.replies()[3:] == [f"Also:\n\n{QUICK_TEXT}", "Answer to also this"]
         # the reply keeps its data (the console and the web chat draw it)
         conv = await s.bridge.store.find_conversation("chatwoot", "1:1")
         assert conv is not None
