@@ -19,6 +19,7 @@ from sqlalchemy import update
 
 from chatbridge.api import create_app
 from chatbridge.config import AgentConfig, InboxMapping, RouteAgentConfig, Settings
+from chatbridge.pipeline import webchat_sessions
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.pipeline.webchat_sessions import expire_idle_sessions
 from chatbridge.store import tables as t
@@ -27,6 +28,7 @@ from tests.e2e.harness import FAST, agent_ws_url, wait_until
 
 TOKENS = {"watcher": "watcher-token-0123456789", "plain": "plain-token-0123456789ab"}
 TIMEOUT = 600.0
+FAST_SETTINGS: dict[str, Any] = dict(FAST)
 SESSION_FRAMES = ("session_created", "session_updated", "session_expired")
 
 
@@ -118,7 +120,9 @@ class Rig:
 
     async def idle(self, session_id: str, seconds: float) -> None:
         ws = t.webchat_sessions
-        async with self.bridge.store.engine.begin() as conn:
+        # through the store's own transaction: on SQLite it runs inline on the loop, and a
+        # write on another connection would hold the lock the bridge's next one waits for
+        async with self.bridge.store._tx() as conn:
             await conn.execute(
                 update(ws)
                 .where(ws.c.id == session_id)
@@ -148,7 +152,7 @@ async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
             webchat_session_timeout=TIMEOUT,
             media_dir=str(tmp_path / "media"),
             instance_id="sessions",
-            **FAST,
+            **FAST_SETTINGS,
         )
         app = create_app(config)
         url = await exits.enter_async_context(serve_app(app))
@@ -235,3 +239,37 @@ async def test_session_frames_reach_the_widget_and_only_the_agent_that_asked(
         assert not [
             f for f in r.watcher.frames if f["type"] in SESSION_FRAMES and f.get("uid")
         ]  # the widget's uid is the widget's copy only
+
+
+async def test_an_idle_session_reopened_before_or_after_the_sweep_is_announced_expired_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with rig(database_url, tmp_path) as r:
+        opened = (await r.http.post("/api/webchat/sessions", json={"inbox_id": 1})).json()
+        sid, old_uid = opened["session_id"], opened["uid"]
+        await r.idle(sid, TIMEOUT + 1)
+        # the page comes back at once: the sweep may or may not have seen the session first
+        again = (
+            await r.http.post("/api/webchat/sessions", json={"inbox_id": 1, "session_id": sid})
+        ).json()
+        assert again["created"] is True and again["uid"] != old_uid
+
+        def expired_old() -> list[dict[str, Any]]:
+            return [f for f in r.watcher.of("session_expired") if f["data"]["uid"] == old_uid]
+
+        await wait_until(expired_old)
+        await wait_until(
+            lambda: [f for f in r.watcher.of("session_created") if f["data"]["uid"] == again["uid"]]
+        )
+        await webchat_sessions.drain()
+        # a frame sent after every announcement so far: a second expiry would come before it
+        barrier = (await r.http.post("/api/webchat/sessions", json={"inbox_id": 1})).json()
+        await wait_until(
+            lambda: [
+                f
+                for f in r.watcher.of("session_created")
+                if f["session_id"] == barrier["session_id"]
+            ]
+        )
+        [expired] = expired_old()
+        assert (expired["session_id"], expired["reason"]) == (sid, "idle")

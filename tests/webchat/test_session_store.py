@@ -17,7 +17,7 @@ TIMEOUT = 60.0
 
 async def idle(store: Store, session_id: str, seconds: float) -> None:
     ws = t.webchat_sessions
-    async with store.engine.begin() as conn:
+    async with store._tx() as conn:
         await conn.execute(
             update(ws).where(ws.c.id == session_id).values(last_active=ws.c.last_active - seconds)
         )
@@ -45,7 +45,7 @@ async def test_two_replicas_sweeping_at_once_announce_each_session_once(
         for sid in ids:
             await store.open_session(sid, inbox_id=1, timeout=TIMEOUT)
         ws = t.webchat_sessions
-        async with store.engine.begin() as conn:
+        async with store._tx() as conn:
             await conn.execute(update(ws).values(last_active=ws.c.last_active - TIMEOUT - 1))
         first, second = await asyncio.gather(
             store.expire_sessions(TIMEOUT, limit=25), other.expire_sessions(TIMEOUT, limit=25)
