@@ -61,6 +61,10 @@ class Turn:
             json.dumps({"conversation_id": self.inner.conversation_id, **frame})
         )
 
+    async def ws_send(self, frame: Frame) -> None:
+        """A frame exactly as given (nothing added)."""
+        await self.inner.ws.send(json.dumps(frame))
+
     async def gate(self, name: str, timeout: float = 20.0) -> None:
         await asyncio.wait_for(self.gates[name].wait(), timeout)
 

@@ -171,3 +171,37 @@ async def test_the_live_endpoint_names_an_unknown_conversation(sqlite_url: str) 
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         r = await s.http.get("/conversations/bad%20id!/live")
         assert r.status_code == 422, r.text
+
+
+async def test_an_agent_cannot_speak_into_another_agents_conversation(sqlite_url: str) -> None:
+    async def script(turn: Turn) -> None:
+        other = turn.content.removeprefix("into ")
+        await turn.ws_send({"type": "status_update", "conversation_id": other, "content": "Hi"})
+        await turn.ws_send({"type": "warning_message", "conversation_id": other, "content": "x"})
+        await turn.send({"type": "agent_message", "content": "tried"})
+
+    async with (
+        scripted_agent(script) as agent,
+        running_stack(sqlite_url, webchat=True, agent_port=agent.port) as s,
+    ):
+        # Chatwoot inbox 2 is answered by agent2 (dialing in; it never does)
+        r = await s.http.put(
+            "/config/mappings/2",
+            json={
+                "inbox_id": 2,
+                "agent_config": {"agent_id": "agent2", "transport": "ws-dial-in"},
+                "on_failure": "handoff",
+            },
+        )
+        assert r.status_code == 201, r.text
+        await s.say("hello", conv=5, inbox_id=2)
+        other = await wait_until(lambda: s.bridge.store.find_conversation("chatwoot", "1:5"))
+        session = await new_session(s)
+        async with live_socket(s, session["session_id"]) as c:
+            await c.send({"type": "user_message", "content": f"into {other.id}"})
+            await wait_until(lambda: c.texts("agent") == ["tried"])
+        assert await live_of(s, other.id) is None
+        rows = await s.bridge.store.list_messages(other.id)
+        assert [m.author for m in rows] == ["contact"]
+        dropped = s.bridge.metrics.agent_replies_dropped.labels("agent1")._value.get()
+        assert dropped == 2
