@@ -51,8 +51,9 @@ def turn_files(turn: ClaimedTurn) -> list[dict[str, Any]]:
                         "file_id": media_id,
                         "file_name": a.get("name") or media_id,
                         "file_url": SCHEME + media_id,
-                        "mime": a.get("mime"),
-                        "size": a.get("size"),
+                        # FileRef requires both: an unknown type is plain bytes
+                        "mime": a.get("mime") or "application/octet-stream",
+                        "size": a.get("size") or 0,
                     }
                 )
     return files
