@@ -12,7 +12,12 @@ from chatbridge.media.signing import sign_frame_media
 from chatbridge.pipeline.turn_runner import build_user_message
 from chatbridge.pipeline.webchat_sessions import CREATED, EXPIRED, UPDATED, session_frame
 from chatbridge.protocol import parse_bridge_frame
-from chatbridge.protocol.bridge_frames import UserMessage
+from chatbridge.protocol.bridge_frames import (
+    SessionCreated,
+    SessionExpired,
+    SessionUpdated,
+    UserMessage,
+)
 from chatbridge.store.records import ClaimedTurn, ConversationRecord, MessageRecord
 from chatbridge.store.webchat import WebchatSession
 
@@ -120,5 +125,6 @@ def test_session_frames_are_valid_protocol_frames() -> None:
     for kind in (CREATED, UPDATED, EXPIRED):
         frame = session_frame(kind, session, conversation_id="c_1", reason="idle")
         parsed = parse_bridge_frame(frame)
-        assert parsed.type == kind
-        assert parsed.session_id == "ws_1" and parsed.data["metadata"] == {"name": "Ann"}  # type: ignore[union-attr]
+        assert isinstance(parsed, SessionCreated | SessionUpdated | SessionExpired)
+        assert parsed.type == kind and parsed.reason == "idle"
+        assert parsed.session_id == "ws_1" and parsed.data["metadata"] == {"name": "Ann"}
