@@ -75,7 +75,7 @@ def test_the_web_chat_draws_the_data_itself() -> None:
         ({"kind": "map", "lat": 1.5}, 'Pick one\n\n{"kind":"map","lat":1.5}'),
         (
             {"kind": "cards", "cards": "not a list"},
-            'Pick one\n\n{"kind":"cards","cards":"not a list"}',
+            'Pick one\n\n{"cards":"not a list","kind":"cards"}',  # keys sorted
         ),
         (
             {"kind": "table", "columns": ["a"], "rows": [[1, 2, 3]], "text": "the table"},
