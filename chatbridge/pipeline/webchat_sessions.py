@@ -56,7 +56,6 @@ def session_frame(
     frame: dict[str, Any] = {
         "type": kind,
         "session_id": session.id,
-        "conversation_id": conversation_id,
         "channel": WEBCHAT,
         "data": {
             "uid": session.uid,
@@ -67,6 +66,8 @@ def session_frame(
         },
         "timestamp": _iso(time.time()),
     }
+    if conversation_id is not None:  # absent until the session's first message
+        frame["conversation_id"] = conversation_id
     if reason is not None:
         frame["reason"] = reason
     return frame
@@ -85,7 +86,8 @@ async def _send(
 ) -> None:
     if find_conversation:
         found = await bridge.store.webchat_conversations([session.uid])
-        frame["conversation_id"] = found.get(session.uid)
+        if session.uid in found:
+            frame["conversation_id"] = found[session.uid]
     bridge.webchat_live.publish(session.uid, {**frame, "uid": session.uid})
     for agent_id in route_agents(bridge, session.inbox_id):
         try:
