@@ -107,6 +107,11 @@ async def test_a_visitors_file_reaches_the_agent_and_its_signed_url_serves_the_s
         assert reply["text"] == "got 2"
         [back] = reply["attachments"]
         assert back["media_id"] == up["file_id"] and back["url"].startswith(s.url + "/media/")
+        # the console shows both by their media ids, as it shows downloaded media
+        conversation_id = r.json()["conversation_id"]
+        thread = (await s.http.get(f"/api/comms/threads/{conversation_id}/messages")).json()
+        shown = [[a.get("media_id") for a in m["attachments"]] for m in thread["messages"]]
+        assert shown == [[up["file_id"], pdf["file_id"]], [up["file_id"]]]
         async with httpx.AsyncClient() as widget:
             assert (await widget.get(mine["attachments"][1]["url"])).content == PDF
             got = await widget.get(back["url"])

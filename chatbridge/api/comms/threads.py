@@ -23,6 +23,7 @@ from chatbridge.api.comms.templates import require_open_window, service_window
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
 from chatbridge.errors import BadInput
+from chatbridge.media.signing import stored_media_id
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.crm import ThreadFilter
 from chatbridge.store.records import DeliverySpec
@@ -97,7 +98,19 @@ async def thread_messages(
     messages = await bridge.store.thread_messages(thread_id, limit=limit, before=before)
     if messages is None:
         raise not_found("thread", thread_id)
+    for m in messages:
+        if m.get("attachments"):
+            m["attachments"] = [_shown(a) for a in m["attachments"]]
     return {"messages": messages}
+
+
+def _shown(attachment: dict[str, Any]) -> dict[str, Any]:
+    """An attachment as the console shows it: a file the message names as ``media:<id>``
+    (a web chat visitor's upload, an agent's) by its ``media_id``, like downloaded media."""
+    media_id = stored_media_id(attachment)
+    if media_id is None or attachment.get("media_id"):
+        return attachment
+    return {**attachment, "media_id": media_id, "status": "ready"}
 
 
 def _sendable(attachment: dict[str, Any]) -> dict[str, Any]:
