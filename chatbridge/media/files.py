@@ -190,6 +190,20 @@ async def put(
         raise
 
 
+async def forget_unsent_uploads(
+    store: Store, settings: Settings, provider: str, *, before: float
+) -> int:
+    """Remove ``provider``'s uploads made before ``before`` that no message sent: their rows,
+    then their files (a file left by a crash between the two is only unused space). Returns
+    how many."""
+    rows = await store.take_unsent_uploads(provider, before=before)
+    folder = MediaFolder.for_settings(settings)
+    for row in rows:
+        if row.path:
+            await asyncio.to_thread(folder.remove, row.path)
+    return len(rows)
+
+
 async def open_media(
     store: Store, settings: Settings, media_id: str
 ) -> tuple[MediaRecord, bytes] | None:

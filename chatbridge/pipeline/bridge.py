@@ -34,7 +34,7 @@ from chatbridge.pipeline.leases import HeldWork, SendMarks
 from chatbridge.pipeline.live_status import LiveBoard, WorkingNotices
 from chatbridge.pipeline.media_jobs import MediaWorker
 from chatbridge.pipeline.routing import Routing, hash_token
-from chatbridge.pipeline.webchat_sessions import expire_idle_sessions
+from chatbridge.pipeline.webchat_sessions import expire_idle_sessions, forget_unsent_files
 from chatbridge.pipeline.workers import ClaimLoop, DeliveryRunner, TurnRunner
 from chatbridge.store import Store
 from chatbridge.store.records import AgentRecord, ClaimedDelivery, ClaimedTurn, Route
@@ -339,6 +339,7 @@ class Bridge(InboundAcceptance, Routing, AgentEvents):
                     await self.store.delete_expired_sessions(
                         self.settings.webchat_session_timeout, announced_only=True
                     )
+                    await forget_unsent_files(self)
             except Exception:
                 log.exception("housekeeping failed")
 

@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from chatbridge.media.files import forget_unsent_uploads
 from chatbridge.store.webchat import WEBCHAT, WebchatSession
 
 if TYPE_CHECKING:
@@ -132,6 +133,18 @@ def opened(bridge: Bridge, session: WebchatSession, created: bool) -> None:
         announce(bridge, session, session_frame(CREATED, session))
     elif session.meta_changed:
         announce(bridge, session, session_frame(UPDATED, session))
+
+
+UNSENT_UPLOAD_SECONDS = 24 * 3600
+"""How long a visitor's upload that no message sent is kept."""
+
+
+async def forget_unsent_files(bridge: Bridge) -> int:
+    """Remove the web chat uploads no message sent within ``UNSENT_UPLOAD_SECONDS`` (rows and
+    bytes): a visitor who picks files and leaves does not fill the media folder."""
+    return await forget_unsent_uploads(
+        bridge.store, bridge.settings, WEBCHAT, before=time.time() - UNSENT_UPLOAD_SECONDS
+    )
 
 
 async def expire_idle_sessions(bridge: Bridge) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from chatbridge import clock
 from chatbridge.ids import new_id
@@ -207,6 +207,38 @@ class MediaStore(StoreBase):
         async with self._tx() as conn:
             row = (await conn.execute(select(t.media).where(t.media.c.id == media_id))).first()
         return _record(row) if row is not None else None
+
+    async def link_uploads(
+        self, media_ids: Sequence[str], *, conversation_id: str, message_id: str
+    ) -> None:
+        """Name the message (and conversation) that sent these uploads, the first time one
+        is sent (a web chat visitor's files: an upload never sent is forgotten later)."""
+        m = t.media
+        async with self._tx() as conn:
+            await conn.execute(
+                update(m)
+                .where(m.c.id.in_(list(media_ids)), m.c.message_id.is_(None))
+                .values(conversation_id=conversation_id, message_id=message_id)
+            )
+
+    async def take_unsent_uploads(
+        self, provider: str, *, before: float, limit: int = 200
+    ) -> list[MediaRecord]:
+        """Delete and return the rows of ``provider``'s uploads made before ``before`` that
+        no message sent (their files are the caller's to remove)."""
+        m = t.media
+        unsent = and_(
+            m.c.message_id.is_(None),
+            m.c.origin == "upload",
+            m.c.provider == provider,
+            m.c.created_at < before,
+        )
+        batch = select(m.c.id).where(unsent).limit(limit)
+        # ``unsent`` again on the rows themselves: one sent meanwhile is kept (and not returned)
+        query = delete(m).where(m.c.id.in_(batch), unsent).returning(m)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(r) for r in rows]
 
     async def list_media(
         self, *, message_id: str | None = None, conversation_id: str | None = None

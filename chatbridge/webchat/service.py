@@ -224,6 +224,10 @@ class WebchatService:
                 meta={"context": inbound.context, **inbound.metadata},
                 turn_id=accepted.turn_id,
             )
+        if attachments and accepted.status != "duplicate" and message is not None:
+            await self.store.link_uploads(
+                file_ids, conversation_id=message.conversation_id, message_id=message.id
+            )
         self.channel.stored(inbound)
         return Posted(
             status=accepted.status,

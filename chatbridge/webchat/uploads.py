@@ -9,7 +9,9 @@ the row is written after it (``media.files.put``).
 
 The media row records whose upload it is (``provider = "webchat"``, ``source.session_id``):
 a message may name the files of its own session only, so a file id seen elsewhere is of no
-use to another visitor.
+use to another visitor. The message that first sends a file is written on its row
+(``message_id``); a file no message sent within a day is forgotten, row and bytes
+(``pipeline.webchat_sessions.forget_unsent_files``, in the bridge's housekeeping).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from chatbridge.media.files import put
 from chatbridge.media.limits import Kind, base_type, recognised_type
 from chatbridge.models import Attachment
 from chatbridge.store.media import MediaRecord
+from chatbridge.store.webchat import WEBCHAT
 
 if TYPE_CHECKING:
     from chatbridge.config import Settings
     from chatbridge.store import Store
 
-PROVIDER = "webchat"
+PROVIDER = WEBCHAT  # media.provider of a visitor's upload
 MAX_FILES = 10
 """How many files one visitor message may carry."""
 FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")

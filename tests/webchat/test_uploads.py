@@ -15,9 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import websockets
+from sqlalchemy import update
 
 from chatbridge.agent import Agent, Answer, Turn
 from chatbridge.media.signing import MediaSigner
+from chatbridge.pipeline.webchat_sessions import UNSENT_UPLOAD_SECONDS, forget_unsent_files
+from chatbridge.store import tables as t
 from tests.e2e.harness import Stack, wait_until
 from tests.webchat.rig import PDF, PNG, media_files, media_rows, new_session, upload, webchat_stack
 
@@ -308,3 +311,28 @@ async def test_with_no_type_allowed_uploads_are_off(sqlite_url: str, tmp_path: P
         refused = await upload(s, r.json()["session_id"], PNG, "image/png")
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "uploads_disabled"
         assert await media_rows(s) == 0 and media_files(tmp_path) == []
+
+
+async def test_a_file_never_sent_is_forgotten_after_a_day_and_a_sent_one_kept(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with webchat_stack(database_url, tmp_path) as s:
+        sid = await new_session(s)
+        sent = (await upload(s, sid, PNG, "image/png", "sent.png")).json()["file_id"]
+        left = (await upload(s, sid, PDF, "application/pdf", "left.pdf")).json()["file_id"]
+        r = await s.http.post(f"/api/webchat/sessions/{sid}/messages", json={"files": [sent]})
+        row = await s.bridge.store.get_media(sent)
+        assert row is not None and row.message_id == r.json()["message_id"]
+        assert row.conversation_id == r.json()["conversation_id"]
+        assert len(media_files(tmp_path)) == 2
+        assert await forget_unsent_files(s.bridge) == 0  # both are new
+        m = t.media
+        async with s.bridge.store._tx() as conn:
+            await conn.execute(
+                update(m).values(created_at=m.c.created_at - UNSENT_UPLOAD_SECONDS - 1)
+            )
+        assert await forget_unsent_files(s.bridge) == 1
+        assert await s.bridge.store.get_media(left) is None
+        [kept] = media_files(tmp_path)
+        assert kept.read_bytes() == PNG
+        assert await s.bridge.store.get_media(sent) is not None
