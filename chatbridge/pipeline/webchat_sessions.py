@@ -86,7 +86,11 @@ async def _send(
     bridge: Bridge, session: WebchatSession, frame: dict[str, Any], find_conversation: bool
 ) -> None:
     if find_conversation:
-        found = await bridge.store.webchat_conversations([session.uid])
+        try:
+            found = await bridge.store.webchat_conversations([session.uid])
+        except Exception:  # the store away: the frame goes without it
+            log.warning("no conversation id for session %s", session.id, exc_info=True)
+            found = {}
         if session.uid in found:
             frame["conversation_id"] = found[session.uid]
     bridge.webchat_live.publish(session.uid, {**frame, "uid": session.uid})
