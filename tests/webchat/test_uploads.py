@@ -336,3 +336,21 @@ async def test_a_file_never_sent_is_forgotten_after_a_day_and_a_sent_one_kept(
         [kept] = media_files(tmp_path)
         assert kept.read_bytes() == PNG
         assert await s.bridge.store.get_media(sent) is not None
+
+
+async def test_a_file_without_a_useful_type_is_taken_for_what_its_bytes_are(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    async with webchat_stack(
+        sqlite_url, tmp_path, webchat_upload_types=["image/*", "application/pdf"]
+    ) as s:
+        sid = await new_session(s)
+        pdf = await upload(s, sid, PDF, "application/octet-stream", "scan")
+        assert (pdf.status_code, pdf.json()["mime"]) == (201, "application/pdf")
+        png = await upload(s, sid, PNG, "image/png", "p.png")  # allowed by image/*
+        assert (png.status_code, png.json()["mime"]) == (201, "image/png")
+        text = await upload(s, sid, b"plain words", "application/octet-stream", "notes")
+        assert text.status_code == 415  # text/plain is not on this list
+        assert text.json()["error"]["details"]["mime"] == "text/plain"
+        row = await s.bridge.store.get_media(pdf.json()["file_id"])
+        assert row is not None and row.mime == "application/pdf" and row.name == "scan"
