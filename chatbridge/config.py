@@ -314,16 +314,53 @@ class Settings(BaseSettings):
     )
 
     # --- server -----------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    public_url: str | None = None
-    database_url: str = "sqlite+aiosqlite:///./chatbridge.db"
-    auto_migrate: bool = True
-    admin_key: str | None = None
-    instance_id: str = Field(default_factory=_default_instance_id)
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    host: str = Field(
+        default="127.0.0.1",
+        description="the address `chatbridge serve` listens on (`serve --host`)",
+    )
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="the port `chatbridge serve` listens on (`serve --port`)",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="the bridge's address as agents see it: the reply_url of http-webhook turns "
+        "and the base of signed media URLs; unset: http://<host>:<port>",
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./chatbridge.db",
+        description="SQLAlchemy URL of the store: sqlite+aiosqlite:///path.db or "
+        "postgresql+asyncpg://user@host/db",
+    )
+    auto_migrate: bool = Field(
+        default=True,
+        description="bring the database schema up to date at start-up; false: run `chatbridge "
+        "migrate` yourself before starting",
+    )
+    admin_key: str | None = Field(
+        default=None,
+        description="key of the management API and the console (at least 16 characters); unset: "
+        "only direct local clients (loopback, no proxy headers) are let in",
+    )
+    instance_id: str = Field(
+        default_factory=_default_instance_id,
+        description="this process's name in leases; set a stable one so a restarted process takes "
+        "its own leases back at once (default: host, pid and a random suffix)",
+    )
+    log_level: str = Field(
+        default="INFO", description="the lowest level logged: DEBUG, INFO, WARNING, ERROR"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines for a terminal; json: one JSON object per line",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="request bodies larger than this are refused with 413",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="serve and demo: freeze long-lived objects out of the garbage collector's "
@@ -331,50 +368,114 @@ class Settings(BaseSettings):
     )
     # --- the server's edge (``chatbridge serve``; see docs/deployment.md) -------------------
     # Behind a reverse proxy: trust X-Forwarded-For / -Proto only from these addresses.
-    proxy_headers: bool = False
-    forwarded_allow_ips: str = Field(default="127.0.0.1", max_length=2000)
+    proxy_headers: bool = Field(
+        default=False,
+        description="behind a reverse proxy: trust X-Forwarded-For / X-Forwarded-Proto from "
+        "forwarded_allow_ips (`serve --proxy-headers`)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        max_length=2000,
+        description="comma-separated addresses of the proxies whose X-Forwarded-* headers are "
+        "trusted",
+    )
     # Refuse to serve on a non-loopback address while a channel's webhooks are unauthenticated.
-    allow_unsigned_webhooks: bool = False
-    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
-    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
-    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
-    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
-    limit_concurrency: int = Field(default=2000, ge=1)
+    allow_unsigned_webhooks: bool = Field(
+        default=False,
+        description="let `serve` start on a non-loopback address while a channel's webhooks are "
+        "unauthenticated (refused otherwise)",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="request heads larger than this are refused with 431",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request head that takes longer to arrive is refused with 408",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="a request body that takes longer to arrive is refused with 408",
+    )
+    keep_alive_seconds: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="idle keep-alive connections are closed after this many seconds",
+    )
+    limit_concurrency: int = Field(
+        default=2000, ge=1, description="connections past this many are answered 503"
+    )
     # Of a body over its limit, this much more is read and dropped so the client gets the 413.
-    body_discard_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
-    webchat_max_pending_sockets: int = Field(default=64, ge=1)
+    body_discard_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="of a body over its limit, this much more is read and dropped so the client "
+        "receives the 413",
+    )
+    webchat_max_pending_sockets: int = Field(
+        default=64,
+        ge=1,
+        description="web chat widget sockets that may be setting up at once; more are refused",
+    )
     # dial-in agent sockets that have not said hello yet (anyone may open one)
-    agent_max_pending_sockets: int = Field(default=64, ge=1)
+    agent_max_pending_sockets: int = Field(
+        default=64,
+        ge=1,
+        description="dial-in agent sockets that may be open before their hello at once; more are "
+        "refused",
+    )
 
     # --- Chatwoot (seed names accepted) ---------------------------------------------------
     chatwoot_base_url: str = Field(
         default="http://127.0.0.1:3000",
         validation_alias=AliasChoices("CHATWOOT_BASE_URL", "CHATBRIDGE_CHATWOOT_BASE_URL"),
+        description="Chatwoot's address, where replies are posted",
     )
     chatwoot_api_access_token: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
             "CHATWOOT_API_ACCESS_TOKEN", "CHATBRIDGE_CHATWOOT_API_ACCESS_TOKEN"
         ),
+        description="the Chatwoot bot (or user) token replies are posted with",
     )
     chatwoot_account_id: int = Field(
         default=1,
         validation_alias=AliasChoices("CHATWOOT_ACCOUNT_ID", "CHATBRIDGE_CHATWOOT_ACCOUNT_ID"),
+        description="the Chatwoot account used when a webhook payload names none",
     )
     chatwoot_webhook_secret: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
             "CHATWOOT_WEBHOOK_SECRET", "CHATBRIDGE_CHATWOOT_WEBHOOK_SECRET"
         ),
+        description="HMAC secret of Chatwoot's webhooks (at least 16 characters); when set, "
+        "unsigned or badly signed webhooks are refused with 401",
     )
-    chatwoot_timeout_seconds: float = 10.0
+    chatwoot_timeout_seconds: float = Field(
+        default=10.0,
+        description="time limit of one call to Chatwoot's API (a reply, a status change)",
+    )
     # Signed deliveries older (or newer) than this are refused; 0 turns the window off.
-    chatwoot_signature_max_age_seconds: float = Field(default=300.0, ge=0)
+    chatwoot_signature_max_age_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="signed webhooks whose X-Chatwoot-Timestamp is further than this from the "
+        "bridge's clock are refused (replays); 0 turns the window off",
+    )
 
     # --- routes and replies (seed names accepted) -----------------------------------------
     inbox_agent_mappings: list[InboxMapping] = Field(
         default_factory=list,
         validation_alias=AliasChoices("INBOX_AGENT_MAPPINGS", "CHATBRIDGE_INBOX_AGENT_MAPPINGS"),
+        description="JSON list of routes: which agent answers which inbox, how it is reached, its "
+        "reply mode and policies (README: Running it for real)",
     )
     default_response_timeout: float = Field(
         default=30.0,
@@ -382,12 +483,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "DEFAULT_RESPONSE_TIMEOUT", "CHATBRIDGE_DEFAULT_RESPONSE_TIMEOUT"
         ),
+        description="seconds an agent may take over a turn, for routes without a timeout of their "
+        "own",
     )
     enable_async_responses: bool = Field(
         default=True,
         validation_alias=AliasChoices(
             "ENABLE_ASYNC_RESPONSES", "CHATBRIDGE_ENABLE_ASYNC_RESPONSES"
         ),
+        description="false: routes from the environment default to sync replies (the answer in the"
+        " webhook's response)",
     )
     max_sync_response_time: float = Field(
         default=25.0,
@@ -395,19 +500,50 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "MAX_SYNC_RESPONSE_TIME", "CHATBRIDGE_MAX_SYNC_RESPONSE_TIME"
         ),
+        description="seconds a sync route's webhook call waits for the agent's answer",
     )
-    fallback_text: str = DEFAULT_FALLBACK_TEXT
+    fallback_text: str = Field(
+        default=DEFAULT_FALLBACK_TEXT,
+        description="sent to the customer when an agent fails and the route has no fallback_text "
+        "of its own",
+    )
 
     # --- agents ---------------------------------------------------------------------------
     agent_tokens: dict[str, str] = Field(
         default_factory=dict, description="dial-in tokens: {agent_id: token}"
     )
-    heartbeat_interval: float = Field(default=20.0, gt=0)
-    ws_max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
-    reconnect_initial_delay: float = 0.5
-    reconnect_max_delay: float = 30.0
-    breaker_failure_threshold: int = Field(default=5, ge=1)
-    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_interval: float = Field(
+        default=20.0,
+        gt=0,
+        description="seconds between pings on agent WebSockets; an agent silent for longer is "
+        "taken for gone",
+    )
+    ws_max_frame_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="the largest WebSocket frame an agent may send (and the bridge accepts on "
+        "dial-out links)",
+    )
+    reconnect_initial_delay: float = Field(
+        default=0.5,
+        description="first wait (seconds) before a ws-dial-out link is opened again after it "
+        "dropped; doubled each failure",
+    )
+    reconnect_max_delay: float = Field(
+        default=30.0,
+        description="the longest wait (seconds) between ws-dial-out reconnection attempts",
+    )
+    breaker_failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failures after which an agent is paused (its circuit breaker "
+        "opens)",
+    )
+    breaker_reset_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long a paused agent rests before one turn tries it again",
+    )
     # Only under our prefix: a developer's own OPENAI_API_KEY must not go, unasked, to every
     # base_url an openai route names (a local or third-party server).
     openai_api_key: str | None = Field(
@@ -415,14 +551,40 @@ class Settings(BaseSettings):
     )
 
     # --- workers --------------------------------------------------------------------------
-    lease_seconds: float = Field(default=15.0, gt=0)
-    poll_interval: float = Field(default=0.5, gt=0)
-    turn_concurrency: int = Field(default=256, ge=1)
-    delivery_concurrency: int = Field(default=64, ge=1)
-    delivery_max_attempts: int = Field(default=8, ge=1)
-    retry_base_seconds: float = Field(default=0.5, gt=0)
-    retry_max_seconds: float = Field(default=60.0, gt=0)
-    drain_seconds: float = Field(default=5.0, ge=0)
+    lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="how long a claimed turn or delivery stays locked to its worker; a crashed "
+        "process's work is taken over after this",
+    )
+    poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        description="seconds between the workers' looks for due work when nothing wakes them",
+    )
+    turn_concurrency: int = Field(
+        default=256, ge=1, description="turns (agent calls) one process runs at once"
+    )
+    delivery_concurrency: int = Field(
+        default=64, ge=1, description="deliveries (sends to channels) one process runs at once"
+    )
+    delivery_max_attempts: int = Field(
+        default=8, ge=1, description="attempts at sending a reply before it becomes a dead letter"
+    )
+    retry_base_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="first wait before a failed delivery is tried again; doubled each attempt",
+    )
+    retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="the longest wait between delivery attempts"
+    )
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="at shutdown, how long in-flight turns and deliveries may finish before they "
+        "are cancelled",
+    )
     receipt_wait_seconds: float = Field(
         # Chatwoot's agent-bot job tries a webhook 3 times, 3 s apart: an echo refused while
         # a bridge restarts can come back up to ~6 s (plus queueing) after the send
@@ -456,7 +618,12 @@ class Settings(BaseSettings):
     webchat_session_timeout: float = Field(
         default=1800.0, gt=0, description="a session idle this long has expired (seconds)"
     )
-    webchat_max_message_chars: int = Field(default=10_000, ge=1, le=1_000_000)
+    webchat_max_message_chars: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="longer web chat visitor messages are refused with 413",
+    )
     webchat_cors_origins: list[str] = Field(
         default_factory=list,
         description="origins (scheme://host[:port]) whose pages may embed the widget and call "
@@ -466,10 +633,14 @@ class Settings(BaseSettings):
     web_chat_api_key: str | None = Field(
         default=None,
         validation_alias=AliasChoices("WEB_CHAT_API_KEY", "CHATBRIDGE_WEB_CHAT_API_KEY"),
+        description="the drop-in action API's key for the web chat plugin (16+ characters, not a "
+        "published default); the API is off unless both keys are set",
     )
     web_chat_admin_key: str | None = Field(
         default=None,
         validation_alias=AliasChoices("WEB_CHAT_ADMIN_KEY", "CHATBRIDGE_WEB_CHAT_ADMIN_KEY"),
+        description="the drop-in action API's admin key (16+ characters, different from the API "
+        "key)",
     )
     webchat_compat_inbox_id: int = Field(
         default=0, ge=0, description="the web chat inbox the action API's messages go to"
@@ -480,9 +651,22 @@ class Settings(BaseSettings):
         max_length=200,
         description="the http-pull agent the action API's inbox/outbox act as",
     )
-    webchat_compat_lease_seconds: float = Field(default=120.0, gt=0)
-    webchat_compat_max_offers: int = Field(default=3, ge=1)
-    webchat_mark_on_read: bool = False
+    webchat_compat_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long an action API inbox offer is held before the message is offered "
+        "again",
+    )
+    webchat_compat_max_offers: int = Field(
+        default=3,
+        ge=1,
+        description="how many times the action API's inbox offers a message before giving up",
+    )
+    webchat_mark_on_read: bool = Field(
+        default=False,
+        description="strict mark-on-read: an action API inbox message is offered once and marked "
+        "read at once",
+    )
     # visitor uploads (POST /api/webchat/upload, docs/webchat.md): a cap of their own and the
     # declared types a visitor may send (the bytes must also be that type)
     webchat_upload_max_bytes: int = Field(
@@ -495,50 +679,120 @@ class Settings(BaseSettings):
     )
 
     # --- http-pull agents -------------------------------------------------------------------
-    pull_lease_seconds: float = Field(default=60.0, gt=0)
-    pull_max_wait: float = Field(default=30.0, ge=0)
+    pull_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long an http-pull agent holds a pulled turn before it is offered again",
+    )
+    pull_max_wait: float = Field(
+        default=30.0,
+        ge=0,
+        description="the longest long-poll (seconds) an http-pull agent may ask for",
+    )
 
     # --- scale-out ---------------------------------------------------------------------------
     # Redis turns on distributed mode (``chatbridge.cluster``): wake-ups, live events, agent
     # presence and leases between replicas, and the shared rate limits.
-    redis_url: str | None = None
-    cluster_presence_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://…: distributed mode, several replicas share wake-ups, live events, "
+        "agent presence, leases and rate limits; unset: one replica",
+    )
+    cluster_presence_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=300.0,
+        description="how long an agent's presence (and a replica's heartbeat) lives in Redis "
+        "without renewal",
+    )
     # Prefix of every Redis key and channel, so deployments can share one Redis (e.g.
     # Chatwoot's). Replicas of one deployment must use the same prefix.
-    redis_prefix: str = Field(default="chatbridge", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_prefix: str = Field(
+        default="chatbridge",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="prefix of every Redis key and channel, so deployments can share one Redis; "
+        "the same on every replica",
+    )
 
     # --- each channel's own settings (chatbridge/channels/registry.py) --------------------
     # A channel reads its settings from CHATBRIDGE_<CHANNEL>_* (the http channel's inboxes,
     # every webhook channel's ALLOWED_NETWORKS, ...); these values, by channel name, go on
     # top: {"http": {"inboxes": {...}}} (what a test or a caller of create_app gives).
     # (not in the repr: they may hold secrets)
-    channel_settings: dict[str, dict[str, object]] = Field(default_factory=dict, repr=False)
+    channel_settings: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        repr=False,
+        description="each channel's settings by channel name, on top of CHATBRIDGE_<CHANNEL>_* "
+        "(for callers of create_app and tests)",
+    )
     # Each channel's settings once built from those (``registry.channel_settings``).
     _built_channel_settings: dict[str, BaseSettings] = PrivateAttr(default_factory=dict)
 
     # --- rate limits (limits' string notation, per the key named) -------------------------
-    rate_limit_enabled: bool = True
-    rate_limit_session_create: str = "30/minute"  # per IP
-    rate_limit_messages_ip: str = "120/minute"  # per IP
-    rate_limit_messages_session: str = "30/minute"  # per session
-    rate_limit_history: str = "240/minute"  # per IP (a long-poll is one request per 25 s)
-    rate_limit_agent: str = "1200/minute"  # per agent key: pulls (and failed auth)
-    rate_limit_agent_replies: str = "60000/minute"  # per agent: replies and streamed chunks
+    rate_limit_enabled: bool = Field(
+        default=True,
+        description="false turns the public endpoints' rate limits off (the failed-authentication "
+        "limit stays)",
+    )
+    rate_limit_session_create: str = Field(
+        default="30/minute",
+        description="web chat sessions created per client address (limits notation: "
+        "N/second|minute|hour)",
+    )
+    rate_limit_messages_ip: str = Field(
+        default="120/minute", description="web chat messages per client address"
+    )
+    rate_limit_messages_session: str = Field(
+        default="30/minute", description="web chat messages per session"
+    )
+    rate_limit_history: str = Field(
+        default="240/minute", description="web chat history reads and long-polls per client address"
+    )
+    rate_limit_agent: str = Field(
+        default="1200/minute", description="agent pulls (and failed authentications) per agent key"
+    )
+    rate_limit_agent_replies: str = Field(
+        default="60000/minute", description="agent replies and streamed chunks per agent"
+    )
     # Failed authentications per client address and credential (admin key, dial-in and pull
     # tokens, action API keys); over it: 429. Independent of rate_limit_enabled; "" turns it off.
-    auth_failure_limit: str = "10/minute"
+    auth_failure_limit: str = Field(
+        default="10/minute",
+        description="failed authentications per client address and credential (admin key, console "
+        'login, agent tokens, action API keys); past it 429; "" turns it off',
+    )
 
     # --- the media store (chatbridge/media; docs/whatsapp/media.md) ----------------------
     # Folder of stored media (inbound downloads, uploads); replicas must share it. Unset: a
     # "media" folder beside the SQLite database, or ./media on PostgreSQL.
-    media_dir: str | None = None
-    media_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    media_dir: str | None = Field(
+        default=None,
+        description="folder of stored media (downloads, uploads); replicas must share it; unset: a"
+        " media folder beside the SQLite database, or ./media on PostgreSQL",
+    )
+    media_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="the largest stored media file"
+    )
     # HMAC key of the signed media URLs (at least 16 characters); unset: a random key kept in
     # the media folder (".signing-key"), the same for every replica sharing the folder.
-    media_signing_key: str | None = Field(default=None, min_length=16, repr=False)
-    media_url_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    media_signing_key: str | None = Field(
+        default=None,
+        min_length=16,
+        repr=False,
+        description="HMAC key of signed media URLs (16+ characters); unset: a random key kept in "
+        "the media folder",
+    )
+    media_url_ttl_seconds: int = Field(
+        default=900, ge=10, le=7 * 24 * 3600, description="lifetime of a signed media URL"
+    )
     # How long a message's turn waits for its media (download, voice note transcript).
-    media_wait_seconds: float = Field(default=20.0, ge=0.0, le=600.0)
+    media_wait_seconds: float = Field(
+        default=20.0,
+        ge=0.0,
+        le=600.0,
+        description="how long a message's turn waits for its media (a download, a voice note's "
+        "transcript)",
+    )
 
     @field_validator("inbox_agent_mappings", mode="before")
     @classmethod
