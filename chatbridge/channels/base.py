@@ -217,10 +217,13 @@ class ChannelSettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
 
-    # Comma-separated client networks (CIDRs) allowed to call the channel's webhook; the
-    # client is the address after the trusted-proxy rules (proxy_headers,
-    # forwarded_allow_ips). Empty: any client. Others get 403 before their body is read.
-    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated client networks (CIDRs such as 10.0.0.0/8 or 192.168.1.5) "
+        "allowed to call the channel's webhook, the client resolved through the "
+        "trusted-proxy settings; others get 403 before their body is read; empty: any "
+        "client",
+    )
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

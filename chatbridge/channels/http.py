@@ -144,9 +144,19 @@ class HttpSettings(ChannelSettings):
         description='{"<inbox id>": {"secret": "...", "callback_url": "https://..."}}; the '
         'inbox\'s agent comes from a mapping with "channel": "http"',
     )
-    # Signed requests whose timestamp is further than this from the bridge's clock are refused.
-    signature_max_age_seconds: float = Field(default=300.0, gt=0, le=86400)
-    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    signature_max_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="signed requests whose timestamp is further than this from the bridge's clock "
+        "are refused with 401",
+    )
+    timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="time limit of one callback POST to an inbox's callback_url",
+    )
 
     @field_validator("inboxes")
     @classmethod

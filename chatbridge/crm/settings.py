@@ -36,55 +36,160 @@ class CommsSettings(BaseSettings):
         env_prefix="CHATBRIDGE_COMMS_", env_file=".env", extra="ignore", validate_assignment=True
     )
 
-    provider: Provider = "none"
+    provider: Provider = Field(
+        default="none",
+        description="the WhatsApp provider: none (WhatsApp off, its webhooks answer 404), mock "
+        "(demos only: no webhook authentication), waha, evolution or meta_cloud",
+    )
     # which bridge inbox (route) each provider instance / number belongs to; others → default
-    instance_inboxes: dict[str, int] = Field(default_factory=dict)
-    default_inbox_id: int = Field(default=1, ge=0, le=2**31 - 1)
-    default_country: str = Field(default="US", min_length=2, max_length=2)
-    auto_link: bool = True
-    groups_enabled: bool = False
-    status_broadcasts_enabled: bool = False
-    send_read_receipts: bool = True
+    instance_inboxes: dict[str, int] = Field(
+        default_factory=dict,
+        description="JSON object: which bridge inbox (route) each provider instance or number "
+        'belongs to, e.g. {"sales": 2}; others go to default_inbox_id',
+    )
+    default_inbox_id: int = Field(
+        default=1,
+        ge=0,
+        le=2**31 - 1,
+        description="the inbox (route) of WhatsApp messages whose instance or number "
+        "instance_inboxes does not name",
+    )
+    default_country: str = Field(
+        default="US",
+        min_length=2,
+        max_length=2,
+        description="two-letter country code used to read phone numbers written without an "
+        "international prefix",
+    )
+    auto_link: bool = Field(
+        default=True,
+        description="link a WhatsApp thread to the person with the same phone number automatically",
+    )
+    groups_enabled: bool = Field(
+        default=False, description="take messages from WhatsApp groups (ignored otherwise)"
+    )
+    status_broadcasts_enabled: bool = Field(
+        default=False, description="take WhatsApp status broadcasts (ignored otherwise)"
+    )
+    send_read_receipts: bool = Field(
+        default=True, description="mark a customer's WhatsApp message read once it is stored"
+    )
 
     # WAHA
-    waha_base_url: str = "http://127.0.0.1:3000"
-    waha_session: str = "default"
-    waha_api_key: str | None = None
-    waha_hmac_key: str | None = None
+    waha_base_url: str = Field(
+        default="http://127.0.0.1:3000", description="WAHA: the gateway's address"
+    )
+    waha_session: str = Field(
+        default="default", description="WAHA: the session (phone) messages are sent from"
+    )
+    waha_api_key: str | None = Field(
+        default=None, description="WAHA: the API key sent as X-Api-Key; write-only"
+    )
+    waha_hmac_key: str | None = Field(
+        default=None,
+        description="WAHA: the HMAC key of its webhooks (the same hmac.key on WAHA's webhook); "
+        "write-only",
+    )
     # ask WAHA for the phone behind an @lid chat that came without remoteJidAlt (channels/
     # whatsapp/lids.py), so the thread links to the person with that phone
-    waha_lid_lookup: bool = True
+    waha_lid_lookup: bool = Field(
+        default=True,
+        description="WAHA: ask the gateway for the phone behind an @lid chat, so the thread links "
+        "to the person with that phone",
+    )
 
     # Evolution API v2
-    evolution_base_url: str = "http://127.0.0.1:8080"
-    evolution_instance: str = "default"
-    evolution_api_key: str | None = None
-    evolution_webhook_header_name: str = "X-Webhook-Secret"
-    evolution_webhook_header_value: str | None = None
-    evolution_jwt_key: str | None = None
+    evolution_base_url: str = Field(
+        default="http://127.0.0.1:8080", description="Evolution API: the gateway's address"
+    )
+    evolution_instance: str = Field(
+        default="default", description="Evolution API: the instance messages are sent from"
+    )
+    evolution_api_key: str | None = Field(
+        default=None, description="Evolution API: the API key sent as apikey; write-only"
+    )
+    evolution_webhook_header_name: str = Field(
+        default="X-Webhook-Secret",
+        description="Evolution API: the header its webhooks carry the shared secret in",
+    )
+    evolution_webhook_header_value: str | None = Field(
+        default=None,
+        description="Evolution API: the shared secret its webhooks must carry in that header; "
+        "write-only",
+    )
+    evolution_jwt_key: str | None = Field(
+        default=None,
+        description="Evolution API: the key of its JWT-signed webhooks (instead of the header "
+        "secret); write-only",
+    )
 
     # Meta WhatsApp Cloud API
-    meta_graph_url: str = "https://graph.facebook.com"
-    meta_api_version: str = "v23.0"
-    meta_phone_number_id: str | None = None
-    meta_access_token: str | None = None
-    meta_app_secret: str | None = None
-    meta_verify_token: str | None = None
+    meta_graph_url: str = Field(
+        default="https://graph.facebook.com",
+        description="Meta WhatsApp Cloud API: the Graph API's address",
+    )
+    meta_api_version: str = Field(
+        default="v23.0", description="Meta WhatsApp Cloud API: the Graph API version"
+    )
+    meta_phone_number_id: str | None = Field(
+        default=None,
+        description="Meta WhatsApp Cloud API: the phone number id messages are sent from",
+    )
+    meta_access_token: str | None = Field(
+        default=None, description="Meta WhatsApp Cloud API: the access token; write-only"
+    )
+    meta_app_secret: str | None = Field(
+        default=None,
+        description="Meta WhatsApp Cloud API: the app secret its webhook signatures "
+        "(X-Hub-Signature-256) are checked with; write-only",
+    )
+    meta_verify_token: str | None = Field(
+        default=None,
+        description="Meta WhatsApp Cloud API: the token of the webhook verification handshake; "
+        "write-only",
+    )
     # the WhatsApp Business Account whose templates are synced (CHATBRIDGE_COMMS_META_WABA_ID)
-    meta_waba_id: str | None = None
+    meta_waba_id: str | None = Field(
+        default=None,
+        description="Meta WhatsApp Cloud API: the WhatsApp Business Account whose templates are "
+        "synced",
+    )
 
     # broadcasts (pipeline/broadcasts.py): the default pace, messages per second. WAHA and
     # Evolution drive a phone's WhatsApp session, which has no published limit: keep it low
     # (CHATBRIDGE_COMMS_BROADCAST_RATE); Meta: the number's throughput tier (80/s by default)
-    broadcast_rate: float = Field(default=1.0, gt=0, le=1000)
-    broadcast_meta_rate: float = Field(default=80.0, gt=0, le=1000)
+    broadcast_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="broadcasts on WAHA and Evolution: messages per second (a phone's WhatsApp "
+        "session has no published limit: keep it low)",
+    )
+    broadcast_meta_rate: float = Field(
+        default=80.0,
+        gt=0,
+        le=1000,
+        description="broadcasts on Meta: messages per second (the number's throughput tier)",
+    )
 
     # call recordings → transcripts
-    transcription_provider: TranscriptionProvider = "none"
-    transcription_base_url: str = "https://api.openai.com/v1"
-    transcription_api_key: str | None = None
-    transcription_model: str = "whisper-1"
-    recordings_dir: str = "./recordings"
+    transcription_provider: TranscriptionProvider = Field(
+        default="none",
+        description="call recordings and voice notes to text: none (off), openai (an "
+        "OpenAI-compatible API) or local (faster_whisper or whisper, if installed)",
+    )
+    transcription_base_url: str = Field(
+        default="https://api.openai.com/v1", description="openai transcription: the API root"
+    )
+    transcription_api_key: str | None = Field(
+        default=None, description="openai transcription: the Bearer key; write-only"
+    )
+    transcription_model: str = Field(
+        default="whisper-1", description="openai transcription: the model"
+    )
+    recordings_dir: str = Field(
+        default="./recordings", description="folder where uploaded call recordings are kept"
+    )
 
     def public_view(self) -> dict[str, Any]:
         """Every setting, secrets masked (``"********"`` or null) with ``<name>_set`` flags."""
