@@ -74,7 +74,9 @@ LAYERS = (
     Layer("api", ("chatbridge.api",)),
     # Fakes and mock servers (the demo, the bench and the tests run them).
     Layer("testing", ("chatbridge.testing",)),
-    Layer("tools", ("chatbridge.bench", "chatbridge.demo"), side_by_side=True),
+    Layer(
+        "tools", ("chatbridge.bench", "chatbridge.demo", "chatbridge.docs_gen"), side_by_side=True
+    ),
     Layer("cli", ("chatbridge.cli",)),
     Layer("main", ("chatbridge.__main__",)),
 )
