@@ -34,20 +34,24 @@ from chatbridge.agent.app import Agent, HelloRejected
 from chatbridge.agent.pull import PullClient, PullConfig, PullRejected, run_pull_agent
 from chatbridge.agent.turn import (
     Answer,
+    ChannelContext,
     Event,
     Handoff,
     HandTo,
     NoReply,
     Notice,
+    SenderInfo,
     Session,
     Turn,
     TurnError,
+    TurnMessage,
 )
 from chatbridge.protocol import FileRef
 
 __all__ = [
     "Agent",
     "Answer",
+    "ChannelContext",
     "Event",
     "FileRef",
     "HandTo",
@@ -58,8 +62,10 @@ __all__ = [
     "PullClient",
     "PullConfig",
     "PullRejected",
+    "SenderInfo",
     "Session",
     "Turn",
     "TurnError",
+    "TurnMessage",
     "run_pull_agent",
 ]

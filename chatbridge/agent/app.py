@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from chatbridge.agent.answers import WholeAnswers
 from chatbridge.agent.frames import (
@@ -114,9 +114,12 @@ N = TypeVar("N", bound=NoticeHandler)
 
 
 class HelloRejected(ChatbridgeError):
-    """The bridge answered our ``hello`` with ``hello_error``: wrong token or unknown agent.
+    """The bridge refused the agent: ``hello_error`` (wrong token or unknown agent), a close
+    with a policy code during the handshake, or an HTTP refusal of the WebSocket upgrade
+    (401/403: the token; 404: the URL's path is not the bridge's agent endpoint).
 
-    Reconnecting would not help, so ``dial_in()`` stops and raises this.
+    Reconnecting would not help, so ``dial_in()`` stops and raises this; its message is one
+    line saying what to fix (``Agent.run`` prints it and exits with status 1).
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -250,16 +253,24 @@ class Agent:
             raise ValueError("dial_in needs a token")
 
         async def main() -> None:
-            async with asyncio.TaskGroup() as group:
-                if dial_in is not None and token is not None:
-                    group.create_task(self.dial_in(dial_in, token, connections=connections))
-                if serve is not None:
-                    group.create_task(self.serve(*serve))
-                if webhook is not None:
-                    group.create_task(self.serve_webhook(*webhook, secret=secret))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    if dial_in is not None and token is not None:
+                        group.create_task(self.dial_in(dial_in, token, connections=connections))
+                    if serve is not None:
+                        group.create_task(self.serve(*serve))
+                    if webhook is not None:
+                        group.create_task(self.serve_webhook(*webhook, secret=secret))
+            except ExceptionGroup as group:
+                raise group.exceptions[0] from None  # the first failure, not a group of one
 
-        with suppress(KeyboardInterrupt):
-            asyncio.run(main())
+        _log_to_stderr()
+        try:
+            with suppress(KeyboardInterrupt):
+                asyncio.run(main())
+        except (HelloRejected, OSError) as exc:
+            # one line saying what to fix, not a traceback (OSError: the port is taken)
+            raise SystemExit(f"agent {self.agent_id}: {exc}") from None
 
     async def dial_in(
         self,
@@ -318,7 +329,7 @@ class Agent:
                         open_timeout=OPEN_TIMEOUT,
                         close_timeout=CLOSE_TIMEOUT,
                     ) as ws:
-                        ok = await self._hello(ws, token, link_id)
+                        ok = await self._hello(ws, token, link_id, url)
                         peer = Peer(
                             ws,
                             dial_in=True,
@@ -331,6 +342,11 @@ class Agent:
                         up_for = time.monotonic() - started
                         if up_for >= ok.heartbeat_interval:
                             attempt = 0
+                except InvalidStatus as exc:
+                    refusal = _refusal(url, exc.response.status_code)
+                    if refusal is not None:
+                        raise refusal from None
+                    log.warning("connection to bridge failed: %s", exc)
                 except (OSError, TimeoutError, WebSocketException, ProtocolError) as exc:
                     log.warning("connection to bridge failed: %s: %s", type(exc).__name__, exc)
                 if stop.is_set():
@@ -367,7 +383,7 @@ class Agent:
     ) -> None:
         """Be a WebSocket server the bridge dials (ws-dial-out) until ``stop`` is set."""
         async with self.serving(host, port) as bound:
-            log.info("agent %s listening on ws://%s:%d", self.agent_id, host, bound)
+            log.info("listening on ws://%s:%d as agent %s", host, bound, self.agent_id)
             await (stop or asyncio.Event()).wait()
 
     @asynccontextmanager
@@ -394,7 +410,9 @@ class Agent:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _hello(self, ws: ClientConnection, token: str, link_id: str) -> HelloOk:
+    async def _hello(
+        self, ws: ClientConnection, token: str, link_id: str, url: str = "the bridge"
+    ) -> HelloOk:
         hello: JsonObject = {
             "type": "hello",
             "agent_id": self.agent_id,
@@ -408,15 +426,23 @@ class Agent:
         if self.last_seq is not None:
             hello["resume_from"] = self.last_seq
         await ws.send(dumps(hello))
-        async with asyncio.timeout(HELLO_TIMEOUT):
-            data = await ws.recv()
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                data = await ws.recv()
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code == 1008 or (code is not None and 4000 <= code < 5000):
+                reason = exc.rcvd.reason if exc.rcvd is not None else ""
+                raise HelloRejected(f"closed {code}", reason or "refused") from None
+            raise
         answer = parse_bridge_frame(data)
         if isinstance(answer, HelloError):
             raise HelloRejected(answer.error_code, answer.message)
         if not isinstance(answer, HelloOk):
             raise ProtocolError("bad_hello", f"expected hello_ok, got {answer.type}")
         log.info(
-            "dialed in as %s (heartbeat %gs, revision %s, features %s)",
+            "connected to %s as agent %s (heartbeat %gs, revision %s, features %s)",
+            url,
             self.agent_id,
             answer.heartbeat_interval,
             answer.version or LEGACY_REVISION,
@@ -657,6 +683,13 @@ class Agent:
         config = uvicorn.Config(
             self.webhook_app(secret, path=path), host=host, port=port, log_config=None
         )
+        log.info(
+            "listening on http://%s:%d%s as agent %s (http-webhook)",
+            host,
+            port,
+            path,
+            self.agent_id,
+        )
         await uvicorn.Server(config).serve()
 
     def webhook_app(self, secret: str | None, *, path: str = "/") -> Any:
@@ -723,6 +756,32 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refusal(url: str, status: int) -> HelloRejected | None:
+    """The permanent refusal an HTTP answer to the WebSocket upgrade means (None: retry)."""
+    if status in (401, 403):
+        return HelloRejected(
+            "unauthorized", f"{url} answered HTTP {status}: check the agent id and token"
+        )
+    if status == 404:
+        return HelloRejected(
+            "not_found",
+            f"{url} answered HTTP 404: no agent endpoint there (the bridge's is /api/ws/agent)",
+        )
+    return None
+
+
+def _log_to_stderr() -> None:
+    """Show the SDK's log lines (the start-up line, refusals, reconnects) when the program
+    configured no logging: ``Agent.run`` is an application's entry point."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
 
 
 def _refused_live_frame(frame: ErrorMessage) -> bool:

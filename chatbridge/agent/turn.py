@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from chatbridge.agent import live
 from chatbridge.agent.live import LiveSend, NoticeLevel, nowhere
@@ -33,6 +33,43 @@ from chatbridge.protocol import (
     UserMessage,
     WarningMessage,
 )
+
+
+class SenderInfo(TypedDict, total=False):
+    """``Turn.sender``: who wrote, as the channel knows them (each key may be missing or
+    None; a channel may add keys of its own)."""
+
+    id: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+
+
+class ChannelContext(TypedDict, total=False):
+    """``Turn.context``: where the conversation lives on the channel side (Chatwoot: its
+    ``channel`` such as ``web_widget``, its conversation id, its ``additional_attributes``);
+    each key may be missing, and a channel may add its own."""
+
+    channel: str | None
+    created_at: str | None
+    """ISO 8601, UTC."""
+    external_conversation_id: str | None
+    additional_attributes: JsonObject
+    session_id: str | None
+    """The web chat session, on turns pulled from the web chat plugin's action API."""
+
+
+class TurnMessage(TypedDict, total=False):
+    """One customer message of ``Turn.messages``."""
+
+    id: str | None
+    content: str | None
+    created_at: str | None
+    """ISO 8601, UTC."""
+    attachments: list[JsonObject]
+    metadata: JsonObject
+    """``{"interactive": {"id", "title"}}`` when it answers the agent's choices
+    (``Turn.choice``)."""
 
 
 class Cancellation:
@@ -73,6 +110,12 @@ class Turn:
     ``created_at``, ``attachments``), and ``content`` is their text newline-joined. ``raw`` is
     the frame as received, including fields this SDK does not know yet.
 
+    ``sender`` (``SenderInfo``: ``id``, ``name``, ``email``, ``phone``) and ``context``
+    (``ChannelContext``) are typed dicts: plain dicts at run time, checked keys for a type
+    checker. ``traceparent`` is the W3C trace context of the bridge's call, when the bridge
+    traces (OpenTelemetry): make the handler's spans its children to see them in the
+    message's trace.
+
     Since protocol 1.1:
 
     - ``fresh`` is True when the bot's session for this conversation had expired: start a new
@@ -106,9 +149,9 @@ class Turn:
     seq: int | None
     conversation_id: str
     content: str
-    messages: list[JsonObject] = field(default_factory=list)
-    sender: JsonObject | None = None
-    context: JsonObject | None = None
+    messages: list[TurnMessage] = field(default_factory=list)
+    sender: SenderInfo | None = None
+    context: ChannelContext | None = None
     channel: str | None = None
     inbox_id: int | None = None
     raw: JsonObject = field(default_factory=dict)
@@ -116,6 +159,7 @@ class Turn:
     files: list[FileRef] = field(default_factory=list)
     agent: str | None = None
     role: str | None = None
+    traceparent: str | None = None
     cancellation: Cancellation = field(default_factory=Cancellation, repr=False, compare=False)
     live: LiveSend = field(default=nowhere, repr=False, compare=False)
     """Where this turn's live frames go; the SDK sets it for the transport the turn came on."""
@@ -190,9 +234,13 @@ class Turn:
             seq=message.seq,
             conversation_id=message.conversation_id,
             content=message.content,
-            messages=[m.model_dump(mode="json") for m in message.messages],
-            sender=message.sender.model_dump(mode="json") if message.sender else None,
-            context=message.context.model_dump(mode="json") if message.context else None,
+            messages=[cast(TurnMessage, m.model_dump(mode="json")) for m in message.messages],
+            sender=cast(SenderInfo, message.sender.model_dump(mode="json"))
+            if message.sender
+            else None,
+            context=cast(ChannelContext, message.context.model_dump(mode="json"))
+            if message.context
+            else None,
             channel=message.channel,
             inbox_id=message.inbox_id,
             raw=raw,
@@ -200,6 +248,7 @@ class Turn:
             files=list(message.files),
             agent=message.agent,
             role=message.role,
+            traceparent=message.traceparent,
             live=live,
         )
 
