@@ -125,6 +125,15 @@ class UserMessage(Frame):
         default=None,
         description="Since 1.3. That agent's role on the route (`guide`, `billing`, …).",
     )
+    traceparent: str | None = Field(
+        default=None,
+        max_length=512,
+        description=(
+            "Optional. The W3C trace context (`00-<trace id>-<span id>-<flags>`) of the "
+            "bridge's span calling the agent, sent when the bridge traces (OpenTelemetry): "
+            "an agent that traces makes its spans children of it. Absent otherwise."
+        ),
+    )
 
 
 class Cancel(Frame):
