@@ -1,12 +1,11 @@
 """Chatwoot's JSON, as the mock Chatwoot sends it in webhooks and returns it from its API.
 
-Plain functions, no I/O, from the mock's state (a ``MockConversation``, its stored messages,
-the account) to the shapes of Chatwoot's presenters, named where there is one. Shapes follow
-``contracts/chatwoot.md``: a string ``message_type`` and ISO ``created_at`` at the top level of
+Plain functions, no I/O, from the mock's state (a ``MockConversation``, its stored messages, the
+account) to the shapes of Chatwoot's presenters, named where there is one. Shapes follow Chatwoot's
+own webhook and API payloads: a string ``message_type`` and ISO ``created_at`` at the top level of
 message events (``message_event``), integer ``message_type`` and Unix ``created_at`` inside
-``conversation.messages`` (``push_message``, at most one entry), contact senders without a
-``type`` key (``contact_full``), ``meta.sender`` with ``type: "contact"`` (``contact_push``).
-"""
+``conversation.messages`` (``push_message``, at most one entry), contact senders without a ``type``
+key (``contact_full``), ``meta.sender`` with ``type: "contact"`` (``contact_push``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A Chatwoot imitation: sends realistic webhooks and answers the REST calls the bridge makes.
 
 Used by the tests, by ``chatbridge demo`` and by ``chatbridge mock-chatwoot``. Payload shapes
-follow ``contracts/chatwoot.md`` (see ``chatwoot_payloads``); webhooks carry
+are Chatwoot's own (see ``chatwoot_payloads``); webhooks carry
 ``X-Chatwoot-Delivery`` and, when a secret is set, ``X-Chatwoot-Timestamp``/
 ``X-Chatwoot-Signature``.
 
