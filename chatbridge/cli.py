@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -46,20 +47,62 @@ def _add_broadcast_commands() -> None:
 _add_broadcast_commands()
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from env/.env plus CLI overrides; a clear message instead of a traceback."""
-    from chatbridge.channels import registry
+def _add_docs_commands() -> None:
+    """``chatbridge docs …``: the reference documents generated from the code."""
+    from chatbridge.docs_gen import docs_app
 
+    app.add_typer(docs_app, name="docs")
+
+
+_add_docs_commands()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env/.env plus CLI overrides, each channel's own and the comms settings
+    checked too. A bad one is told in one line per setting (``chatbridge.config_errors``) on
+    stderr, and the command exits 2: no traceback. Settings given empty (treated as unset)
+    get a warning line."""
+    import os
+
+    from pydantic_settings import SettingsError
+
+    from chatbridge.channels import registry
+    from chatbridge.config_errors import empty_settings, explain
+    from chatbridge.crm.settings import CommsSettings
+
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**given)
         registry.load_settings(settings)  # each channel's own settings (CHATBRIDGE_<NAME>_*)
-        return settings
-    except ValidationError as exc:
-        console.print("[red]Invalid configuration:[/red]")
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            console.print(f"  {where}: {err['msg']}")
+        CommsSettings()
+    except (ValidationError, SettingsError) as exc:
+        lines = explain(exc, models=(Settings, CommsSettings), environ=os.environ, flags=given)
+        for line in lines:
+            typer.echo(line, err=True)
         raise typer.Exit(2) from None
+    for warning in empty_settings(os.environ):
+        typer.echo(warning, err=True)
+    return settings
+
+
+def _version(value: bool) -> None:
+    if value:
+        from chatbridge import __version__
+
+        typer.echo(f"chatbridge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Chatbridge: connect Chatwoot (and other channels) to AI agents."""
 
 
 @app.command()
@@ -95,6 +138,21 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help="DEBUG | INFO | WARNING | ERROR (env CHATBRIDGE_LOG_LEVEL; default INFO)",
+            show_default=False,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per HTTP request (env CHATBRIDGE_ACCESS_LOG; default off)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the bridge (HTTP API, webhooks, agent connections, workers)."""
     if fd is not None:
@@ -104,20 +162,25 @@ def serve(
             raise typer.Exit(2)
         host, port = inherited_address(fd)  # what the exposure check and URLs must see
 
-    import uvicorn
-
-    from chatbridge.api import create_app
-    from chatbridge.api.edge import uvicorn_options
-    from chatbridge.logs import configure_logging
-
     settings = load_settings(
         host=host,
         port=port,
         database_url=database_url,
         proxy_headers=proxy_headers,
         forwarded_allow_ips=forwarded_allow_ips,
+        log_level=log_level,
+        access_log=access_log,
     )
+
+    import uvicorn
+
+    from chatbridge.api import create_app
+    from chatbridge.api.edge import uvicorn_options
+    from chatbridge.logs import configure_logging
+
     configure_logging(settings.log_level, settings.log_format)
+    if settings.access_log:  # the logging set-up keeps uvicorn's access log to errors
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     refuse_open_webhooks(settings)
     application = create_app(settings)
     policy = gc_policy(settings, application.state.metrics.registry)
@@ -149,6 +212,7 @@ def serve(
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
+        access_log=settings.access_log,
         **uvicorn_options(settings),
     )
     if fd is None:

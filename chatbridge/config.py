@@ -76,6 +76,56 @@ def check_secret(name: str, value: str | None) -> str | None:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Settings where an empty value (``NAME=`` in an env file or compose) means "not set".
+EMPTY_IS_UNSET = (
+    "admin_key",
+    "chatwoot_webhook_secret",
+    "chatwoot_api_access_token",
+    "web_chat_api_key",
+    "web_chat_admin_key",
+    "openai_api_key",
+    "media_signing_key",
+    "redis_url",
+    "public_url",
+    "media_dir",
+)
+# The drivers the store runs on; the usual URLs without them fail deep in SQLAlchemy.
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_DIALECT_ALIASES = {"postgres": "postgresql"}
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if the store can open it (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
+
+    Raises:
+        ValueError: saying which URL to write instead: the same one with the right driver
+            (password hidden) when only the driver is wrong or missing.
+    """
+    scheme, sep, rest = url.partition("://")
+    dialect = scheme.lower().partition("+")[0]
+    dialect = _DIALECT_ALIASES.get(dialect, dialect)
+    want = _DRIVERS.get(dialect)
+    if not sep or want is None:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}; use sqlite+aiosqlite:///./chatbridge.db"
+            " or postgresql+asyncpg://user:password@host:5432/dbname"
+        )
+    if scheme.lower() == want:
+        return url
+    fixed = f"{want}://{rest}"
+    if dialect == "postgresql":
+        from sqlalchemy import make_url
+
+        try:
+            fixed = make_url(fixed).render_as_string(hide_password=True)
+        except Exception:  # unparsable: shown without the rest rather than a password
+            fixed = f"{want}://user:password@host:5432/dbname"
+    needs = f"the {want.partition('+')[2]} driver"
+    raise ValueError(f"{scheme}:// is not supported, Chatbridge needs {needs}; use {fixed}")
+
+
 def _check_ws_url(url: str) -> None:
     """A dial-out URL must be one the WebSocket client can actually open; refused here it is
     a clear configuration error, accepted it would be a dial-out loop failing forever."""
@@ -351,6 +401,10 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(
         default="INFO", description="the lowest level logged: DEBUG, INFO, WARNING, ERROR"
+    )
+    access_log: bool = Field(
+        default=False,
+        description="log one line per HTTP request (`serve --access-log`); off: only errors",
     )
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -800,6 +854,35 @@ class Settings(BaseSettings):
         if value in ("", None):
             return []
         return value
+
+    @field_validator(*EMPTY_IS_UNSET, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # ``CHATWOOT_WEBHOOK_SECRET=`` in an env file means "no secret", not a secret of ""
+        # (the CLI warns about it: ``config_errors.empty_settings``)
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return check_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0].lower() not in REDIS_SCHEMES:
+            raise ValueError(
+                "not a Redis URL; use redis://host:6379/0 (rediss:// with TLS, unix:///path)"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator(
         "admin_key", "chatwoot_webhook_secret", "web_chat_api_key", "web_chat_admin_key"

@@ -54,6 +54,7 @@ LAYERS = (
         "settings",
         (
             "chatbridge.config",
+            "chatbridge.config_errors",
             "chatbridge.transport_kinds",
             "chatbridge.ratelimit",
             "chatbridge.gc_policy",
