@@ -18,10 +18,15 @@ from chatbridge import __version__
 from chatbridge.api import (
     agent_media,
     agent_pull,
+    api_docs,
+    audit,
     console,
     inbound,
+    invitations,
     management,
     media,
+    operator_threads,
+    operators,
     webchat,
     webchat_compat,
     webhooks,
@@ -84,6 +89,8 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
         description="Connects customer channels to AI agents: durable, exactly once, in order.",
         lifespan=lifespan,
         telemetry=fastapi_telemetry(),
+        docs_url=None,  # /docs and /redoc come from api_docs: no CDN
+        redoc_url=None,
     )
     build_openapi = app.openapi
 
@@ -102,6 +109,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
 
         serve_forwarded(app, the_bridge.cluster)
     install_error_handlers(app)
+    app.add_middleware(audit.AuditTrail)  # a row per successful admin action
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -126,8 +134,13 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
     app.include_router(agent_media.router)  # agents upload attachments (media out)
     app.include_router(webchat_compat.router)
     app.include_router(console.router)
+    app.include_router(invitations.router)  # an invited operator chooses a password
+    app.include_router(operators.router)  # operator accounts
+    app.include_router(operator_threads.router)  # assignment, private notes, canned replies
+    app.include_router(audit.router)  # the audit log of admin actions
     app.include_router(comms_router)
     app.include_router(media.router)  # public: signed media URLs
+    api_docs.add_routes(app)  # /docs and /redoc, their assets in the package
     app.add_api_websocket_route("/api/ws/chat/{session_id}", webchat.webchat_socket)
 
     @app.get("/api/protocol/schema.json", tags=["agents"], summary="Agent protocol v1 JSON Schema")

@@ -5,6 +5,8 @@ and client address (``CHATBRIDGE_AUTH_FAILURE_LIMIT``, default ``10/minute``):
 
 - ``admin``: the admin key, at ``POST /console/login`` and as the bearer of the management
   and comms APIs (one budget: it is one secret);
+- ``password``: operators' passwords at ``POST /console/login`` (per address, whatever the
+  email, so guessing across accounts spends one budget);
 - ``dial_in``: the token of a WebSocket agent's ``hello``;
 - ``pull``: the token of an http-pull agent (and of late http-webhook replies);
 - ``action_api``: the web chat action API's API and admin keys.
@@ -29,7 +31,7 @@ from starlette.requests import HTTPConnection
 from chatbridge.config import Settings
 from chatbridge.ratelimit import RateLimited, RateLimiter
 
-Credential = Literal["admin", "dial_in", "pull", "action_api"]
+Credential = Literal["admin", "password", "dial_in", "pull", "action_api"]
 
 
 def address_key(address: str) -> str:

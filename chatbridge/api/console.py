@@ -1,15 +1,18 @@
 """The operator console: ``/console`` (a vanilla-JS single-page app), its login and logout.
 
-``GET /console`` without a valid session cookie redirects to ``/console/login``. Logging in
-compares the key with ``CHATBRIDGE_ADMIN_KEY`` in constant time and sets the session cookie of
-:mod:`chatbridge.api.console_auth`; with no admin key set, an empty key is accepted from a
-client on this machine talking to us directly (loopback, no proxy header). Wrong keys spend the
-address's failed-authentication budget (``chatbridge.api.auth_limits``); logging out revokes
-the session on the server. The page receives its CSRF token in a ``<meta>`` tag of the HTML served
-to the logged-in browser, which another origin cannot read (no CORS here, and the cookie is
-SameSite=Strict, so a cross-site request does not even carry it). Every console response
-forbids framing and sets a strict Content-Security-Policy: scripts and styles come from
-``/console/static/`` only.
+``GET /console`` without a valid session cookie redirects to ``/console/login``. An operator
+logs in with their email and password (checked against the argon2id hash of
+:mod:`chatbridge.operators.passwords`); the admin key still opens a session too (machines, and
+the first set-up, before any operator exists): it is compared with ``CHATBRIDGE_ADMIN_KEY`` in
+constant time; with no admin key set, an empty key is accepted from a client on this machine
+talking to us directly (loopback, no proxy header). Either sets the session cookie of
+:mod:`chatbridge.api.console_auth`, naming who logged in. Wrong keys and wrong passwords spend
+the address's failed-authentication budgets (``chatbridge.api.auth_limits``); logging out
+revokes the session on the server. The page receives its CSRF token in a ``<meta>`` tag of
+the HTML served to the logged-in browser, which another origin cannot read (no CORS here, and
+the cookie is SameSite=Strict, so a cross-site request does not even carry it). Every console
+response forbids framing and sets a strict Content-Security-Policy: scripts and styles come
+from ``/console/static/`` only.
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.console_auth import (
     COOKIE,
+    KEY_SUBJECT,
     SESSION_SECONDS,
     csrf_token,
     direct_local,
     issue_session,
+    principal_for,
     reached_over_https,
     revoke_session,
-    session_nonce,
+    session_subject,
 )
+from chatbridge.api.operators import check_password
 from chatbridge.config import Settings
 from chatbridge.errors import BadInput
 from chatbridge.ratelimit import RateLimited, RateLimiter, client_ip
@@ -74,7 +80,13 @@ def _limiter(request: Request) -> RateLimiter:
 
 
 async def _nonce(request: Request) -> str | None:
-    return await session_nonce(_settings(request), _limiter(request), request.cookies.get(COOKIE))
+    """The nonce of the request's session, while the operator it names may still log in."""
+    found = await session_subject(
+        _settings(request), _limiter(request), request.cookies.get(COOKIE)
+    )
+    if found is None or await principal_for(request.app.state.bridge.store, found[1]) is None:
+        return None
+    return found[0]
 
 
 def _page(name: str, **values: str) -> HTMLResponse:
@@ -110,20 +122,27 @@ async def _key_ok(request: Request, sent: str) -> bool:
     return False
 
 
-async def _sent_key(request: Request) -> tuple[str, bool]:
-    """The key of a login request and whether it came as JSON (else as a form)."""
+async def _sent_key(request: Request) -> tuple[dict[str, str], bool]:
+    """The credentials of a login request (``key``, or ``email`` and ``password``) and
+    whether it came as JSON (else as a form)."""
     raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
             raise BadInput("invalid_json", "the body must be JSON") from None
-        key = body.get("key", "") if isinstance(body, dict) else None
-        if not isinstance(key, str):
-            raise BadInput("invalid_request", 'send {"key": "<admin key>"}', status_code=422)
-        return key, True
+        sent = body if isinstance(body, dict) else None
+        if sent is None or not all(
+            isinstance(sent.get(k, ""), str) for k in ("key", "email", "password")
+        ):
+            raise BadInput(
+                "invalid_request",
+                'send {"email": "…", "password": "…"} or {"key": "<admin key>"}',
+                status_code=422,
+            )
+        return {k: sent[k] for k in ("key", "email", "password") if k in sent}, True
     form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
-    return (form.get("key") or [""])[0], False
+    return {k: v[0] for k, v in form.items() if k in ("key", "email", "password") and v}, False
 
 
 @router.get("")
@@ -147,32 +166,39 @@ async def login_page(request: Request) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Log in with the admin key: JSON ``{"key"}`` → ``{"csrf_token"}``, or a form → the app.
+    """Log in with an operator's email and password, or with the admin key: JSON
+    (``{"email", "password"}`` or ``{"key"}``) → ``{"csrf_token"}``, or a form → the app.
 
     Sets the session cookie (HttpOnly, SameSite=Strict, Secure over https). Over the
     address's budget of wrong keys: 429 with ``Retry-After``, whatever the key.
     """
     if not _same_origin(request):
         raise BadInput("forbidden", "log in from the console's own page", status_code=403)
-    key, as_json = await _sent_key(request)
+    sent, as_json = await _sent_key(request)
     settings = _settings(request)
+    by_password = bool(sent.get("email"))
     try:
-        right = await _key_ok(request, key)
+        if by_password:
+            subject = await check_password(request, sent["email"], sent.get("password", ""))
+        else:
+            subject = KEY_SUBJECT if await _key_ok(request, sent.get("key", "")) else None
     except RateLimited as exc:
         if as_json:
             raise
-        error = f"Too many wrong keys from your address; try again in {exc.retry_after} s."
+        what = "passwords" if by_password else "keys"
+        error = f"Too many wrong {what} from your address; try again in {exc.retry_after} s."
         page = _page("login.html", hint="", error=error)
         page.status_code = 429
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
-    if not right:
+    if subject is None:
+        wrong = "wrong email or password" if by_password else "wrong admin key"
         if as_json:
-            raise BadInput("unauthorized", "wrong admin key", status_code=401)
-        page = _page("login.html", hint="", error="Wrong admin key.")
+            raise BadInput("unauthorized", wrong, status_code=401)
+        page = _page("login.html", hint="", error=wrong.capitalize() + ".")
         page.status_code = 401
         return page
-    cookie, csrf = issue_session(settings)
+    cookie, csrf = issue_session(settings, subject=subject)
     response: Response = (
         JSONResponse({"csrf_token": csrf, "expires_in": SESSION_SECONDS}, headers=PAGE_HEADERS)
         if as_json

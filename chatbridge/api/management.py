@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatbridge.api.auth_limits import auth_failures
-from chatbridge.api.console_auth import console_session_ok, direct_local
+from chatbridge.api.console_auth import admit, direct_local, session_principal
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.config import SECRET_OPTIONS, InboxMapping
 from chatbridge.errors import BadInput
+from chatbridge.operators.roles import KEY_ADMIN, LOCAL_ADMIN
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.ratelimit import client_ip
 from chatbridge.store.records import AgentRecord, Route
@@ -71,7 +72,10 @@ async def require_admin(
     """
     bridge = request.app.state.bridge
     settings = bridge.settings
-    if await console_session_ok(request, settings, bridge.rate_limiter):
+    # an operator's session: an agent-role operator is refused the admin screens (403)
+    principal = await session_principal(request, settings, bridge.rate_limiter, bridge.store)
+    if principal is not None:
+        admit(request, principal)
         return
     key = settings.admin_key
     if key is None:
@@ -82,6 +86,7 @@ async def require_admin(
                 "through a proxy",
                 status_code=403,
             )
+        admit(request, LOCAL_ADMIN)
         return
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
@@ -89,6 +94,7 @@ async def require_admin(
         failures = auth_failures(request)
         await failures.guard("admin", client_ip(request))
         if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode()):
+            admit(request, KEY_ADMIN)
             return
         await failures.failed("admin", client_ip(request))
     raise BadInput(

@@ -6,10 +6,12 @@ See ``turns`` for why Chatbridge keeps its own outbox and leases, and how claimi
 from __future__ import annotations
 
 from chatbridge.store.broadcasts import BroadcastStore
+from chatbridge.store.canned_replies import CannedReplyStore
 from chatbridge.store.conversations import ConversationStore
 from chatbridge.store.crm import CrmStore
 from chatbridge.store.hot import GroupCommit
 from chatbridge.store.media import MediaStore
+from chatbridge.store.operators import OperatorStore
 from chatbridge.store.outage import is_outage
 from chatbridge.store.outbox import OutboxStore
 from chatbridge.store.routing import RoutingStore
@@ -30,6 +32,8 @@ class Store(
     MediaStore,
     TemplateStore,
     BroadcastStore,
+    OperatorStore,
+    CannedReplyStore,
 ):
     """Async access to the database. One instance per process; ``migrate()`` before use."""
 

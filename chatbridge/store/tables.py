@@ -429,3 +429,62 @@ broadcast_recipients = Table(
     Column("updated_at", Float, nullable=False),
     Index(None, "broadcast_id", "state", "seq"),
 )
+
+# --------------------------------------------------------------------------------------------
+# Operators (issue 17, migration 0010): accounts, conversation assignment, canned replies and
+# the audit log. Private notes are messages (``direction`` note, ``author`` human) and every
+# human message names its operator in ``meta`` (``operator_id``, ``operator_name``).
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(300), nullable=False, unique=True),  # lower case
+    Column("name", String(200), nullable=False),
+    Column("role", String(10), nullable=False),  # admin | agent
+    # argon2id; null while an invited operator has not chosen a password
+    Column("password_hash", String(200), nullable=True),
+    Column("invite_hash", String(64), nullable=True, unique=True),  # sha256 of the token
+    Column("invite_expires_at", Float, nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    # in the session cookie: a new password or a disabled account ends the old sessions
+    Column("session_version", Integer, nullable=False, default=1),
+    Column("last_login_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+conversation_assignments = Table(
+    "conversation_assignments",
+    metadata,
+    Column("conversation_id", String(40), ForeignKey("conversations.id"), primary_key=True),
+    Column("operator_id", String(40), ForeignKey("operators.id"), nullable=False, index=True),
+    Column("assigned_by", String(40), nullable=True),  # an operator id; null: the admin key
+    Column("assigned_at", Float, nullable=False),
+)
+
+canned_replies = Table(
+    "canned_replies",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("shortcut", String(40), nullable=False),  # typed after "/" in the composer
+    Column("text", Text, nullable=False),
+    # the operator who owns it; null: the team's (made with the admin key)
+    Column("owner_id", String(40), ForeignKey("operators.id"), nullable=True, index=True),
+    Column("shared", Boolean, nullable=False, default=False),  # every operator sees it
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("actor_id", String(40), nullable=True, index=True),  # null: the admin key
+    Column("actor", String(600), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("target", String(300), nullable=True),
+    Column("details", Json, nullable=False, default=dict),
+    Column("ip", String(64), nullable=True),
+)

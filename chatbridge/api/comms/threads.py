@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
+from chatbridge.api.attribution import attribution, owner_change_note, sender_name
 from chatbridge.api.comms.base import (
     ERRORS,
     Body,
@@ -20,6 +21,7 @@ from chatbridge.api.comms.base import (
     storing,
 )
 from chatbridge.api.comms.templates import require_open_window, service_window
+from chatbridge.api.console_auth import request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
 from chatbridge.errors import BadInput
@@ -59,18 +61,31 @@ class LinkPerson(Body):
 
 @router.get("/threads", responses=ERRORS)
 async def list_threads(
+    request: Request,
     q: Annotated[str | None, Query(max_length=200, description="name, phone or text")] = None,
     channel: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[str | None, Query(max_length=10)] = None,
     owner: Literal["bot", "human"] | None = None,
     unlinked: bool | None = None,
     unread: bool | None = None,
+    view: Annotated[
+        Literal["mine", "unassigned", "all"],
+        Query(description="mine: assigned to you; unassigned: to nobody"),
+    ] = "all",
     limit: Limit = 50,
     offset: Offset = 0,
     bridge: Bridge = Depends(get_bridge),
 ) -> dict[str, Any]:
-    """Threads of every channel, most recently active first, with unread counts."""
+    """Threads of every channel, most recently active first, with unread counts and their
+    ``assignee`` (the operator who answers them)."""
     f = ThreadFilter(q, channel, status, owner, unlinked, unread, limit, offset)
+    if view == "unassigned":
+        f.unassigned = True
+    elif view == "mine":
+        me = request_principal(request).operator_id
+        if me is None:  # the admin key is nobody's assignee
+            return {"threads": [], "total": 0, "limit": limit, "offset": offset}
+        f.assignee = me
     async with storing():
         threads, total = await bridge.store.list_threads(f)
     return {"threads": threads, "total": total, "limit": limit, "offset": offset}
@@ -148,10 +163,11 @@ async def _attachment(bridge: Bridge, a: OperatorAttachment) -> dict[str, Any]:
     },
 )
 async def send_operator_message(
-    thread_id: Id, body: OperatorMessage, bridge: Bridge = Depends(get_bridge)
+    request: Request, thread_id: Id, body: OperatorMessage, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
     """An operator writes to the customer: sent through the channel, and the thread is the
-    operator's from now on (owner ``human``; the agent is told)."""
+    operator's from now on (owner ``human``; the agent is told). The message names its
+    operator (``meta.operator_id``, ``meta.operator_name``; web chat shows the name)."""
     conv = await bridge.store.get_conversation(thread_id)
     if conv is None:
         raise not_found("thread", thread_id)
@@ -179,7 +195,7 @@ async def send_operator_message(
             attachments=attachments,
             respect_owner=False,
             handoff=True,  # owner → human in the same transaction
-            meta={"operator": True},
+            meta={"operator": True, **attribution(request), "sender_name": sender_name(request)},
         )
     if not done.ok:
         raise not_found("thread", thread_id)
@@ -202,9 +218,10 @@ async def _notify_owner(
 
 @router.post("/threads/{thread_id}/owner", responses=ERRORS)
 async def set_owner(
-    thread_id: Id, body: OwnerChange, bridge: Bridge = Depends(get_bridge)
+    request: Request, thread_id: Id, body: OwnerChange, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
-    """Take a thread over (``human``: the bot stops answering) or hand it back (``bot``)."""
+    """Take a thread over (``human``: the bot stops answering) or hand it back (``bot``);
+    the thread keeps a line naming the operator who did."""
     conv = await bridge.store.get_conversation(thread_id)
     if conv is None:
         raise not_found("thread", thread_id)
@@ -212,6 +229,7 @@ async def set_owner(
     if before is None:
         raise not_found("thread", thread_id)
     if before != body.owner:
+        await owner_change_note(bridge, request, thread_id, body.owner)
         reason = "operator_takeover" if body.owner == "human" else "operator_handback"
         await _notify_owner(bridge, conv.channel, conv.inbox_id, conv.id, body.owner, reason)
         if body.owner == "bot":

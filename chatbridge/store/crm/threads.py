@@ -41,6 +41,9 @@ class ThreadFilter:
     unread: bool | None = None
     limit: int = 50
     offset: int = 0
+    # operators (migration 0010): assigned to this operator id, or (``unassigned``) to nobody
+    assignee: str | None = None
+    unassigned: bool | None = None
 
 
 class ThreadContact(TypedDict):
@@ -71,12 +74,18 @@ class _ThreadBase(TypedDict):
     contact: ThreadContact | None
 
 
+class Assignee(TypedDict):
+    id: str
+    name: str
+
+
 class _ThreadState(TypedDict):
     linked_by: str | None  # auto | operator | unlinked
     unlinked: bool
     unread: int
     last_read_at: float | None
     last_message: LastMessage | None
+    assignee: Assignee | None  # the operator the thread is assigned to
 
 
 class Thread(_ThreadBase, _ThreadState):
@@ -126,6 +135,7 @@ def role(direction: str, author: str) -> str:
 def _thread_select() -> tuple[Select[Any], Label[Any], NamedFromClause[Any]]:
     """The threads query (one row per conversation), its unread count and its last message."""
     c, ct, tl, p, m = t.conversations, t.contacts, t.thread_links, t.people, t.messages
+    ca, op = t.conversation_assignments, t.operators
     last_id = (
         select(m.c.id)
         .where(m.c.conversation_id == c.c.id)
@@ -161,11 +171,15 @@ def _thread_select() -> tuple[Select[Any], Label[Any], NamedFromClause[Any]]:
         lm.c.direction.label("last_direction"),
         lm.c.author.label("last_author"),
         lm.c.created_at.label("last_at"),
+        ca.c.operator_id.label("assignee_id"),
+        op.c.name.label("assignee_name"),
     ).select_from(
         c.outerjoin(ct, ct.c.id == c.c.contact_id)
         .outerjoin(tl, tl.c.conversation_id == c.c.id)
         .outerjoin(p, p.c.id == tl.c.person_id)
         .outerjoin(lm, lm.c.id == last_id)
+        .outerjoin(ca, ca.c.conversation_id == c.c.id)
+        .outerjoin(op, op.c.id == ca.c.operator_id)
     )
     return stmt, unread, lm
 
@@ -211,6 +225,9 @@ def _thread(row: Row[Any]) -> Thread:
             if row.last_at is not None
             else None
         ),
+        "assignee": (
+            {"id": row.assignee_id, "name": row.assignee_name} if row.assignee_id else None
+        ),
     }
 
 
@@ -232,6 +249,11 @@ class ThreadStore(ThreadLinkStore):
             conds.append(tl.c.person_id.is_(None) if f.unlinked else tl.c.person_id.is_not(None))
         if f.unread is not None:
             conds.append(unread > 0 if f.unread else unread == 0)
+        if f.assignee is not None:
+            conds.append(t.conversation_assignments.c.operator_id == f.assignee)
+        if f.unassigned is not None:
+            assigned = t.conversation_assignments.c.operator_id
+            conds.append(assigned.is_(None) if f.unassigned else assigned.is_not(None))
         if f.q:
             pattern = like(f.q)
             cols = (ct.c.name, ct.c.phone, p.c.name, p.c.phone, c.c.channel_key, lm.c.text)
