@@ -760,9 +760,12 @@ class Agent:
 
 def _refusal(url: str, status: int) -> HelloRejected | None:
     """The permanent refusal an HTTP answer to the WebSocket upgrade means (None: retry)."""
-    if status in (401, 403):
+    if status == 401:
+        return HelloRejected("unauthorized", f"{url} answered HTTP 401: check the token")
+    if status == 403:  # what the bridge answers an upgrade to a path it has no socket at
         return HelloRejected(
-            "unauthorized", f"{url} answered HTTP {status}: check the agent id and token"
+            "forbidden",
+            f"{url} answered HTTP 403: is it the bridge's agent endpoint (/api/ws/agent)?",
         )
     if status == 404:
         return HelloRejected(
