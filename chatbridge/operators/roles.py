@@ -39,9 +39,8 @@ def admin_only(method: str, path: str) -> bool:
     if path == _OWN or path.startswith(_OWN + "/"):
         return False
     for methods, prefix in _ADMIN_ONLY:
-        if (path == prefix.rstrip("/") or path.startswith(prefix)) and (
-            methods is None or method in methods
-        ):
+        base = prefix.rstrip("/")
+        if (path == base or path.startswith(base + "/")) and (methods is None or method in methods):
             return True
     return False
 
