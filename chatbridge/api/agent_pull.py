@@ -23,6 +23,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from chatbridge import tracing
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import error_responses
 from chatbridge.api.forward import forwarded, to_holder, to_replica
@@ -145,6 +146,7 @@ AuthHeader = Annotated[str | None, Header(max_length=2000)]
 )
 async def pull_turns(
     request: Request,
+    response: Response,
     authorization: AuthHeader = None,
     x_agent_id: AgentHeader = None,
     agent_id: AgentQuery = None,
@@ -161,6 +163,9 @@ async def pull_turns(
         # The poller hung up while waiting (an agent restart): nobody will answer these.
         bridge.hub.pull.release(offers)
         offers = []
+    if tracing.ON and offers and (traceparent := offers[0].req.frame.get(tracing.KEY)):
+        # W3C, the first turn's (each turn's own is its ``traceparent`` field)
+        response.headers[tracing.KEY] = traceparent
     return PullOut(
         turns=[
             PulledTurn(

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from chatbridge import tracing
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.channels.base import Channel, InboundRequest
 from chatbridge.channels.registry import WEBHOOK_CHANNELS, channel_settings
@@ -204,6 +205,15 @@ async def receive(
     Raises:
         BadInput: (and its subclasses) a request to refuse; the app's handlers answer it.
     """
+    if tracing.ON:
+        with tracing.webhook(name):
+            return await _receive(request, name, path, mode=mode, wait=wait)
+    return await _receive(request, name, path, mode=mode, wait=wait)
+
+
+async def _receive(
+    request: Request, name: str, path: dict[str, str], *, mode: str | None, wait: bool
+) -> Response:
     scope = request.scope
     hook = InboundHook.of(scope["app"], name)
     if hook.allowlist is not None:

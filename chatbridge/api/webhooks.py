@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from chatbridge import tracing
 from chatbridge.api.errors import error_responses, unstorable_reason
 from chatbridge.api.inbound import (
     InboundHook,
@@ -59,7 +60,8 @@ class ChatwootRoute(APIRoute):
         if mode is _OTHER or scope["method"] != "POST":
             await super().handle(scope, receive, send)
             return
-        response = await receive_chatwoot(scope, receive, mode)
+        receiver = traced_chatwoot if tracing.ON else receive_chatwoot
+        response = await receiver(scope, receive, mode)
         await response(scope, receive, send)
 
 
@@ -117,7 +119,17 @@ async def chatwoot_webhook(
 ) -> Response:
     # The route's endpoint as FastAPI sees it: its OpenAPI operation (no docstring: it would
     # become the operation's description), and the requests ChatwootRoute leaves to FastAPI.
-    return await receive_chatwoot(request.scope, request.receive, mode)
+    receiver = traced_chatwoot if tracing.ON else receive_chatwoot
+    return await receiver(request.scope, request.receive, mode)
+
+
+async def traced_chatwoot(
+    scope: Scope, receive: Receive, mode: Literal["sync", "async"] | None
+) -> Response:
+    """``receive_chatwoot`` in a ``webhook`` span (tracing on: the root of the trace of the
+    message it brings)."""
+    with tracing.webhook("chatwoot"):
+        return await receive_chatwoot(scope, receive, mode)
 
 
 async def receive_chatwoot(

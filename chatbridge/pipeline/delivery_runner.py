@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from chatbridge import clock
+from chatbridge import clock, logs, tracing
 from chatbridge.channels.interactive import with_numbered_choices
 from chatbridge.channels.media_links import with_signed_links
 from chatbridge.channels.whatsapp.templates import as_text_action
@@ -35,7 +35,7 @@ from chatbridge.retry import FailureKind, GiveUp, RetryDecision, decide_retry
 from chatbridge.richdata import text_fallback
 from chatbridge.store.conversations import OFFER_KEY
 from chatbridge.store.outage import hold_on
-from chatbridge.store.records import ClaimedDelivery
+from chatbridge.store.records import CURRENT_AGENT_KEY, ClaimedDelivery
 
 if TYPE_CHECKING:
     from chatbridge.pipeline.host import Host
@@ -136,15 +136,37 @@ class DeliveryRunner:
         while current is not None:
             b.held.hold_delivery(current.id)
             following: ClaimedDelivery | None = None
+            ids = self._bind_ids(current)  # on every record logged while it is sent
             try:
-                following = await self._send(current)
+                if tracing.ON:
+                    with tracing.delivery(current):
+                        following = await self._send(current)
+                else:
+                    following = await self._send(current)
             except Exception as exc:
                 log_failure(f"delivery {current.id}", current.conversation_id, exc)
                 b.metrics.errors.labels("delivery_failed").inc()
                 await self._give_back(current)
             finally:
                 b.held.drop_delivery(current.id)
+                logs.unbind(ids)
             current = following
+
+    def _bind_ids(self, d: ClaimedDelivery) -> logs.Token:
+        """Bind ``d``'s ids for the log records of its send (``chatbridge.logs``); its agent
+        is the conversation's current one, else its route's."""
+        conv = d.conversation
+        agent = conv.meta.get(CURRENT_AGENT_KEY)
+        if agent is None:
+            route = self.b.route_for(conv.channel, conv.inbox_id)
+            agent = route.agent_id if route is not None else None
+        return logs.bind(
+            conversation_id=d.conversation_id,
+            delivery_id=d.id,
+            turn_id=None if d.turn_id is None else f"t_{d.turn_id}",
+            message_id=d.message_id,
+            agent_id=agent,
+        )
 
     async def _give_back(self, d: ClaimedDelivery) -> None:
         """After an error the runner could not handle: if the send may have begun (this
@@ -245,6 +267,7 @@ class DeliveryRunner:
             return None
         b.metrics.delivery_seconds.labels(channel).observe(time.perf_counter() - started)
         b.metrics.deliveries.labels(channel, d.kind, "ok").inc()
+        log.debug("delivery %s (%s) sent to %s", d.id, d.kind, channel)
         return await self._finish(d, result.external_id)
 
     async def _receipt(

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatbridge import clock
+from chatbridge import clock, tracing
 from chatbridge.channels.whatsapp.base import own_id_forms
 from chatbridge.crm.linking import link_inbound
 from chatbridge.errors import UnknownInbox
@@ -134,7 +134,7 @@ class InboundAcceptance:
             response_mode = mode or route.reply_mode
             msg = parsed
             max_attempts = self.settings.delivery_max_attempts
-            result = await self.store.ingest(
+            ingest = self.store.ingest(
                 msg,
                 route=route,
                 response_mode=response_mode,
@@ -142,6 +142,11 @@ class InboundAcceptance:
                     route, conv, msg, now=clock.now(), max_attempts=max_attempts
                 ),
             )
+            if tracing.ON:  # the message keeps its trace for the worker that runs its turn
+                with tracing.store_ingest(msg.metadata, msg.channel):
+                    result = await ingest
+            else:
+                result = await ingest
             if result.available_at is not None:
                 # a debounce window: its turn is claimable when it closes (a merge that
                 # pushes the window on sets a later wake-up; the early one finds nothing)

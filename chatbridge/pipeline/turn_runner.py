@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chatbridge import clock
+from chatbridge import clock, logs, tracing
 from chatbridge.errors import AgentElsewhere, AgentTimeout, AgentUnavailable, TurnCancelled
 from chatbridge.media.signing import SCHEME, sign_frame_media, stored_media_id
 from chatbridge.pipeline.decisions import (
@@ -172,6 +172,23 @@ class TurnRunner:
         self.b = bridge
 
     async def run(self, turn: ClaimedTurn) -> None:
+        # every record logged while the turn runs carries its ids (chatbridge.logs)
+        ids = logs.bind(
+            conversation_id=turn.conversation_id,
+            turn_id=turn.key,
+            agent_id=turn.agent_id,
+            message_id=turn.messages[-1].id if turn.messages else None,
+        )
+        try:
+            if tracing.ON:
+                with tracing.turn(turn):
+                    await self._run_held(turn)
+            else:
+                await self._run_held(turn)
+        finally:
+            logs.unbind(ids)
+
+    async def _run_held(self, turn: ClaimedTurn) -> None:
         b = self.b
         try:  # held since its claim (``Bridge._claim_turns``)
             await self._run(turn)
@@ -235,6 +252,8 @@ class TurnRunner:
         typing: bool = True,
     ) -> CompletedTurn:
         """Write ``plan`` as the turn's outcome (fenced by our lease)."""
+        if tracing.ON:  # its deliveries are sent in the turn's trace
+            tracing.stamp_deliveries(plan.deliveries)
         return await self.b.store.complete_turn(
             turn.id,
             self.b.settings.instance_id,
@@ -303,7 +322,12 @@ class TurnRunner:
                     TypingStart(b, turn, s.typing_delay_seconds) if b.shows_typing(turn) else None
                 )
                 try:
-                    outcome = await b.hub.run_turn(request)
+                    if tracing.ON:
+                        with tracing.agent_call(request) as span:
+                            outcome = await b.hub.run_turn(request)
+                            tracing.outcome(span, outcome.kind, outcome.error_code)
+                    else:
+                        outcome = await b.hub.run_turn(request)
                 except AgentElsewhere as exc:
                     await b.hand_back(turn, exc.replica)
                     return

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from chatbridge import tracing
 from chatbridge.backoff import parse_retry_after
 from chatbridge.errors import AgentUnavailable
 from chatbridge.protocol import ProtocolError, utc_now_iso
@@ -127,6 +128,8 @@ class WebhookCaller:
         }
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body)
+        if tracing.ON and (traceparent := frame.get(tracing.KEY)):
+            headers[tracing.KEY] = traceparent  # W3C: the agent's spans join the turn's trace
         return await self.client.post(url, content=body, headers=headers, timeout=timeout)
 
     async def _post(self, req: TurnRequest, url: str, secret: str | None, lease_id: str) -> None:
