@@ -278,6 +278,24 @@ def refuse_open_webhooks(settings: Settings) -> None:
 
 
 @app.command()
+def check(
+    database_url: Annotated[
+        str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")
+    ] = None,
+) -> None:
+    """Validate the configuration and reach the database, Redis, Chatwoot and each agent,
+    without starting the bridge: one ok/FAIL line per check; exit 1 if one fails."""
+    from chatbridge.check import run_checks
+
+    settings = load_settings(database_url=database_url)
+    results = asyncio.run(run_checks(settings))
+    for result in results:
+        typer.echo(result.line())
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def migrate(
     database_url: Annotated[
         str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")

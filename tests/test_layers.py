@@ -76,7 +76,9 @@ LAYERS = (
     # Fakes and mock servers (the demo, the bench and the tests run them).
     Layer("testing", ("chatbridge.testing",)),
     Layer(
-        "tools", ("chatbridge.bench", "chatbridge.demo", "chatbridge.docs_gen"), side_by_side=True
+        "tools",
+        ("chatbridge.bench", "chatbridge.demo", "chatbridge.docs_gen", "chatbridge.check"),
+        side_by_side=True,
     ),
     Layer("cli", ("chatbridge.cli",)),
     Layer("main", ("chatbridge.__main__",)),

@@ -172,6 +172,14 @@ class ChatwootAdapter:
             self._raise_for_status(response, what)
         return response
 
+    async def probe(self, account_id: int) -> int | None:
+        """The HTTP status of a cheap authenticated call (``chatbridge check``): ``GET`` of
+        conversation 0 of ``account_id``, allowed to bot tokens. 404 means the token was
+        accepted (there is no such conversation), 401 that it was refused; None when
+        Chatwoot cannot be reached."""
+        response = await self._get(f"/api/v1/accounts/{account_id}/conversations/0")
+        return None if response is None else response.status
+
     async def _get(self, path: str) -> Response | None:
         """GET ``path``; None when Chatwoot cannot be reached (the callers only ask)."""
         try:
