@@ -1,7 +1,8 @@
 """OpenTelemetry traces: one trace per customer message, from its webhook to the channel.
 
-Off unless ``CHATBRIDGE_TRACING`` is ``otlp`` or ``console`` (``chatbridge serve`` calls
-``configure``); then it needs ``pip install 'chatbridge[tracing]'``. The exporter, the sampler
+Off unless ``CHATBRIDGE_TRACING`` is ``otlp`` or ``console`` (read as the app starts, with
+the ``OTEL_*`` variables: ``configure_from_environment``); then it needs ``pip install
+'chatbridge[tracing]'``. The exporter, the sampler
 and the resource read the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``, …).
 
@@ -24,6 +25,7 @@ turn — in this process or another replica — continues the same trace. The ag
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from chatbridge.transports.base import TurnRequest
 
 Mode = Literal["off", "console", "otlp"]
+
+log = logging.getLogger("chatbridge.tracing")
 
 ON = False
 """Whether spans are made. Call sites test this before anything else."""
@@ -89,6 +93,23 @@ def configure(mode: Mode = "otlp", *, exporter: SpanExporter | None = None) -> b
     _tracer = provider.get_tracer("chatbridge")
     ON = True
     return True
+
+
+def configure_from_environment() -> bool:
+    """Turn tracing on as ``CHATBRIDGE_TRACING`` says (``otlp``, ``console``; unset or ``off``:
+    leave it as it is). A bad value or a missing extra is one warning line, and the bridge
+    runs untraced: tracing never stops it. Returns whether this call turned tracing on."""
+    mode = os.environ.get("CHATBRIDGE_TRACING", "off").strip().lower()
+    if mode in ("", "off"):
+        return False
+    if mode not in ("console", "otlp"):
+        log.warning("CHATBRIDGE_TRACING=%r is not off, console or otlp: tracing stays off", mode)
+        return False
+    try:
+        return configure("console" if mode == "console" else "otlp")
+    except ImportError as exc:
+        log.warning("%s; tracing stays off", exc)
+        return False
 
 
 def shutdown() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, WebSocket
 from fastapi.telemetry import TelemetryConfig
 
-from chatbridge import __version__
+from chatbridge import __version__, tracing
 from chatbridge.api import (
     agent_media,
     agent_pull,
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        traced = tracing.configure_from_environment()  # CHATBRIDGE_TRACING; off by default
         await the_bridge.start()
         try:
             # after start: the WhatsApp settings stored through the API count too
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
             yield
         finally:
             await the_bridge.stop()
+            if traced:
+                tracing.shutdown()  # exports the spans still buffered
 
     app = FastAPI(
         title="Chatbridge",
