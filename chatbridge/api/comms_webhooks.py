@@ -28,6 +28,7 @@ from starlette.responses import Response
 from chatbridge.api import inbound
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin
+from chatbridge.api.shapes import webhook_answers
 from chatbridge.channels.base import InboundRequest
 from chatbridge.channels.whatsapp import ROUTE_NAMES, WhatsAppChannel, require_provider
 from chatbridge.channels.whatsapp.base import ProviderCheck
@@ -67,7 +68,7 @@ def _settings(channel: WhatsAppChannel) -> CommsSettings:
         }
     },
     responses={
-        200: {"description": "stored, duplicate or ignored (one result, or a batch)"},
+        **webhook_answers(sync=False),
         **error_responses(
             {
                 400: "malformed JSON or payload",

@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope
 
 from chatbridge import tracing
 from chatbridge.api.errors import error_responses, unstorable_reason
+from chatbridge.api.shapes import webhook_answers
 from chatbridge.channels.base import Channel, InboundRequest
 from chatbridge.channels.registry import WEBHOOK_CHANNELS, channel_settings
 from chatbridge.config import Settings
@@ -241,8 +242,7 @@ async def _receive(
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "stored, duplicate or ignored (one result, or a batch)"},
-    202: {"description": "sync mode: the reply did not come within the sync window"},
+    **webhook_answers(),
     **error_responses(
         {
             400: "malformed JSON or payload, or a value the store cannot hold",

@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.console_auth import admit, direct_local, session_principal
 from chatbridge.api.errors import error_responses, unstorable_reason
+from chatbridge.api.shapes import envelope, json_object, text
 from chatbridge.config import SECRET_OPTIONS, InboxMapping
 from chatbridge.errors import BadInput
 from chatbridge.operators.roles import KEY_ADMIN, LOCAL_ADMIN
@@ -139,7 +140,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", tags=["probes"], summary="Readiness: store reachable, workers running")
+@router.get(
+    "/ready",
+    tags=["probes"],
+    summary="Readiness: store reachable, workers running",
+    responses={
+        **json_object(200, "ready: status, store, workers, backlog (and redis, replicas)"),
+        **json_object(503, "not ready: the same fields, status not_ready and the reason"),
+    },
+)
 async def ready(bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """Ready when the store answers, the workers run and no work is stuck.
 
@@ -259,6 +268,7 @@ async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     dependencies=admin,
     status_code=201,
     responses={
+        **envelope(201, "mapping", "the route, created"),
         **_ADMIN_ERRORS,
         **error_responses({409: "the inbox is already mapped", 422: "invalid mapping"}),
     },
@@ -285,7 +295,8 @@ async def create_mapping(
     tags=["management"],
     dependencies=admin,
     responses={
-        201: {"description": "created"},
+        **envelope(200, "mapping", "the route, replaced"),
+        **envelope(201, "mapping", "the route, created"),
         **_ADMIN_ERRORS,
         **error_responses({400: "inbox_id differs from the path", 422: "invalid mapping"}),
     },
@@ -402,7 +413,7 @@ async def conversation_live(
     "/metrics",
     tags=["management"],
     dependencies=admin,
-    responses={200: {"content": {"text/plain": {}}}, **_ADMIN_ERRORS},
+    responses={**text(200, "Prometheus text exposition format"), **_ADMIN_ERRORS},
     response_class=Response,
 )
 async def metrics(bridge: Bridge = Depends(get_bridge)) -> Response:

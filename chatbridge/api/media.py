@@ -17,6 +17,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from chatbridge.api.errors import error_responses
+from chatbridge.api.shapes import binary
 from chatbridge.errors import BadInput
 from chatbridge.media.files import open_media
 from chatbridge.media.signing import MediaSigner
@@ -40,8 +41,9 @@ def disposition(name: str | None, mime: str, media_id: str) -> str:
 @router.get(
     "/media/{media_id}",
     summary="A stored file, by its signed URL",
+    response_class=Response,  # its bytes, not JSON
     responses={
-        200: {"description": "the file's bytes, with its stored type"},
+        **binary(200, "the file's bytes, with its stored type"),
         **error_responses({403: "expired, altered or unsigned URL", 404: "no such file"}),
     },
 )

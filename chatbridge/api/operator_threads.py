@@ -23,6 +23,7 @@ from chatbridge.api.comms.base import Id, not_found, storing
 from chatbridge.api.console_auth import request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.errors import BadInput
 from chatbridge.operators.roles import Principal
 from chatbridge.pipeline.bridge import Bridge
@@ -106,7 +107,11 @@ async def assign_thread(
     return {"id": thread_id, "assignee": assignee}
 
 
-@router.post("/api/comms/threads/{thread_id}/private-notes", status_code=201, responses=ERRORS)
+@router.post(
+    "/api/comms/threads/{thread_id}/private-notes",
+    status_code=201,
+    responses={**envelope(201, "note", "the private note"), **ERRORS},
+)
 async def add_private_note(
     request: Request, thread_id: Id, body: PrivateNote, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
@@ -144,7 +149,11 @@ async def list_canned_replies(
     return {"canned_replies": rows}
 
 
-@router.post("/api/canned-replies", status_code=201, responses=ERRORS)
+@router.post(
+    "/api/canned-replies",
+    status_code=201,
+    responses={**envelope(201, "canned_reply", "the canned reply"), **ERRORS},
+)
 async def create_canned_reply(
     request: Request, body: NewCannedReply, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:

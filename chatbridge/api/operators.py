@@ -25,6 +25,7 @@ from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.console_auth import operator_subject, request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.errors import BadInput
 from chatbridge.operators import passwords
 from chatbridge.operators.roles import Principal
@@ -185,7 +186,11 @@ async def list_operators(request: Request, bridge: Bridge = Depends(get_bridge))
     return {"operators": rows}
 
 
-@router.post("", status_code=201, responses=ERRORS)
+@router.post(
+    "",
+    status_code=201,
+    responses={**envelope(201, "operator", "the operator (and an invitation link)"), **ERRORS},
+)
 async def create_operator(
     request: Request, body: NewOperator, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:

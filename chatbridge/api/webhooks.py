@@ -35,6 +35,7 @@ from chatbridge.api.inbound import (
     read_body,
     require_json_content_type,
 )
+from chatbridge.api.shapes import webhook_answers
 from chatbridge.channels.chatwoot_channel import ChatwootChannel
 from chatbridge.channels.signatures import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from chatbridge.errors import BadInput
@@ -94,8 +95,7 @@ def add_routes(app: FastAPI) -> None:
             }
         },
         responses={
-            200: {"description": "stored (async), replied (sync), duplicate or ignored"},
-            202: {"description": "sync mode: the reply did not come within the sync window"},
+            **webhook_answers(batch=False),
             **error_responses(
                 {
                     400: "malformed JSON or payload, or a value the store cannot hold",

@@ -5,7 +5,8 @@ account) to the shapes of Chatwoot's presenters, named where there is one. Shape
 own webhook and API payloads: a string ``message_type`` and ISO ``created_at`` at the top level of
 message events (``message_event``), integer ``message_type`` and Unix ``created_at`` inside
 ``conversation.messages`` (``push_message``, at most one entry), contact senders without a ``type``
-key (``contact_full``), ``meta.sender`` with ``type: "contact"`` (``contact_push``)."""
+key (``contact_full``), ``meta.sender`` with ``type: "contact"`` (``contact_push``).
+"""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from pydantic import Field
 from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, not_found, storing
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.channels.whatsapp.templates import (
     TemplateProblem,
     check_parameters,
@@ -115,7 +116,11 @@ async def preview_broadcast(
 @router.post(
     "/broadcasts",
     status_code=201,
-    responses={**ERRORS, **error_responses({409: "WhatsApp is off"})},
+    responses={
+        **envelope(201, "broadcast", "the broadcast, queued"),
+        **ERRORS,
+        **error_responses({409: "WhatsApp is off"}),
+    },
 )
 async def create_broadcast(
     body: BroadcastBody, bridge: Bridge = Depends(get_bridge)

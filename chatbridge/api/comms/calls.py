@@ -26,6 +26,7 @@ from chatbridge.api.comms.base import (
 )
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.crm.transcription import provider_status
 from chatbridge.errors import BadInput
 from chatbridge.ids import new_id
@@ -95,7 +96,11 @@ async def _create_call(bridge: Bridge, values: NewCall, transcribe: bool) -> JSO
 @router.post(
     "/calls",
     status_code=201,
-    responses={**ERRORS, **error_responses({409: "transcription is off"})},
+    responses={
+        **envelope(201, "call", "the call log"),
+        **ERRORS,
+        **error_responses({409: "transcription is off"}),
+    },
 )
 async def create_call(body: CallBody, bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """Log a call (a recording by URL, if any), attached to a thread and/or a person; the
@@ -117,6 +122,7 @@ async def create_call(body: CallBody, bridge: Bridge = Depends(get_bridge)) -> J
     "/calls/upload",
     status_code=201,
     responses={
+        **envelope(201, "call", "the call log, its recording stored"),
         **ERRORS,
         **error_responses({409: "transcription is off", 413: "recording too large"}),
     },
@@ -208,6 +214,7 @@ async def get_call(call_id: Id, bridge: Bridge = Depends(get_bridge)) -> dict[st
     "/recordings/transcribe",
     status_code=202,
     responses={
+        **envelope(202, "call", "queued: the call, and transcription: the provider's status"),
         **ERRORS,
         **error_responses({409: "transcription is off, or already queued or running"}),
     },

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from chatbridge.api.comms.base import ERRORS, Body, Id, Time, not_found, storing
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
 from chatbridge.store.crm.rows import TaskChanges
@@ -33,7 +34,11 @@ class TaskPatch(Body):
     done: bool | None = None
 
 
-@router.post("/threads/{thread_id}/notes", status_code=201, responses=ERRORS)
+@router.post(
+    "/threads/{thread_id}/notes",
+    status_code=201,
+    responses={**envelope(201, "note", "the note"), **ERRORS},
+)
 async def add_note(
     thread_id: Id, body: NoteBody, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
@@ -45,7 +50,11 @@ async def add_note(
     return JSONResponse({"note": note}, status_code=201)
 
 
-@router.post("/threads/{thread_id}/tasks", status_code=201, responses=ERRORS)
+@router.post(
+    "/threads/{thread_id}/tasks",
+    status_code=201,
+    responses={**envelope(201, "task", "the task"), **ERRORS},
+)
 async def add_task(
     thread_id: Id, body: TaskBody, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:

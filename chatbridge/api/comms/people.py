@@ -13,6 +13,7 @@ from pydantic import Field
 from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, e164, not_found, storing
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import envelope
 from chatbridge.crm.segments import SegmentProblem, normalize_tags
 from chatbridge.errors import BadInput
 from chatbridge.pipeline.bridge import Bridge
@@ -71,7 +72,11 @@ async def list_people(
 @router.post(
     "/people",
     status_code=201,
-    responses={**ERRORS, **error_responses({409: "the phone is another person's"})},
+    responses={
+        **envelope(201, "person", "the person, and linked_threads: threads linked to it"),
+        **ERRORS,
+        **error_responses({409: "the phone is another person's"}),
+    },
 )
 async def create_person(body: PersonBody, bridge: Bridge = Depends(get_bridge)) -> JSONResponse:
     """A person; the phone is stored in E.164 and, with auto-linking on, the threads of that

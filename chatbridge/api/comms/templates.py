@@ -20,6 +20,7 @@ from pydantic import Field
 from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, not_found, storing
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import OperatorSent
 from chatbridge.channels.whatsapp import lookups
 from chatbridge.channels.whatsapp.base import SERVICE_WINDOW_SECONDS
 from chatbridge.channels.whatsapp.gateway import GatewayHttp
@@ -281,6 +282,7 @@ async def require_open_window(bridge: Bridge, conversation_id: str, channel: str
     "/threads/{thread_id}/template",
     status_code=201,
     responses={
+        201: {"description": "the template message, stored and queued", "model": OperatorSent},
         **ERRORS,
         **error_responses({422: "unknown template or parameters that do not fit"}),
     },

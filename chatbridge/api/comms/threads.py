@@ -24,6 +24,7 @@ from chatbridge.api.comms.templates import require_open_window, service_window
 from chatbridge.api.console_auth import request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
+from chatbridge.api.shapes import OperatorSent
 from chatbridge.errors import BadInput
 from chatbridge.media.signing import stored_media_id
 from chatbridge.pipeline.bridge import Bridge
@@ -158,6 +159,7 @@ async def _attachment(bridge: Bridge, a: OperatorAttachment) -> dict[str, Any]:
     "/threads/{thread_id}/messages",
     status_code=201,
     responses={
+        201: {"description": "the message, stored and queued", "model": OperatorSent},
         **ERRORS,
         **error_responses({409: "outside Meta's 24-hour window", 422: "invalid message"}),
     },
