@@ -123,7 +123,14 @@ class WebchatChannel:
             external_message_id=(
                 f"{session.uid}:{client_message_id}" if client_message_id else None
             ),
-            contact=ContactInfo(external_id=session.uid, metadata={"session_id": session.id}),
+            contact=ContactInfo(
+                external_id=session.uid,
+                # what the page said about the visitor (session metadata), so the console
+                # shows "Ann" instead of a session id
+                name=_meta_text(session.meta, "name"),
+                email=_meta_text(session.meta, "email"),
+                metadata={"session_id": session.id},
+            ),
             context={"channel": "web_widget", "session_id": session.id, "uid": session.uid},
             metadata=meta,
         )
@@ -193,3 +200,11 @@ def build(context: ChannelContext) -> WebchatChannel:
         max_chars=s.webchat_max_message_chars,
         session_timeout=s.webchat_session_timeout,
     )
+
+
+def _meta_text(meta: dict[str, Any], key: str) -> str | None:
+    """A session metadata value that is a non-blank string (at most 200 characters), else None."""
+    value = meta.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:200]

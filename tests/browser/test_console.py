@@ -153,7 +153,7 @@ async def test_agents_and_routes_pages(operator: Operator, console_stack: Stack)
     await operator.go("agents")
     agent = page.locator("#agents tr[data-agent=agent1]")
     await expect(agent).to_contain_text("connected")
-    await expect(agent).to_contain_text("chatwoot 1")
+    await expect(agent).to_contain_text("Chatwoot 1")
     await shoot(page, "console-agents.png")
 
     await operator.nav("Routes").click()
@@ -242,7 +242,7 @@ async def test_whatsapp_thread_live_take_over_and_hand_back(
     # a customer writes while the page is open: the thread appears by itself
     await inbound(admin_http, "Do you have the blue teapot?", "wamid-1")
     thread = page.locator("#threads [role=option]", has_text="Asha")
-    await expect(thread).to_contain_text("whatsapp")
+    await expect(thread).to_contain_text("WhatsApp")
     await page.locator("body").press("j")  # the keyboard opens the first thread
     await expect(thread).to_have_attribute("aria-selected", "true")
     log = page.locator("#chat-log")

@@ -18,6 +18,7 @@
   const mediaKit = window.chatbridgeMedia({ h, api }); // console-media.js
   const broadcastsKit = window.chatbridgeBroadcasts({ h, api, act, toast, replace }); // console-broadcasts.js
   const liveKit = window.chatbridgeLive({ h, api }); // console-live.js
+  const operatorsKit = window.chatbridgeOperators({ h, api, act, toast, replace, q: (p) => q(p) }); // console-operators.js
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -82,6 +83,17 @@
     if (s < 3600) return `${Math.round(s / 60)}m ago`;
     if (s < 86400) return `${Math.round(s / 3600)}h ago`;
     return fmtTime(t, true);
+  }
+
+  // ------------------------------------------------------------------ words people read
+
+  const CHANNEL_LABEL = { chatwoot: "Chatwoot", webchat: "Web chat", whatsapp: "WhatsApp" };
+  const channelLabel = (c) => CHANNEL_LABEL[c] || c || "?";
+  const STATUS_LABEL = { open: "Open", pending: "Pending", resolved: "Resolved", snoozed: "Snoozed" };
+
+  /** "1 failure", "3 failures": `many` defaults to `one` + "s". */
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many || `${one}s`}`;
   }
 
   function toast(message, bad) {
@@ -195,10 +207,13 @@
   // ------------------------------------------------------------------ conversations
 
   function threadName(t) {
-    return (
-      pick(t, "person.name", "contact.name", "contact_name", "name", "contact.phone", "phone", "contact.identifier") ||
-      `${t.channel || "thread"} ${pick(t, "channel_key", "id")}`
-    );
+    const known = pick(t, "person.name", "contact.name", "contact_name", "name", "contact.phone", "phone", "contact.identifier");
+    if (known) return known;
+    const key = String(pick(t, "channel_key", "id") || "");
+    // a web chat visitor who gave no name: a short, stable tag of the session's uid (the
+    // whole uid is in the contact rail's details)
+    if (t.channel === "webchat") return `Web visitor #${key.slice(0, 4)}`;
+    return `${channelLabel(t.channel)} ${key}`;
   }
 
   function threadPreview(t) {
@@ -218,8 +233,8 @@
 
   function ownerPill(owner) {
     return owner === "human"
-      ? h("span", { class: "pill human", title: "a person answers; the agent is silent" }, "human")
-      : h("span", { class: "pill", title: "the agent answers" }, "bot");
+      ? h("span", { class: "pill human", title: "a person answers; the agent is silent" }, "Human")
+      : h("span", { class: "pill", title: "the agent answers" }, "Bot");
   }
 
   function statusMark(status) {
@@ -259,7 +274,7 @@
   const AUTHOR_LABEL = { customer: "Customer", human: "Operator", agent: "Agent", system: "System", note: "Note" };
 
   function inboxPage(initial) {
-    const filters = { q: "", channel: "", status: "", owner: "", unlinked: false, unread: false };
+    const filters = { q: "", channel: "", status: "", owner: "", unlinked: false, unread: false, view: "all" };
     let threads = [];
     let selected = null;
     let chat = null; // the open thread's pane state
@@ -311,13 +326,25 @@
     const foot = h("div", { class: "list-foot" }, "Loading…");
     const items = new Map();
     const chatPane = h("section", { class: "chat", "aria-label": "Conversation" }, h("div", { class: "empty" }, "Pick a conversation (j / k)."));
-    const rail = h("aside", { class: "rail", "aria-label": "Contact" });
+    const rail = h("aside", { class: "rail", "aria-label": "Contact", id: "contact-rail" });
+    // which pane a phone shows (list, then the chat); "rail-open" adds the contact rail where
+    // the screen has no room for it beside the chat (console.css)
+    const inbox = h("div", { class: "inbox", "data-pane": "list" });
+    const panes = {
+      show: (pane) => {
+        inbox.dataset.pane = pane;
+        if (pane === "list") panes.rail(false);
+      },
+      rail: (open) => {
+        inbox.classList.toggle("rail-open", open);
+        for (const b of inbox.querySelectorAll("[aria-controls='contact-rail']")) b.setAttribute("aria-expanded", String(open));
+      },
+    };
 
     append(
       view,
-      h(
-        "div",
-        { class: "inbox" },
+      append(
+        inbox,
         h(
           "section",
           { class: "threads", "aria-label": "Inbox" },
@@ -328,11 +355,12 @@
             h(
               "div",
               { class: "row filters" },
-              select("channel", "Channel", [["", "Channel"], ...CHANNELS.map((c) => [c, c])]),
-              select("status", "Status", [["", "Status"], ["open", "open"], ["pending", "pending"], ["resolved", "resolved"]]),
-              select("owner", "Owner", [["", "Owner"], ["bot", "bot"], ["human", "human"]]),
+              select("channel", "Channel", [["", "Channel"], ...CHANNELS.map((c) => [c, channelLabel(c)])]),
+              select("status", "Status", [["", "Status"], ...["open", "pending", "resolved"].map((v) => [v, STATUS_LABEL[v]])]),
+              select("owner", "Owner", [["", "Owner"], ["bot", "Bot"], ["human", "Human"]]),
             ),
             h("div", { class: "row" }, check("unread", "Unread"), check("unlinked", "Unlinked")),
+            operatorsKit.viewTabs(filters, tick), // Mine / Unassigned / All
           ),
           list,
           foot,
@@ -344,19 +372,19 @@
 
     function renderThread(li, t) {
       const unread = unreadOf(t);
+      const name = threadName(t);
+      const preview = threadPreview(t);
+      const when = pick(t, "last_message.created_at", "last_activity_at", "created_at");
       li.className = unread ? "thread unread" : "thread";
+      // a truncated name or preview is whole in the tooltip (two "Customer Serv…" rows differ)
+      li.title = [name, preview, `${channelLabel(t.channel)} · ${fmtTime(when, true)}`].filter(Boolean).join("\n");
       replace(
         li,
-        h("span", { class: "who" }, threadName(t)),
-        h("span", { class: "when" }, fmtTime(pick(t, "last_message.created_at", "last_activity_at", "created_at"))),
-        h("span", { class: "preview" }, threadPreview(t)),
-        h(
-          "span",
-          { class: "tags" },
-          h("span", { class: "pill" }, t.channel || "?"),
-          ownerPill(ownerOf(t)),
-          unread ? h("span", { class: "pill ok", title: "unread" }, String(unread)) : null,
-        ),
+        h("span", { class: "who" }, name),
+        h("span", { class: "when" }, fmtTime(when)),
+        h("span", { class: "preview" }, preview || h("span", { class: "muted" }, "No messages yet")),
+        unread ? h("span", { class: "pill ok unread-count", title: plural(unread, "unread message") }, String(unread)) : h("span"),
+        h("span", { class: "tags" }, h("span", { class: `pill channel channel-${t.channel}` }, channelLabel(t.channel)), ownerPill(ownerOf(t)), operatorsKit.threadTag(t)),
       );
     }
 
@@ -412,7 +440,9 @@
       const li = id && items.get(id);
       if (li) li.li.scrollIntoView({ block: "nearest" });
       if (chat) chat.close();
-      chat = id ? openChat(id, chatPane, rail) : null;
+      chat = id ? openChat(id, chatPane, rail, panes) : null;
+      panes.show(id ? "chat" : "list");
+      panes.rail(false);
       if (!id) {
         replace(chatPane, h("div", { class: "empty" }, "Pick a conversation (j / k)."));
         replace(rail);
@@ -455,8 +485,9 @@
     };
   }
 
-  /** The chat pane and the contact rail of one thread. */
-  function openChat(id, pane, rail) {
+  /** The chat pane and the contact rail of one thread; `panes` switches what a small screen
+   * shows (inboxPage). */
+  function openChat(id, pane, rail, panes) {
     const base = `/api/comms/threads/${encodeURIComponent(id)}`;
     let closed = false;
     let thread = null;
@@ -527,6 +558,7 @@
 
     async function send() {
       const text = input.value.trim();
+      if (operatorsUi.sendsNote()) return text && operatorsUi.note(text); // a private note
       if (!text && !attached) return;
       const body = attached ? { text, attachments: [attached] } : { text };
       const ok = await act(sendBtn, () => api("POST", `${base}/messages`, body));
@@ -539,15 +571,23 @@
       }
     }
 
+    // on a phone: back to the list; below 1100 px: open the contact rail (console.css)
+    const back = h("a", { href: "#/inbox", class: "btn btn-ghost back", "aria-label": "Back to conversations", title: "Back to conversations" }, "←");
+    const railBtn = h(
+      "button",
+      { type: "button", class: "btn rail-toggle", "aria-controls": "contact-rail", "aria-expanded": "false", onclick: () => panes.rail(!rail.closest(".rail-open")) },
+      "Contact",
+    );
     replace(
       pane,
-      h("header", { class: "chat-head" }, h("div", {}, title, h("br"), sub), h("span", { class: "spacer" }), ownerBox, ownerBtn),
+      h("header", { class: "chat-head" }, back, h("div", { class: "chat-title" }, title, sub), h("span", { class: "spacer" }), ownerBox, ownerBtn, railBtn),
       log,
       liveLine.element,
       note,
       composer,
     );
     const templatesUi = templatesKit.attach({ base, composer, input, sendBtn, refresh: () => chatRefresh() });
+    const operatorsUi = operatorsKit.attach({ base, head: pane.querySelector(".chat-head"), composer, input, refresh: () => chatRefresh() });
 
     // ---- contact rail: fixed forms, lists re-rendered
     const person = h("div", { id: "person" });
@@ -595,8 +635,14 @@
       taskDue,
       h("button", { class: "btn", type: "submit" }, "Add task"),
     );
+    const railClose = h(
+      "button",
+      { type: "button", class: "btn btn-ghost rail-close", "aria-controls": "contact-rail", "aria-expanded": "false", onclick: () => panes.rail(false) },
+      "← Back to the conversation",
+    );
     replace(
       rail,
+      railClose,
       h("section", { "aria-labelledby": "rail-person" }, h("h3", { id: "rail-person" }, "Contact"), person),
       h("section", { "aria-labelledby": "rail-notes" }, h("h3", { id: "rail-notes" }, "Notes"), notes, noteForm),
       h("section", { "aria-labelledby": "rail-tasks" }, h("h3", { id: "rail-tasks" }, "Tasks"), tasks, taskForm),
@@ -615,7 +661,8 @@
       row("Name", pick(c, "name"));
       row("Phone", pick(c, "phone", "phone_number") || t.phone);
       row("Email", pick(c, "email"));
-      row("Channel", `${t.channel || "?"} · inbox ${t.inbox_id ?? "?"}`);
+      row("Channel", `${channelLabel(t.channel)} · inbox ${t.inbox_id ?? "?"}`);
+      if (t.channel === "webchat") row("Visitor id", t.channel_key); // the session's uid
       const linked = p
         ? h(
             "div",
@@ -727,6 +774,8 @@
 
     function renderMessage(m) {
       if (isHandoffSummary(m)) return renderHandoffSummary(m);
+      const operatorLine = operatorsKit.render(m); // private notes, take-over and assignment lines
+      if (operatorLine) return operatorLine;
       const noticed = liveKit.notice(m);
       if (noticed) return noticed;
       const who = authorOf(m);
@@ -738,7 +787,7 @@
         // a reply's rich data, summed up (the customer's channel drew it, or got it as text)
         mediaKit.render(m),
         who === "agent" ? liveKit.data(m) : null,
-        h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), who === "agent" ? liveKit.agentName(m) : null, h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
+        h("div", { class: "meta" }, h("span", {}, AUTHOR_LABEL[who]), who === "agent" ? liveKit.agentName(m) : null, who === "human" ? operatorsKit.author(m) : null, h("span", {}, fmtTime(m.created_at)), m.direction === "out" ? statusMark(pick(m, "status", "delivery_status")) : null),
       );
     }
 
@@ -763,7 +812,8 @@
 
     function renderHead(t) {
       title.textContent = threadName(t);
-      sub.textContent = [t.channel, pick(t, "contact.phone", "phone"), pick(t, "status")].filter(Boolean).join(" · ");
+      const status = pick(t, "status");
+      sub.textContent = [channelLabel(t.channel), pick(t, "contact.phone", "phone"), STATUS_LABEL[status] || status].filter(Boolean).join(" · ");
       const owner = ownerOf(t);
       replace(ownerBox, ownerPill(owner));
       ownerBtn.textContent = owner === "human" ? "Hand back to bot" : "Take over";
@@ -779,6 +829,7 @@
       thread = (detail && (detail.thread || detail)) || {};
       renderHead(thread);
       templatesUi.update(thread); // the 24 h window: template picker, composer closed
+      operatorsUi.update(thread); // the assignee
       renderPerson(thread);
       renderList(notes, thread.notes || [], (n) => h("li", {}, h("div", {}, n.text), h("div", { class: "small muted" }, `${n.author || "operator"} · ${fmtTime(n.created_at, true)}`)), "No notes.");
       renderList(tasks, thread.tasks || [], renderTask, "No tasks.");
@@ -803,6 +854,18 @@
 
   // ------------------------------------------------------------------ agents
 
+  /** The circuit breaker's state in words a support person reads (its name in the tooltip). */
+  const BREAKER = {
+    closed: ["pill ok", "Agent reachable", "Turns go to the agent."],
+    open: ["pill bad", "Agent paused after failures", "The agent failed several times in a row: for a while turns are not sent to it, and customers get the route's fallback or a person."],
+    half_open: ["pill warn", "Trying the agent again", "After a pause, one turn goes to the agent to see whether it answers again."],
+  };
+
+  function breakerPill(a) {
+    const [cls, text, why] = BREAKER[a.breaker] || ["pill warn", String(a.breaker || "unknown"), ""];
+    return h("span", { class: cls, "data-breaker": a.breaker, title: `${why} (circuit breaker: ${a.breaker})` }, text);
+  }
+
   function agentsPage() {
     const body = h("tbody");
     const stamp = h("span", { class: "muted small" });
@@ -815,7 +878,7 @@
         h(
           "table",
           { class: "grid", id: "agents" },
-          h("thead", {}, h("tr", {}, ["Agent", "State", "Transport", "Inboxes", "In flight", "Answered", "p50 / p95", "Breaker", "Last seen"].map((c) => h("th", { scope: "col" }, c)))),
+          h("thead", {}, h("tr", {}, ["Agent", "State", "Transport", "Inboxes", "In flight", "Answered", "p50 / p95", "Health", "Last seen"].map((c) => h("th", { scope: "col" }, c)))),
           body,
         ),
       ),
@@ -835,11 +898,11 @@
                   h("td", { class: "mono" }, a.agent_id),
                   h("td", {}, h("span", { class: a.connected ? "pill ok" : "pill bad" }, a.connected ? "connected" : "offline")),
                   h("td", {}, a.transport || "—"),
-                  h("td", {}, (a.inboxes || []).map((i) => `${i.channel} ${i.inbox_id}`).join(", ") || "—"),
+                  h("td", {}, (a.inboxes || []).map((i) => `${channelLabel(i.channel)} ${i.inbox_id}`).join(", ") || "—"),
                   h("td", {}, String(a.in_flight_turns ?? 0)),
                   h("td", {}, String(a.turns_answered ?? 0)),
                   h("td", {}, a.latency_ms_p50 == null ? "—" : `${Math.round(a.latency_ms_p50)} / ${Math.round(a.latency_ms_p95)} ms`),
-                  h("td", {}, h("span", { class: a.breaker === "closed" ? "pill ok" : "pill warn" }, a.breaker), a.consecutive_failures ? ` ${a.consecutive_failures} failures` : ""),
+                  h("td", {}, breakerPill(a), a.consecutive_failures ? h("div", { class: "small muted" }, `${plural(a.consecutive_failures, "failure")} in a row`) : null),
                   h("td", {}, ago(a.last_seen)),
                 ),
               )
@@ -887,7 +950,7 @@
       m = m || { channel: "whatsapp", inbox_id: 1, reply_mode: "async", on_failure: "fallback", agent_bot_mode: false, agent_config: { transport: "ws-dial-out", timeout_seconds: 30 } };
       const ac = m.agent_config || {};
       const f = {
-        channel: h("select", { name: "channel" }, CHANNELS.map((c) => h("option", { value: c }, c))),
+        channel: h("select", { name: "channel" }, CHANNELS.map((c) => h("option", { value: c }, channelLabel(c)))),
         inbox_id: h("input", { name: "inbox_id", type: "number", min: 0, value: m.inbox_id }),
         agent_id: h("input", { name: "agent_id", value: m.agent_id || ac.agent_id || "", required: true }),
         transport: h("select", { name: "transport" }, ["ws-dial-out", "ws-dial-in", "http-pull", "http-webhook", "openai"].map((c) => h("option", { value: c }, c))),
@@ -1023,7 +1086,7 @@
               h(
                 "tr",
                 { "data-route": `${m.channel}:${m.inbox_id}` },
-                h("td", {}, m.channel),
+                h("td", {}, channelLabel(m.channel)),
                 h("td", {}, String(m.inbox_id)),
                 h("td", { class: "mono" }, m.agent_id),
                 h("td", {}, (m.agent_config && m.agent_config.transport) || "—", (() => {
@@ -1125,8 +1188,16 @@
                   "tr",
                   { "data-dead-letter": key },
                   h("td", { class: "mono" }, key),
-                  h("td", {}, d.channel),
-                  h("td", { class: "mono" }, d.channel_key || d.conversation_id),
+                  h("td", {}, channelLabel(d.channel)),
+                  h(
+                    "td",
+                    {},
+                    h(
+                      "a",
+                      { href: `#/inbox/${encodeURIComponent(d.conversation_id)}`, class: "conversation-link", title: "Open the conversation" },
+                      threadName({ channel: d.channel, channel_key: d.channel_key || d.conversation_id }),
+                    ),
+                  ),
                   h("td", {}, d.kind),
                   h("td", {}, (d.text || "").slice(0, 80)),
                   h("td", {}, String(d.attempts)),
@@ -1178,9 +1249,48 @@
   // ------------------------------------------------------------------ settings
 
   const CHOICES = {
-    provider: ["none", "mock", "waha", "evolution", "meta_cloud"],
-    transcription_provider: ["none", "openai", "local"],
+    provider: [["none", "None (WhatsApp off)"], ["mock", "Mock (for trying out)"], ["waha", "WAHA"], ["evolution", "Evolution API"], ["meta_cloud", "Meta Cloud API"]],
+    transcription_provider: [["none", "Off"], ["openai", "OpenAI-compatible API"], ["local", "Local (on this machine)"]],
   };
+  /** What each comms setting is called on the page: written for people, one by one. */
+  const SETTING_LABEL = {
+    provider: "Provider",
+    instance_inboxes: "Inbox of each instance or number (JSON)",
+    default_inbox_id: "Default inbox",
+    default_country: "Default country",
+    auto_link: "Link threads to people by phone number",
+    groups_enabled: "Answer group chats",
+    status_broadcasts_enabled: "Receive status updates",
+    send_read_receipts: "Send read receipts",
+    broadcast_rate: "Broadcast pace (messages per second)",
+    broadcast_meta_rate: "Broadcast pace on Meta (messages per second)",
+    waha_base_url: "WAHA URL",
+    waha_session: "WAHA session",
+    waha_api_key: "WAHA API key",
+    waha_hmac_key: "WAHA webhook HMAC key",
+    waha_lid_lookup: "Look up the phone number behind hidden (@lid) chats",
+    evolution_base_url: "Evolution API URL",
+    evolution_instance: "Evolution API instance",
+    evolution_api_key: "Evolution API key",
+    evolution_webhook_header_name: "Webhook header name",
+    evolution_webhook_header_value: "Webhook header value",
+    evolution_jwt_key: "Webhook JWT key",
+    meta_graph_url: "Graph API URL",
+    meta_api_version: "Graph API version",
+    meta_phone_number_id: "Phone number ID",
+    meta_access_token: "Access token",
+    meta_app_secret: "App secret",
+    meta_verify_token: "Webhook verify token",
+    meta_waba_id: "WhatsApp Business Account ID",
+    transcription_provider: "Transcription service",
+    transcription_base_url: "Transcription API URL",
+    transcription_api_key: "Transcription API key",
+    transcription_model: "Transcription model",
+    recordings_dir: "Recordings folder",
+  };
+  // a setting newer than the table still gets a readable label (the settings test keeps the
+  // table complete)
+  const settingLabel = (k) => SETTING_LABEL[k] || k.charAt(0).toUpperCase() + k.slice(1).replace(/_/g, " ");
   const GROUPS = [
     ["WhatsApp", (k) => !/^(waha|evolution|meta|transcription|recordings)_/.test(k)],
     ["WAHA", (k) => k.startsWith("waha_")],
@@ -1205,15 +1315,14 @@
         if (secrets.has(k))
           el = h("input", { type: "password", name: k, autocomplete: "off", placeholder: s[`${k}_set`] ? "set (type to replace)" : "not set" });
         else if (CHOICES[k]) {
-          el = h("select", { name: k }, CHOICES[k].map((c) => h("option", { value: c }, c)));
+          el = h("select", { name: k }, CHOICES[k].map(([c, text]) => h("option", { value: c }, text)));
           el.value = v;
         } else if (typeof v === "boolean") el = h("input", { type: "checkbox", name: k, checked: v });
         else if (typeof v === "number") el = h("input", { type: "number", name: k, value: v, step: "any" });
         else if (v && typeof v === "object") el = h("textarea", { name: k, rows: 2, class: "mono", value: JSON.stringify(v) });
         else el = h("input", { name: k, value: v ?? "" });
         controls[k] = el;
-        const words = k.replace(/_/g, " ");
-        const label = words.charAt(0).toUpperCase() + words.slice(1);
+        const label = settingLabel(k);
         return el.type === "checkbox" ? h("label", { class: "field check" }, el, label) : h("label", { class: "field" }, h("span", {}, label), el);
       };
       const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save settings");
@@ -1243,7 +1352,7 @@
             try {
               v = JSON.parse(el.value || "null");
             } catch (_) {
-              toast(`${k}: not valid JSON`, true);
+              toast(`${settingLabel(k)}: not valid JSON`, true);
               return;
             }
           } else v = el.value === "" && s[k] === null ? null : el.value;
@@ -1279,7 +1388,7 @@
           }
         }),
       );
-      replace(holder, h("div", { class: "page-head" }, h("h2", {}, "Settings"), h("span", { class: "muted" }, "comms: WhatsApp provider, linking, calls — stored, they win over the environment")), form);
+      replace(holder, h("div", { class: "page-head" }, h("h2", {}, "Settings"), h("span", { class: "muted" }, "WhatsApp, linking and calls. Saved here, they win over the environment.")), form);
     }
 
     return {
@@ -1300,6 +1409,7 @@
     routes: routesPage,
     "dead-letters": deadLettersPage,
     broadcasts: () => broadcastsKit.page(view),
+    ...operatorsKit.pages(view), // operators, audit (console-operators.js)
     settings: settingsPage,
   };
 
@@ -1339,11 +1449,22 @@
     }
   });
 
+  // on a phone the pages are behind a menu button (console.css); choosing one closes it
+  const nav = document.querySelector(".nav");
+  const menuBtn = document.getElementById("menu-btn");
+  const showMenu = (open) => {
+    nav.classList.toggle("open", open);
+    if (menuBtn) menuBtn.setAttribute("aria-expanded", String(open));
+  };
+  if (menuBtn) menuBtn.addEventListener("click", () => showMenu(!nav.classList.contains("open")));
+  window.addEventListener("hashchange", () => showMenu(false));
+
   document.getElementById("help-btn").addEventListener("click", () => document.getElementById("help").showModal());
   document.getElementById("logout").addEventListener("click", async () => {
     await fetch("/console/logout", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF }, body: "{}", credentials: "same-origin" });
     location.assign("/console/login");
   });
   window.addEventListener("hashchange", route);
+  operatorsKit.start(); // who is signed in; an agent-role operator's nav has no admin pages
   route();
 })();
