@@ -139,6 +139,8 @@ BRIDGE_SAMPLES: list[tuple[dict[str, Any], type]] = [
      UserMessage),
     ({"type": "hello_ok", "agent_id": "a", "heartbeat_interval": 20, "version": "1.3",
       "features": ["sessions"]}, HelloOk),
+    ({"type": "user_message", "message_id": "t_4", "conversation_id": "c_1", "content": "hi",
+      "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, UserMessage),
     ({"type": "session_created", "session_id": "s_1", "channel": "webchat",
       "data": {"page": "/pricing"}}, SessionCreated),
     ({"type": "session_updated", "session_id": "s_1", "conversation_id": "c_1",
@@ -273,7 +275,7 @@ def test_arbitrary_json_only_ever_raises_protocol_error(value: Any) -> None:
                          "heartbeat_interval", "resume_from", "capabilities", "messages",
                          "sender", "timestamp", "data", "files", "features", "version",
                          "progress", "file_id", "error", "to_agent", "to_role", "session_id",
-                         "agent", "role"]),
+                         "agent", "role", "traceparent"]),
         json_values,
         max_size=6,
     ),
@@ -319,8 +321,10 @@ def test_schema_covers_every_message_of_both_directions() -> None:
     user = defs["UserMessage"]["properties"]
     for name in ("protocol", "message_id", "seq", "conversation_id", "inbox_id", "channel",
                  "content", "messages", "sender", "context", "response_mode", "deadline",
-                 "timestamp"):  # fmt: skip
+                 "timestamp", "traceparent"):  # fmt: skip
         assert name in user
+    # optional: a frame without it (a bridge that does not trace) is as valid as before
+    assert "traceparent" not in defs["UserMessage"].get("required", [])
 
 
 def test_schema_is_valid_json_schema_and_accepts_real_frames() -> None:
