@@ -50,3 +50,21 @@ def test_license_file_is_the_license_the_metadata_names() -> None:
 def test_changelog_has_the_current_version() -> None:
     text = (ROOT / "CHANGELOG.md").read_text()
     assert f"\n## {chatbridge.__version__} - " in text
+
+
+TEST_TOOLS = {"pytest", "playwright", "mypy", "schemathesis", "ruff", "hypothesis"}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[<>=!\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_production_install_has_no_test_tools() -> None:
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert not (_names(PYPROJECT["project"]["dependencies"] + extras["server"]) & TEST_TOOLS)
+    assert TEST_TOOLS <= _names(extras["test"])
+    install = (ROOT / "scripts" / "install").read_text()
+    assert '-c "$root/constraints.txt" "$root[server]"' in install
+    assert "[server,test]" in (ROOT / "scripts" / "bootstrap").read_text()
