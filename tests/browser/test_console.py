@@ -39,7 +39,7 @@ async def test_login_refuses_a_wrong_key_and_lets_the_right_one_in(
     page = operator.page
     await page.goto(f"{console_stack.url}/console#/agents")
     await expect(page).to_have_url(re.compile(r"/console/login"))
-    await expect(page.get_by_label("Admin key")).to_be_focused()
+    await expect(page.get_by_label("Email")).to_be_focused()  # operators log in by email
     await shoot(page, "console-login.png")
 
     await operator.log_in("not-the-key")
