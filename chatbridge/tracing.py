@@ -178,14 +178,16 @@ def webhook(channel: str) -> Iterator[Span]:
 
 @contextmanager
 def store_ingest(metadata: dict[str, Any], channel: str) -> Iterator[Span]:
-    """The span of writing one inbound message; stamps the caller's span (the webhook's)
-    into the message's ``metadata`` first, so its turn continues the trace."""
-    traceparent = current_traceparent()
-    if traceparent is not None:
-        metadata[KEY] = traceparent
+    """The span of writing one inbound message. The message's ``metadata`` keeps the
+    caller's span (the webhook's), so its turn continues the trace; a message that came
+    without one (a web chat socket) starts its trace here."""
+    outer = current_traceparent()
     with _tracer_or_fail().start_as_current_span(
         "store.ingest", attributes={"chatbridge.channel": channel}
     ) as span:
+        traceparent = outer or current_traceparent()
+        if traceparent is not None:
+            metadata[KEY] = traceparent
         yield span
 
 

@@ -243,3 +243,15 @@ def test_a_refused_token_ends_agent_run_with_one_line(tmp_path: Path) -> None:
     assert last == (
         "agent support-bot: bridge refused the agent (unauthorized): unknown agent or bad token"
     )
+
+
+async def test_a_wrong_path_on_a_real_bridge_is_one_clear_refusal(sqlite_url: str) -> None:
+    from tests.e2e.harness import running_stack
+
+    async with running_stack(sqlite_url, transport="ws-dial-in") as stack:
+        agent = Agent("agent1", reconnect_initial_delay=0.01, reconnect_max_delay=0.02)
+        wrong = stack.ws_url.replace("/api/ws/agent", "/ws/agent")
+        with pytest.raises(HelloRejected) as info:
+            await asyncio.wait_for(agent.dial_in(wrong, "a-token-of-16-chars"), 10)
+    message = str(info.value)
+    assert "\n" not in message and "/api/ws/agent" in message, message

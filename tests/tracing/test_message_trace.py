@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from chatbridge import tracing
 from chatbridge.agent import Agent, Turn
-from chatbridge.config import AgentConfig
+from chatbridge.config import AgentConfig, InboxMapping
 from chatbridge.testing.servers import serve_app
 from tests.e2e.harness import running_stack, wait_until
 
@@ -149,3 +149,33 @@ async def test_a_webhook_agent_gets_the_traceparent_header(
     [(frame, header)] = [(f, h) for f, h in received if f.get("type") == "user_message"]
     [call] = by_name(spans.get_finished_spans())["agent.call"]
     assert header == frame["traceparent"] == traceparent_of(call)
+
+
+PULL_TOKEN = "pull-secret-0123456"
+PULL_HEADERS = {"Authorization": f"Bearer {PULL_TOKEN}", "X-Agent-Id": "agent1"}
+
+
+async def test_an_http_pull_answer_carries_the_traceparent_header(
+    sqlite_url: str, spans: InMemorySpanExporter
+) -> None:
+    async with running_stack(sqlite_url, transport="ws-dial-in") as stack:
+        pull_agent = AgentConfig(
+            agent_id="agent1", transport="http-pull", token=PULL_TOKEN, timeout_seconds=30
+        )
+        await stack.bridge.save_mapping(InboxMapping(inbox_id=1, agent_config=pull_agent))
+        await stack.say("pull me", conv=5)
+        r = await stack.http.get(
+            "/api/agent/turns", params={"wait": 10, "limit": 1}, headers=PULL_HEADERS
+        )
+        assert r.status_code == 200, r.text
+        [item] = r.json()["turns"]
+        reply = await stack.http.post(
+            f"/api/agent/turns/{item['turn']['message_id']}/reply",
+            params={"lease": item["lease_id"]},
+            json={"type": "agent_message", "content": "pulled"},
+            headers=PULL_HEADERS,
+        )
+        assert reply.status_code == 200, reply.text
+        await stack.wait_replies(1, conv=5)
+    [call] = by_name(spans.get_finished_spans())["agent.call"]
+    assert r.headers["traceparent"] == item["turn"]["traceparent"] == traceparent_of(call)
