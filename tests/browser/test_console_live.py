@@ -72,7 +72,7 @@ async def test_the_conversation_view_shows_live_status_notices_and_who_answered(
     assert r.status_code in (200, 202), r.text
     await wait_until(lambda: live_agent.turns)
 
-    thread = page.locator("#threads [role=option]", has_text="webchat")
+    thread = page.locator("#threads [role=option]", has_text="Web visitor")
     await thread.first.click()
     log = page.locator("#chat-log")
     line = page.locator("#live-status")
