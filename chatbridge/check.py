@@ -132,9 +132,28 @@ async def check_chatwoot(settings: Settings) -> Check:
     return Check("chatwoot", False, f"{base} answered HTTP {status}")
 
 
-async def check_agent(agent: AgentConfig, openai_key: str | None) -> Check:
+@dataclass(frozen=True)
+class AgentTarget:
+    """An agent to reach: from the environment's routes or stored (console, API)."""
+
+    agent_id: str
+    transport: str
+    url: str | None
+    api_key: str | None = None
+    stored: bool = False
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> AgentTarget:
+        return cls(config.agent_id, str(config.transport), config.url, config.api_key)
+
+    @property
+    def name(self) -> str:
+        return f"{'stored ' if self.stored else ''}agent {self.agent_id} ({self.transport})"
+
+
+async def check_agent(agent: AgentTarget, openai_key: str | None) -> Check:
     """One agent, as its transport reaches it."""
-    name = f"agent {agent.agent_id} ({agent.transport})"
+    name = agent.name
     if agent.transport in ("ws-dial-in", "http-pull"):
         return Check(name, True, "waits for the agent to connect")
     url = agent.url or ""
@@ -160,7 +179,7 @@ async def check_agent(agent: AgentConfig, openai_key: str | None) -> Check:
     return Check(name, True, f"{url} answers HTTP ({response.status_code} to a GET)")
 
 
-def configured_agents(settings: Settings) -> Iterator[AgentConfig]:
+def configured_agents(settings: Settings) -> Iterator[AgentTarget]:
     """Every agent the environment's routes name, once each."""
     seen: set[str] = set()
     for mapping in settings.inbox_agent_mappings:
@@ -170,11 +189,27 @@ def configured_agents(settings: Settings) -> Iterator[AgentConfig]:
         for config in configs:
             if config.agent_id not in seen:
                 seen.add(config.agent_id)
-                yield config
+                yield AgentTarget.of(config)
     for agent_id in settings.agent_tokens:
         if agent_id not in seen:
             seen.add(agent_id)
-            yield AgentConfig(agent_id=agent_id, transport="ws-dial-in")
+            yield AgentTarget(agent_id, "ws-dial-in", None)
+
+
+async def stored_agents(settings: Settings) -> list[AgentTarget]:
+    """The enabled agents stored in the database (routes made in the console or the API)."""
+    from chatbridge.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        records = await store.list_agents()
+    finally:
+        await store.close()
+    return [
+        AgentTarget(r.id, r.transport, r.url, r.options.get("api_key"), stored=True)
+        for r in records
+        if r.enabled
+    ]
 
 
 async def run_checks(settings: Settings) -> list[Check]:
@@ -193,8 +228,16 @@ async def run_checks(settings: Settings) -> list[Check]:
         results.append(await _guard("redis", partial(check_redis, redis_url), shown))
     if chatwoot_configured(settings):
         results.append(await _guard("chatwoot", partial(check_chatwoot, settings)))
-    for agent in configured_agents(settings):
-        name = f"agent {agent.agent_id} ({agent.transport})"
+    agents = list(configured_agents(settings))
+    if "schema revision" in results[1].detail:  # stored routes' agents too
+        try:
+            stored = await asyncio.wait_for(stored_agents(settings), TIMEOUT)
+        except Exception as exc:
+            results.append(Check("stored agents", False, _reason(exc)))
+            stored = []
+        named = {a.agent_id for a in agents}
+        agents += [a for a in stored if a.agent_id not in named]
+    for agent in agents:
         probe = partial(check_agent, agent, settings.openai_api_key)
-        results.append(await _guard(name, probe, agent.url))
+        results.append(await _guard(agent.name, probe, agent.url))
     return results

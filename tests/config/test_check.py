@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chatbridge.agent import Agent
+from chatbridge.store import Store
 from chatbridge.testing.mock_chatwoot import create_mock_chatwoot
 from chatbridge.testing.redis_server import RedisServer
 from chatbridge.testing.servers import serve_app
@@ -121,17 +122,40 @@ async def test_every_check_passes_against_live_servers(
     ]
 
 
-async def test_a_migrated_database_shows_its_revision(tmp_path: Path) -> None:
+async def test_a_migrated_database_shows_its_revision_and_stored_agents(tmp_path: Path) -> None:
+    """Agents stored through the console or the API are checked too (an environment route's
+    agent, stored when the bridge started, only once)."""
     url = f"sqlite+aiosqlite:///{tmp_path}/bridge.db"
-    migrate = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatbridge", "migrate", "--database-url", url,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert await asyncio.wait_for(migrate.wait(), 90) == 0
-    newest = newest_revision()
-    code, lines, err = await chatbridge_check(tmp_path, {"CHATBRIDGE_DATABASE_URL": url})
-    assert code == 0, (lines, err)
-    assert lines[1] == f"ok    database: {url}: schema revision {newest}"
+    store = Store(url)
+    try:
+        await store.migrate()
+        await store.upsert_agent(
+            "env-bot", transport="ws-dial-out", url="ws://x", timeout_seconds=5
+        )
+        await store.upsert_agent("old-bot", transport="ws-dial-in", url=None, timeout_seconds=5)
+        await store.upsert_agent(
+            "off-bot", transport="ws-dial-out", url="ws://x", timeout_seconds=5, enabled=False
+        )
+    finally:
+        await store.close()
+    with closed_port() as port:
+        code, lines, err = await chatbridge_check(
+            tmp_path,
+            {
+                "CHATBRIDGE_DATABASE_URL": url,
+                "INBOX_AGENT_MAPPINGS": mappings(
+                    {"agent_id": "env-bot", "transport": "http-pull", "token": DIAL_IN_TOKEN}
+                ),
+                "CHATWOOT_BASE_URL": f"http://127.0.0.1:{port}",
+            },
+        )
+    assert code == 1, (lines, err)  # Chatwoot (a route's channel) cannot be reached
+    assert lines[1:] == [
+        f"ok    database: {url}: schema revision {newest_revision()}",
+        f"FAIL  chatwoot: cannot reach http://127.0.0.1:{port}",
+        "ok    agent env-bot (http-pull): waits for the agent to connect",
+        "ok    stored agent old-bot (ws-dial-in): waits for the agent to connect",
+    ]
 
 
 async def test_closed_ports_are_fail_lines_and_exit_1(tmp_path: Path) -> None:
