@@ -165,6 +165,8 @@ class HistoryMessage(BaseModel):
     # protocol 1.3: a notice's kind (system | warning), a reply's rich data
     notice: str | None = None
     data: dict[str, Any] | None = None
+    # a human operator's display name (console operators): the widget shows it as the sender
+    sender_name: str | None = None
 
 
 class HistoryOut(BaseModel):

@@ -56,6 +56,9 @@ def message_view(m: MessageRecord, signer: MediaSigner | None = None) -> dict[st
         "text": m.text,
         "created_at": iso(m.created_at),
     }
+    sender = m.meta.get("sender_name")
+    if m.author == "human" and isinstance(sender, str) and sender:
+        out["sender_name"] = sender  # the operator who wrote it (console operators)
     cmid = m.meta.get("client_message_id")
     if cmid:
         out["client_message_id"] = cmid

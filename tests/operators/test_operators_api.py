@@ -322,3 +322,23 @@ async def test_an_invited_operator_chooses_a_password_once(sqlite_url: str) -> N
         )
         assert again.status_code == 404
         assert (await s.http.get("/console/invitation", params={"token": token})).status_code == 404
+
+
+async def test_web_chat_visitors_see_the_operators_name(sqlite_url: str) -> None:
+    async with operators_stack(sqlite_url, webchat=True) as s:
+        await create(s, BOB)
+        bob = await login(s, BOB["email"], BOB["password"])
+        r = await s.http.post(
+            "/api/webchat/sessions", json={"session_id": "visitor-1", "inbox_id": 1}
+        )
+        assert r.status_code == 200, r.text
+        r = await s.http.post("/api/webchat/sessions/visitor-1/messages", json={"text": "hi"})
+        thread = str(r.json()["conversation_id"])
+        await s.idle()
+        r = await bob.post(f"/api/comms/threads/{thread}/messages", json={"text": "Bob here"})
+        assert r.status_code == 201, r.text
+        await s.idle()
+        history = (await s.http.get("/api/webchat/sessions/visitor-1/messages")).json()["messages"]
+        (mine,) = [m for m in history if m["text"] == "Bob here"]
+        assert (mine["role"], mine["sender_name"]) == ("human", "Bob Agent")
+        assert all(m.get("sender_name") is None for m in history if m["role"] != "human")

@@ -580,7 +580,7 @@
   }
 
   /** A message row: role is user, agent, human or system. Text goes in with textContent. */
-  function makeRow(role, text, meta, notice) {
+  function makeRow(role, text, meta, notice, sender) {
     var atEnd = nearBottom();
     var row = document.createElement("div");
     el.empty.hidden = true;
@@ -619,7 +619,7 @@
     if (role === "human") {
       var who = document.createElement("div");
       who.className = "who";
-      who.textContent = "Support team";
+      who.textContent = sender || "Support team"; // the operator's display name, when given
       row.appendChild(who);
     }
     var bubble = document.createElement("div");
@@ -686,7 +686,8 @@
     }
     if (!view) {
       if (role === "system" && !notice && m.notice != null) notice = "system";
-      view = makeRow(role, text, role === "system" ? null : timeOf(m.created_at), notice);
+      var sender = role === "human" && typeof m.sender_name === "string" ? m.sender_name : null;
+      view = makeRow(role, text, role === "system" ? null : timeOf(m.created_at), notice, sender);
       if (!quiet) noteUnread(role);
     }
     clearChoices(); // a newer message closes the choices offered before it
