@@ -410,6 +410,12 @@ class Settings(BaseSettings):
         default="text",
         description="text: readable lines for a terminal; json: one JSON object per line",
     )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry traces, one per customer message (docs/tracing.md): otlp "
+        "sends them to OTEL_EXPORTER_OTLP_ENDPOINT, console prints them; needs the tracing "
+        "extra",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

@@ -1,7 +1,7 @@
 """OpenTelemetry traces: one trace per customer message, from its webhook to the channel.
 
-Off unless ``CHATBRIDGE_TRACING`` is ``otlp`` or ``console`` (read as the app starts, with
-the ``OTEL_*`` variables: ``configure_from_environment``); then it needs ``pip install
+Off unless the ``tracing`` setting (``CHATBRIDGE_TRACING``) is ``otlp`` or ``console``
+(applied as the app starts: ``configure_from_settings``); then it needs ``pip install
 'chatbridge[tracing]'``. The exporter, the sampler
 and the resource read the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``, …).
@@ -95,15 +95,12 @@ def configure(mode: Mode = "otlp", *, exporter: SpanExporter | None = None) -> b
     return True
 
 
-def configure_from_environment() -> bool:
-    """Turn tracing on as ``CHATBRIDGE_TRACING`` says (``otlp``, ``console``; unset or ``off``:
-    leave it as it is). A bad value or a missing extra is one warning line, and the bridge
-    runs untraced: tracing never stops it. Returns whether this call turned tracing on."""
-    mode = os.environ.get("CHATBRIDGE_TRACING", "off").strip().lower()
-    if mode in ("", "off"):
-        return False
+def configure_from_settings(mode: str) -> bool:
+    """Turn tracing on as the ``tracing`` setting (``CHATBRIDGE_TRACING``) says: ``otlp`` or
+    ``console``; ``off`` leaves it as it is. Without the ``tracing`` extra it is one warning
+    line and the bridge runs untraced: tracing never stops it. Returns whether this call
+    turned tracing on."""
     if mode not in ("console", "otlp"):
-        log.warning("CHATBRIDGE_TRACING=%r is not off, console or otlp: tracing stays off", mode)
         return False
     try:
         return configure("console" if mode == "console" else "otlp")

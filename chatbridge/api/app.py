@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, *, bridge: Bridge | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        traced = tracing.configure_from_environment()  # CHATBRIDGE_TRACING; off by default
+        traced = tracing.configure_from_settings(settings.tracing)  # off by default
         await the_bridge.start()
         try:
             # after start: the WhatsApp settings stored through the API count too

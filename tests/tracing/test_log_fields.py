@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from chatbridge import logs, tracing
 from chatbridge.agent import Agent, Turn
+from chatbridge.config import Settings
 from tests.e2e.harness import running_stack
 
 
@@ -109,27 +111,35 @@ def test_text_lines_stay_readable() -> None:
 
 def test_tracing_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CHATBRIDGE_TRACING", raising=False)
-    assert tracing.configure_from_environment() is False
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.tracing == "off"
+    assert tracing.configure_from_settings(settings.tracing) is False
     assert tracing.ON is False
 
 
 def test_console_tracing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATBRIDGE_TRACING", "console")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
     try:
-        assert tracing.configure_from_environment() is True
+        assert tracing.configure_from_settings(settings.tracing) is True
         assert tracing.ON is True
     finally:
         tracing.shutdown()
     assert tracing.ON is False
 
 
-def test_a_bad_tracing_value_is_one_warning_and_no_tracing(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_bad_tracing_value_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATBRIDGE_TRACING", "jaeger")
-    assert tracing.configure_from_environment() is False
-    assert tracing.ON is False
-    [record] = [r for r in caplog.records if r.name == "chatbridge.tracing"]
-    assert record.getMessage() == (
-        "CHATBRIDGE_TRACING='jaeger' is not off, console or otlp: tracing stays off"
-    )
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    [error] = info.value.errors()
+    assert error["loc"] == ("tracing",) and "otlp" in error["msg"]
+
+
+async def test_the_app_turns_tracing_on_while_it_runs(sqlite_url: str) -> None:
+    try:
+        async with running_stack(sqlite_url, tracing="console"):
+            assert tracing.ON is True
+        assert tracing.ON is False  # the app's shutdown flushed and turned it off
+    finally:
+        tracing.shutdown()
