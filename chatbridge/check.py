@@ -35,7 +35,8 @@ class Check:
         return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
 
 
-def _reason(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """What went wrong reaching something, in a few words (no traceback)."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {TIMEOUT:g} s"
     cause: BaseException | None = exc
@@ -43,8 +44,14 @@ def _reason(exc: BaseException) -> str:
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
         cause = cause.__cause__ or cause.__context__
+    original = getattr(exc, "orig", None)  # SQLAlchemy's wrapper of the driver's error
+    if isinstance(original, BaseException):
+        exc = original
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    kind = type(exc).__name__
+    if kind in ("Error", "Exception"):  # a wrapper's name says nothing
+        return text or kind
+    return f"{kind}: {text}" if text else kind
 
 
 async def _guard(
@@ -55,7 +62,9 @@ async def _guard(
     try:
         return await asyncio.wait_for(probe(), TIMEOUT)
     except Exception as exc:
-        return Check(name, False, f"{where}: {_reason(exc)}" if where else _reason(exc))
+        return Check(
+            name, False, f"{where}: {describe_failure(exc)}" if where else describe_failure(exc)
+        )
 
 
 async def check_database(settings: Settings) -> Check:
@@ -233,7 +242,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         try:
             stored = await asyncio.wait_for(stored_agents(settings), TIMEOUT)
         except Exception as exc:
-            results.append(Check("stored agents", False, _reason(exc)))
+            results.append(Check("stored agents", False, describe_failure(exc)))
             stored = []
         named = {a.agent_id for a in agents}
         agents += [a for a in stored if a.agent_id not in named]

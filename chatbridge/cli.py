@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -277,6 +278,24 @@ def refuse_open_webhooks(settings: Settings) -> None:
     raise typer.Exit(2)
 
 
+@contextlib.contextmanager
+def database_failures(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached (or refuses) ends the command with one line on
+    stderr and exit 1, not a traceback."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chatbridge.check import describe_failure
+    from chatbridge.errors import StoreError
+
+    try:
+        yield
+    except (OSError, TimeoutError, StoreError, SQLAlchemyError) as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        typer.echo(f"database {where}: {describe_failure(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def check(
     database_url: Annotated[
@@ -314,7 +333,8 @@ def migrate(
         finally:
             await store.close()
 
-    asyncio.run(run())
+    with database_failures(settings):
+        asyncio.run(run())
     console.print(f"[green]schema up to date[/green] at {settings.database_url}")
 
 
@@ -574,7 +594,9 @@ def routes(
         finally:
             await store.close()
 
-    json.dump(asyncio.run(run()), sys.stdout, indent=2)
+    with database_failures(settings):
+        found = asyncio.run(run())
+    json.dump(found, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
