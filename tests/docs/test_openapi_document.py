@@ -129,3 +129,23 @@ def test_the_licences_travel_with_the_assets() -> None:
     static = Path(api_docs.__file__).parent / "static"
     for folder, licence in (("swagger-ui", "Apache License"), ("redoc", "MIT License")):
         assert licence in (static / folder / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_the_action_api_is_in_the_document(app: FastAPI) -> None:
+    """The drop-in action API (one path, the action in ``?action=``) is described: each
+    method's ``action`` enum lists the actions that take it, and together they are all of
+    the actions the router knows."""
+    from chatbridge.api.webchat_compat import ACTIONS
+
+    operations = app.openapi()["paths"]["/api/v1/"]
+    assert set(operations) == {"get", "post"}
+    named: set[str] = set()
+    for method, operation in operations.items():
+        action = next(p for p in operation["parameters"] if p["name"] == "action")
+        assert action["required"] is True
+        for name in action["schema"]["enum"]:
+            wanted = ACTIONS[name].method
+            assert wanted in (None, method.upper()), f"{name} is not a {method.upper()} action"
+            named.add(name)
+        assert "ActionSuccess" in str(operation["responses"]["200"])
+    assert named == set(ACTIONS)

@@ -52,6 +52,7 @@ from chatbridge.api.auth_limits import auth_failures
 from chatbridge.api.errors import BodyTooLarge
 from chatbridge.api.forward import forwarded, to_holder
 from chatbridge.api.webchat import _service
+from chatbridge.api.webchat_compat import openapi
 from chatbridge.api.webchat_compat.admin import (
     act_cleanup,
     act_cleanup_logs,
@@ -186,4 +187,12 @@ async def action_api(request: Request) -> Response:
 
 
 for _path in PATHS:
+    if _path == "/api/v1/":  # the documented one (the others answer the same)
+        for _method in ("GET", "POST"):
+            router.add_api_route(_path, action_api, methods=[_method], **openapi.operation(_method))
+        router.add_api_route(
+            _path, action_api, methods=[m for m in METHODS if m not in ("GET", "POST")],
+            include_in_schema=False,
+        )  # fmt: skip
+        continue
     router.add_api_route(_path, action_api, methods=METHODS, include_in_schema=False)
