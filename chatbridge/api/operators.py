@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatbridge.api.auth_limits import auth_failures
+from chatbridge.api.comms.base import storing
 from chatbridge.api.console_auth import operator_subject, request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
@@ -132,7 +133,8 @@ async def check_password(request: Request, email: str, password: str) -> str | N
     failures = auth_failures(request)
     address = client_ip(request)
     await failures.guard("password", address)
-    op = await bridge.store.operator_by_email(email) if len(email) <= 300 else None
+    async with storing():  # a value the database cannot hold (NUL) is a 400, not a 500
+        op = await bridge.store.operator_by_email(email) if len(email) <= 300 else None
     if op is None or not op.active or len(password) > passwords.MAX_LENGTH:
         await asyncio.to_thread(passwords.verify_nothing, password[: passwords.MAX_LENGTH])
         right = False
@@ -199,12 +201,13 @@ async def create_operator(
     if body.password is not None:
         _strong(body.password)
     try:
-        op = await bridge.store.create_operator(
-            email=body.email,
-            name=body.name.strip() or body.email,
-            role=body.role,
-            password_hash=None if body.password is None else await _hash(body.password),
-        )
+        async with storing():
+            op = await bridge.store.create_operator(
+                email=body.email,
+                name=body.name.strip() or body.email,
+                role=body.role,
+                password_hash=None if body.password is None else await _hash(body.password),
+            )
     except OperatorTaken:
         raise BadInput(
             "email_taken", f"an operator with email {body.email} exists", status_code=409
@@ -261,7 +264,8 @@ async def change_operator(
         or body.active is False
         or (body.role is not None and body.role != op.role)
     )
-    updated = await bridge.store.update_operator(op.id, changes, end_sessions=ends)
+    async with storing():
+        updated = await bridge.store.update_operator(op.id, changes, end_sessions=ends)
     if updated is None:
         raise BadInput("not_found", f"no operator {operator_id}", status_code=404)
     said = {k: v for k, v in changes.items() if k in ("name", "role", "active")}

@@ -63,8 +63,13 @@ async def test_passwords_are_stored_hashed_and_operators_log_in_by_email(
         assert "10 characters" in short.json()["error"]["message"]
         taken = await s.http.post("/api/operators", json={**BOB, "email": ADA["email"]})
         assert taken.status_code == 409
+        # a value PostgreSQL cannot hold is the request's fault, never a 500
+        nul = await s.http.post("/api/operators", json={**BOB, "name": "Bob\u0000"})
+        assert nul.status_code in (201, 400), nul.text
+        nul = await s.http.post("/console/login", json={"email": "a\u0000@b", "password": "x"})
+        assert nul.status_code in (400, 401), nul.text
 
-        entries = await _audit(s)
+        entries = [e for e in await _audit(s) if e["target"] == made["id"]]
         assert [(e["action"], e["target"], e["actor"]) for e in entries] == [
             ("operator.create", made["id"], "admin key")
         ]
