@@ -122,24 +122,33 @@ def overlap(a: Box, b: Box) -> bool:
     )
 
 
+SNAPSHOT = """text => {
+  const toasts = [...document.querySelectorAll("#toasts .toast")];
+  if (!toasts.some((t) => t.textContent.includes(text))) return null;
+  const send = document.querySelector(".composer [type=submit]");
+  const r = send.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+  const box = (e) => {
+    const b = e.getBoundingClientRect();
+    return {x: b.x, y: b.y, width: b.width, height: b.height};
+  };
+  return {send: box(send), toasts: toasts.map(box), on_top: hit === send || send.contains(hit)};
+}"""
+
+
 async def take_over_keeps_send_clear(page: Page, size: dict[str, int]) -> None:
     """Take the open conversation over: its toast shows, and neither it nor anything else is
     over the Send button, which is on screen; then a reply goes out from the reply box."""
     composer = page.get_by_role("textbox", name="Message")
     send = page.get_by_role("button", name="Send", exact=True)
     await page.get_by_role("button", name="Take over").click()
-    toast = page.locator("#toasts .toast", has_text="You have the conversation")
-    await expect(toast).to_be_visible()
-    send_box = await box_of(send)
-    assert inside(send_box, size), send_box
-    assert not overlap(await box_of(toast), send_box), (await box_of(toast), send_box)
-    # what is actually on top at the button's centre (a fixed element anywhere would show)
-    on_top = await send.evaluate(
-        "b => { const r = b.getBoundingClientRect();"
-        " const e = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
-        " return e === b || b.contains(e); }"
-    )
-    assert on_top, "something covers the Send button"
+    # one snapshot while the toast shows (it goes after a few seconds): where the toasts and
+    # Send are, and what is on top at Send's centre (a fixed element anywhere would show)
+    handle = await page.wait_for_function(SNAPSHOT, arg="You have the conversation")
+    seen: dict[str, Any] = await handle.json_value()
+    assert inside(seen["send"], size), seen
+    assert seen["toasts"] and not any(overlap(t, seen["send"]) for t in seen["toasts"]), seen
+    assert seen["on_top"], "something covers the Send button"
     box = await box_of(composer)
     assert inside(box, size) and box["width"] >= 250, box
     await composer.fill("Sam here, a person. Let me check.")
@@ -266,6 +275,10 @@ async def test_at_1024_the_contact_rail_opens_and_closes(
         await expect(rail).to_be_hidden()
         await expect(threads).to_be_visible()
         await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await toggle.click()
+        await expect(rail).to_be_visible()
+        await page.keyboard.press("Escape")
+        await expect(rail).to_be_hidden()
         # another conversation starts with the rail closed
         await toggle.click()
         await expect(rail).to_be_visible()

@@ -473,6 +473,7 @@
         ArrowDown: () => move(1),
         ArrowUp: () => move(-1),
         r: () => chat && chat.focusComposer(),
+        Escape: () => panes.rail(false),
       },
     };
   }
