@@ -246,6 +246,12 @@ def agent_config_json(agent_id: str, timeout: float, a: AgentRecord | None) -> d
     return out
 
 
+def _audit_route(request: Request, r: Route) -> None:
+    """What the audit row of a route change says (no agent tokens or secrets)."""
+    request.state.audit_target = f"{r.channel}:{r.inbox_id}"
+    request.state.audit_details = {"agent_id": r.agent_id, "reply_mode": r.reply_mode}
+
+
 @router.get("/config/mappings", tags=["management"], dependencies=admin, responses=_ADMIN_ERRORS)
 async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     agents = {a.id: a for a in await bridge.store.list_agents()}
@@ -274,7 +280,7 @@ async def list_mappings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     },
 )
 async def create_mapping(
-    mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
+    request: Request, mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
     """Create the route of an inbox (409 if it exists: use PUT to change it)."""
     _known_channel(bridge, mapping.channel)
@@ -287,6 +293,7 @@ async def create_mapping(
         route, created = await bridge.save_mapping(mapping, overwrite=False)
     if not created:
         raise exists
+    _audit_route(request, route)
     return JSONResponse({"mapping": route_json(route)}, status_code=201)
 
 
@@ -302,7 +309,7 @@ async def create_mapping(
     },
 )
 async def update_mapping(
-    inbox_id: InboxId, mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
+    request: Request, inbox_id: InboxId, mapping: MappingBody, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
     """Create or replace the route of an inbox: 201 when created, 200 when replaced."""
     if mapping.inbox_id != inbox_id:
@@ -310,6 +317,7 @@ async def update_mapping(
     _known_channel(bridge, mapping.channel)
     async with _storing():
         route, created = await bridge.save_mapping(mapping)
+    _audit_route(request, route)
     return JSONResponse(
         {"mapping": route_json(route), "created": created}, status_code=201 if created else 200
     )
@@ -322,10 +330,14 @@ async def update_mapping(
     responses={**_ADMIN_ERRORS, **error_responses({404: "no such mapping"})},
 )
 async def delete_mapping(
-    inbox_id: InboxId, channel: ChannelName = "chatwoot", bridge: Bridge = Depends(get_bridge)
+    request: Request,
+    inbox_id: InboxId,
+    channel: ChannelName = "chatwoot",
+    bridge: Bridge = Depends(get_bridge),
 ) -> dict[str, Any]:
     if not await bridge.delete_mapping(channel, inbox_id):
         raise BadInput("not_found", f"no mapping for {channel} inbox {inbox_id}", status_code=404)
+    request.state.audit_target = f"{channel}:{inbox_id}"
     return {"deleted": True, "inbox_id": inbox_id, "channel": channel}
 
 

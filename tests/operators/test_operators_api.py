@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from chatbridge.store import tables as t
-from tests.e2e.harness import Stack
+from chatbridge.testing.chatwoot_state import TriggerRequest
+from tests.e2e.harness import Stack, wait_until
 from tests.operators.rig import ADA, BOB, chatwoot_thread, create, login, operators_stack
 
 
@@ -230,13 +231,31 @@ async def test_admin_actions_on_routes_settings_and_dead_letters_are_audited(
         assert (await ada.post("/dead-letters/999/retry")).status_code == 404  # not audited
         r = await ada.delete(f"/config/mappings/{route['inbox_id']}")
         assert r.status_code == 200, r.text
-        actions = [(e["action"], e["target"]) for e in reversed(await _audit(s))]
-        assert actions == [
-            ("operator.create", actions[0][1]),
-            ("route.save", str(route["inbox_id"])),
-            ("settings.change", None),
-            ("route.delete", str(route["inbox_id"])),
+
+        # a reply Chatwoot refuses (404: the conversation is gone) dead-letters; Ada retries it
+        payload, _ = s.mock.build_event(
+            "message_created", TriggerRequest(conversation_id=7, content="lost", inbox_id=1)
+        )
+        conversation = s.mock.conversations.pop(7)
+        assert (await s.http.post("/webhook/chatwoot", json=payload)).status_code == 200
+
+        async def dead_letters() -> list[dict[str, Any]]:
+            listed: list[dict[str, Any]] = (await ada.get("/dead-letters")).json()["dead_letters"]
+            return listed
+
+        [dead] = await wait_until(dead_letters)
+        s.mock.conversations[7] = conversation
+        assert (await ada.post(f"/dead-letters/{dead['id']}/retry")).status_code == 200
+
+        entries = list(reversed(await _audit(s)))
+        assert [(e["action"], e["target"], e["details"]) for e in entries] == [
+            ("operator.create", entries[0]["target"], entries[0]["details"]),
+            ("route.save", "chatwoot:3", {"agent_id": "agent1", "reply_mode": "async"}),
+            ("settings.change", None, {"changed": ["default_country"]}),
+            ("route.delete", "chatwoot:3", {}),
+            ("dead_letter.retry", str(dead["id"]), {}),
         ]
+        assert {e["actor"] for e in entries[1:]} == {"Ada Admin <ada@example.com>"}
         only = (await ada.get("/api/audit", params={"action": "route."})).json()
         assert only["total"] == 2
 

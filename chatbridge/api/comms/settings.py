@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from chatbridge.api.comms.base import ERRORS, storing
@@ -36,7 +36,7 @@ async def get_settings(bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     "/settings", responses={**ERRORS, **error_responses({422: "unknown or invalid setting"})}
 )
 async def patch_settings(
-    changes: dict[str, Any], bridge: Bridge = Depends(get_bridge)
+    request: Request, changes: dict[str, Any], bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
     """Change settings (only the keys given). A secret sent back masked is left as it is."""
     current = bridge.comms_settings()
@@ -65,4 +65,6 @@ async def patch_settings(
         await bridge.store.save_comms_settings(changed)
     bridge.set_comms_settings(updated)
     bridge.transcriptions.wake()
+    # the audit row names what changed (names only: the values may be secrets)
+    request.state.audit_details = {"changed": sorted(changed)}
     return {**_settings_view(bridge), "changed": sorted(changed)}
