@@ -2,9 +2,9 @@
 
 Off unless the ``tracing`` setting (``CHATBRIDGE_TRACING``) is ``otlp`` or ``console``
 (applied as the app starts: ``configure_from_settings``); then it needs ``pip install
-'chatbridge[tracing]'``. The exporter, the sampler
-and the resource read the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
-``OTEL_TRACES_SAMPLER``, ``OTEL_SERVICE_NAME``, …).
+'chatbridge[tracing]'``. The exporter, the sampler and the resource read the standard
+``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_TRACES_SAMPLER``,
+``OTEL_SERVICE_NAME``, …).
 
 Off, it costs nothing on the hot path: every call site tests ``tracing.ON`` (a module
 attribute) and does nothing else; OpenTelemetry is not even imported. On, a customer
