@@ -311,6 +311,7 @@ async def test_at_1440_everything_shows_with_words_people_read(
         # a dead letter links to its conversation
         await op.go("dead-letters")
         row = page.locator(f'#dead-letters tr[data-dead-letter="{seeded.dead_letter_id}"]')
+        await expect(row.locator("td").nth(3)).to_have_text("Message")
         link = row.get_by_role("link", name="Chatwoot 1:30")
         await expect(link).to_have_attribute("href", f"#/inbox/{seeded.dead_conversation_id}")
         await link.click()

@@ -90,6 +90,10 @@
   const CHANNEL_LABEL = { chatwoot: "Chatwoot", webchat: "Web chat", whatsapp: "WhatsApp" };
   const channelLabel = (c) => CHANNEL_LABEL[c] || c || "?";
   const STATUS_LABEL = { open: "Open", pending: "Pending", resolved: "Resolved", snoozed: "Snoozed" };
+  const REPLY_MODE_LABEL = { async: "Async", sync: "Sync" };
+  const ON_FAILURE_LABEL = { fallback: "Reply with the fallback", handoff: "Hand over to a person" };
+  const DELIVERY_KIND_LABEL = { message: "Message", handoff: "Handover to a person", note: "Private note", typing_on: "Typing", typing_off: "Typing stopped" };
+  const word = (table, v) => table[v] || v;
 
   /** "1 failure", "3 failures": `many` defaults to `one` + "s". */
   function plural(n, one, many) {
@@ -963,8 +967,8 @@
         api_key: h("input", { name: "api_key", type: "password", autocomplete: "new-password", value: "", placeholder: ac.api_key_set ? "set (leave empty to keep)" : "empty: CHATBRIDGE_OPENAI_API_KEY" }),
         system_prompt: h("textarea", { name: "system_prompt", rows: 3 }, ac.system_prompt || ""),
         timeout_seconds: h("input", { name: "timeout_seconds", type: "number", min: 1, step: "any", value: m.timeout_seconds ?? ac.timeout_seconds ?? 30 }),
-        reply_mode: h("select", { name: "reply_mode" }, ["async", "sync"].map((c) => h("option", { value: c }, c))),
-        on_failure: h("select", { name: "on_failure" }, ["fallback", "handoff"].map((c) => h("option", { value: c }, c))),
+        reply_mode: h("select", { name: "reply_mode" }, ["async", "sync"].map((c) => h("option", { value: c }, word(REPLY_MODE_LABEL, c)))),
+        on_failure: h("select", { name: "on_failure" }, ["fallback", "handoff"].map((c) => h("option", { value: c }, word(ON_FAILURE_LABEL, c)))),
         fallback_text: h("input", { name: "fallback_text", value: m.fallback_text || "" }),
         agent_bot_mode: h("input", { name: "agent_bot_mode", type: "checkbox", checked: m.agent_bot_mode }),
       };
@@ -1095,8 +1099,8 @@
                   const where = ac.websocket_url || ac.webhook_url || (ac.base_url ? `${ac.model || ""} @ ${ac.base_url}` : null);
                   return where ? h("div", { class: "small muted mono" }, where) : null;
                 })()),
-                h("td", {}, m.reply_mode),
-                h("td", {}, m.on_failure, m.fallback_text ? h("div", { class: "small muted" }, m.fallback_text) : null),
+                h("td", {}, word(REPLY_MODE_LABEL, m.reply_mode)),
+                h("td", {}, word(ON_FAILURE_LABEL, m.on_failure), m.fallback_text ? h("div", { class: "small muted" }, m.fallback_text) : null),
                 h("td", {}, `${m.timeout_seconds} s`),
                 (() => {
                   const parts = policiesUi.summarize(m.policies);
@@ -1199,7 +1203,7 @@
                       threadName({ channel: d.channel, channel_key: d.channel_key || d.conversation_id }),
                     ),
                   ),
-                  h("td", {}, d.kind),
+                  h("td", {}, word(DELIVERY_KIND_LABEL, d.kind)),
                   h("td", {}, (d.text || "").slice(0, 80)),
                   h("td", {}, String(d.attempts)),
                   h("td", {}, fmtTime(d.created_at, true)),
