@@ -9,6 +9,7 @@ licence files beside them).
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -18,7 +19,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 STATIC = resources.files("chatbridge.api") / "static"
 ASSETS = "/api-docs/static"
@@ -36,6 +37,20 @@ AssetName = Literal[
     "redoc/redoc.standalone.js",
 ]
 _FAVICON = f"{ASSETS}/swagger-ui/favicon-32x32.png"
+_HEADERS = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+# ReDoc's bundle shows Redocly's logo under its menu, loaded from Redocly's CDN. Served with an
+# empty image instead (the bundle hides an image that fails to load), so the page asks nothing
+# of another site. The vendored file itself stays as published.
+_REDOC = "redoc/redoc.standalone.js"
+_REDOC_LOGO = (b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"', b'src:"data:,"')
+
+
+@cache
+def redoc_script() -> bytes:
+    """The ReDoc bundle as served: the published file without its one CDN request."""
+    return (STATIC / _REDOC).read_bytes().replace(*_REDOC_LOGO)
+
+
 _OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 
@@ -73,9 +88,7 @@ def add_routes(app: FastAPI) -> None:
         )
 
     @app.get(ASSETS + "/{name:path}", include_in_schema=False)
-    async def asset(name: Annotated[AssetName, Path()]) -> FileResponse:
-        return FileResponse(
-            str(STATIC / name),
-            media_type=_FILES[name],
-            headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
-        )
+    async def asset(name: Annotated[AssetName, Path()]) -> Response:
+        if name == _REDOC:
+            return Response(redoc_script(), media_type=_FILES[name], headers=_HEADERS)
+        return FileResponse(str(STATIC / name), media_type=_FILES[name], headers=_HEADERS)

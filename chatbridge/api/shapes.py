@@ -1,6 +1,6 @@
 """The documented shapes of answers that routes build by hand (a ``JSONResponse`` with its own
 status, a file, a text page), so that every operation of the OpenAPI document says what its
-success returns. ``tests/api/test_openapi_responses.py`` keeps it so.
+success returns. ``tests/docs/test_openapi_document.py`` keeps it so.
 
 Each helper returns a ``responses=`` entry for one status: ``{status: {"description": …,
 "content": …}}``, merged into the route's other responses.

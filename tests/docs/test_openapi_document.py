@@ -3,7 +3,9 @@ offline: /docs and /redoc load their scripts and styles from the bridge itself."
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,26 @@ def test_the_action_api_is_in_the_document(app: FastAPI) -> None:
             named.add(name)
         assert "ActionSuccess" in str(operation["responses"]["200"])
     assert named == set(ACTIONS)
+
+
+async def test_served_scripts_ask_no_cdn(client: httpx.AsyncClient) -> None:
+    """The scripts as served name no CDN to load from (ReDoc's logo is taken out)."""
+    for name in ("swagger-ui/swagger-ui-bundle.js", "redoc/redoc.standalone.js"):
+        body = (await client.get(f"{api_docs.ASSETS}/{name}")).text
+        assert len(body) > 500_000, name
+        for host in ("cdn.redoc.ly", "cdn.jsdelivr.net", "unpkg.com", "fonts.googleapis.com"):
+            assert host not in body, (name, host)
+
+
+def test_the_assets_are_package_data() -> None:
+    """An installed bridge has them: pyproject's package-data globs cover every asset."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["chatbridge"]
+    static = Path(api_docs.__file__).parent / "static"
+    assets = [
+        p.relative_to(root / "chatbridge").as_posix() for p in static.rglob("*") if p.is_file()
+    ]
+    assert len(assets) >= 8
+    for asset in assets:
+        assert any(fnmatch.fnmatch(asset, g) for g in globs), f"{asset} is not package data"
