@@ -1,0 +1,594 @@
+// An agent in TypeScript: one set of handlers, reached by the bridge in either of two ways the
+// agent starts itself (no inbound port on its side):
+//
+// - `dialIn(url, token)`: a WebSocket to the bridge's `/api/ws/agent`, `hello` with the
+//   revision and features, resume from the last turn seen, heartbeat, reconnect with backoff.
+// - `pull(url, token)`: long-polls `GET /api/agent/turns` and posts each answer to the turn's
+//   reply URL under its lease.
+//
+// A turn the bridge offers again (after a reconnect or a lapsed lease) is answered from what
+// was kept for it, never run twice.
+import { pause, reconnectDelay } from "./backoff.js";
+import { type SocketFactory, type SocketLike, OPEN, defaultSocket, frameText } from "./socket.js";
+import { type TurnHandler, Turn, runTurn, turnKey } from "./turn.js";
+import type {
+  AgentToBridge,
+  BridgeToAgent,
+  ConversationEvent,
+  HelloOk,
+  SessionCreated,
+  SessionExpired,
+  SessionUpdated,
+  SystemMessage,
+  UserMessage,
+  WarningMessage,
+} from "./types.js";
+
+export { Turn, type Reply, type AnswerFrame, type TurnHandler } from "./turn.js";
+
+/** The protocol's wire name and the revision this client speaks. */
+export const PROTOCOL = "chatbridge/1";
+export const REVISION = "1.3";
+/** The features every agent of this client handles; `sessions` and `notices` are added when
+ * there is a handler for them. */
+export const BASE_FEATURES = [
+  "status",
+  "progress",
+  "files",
+  "file_events",
+  "rich_data",
+  "agent_handoff",
+];
+const KEPT_ANSWERS = 1000;
+const RESEND_WINDOW = 200;
+const HELLO_TIMEOUT_MS = 10_000;
+const DEAD_AFTER_INTERVALS = 3;
+
+export type SessionFrame = SessionCreated | SessionUpdated | SessionExpired;
+export type NoticeFrame = SystemMessage | WarningMessage;
+
+/** The bridge refused the agent's `hello` (a wrong token, an unknown agent id): retrying
+ * would not help, so `dialIn` stops with this error. */
+export class HelloRejected extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(`the bridge refused agent hello: ${code}: ${message}`);
+    this.name = "HelloRejected";
+    this.code = code;
+  }
+}
+
+/** The bridge refused the pull agent's credentials or configuration (401, 403, 409). */
+export class PullRefused extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(`the bridge refused the pull agent (${status}): ${message}`);
+    this.name = "PullRefused";
+    this.status = status;
+  }
+}
+
+export interface AgentOptions {
+  /** Features to announce instead of the default (`BASE_FEATURES`, plus `sessions` /
+   * `notices` when `onSession` / `onNotice` has a handler). */
+  features?: string[];
+  /** Opens WebSockets (default: the platform's, else the `ws` package's). */
+  socket?: SocketFactory;
+  /** The HTTP client of `pull` (default: the global `fetch`). */
+  fetch?: typeof fetch;
+  reconnectInitialDelayMs?: number;
+  reconnectMaxDelayMs?: number;
+  /** Where the one-line start-up and connection messages go; `null` for silence. */
+  log?: ((line: string) => void) | null;
+}
+
+export interface DialInOptions {
+  /** Stops the connection (as `stop()` does) when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface PullOptions {
+  signal?: AbortSignal;
+  /** Seconds the bridge may hold each poll (default 25). */
+  waitSeconds?: number;
+  /** Turns per poll (default 10). */
+  limit?: number;
+}
+
+/** One WebSocket connection to the bridge, while it is open. */
+interface Link {
+  ws: SocketLike;
+  ready: boolean;
+  sent: AgentToBridge[];
+}
+
+/** An agent: handlers for turns (and sessions, notices, conversation events), and the ways to
+ * reach a bridge. */
+export class Agent {
+  readonly agentId: string;
+  /** The highest `seq` of the turns received (dial-in resume). */
+  lastSeq: number | null = null;
+  private turnHandler: TurnHandler | null = null;
+  private sessionHandler: ((frame: SessionFrame) => void | Promise<void>) | null = null;
+  private noticeHandler: ((frame: NoticeFrame) => void | Promise<void>) | null = null;
+  private eventHandler: ((frame: ConversationEvent) => void | Promise<void>) | null = null;
+  private readonly options: AgentOptions;
+  private readonly kept = new Map<string, AgentToBridge>();
+  private readonly running = new Map<string, Turn>();
+  private readonly linkId = `ts-${Math.random().toString(36).slice(2, 12)}`;
+  private readonly stopper = new AbortController();
+  private link: Link | null = null;
+  /** Every socket of this agent not yet closed, ready or still connecting. */
+  private readonly sockets = new Set<SocketLike>();
+  private previousSent: AgentToBridge[] = [];
+  private outbox: AgentToBridge[] = [];
+  private connectedWaiters: Array<() => void> = [];
+  private readonly connectionListeners = new Set<(connected: boolean) => void>();
+
+  constructor(agentId: string, options: AgentOptions = {}) {
+    this.agentId = agentId;
+    this.options = options;
+  }
+
+  /** Answer turns with `handler` (see `Reply` for what it may return). */
+  onUserMessage(handler: TurnHandler): this {
+    this.turnHandler = handler;
+    return this;
+  }
+
+  /** Web chat sessions starting, changing, ending (announces the feature `sessions`). */
+  onSession(handler: (frame: SessionFrame) => void | Promise<void>): this {
+    this.sessionHandler = handler;
+    return this;
+  }
+
+  /** Notices the bridge puts into the agent's conversations (feature `notices`). */
+  onNotice(handler: (frame: NoticeFrame) => void | Promise<void>): this {
+    this.noticeHandler = handler;
+    return this;
+  }
+
+  /** Conversation events: handed to a human or back, closed, reopened, … */
+  onConversationEvent(handler: (frame: ConversationEvent) => void | Promise<void>): this {
+    this.eventHandler = handler;
+    return this;
+  }
+
+  /** The features this agent announces. */
+  get features(): string[] {
+    if (this.options.features) return [...this.options.features];
+    const features = [...BASE_FEATURES];
+    if (this.sessionHandler) features.push("sessions");
+    if (this.noticeHandler) features.push("notices");
+    return features;
+  }
+
+  /** Whether a dial-in connection is open and past its `hello_ok`. */
+  get connected(): boolean {
+    return this.link?.ready ?? false;
+  }
+
+  /** Called with `true` when a dial-in connection is ready, `false` when it is lost;
+   * returns the function that unsubscribes. */
+  onConnectionChange(listener: (connected: boolean) => void): () => void {
+    this.connectionListeners.add(listener);
+    return () => this.connectionListeners.delete(listener);
+  }
+
+  private connectionChanged(connected: boolean): void {
+    for (const listener of this.connectionListeners) listener(connected);
+  }
+
+  /** Resolves once a dial-in connection is ready (at once if one is). */
+  waitConnected(): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve) => this.connectedWaiters.push(resolve));
+  }
+
+  /** Stop every `dialIn` and `pull` of this agent; their promises then resolve. */
+  stop(): void {
+    this.stopper.abort();
+    for (const ws of this.sockets) ws.close(1000, "agent stopping");
+  }
+
+  /** Close the current dial-in connection; the agent reconnects and resumes. */
+  disconnect(): void {
+    this.link?.ws.close(4000, "agent reconnecting");
+  }
+
+  private log(line: string): void {
+    const log = this.options.log === undefined ? defaultLog : this.options.log;
+    log?.(line);
+  }
+
+  // -- dial-in ---------------------------------------------------------------------------------
+
+  /** Connect to the bridge at `url` (`ws(s)://host/api/ws/agent`, or the bridge's base URL)
+   * and stay connected — reconnecting with backoff and resuming — until `stop()`.
+   *
+   * @throws HelloRejected when the bridge refuses the token or agent id. */
+  async dialIn(url: string, token: string, options: DialInOptions = {}): Promise<void> {
+    const target = agentSocketUrl(url);
+    const factory = this.options.socket ?? (await defaultSocket());
+    const initial = this.options.reconnectInitialDelayMs ?? 500;
+    const max = this.options.reconnectMaxDelayMs ?? 30_000;
+    const stop = anySignal(this.stopper.signal, options.signal);
+    const onStop = (): void => {
+      for (const ws of this.sockets) ws.close(1000, "agent stopping");
+    };
+    stop.addEventListener("abort", onStop, { once: true });
+    let attempt = 0;
+    try {
+      while (!stop.aborted) {
+        const ready = await this.connectOnce(factory, target, token, stop);
+        if (ready) attempt = 0;
+        if (stop.aborted) break;
+        await pause(reconnectDelay(attempt, initial, max), stop);
+        attempt += 1;
+      }
+    } finally {
+      stop.removeEventListener("abort", onStop);
+    }
+  }
+
+  /** One connection, from the upgrade to its close. Resolves whether it got `hello_ok`;
+   * rejects with `HelloRejected`. */
+  private connectOnce(
+    factory: SocketFactory,
+    url: string,
+    token: string,
+    stop: AbortSignal,
+  ): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      let ws: SocketLike;
+      try {
+        ws = factory(url);
+      } catch (error) {
+        this.log(`cannot open ${url}: ${String(error)}`);
+        resolve(false);
+        return;
+      }
+      const link: Link = { ws, ready: false, sent: [] };
+      this.sockets.add(ws);
+      let heard = Date.now();
+      let heartbeat: ReturnType<typeof setInterval> | undefined;
+      const helloTimer = setTimeout(() => ws.close(4000, "no hello_ok"), HELLO_TIMEOUT_MS);
+      ws.onopen = () => {
+        const hello: AgentToBridge = {
+          type: "hello",
+          agent_id: this.agentId,
+          token,
+          protocol: PROTOCOL,
+          version: REVISION,
+          features: this.features,
+          metadata: { link_id: this.linkId },
+          ...(this.lastSeq === null ? {} : { resume_from: this.lastSeq }),
+        };
+        ws.send(JSON.stringify(hello));
+      };
+      ws.onmessage = (event) => {
+        heard = Date.now();
+        let frame: BridgeToAgent;
+        try {
+          frame = JSON.parse(frameText(event.data)) as BridgeToAgent;
+        } catch {
+          this.sendOn(link, { type: "error_message", error_code: "invalid_json" });
+          return;
+        }
+        if (!link.ready) {
+          if (frame.type === "hello_error") {
+            clearTimeout(helloTimer);
+            reject(new HelloRejected(frame.error_code, frame.message ?? ""));
+            ws.close(1000, "refused");
+          } else if (frame.type === "hello_ok") {
+            clearTimeout(helloTimer);
+            if (stop.aborted) {
+              ws.close(1000, "agent stopping"); // stopped while connecting
+              return;
+            }
+            heartbeat = this.ready(link, frame, url, () => heard);
+          }
+          return;
+        }
+        this.dispatch(link, frame);
+      };
+      ws.onerror = () => {
+        // a close always follows
+      };
+      ws.onclose = (event) => {
+        clearTimeout(helloTimer);
+        this.sockets.delete(ws);
+        if (heartbeat !== undefined) clearInterval(heartbeat);
+        if (this.link === link) {
+          this.link = null;
+          this.previousSent = link.sent;
+        }
+        if (link.ready) {
+          this.log(`connection to ${url} closed (${event.code})`);
+          this.connectionChanged(false);
+        }
+        resolve(link.ready);
+      };
+    });
+  }
+
+  /** `hello_ok` came: the link carries turns from now on. Returns its heartbeat timer. */
+  private ready(
+    link: Link,
+    ok: HelloOk,
+    url: string,
+    heard: () => number,
+  ): ReturnType<typeof setInterval> {
+    link.ready = true;
+    this.link = link;
+    this.log(
+      `connected to ${url} as agent ${this.agentId} (revision ${ok.version ?? "1.2"}, ` +
+        `features ${(ok.features ?? []).join(",") || "none"})`,
+    );
+    // Answers sent on the connection before may not have reached the bridge; the bridge
+    // drops any it already has. Then what was answered while disconnected.
+    const again = [...this.previousSent, ...this.outbox];
+    this.previousSent = [];
+    this.outbox = [];
+    for (const frame of again) this.sendOn(link, frame);
+    for (const resolve of this.connectedWaiters.splice(0)) resolve();
+    this.connectionChanged(true);
+    const intervalMs = Math.max(0.05, ok.heartbeat_interval) * 1000;
+    return setInterval(() => {
+      if (Date.now() - heard() > DEAD_AFTER_INTERVALS * intervalMs) {
+        link.ws.close(4000, "no heartbeat");
+      } else {
+        this.sendOn(link, { type: "ping" });
+      }
+    }, intervalMs);
+  }
+
+  private sendOn(link: Link, frame: AgentToBridge): boolean {
+    if (link.ws.readyState !== OPEN) return false;
+    link.ws.send(JSON.stringify(frame));
+    if (isAnswer(frame)) {
+      link.sent.push(frame);
+      if (link.sent.length > RESEND_WINDOW) link.sent.shift();
+    }
+    return true;
+  }
+
+  /** Send on the open link; an answer waits for the next one when there is none (live
+   * frames are dropped then: they would be stale). */
+  private async sendLive(frame: AgentToBridge): Promise<boolean> {
+    const link = this.link;
+    if (link?.ready && this.sendOn(link, frame)) return true;
+    if (isAnswer(frame)) {
+      this.outbox.push(frame);
+      return true;
+    }
+    return false;
+  }
+
+  private dispatch(link: Link, frame: BridgeToAgent): void {
+    switch (frame.type) {
+      case "ping":
+        this.sendOn(link, { type: "pong" });
+        return;
+      case "user_message":
+        if (typeof frame.seq === "number") {
+          this.lastSeq = Math.max(this.lastSeq ?? 0, frame.seq);
+          this.sendOn(link, { type: "ack", seq: frame.seq });
+        }
+        this.startTurn(frame, (f) => this.sendLive(f));
+        return;
+      case "cancel":
+        if (frame.conversation_id) {
+          const key = turnKey({
+            conversation_id: frame.conversation_id,
+            message_id: frame.message_id,
+          });
+          this.running.get(key)?.cancel(frame.reason ?? "superseded");
+        } else {
+          for (const turn of this.running.values()) {
+            if (turn.id === frame.message_id) turn.cancel(frame.reason ?? "superseded");
+          }
+        }
+        return;
+      case "session_created":
+      case "session_updated":
+      case "session_expired":
+        void this.call(this.sessionHandler, frame);
+        return;
+      case "system_message":
+      case "warning_message":
+        void this.call(this.noticeHandler, frame);
+        return;
+      case "conversation_event":
+        void this.call(this.eventHandler, frame);
+        return;
+      case "error_message":
+        this.log(`the bridge reported ${frame.error_code}: ${JSON.stringify(frame.error_details)}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async call<F>(handler: ((frame: F) => void | Promise<void>) | null, frame: F) {
+    if (handler === null) return;
+    try {
+      await handler(frame);
+    } catch (error) {
+      this.log(`handler failed: ${String(error)}`);
+    }
+  }
+
+  /** Run a turn, or answer it from what was kept when it comes again. */
+  private startTurn(frame: UserMessage, send: (frame: AgentToBridge) => Promise<boolean>): void {
+    const key = turnKey(frame);
+    const kept = this.kept.get(key);
+    if (kept !== undefined) {
+      void send(kept);
+      return;
+    }
+    if (this.running.has(key)) return; // its answer goes out when it is ready
+    const handler = this.turnHandler;
+    if (handler === null) {
+      void send({ type: "error_message", message_id: frame.message_id, error_code: "no_handler" });
+      return;
+    }
+    const turn = new Turn(frame, send);
+    this.running.set(key, turn);
+    void runTurn(turn, handler)
+      .then((answer) => {
+        if (answer !== null) this.keep(key, answer);
+      })
+      .finally(() => this.running.delete(key));
+  }
+
+  private keep(key: string, answer: AgentToBridge): void {
+    this.kept.set(key, answer);
+    if (this.kept.size > KEPT_ANSWERS) {
+      const oldest = this.kept.keys().next().value;
+      if (oldest !== undefined) this.kept.delete(oldest);
+    }
+  }
+
+  // -- http pull -------------------------------------------------------------------------------
+
+  /** Long-poll the bridge at `url` (its base URL, `http(s)://host`) for turns and answer them
+   * until `stop()`. Errors are retried with backoff, honouring `Retry-After`.
+   *
+   * @throws PullRefused on 401 (bad token or agent id) or 409 (not an http-pull agent). */
+  async pull(url: string, token: string, options: PullOptions = {}): Promise<void> {
+    const base = url.replace(/\/+$/, "");
+    const http = this.options.fetch ?? fetch;
+    const stop = anySignal(this.stopper.signal, options.signal);
+    const initial = this.options.reconnectInitialDelayMs ?? 500;
+    const max = this.options.reconnectMaxDelayMs ?? 30_000;
+    const headers = { Authorization: `Bearer ${token}`, "X-Agent-Id": this.agentId };
+    const wait = options.waitSeconds ?? 25;
+    const query = `wait=${wait}&limit=${options.limit ?? 10}`;
+    let attempt = 0;
+    let announced = false;
+    while (!stop.aborted) {
+      let delay: number | null = null;
+      try {
+        const response = await http(`${base}/api/agent/turns?${query}`, {
+          headers,
+          signal: stop,
+        });
+        if (response.status === 401 || response.status === 403 || response.status === 409) {
+          throw new PullRefused(response.status, await errorText(response));
+        }
+        if (!response.ok) {
+          delay = retryAfterMs(response) ?? reconnectDelay(attempt, initial, max);
+          this.log(`pulling turns failed: ${response.status} ${await errorText(response)}`);
+        } else {
+          if (!announced) {
+            this.log(`pulling turns from ${base} as agent ${this.agentId}`);
+            announced = true;
+          }
+          attempt = 0;
+          const body = (await response.json()) as { turns: PulledTurn[] };
+          for (const offer of body.turns) {
+            this.startTurn(offer.turn, (frame) => this.postReply(base, headers, offer, frame));
+          }
+        }
+      } catch (error) {
+        if (error instanceof PullRefused) throw error;
+        if (stop.aborted) break;
+        this.log(`pulling turns failed: ${String(error)}`);
+        delay = reconnectDelay(attempt, initial, max);
+      }
+      if (delay !== null) {
+        attempt += 1;
+        await pause(delay, stop);
+      }
+    }
+  }
+
+  private async postReply(
+    base: string,
+    headers: Record<string, string>,
+    offer: PulledTurn,
+    frame: AgentToBridge,
+  ): Promise<boolean> {
+    const id = encodeURIComponent(offer.turn.message_id);
+    const lease = encodeURIComponent(offer.lease_id);
+    const http = this.options.fetch ?? fetch;
+    try {
+      const response = await http(`${base}/api/agent/turns/${id}/reply?lease=${lease}`, {
+        method: "POST",
+        headers: { ...headers, "Content-Type": "application/json" },
+        body: JSON.stringify(frame),
+      });
+      if (!response.ok) {
+        // 404 / 409: the turn was withdrawn or re-offered; it comes again if it still counts
+        this.log(`reply to ${offer.turn.message_id} refused: ${await errorText(response)}`);
+      }
+      return response.ok;
+    } catch (error) {
+      this.log(`reply to ${offer.turn.message_id} failed: ${String(error)}`);
+      return false;
+    }
+  }
+}
+
+/** A turn as `GET /api/agent/turns` offers it. */
+export interface PulledTurn {
+  lease_id: string;
+  lease_expires_at: string;
+  turn: UserMessage;
+}
+
+function isAnswer(frame: AgentToBridge): boolean {
+  switch (frame.type) {
+    case "agent_message":
+      return Boolean(frame.message_id);
+    case "agent_complete":
+    case "no_reply":
+    case "handoff":
+    case "agent_handoff":
+      return true;
+    case "error_message":
+      return Boolean(frame.message_id);
+    default:
+      return false;
+  }
+}
+
+function defaultLog(line: string): void {
+  console.error(`chatbridge: ${line}`);
+}
+
+/** `ws(s)://…/api/ws/agent` from a bridge base URL or a full agent socket URL. */
+export function agentSocketUrl(url: string): string {
+  let target = url.replace(/^http(s?):\/\//, "ws$1://");
+  if (!/\/api\/ws\/agent\/?$/.test(target)) target = `${target.replace(/\/+$/, "")}/api/ws/agent`;
+  return target;
+}
+
+function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal {
+  const present = signals.filter((s): s is AbortSignal => s !== undefined);
+  const controller = new AbortController();
+  for (const signal of present) {
+    if (signal.aborted) {
+      controller.abort();
+      break;
+    }
+    signal.addEventListener("abort", () => controller.abort(), { once: true });
+  }
+  return controller.signal;
+}
+
+function retryAfterMs(response: Response): number | null {
+  const value = Number(response.headers.get("retry-after"));
+  return Number.isFinite(value) && value > 0 ? value * 1000 : null;
+}
+
+async function errorText(response: Response): Promise<string> {
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text) as { error?: { message?: string } };
+    return body.error?.message ?? text;
+  } catch {
+    return text;
+  }
+}

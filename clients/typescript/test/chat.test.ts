@@ -1,0 +1,135 @@
+// The front-end chat client against a real bridge: a visitor's message over the widget's
+// socket, the agent's reply streamed back; messages sent while disconnected are queued.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import WebSocket from "ws";
+import { Agent, ChatClient, ChatError, type StreamingFrame } from "../src/index.js";
+import { type Bridge, startBridge, until } from "./harness.js";
+
+const TOKEN = "ts-chat-agent-token-0123456789";
+
+let bridge: Bridge;
+let agent: Agent;
+let agentRunning: Promise<void>;
+let releaseSecondPiece = (): void => {};
+
+before(async () => {
+  bridge = await startBridge([
+    { inbox: 1, agentId: "ts-chat-agent", transport: "ws-dial-in", token: TOKEN },
+  ]);
+  agent = new Agent("ts-chat-agent", { log: null, reconnectInitialDelayMs: 20 });
+  agent.onUserMessage(async (turn) => {
+    if (turn.content !== "stream please") return `Echo: ${turn.content}`;
+    await turn.stream("Hel");
+    // the second piece waits for the test: the first is seen on its own before it
+    await new Promise<void>((resolve) => {
+      releaseSecondPiece = resolve;
+    });
+    await turn.stream("lo!");
+  });
+  agentRunning = agent.dialIn(bridge.url, TOKEN);
+  await agent.waitConnected();
+});
+
+after(async () => {
+  agent?.stop();
+  await agentRunning;
+  await bridge?.stop();
+});
+
+function chatClient(sessionId?: string): ChatClient {
+  return new ChatClient({
+    bridge: bridge.url,
+    inboxId: 1,
+    sessionId,
+    socket: (url) => new WebSocket(url),
+    reconnectInitialDelayMs: 20,
+    reconnectMaxDelayMs: 200,
+  });
+}
+
+test("a message sent over the widget socket gets the agent's reply streamed back", async () => {
+  const chat = chatClient();
+  const session = await chat.connect();
+  assert.ok(session.session_id.startsWith("ws_"));
+  const pieces: StreamingFrame[] = [];
+  chat.on("agent_streaming", (frame) => pieces.push(frame));
+  const firstPiece = chat.next("agent_streaming");
+  const reply = chat.next("message", (f) => f.message.role === "agent");
+
+  const ack = await chat.send("stream please");
+  assert.equal(ack.status, "accepted");
+  assert.ok(ack.message_id);
+
+  const first = await firstPiece;
+  assert.equal(first.content, "Hel");
+  assert.equal(chat.streamedText(first.turn_id), "Hel");
+  releaseSecondPiece();
+  const final = await reply;
+  assert.equal(final.message.text, "Hello!");
+  assert.equal(final.message.turn_id, first.turn_id);
+  assert.deepEqual(
+    pieces.map((p) => [p.stream_index, p.content]),
+    [
+      [0, "Hel"],
+      [1, "lo!"],
+    ],
+  );
+  await chat.close();
+});
+
+test("a message sent while the socket is down is queued and goes once it is back", async () => {
+  const chat = chatClient();
+  await chat.connect();
+  const lost = chat.next("connection", (e) => !e.connected);
+  chat.disconnect();
+  await lost;
+  assert.equal(chat.connected, false);
+  const reply = chat.next("message", (f) => f.message.role === "agent");
+  const acked = chat.send("sent while offline");
+  assert.equal(chat.queued, 1);
+  const ack = await acked;
+  assert.equal(ack.status, "accepted");
+  assert.equal(chat.queued, 0);
+  assert.equal((await reply).message.text, "Echo: sent while offline");
+  await chat.close();
+});
+
+test("a returning visitor resumes the session and gets its history", async () => {
+  const first = chatClient();
+  const session = await first.connect();
+  const reply = first.next("message", (f) => f.message.role === "agent");
+  await first.send("remember me");
+  await reply;
+  await first.close();
+
+  const again = chatClient(session.session_id);
+  const history = again.next("history");
+  const resumed = await again.connect();
+  assert.equal(resumed.session_id, session.session_id);
+  assert.equal(resumed.created, false);
+  const texts = (await history).messages.map((m) => `${m.role}: ${m.text}`);
+  assert.deepEqual(texts, ["user: remember me", "agent: Echo: remember me"]);
+  await again.close();
+});
+
+test("a refused message rejects its promise with the bridge's reason", async () => {
+  const chat = chatClient();
+  await chat.connect();
+  await assert.rejects(chat.send("x".repeat(10_001)), (error) => {
+    assert.ok(error instanceof ChatError);
+    assert.match(error.message, /10000|long|characters/);
+    return true;
+  });
+  await chat.close();
+});
+
+test("opening a session for an inbox with no route is refused with the bridge's reason", async () => {
+  const chat = new ChatClient({ bridge: bridge.url, inboxId: 99, socket: (u) => new WebSocket(u) });
+  await assert.rejects(chat.connect(), (error) => {
+    assert.ok(error instanceof ChatError);
+    assert.equal(error.code, "unknown_inbox");
+    return true;
+  });
+  await until(() => true, "nothing");
+});
