@@ -251,3 +251,25 @@ def test_agent_protocol_page_documents_every_message() -> None:
     page = (DOCS / "agent-protocol.md").read_text(encoding="utf-8")
     missing = sorted(t for t in types if f"`{t}`" not in page)
     assert not missing, f"docs/agent-protocol.md does not document {missing}"
+
+
+def test_docs_commands_write_and_check(tmp_path: Path) -> None:
+    """``chatbridge docs check`` fails on a missing or stale document and ``docs write``
+    brings them up to date; ``docs config`` prints the reference."""
+    from typer.testing import CliRunner
+
+    from chatbridge.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["docs", "check", str(tmp_path)]).exit_code == 1
+    written = runner.invoke(app, ["docs", "write", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(docs_gen.generated())
+    assert runner.invoke(app, ["docs", "check", str(tmp_path)]).exit_code == 0
+    (tmp_path / docs_gen.CONFIGURATION).write_text("# edited by hand\n", encoding="utf-8")
+    stale = runner.invoke(app, ["docs", "check", str(tmp_path)])
+    assert stale.exit_code == 1
+    assert "configuration.md is out of date" in stale.output
+    printed = runner.invoke(app, ["docs", "config"])
+    assert printed.exit_code == 0
+    assert printed.output == docs_gen.configuration_markdown()
