@@ -273,3 +273,16 @@ def test_docs_commands_write_and_check(tmp_path: Path) -> None:
     printed = runner.invoke(app, ["docs", "config"])
     assert printed.exit_code == 0
     assert printed.output == docs_gen.configuration_markdown()
+
+
+def test_every_page_is_linked() -> None:
+    """No page of docs/ is an orphan: each is linked from the README or another page."""
+    linked: set[Path] = set()
+    for path in MARKDOWN:
+        for _, target in links(path):
+            where = target.partition("#")[0]
+            if where and not re.match(r"^[a-z][a-z0-9+.-]*:", where, re.I):
+                linked.add((path.parent / where).resolve())
+    orphans = [str(p.relative_to(ROOT)) for p in MARKDOWN if p != ROOT / "README.md"]
+    orphans = [name for name in orphans if ROOT / name not in linked]
+    assert not orphans, f"pages nothing links to: {orphans}"
