@@ -32,9 +32,9 @@ TYPING_ATTEMPTS = 3
 def decide_turn(route: Route, conv: ConversationRecord) -> TurnDecision:
     """A customer wrote: create a turn unless a human owns the conversation.
 
-    In agent-bot mode Chatwoot's own status is the truth (contract §2): the bot answers only
-    while the conversation is ``pending``; ``open`` means a human has it. A resolved
-    conversation that a new message turns ``pending`` again is the bot's again.
+    In agent-bot mode Chatwoot's own status is the truth, as for Chatwoot's agent bots: the
+    bot answers only while the conversation is ``pending``; ``open`` means a human has it. A
+    resolved conversation that a new message turns ``pending`` again is the bot's again.
     """
     owner = conv.owner
     if route.agent_bot_mode and conv.external_status is not None:

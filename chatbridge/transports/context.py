@@ -61,7 +61,7 @@ def pull_policy(settings: Settings) -> Callable[[str], PullPolicy]:
     def policy(agent_id: str) -> PullPolicy:
         s = settings
         if agent_id == s.webchat_compat_agent_id:
-            # The action API's poller: lease, re-offer a few times, then give up (contract).
+            # The action API's poller: lease, re-offer a few times, then give up (docs/webchat.md).
             return PullPolicy(
                 s.webchat_compat_lease_seconds,
                 1 if s.webchat_mark_on_read else s.webchat_compat_max_offers,

@@ -1,4 +1,4 @@
-"""The drop-in web chat *action API*: ``/api/v1/?action=…`` (contract: ``webchat-compat``).
+"""The drop-in web chat *action API*: ``/api/v1/?action=…`` (docs/webchat.md).
 
 An existing agent broker's ``web_chat`` plugin polls ``inbox`` and answers through ``outbox``;
 a web page posts ``messages`` and polls ``responses``. Methods, auth, field names, id types,
