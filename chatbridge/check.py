@@ -67,8 +67,9 @@ async def _guard(
         )
 
 
-async def check_database(settings: Settings) -> Check:
-    """The database answers, and which schema revision it holds."""
+async def check_database(settings: Settings, timeout: float = TIMEOUT) -> Check:
+    """The database answers (connecting within ``timeout`` seconds), and which schema
+    revision it holds."""
     from sqlalchemy import make_url, text
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -80,7 +81,7 @@ async def check_database(settings: Settings) -> Check:
         if found is not None:
             return found
     else:
-        connect_args = {"timeout": TIMEOUT}
+        connect_args = {"timeout": timeout}
     engine = create_async_engine(settings.database_url, connect_args=connect_args)
     try:
         async with engine.connect() as conn:
@@ -160,6 +161,23 @@ class AgentTarget:
         return f"{'stored ' if self.stored else ''}agent {self.agent_id} ({self.transport})"
 
 
+def check_webhooks(settings: Settings) -> Check:
+    """Whether ``serve`` would start with the channels' webhook authentication as it is."""
+    from chatbridge.api.exposure import chatwoot_configured, exposure_problem, open_webhooks
+    from chatbridge.crm.settings import CommsSettings
+
+    found = open_webhooks(settings, CommsSettings(), chatwoot_in_use=chatwoot_configured(settings))
+    problem = exposure_problem(settings, found)
+    if problem is not None:
+        return Check("webhooks", False, problem.replace(" (see the warnings above)", ""))
+    if found:
+        names = ", ".join(hook.channel for hook in found)
+        return Check(
+            "webhooks", True, f"{names} not authenticated (allowed on {settings.host} only)"
+        )
+    return Check("webhooks", True, "every channel in use authenticates its webhooks")
+
+
 async def check_agent(agent: AgentTarget, openai_key: str | None) -> Check:
     """One agent, as its transport reaches it."""
     name = agent.name
@@ -237,6 +255,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         results.append(await _guard("redis", partial(check_redis, redis_url), shown))
     if chatwoot_configured(settings):
         results.append(await _guard("chatwoot", partial(check_chatwoot, settings)))
+    results.append(check_webhooks(settings))
     agents = list(configured_agents(settings))
     if "schema revision" in results[1].detail:  # stored routes' agents too
         try:

@@ -183,6 +183,7 @@ def serve(
     if settings.access_log:  # the logging set-up keeps uvicorn's access log to errors
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     refuse_open_webhooks(settings)
+    refuse_unreachable_database(settings)
     application = create_app(settings)
     policy = gc_policy(settings, application.state.metrics.registry)
 
@@ -294,6 +295,20 @@ def database_failures(settings: Settings) -> Iterator[None]:
         where = make_url(settings.database_url).render_as_string(hide_password=True)
         typer.echo(f"database {where}: {describe_failure(exc)}", err=True)
         raise typer.Exit(1) from None
+
+
+def refuse_unreachable_database(settings: Settings) -> None:
+    """Before anything starts: a database that cannot be reached (wrong host, port, name or
+    password; a SQLite folder that does not exist) ends ``serve`` with one line and exit 1,
+    where the app's start-up would end in a traceback."""
+    from chatbridge.check import check_database
+
+    with database_failures(settings):
+        # the store's own connect timeout: a slow server is not refused here first
+        result = asyncio.run(asyncio.wait_for(check_database(settings, timeout=10), 30))
+    if not result.ok:
+        typer.echo(f"database {result.detail}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

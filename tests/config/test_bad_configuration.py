@@ -221,12 +221,12 @@ def test_settings_treat_an_empty_secret_as_unset() -> None:
     assert settings.media_signing_key is None
 
 
-def test_an_unreachable_database_is_one_line_for_migrate_and_routes(tmp_path: Path) -> None:
+def test_an_unreachable_database_is_one_line_for_migrate_routes_and_serve(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
         port = sock.getsockname()[1]
         url = f"postgresql+asyncpg://bridge:pw@127.0.0.1:{port}/chatbridge"
-        for command in ("migrate", "routes"):
+        for command in ("migrate", "routes", "serve"):
             result = run(tmp_path, command, CHATBRIDGE_DATABASE_URL=url)
             assert result.returncode == 1
             assert result.stderr.splitlines() == [

@@ -99,6 +99,7 @@ async def test_every_check_passes_against_live_servers(
                 "CHATWOOT_BASE_URL": chatwoot_url,
                 "CHATWOOT_API_ACCESS_TOKEN": TOKEN,
                 "CHATWOOT_ACCOUNT_ID": "7",
+                "CHATWOOT_WEBHOOK_SECRET": "chatwoot-webhook-secret-0123",
                 "INBOX_AGENT_MAPPINGS": mappings(
                     {"agent_id": "ws-bot", "websocket_url": f"ws://127.0.0.1:{ws_port}"},
                     {"agent_id": "hook-bot", "webhook_url": f"{hook_url}/"},
@@ -114,6 +115,7 @@ async def test_every_check_passes_against_live_servers(
         f"ok    database: postgresql+asyncpg://{where}: no schema yet (serve or migrate makes it)",
         "ok    redis: answers PING",
         f"ok    chatwoot: {chatwoot_url} accepts the access token",
+        "ok    webhooks: every channel in use authenticates its webhooks",
         f"ok    agent ws-bot (ws-dial-out): ws://127.0.0.1:{ws_port} answers the WebSocket "
         "handshake",
         f"ok    agent hook-bot (http-webhook): {hook_url}/ answers HTTP (405 to a GET)",
@@ -153,6 +155,7 @@ async def test_a_migrated_database_shows_its_revision_and_stored_agents(tmp_path
     assert lines[1:] == [
         f"ok    database: {url}: schema revision {newest_revision()}",
         f"FAIL  chatwoot: cannot reach http://127.0.0.1:{port}",
+        "ok    webhooks: Chatwoot not authenticated (allowed on 127.0.0.1 only)",
         "ok    agent env-bot (http-pull): waits for the agent to connect",
         "ok    stored agent old-bot (ws-dial-in): waits for the agent to connect",
     ]
@@ -179,6 +182,7 @@ async def test_closed_ports_are_fail_lines_and_exit_1(tmp_path: Path) -> None:
         f"FAIL  database: postgresql+asyncpg://postgres:***@127.0.0.1:{port}/x: connection refused",
         f"FAIL  redis: redis://127.0.0.1:{port}/0: connection refused",
         f"FAIL  chatwoot: cannot reach http://127.0.0.1:{port}",
+        "ok    webhooks: Chatwoot not authenticated (allowed on 127.0.0.1 only)",
         f"FAIL  agent ws-bot (ws-dial-out): ws://127.0.0.1:{port}: connection refused",
         f"FAIL  agent hook-bot (http-webhook): http://127.0.0.1:{port}/turn: connection refused",
     ]
@@ -192,7 +196,7 @@ async def test_a_refused_chatwoot_token_fails(tmp_path: Path) -> None:
             {"CHATWOOT_BASE_URL": chatwoot_url, "CHATWOOT_API_ACCESS_TOKEN": "not-the-token"},
         )
     assert code == 1
-    assert lines[-1] == (
+    assert lines[2] == (
         f"FAIL  chatwoot: {chatwoot_url} refused the access token (HTTP 401): check "
         "CHATWOOT_API_ACCESS_TOKEN and CHATWOOT_ACCOUNT_ID"
     )
@@ -205,6 +209,7 @@ async def test_sqlite_in_a_missing_folder_fails_and_nothing_is_created(tmp_path:
     assert lines == [
         "ok    configuration: valid (0 routes in the environment)",
         f"FAIL  database: {url}: the folder {tmp_path}/nowhere does not exist",
+        "ok    webhooks: every channel in use authenticates its webhooks",
     ]
     assert not (tmp_path / "nowhere").exists()
 
@@ -215,3 +220,22 @@ async def test_a_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert err.splitlines() == [
         "CHATBRIDGE_PORT: 'http' is not a whole number; example: CHATBRIDGE_PORT=8000"
     ]
+
+
+async def test_a_public_host_with_unsigned_webhooks_fails_as_serve_would(tmp_path: Path) -> None:
+    code, lines, _ = await chatbridge_check(
+        tmp_path,
+        {
+            "CHATBRIDGE_HOST": "0.0.0.0",
+            "INBOX_AGENT_MAPPINGS": mappings(
+                {"agent_id": "pull-bot", "transport": "http-pull", "token": DIAL_IN_TOKEN}
+            ),
+            "CHATWOOT_BASE_URL": "http://127.0.0.1:9",
+        },
+    )
+    assert code == 1
+    assert (
+        "FAIL  webhooks: refusing to serve on 0.0.0.0: the webhooks of Chatwoot are "
+        "unauthenticated. Set their secrets, bind to 127.0.0.1, or set "
+        "CHATBRIDGE_ALLOW_UNSIGNED_WEBHOOKS=true if something in front authenticates them."
+    ) in lines
