@@ -58,6 +58,8 @@ LAYERS = (
             "chatbridge.transport_kinds",
             "chatbridge.ratelimit",
             "chatbridge.gc_policy",
+            # operator roles, audit rules and password hashing (argon2): no I/O
+            "chatbridge.operators",
         ),
     ),
     # Durable state (the database) and what replicas tell each other (Redis or nothing).
