@@ -251,6 +251,9 @@ def test_agent_protocol_page_documents_every_message() -> None:
     page = (DOCS / "agent-protocol.md").read_text(encoding="utf-8")
     missing = sorted(t for t in types if f"`{t}`" not in page)
     assert not missing, f"docs/agent-protocol.md does not document {missing}"
+    # and shows each one in a JSON example
+    no_example = sorted(t for t in types if not re.search(rf'"type":\s*"{t}"', page))
+    assert not no_example, f"docs/agent-protocol.md has no example of {no_example}"
 
 
 def test_docs_commands_write_and_check(tmp_path: Path) -> None:
@@ -286,3 +289,44 @@ def test_every_page_is_linked() -> None:
     orphans = [str(p.relative_to(ROOT)) for p in MARKDOWN if p != ROOT / "README.md"]
     orphans = [name for name in orphans if ROOT / name not in linked]
     assert not orphans, f"pages nothing links to: {orphans}"
+
+
+def example_frames(page: str) -> list[dict[str, object]]:
+    """Every JSON object with a ``type`` shown in ``page``: in ```json blocks (several may
+    follow each other) and in inline code."""
+    found: list[object] = []
+    decoder = json.JSONDecoder()
+    for block in re.findall(r"```json\n(.*?)```", page, re.S):
+        at = block.find("{")
+        while at >= 0:
+            value, end = decoder.raw_decode(block, at)  # a block that does not parse fails
+            found.append(value)
+            at = block.find("{", end)
+    for code in re.findall(r"`(\{[^`]*\})`", page):
+        try:
+            found.append(json.loads(code))
+        except json.JSONDecodeError:
+            continue  # a shape written in prose ({title, value?}), not an example
+    return [v for v in found if isinstance(v, dict) and "type" in v]
+
+
+def test_protocol_examples_are_valid_frames() -> None:
+    """Every example frame on docs/agent-protocol.md is valid by the generated schema: an
+    example cannot drift from the models."""
+    import jsonschema
+
+    schema = json.loads(docs_gen.protocol_schema_json())
+    by_type = {
+        d["properties"]["type"]["const"]: name
+        for name, d in schema["$defs"].items()
+        if "const" in d.get("properties", {}).get("type", {})
+    }
+    frames = example_frames((DOCS / "agent-protocol.md").read_text(encoding="utf-8"))
+    assert len(frames) > 25
+    invalid = []
+    for frame in frames:
+        kind = str(frame["type"])
+        assert kind in by_type, f"an example of an unknown type: {frame}"
+        validator = jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{by_type[kind]}"})
+        invalid += [f"{kind}: {error.message}" for error in validator.iter_errors(frame)]
+    assert not invalid, "examples the schema refuses:\n" + "\n".join(invalid)
