@@ -115,6 +115,8 @@ export class Agent {
   private readonly options: AgentOptions;
   private readonly kept = new Map<string, AgentToBridge>();
   private readonly running = new Map<string, Turn>();
+  /** The newest offer of each pulled turn still running (its lease). */
+  private readonly leases = new Map<string, PulledTurn>();
   private readonly linkId = `ts-${Math.random().toString(36).slice(2, 12)}`;
   private readonly stopper = new AbortController();
   private link: Link | null = null;
@@ -433,13 +435,17 @@ export class Agent {
       void send({ type: "error_message", message_id: frame.message_id, error_code: "no_handler" });
       return;
     }
-    const turn = new Turn(frame, send);
+    // The answer is kept as it leaves, so that an offer of the same turn arriving at once
+    // after it is answered from it.
+    const turn = new Turn(frame, (out) => {
+      if (isAnswer(out)) this.keep(key, out);
+      return send(out);
+    });
     this.running.set(key, turn);
-    void runTurn(turn, handler)
-      .then((answer) => {
-        if (answer !== null) this.keep(key, answer);
-      })
-      .finally(() => this.running.delete(key));
+    void runTurn(turn, handler).finally(() => {
+      this.running.delete(key);
+      this.leases.delete(key);
+    });
   }
 
   private keep(key: string, answer: AgentToBridge): void {
@@ -488,7 +494,13 @@ export class Agent {
           attempt = 0;
           const body = (await response.json()) as { turns: PulledTurn[] };
           for (const offer of body.turns) {
-            this.startTurn(offer.turn, (frame) => this.postReply(base, headers, offer, frame));
+            // a turn offered again (its lease ran out) is answered under its newest lease
+            const key = turnKey(offer.turn);
+            this.leases.set(key, offer);
+            this.startTurn(offer.turn, (frame) =>
+              this.postReply(base, headers, this.leases.get(key) ?? offer, frame),
+            );
+            if (!this.running.has(key)) this.leases.delete(key); // answered from what was kept
           }
         }
       } catch (error) {

@@ -11,7 +11,13 @@ export interface ChatMessage {
   client_message_id?: string;
   /** The agent turn this message answers (an agent's reply). */
   turn_id?: string;
-  attachments?: Array<{ url: string; mime?: string; size?: number; name?: string; media_id?: string }>;
+  attachments?: Array<{
+    url: string;
+    mime?: string;
+    size?: number;
+    name?: string;
+    media_id?: string;
+  }>;
   /** `system` or `warning` for a notice. */
   notice?: string;
   data?: { kind: string; [key: string]: unknown };

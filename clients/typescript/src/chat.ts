@@ -192,7 +192,9 @@ export class ChatClient {
       }),
       signal: this.stopper.signal,
     });
-    const body = (await response.json()) as ChatSession & { error?: { code: string; message: string } };
+    const body = (await response.json()) as ChatSession & {
+      error?: { code: string; message: string };
+    };
     if (!response.ok) {
       throw new ChatError(body.error?.code ?? String(response.status), body.error?.message ?? "");
     }

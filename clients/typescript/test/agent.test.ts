@@ -31,7 +31,11 @@ function gate(): { wait: Promise<void>; open: () => void } {
 }
 
 function dialAgent(): Agent {
-  return new Agent("ts-agent", { log: null, reconnectInitialDelayMs: 20, reconnectMaxDelayMs: 200 });
+  return new Agent("ts-agent", {
+    log: null,
+    reconnectInitialDelayMs: 20,
+    reconnectMaxDelayMs: 200,
+  });
 }
 
 test("an agent dialing in answers a web chat message with status, progress and a stream", async () => {
@@ -122,9 +126,12 @@ test("a pull agent answers a web chat message from behind a firewall", async () 
 
 test("a pull agent with a wrong token stops with PullRefused (401)", async () => {
   const agent = new Agent("ts-pull", { log: null });
-  await assert.rejects(agent.pull(bridge.url, "wrong-token-wrong-token", { waitSeconds: 0 }), (error) => {
-    assert.ok(error instanceof PullRefused);
-    assert.equal(error.status, 401);
-    return true;
-  });
+  await assert.rejects(
+    agent.pull(bridge.url, "wrong-token-wrong-token", { waitSeconds: 0 }),
+    (error) => {
+      assert.ok(error instanceof PullRefused);
+      assert.equal(error.status, 401);
+      return true;
+    },
+  );
 });

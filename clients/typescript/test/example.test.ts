@@ -39,7 +39,11 @@ test("the example agent, run as a process, answers a web chat visitor", async ()
   let output = "";
   example = spawn(process.execPath, [join(PACKAGE_ROOT, "dist", "examples", "echo-agent.js")], {
     cwd: PACKAGE_ROOT,
-    env: { ...process.env, BRIDGE_URL: `${bridge.url.replace("http", "ws")}/api/ws/agent`, AGENT_TOKEN: TOKEN },
+    env: {
+      ...process.env,
+      BRIDGE_URL: `${bridge.url.replace("http", "ws")}/api/ws/agent`,
+      AGENT_TOKEN: TOKEN,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   example.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -47,7 +47,10 @@ export async function until(
   }
 }
 
-export async function startBridge(routes: Route[], env: Record<string, string> = {}): Promise<Bridge> {
+export async function startBridge(
+  routes: Route[],
+  env: Record<string, string> = {},
+): Promise<Bridge> {
   const dir = mkdtempSync(join(tmpdir(), "chatbridge-ts-"));
   const clean = Object.fromEntries(
     Object.entries(process.env).filter(
@@ -97,14 +100,18 @@ export async function startBridge(routes: Route[], env: Record<string, string> =
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await until(async () => {
-      if (child.exitCode !== null) throw new Error(`bridge exited: ${output}`);
-      try {
-        return (await fetch(`${url}/ready`)).ok;
-      } catch {
-        return false;
-      }
-    }, "the bridge to be ready", 60_000);
+    await until(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`bridge exited: ${output}`);
+        try {
+          return (await fetch(`${url}/ready`)).ok;
+        } catch {
+          return false;
+        }
+      },
+      "the bridge to be ready",
+      60_000,
+    );
   } catch (error) {
     await stop();
     throw error;
@@ -134,19 +141,23 @@ export class Visitor {
   /** The agent's replies so far, waiting (long-polls, bounded) until there are `count`. */
   async replies(count: number, ms = 30_000): Promise<string[]> {
     const agent = (): string[] => this.seen.filter((m) => m.role === "agent").map((m) => m.text);
-    await until(async () => {
-      const after = this.cursor ? `&after=${this.cursor}` : "";
-      const r = await fetch(
-        `${this.bridge}/api/webchat/sessions/${this.sessionId}/messages?wait=2${after}`,
-      );
-      const body = (await r.json()) as {
-        messages: Array<{ role: string; text: string }>;
-        cursor: string | null;
-      };
-      this.seen.push(...body.messages);
-      this.cursor = body.cursor ?? this.cursor;
-      return agent().length >= count;
-    }, `${count} agent replies`, ms);
+    await until(
+      async () => {
+        const after = this.cursor ? `&after=${this.cursor}` : "";
+        const r = await fetch(
+          `${this.bridge}/api/webchat/sessions/${this.sessionId}/messages?wait=2${after}`,
+        );
+        const body = (await r.json()) as {
+          messages: Array<{ role: string; text: string }>;
+          cursor: string | null;
+        };
+        this.seen.push(...body.messages);
+        this.cursor = body.cursor ?? this.cursor;
+        return agent().length >= count;
+      },
+      `${count} agent replies`,
+      ms,
+    );
     return agent();
   }
 }
