@@ -142,3 +142,25 @@ def test_widget_frames_are_the_documented_ones(spec: dict[str, Any]) -> None:
             payload = resolve(spec, {}, payload["$ref"])
         kind = payload["properties"]["type"]
         assert kind.get("const") == key or key in kind.get("enum", []), key
+
+
+def test_valid_by_the_asyncapi_3_schema(spec: dict[str, Any]) -> None:
+    """The document is valid by the official AsyncAPI 3.0.0 JSON Schema (kept beside this
+    test, so the check runs offline); a broken one is not."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
+    official = json.loads(
+        (Path(__file__).parent / "asyncapi-spec" / "asyncapi-3.0.0.schema.json").read_text()
+    )
+    registry: Registry[Any] = Registry().with_resources(
+        (part["$id"], Resource.from_contents(part, default_specification=DRAFT7))
+        for part in official["definitions"].values()
+        if isinstance(part, dict) and "$id" in part
+    )
+    validator = jsonschema.Draft7Validator(official, registry=registry)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(spec)]
+    assert not errors, "\n".join(errors)
+    broken = {**spec, "operations": {"x": {"action": "publish", "channel": {}}}}
+    assert list(validator.iter_errors(broken))
