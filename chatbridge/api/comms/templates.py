@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
+from chatbridge.api.attribution import attribution
 from chatbridge.api.comms.base import ERRORS, Body, Id, Limit, Offset, not_found, storing
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import get_bridge
@@ -288,7 +289,7 @@ async def require_open_window(bridge: Bridge, conversation_id: str, channel: str
     },
 )
 async def send_thread_template(
-    thread_id: Id, body: TemplateSend, bridge: Bridge = Depends(get_bridge)
+    http: Request, thread_id: Id, body: TemplateSend, bridge: Bridge = Depends(get_bridge)
 ) -> JSONResponse:
     """An operator sends a template into the thread (inside or outside Meta's window). It is
     checked first — known, sendable on the thread's provider, every slot filled and no
@@ -330,7 +331,7 @@ async def send_thread_template(
             attachments=attachments,
             respect_owner=False,
             handoff=True,
-            meta={"operator": True, "template": request},
+            meta={"operator": True, "template": request, **attribution(http)},
         )
     if not done.ok:
         raise not_found("thread", thread_id)
