@@ -106,7 +106,9 @@ def limits_text(field: FieldInfo) -> str:
         elif isinstance(item, annotated_types.Lt):
             out.append(f"< {_number(item.lt)}")
         elif isinstance(item, annotated_types.MinLen):
-            out.append(f"at least {item.min_length} characters")
+            out.append(
+                "not empty" if item.min_length == 1 else f"at least {item.min_length} characters"
+            )
         elif isinstance(item, annotated_types.MaxLen):
             out.append(f"at most {item.max_length} characters")
     return ", ".join(out)
