@@ -166,6 +166,10 @@ def _what(error: ErrorDetails, secret: bool) -> tuple[str, bool]:
         return f"must be at most {ctx.get('max_length')} characters long", False
     if kind == "missing":
         return "required but missing", True
+    if kind == "list_type":
+        return "must be a JSON list ([...])", True
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be a JSON object ({...})", True
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -206,9 +210,10 @@ def explain(
         model, field, name = namer.resolve(str(head))
         secret = bool(_SECRET.search(str(field or head)))
         what, wants_example = _what(error, secret)
-        if field and what.startswith(f"{field} "):  # config.check_secret names the field
-            what, wants_example = what.removeprefix(f"{field} "), True
         where = name + _sub_location(tuple(rest))
+        named = re.match(rf"{re.escape(str(field or head))}(\[[^\]]*\])? (.*)", what)
+        if field and named:  # config.check_secret names the field (and its key)
+            where, what, wants_example = where + (named.group(1) or ""), named.group(2), True
         line = f"{where}: {what}"
         example = _example(model, field, name) if wants_example else None
         if example is not None:

@@ -233,3 +233,16 @@ def test_an_unreachable_database_is_one_line_for_migrate_routes_and_serve(tmp_pa
                 f"database postgresql+asyncpg://bridge:***@127.0.0.1:{port}/chatbridge: "
                 "connection refused"
             ]
+
+
+def test_json_of_the_wrong_shape(tmp_path: Path) -> None:
+    line = refused(tmp_path, "serve", INBOX_AGENT_MAPPINGS='{"inbox_id": 1}')
+    assert line == f"INBOX_AGENT_MAPPINGS: must be a JSON list ([...]); example: {MAPPINGS_EXAMPLE}"
+
+
+def test_a_short_dial_in_token_is_located_by_its_agent(tmp_path: Path) -> None:
+    line = refused(tmp_path, "serve", CHATBRIDGE_AGENT_TOKENS='{"bot": "short"}')
+    assert line == (
+        "CHATBRIDGE_AGENT_TOKENS[bot]: must be at least 16 characters long; example: "
+        'CHATBRIDGE_AGENT_TOKENS=\'{"support-bot": "a-token-of-at-least-16-chars"}\''
+    )
