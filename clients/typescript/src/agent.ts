@@ -10,7 +10,8 @@
 // was kept for it, never run twice.
 import { pause, reconnectDelay } from "./backoff.js";
 import { type SocketFactory, type SocketLike, OPEN, defaultSocket, frameText } from "./socket.js";
-import { type TurnHandler, Turn, runTurn, turnKey } from "./turn.js";
+import { type PullOptions, pullTurns } from "./pull.js";
+import { type SendFrame, type TurnHandler, Turn, isAnswer, runTurn, turnKey } from "./turn.js";
 import type {
   AgentToBridge,
   BridgeToAgent,
@@ -25,6 +26,7 @@ import type {
 } from "./types.js";
 
 export { Turn, type Reply, type AnswerFrame, type TurnHandler } from "./turn.js";
+export { PullRefused, type PullOptions, type PulledTurn } from "./pull.js";
 
 /** The protocol's wire name and the revision this client speaks. */
 export const PROTOCOL = "chatbridge/1";
@@ -58,16 +60,6 @@ export class HelloRejected extends Error {
   }
 }
 
-/** The bridge refused the pull agent's credentials or configuration (401, 403, 409). */
-export class PullRefused extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(`the bridge refused the pull agent (${status}): ${message}`);
-    this.name = "PullRefused";
-    this.status = status;
-  }
-}
-
 export interface AgentOptions {
   /** Features to announce instead of the default (`BASE_FEATURES`, plus `sessions` /
    * `notices` when `onSession` / `onNotice` has a handler). */
@@ -85,14 +77,6 @@ export interface AgentOptions {
 export interface DialInOptions {
   /** Stops the connection (as `stop()` does) when aborted. */
   signal?: AbortSignal;
-}
-
-export interface PullOptions {
-  signal?: AbortSignal;
-  /** Seconds the bridge may hold each poll (default 25). */
-  waitSeconds?: number;
-  /** Turns per poll (default 10). */
-  limit?: number;
 }
 
 /** One WebSocket connection to the bridge, while it is open. */
@@ -115,8 +99,6 @@ export class Agent {
   private readonly options: AgentOptions;
   private readonly kept = new Map<string, AgentToBridge>();
   private readonly running = new Map<string, Turn>();
-  /** The newest offer of each pulled turn still running (its lease). */
-  private readonly leases = new Map<string, PulledTurn>();
   private readonly linkId = `ts-${Math.random().toString(36).slice(2, 12)}`;
   private readonly stopper = new AbortController();
   private link: Link | null = null;
@@ -422,7 +404,7 @@ export class Agent {
   }
 
   /** Run a turn, or answer it from what was kept when it comes again. */
-  private startTurn(frame: UserMessage, send: (frame: AgentToBridge) => Promise<boolean>): void {
+  private startTurn(frame: UserMessage, send: SendFrame): void {
     const key = turnKey(frame);
     const kept = this.kept.get(key);
     if (kept !== undefined) {
@@ -442,10 +424,7 @@ export class Agent {
       return send(out);
     });
     this.running.set(key, turn);
-    void runTurn(turn, handler).finally(() => {
-      this.running.delete(key);
-      this.leases.delete(key);
-    });
+    void runTurn(turn, handler).finally(() => this.running.delete(key));
   }
 
   private keep(key: string, answer: AgentToBridge): void {
@@ -462,107 +441,21 @@ export class Agent {
    * until `stop()`. Errors are retried with backoff, honouring `Retry-After`.
    *
    * @throws PullRefused on 401 (bad token or agent id) or 409 (not an http-pull agent). */
-  async pull(url: string, token: string, options: PullOptions = {}): Promise<void> {
-    const base = url.replace(/\/+$/, "");
-    const http = this.options.fetch ?? fetch;
-    const stop = anySignal(this.stopper.signal, options.signal);
-    const initial = this.options.reconnectInitialDelayMs ?? 500;
-    const max = this.options.reconnectMaxDelayMs ?? 30_000;
-    const headers = { Authorization: `Bearer ${token}`, "X-Agent-Id": this.agentId };
-    const wait = options.waitSeconds ?? 25;
-    const query = `wait=${wait}&limit=${options.limit ?? 10}`;
-    let attempt = 0;
-    let announced = false;
-    while (!stop.aborted) {
-      let delay: number | null = null;
-      try {
-        const response = await http(`${base}/api/agent/turns?${query}`, {
-          headers,
-          signal: stop,
-        });
-        if (response.status === 401 || response.status === 403 || response.status === 409) {
-          throw new PullRefused(response.status, await errorText(response));
-        }
-        if (!response.ok) {
-          delay = retryAfterMs(response) ?? reconnectDelay(attempt, initial, max);
-          this.log(`pulling turns failed: ${response.status} ${await errorText(response)}`);
-        } else {
-          if (!announced) {
-            this.log(`pulling turns from ${base} as agent ${this.agentId}`);
-            announced = true;
-          }
-          attempt = 0;
-          const body = (await response.json()) as { turns: PulledTurn[] };
-          for (const offer of body.turns) {
-            // a turn offered again (its lease ran out) is answered under its newest lease
-            const key = turnKey(offer.turn);
-            this.leases.set(key, offer);
-            this.startTurn(offer.turn, (frame) =>
-              this.postReply(base, headers, this.leases.get(key) ?? offer, frame),
-            );
-            if (!this.running.has(key)) this.leases.delete(key); // answered from what was kept
-          }
-        }
-      } catch (error) {
-        if (error instanceof PullRefused) throw error;
-        if (stop.aborted) break;
-        this.log(`pulling turns failed: ${String(error)}`);
-        delay = reconnectDelay(attempt, initial, max);
-      }
-      if (delay !== null) {
-        attempt += 1;
-        await pause(delay, stop);
-      }
-    }
-  }
-
-  private async postReply(
-    base: string,
-    headers: Record<string, string>,
-    offer: PulledTurn,
-    frame: AgentToBridge,
-  ): Promise<boolean> {
-    const id = encodeURIComponent(offer.turn.message_id);
-    const lease = encodeURIComponent(offer.lease_id);
-    const http = this.options.fetch ?? fetch;
-    try {
-      const response = await http(`${base}/api/agent/turns/${id}/reply?lease=${lease}`, {
-        method: "POST",
-        headers: { ...headers, "Content-Type": "application/json" },
-        body: JSON.stringify(frame),
-      });
-      if (!response.ok) {
-        // 404 / 409: the turn was withdrawn or re-offered; it comes again if it still counts
-        this.log(`reply to ${offer.turn.message_id} refused: ${await errorText(response)}`);
-      }
-      return response.ok;
-    } catch (error) {
-      this.log(`reply to ${offer.turn.message_id} failed: ${String(error)}`);
-      return false;
-    }
-  }
-}
-
-/** A turn as `GET /api/agent/turns` offers it. */
-export interface PulledTurn {
-  lease_id: string;
-  lease_expires_at: string;
-  turn: UserMessage;
-}
-
-function isAnswer(frame: AgentToBridge): boolean {
-  switch (frame.type) {
-    case "agent_message":
-      return Boolean(frame.message_id);
-    case "agent_complete":
-    case "no_reply":
-    case "handoff":
-    case "agent_handoff":
-      return true;
-    case "error_message":
-      return Boolean(frame.message_id);
-    default:
-      return false;
+  pull(url: string, token: string, options: PullOptions = {}): Promise<void> {
+    return pullTurns(
+      {
+        agentId: this.agentId,
+        fetch: this.options.fetch ?? fetch,
+        stop: anySignal(this.stopper.signal, options.signal),
+        initialDelayMs: this.options.reconnectInitialDelayMs ?? 500,
+        maxDelayMs: this.options.reconnectMaxDelayMs ?? 30_000,
+        log: (line) => this.log(line),
+        offer: (frame, send) => this.startTurn(frame, send),
+      },
+      url,
+      token,
+      options,
+    );
   }
 }
 
@@ -588,19 +481,4 @@ function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal {
     signal.addEventListener("abort", () => controller.abort(), { once: true });
   }
   return controller.signal;
-}
-
-function retryAfterMs(response: Response): number | null {
-  const value = Number(response.headers.get("retry-after"));
-  return Number.isFinite(value) && value > 0 ? value * 1000 : null;
-}
-
-async function errorText(response: Response): Promise<string> {
-  const text = await response.text().catch(() => "");
-  try {
-    const body = JSON.parse(text) as { error?: { message?: string } };
-    return body.error?.message ?? text;
-  } catch {
-    return text;
-  }
 }

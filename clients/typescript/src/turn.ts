@@ -276,3 +276,19 @@ function stripNullIds<T extends TurnIds>(frame: T): T {
   if (copy.conversation_id == null) delete copy.conversation_id;
   return copy;
 }
+
+/** Whether `frame` ends a turn (what is kept, and sent again after a reconnect). */
+export function isAnswer(frame: AgentToBridge): boolean {
+  switch (frame.type) {
+    case "agent_message":
+    case "error_message":
+      return Boolean(frame.message_id); // without one: proactive, or about no turn
+    case "agent_complete":
+    case "no_reply":
+    case "handoff":
+    case "agent_handoff":
+      return true;
+    default:
+      return false;
+  }
+}
