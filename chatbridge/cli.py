@@ -1,5 +1,5 @@
-"""The ``chatbridge`` command: serve · demo · migrate · mock-agent · mock-chatwoot · routes ·
-bench · broadcast."""
+"""The ``chatbridge`` command: serve · check · demo · migrate · mock-agent · mock-chatwoot ·
+routes · bench · broadcast · docs; ``chatbridge --version``."""
 
 from __future__ import annotations
 
@@ -317,7 +317,7 @@ def check(
         str | None, typer.Option(help="Database URL (env CHATBRIDGE_DATABASE_URL)")
     ] = None,
 ) -> None:
-    """Validate the configuration and reach the database, Redis, Chatwoot and each agent,
+    """Validate the configuration and reach the database, Redis, Chatwoot and each agent
     without starting the bridge: one ok/FAIL line per check; exit 1 if one fails."""
     from chatbridge.check import run_checks
 
