@@ -115,6 +115,16 @@ async def test_two_operators_assignment_attribution_and_roles(
     for hidden in ("Routes", "Settings", "Operators", "Audit log"):
         await expect(bob_op.nav(hidden)).to_be_hidden()
 
+    # canned replies: the team's (made with the admin key) and one of Bob's own
+    await bob_op.nav("Canned replies").click()
+    await bob.get_by_label("Shortcut").fill("thanks")
+    await bob.get_by_label("Text").fill("Thank you for your patience!")
+    await bob.get_by_role("button", name="Add", exact=True).click()
+    await expect(bob.locator("#canned tr[data-shortcut=thanks]")).to_contain_text("yours")
+    await expect(bob.locator("#canned tr[data-shortcut=hours]")).to_contain_text("team")
+    await expect(bob.locator("#canned tr[data-shortcut=hours] button")).to_have_count(0)
+    await bob_op.nav("Conversations").click()
+
     # unassigned: both threads; Bob takes the first; mine: only that one
     await bob.get_by_role("tab", name="Unassigned").click()
     await expect(bob.locator("#threads [role=option]")).to_have_count(2)

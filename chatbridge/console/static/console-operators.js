@@ -20,7 +20,7 @@
   window.chatbridgeOperators = function chatbridgeOperators({ h, api, act, toast, replace, q }) {
     let me = null; // {id, name, email, role, via}
     let team = null; // [{id, name, role, status}] for the assignee picker, loaded once
-    let canned = null; // [{id, shortcut, text, ...}] for the "/" picker, loaded once a page
+    let canned = null; // a promise of [{id, shortcut, text, ...}] for the "/" picker, loaded once
     const ADMIN_PAGES = ["routes", "settings", "operators", "audit"];
     const when = (t) => new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
 
@@ -177,13 +177,18 @@
         list.hidden = !matches.length;
       }
 
-      input.addEventListener("input", async () => {
+      const typedShortcut = () => {
         const m = /^\/([a-z0-9_-]*)$/i.exec(input.value);
-        if (!m) return close();
-        if (!canned) canned = ((await api("GET", "/api/canned-replies").catch(() => null)) || {}).canned_replies || [];
-        const typed = m[1].toLowerCase();
-        matches = canned.filter((c) => c.shortcut.startsWith(typed)).slice(0, 8);
-        active = 0;
+        return m ? m[1].toLowerCase() : null;
+      };
+      input.addEventListener("input", async () => {
+        if (typedShortcut() === null) return close();
+        if (!canned) canned = api("GET", "/api/canned-replies").then((d) => (d && d.canned_replies) || [], () => []);
+        const all = await canned; // loaded once, shared by the keystrokes typed meanwhile
+        const typed = typedShortcut(); // what the composer holds now, not at the keystroke
+        if (typed === null) return close();
+        matches = all.filter((c) => c.shortcut.startsWith(typed)).slice(0, 8);
+        active = Math.min(active, Math.max(0, matches.length - 1));
         draw();
       });
       // capture: runs before the composer's own Enter-sends handler
@@ -296,6 +301,35 @@
           }),
         );
         const mine = me && me.id === o.id;
+        const extra = h("span", { class: "row-actions" });
+        if (o.status === "invited") {
+          const link = h("button", { type: "button", class: "btn btn-ghost" }, "New invitation link");
+          link.addEventListener("click", () =>
+            act(link, async () => {
+              const out = await api("POST", `/api/operators/${o.id}/invitation`);
+              replace(created, h("span", {}, `Invitation for ${o.name}: `, h("code", { class: "mono" }, out.invite_url)));
+            }),
+          );
+          extra.append(link);
+        } else if (!mine) {
+          const pw = h("input", { type: "password", "aria-label": `New password for ${o.name}`, placeholder: "New password", autocomplete: "new-password", hidden: true });
+          const set = h("button", { type: "button", class: "btn btn-ghost" }, "Set password…");
+          set.addEventListener("click", () => {
+            if (pw.hidden) {
+              pw.hidden = false;
+              set.textContent = "Save password";
+              pw.focus();
+              return;
+            }
+            act(set, async () => {
+              await api("PATCH", `/api/operators/${o.id}`, { password: pw.value });
+              pw.value = "";
+              pw.hidden = true;
+              set.textContent = "Set password…";
+            }, `${o.name}'s password is set; their sessions have ended.`);
+          });
+          extra.append(pw, set);
+        }
         return h(
           "tr",
           { "data-id": o.id },
@@ -304,7 +338,7 @@
           h("td", {}, mine ? o.role : roleSel),
           h("td", {}, h("span", { class: `pill status-${o.status}` }, o.status)),
           h("td", {}, o.last_login_at ? when(o.last_login_at) : "never"),
-          h("td", {}, mine ? null : toggle),
+          h("td", {}, extra, mine ? null : toggle),
         );
       }
 
@@ -317,6 +351,78 @@
         replace(body, ...rows.map(row));
       }
       return { title: "Operators", refresh: () => refresh(), failed: (e) => replace(body, h("tr", {}, h("td", { colspan: 6 }, e.message))) };
+    }
+
+    function cannedPage(view) {
+      const body = h("tbody");
+      const shortcut = h("input", { id: "canned-shortcut", required: true, "aria-label": "Shortcut", placeholder: "refund", pattern: "[a-z0-9][a-z0-9_-]*", maxlength: 40 });
+      const text = h("textarea", { id: "canned-text", required: true, rows: 2, "aria-label": "Text", placeholder: "The reply, as the customer will read it" });
+      const shared = h("input", { type: "checkbox", id: "canned-shared" });
+      const sharedLabel = h("label", { class: "note-switch" }, shared, "Shared with the team");
+      sharedLabel.hidden = !isAdmin();
+      const form = h(
+        "form",
+        {
+          class: "row operator-form",
+          "aria-label": "New canned reply",
+          onsubmit: (e) => {
+            e.preventDefault();
+            const sent = { shortcut: shortcut.value.trim().toLowerCase(), text: text.value.trim() };
+            if (shared.checked) sent.shared = true;
+            act(e.submitter, async () => {
+              await api("POST", "/api/canned-replies", sent);
+              shortcut.value = text.value = "";
+              shared.checked = false;
+              canned = null; // the composer's picker loads them again
+              await refresh();
+            }, "Canned reply saved.");
+          },
+        },
+        h("span", { class: "muted" }, "/"),
+        shortcut,
+        text,
+        sharedLabel,
+        h("button", { type: "submit", class: "btn btn-primary" }, "Add"),
+      );
+      replace(
+        view,
+        h(
+          "section",
+          { class: "page canned-page" },
+          h("header", { class: "page-head" }, h("h1", {}, "Canned replies")),
+          h("p", { class: "muted" }, "Type / and the start of a shortcut in a conversation's reply box, then Enter."),
+          form,
+          h("table", { class: "table", id: "canned" }, h("thead", {}, h("tr", {}, ...["Shortcut", "Text", "Whose", ""].map((t) => h("th", {}, t)))), body),
+        ),
+      );
+      function row(c) {
+        const mayChange = isAdmin() || (me && c.owner_id === me.id);
+        const del = h("button", { type: "button", class: "btn btn-ghost" }, "Delete");
+        del.addEventListener("click", () =>
+          act(del, async () => {
+            await api("DELETE", `/api/canned-replies/${c.id}`);
+            canned = null;
+            await refresh();
+          }, `/${c.shortcut} deleted.`),
+        );
+        return h(
+          "tr",
+          { "data-shortcut": c.shortcut },
+          h("td", {}, h("code", { class: "mono" }, `/${c.shortcut}`)),
+          h("td", {}, c.text),
+          h("td", {}, c.shared ? "team" : me && c.owner_id === me.id ? "yours" : "an operator's"),
+          h("td", {}, mayChange ? del : null),
+        );
+      }
+      let sig = null;
+      async function refresh() {
+        const data = await api("GET", `/api/canned-replies${q({ everyone: isAdmin() ? "true" : "" })}`);
+        const rows = (data && data.canned_replies) || [];
+        if (JSON.stringify(rows) === sig) return;
+        sig = JSON.stringify(rows);
+        replace(body, ...(rows.length ? rows.map(row) : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "None yet."))]));
+      }
+      return { title: "Canned replies", refresh: () => refresh(), failed: (e) => replace(body, h("tr", {}, h("td", { colspan: 4 }, e.message))) };
     }
 
     function auditPage(view) {
@@ -365,7 +471,7 @@
       attach,
       render,
       author,
-      pages: (view) => ({ operators: () => operatorsPage(view), audit: () => auditPage(view) }),
+      pages: (view) => ({ operators: () => operatorsPage(view), audit: () => auditPage(view), canned: () => cannedPage(view) }),
     };
   };
 })();
