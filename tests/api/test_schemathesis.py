@@ -35,6 +35,10 @@ def unsigned_live(
     "ignore:Do not use the `random` module inside strategies"
     ":hypothesis.errors.HypothesisDeprecationWarning"
 )
+# 16 generated requests for every operation of a document that grows with the API (operator
+# accounts hash passwords with argon2id on purpose slowly): past two minutes on a loaded
+# 2-core machine with PostgreSQL
+@pytest.mark.timeout(300)
 def test_no_generated_request_is_a_server_error(unsigned_live: Live) -> None:
     live = unsigned_live
     with requests.Session() as session:
