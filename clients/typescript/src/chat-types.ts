@@ -35,6 +35,14 @@ export interface ChatSession {
   uploads?: { enabled: boolean; max_bytes: number; types: string[] };
 }
 
+/** `POST /api/webchat/upload`'s answer: name the `file_id` in a message's `files`. */
+export interface UploadedFile {
+  file_id: string;
+  file_name: string;
+  mime: string;
+  size: number;
+}
+
 export interface SessionFrame {
   type: "session";
   session_id: string;

@@ -11,6 +11,7 @@ import type {
   ChatMessage,
   ChatServerFrame,
   ChatSession,
+  UploadedFile,
 } from "./chat-types.js";
 import { type SocketFactory, type SocketLike, OPEN, frameText, globalSocket } from "./socket.js";
 
@@ -151,6 +152,26 @@ export class ChatClient {
       this.pending.set(clientMessageId, { frame, resolve, reject });
       if (this.live) this.write(frame);
     });
+  }
+
+  /** Upload a file for the next message (`send(text, {files: [fileId]})`). Resolves with what
+   * the bridge stored; rejects with `ChatError` naming its reason (too large, a type not
+   * allowed, bytes that are not the declared type, uploads off). */
+  async upload(file: Blob, name: string): Promise<UploadedFile> {
+    const session = this.sessionInfo;
+    if (session === null) throw new ChatError("not_connected", "connect() first");
+    const form = new FormData();
+    form.append("session_id", session.session_id);
+    form.append("file", file, name);
+    const http = this.options.fetch ?? fetch;
+    const response = await http(`${this.base}/api/webchat/upload`, { method: "POST", body: form });
+    const body = (await response.json()) as UploadedFile & {
+      error?: { code: string; message: string };
+    };
+    if (!response.ok) {
+      throw new ChatError(body.error?.code ?? String(response.status), body.error?.message ?? "");
+    }
+    return body;
   }
 
   /** How many messages wait for the bridge's acknowledgement. */

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
 import { Agent, ChatClient, ChatError, type StreamingFrame } from "../src/index.js";
-import { type Bridge, startBridge, until } from "./harness.js";
+import { type Bridge, startBridge } from "./harness.js";
 
 const TOKEN = "ts-chat-agent-token-0123456789";
 
@@ -19,6 +19,12 @@ before(async () => {
   ]);
   agent = new Agent("ts-chat-agent", { log: null, reconnectInitialDelayMs: 20 });
   agent.onUserMessage(async (turn) => {
+    if (turn.files.length > 0) {
+      const file = turn.files[0]!;
+      await turn.fileProcessing(file.file_id, `Reading ${file.file_name}`);
+      const text = await (await fetch(file.file_url)).text();
+      return `${file.file_name} (${file.mime}, ${file.size} bytes) says: ${text}`;
+    }
     if (turn.content !== "stream please") return `Echo: ${turn.content}`;
     await turn.stream("Hel");
     // the second piece waits for the test: the first is seen on its own before it
@@ -131,5 +137,38 @@ test("opening a session for an inbox with no route is refused with the bridge's 
     assert.equal(error.code, "unknown_inbox");
     return true;
   });
-  await until(() => true, "nothing");
+});
+
+test("a file uploaded and sent with a message reaches the agent, which reads its bytes", async () => {
+  const chat = chatClient();
+  await chat.connect();
+  const uploaded = await chat.upload(
+    new Blob(["tea, not coffee"], { type: "text/plain" }),
+    "order.txt",
+  );
+  assert.equal(uploaded.file_name, "order.txt");
+  assert.equal(uploaded.mime, "text/plain");
+  const fileEvent = chat.next("file_processing");
+  const reply = chat.next("message", (f) => f.message.role === "agent");
+  await chat.send("my order", { files: [uploaded.file_id] });
+  assert.equal((await fileEvent).file_id, uploaded.file_id);
+  assert.equal(
+    (await reply).message.text,
+    "order.txt (text/plain, 15 bytes) says: tea, not coffee",
+  );
+  await chat.close();
+});
+
+test("a file of a type the bridge does not take is refused with its reason", async () => {
+  const chat = chatClient();
+  await chat.connect();
+  const exe = new Blob([new Uint8Array([0x4d, 0x5a, 0x90, 0x00])], {
+    type: "application/x-msdownload",
+  });
+  await assert.rejects(chat.upload(exe, "setup.exe"), (error) => {
+    assert.ok(error instanceof ChatError);
+    assert.equal(error.code, "upload_type_not_allowed");
+    return true;
+  });
+  await chat.close();
 });
