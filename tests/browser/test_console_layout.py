@@ -162,7 +162,7 @@ async def take_over_keeps_send_clear(page: Page, size: dict[str, int]) -> None:
 async def test_a_phone_goes_list_thread_contact_and_back(
     console_stack: Stack, admin_http: httpx.AsyncClient, browser: Browser
 ) -> None:
-    await seed(console_stack, admin_http)
+    seeded = await seed(console_stack, admin_http)
     async with console_at(browser, console_stack, PHONE) as op:
         page = op.page
         threads = page.get_by_role("listbox", name="Conversations")
@@ -221,6 +221,22 @@ async def test_a_phone_goes_list_thread_contact_and_back(
         await page.go_back()
         await expect(threads).to_be_visible()
         await expect(chat).to_be_hidden()
+
+        # a table's rows are cards on a phone: nothing off to the side, each value labelled
+        await op.go("dead-letters")
+        row = page.locator(f'#dead-letters tr[data-dead-letter="{seeded.dead_letter_id}"]')
+        link = row.get_by_role("link", name="Chatwoot 1:30")
+        for control in (link, row.get_by_role("button", name="Retry")):
+            assert inside(await box_of(control), PHONE), await box_of(control)
+        await expect(link.locator("xpath=..")).to_have_attribute("data-label", "Conversation")
+        for scroller in ("#view", "#dead-letters"):
+            assert await page.locator(scroller).evaluate("e => e.scrollWidth <= e.clientWidth")
+        await shoot(page, "console-390-dead-letters.png")
+        await link.click()
+        await expect(chat).to_be_visible()
+        await expect(page.locator("#chat-log .msg[data-author=customer] .bubble")).to_have_text(
+            ["Where is my parcel?"]
+        )
 
 
 async def test_at_1024_the_contact_rail_opens_and_closes(

@@ -1469,6 +1469,19 @@
     await fetch("/console/logout", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF }, body: "{}", credentials: "same-origin" });
     location.assign("/console/login");
   });
+  // on a phone a table's rows are cards (console.css): each cell is labelled by its column's
+  // heading, for every table a page draws (now or at a later refresh)
+  function labelCells() {
+    for (const table of view.querySelectorAll("table.grid")) {
+      const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+      for (const row of table.querySelectorAll("tbody tr")) {
+        [...row.children].forEach((td, i) => {
+          if (heads[i] && !td.hasAttribute("colspan") && !td.dataset.label) td.dataset.label = heads[i];
+        });
+      }
+    }
+  }
+  new MutationObserver(labelCells).observe(view, { childList: true, subtree: true });
   window.addEventListener("hashchange", route);
   operatorsKit.start(); // who is signed in; an agent-role operator's nav has no admin pages
   route();
