@@ -60,6 +60,9 @@ export class Turn {
   readonly fresh: boolean;
   readonly agent: string | null;
   readonly role: string | null;
+  /** The W3C trace context of the bridge's span calling the agent, when the bridge traces:
+   * make your spans its children. */
+  readonly traceparent: string | null;
   private readonly aborter = new AbortController();
   private readonly sendFrame: SendFrame;
   private streamIndex = 0;
@@ -79,6 +82,7 @@ export class Turn {
     this.fresh = frame.fresh ?? false;
     this.agent = frame.agent ?? null;
     this.role = frame.role ?? null;
+    this.traceparent = frame.traceparent ?? null;
     this.sendFrame = send;
   }
 

@@ -246,3 +246,27 @@ test("reconnect delays grow exponentially, with full jitter, up to the maximum",
     1000,
   );
 });
+
+test("a turn shows what the bridge said of it: files, the addressed agent, the trace context", async () => {
+  const net = new FakeNetwork();
+  const seen: Array<Record<string, unknown>> = [];
+  const agent = newAgent(net).onUserMessage((t) => {
+    seen.push({ files: t.files.map((f) => f.file_name), role: t.role, trace: t.traceparent });
+    return "ok";
+  });
+  const running = agent.dialIn("ws://bridge.test", "tok");
+  const socket = await connected(agent, net, 0);
+  const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  socket.deliver({
+    ...turn(1),
+    role: "billing",
+    traceparent,
+    files: [
+      { file_id: "md_1", file_name: "a.pdf", file_url: "u", mime: "application/pdf", size: 1 },
+    ],
+  });
+  await socket.sentFrame("agent_message");
+  assert.deepEqual(seen, [{ files: ["a.pdf"], role: "billing", trace: traceparent }]);
+  agent.stop();
+  await running;
+});
