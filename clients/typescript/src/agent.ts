@@ -276,12 +276,19 @@ export class Agent {
         }
         this.dispatch(link, frame);
       };
-      ws.onerror = () => {
-        // a close always follows
+      let failure: string | null = null;
+      ws.onerror = (event) => {
+        // a close always follows; the `ws` package says why (a refused upgrade, no server)
+        const message = (event as { message?: unknown } | null)?.message;
+        failure = typeof message === "string" && message ? message : "connection failed";
       };
       ws.onclose = (event) => {
         clearTimeout(helloTimer);
         this.sockets.delete(ws);
+        if (!link.ready && failure !== null && !stop.aborted) {
+          const hint = /\b404\b/.test(failure) ? " (is it the bridge's /api/ws/agent?)" : "";
+          this.log(`cannot connect to ${url}: ${failure}${hint}; retrying`);
+        }
         if (heartbeat !== undefined) clearInterval(heartbeat);
         if (this.link === link) {
           this.link = null;
@@ -463,11 +470,12 @@ function defaultLog(line: string): void {
   console.error(`chatbridge: ${line}`);
 }
 
-/** `ws(s)://…/api/ws/agent` from a bridge base URL or a full agent socket URL. */
+/** The agent socket's URL: a bridge's base URL (`https://bridge.example`) gets the path
+ * `/api/ws/agent`; a URL with a path is taken as it is. */
 export function agentSocketUrl(url: string): string {
-  let target = url.replace(/^http(s?):\/\//, "ws$1://");
-  if (!/\/api\/ws\/agent\/?$/.test(target)) target = `${target.replace(/\/+$/, "")}/api/ws/agent`;
-  return target;
+  const target = new URL(url.replace(/^http(s?):\/\//, "ws$1://"));
+  if (target.pathname === "" || target.pathname === "/") target.pathname = "/api/ws/agent";
+  return target.toString();
 }
 
 function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal {

@@ -254,8 +254,9 @@ test("a turn shows what the bridge said of it: files, the addressed agent, the t
     seen.push({ files: t.files.map((f) => f.file_name), role: t.role, trace: t.traceparent });
     return "ok";
   });
-  const running = agent.dialIn("ws://bridge.test", "tok");
+  const running = agent.dialIn("wss://bridge.test/", "tok");
   const socket = await connected(agent, net, 0);
+  assert.equal(socket.url, "wss://bridge.test/api/ws/agent");
   const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
   socket.deliver({
     ...turn(1),
@@ -267,6 +268,27 @@ test("a turn shows what the bridge said of it: files, the addressed agent, the t
   });
   await socket.sentFrame("agent_message");
   assert.deepEqual(seen, [{ files: ["a.pdf"], role: "billing", trace: traceparent }]);
+  agent.stop();
+  await running;
+});
+
+test("a connection that fails says why in one line and is tried again", async () => {
+  const net = new FakeNetwork();
+  const lines: string[] = [];
+  const agent = new Agent("a1", {
+    socket: net.factory,
+    log: (line) => lines.push(line),
+    reconnectInitialDelayMs: 1,
+    reconnectMaxDelayMs: 2,
+  });
+  const running = agent.dialIn("ws://bridge.test/api/ws/agnet", "tok");
+  const first = await net.socket(0);
+  first.onerror?.({ message: "Unexpected server response: 404" });
+  first.close(1006, "");
+  await net.socket(1);
+  assert.deepEqual(lines, [
+    "cannot connect to ws://bridge.test/api/ws/agnet: Unexpected server response: 404 (is it the bridge's /api/ws/agent?); retrying",
+  ]);
   agent.stop();
   await running;
 });
