@@ -22,7 +22,7 @@ import textwrap
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import annotated_types
 import typer
@@ -255,13 +255,14 @@ def configuration_markdown() -> str:
         "",
         "Every setting the bridge reads, generated from its settings models (`Settings` in",
         "`chatbridge/config.py`, each channel's `SETTINGS`, `CommsSettings` in",
-        "`chatbridge/crm/settings.py`). Each is read from the environment or from a `.env` file",
-        "in the working directory; the environment wins. Lists and objects are written as JSON",
+        "`chatbridge/crm/settings.py`, the pull agent's `PullConfig`). Each is read from the",
+        "environment or from a `.env` file in the working directory (the pull agent: the",
+        "environment only); the environment wins. Lists and objects are written as JSON",
         '(`CHATBRIDGE_AGENT_TOKENS=\'{"sales-bot": "…"}\'`), booleans as `true` / `false`,',
-        "sizes in bytes and durations in seconds. Where two variables are listed, either works:",
-        "the first is the original Chatwoot bridge's own name, kept so an existing `.env` keeps",
-        "working. An invalid value stops the bridge at start-up with a message naming the",
-        "variable.",
+        "sizes in bytes and durations in seconds. Where two variables are listed, either",
+        "works: the first is the original Chatwoot bridge's own name, kept so an existing",
+        "`.env` keeps working. An invalid value stops the bridge at start-up with a message",
+        "naming the variable.",
         "",
         "The routes themselves (`INBOX_AGENT_MAPPINGS`: which agent answers which inbox, its",
         "transport and policies) are described in the [README](../README.md#running-it-for-real)",
@@ -269,7 +270,7 @@ def configuration_markdown() -> str:
         "management API and the console.",
         "",
         "Contents: [the bridge](#the-bridge) · [channels](#channels) ·",
-        "[WhatsApp and calls](#whatsapp-and-calls).",
+        "[the pull agent](#the-pull-agent) · [WhatsApp and calls](#whatsapp-and-calls).",
         "",
         "## The bridge",
         "",
@@ -291,6 +292,17 @@ def configuration_markdown() -> str:
         lines += [f"### {name} (`{prefix}*`)", "", *_TABLE_HEAD, *rows(model, prefix=prefix), ""]
 
     lines += [
+        "## The pull agent",
+        "",
+        "`chatbridge pull-agent` (and `run_pull_agent` in the SDK) polls a bridge for turns over",
+        "HTTP. It reads its options from flags first, then from these variables (the web chat",
+        "plugin's own names where it had one).",
+        "",
+        *_TABLE_HEAD,
+        *pull_agent_rows(),
+        "",
+    ]
+    lines += [
         "## WhatsApp and calls",
         "",
         "The WhatsApp provider, its credentials, broadcasts and call transcription",
@@ -305,6 +317,48 @@ def configuration_markdown() -> str:
             lines += [f"### {_title(title)}", ""]
         lines += [*_TABLE_HEAD, *rows(CommsSettings, names), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of ``cls``'s docstring: name → text (one line each)."""
+    doc = inspect.getdoc(cls) or ""
+    _, _, section = doc.partition("Attributes:")
+    out: dict[str, str] = {}
+    name = ""
+    for line in section.splitlines():
+        m = re.match(r"^    (\w+): (.*)$", line)
+        if m:
+            name, out[m.group(1)] = m.group(1), m.group(2)
+        elif line.startswith("        ") and name:
+            out[name] += " " + line.strip()
+        elif line.strip():
+            break
+    # the variable is its own column: "(``WEB_CHAT_TIMEOUT``)" at the end says it again
+    return {
+        k: re.sub(r"\s*\(``[A-Z_]+``\)\.?$", "", v).rstrip(".").replace("``", "`")
+        for k, v in out.items()
+    }
+
+
+def pull_agent_rows() -> list[str]:
+    """The pull agent's options (``chatbridge pull-agent``): its flag, its variable, type,
+    default and description, from ``chatbridge.agent.pull.config``."""
+    import dataclasses
+
+    from chatbridge.agent.pull.config import OPTIONS, PullConfig
+
+    fields = {f.name: f for f in dataclasses.fields(PullConfig)}
+    hints = get_type_hints(PullConfig)
+    texts = _attribute_docs(PullConfig)
+    out = []
+    for name, (flag, variable) in OPTIONS.items():
+        field = fields[name]
+        where = f"`{variable}` / `{flag}`" if variable else f"`{flag}` (no variable)"
+        default = "unset" if field.default is None else f"`{_number(field.default)}`"
+        kind = type_text(hints[name])
+        text = texts.get(name) or "(undocumented)"
+        out.append(f"| {where} | {_cell(kind)} | {_cell(default)} | {_cell(text)} |")
+    return out
 
 
 def protocol_schema_json() -> str:

@@ -43,6 +43,9 @@ class PullConfig:
     Attributes:
         url: the bridge's base URL (``WEB_CHAT_API_URL``).
         api: ``native`` (agent id + token) or ``action`` (``WEB_CHAT_API_KEY``).
+        agent_id: native: the pull agent's id, as its route names it.
+        token: native: the agent's token (``CHATBRIDGE_AGENT_TOKENS`` or its route's).
+        api_key: action: the action API's key, the bridge's ``WEB_CHAT_API_KEY``.
         poll_interval: seconds between polls that brought nothing (native: between empty
             long-polls that returned early) (``WEB_CHAT_POLL_INTERVAL``).
         max_retries: attempts of one request before giving up on it (``WEB_CHAT_MAX_RETRIES``).
