@@ -2,8 +2,14 @@
 // in over a WebSocket and by http pull.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { Agent, HelloRejected, PullRefused, type Turn } from "../src/index.js";
-import { type Bridge, Visitor, startBridge } from "./harness.js";
+import {
+  Agent,
+  type AgentSessionFrame,
+  HelloRejected,
+  PullRefused,
+  type Turn,
+} from "../src/index.js";
+import { type Bridge, Visitor, post, startBridge } from "./harness.js";
 
 const DIAL_TOKEN = "ts-dial-in-token-0123456789";
 const PULL_TOKEN = "ts-pull-token-0123456789ab";
@@ -134,4 +140,24 @@ test("a pull agent with a wrong token stops with PullRefused (401)", async () =>
       return true;
     },
   );
+});
+
+test("an agent with a session handler is told of web chat sessions (feature sessions)", async () => {
+  const agent = dialAgent();
+  agent.onUserMessage(() => "hi");
+  const created = new Promise<AgentSessionFrame>((resolve) =>
+    agent.onSession((frame) => {
+      if (frame.type === "session_created") resolve(frame);
+    }),
+  );
+  const running = agent.dialIn(bridge.url, DIAL_TOKEN);
+  await agent.waitConnected();
+  const opened = (await post(`${bridge.url}/api/webchat/sessions`, { inbox_id: 1 })) as {
+    session_id: string;
+  };
+  const frame = await created;
+  assert.equal(frame.session_id, opened.session_id);
+  assert.equal(frame.channel, "webchat");
+  agent.stop();
+  await running;
 });
