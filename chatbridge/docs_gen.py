@@ -270,7 +270,8 @@ def configuration_markdown() -> str:
         "management API and the console.",
         "",
         "Contents: [the bridge](#the-bridge) · [channels](#channels) ·",
-        "[the pull agent](#the-pull-agent) · [WhatsApp and calls](#whatsapp-and-calls).",
+        "[the pull agent](#the-pull-agent) · [the broadcast command](#the-broadcast-command) ·",
+        "[WhatsApp and calls](#whatsapp-and-calls).",
         "",
         "## The bridge",
         "",
@@ -300,6 +301,15 @@ def configuration_markdown() -> str:
         "",
         *_TABLE_HEAD,
         *pull_agent_rows(),
+        "",
+    ]
+    lines += [
+        "## The broadcast command",
+        "",
+        "`chatbridge broadcast …` calls a running bridge's API; besides its flags it reads:",
+        "",
+        *_TABLE_HEAD,
+        *broadcast_rows(),
         "",
     ]
     lines += [
@@ -359,6 +369,27 @@ def pull_agent_rows() -> list[str]:
         text = texts.get(name) or "(undocumented)"
         out.append(f"| {where} | {_cell(kind)} | {_cell(default)} | {_cell(text)} |")
     return out
+
+
+def broadcast_rows() -> list[str]:
+    """The variables ``chatbridge broadcast`` reads (its options' ``envvar``), once each."""
+    from chatbridge.broadcast_cli import broadcast_app
+
+    command = typer.main.get_command(broadcast_app)
+    seen: dict[str, str] = {}
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            variables = [param.envvar] if isinstance(param.envvar, str) else param.envvar or []
+            for variable in variables:
+                if variable in seen:
+                    continue
+                default = "unset" if param.default is None else f"`{param.default}`"
+                help_text = getattr(param, "help", None) or "(undocumented)"
+                seen[variable] = (
+                    f"| `{variable}` / `{param.opts[0]}` | text | {_cell(default)} "
+                    f"| {_cell(help_text)} |"
+                )
+    return list(seen.values())
 
 
 def protocol_schema_json() -> str:

@@ -330,3 +330,28 @@ def test_protocol_examples_are_valid_frames() -> None:
         validator = jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{by_type[kind]}"})
         invalid += [f"{kind}: {error.message}" for error in validator.iter_errors(frame)]
     assert not invalid, "examples the schema refuses:\n" + "\n".join(invalid)
+
+
+# The architecture page's example of adding a channel ("acme") names its would-be settings.
+EXAMPLE_VARIABLES = {"CHATBRIDGE_ACME_TOKEN", "CHATBRIDGE_ACME_ALLOWED_NETWORKS"}
+
+
+def test_variables_the_docs_name_exist() -> None:
+    """A variable the README or a page names is one the reference lists: a renamed or removed
+    setting cannot linger in the prose."""
+    reference = (DOCS / docs_gen.CONFIGURATION).read_text(encoding="utf-8")
+    known = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", reference)) | EXAMPLE_VARIABLES
+    unknown = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in MARKDOWN
+        if path.name != docs_gen.CONFIGURATION
+        for name in set(
+            re.findall(
+                r"(?<![A-Za-z0-9_])((?:CHATBRIDGE|WEB_CHAT|CHATWOOT)_[A-Z0-9_]*[A-Z0-9])"
+                r"(?![A-Za-z0-9_<*…])",
+                path.read_text(encoding="utf-8"),
+            )
+        )
+        if name not in known
+    )
+    assert not unknown, "variables the reference does not know:\n" + "\n".join(unknown)
