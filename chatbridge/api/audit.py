@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
+from chatbridge.api.operator_shapes import AuditPage, ok
 from chatbridge.operators.audit import audited
 from chatbridge.operators.roles import Principal
 from chatbridge.pipeline.bridge import Bridge
@@ -76,7 +77,11 @@ class AuditTrail:
 
 @router.get(
     "/api/audit",
-    responses=error_responses({401: "no session or admin key", 403: "admins only"}),
+    response_model=None,
+    responses={
+        **ok(AuditPage),
+        **error_responses({401: "no session or admin key", 403: "admins only"}),
+    },
 )
 async def audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

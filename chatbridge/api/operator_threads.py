@@ -23,7 +23,14 @@ from chatbridge.api.comms.base import Id, not_found, storing
 from chatbridge.api.console_auth import request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
-from chatbridge.api.shapes import envelope
+from chatbridge.api.operator_shapes import (
+    Assigned,
+    CannedReplies,
+    CannedReplyOne,
+    Deleted,
+    NoteAdded,
+    ok,
+)
 from chatbridge.errors import BadInput
 from chatbridge.operators.roles import Principal
 from chatbridge.pipeline.bridge import Bridge
@@ -80,7 +87,11 @@ class CannedReplyChanges(Body):
         return self
 
 
-@router.post("/api/comms/threads/{thread_id}/assignee", responses=ERRORS)
+@router.post(
+    "/api/comms/threads/{thread_id}/assignee",
+    response_model=None,
+    responses={**ok(Assigned), **ERRORS},
+)
 async def assign_thread(
     request: Request, thread_id: Id, body: Assignment, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
@@ -110,7 +121,8 @@ async def assign_thread(
 @router.post(
     "/api/comms/threads/{thread_id}/private-notes",
     status_code=201,
-    responses={**envelope(201, "note", "the private note"), **ERRORS},
+    response_model=None,
+    responses={**ok(NoteAdded, 201), **ERRORS},
 )
 async def add_private_note(
     request: Request, thread_id: Id, body: PrivateNote, bridge: Bridge = Depends(get_bridge)
@@ -136,7 +148,7 @@ def _taken(shortcut: str) -> BadInput:
     return BadInput("shortcut_taken", f"/{shortcut} is taken", status_code=409)
 
 
-@router.get("/api/canned-replies", responses=ERRORS)
+@router.get("/api/canned-replies", response_model=None, responses={**ok(CannedReplies), **ERRORS})
 async def list_canned_replies(
     request: Request, everyone: bool = False, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
@@ -152,7 +164,8 @@ async def list_canned_replies(
 @router.post(
     "/api/canned-replies",
     status_code=201,
-    responses={**envelope(201, "canned_reply", "the canned reply"), **ERRORS},
+    response_model=None,
+    responses={**ok(CannedReplyOne, 201), **ERRORS},
 )
 async def create_canned_reply(
     request: Request, body: NewCannedReply, bridge: Bridge = Depends(get_bridge)
@@ -174,7 +187,11 @@ async def create_canned_reply(
     return JSONResponse({"canned_reply": reply}, status_code=201)
 
 
-@router.patch("/api/canned-replies/{reply_id}", responses=ERRORS)
+@router.patch(
+    "/api/canned-replies/{reply_id}",
+    response_model=None,
+    responses={**ok(CannedReplyOne), **ERRORS},
+)
 async def change_canned_reply(
     request: Request,
     reply_id: ReplyId,
@@ -199,7 +216,9 @@ async def change_canned_reply(
     return {"canned_reply": updated}
 
 
-@router.delete("/api/canned-replies/{reply_id}", responses=ERRORS)
+@router.delete(
+    "/api/canned-replies/{reply_id}", response_model=None, responses={**ok(Deleted), **ERRORS}
+)
 async def delete_canned_reply(
     request: Request, reply_id: ReplyId, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:

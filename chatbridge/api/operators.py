@@ -26,7 +26,14 @@ from chatbridge.api.comms.base import storing
 from chatbridge.api.console_auth import operator_subject, request_principal
 from chatbridge.api.errors import error_responses
 from chatbridge.api.management import admin, get_bridge
-from chatbridge.api.shapes import envelope
+from chatbridge.api.operator_shapes import (
+    MeOut,
+    OperatorCreated,
+    OperatorOne,
+    OperatorsOut,
+    PasswordChanged,
+    ok,
+)
 from chatbridge.errors import BadInput
 from chatbridge.operators import passwords
 from chatbridge.operators.roles import Principal
@@ -149,13 +156,13 @@ async def check_password(request: Request, email: str, password: str) -> str | N
     return operator_subject(op.id, op.session_version)
 
 
-@router.get("/me", responses=ERRORS)
+@router.get("/me", response_model=None, responses={**ok(MeOut), **ERRORS})
 async def who_am_i(request: Request) -> dict[str, Any]:
     """Who the request comes from: an operator (``via`` session), or the admin key."""
     return {"operator": request_principal(request).body()}
 
 
-@router.post("/me/password", responses=ERRORS)
+@router.post("/me/password", response_model=None, responses={**ok(PasswordChanged), **ERRORS})
 async def change_own_password(
     request: Request, body: OwnPassword, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:
@@ -177,7 +184,7 @@ async def change_own_password(
     return {"changed": True}
 
 
-@router.get("", responses=ERRORS)
+@router.get("", response_model=None, responses={**ok(OperatorsOut), **ERRORS})
 async def list_operators(request: Request, bridge: Bridge = Depends(get_bridge)) -> dict[str, Any]:
     """Every operator account (an agent-role operator sees names, roles and status only)."""
     me = request_principal(request)
@@ -191,7 +198,8 @@ async def list_operators(request: Request, bridge: Bridge = Depends(get_bridge))
 @router.post(
     "",
     status_code=201,
-    responses={**envelope(201, "operator", "the operator (and an invitation link)"), **ERRORS},
+    response_model=None,
+    responses={**ok(OperatorCreated, 201), **ERRORS},
 )
 async def create_operator(
     request: Request, body: NewOperator, bridge: Bridge = Depends(get_bridge)
@@ -232,7 +240,7 @@ def _not_yourself(me: Principal, op: OperatorRecord) -> None:
         )
 
 
-@router.patch("/{operator_id}", responses=ERRORS)
+@router.patch("/{operator_id}", response_model=None, responses={**ok(OperatorOne), **ERRORS})
 async def change_operator(
     request: Request,
     operator_id: OperatorId,
@@ -275,7 +283,9 @@ async def change_operator(
     return {"operator": updated.body()}
 
 
-@router.post("/{operator_id}/invitation", responses=ERRORS)
+@router.post(
+    "/{operator_id}/invitation", response_model=None, responses={**ok(OperatorCreated), **ERRORS}
+)
 async def reinvite(
     request: Request, operator_id: OperatorId, bridge: Bridge = Depends(get_bridge)
 ) -> dict[str, Any]:

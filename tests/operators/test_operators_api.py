@@ -8,6 +8,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from chatbridge.api.operator_shapes import (
+    AuditPage,
+    CannedReplies,
+    CannedReplyOne,
+    MeOut,
+    OperatorsOut,
+)
 from chatbridge.store import tables as t
 from chatbridge.testing.chatwoot_state import TriggerRequest
 from tests.e2e.harness import Stack, wait_until
@@ -23,6 +30,7 @@ async def _hashes(s: Stack) -> dict[str, str | None]:
 async def _audit(s: Stack) -> list[dict[str, Any]]:
     r = await s.http.get("/api/audit")
     assert r.status_code == 200, r.text
+    AuditPage.model_validate(r.json(), strict=True)  # as the OpenAPI document says
     entries: list[dict[str, Any]] = r.json()["entries"]
     return entries
 
@@ -39,7 +47,9 @@ async def test_passwords_are_stored_hashed_and_operators_log_in_by_email(
         assert ADA["password"] not in stored
 
         ada = await login(s, "ADA@example.com", ADA["password"])  # emails are case-blind
-        me = (await ada.get("/api/operators/me")).json()["operator"]
+        me = MeOut.model_validate((await ada.get("/api/operators/me")).json()).model_dump()[
+            "operator"
+        ]
         assert (me["id"], me["name"], me["role"], me["via"]) == (
             made["id"],
             "Ada Admin",
@@ -98,6 +108,8 @@ async def test_an_agent_role_operator_is_refused_the_admin_screens(database_url:
         # what a team member needs stays open
         for path in ("/api/comms/threads", "/dead-letters", "/api/operators", "/agents/status"):
             assert (await bob.get(path)).status_code == 200, path
+        team = OperatorsOut.model_validate((await bob.get("/api/operators")).json())
+        assert [o.email for o in team.operators] == [None]  # an agent sees names, not emails
         # nothing was changed, so nothing was audited
         assert await _audit(s) == [e for e in await _audit(s) if e["action"] == "operator.create"]
         assert len(await _audit(s)) == 1
@@ -288,7 +300,7 @@ async def test_canned_replies_are_an_operators_own_or_shared_by_an_admin(sqlite_
         assert (await bob.delete(f"/api/canned-replies/{shared_id}")).status_code == 403
 
         def shortcuts(r: Any) -> list[str]:
-            return [c["shortcut"] for c in r.json()["canned_replies"]]
+            return [c.shortcut for c in CannedReplies.model_validate(r.json()).canned_replies]
 
         assert shortcuts(await bob.get("/api/canned-replies")) == ["hours", "thanks"]
         assert shortcuts(await ada.get("/api/canned-replies")) == ["hours"]
@@ -297,7 +309,7 @@ async def test_canned_replies_are_an_operators_own_or_shared_by_an_admin(sqlite_
             "thanks",
         ]
         r = await bob.patch(f"/api/canned-replies/{bobs}", json={"text": "Thank you!"})
-        assert r.json()["canned_reply"]["text"] == "Thank you!"
+        assert CannedReplyOne.model_validate(r.json()).canned_reply.text == "Thank you!"
         assert (await ada.delete(f"/api/canned-replies/{bobs}")).status_code == 200
         bad = await bob.post("/api/canned-replies", json={"shortcut": "Has Space", "text": "x"})
         assert bad.status_code == 422
