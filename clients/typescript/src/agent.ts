@@ -9,7 +9,7 @@
 // A turn the bridge offers again (after a reconnect or a lapsed lease) is answered from what
 // was kept for it, never run twice.
 import { pause, reconnectDelay } from "./backoff.js";
-import { type SocketFactory, type SocketLike, OPEN, defaultSocket, frameText } from "./socket.js";
+import { type SocketFactory, type SocketLike, OPEN, frameText, globalSocket } from "./socket.js";
 import { type PullOptions, pullTurns } from "./pull.js";
 import { type SendFrame, type TurnHandler, Turn, isAnswer, runTurn, turnKey } from "./turn.js";
 import type {
@@ -452,7 +452,8 @@ export class Agent {
     return pullTurns(
       {
         agentId: this.agentId,
-        fetch: this.options.fetch ?? fetch,
+        // called as a plain function: a browser's fetch refuses another `this`
+        fetch: (input, init) => (this.options.fetch ?? fetch)(input, init),
         stop: anySignal(this.stopper.signal, options.signal),
         initialDelayMs: this.options.reconnectInitialDelayMs ?? 500,
         maxDelayMs: this.options.reconnectMaxDelayMs ?? 30_000,
@@ -464,6 +465,15 @@ export class Agent {
       options,
     );
   }
+}
+
+/** The platform's WebSocket, else the `ws` package's (Node 20). Kept out of `socket.ts` so
+ * that the chat client, which browsers load, never names `ws`. */
+async function defaultSocket(): Promise<SocketFactory> {
+  const own = globalSocket();
+  if (own !== undefined) return own;
+  const { WebSocket } = await import("ws");
+  return (url) => new WebSocket(url);
 }
 
 function defaultLog(line: string): void {

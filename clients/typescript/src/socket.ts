@@ -26,14 +26,6 @@ export function globalSocket(): SocketFactory | undefined {
   return ctor === undefined ? undefined : (url) => new ctor(url);
 }
 
-/** The platform's WebSocket, else the `ws` package's (Node 20). */
-export async function defaultSocket(): Promise<SocketFactory> {
-  const own = globalSocket();
-  if (own !== undefined) return own;
-  const { WebSocket } = await import("ws");
-  return (url) => new WebSocket(url);
-}
-
 /** The text of a message event, whatever the WebSocket implementation delivered. */
 export function frameText(data: unknown): string {
   if (typeof data === "string") return data;
