@@ -176,7 +176,8 @@ async def change_own_password(
         passwords.verify, op.password_hash, body.current_password
     ):
         await auth_failures(request).failed("password", client_ip(request))
-        raise BadInput("unauthorized", "the current password is wrong", status_code=401)
+        # 403, not 401: the session is fine (a console seeing 401 would log the operator out)
+        raise BadInput("wrong_password", "the current password is wrong", status_code=403)
     _strong(body.new_password)
     await bridge.store.update_operator(
         op.id, {"password_hash": await _hash(body.new_password)}, end_sessions=True

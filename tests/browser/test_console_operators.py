@@ -205,3 +205,16 @@ async def test_two_operators_assignment_attribution_and_roles(
         return [e["action"] for e in rows].count("operator.create") == 2
 
     await wait_until(two_creations, 5)
+
+    # an agent sees the dead letters but not their actions; changes their own password
+    await bob_op.go("dead-letters")
+    await expect(bob.locator("body")).to_have_attribute("data-role", "agent")
+    await bob.get_by_role("button", name="Change password").click()
+    await bob.get_by_label("Current password").fill("not-my-password")
+    await bob.get_by_label("New password").fill("bob-new-pass-0123")
+    await bob.get_by_role("button", name="Change", exact=True).click()
+    await expect(bob.get_by_role("dialog").get_by_role("alert")).to_contain_text("wrong")
+    await bob.get_by_label("Current password").fill(BOB["password"])
+    await bob.get_by_role("button", name="Change", exact=True).click()
+    await expect(bob).to_have_url(re.compile(r"/console/login"))
+    await log_in(bob_op, BOB["email"], "bob-new-pass-0123")

@@ -205,10 +205,20 @@ async def test_a_new_role_or_password_ends_the_old_sessions_and_changes_are_audi
             "/console/login", json={"email": ADA["email"], "password": ADA["password"]}
         )
         assert old.status_code == 401
-        await login(s, ADA["email"], "new-pass-0123")
+        ada = await login(s, ADA["email"], "new-pass-0123")
+        # her own password: the current one is asked again; her sessions end
+        own = {"current_password": "not-it-0123", "new_password": "own-pass-0123"}
+        wrong = await ada.post("/api/operators/me/password", json=own)
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (403, "wrong_password")
+        own["current_password"] = "new-pass-0123"
+        assert (await ada.post("/api/operators/me/password", json=own)).status_code == 200
+        assert (await ada.get("/api/operators/me")).status_code == 401
+        await login(s, ADA["email"], "own-pass-0123")
+        keyed = await s.http.post("/api/operators/me/password", json=own)
+        assert keyed.status_code == 422  # the admin key has no password of its own
         r = await bob.patch(f"/api/operators/{ada_row['id']}", json={"active": False})
         gone = await s.http.post(
-            "/console/login", json={"email": ADA["email"], "password": "new-pass-0123"}
+            "/console/login", json={"email": ADA["email"], "password": "own-pass-0123"}
         )
         assert gone.status_code == 401
 
@@ -219,7 +229,7 @@ async def test_a_new_role_or_password_ends_the_old_sessions_and_changes_are_audi
             ("operator.change", "Bob Agent <bob@example.com>", {"password": "changed"}),
             ("operator.change", "Bob Agent <bob@example.com>", {"active": False}),
         ]
-        assert all("new-pass" not in str(e) for e in entries)
+        assert all("pass-0123" not in str(e) for e in entries)
 
 
 async def test_admin_actions_on_routes_settings_and_dead_letters_are_audited(

@@ -37,12 +37,50 @@
       const foot = document.querySelector(".nav-foot");
       if (me && foot && !document.getElementById("signed-in")) {
         const label = me.id ? `${me.name} · ${me.role}` : "Admin key";
-        foot.prepend(h("div", { class: "signed-in small", id: "signed-in", title: me.email || "" }, h("span", { class: "muted" }, "Signed in as "), h("strong", {}, label)));
+        const own = me.id ? h("button", { type: "button", class: "btn btn-ghost small", id: "own-password", onclick: passwordDialog }, "Change password") : null;
+        foot.prepend(h("div", { class: "signed-in small", id: "signed-in", title: me.email || "" }, h("span", { class: "muted" }, "Signed in as "), h("strong", {}, label), own));
       }
+      if (me) document.body.dataset.role = me.role; // console-operators.css hides admin actions
       for (const a of document.querySelectorAll(".nav a[data-page]")) {
         if (ADMIN_PAGES.includes(a.dataset.page)) a.hidden = !isAdmin();
       }
       return me;
+    }
+
+    /** Change your own password: the current one again, then the new one; log in again. */
+    function passwordDialog() {
+      const current = h("input", { type: "password", id: "current-password", autocomplete: "current-password", required: true });
+      const next = h("input", { type: "password", id: "new-password", autocomplete: "new-password", minlength: 10, required: true });
+      const error = h("p", { class: "login-error", role: "alert" });
+      const dialog = h(
+        "dialog",
+        { class: "help", "aria-label": "Change password" },
+        h(
+          "form",
+          {
+            class: "login-form",
+            onsubmit: async (e) => {
+              e.preventDefault();
+              try {
+                await api("POST", "/api/operators/me/password", { current_password: current.value, new_password: next.value });
+                location.assign("/console/login"); // the old sessions have ended
+              } catch (err) {
+                error.textContent = err.message;
+              }
+            },
+          },
+          h("h2", {}, "Change password"),
+          h("label", { for: "current-password" }, "Current password"),
+          current,
+          h("label", { for: "new-password" }, "New password (at least 10 characters)"),
+          next,
+          error,
+          h("div", { class: "row" }, h("button", { type: "submit", class: "btn btn-primary" }, "Change"), h("button", { type: "button", class: "btn", onclick: () => dialog.close() }, "Cancel")),
+        ),
+      );
+      dialog.addEventListener("close", () => dialog.remove());
+      document.body.append(dialog);
+      dialog.showModal();
     }
 
     async function loadTeam() {
