@@ -29,14 +29,12 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
-    from chatbridge.store.records import ClaimedDelivery, ClaimedTurn, DeliverySpec
-    from chatbridge.transports.base import TurnRequest
 
 Mode = Literal["off", "console", "otlp"]
 
@@ -186,6 +184,64 @@ def store_ingest(metadata: dict[str, Any], channel: str) -> Iterator[Span]:
         if traceparent is not None:
             metadata[KEY] = traceparent
         yield span
+
+
+# What the spans read of the store's and the transports' records, as protocols: this module
+# sits on the ground floor and may not import those layers (tests/test_layers.py).
+class _HasMeta(Protocol):
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+
+class _Conversation(Protocol):
+    @property
+    def channel(self) -> str: ...
+
+
+class ClaimedTurn(Protocol):
+    @property
+    def messages(self) -> Sequence[_HasMeta]: ...
+    @property
+    def conversation_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class TurnRequest(Protocol):
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def turn_key(self) -> str: ...
+    @property
+    def conversation_id(self) -> str: ...
+    @property
+    def frame(self) -> dict[str, Any]: ...
+
+
+class DeliverySpec(Protocol):
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+class ClaimedDelivery(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def conversation_id(self) -> str: ...
+    @property
+    def turn_id(self) -> int | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def conversation(self) -> _Conversation: ...
 
 
 @contextmanager
