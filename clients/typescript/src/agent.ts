@@ -83,6 +83,8 @@ export interface DialInOptions {
 interface Link {
   ws: SocketLike;
   ready: boolean;
+  /** A connection the bridge opened (ws-dial-out): answers go back on it, never queued. */
+  served?: boolean;
   sent: AgentToBridge[];
 }
 
@@ -104,6 +106,8 @@ export class Agent {
   private link: Link | null = null;
   /** Every socket of this agent not yet closed, ready or still connecting. */
   private readonly sockets = new Set<SocketLike>();
+  /** Closes each server of `serve()`. */
+  private readonly servers = new Set<() => void>();
   private previousSent: AgentToBridge[] = [];
   private outbox: AgentToBridge[] = [];
   private connectedWaiters: Array<() => void> = [];
@@ -173,6 +177,7 @@ export class Agent {
   stop(): void {
     this.stopper.abort();
     for (const ws of this.sockets) ws.close(1000, "agent stopping");
+    for (const close of this.servers) close();
   }
 
   /** Close the current dial-in connection; the agent reconnects and resumes. */
@@ -366,7 +371,9 @@ export class Agent {
           this.lastSeq = Math.max(this.lastSeq ?? 0, frame.seq);
           this.sendOn(link, { type: "ack", seq: frame.seq });
         }
-        this.startTurn(frame, (f) => this.sendLive(f));
+        this.startTurn(frame, (f) =>
+          link.served ? Promise.resolve(this.sendOn(link, f)) : this.sendLive(f),
+        );
         return;
       case "cancel":
         if (frame.conversation_id) {
@@ -440,6 +447,44 @@ export class Agent {
       const oldest = this.kept.keys().next().value;
       if (oldest !== undefined) this.kept.delete(oldest);
     }
+  }
+
+  // -- served (ws-dial-out) -----------------------------------------------------------------
+
+  /** Be a WebSocket server the bridge dials (the route's `websocket_url`, transport
+   * ws-dial-out) until `stop()`. Node.js only (the `ws` package). The bridge speaks first, with
+   * no `hello`; the route's `options.features` announce this agent's features.
+   *
+   * @returns the port it listens on (`port` 0 picks a free one). */
+  async serve(port = 8765, host = "127.0.0.1"): Promise<number> {
+    const { WebSocketServer } = await import("ws");
+    const server = new WebSocketServer({ port, host });
+    await new Promise<void>((resolve, reject) => {
+      server.once("listening", resolve);
+      server.once("error", reject);
+    });
+    const bound = (server.address() as { port: number }).port;
+    const close = (): void => {
+      for (const client of server.clients) client.close(1001, "agent stopping");
+      server.close();
+    };
+    this.servers.add(close);
+    if (this.stopper.signal.aborted) close();
+    server.on("connection", (ws) => {
+      const link: Link = { ws, ready: true, sent: [], served: true };
+      ws.onmessage = (event) => {
+        let frame: BridgeToAgent;
+        try {
+          frame = JSON.parse(frameText(event.data)) as BridgeToAgent;
+        } catch {
+          this.sendOn(link, { type: "error_message", error_code: "invalid_json" });
+          return;
+        }
+        this.dispatch(link, frame);
+      };
+    });
+    this.log(`agent ${this.agentId} listening on ws://${host}:${bound}`);
+    return bound;
   }
 
   // -- http pull -------------------------------------------------------------------------------

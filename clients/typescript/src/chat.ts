@@ -124,13 +124,18 @@ export class ChatClient {
   }
 
   /** Open (or resume) the session and keep the live socket until `close()`. Resolves once
-   * the first connection is up. */
+   * the first connection is up (a socket that fails meanwhile is retried with backoff); rejects
+   * with `ChatError` when the bridge refuses the session (an inbox with no route). */
   async connect(): Promise<ChatSession> {
+    const factory = this.options.socket ?? globalSocket();
+    if (factory === undefined) {
+      throw new ChatError("no_websocket", "no WebSocket here: pass options.socket");
+    }
     const session = await this.openSession(this.options.sessionId);
     const up = this.next("connection", (e) => e.connected);
-    this.running = this.keepConnected();
+    this.running = this.keepConnected(factory);
     await up;
-    return session;
+    return this.sessionInfo ?? session;
   }
 
   /** Send a message; it waits in the queue while the socket is down. Resolves with the
@@ -224,11 +229,7 @@ export class ChatClient {
     return body;
   }
 
-  private async keepConnected(): Promise<void> {
-    const factory = this.options.socket ?? globalSocket();
-    if (factory === undefined) {
-      throw new ChatError("no_websocket", "no WebSocket here: pass options.socket");
-    }
+  private async keepConnected(factory: SocketFactory): Promise<void> {
     const stop = this.stopper.signal;
     const initial = this.options.reconnectInitialDelayMs ?? 500;
     const max = this.options.reconnectMaxDelayMs ?? 30_000;

@@ -20,8 +20,11 @@ export function python(): string {
 export interface Route {
   inbox: number;
   agentId: string;
-  transport: "ws-dial-in" | "http-pull";
-  token: string;
+  transport: "ws-dial-in" | "http-pull" | "ws-dial-out";
+  /** ws-dial-in and http-pull */
+  token?: string;
+  /** ws-dial-out */
+  websocketUrl?: string;
   timeoutSeconds?: number;
 }
 
@@ -63,7 +66,8 @@ export async function startBridge(
     agent_config: {
       agent_id: r.agentId,
       transport: r.transport,
-      token: r.token,
+      ...(r.token ? { token: r.token } : {}),
+      ...(r.websocketUrl ? { websocket_url: r.websocketUrl } : {}),
       timeout_seconds: r.timeoutSeconds ?? 30,
     },
   }));
