@@ -371,22 +371,12 @@ export class Agent {
           this.lastSeq = Math.max(this.lastSeq ?? 0, frame.seq);
           this.sendOn(link, { type: "ack", seq: frame.seq });
         }
-        this.startTurn(frame, (f) =>
+        void this.startTurn(frame, (f) =>
           link.served ? Promise.resolve(this.sendOn(link, f)) : this.sendLive(f),
         );
         return;
       case "cancel":
-        if (frame.conversation_id) {
-          const key = turnKey({
-            conversation_id: frame.conversation_id,
-            message_id: frame.message_id,
-          });
-          this.running.get(key)?.cancel(frame.reason ?? "superseded");
-        } else {
-          for (const turn of this.running.values()) {
-            if (turn.id === frame.message_id) turn.cancel(frame.reason ?? "superseded");
-          }
-        }
+        this.cancelTurn(frame.conversation_id, frame.message_id, frame.reason ?? "superseded");
         return;
       case "session_created":
       case "session_updated":
@@ -417,19 +407,22 @@ export class Agent {
     }
   }
 
-  /** Run a turn, or answer it from what was kept when it comes again. */
-  private startTurn(frame: UserMessage, send: SendFrame): void {
+  /** Run a turn, or answer it from what was kept when it comes again. Resolves when the turn
+   * is answered (`answered`), or at once when it is already running (`busy`: its answer goes
+   * out when it is ready). */
+  private startTurn(frame: UserMessage, send: SendFrame): Promise<"answered" | "busy"> {
     const key = turnKey(frame);
     const kept = this.kept.get(key);
-    if (kept !== undefined) {
-      void send(kept);
-      return;
-    }
-    if (this.running.has(key)) return; // its answer goes out when it is ready
+    if (kept !== undefined) return send(kept).then(() => "answered");
+    if (this.running.has(key)) return Promise.resolve("busy");
     const handler = this.turnHandler;
     if (handler === null) {
-      void send({ type: "error_message", message_id: frame.message_id, error_code: "no_handler" });
-      return;
+      const refusal: AgentToBridge = {
+        type: "error_message",
+        message_id: frame.message_id,
+        error_code: "no_handler",
+      };
+      return send(refusal).then(() => "answered");
     }
     // The answer is kept as it leaves, so that an offer of the same turn arriving at once
     // after it is answered from it.
@@ -438,7 +431,22 @@ export class Agent {
       return send(out);
     });
     this.running.set(key, turn);
-    void runTurn(turn, handler).finally(() => this.running.delete(key));
+    return runTurn(turn, handler)
+      .finally(() => this.running.delete(key))
+      .then(() => "answered");
+  }
+
+  /** Withdraw a running turn (a `cancel` from the bridge). */
+  private cancelTurn(conversationId: string | null | undefined, turnId: string, reason: string) {
+    for (const [key, turn] of this.running) {
+      if (turn.id !== turnId) continue;
+      if (
+        conversationId &&
+        key !== turnKey({ conversation_id: conversationId, message_id: turnId })
+      )
+        continue;
+      turn.cancel(reason);
+    }
   }
 
   private keep(key: string, answer: AgentToBridge): void {
@@ -487,6 +495,32 @@ export class Agent {
     return bound;
   }
 
+  // -- http-webhook ------------------------------------------------------------------------
+
+  /** Answer the turns the bridge POSTs (transport http-webhook: the route's `webhook_url` and
+   * `secret`) until `stop()`. Node.js only. Each request's signature is checked; the answer,
+   * with the status, progress and streamed frames before it, goes back in the response.
+   *
+   * @returns the port it listens on (`port` 0 picks a free one). */
+  async serveWebhook(secret: string, port = 8080, host = "127.0.0.1"): Promise<number> {
+    const { listenForTurns } = await import("./webhook.js");
+    const { port: bound, close } = await listenForTurns(
+      {
+        secret,
+        log: (line) => this.log(line),
+        answer: (frame, send) => this.startTurn(frame, send),
+        cancel: (frame) =>
+          this.cancelTurn(frame.conversation_id, frame.message_id, frame.reason ?? "superseded"),
+      },
+      port,
+      host,
+    );
+    this.servers.add(close);
+    if (this.stopper.signal.aborted) close();
+    this.log(`agent ${this.agentId} answering webhooks on http://${host}:${bound}`);
+    return bound;
+  }
+
   // -- http pull -------------------------------------------------------------------------------
 
   /** Long-poll the bridge at `url` (its base URL, `http(s)://host`) for turns and answer them
@@ -503,7 +537,7 @@ export class Agent {
         initialDelayMs: this.options.reconnectInitialDelayMs ?? 500,
         maxDelayMs: this.options.reconnectMaxDelayMs ?? 30_000,
         log: (line) => this.log(line),
-        offer: (frame, send) => this.startTurn(frame, send),
+        offer: (frame, send) => void this.startTurn(frame, send),
       },
       url,
       token,

@@ -20,11 +20,14 @@ export function python(): string {
 export interface Route {
   inbox: number;
   agentId: string;
-  transport: "ws-dial-in" | "http-pull" | "ws-dial-out";
+  transport: "ws-dial-in" | "http-pull" | "ws-dial-out" | "http-webhook";
   /** ws-dial-in and http-pull */
   token?: string;
   /** ws-dial-out */
   websocketUrl?: string;
+  /** http-webhook */
+  webhookUrl?: string;
+  secret?: string;
   timeoutSeconds?: number;
 }
 
@@ -68,6 +71,7 @@ export async function startBridge(
       transport: r.transport,
       ...(r.token ? { token: r.token } : {}),
       ...(r.websocketUrl ? { websocket_url: r.websocketUrl } : {}),
+      ...(r.webhookUrl ? { webhook_url: r.webhookUrl, secret: r.secret } : {}),
       timeout_seconds: r.timeoutSeconds ?? 30,
     },
   }));
