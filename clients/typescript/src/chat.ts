@@ -41,10 +41,21 @@ export interface ChatClientOptions {
   heartbeatSeconds?: number;
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
+  /** After this many WebSocket opens in a row that fail (a proxy that blocks WebSockets),
+   * long-poll the history over HTTP instead, trying the socket again now and then (default
+   * 3, as the widget; 0: from the start). */
+  socketFailuresBeforePolling?: number;
+  /** Seconds each long-poll may be held (default 25). */
+  pollWaitSeconds?: number;
+  /** While long-polling, the socket is tried again after about this many seconds (default
+   * 30, with jitter). */
+  socketRetryWhilePollingSeconds?: number;
 }
 
 interface Pending {
   frame: Extract<ChatClientFrame, { type: "user_message" }>;
+  /** Being POSTed (long-polling). */
+  posting?: boolean;
   resolve: (ack: AckFrame) => void;
   reject: (error: Error) => void;
 }
@@ -71,6 +82,10 @@ export class ChatClient {
   private readonly stopper = new AbortController();
   private ws: SocketLike | null = null;
   private live = false;
+  /** Aborts the long-poll loop, while one runs. */
+  private polling: AbortController | null = null;
+  private pollLive = false;
+  private typingOn = false;
   private cursor: string | null = null;
   private sessionInfo: ChatSession | null = null;
   private running: Promise<void> | null = null;
@@ -88,8 +103,14 @@ export class ChatClient {
     return this.sessionInfo;
   }
 
+  /** Whether messages flow: over the socket, or by long-polling. */
   get connected(): boolean {
-    return this.live;
+    return this.live || this.pollLive;
+  }
+
+  /** How messages flow now: `websocket`, `longpoll`, or null (reconnecting). */
+  get transport(): "websocket" | "longpoll" | null {
+    return this.live ? "websocket" : this.pollLive ? "longpoll" : null;
   }
 
   /** Subscribe to one frame type (or `connection`); returns the unsubscribe function. */
@@ -156,6 +177,7 @@ export class ChatClient {
     return new Promise((resolve, reject) => {
       this.pending.set(clientMessageId, { frame, resolve, reject });
       if (this.live) this.write(frame);
+      else if (this.pollLive) void this.postPending();
     });
   }
 
@@ -187,6 +209,7 @@ export class ChatClient {
   /** Close the socket and stop reconnecting. Messages still queued are rejected. */
   async close(): Promise<void> {
     this.stopper.abort();
+    this.polling?.abort();
     this.ws?.close(1000, "closed by the client");
     await this.running;
     for (const [id, item] of this.pending) {
@@ -233,11 +256,21 @@ export class ChatClient {
     const stop = this.stopper.signal;
     const initial = this.options.reconnectInitialDelayMs ?? 500;
     const max = this.options.reconnectMaxDelayMs ?? 30_000;
+    const failuresBeforePolling = this.options.socketFailuresBeforePolling ?? 3;
     let attempt = 0;
+    let failedOpens = 0;
+    if (failuresBeforePolling <= 0) this.startPolling();
     while (!stop.aborted) {
       const { wasLive, code } = await this.connectOnce(factory);
       if (stop.aborted) break;
       if (wasLive) attempt = 0;
+      failedOpens = wasLive ? 0 : failedOpens + 1;
+      if (failedOpens >= failuresBeforePolling) this.startPolling();
+      if (this.polling !== null && !SESSION_GONE.has(code)) {
+        const retry = (this.options.socketRetryWhilePollingSeconds ?? 30) * 1000;
+        await pause(retry * (0.5 + Math.random() / 2), stop);
+        continue;
+      }
       if (SESSION_GONE.has(code)) {
         try {
           await this.openSession(this.sessionInfo?.session_id);
@@ -288,6 +321,7 @@ export class ChatClient {
           for (const item of this.pending.values()) this.write(item.frame);
           wasLive = true;
           this.live = true;
+          this.stopPolling(); // the socket is back: it carries everything again
         }
         this.receive(frame);
         if (frame.type === "session") this.emit("connection", { connected: true });
@@ -307,6 +341,120 @@ export class ChatClient {
     });
   }
 
+  private startPolling(): void {
+    if (this.polling !== null || this.stopper.signal.aborted) return;
+    this.polling = new AbortController();
+    void this.pollLoop(this.polling.signal);
+  }
+
+  private stopPolling(): void {
+    this.polling?.abort();
+    this.polling = null;
+    this.pollLive = false;
+  }
+
+  /** Long-poll the history: the first request answers at once (it catches up and says
+   * whether polling works), later ones wait for news. */
+  private async pollLoop(signal: AbortSignal): Promise<void> {
+    const http = this.options.fetch ?? fetch;
+    const initial = this.options.reconnectInitialDelayMs ?? 500;
+    const max = this.options.reconnectMaxDelayMs ?? 30_000;
+    let failures = 0;
+    while (!signal.aborted) {
+      const session = this.sessionInfo;
+      if (session === null) return;
+      const wait = this.pollLive ? (this.options.pollWaitSeconds ?? 25) : 0;
+      const after = this.cursor ? `&after=${encodeURIComponent(this.cursor)}` : "";
+      const path = `/api/webchat/sessions/${encodeURIComponent(session.session_id)}/messages`;
+      let delay = 0;
+      try {
+        const response = await http(`${this.base}${path}?wait=${wait}${after}`, { signal });
+        if (response.status === 404) {
+          await this.openSession(session.session_id); // unknown or expired: a new session
+          continue;
+        }
+        if (!response.ok) throw new ChatError(String(response.status), await response.text());
+        const body = (await response.json()) as {
+          messages: ChatMessage[];
+          cursor: string | null;
+          typing?: boolean;
+        };
+        if (signal.aborted) return;
+        failures = 0;
+        if (!this.pollLive) {
+          this.pollLive = true;
+          void this.postPending();
+          this.emit("connection", { connected: true });
+        }
+        if (this.pending.size > 0) void this.postPending(); // e.g. after a 429
+        for (const message of body.messages) this.receive({ type: "message", message });
+        if (body.cursor) this.cursor = body.cursor;
+        if (Boolean(body.typing) !== this.typingOn) {
+          this.receive({ type: "typing", on: Boolean(body.typing) });
+        }
+      } catch {
+        if (signal.aborted) return;
+        if (this.pollLive) {
+          this.pollLive = false;
+          this.emit("connection", { connected: false });
+        }
+        delay = reconnectDelay(failures, initial, max);
+        failures += 1;
+      }
+      if (delay > 0) await pause(delay, signal);
+    }
+  }
+
+  /** POST the queued messages (long-polling). A refused one rejects its promise; one that
+   * could not be sent stays queued for the next try. */
+  private async postPending(): Promise<void> {
+    const session = this.sessionInfo;
+    if (session === null) return;
+    const http = this.options.fetch ?? fetch;
+    const path = `/api/webchat/sessions/${encodeURIComponent(session.session_id)}/messages`;
+    await Promise.all(
+      [...this.pending.values()]
+        .filter((item) => !item.posting)
+        .map(async (item) => {
+          item.posting = true;
+          const { content, files, ...rest } = item.frame;
+          const { type: _type, ...fields } = rest;
+          try {
+            const response = await http(`${this.base}${path}`, {
+              method: "POST",
+              headers: { "Content-Type": "application/json" },
+              body: JSON.stringify({ ...fields, text: content, ...(files ? { files } : {}) }),
+            });
+            const body = (await response.json()) as {
+              status: string;
+              message_id: string;
+              error?: { code: string; message: string };
+            };
+            if (response.ok) {
+              this.receive({
+                type: "ack",
+                client_message_id: item.frame.client_message_id,
+                message_id: body.message_id,
+                status: body.status,
+              });
+            } else if (response.status !== 429 && response.status < 500) {
+              this.pending.delete(item.frame.client_message_id);
+              item.reject(
+                new ChatError(
+                  body.error?.code ?? String(response.status),
+                  body.error?.message ?? "",
+                ),
+              );
+            }
+          } catch {
+            // the network: kept for the next try
+          } finally {
+            item.posting = false;
+          }
+        }),
+    );
+  }
+
   private write(frame: ChatClientFrame): void {
     if (this.ws?.readyState === OPEN) this.ws.send(JSON.stringify(frame));
   }
@@ -315,6 +463,9 @@ export class ChatClient {
     switch (frame.type) {
       case "ping":
         this.write({ type: "pong" });
+        break;
+      case "typing":
+        this.typingOn = frame.on;
         break;
       case "history":
         for (const message of frame.messages) this.seen(message);

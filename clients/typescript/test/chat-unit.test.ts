@@ -124,3 +124,50 @@ test("subscriptions are typed by frame and can be dropped", async () => {
   assert.equal(chat.streamedText("t_1"), "ab");
   await chat.close();
 });
+
+test("the client long-polls while sockets fail and goes back to the socket once one opens", async () => {
+  const net = new FakeNetwork();
+  const polls: string[] = [];
+  const fake = async (url: unknown, init?: RequestInit): Promise<Response> => {
+    const target = String(url);
+    if (init?.method === "POST") {
+      return new Response(
+        JSON.stringify({ session_id: "ws_1", uid: "u1", inbox_id: 1, conversation_id: null }),
+      );
+    }
+    polls.push(target);
+    if (target.includes("wait=0")) {
+      const message = { id: "m_1", role: "agent", text: "hello", created_at: "" };
+      return new Response(JSON.stringify({ messages: [message], cursor: "m_1", typing: false }));
+    }
+    // a held poll: answered only by its abort
+    await new Promise<void>((resolve) => init?.signal?.addEventListener("abort", () => resolve()));
+    throw new Error("aborted");
+  };
+  const chat = new ChatClient({
+    bridge: "http://bridge.test",
+    inboxId: 1,
+    socket: net.factory,
+    fetch: fake as typeof fetch,
+    reconnectInitialDelayMs: 1,
+    reconnectMaxDelayMs: 2,
+    socketRetryWhilePollingSeconds: 0.01,
+  });
+  const messages: string[] = [];
+  chat.on("message", (f) => messages.push(f.message.text));
+  const connecting = chat.connect();
+  for (const n of [0, 1, 2]) (await net.socket(n)).close(1006, "blocked");
+  await connecting;
+  assert.equal(chat.transport, "longpoll");
+  assert.deepEqual(messages, ["hello"]);
+  await new Promise<void>((resolve) => {
+    const check = (): void => (polls.length >= 2 ? resolve() : void setImmediate(check));
+    check();
+  });
+  assert.match(polls[1] ?? "", /wait=25&after=m_1$/);
+
+  const socket = await live(net, 3);
+  assert.equal(chat.transport, "websocket");
+  assert.deepEqual(await socket.sentFrame("resume"), { type: "resume", after: "m_1" });
+  await chat.close();
+});

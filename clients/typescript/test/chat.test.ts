@@ -172,3 +172,26 @@ test("a file of a type the bridge does not take is refused with its reason", asy
   });
   await chat.close();
 });
+
+test("where WebSockets are blocked the client long-polls: it sends, and gets the reply", async () => {
+  let refused = 0;
+  const chat = new ChatClient({
+    bridge: bridge.url,
+    inboxId: 1,
+    socket: () => {
+      refused += 1;
+      throw new Error("blocked by a proxy");
+    },
+    reconnectInitialDelayMs: 1,
+    reconnectMaxDelayMs: 5,
+    pollWaitSeconds: 2,
+  });
+  await chat.connect();
+  assert.equal(chat.transport, "longpoll");
+  assert.equal(refused, 3, "three socket opens failed before polling");
+  const reply = chat.next("message", (f) => f.message.role === "agent");
+  const ack = await chat.send("over plain HTTP");
+  assert.equal(ack.status, "accepted");
+  assert.equal((await reply).message.text, "Echo: over plain HTTP");
+  await chat.close();
+});
