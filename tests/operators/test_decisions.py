@@ -4,6 +4,8 @@ audited, and the password hashing."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatbridge.operators import admin_only, passwords
 from chatbridge.operators.audit import audited
@@ -68,3 +70,33 @@ def test_a_password_is_stored_as_an_argon2id_hash_only() -> None:
         passwords.check_strength("short")
     token = passwords.new_invite_token()
     assert len(token) >= 40 and passwords.token_hash(token) != token
+
+
+_SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=12)
+_METHOD = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"])
+
+
+@given(_METHOD, st.lists(_SEGMENT, max_size=3))
+def test_everything_under_routes_and_the_audit_log_is_for_admins(
+    method: str, rest: list[str]
+) -> None:
+    for prefix in ("/config/mappings", "/api/audit", "/api/comms/settings"):
+        assert admin_only(method, "/".join([prefix, *rest]))
+
+
+@given(_METHOD, _SEGMENT, st.lists(_SEGMENT, max_size=2))
+def test_threads_and_canned_replies_are_never_admin_only(
+    method: str, thread: str, rest: list[str]
+) -> None:
+    assert not admin_only(method, "/".join(["/api/comms/threads", thread, *rest]))
+    assert not admin_only(method, "/".join(["/api/canned-replies", thread]))
+    assert not admin_only(method, "/".join(["/api/operators/me", *rest]))
+
+
+@given(_METHOD, st.text(max_size=60))
+def test_only_changes_are_audited(method: str, path: str) -> None:
+    found = audited(method, path)
+    if found is not None:
+        assert method != "GET"
+        action, _ = found
+        assert action.split(".")[0] in ("route", "dead_letter", "settings", "operator")
