@@ -173,7 +173,8 @@ export class Agent {
     return new Promise((resolve) => this.connectedWaiters.push(resolve));
   }
 
-  /** Stop every `dialIn` and `pull` of this agent; their promises then resolve. */
+  /** Stop every `dialIn`, `pull`, `serve` and `serveWebhook` of this agent for good; their
+   * promises then resolve. */
   stop(): void {
     this.stopper.abort();
     for (const ws of this.sockets) ws.close(1000, "agent stopping");
